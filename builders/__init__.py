@@ -1,0 +1,1 @@
+"""Readers, builders, the LLM engine, curation stages and the shard writer."""

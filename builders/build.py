@@ -1,0 +1,39 @@
+"""The end of every build: curation stages (validate -> quality -> PII/safety -> dedup), then the
+shard writer. Builders call `finish_build` with their records and rejects."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medmill.builders.manifest import Manifest
+from medmill.builders.pipeline import LocalExecutor, Step
+from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.schemas import Record, RejectRow
+
+
+def finish_build(
+    out_dir: Path,
+    records: Sequence[Record],
+    rejects: Sequence[RejectRow],
+    info: BuildInfo,
+    steps: Sequence[Step] = (),
+) -> Manifest:
+    """Run curation `steps` over `records`, record what they did, and write the dataset dir."""
+    t0 = time.perf_counter()
+    result = LocalExecutor().run(list(records), list(steps))
+    all_rejects = list(rejects) + result.rejects
+    info.counters.update(result.counters)
+    curation: dict[str, Any] = dict(info.curation)
+    for name, stats in result.stats.items():
+        curation[name] = stats
+    info.curation = curation
+    for name, seconds in result.timings.items():
+        info.timings[f"curate.{name}"] = seconds
+    info.timings["curate"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    manifest = write_dataset_dir(out_dir, result.records, all_rejects, info)
+    info.timings["write"] = time.perf_counter() - t1
+    return manifest

@@ -1,0 +1,214 @@
+"""The shard writer: records + rejects -> a dataset dir (data/*.parquet, README.md, manifest.json,
+rejects.jsonl), written atomically so an interrupted build never leaves a dir that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medmill.builders.card import render_card
+from medmill.builders.fileinfo import describe_inputs
+from medmill.builders.manifest import InputFile, Manifest, SplitInfo
+from medmill.builders.splits import split_by_group
+from medmill.schemas import KIND_COLUMNS, Record, RejectRow
+from medmill.schemas.errors import MedmillError
+from medmill.version import __version__
+
+DEFAULT_MAX_SHARD_BYTES = 256 * 1024 * 1024
+
+_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+_SOURCE = pa.struct(
+    [
+        ("file", pa.string()),
+        ("line", pa.int64()),
+        ("offset", pa.int64()),
+        ("ref", pa.string()),
+        ("group", pa.string()),
+        ("builder", pa.string()),
+        ("builder_version", pa.string()),
+    ]
+)
+ARROW_SCHEMAS: dict[str, pa.Schema] = {
+    "sft": pa.schema([("id", pa.string()), ("messages", _MESSAGES), ("source", _SOURCE), ("meta", pa.string())]),
+    "preference": pa.schema(
+        [
+            ("id", pa.string()),
+            ("prompt", _MESSAGES),
+            ("chosen", _MESSAGES),
+            ("rejected", _MESSAGES),
+            ("source", _SOURCE),
+            ("meta", pa.string()),
+        ]
+    ),
+    "pretrain": pa.schema([("id", pa.string()), ("text", pa.string()), ("source", _SOURCE), ("meta", pa.string())]),
+}
+
+
+@dataclass
+class BuildInfo:
+    """Everything about a build the manifest and card report besides the records themselves."""
+
+    kind: str
+    builder: str
+    command: str
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: list[Path] = field(default_factory=list)
+    seed: int = 42
+    val_size: float = 0.0
+    test_size: float = 0.0
+    license: str = "other"
+    source_licenses: dict[str, str] = field(default_factory=dict)
+    counters: Counter = field(default_factory=Counter)
+    curation: dict[str, Any] = field(default_factory=dict)
+    prompts: list[dict[str, str]] = field(default_factory=list)
+    llm: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    description: str = ""
+    extra_files: dict[str, str] = field(default_factory=dict)
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+
+
+def _group_of(row: dict[str, Any]) -> str:
+    src = row.get("source") or {}
+    return src.get("group") or src.get("ref") or row["id"]
+
+
+def _shards(table: pa.Table, max_bytes: int) -> list[pa.Table]:
+    n = max(1, math.ceil(table.nbytes / max(1, max_bytes)))
+    n = min(n, max(1, table.num_rows))
+    step = math.ceil(table.num_rows / n) if table.num_rows else 0
+    if step == 0:
+        return [table]
+    return [table.slice(i, step) for i in range(0, table.num_rows, step)]
+
+
+def unique_rows(rows: list[dict[str, Any]], stage: str = "write") -> tuple[list[dict[str, Any]], list[RejectRow]]:
+    """Keep the first record of each id (ids are content hashes, so a repeat is an exact duplicate)."""
+    seen: dict[str, dict[str, Any]] = {}
+    rejects: list[RejectRow] = []
+    for row in rows:
+        if row["id"] in seen:
+            rejects.append(
+                RejectRow(
+                    stage=stage,
+                    reason="exact_duplicate",
+                    message=f"same content as record {row['id']}",
+                    source=row.get("source"),
+                    raw=row,
+                )
+            )
+            continue
+        seen[row["id"]] = row
+    return list(seen.values()), rejects
+
+
+def write_dataset_dir(
+    out_dir: Path, records: Sequence[Record | dict[str, Any]], rejects: Sequence[RejectRow], info: BuildInfo
+) -> Manifest:
+    """Write the dataset dir in a temp dir beside `out_dir`, then swap it into place.
+
+    `records` are schema objects (or rows as `Record.to_row()` makes them); ids must be content hashes.
+    """
+    if info.kind not in ARROW_SCHEMAS:
+        raise MedmillError(f"unknown record kind {info.kind!r}")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    rows = [r if isinstance(r, dict) else r.to_row() for r in records]
+    rows, dup_rejects = unique_rows(rows)
+    rejects = list(rejects) + dup_rejects
+    splits = split_by_group(rows, _group_of, val_size=info.val_size, test_size=info.test_size, seed=info.seed)
+    schema = ARROW_SCHEMAS[info.kind]
+    columns = KIND_COLUMNS[info.kind]
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        (tmp / "data").mkdir()
+        split_infos: dict[str, SplitInfo] = {}
+        for split in ("train", "validation", "test"):
+            split_rows = sorted(splits.get(split, []), key=lambda r: r["id"])
+            if not split_rows:
+                continue
+            table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in split_rows], schema=schema)
+            parts = _shards(table, info.max_shard_bytes)
+            names = []
+            for i, part in enumerate(parts):
+                name = f"data/{split}-{i:05d}-of-{len(parts):05d}.parquet"
+                pq.write_table(part, tmp / name, compression="zstd")
+                names.append(name)
+            split_infos[split] = SplitInfo(records=len(split_rows), files=names)
+        with open(tmp / "rejects.jsonl", "w", encoding="utf-8") as f:
+            for r in rejects:
+                f.write(r.to_json() + "\n")
+        for name, text in info.extra_files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_text(text, encoding="utf-8")
+        by_reason = Counter(f"{r.stage}/{r.reason}" for r in rejects)
+        manifest = Manifest(
+            version=__version__,
+            kind=info.kind,
+            builder=info.builder,
+            command=info.command,
+            params=info.params,
+            seed=info.seed,
+            inputs=[InputFile(**d) for d in describe_inputs(info.inputs)],
+            splits=split_infos,
+            records_total=sum(s.records for s in split_infos.values()),
+            rejects_total=len(rejects),
+            rejects_by_reason=dict(sorted(by_reason.items())),
+            counters=dict(sorted(info.counters.items())),
+            curation=info.curation,
+            prompts=info.prompts,
+            llm=info.llm,
+            usage=info.usage,
+            timings={k: round(v, 3) for k, v in info.timings.items()},
+            license=info.license,
+            source_licenses=info.source_licenses,
+        )
+        (tmp / "README.md").write_text(render_card(manifest, tmp, info.description), encoding="utf-8")
+        # manifest last: its presence marks a finished dir
+        (tmp / "manifest.json").write_text(
+            json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+        )
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Move the finished files into `out_dir`, keeping what the build does not own (an LLM cache).
+
+    manifest.json goes first out and last in, so a dir without it is known to be unfinished.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MedmillError(f"--out {out_dir} exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove(out_dir / "manifest.json")
+    for child in sorted(tmp.iterdir()):
+        if child.name == "manifest.json":
+            continue
+        _remove(out_dir / child.name)
+        os.replace(child, out_dir / child.name)
+    os.replace(tmp / "manifest.json", out_dir / "manifest.json")
+    tmp.rmdir()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -1,0 +1,1 @@
+"""Jinja2 templates of Hugging Face dataset cards (shipped as package data)."""

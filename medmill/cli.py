@@ -1,0 +1,64 @@
+"""The front door: one typer app; every command is registered here, its options live in
+medmill/commands/<name>.py, and the work is done by medmill.builders / medmill.trainers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from medmill.console import err_console
+from medmill.schemas.errors import MedmillError
+from medmill.version import __version__
+
+app = typer.Typer(
+    name="medmill",
+    help="Medical knowledge -> validated SFT / preference / pretraining shards -> trained models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medmill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details to stderr."),
+) -> None:
+    """medmill: build, curate, publish and train on Chinese medical datasets."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _register() -> None:
+    # Each module adds its command(s) to `app`; the order here is the order of `medmill --help`.
+    from medmill.commands import register_all
+
+    register_all(app)
+
+
+def main() -> None:
+    _register()
+    try:
+        app()
+    except MedmillError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; re-run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Console output shared by commands: progress bars and the end-of-command summary table."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=False, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def progress() -> Progress:
+    """A progress bar that stays quiet when stderr is not a terminal (CI logs stay readable)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not sys.stderr.isatty(),
+        transient=False,
+    )
+
+
+def summary_table(title: str, rows: Iterable[tuple[str, Any]] | Mapping[str, Any]) -> None:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    items = rows.items() if isinstance(rows, Mapping) else rows
+    for key, value in items:
+        if isinstance(value, float):
+            value = f"{value:,.2f}"
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        table.add_row(str(key), str(value))
+    console.print(table)
+
+
+def build_summary(title: str, manifest: Any, extra: Iterable[tuple[str, Any]] = ()) -> None:
+    """The table every build prints at its end: inputs, records per split, rejects by reason, time."""
+    rows: list[tuple[str, Any]] = list(extra)
+    for split, info in manifest.splits.items():
+        rows.append((f"records in {split}", info.records))
+    rows.append(("records written", manifest.records_total))
+    rows.append(("rejects", manifest.rejects_total))
+    for reason, n in manifest.rejects_by_reason.items():
+        rows.append((f"  rejected: {reason}", n))
+    if "total" in manifest.timings:
+        rows.append(("time (s)", float(manifest.timings["total"])))
+    summary_table(title, rows)

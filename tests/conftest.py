@@ -1,0 +1,23 @@
+"""Shared fixtures. Tests that read ../shared/samples skip cleanly when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SAMPLES = REPO.parent / "shared" / "samples"
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture
+def samples_dir() -> Path:
+    if not SHARED_SAMPLES.is_dir():
+        pytest.skip("../shared/samples is not present")
+    return SHARED_SAMPLES
+
+
+@pytest.fixture
+def examples_dir() -> Path:
+    return EXAMPLES
