@@ -1,0 +1,1 @@
+"""Curation: quality rules, PII redaction, safety lexicon, near-duplicate removal, decontamination."""

@@ -1,0 +1,1 @@
+"""The LLM generation engine shared by every LLM-powered builder."""
