@@ -20,8 +20,13 @@ def finish_build(
     rejects: Sequence[RejectRow],
     info: BuildInfo,
     steps: Sequence[Step] = (),
+    *,
+    started: float | None = None,
 ) -> Manifest:
-    """Run curation `steps` over `records`, record what they did, and write the dataset dir."""
+    """Run curation `steps` over `records`, record what they did, and write the dataset dir.
+
+    `started` (a `time.perf_counter()` value taken when the build began) sets `timings["total"]`
+    to the time from then until the write starts, curation included."""
     t0 = time.perf_counter()
     result = LocalExecutor().run(list(records), list(steps))
     all_rejects = list(rejects) + result.rejects
@@ -33,6 +38,8 @@ def finish_build(
     for name, seconds in result.timings.items():
         info.timings[f"curate.{name}"] = seconds
     info.timings["curate"] = time.perf_counter() - t0
+    if started is not None:
+        info.timings["total"] = time.perf_counter() - started
     t1 = time.perf_counter()
     manifest = write_dataset_dir(out_dir, result.records, all_rejects, info)
     info.timings["write"] = time.perf_counter() - t1

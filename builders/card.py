@@ -1,14 +1,26 @@
-"""Render a dataset dir's README.md (Hub dataset card) from datasets_cards/ templates."""
+"""Render a dataset dir's README.md (Hub dataset card) from the per-kind datasets_cards/ templates.
+
+The card is rendered at every build (by the writer) and again at push time, when the repo layout
+(config name, data folder) and the other configs already in the repo are known.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import time
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jinja2
+import pyarrow.parquet as pq
 import yaml
 
 from medmill.builders.manifest import Manifest
+from medmill.builders.publish.plots import existing_plots
+from medmill.builders.publish.stats import TOKEN_PROXY_HELP, DatasetStats, compute_stats
 from medmill.schemas import KIND_COLUMNS
 
 SIZE_CATEGORIES = [
@@ -36,6 +48,10 @@ KIND_HELP = {
     "pretrain": "language modelling: `text`",
 }
 
+SUMMARY_START = "<!-- medmill:summary -->"
+SUMMARY_END = "<!-- /medmill:summary -->"
+EXAMPLE_CHARS = 240
+
 
 def size_category(n: int) -> str:
     for bound, name in SIZE_CATEGORIES:
@@ -44,20 +60,38 @@ def size_category(n: int) -> str:
     return "n>1T"
 
 
-def card_metadata(m: Manifest, config_name: str = "default") -> dict:
-    """The YAML header: valid for the Hub (huggingface_hub's DatasetCardData round-trips it)."""
-    meta = {
+def config_entry(m: Manifest, config_name: str = "default", data_dir: str = "data") -> dict[str, Any]:
+    """One item of the card's `configs` list: where each split's shards of this build live."""
+    return {
+        "config_name": config_name,
+        "data_files": [{"split": split, "path": f"{data_dir}/{split}-*"} for split in m.splits],
+    }
+
+
+def card_metadata(
+    m: Manifest,
+    config_name: str = "default",
+    data_dir: str = "data",
+    other_configs: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """The YAML header: valid for the Hub (huggingface_hub's DatasetCardData round-trips it).
+
+    `other_configs` are configs already in the target repo; this build's entry replaces its namesake.
+    """
+    configs = [c for c in other_configs if c.get("config_name") != config_name]
+    configs.append(config_entry(m, config_name, data_dir))
+    configs.sort(key=lambda c: (c.get("config_name") != "default", str(c.get("config_name"))))
+    if len(configs) > 1:
+        for c in configs:
+            c.pop("default", None)
+    meta: dict[str, Any] = {
         "language": ["zh"],
         "license": m.license,
+        "pretty_name": f"medmill {m.builder} ({m.kind})",
         "task_categories": TASK_CATEGORIES.get(m.kind, ["text-generation"]),
         "size_categories": [size_category(m.records_total)],
         "tags": ["medical", "chinese", m.kind, "medmill", m.builder],
-        "configs": [
-            {
-                "config_name": config_name,
-                "data_files": [{"split": split, "path": f"data/{split}-*"} for split in m.splits],
-            }
-        ],
+        "configs": configs,
     }
     if m.license == "other":
         meta["license_name"] = "see-sources"
@@ -65,20 +99,145 @@ def card_metadata(m: Manifest, config_name: str = "default") -> dict:
     return meta
 
 
-def _template(name: str) -> jinja2.Template:
-    text = resources.files("medmill.datasets_cards").joinpath(name).read_text(encoding="utf-8")
-    return jinja2.Environment(keep_trailing_newline=True, autoescape=False).from_string(text)
+def _environment() -> jinja2.Environment:
+    def load(name: str) -> str:
+        return resources.files("medmill.datasets_cards").joinpath(name).read_text(encoding="utf-8")
 
-
-def render_card(m: Manifest, out_dir: Path, description: str = "") -> str:
-    title = f"medmill {m.builder} ({m.kind})"
-    header = yaml.safe_dump(card_metadata(m), allow_unicode=True, sort_keys=False)
-    summary = description or f"A {m.kind} dataset built by medmill's `{m.builder}` from {len(m.inputs)} input file(s)."
-    return _template("dataset_card.md.j2").render(
-        yaml_header=header,
-        title=title,
-        summary=summary,
-        m=m,
-        kind_help=KIND_HELP.get(m.kind, m.kind),
-        columns=", ".join(f"`{c}`" for c in KIND_COLUMNS.get(m.kind, [])),
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(load), keep_trailing_newline=True, autoescape=False, trim_blocks=False
     )
+    env.filters["fmt"] = _fmt
+    env.filters["cell"] = _cell
+    return env
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _cell(value: Any, limit: int = EXAMPLE_CHARS) -> str:
+    """Make text safe for one Markdown table cell."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _flatten(stats: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Curation stats as (key, scalar) rows, one level of nesting spelled out as `a.b`."""
+    if not isinstance(stats, dict):
+        return [(prefix or "value", stats)]
+    rows: list[tuple[str, Any]] = []
+    for k, v in stats.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and not prefix:
+            rows.extend(_flatten(v, key))
+        else:
+            rows.append((key, v if isinstance(v, int | float | str | bool) or v is None else _cell(v, 120)))
+    return rows
+
+
+def _example(out_dir: Path, m: Manifest) -> dict[str, Any] | None:
+    """The first record of the first shard, for the card's example block."""
+    for split in ("train", *m.splits):
+        info = m.splits.get(split)
+        if info and info.files and (out_dir / info.files[0]).exists():
+            parquet = pq.ParquetFile(out_dir / info.files[0])
+            table = parquet.read_row_group(0, columns=[c for c in KIND_COLUMNS[m.kind] if c != "source"])
+            if table.num_rows:
+                return table.slice(0, 1).to_pylist()[0]
+    return None
+
+
+def _example_json(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return ""
+
+    def clip(v: Any) -> Any:
+        if isinstance(v, str):
+            return v if len(v) <= EXAMPLE_CHARS else v[:EXAMPLE_CHARS] + "…"
+        if isinstance(v, list):
+            return [clip(x) for x in v]
+        if isinstance(v, dict):
+            return {k: clip(x) for k, x in v.items()}
+        return v
+
+    row = dict(row)
+    if isinstance(row.get("meta"), str):
+        try:
+            row["meta"] = json.loads(row["meta"])
+        except json.JSONDecodeError:
+            pass
+    return json.dumps(clip(row), ensure_ascii=False, indent=2)
+
+
+def summary_of(card_text: str) -> str:
+    """The summary paragraph of a card medmill rendered (kept when the card is re-rendered at push)."""
+    match = re.search(re.escape(SUMMARY_START) + r"\n(.*?)\n" + re.escape(SUMMARY_END), card_text, re.S)
+    return match.group(1).strip() if match else ""
+
+
+def render_card(
+    m: Manifest,
+    out_dir: Path,
+    description: str = "",
+    *,
+    config_name: str = "default",
+    data_dir: str = "data",
+    asset_prefix: str = "",
+    other_configs: Sequence[dict[str, Any]] = (),
+    plots: bool = True,
+    stats: DatasetStats | None = None,
+) -> str:
+    """Card text for the dataset dir `out_dir` (its shards must already be written).
+
+    Plots are written into `out_dir/plots/` and linked as `{asset_prefix}plots/...` (the prefix is
+    the config's folder when the dir is pushed as a named config).
+    """
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    stats = stats if stats is not None else compute_stats(out_dir, m.kind)
+    if plots and stats.total:
+        from medmill.builders.publish.plots import write_plots
+
+        plot_files = write_plots(stats, out_dir)
+    else:
+        plot_files = existing_plots(out_dir)
+    plot_links = [(title, asset_prefix + rel) for title, rel in plot_files]
+    title = f"medmill {m.builder} ({m.kind})"
+    header = yaml.safe_dump(card_metadata(m, config_name, data_dir, other_configs), allow_unicode=True, sort_keys=False)
+    summary = description or (
+        f"A {m.kind} dataset of {m.records_total:,} records built by medmill's `{m.builder}` "
+        f"from {len(m.inputs)} input file(s)."
+    )
+    configs = [c for c in other_configs if c.get("config_name") != config_name]
+    text = (
+        _environment()
+        .get_template(f"{m.kind}.md.j2")
+        .render(
+            yaml_header=header,
+            title=title,
+            summary_start=SUMMARY_START,
+            summary_end=SUMMARY_END,
+            summary=summary,
+            m=m,
+            stats=stats,
+            token_help=TOKEN_PROXY_HELP,
+            kind_help=KIND_HELP.get(m.kind, m.kind),
+            columns=", ".join(f"`{c}`" for c in KIND_COLUMNS.get(m.kind, [])),
+            config_name=config_name,
+            data_dir=data_dir,
+            other_configs=[c.get("config_name") for c in configs],
+            plots=plot_links,
+            example=_example_json(_example(out_dir, m)),
+            curation=[(stage, _flatten(s)) for stage, s in m.curation.items()],
+            bibkey=re.sub(r"\W+", "_", f"medmill_{m.builder}_{config_name}").strip("_"),
+        )
+    )
+    m.timings.setdefault("card", round(time.perf_counter() - t0, 3))
+    return text

@@ -79,6 +79,8 @@ class BuildInfo:
     description: str = ""
     extra_files: dict[str, str] = field(default_factory=dict)
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+    # record id -> split: keep the splits records already had (medmill filter / dedup over dataset dirs)
+    fixed_splits: dict[str, str] | None = None
 
 
 def _group_of(row: dict[str, Any]) -> str:
@@ -129,7 +131,12 @@ def write_dataset_dir(
     rows = [r if isinstance(r, dict) else r.to_row() for r in records]
     rows, dup_rejects = unique_rows(rows)
     rejects = list(rejects) + dup_rejects
-    splits = split_by_group(rows, _group_of, val_size=info.val_size, test_size=info.test_size, seed=info.seed)
+    if info.fixed_splits is not None:
+        splits: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            splits.setdefault(info.fixed_splits.get(row["id"], "train"), []).append(row)
+    else:
+        splits = split_by_group(rows, _group_of, val_size=info.val_size, test_size=info.test_size, seed=info.seed)
     schema = ARROW_SCHEMAS[info.kind]
     columns = KIND_COLUMNS[info.kind]
 
@@ -137,7 +144,7 @@ def write_dataset_dir(
     try:
         (tmp / "data").mkdir()
         split_infos: dict[str, SplitInfo] = {}
-        for split in ("train", "validation", "test"):
+        for split in ("train", "validation", "test", *sorted(set(splits) - {"train", "validation", "test"})):
             split_rows = sorted(splits.get(split, []), key=lambda r: r["id"])
             if not split_rows:
                 continue

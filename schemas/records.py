@@ -115,6 +115,9 @@ class _RecordBase(BaseModel):
             data["meta"] = json.loads(meta) if meta else {}
         elif meta is None:
             data["meta"] = {}
+        if isinstance(data.get("source"), dict):
+            # parquet structs store absent fields as nulls
+            data["source"] = {k: v for k, v in data["source"].items() if v is not None}
         return cls.model_validate(data)
 
 

@@ -21,3 +21,13 @@ def samples_dir() -> Path:
 @pytest.fixture
 def examples_dir() -> Path:
     return EXAMPLES
+
+
+@pytest.fixture
+def llm_server():
+    """A started local OpenAI-compatible server (tests/llm_server.py); set `.responder`, `.faults`,
+    `.latency` as needed; `.base_url` goes to LLMSettings(base_url=...)."""
+    from tests.llm_server import FakeLLMServer
+
+    with FakeLLMServer() as server:
+        yield server

@@ -38,6 +38,8 @@ class LLMSettings(BaseModel):
     max_retries: int = 6
     max_reasks: int = 2
     timeout: float = 120.0
+    retry_base_delay: float = 0.5  # first backoff (s); doubles per retry, with full jitter
+    retry_max_delay: float = 30.0  # backoff cap (s); a longer Retry-After is still honoured up to 10 min
     structured: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
     cache: Path | None = None  # default: <out>/llm_cache.sqlite
     batch_size: int = 8  # transformers backend
@@ -65,3 +67,4 @@ class LLMResult:
     cached: bool = False
     attempts: int = 0
     usage: dict[str, int] = field(default_factory=dict)
+    finish_reason: str | None = None  # of the last completion ("length" = cut at max_tokens)

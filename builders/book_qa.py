@@ -1,0 +1,291 @@
+"""build-book-qa: guideline / textbook chunks -> grounded question-answer SFT records.
+
+Two LLM steps per chunk, unlike MedicalGPT-zh (whose answers were written from the question alone):
+1. questions of diverse types, answerable from the chunk alone and self-contained;
+2. an answer written from chunk + question, with the chunk sentences that support it (`reference`).
+Every reference is verified in the chunk, answers with no verified reference or too little
+character-bigram overlap with the chunk are rejected as ungrounded, meta-talk and "the text does not
+say" answers are rejected, and near-duplicate questions across chunks are dropped before answering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medmill.builders.book_qa_checks import (
+    answer_problem,
+    containment,
+    near_duplicates,
+    question_problem,
+    verify_references,
+)
+from medmill.builders.llm.types import LLMRequest, LLMResult
+from medmill.builders.prompts import PromptTemplate, load_prompt
+from medmill.schemas import Message, RejectRow, SFTRecord, Source, TextChunk
+
+BUILDER = "book-qa"
+BUILDER_VERSION = "1"
+QUESTION_TYPES = ["概念", "机制", "诊断", "鉴别诊断", "治疗", "用药剂量", "注意事项", "预后"]
+
+
+class QuestionItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    question: str
+    type: str = ""
+
+
+class QuestionSet(BaseModel):
+    """Structured output of the question step."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    questions: list[QuestionItem]
+
+
+class GroundedAnswer(BaseModel):
+    """Structured output of the answer step."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    answerable: bool
+    answer: str
+    reference: list[str] = Field(default_factory=list)
+
+
+class BookQAConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    questions_per_chunk: int = Field(3, ge=1, le=20)
+    question_types: list[str] = Field(default_factory=lambda: list(QUESTION_TYPES))
+    min_overlap: float = Field(0.5, ge=0.0, le=1.0)  # share of answer bigrams found in the chunk
+    dedup_threshold: float = Field(0.7, gt=0.0, le=1.0)  # bigram Jaccard of near-duplicate questions
+    min_chunk_chars: int = Field(80, ge=1)
+    question_prompt: str = "book_qa_questions"
+    answer_prompt: str = "book_qa_answer"
+
+
+@dataclass
+class QAOutput:
+    """Records plus everything the manifest reports about how they were made."""
+
+    records: list[SFTRecord] = field(default_factory=list)
+    rejects: list[RejectRow] = field(default_factory=list)
+    counters: Counter = field(default_factory=Counter)
+    prompts: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Candidate:
+    chunk: TextChunk
+    question: str
+    type: str
+
+
+class Runner(Protocol):
+    """What the builder needs from the LLM engine: `run(requests, desc) -> results` in order."""
+
+    def run(self, requests: list[LLMRequest], desc: str = "") -> list[LLMResult]: ...
+
+
+def section_group(chunk: TextChunk) -> str:
+    """Split group: chunks of one section (overlapping pieces included) never straddle splits."""
+    key = f"{chunk.file}\x00{' > '.join(chunk.headings)}"
+    return "s" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _source(chunk: TextChunk) -> Source:
+    return Source(
+        file=chunk.file,
+        line=chunk.meta.get("line"),
+        offset=chunk.offset,
+        ref=chunk.id,
+        group=section_group(chunk),
+        builder=BUILDER,
+        builder_version=BUILDER_VERSION,
+    )
+
+
+def _reject(stage: str, reason: str, message: str, chunk: TextChunk, raw: Any = None) -> RejectRow:
+    return RejectRow(
+        stage=f"{BUILDER}.{stage}", reason=reason, message=message, source=_source(chunk), raw=raw
+    )
+
+
+def _llm_reject(stage: str, result: LLMResult, chunk: TextChunk, extra: dict | None = None) -> RejectRow:
+    return _reject(
+        stage, result.error or "llm_error", result.message, chunk, {"raw": result.raw, **(extra or {})}
+    )
+
+
+def build_book_qa(chunks: Sequence[TextChunk], config: BookQAConfig, engine: Runner) -> QAOutput:
+    """Questions, then grounded answers, for every chunk; see the module docstring."""
+    q_prompt, a_prompt = load_prompt(config.question_prompt), load_prompt(config.answer_prompt)
+    out = QAOutput(prompts=[q_prompt.ref, a_prompt.ref])
+    usable = []
+    for chunk in chunks:
+        if len(chunk.text) < config.min_chunk_chars:
+            out.rejects.append(
+                _reject("chunks", "chunk_too_short", f"{len(chunk.text)} characters", chunk, chunk.text)
+            )
+        else:
+            usable.append(chunk)
+    out.counters["chunks_used"] = len(usable)
+    candidates = _questions(usable, config, q_prompt, engine, out)
+    candidates = _drop_near_duplicates(candidates, config, out)
+    _answers(candidates, config, q_prompt, a_prompt, engine, out)
+    per_chunk = Counter(r.meta["chunk_id"] for r in out.records)
+    for chunk in usable:
+        out.counters[f"chunks_with_{per_chunk.get(chunk.id, 0)}_qa"] += 1
+    return out
+
+
+def _questions(
+    chunks: list[TextChunk], config: BookQAConfig, prompt: PromptTemplate, engine: Runner, out: QAOutput
+) -> list[_Candidate]:
+    requests = [
+        LLMRequest(
+            key=f"questions:{c.id}",
+            messages=prompt.render(
+                chunk=c.text, headings=c.headings, n=config.questions_per_chunk, types=config.question_types
+            ),
+            schema=QuestionSet,
+            prompt=prompt.ref,
+        )
+        for c in chunks
+    ]
+    candidates: list[_Candidate] = []
+    wanted = set(config.question_types)
+    for chunk, result in zip(chunks, engine.run(requests, desc="questions"), strict=True):
+        if not result.ok:
+            out.rejects.append(_llm_reject("questions", result, chunk))
+            continue
+        seen: set[str] = set()
+        kept = 0
+        for item in result.value.questions:
+            out.counters["questions_generated"] += 1
+            question = item.question.strip()
+            problem = question_problem(question)
+            if problem is None and item.type.strip() not in wanted:
+                problem = ("type_not_requested", f"type {item.type!r} is not one of {sorted(wanted)}")
+            if problem is None and question in seen:
+                problem = ("duplicate_in_chunk", "asked twice for the same chunk")
+            if problem is None and kept >= config.questions_per_chunk:
+                problem = ("beyond_requested", f"more than {config.questions_per_chunk} questions returned")
+            if problem is not None:
+                out.rejects.append(_reject("questions", problem[0], problem[1], chunk, item.model_dump()))
+                continue
+            seen.add(question)
+            kept += 1
+            candidates.append(_Candidate(chunk, question, item.type.strip()))
+    return candidates
+
+
+def _drop_near_duplicates(
+    candidates: list[_Candidate], config: BookQAConfig, out: QAOutput
+) -> list[_Candidate]:
+    dupes = near_duplicates([c.question for c in candidates], config.dedup_threshold)
+    for i, j in sorted(dupes.items()):
+        c, first = candidates[i], candidates[j]
+        out.rejects.append(
+            _reject(
+                "dedup",
+                "near_duplicate_question",
+                f"near-duplicate of {first.question!r} (chunk {first.chunk.id})",
+                c.chunk,
+                {"question": c.question},
+            )
+        )
+    return [c for i, c in enumerate(candidates) if i not in dupes]
+
+
+def _answers(
+    candidates: list[_Candidate],
+    config: BookQAConfig,
+    q_prompt: PromptTemplate,
+    prompt: PromptTemplate,
+    engine: Runner,
+    out: QAOutput,
+) -> None:
+    requests = [
+        LLMRequest(
+            key=f"answer:{c.chunk.id}:{hashlib.sha256(c.question.encode()).hexdigest()[:12]}",
+            messages=prompt.render(chunk=c.chunk.text, headings=c.chunk.headings, question=c.question),
+            schema=GroundedAnswer,
+            prompt=prompt.ref,
+        )
+        for c in candidates
+    ]
+    for cand, result in zip(candidates, engine.run(requests, desc="answers"), strict=True):
+        chunk = cand.chunk
+        raw = {"question": cand.question}
+        if not result.ok:
+            out.rejects.append(_llm_reject("answers", result, chunk, raw))
+            continue
+        value: GroundedAnswer = result.value
+        raw = {**raw, **value.model_dump()}
+        if result.finish_reason == "length":
+            out.rejects.append(
+                _reject("answers", "truncated", "the answer was cut at max_tokens", chunk, raw)
+            )
+            continue
+        if not value.answerable:
+            out.rejects.append(
+                _reject("answers", "unanswerable", "the model found no answer in the chunk", chunk, raw)
+            )
+            continue
+        answer = value.answer.strip()
+        problem = answer_problem(answer)
+        if problem is not None:
+            out.rejects.append(_reject("answers", problem[0], problem[1], chunk, raw))
+            continue
+        refs = verify_references(value.reference, chunk.text)
+        out.counters["references_unverified"] += len(refs.unverified)
+        if not refs.verified:
+            shown = value.reference[0][:60] if value.reference else "none given"
+            out.rejects.append(
+                _reject(
+                    "answers",
+                    "reference_not_in_chunk",
+                    f"no reference found in the chunk ({shown!r})",
+                    chunk,
+                    raw,
+                )
+            )
+            continue
+        overlap = containment(answer, chunk.text)
+        if overlap < config.min_overlap:
+            out.rejects.append(
+                _reject(
+                    "answers",
+                    "low_overlap",
+                    f"{overlap:.2f} of the answer's character bigrams are in the chunk (min {config.min_overlap})",
+                    chunk,
+                    raw,
+                )
+            )
+            continue
+        messages = [Message(role="user", content=cand.question), Message(role="assistant", content=answer)]
+        out.records.append(
+            SFTRecord(
+                id=SFTRecord.make_id(messages),
+                messages=messages,
+                source=_source(chunk),
+                meta={
+                    "chunk_id": chunk.id,
+                    "document": chunk.file,
+                    "headings": chunk.headings,
+                    "question_type": cand.type,
+                    "reference": refs.verified,
+                    "overlap": round(overlap, 3),
+                    "prompts": {"question": q_prompt.ref, "answer": prompt.ref},
+                },
+            )
+        )
+        out.counters[f"type.{cand.type}"] += 1

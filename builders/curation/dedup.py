@@ -1,0 +1,221 @@
+"""Exact and near-duplicate detection over a list of texts, optionally against a persisted index.
+
+How a duplicate is decided (deterministic, documented in the README of `medmill dedup`):
+
+1. Exact: two texts are the same when their letters and digits are (NFKC, lower case; whitespace and
+   punctuation ignored). The first one is kept.
+2. Near: MinHash signatures (`minhash.py`) are cut into LSH bands; texts sharing a band bucket are
+   candidates. Candidates are checked with the exact Jaccard similarity of their shingle sets.
+3. Representative rule: texts are visited in order - the index (earlier runs) first, then the inputs
+   in the order given. A text is removed when its exact Jaccard with an already *kept* text is at or
+   above the threshold; it names the most similar kept text (earliest on ties). Otherwise it is kept.
+   A removed text never makes another one a duplicate, so there are no chains: every removal is
+   within the threshold of the text it names.
+
+Only texts that share a bucket with another text enter the Python loop; the rest are kept by numpy.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from medmill.builders.curation import minhash as mh
+
+PARALLEL_MIN_DOCS = 20_000  # below this, processes cost more than they save
+CHUNK_DOCS = 10_000
+
+
+@dataclass
+class DedupConfig:
+    threshold: float = 0.8
+    shingle: str = "char"
+    ngram: int = 0  # 0 = mh.DEFAULT_NGRAM[shingle]
+    num_perm: int = 128
+    seed: int = 1
+    workers: int = 0  # 0 = every core this process may use
+    max_compare: int = 64  # exact comparisons per candidate text (bounds pathological buckets)
+
+    @property
+    def params(self) -> mh.MinHashParams:
+        return mh.MinHashParams(self.shingle, self.ngram or mh.DEFAULT_NGRAM[self.shingle], self.num_perm, self.seed)
+
+    @property
+    def bands_rows(self) -> tuple[int, int]:
+        return mh.lsh_params(self.threshold, self.num_perm)
+
+
+@dataclass
+class Reference:
+    """Texts from earlier runs (an index): always kept, always first."""
+
+    exact: np.ndarray  # uint64 per text
+    sigs: np.ndarray  # (n x num_perm) uint32
+    texts: list[str]
+
+
+@dataclass
+class DedupResult:
+    """Per input text: `dup_of` = -1 (kept) or the position of the kept text it duplicates, where
+    positions 0..R-1 are reference texts and R.. are inputs; `similarity` (1.0 for exact copies)."""
+
+    dup_of: np.ndarray
+    similarity: np.ndarray
+    exact: np.ndarray
+    sigs: np.ndarray  # signatures of the inputs (zeros for exact copies), for the index
+    keys: np.ndarray  # exact keys of the inputs
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def keep(self) -> np.ndarray:
+        return self.dup_of < 0
+
+
+def exact_keys(texts: list[str]) -> np.ndarray:
+    """64-bit key per text over its letters and digits; texts with none fall back to their raw form."""
+    import xxhash
+
+    seq, lengths = mh.char_units(texts)
+    n = len(texts)
+    keys = np.zeros(n, dtype=np.uint64)
+    if len(seq):
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        pos = np.arange(len(seq), dtype=np.uint64) - np.repeat(starts, lengths).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            mixed = mh._splitmix(seq.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + pos)
+            nonempty = lengths > 0
+            sums = np.add.reduceat(mixed, starts[nonempty]) if nonempty.any() else np.zeros(0, np.uint64)
+            keys[nonempty] = mh._splitmix(sums + lengths[nonempty].astype(np.uint64))
+    for i in np.flatnonzero(lengths == 0):
+        keys[i] = np.uint64(xxhash.xxh3_64_intdigest(" ".join(texts[i].split()).encode()))
+    return keys
+
+
+def _sig_chunk(args: tuple[list[str], mh.MinHashParams]) -> np.ndarray:
+    texts, params = args
+    hashes, offsets = params.shingles(texts)
+    return mh.signatures(hashes, offsets, params.num_perm, params.seed)
+
+
+def compute_signatures(texts: list[str], params: mh.MinHashParams, workers: int = 0) -> np.ndarray:
+    """Signatures of all texts, on every core for large inputs, in chunks to bound memory."""
+    if not texts:
+        return np.zeros((0, params.num_perm), dtype=np.uint32)
+    workers = workers or len(os.sched_getaffinity(0))
+    chunks = [(texts[i : i + CHUNK_DOCS], params) for i in range(0, len(texts), CHUNK_DOCS)]
+    if workers <= 1 or len(texts) < PARALLEL_MIN_DOCS:
+        return np.concatenate([_sig_chunk(c) for c in chunks])
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        return np.concatenate(list(pool.map(_sig_chunk, chunks)))
+
+
+def _shared_bucket_mask(keys: np.ndarray) -> np.ndarray:
+    """(docs,) bool: the doc shares at least one band bucket with another doc."""
+    shared = np.zeros(keys.shape[0], dtype=bool)
+    for band in range(keys.shape[1]):
+        _, inverse, counts = np.unique(keys[:, band], return_inverse=True, return_counts=True)
+        shared |= counts[inverse] > 1
+    return shared
+
+
+def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference | None = None) -> DedupResult:
+    params = config.params
+    n_ref = len(reference.texts) if reference else 0
+    n = len(texts)
+    dup_of = np.full(n, -1, dtype=np.int64)
+    similarity = np.zeros(n, dtype=np.float64)
+    exact = np.zeros(n, dtype=bool)
+    keys = exact_keys(texts)
+
+    # 1. exact copies: of a reference text, else of an earlier input
+    ref_pos: dict[int, int] = {}
+    if reference is not None and n_ref:
+        hit = np.isin(keys, reference.exact)
+        if hit.any():
+            wanted = set(keys[hit].tolist())
+            for i, k in enumerate(reference.exact.tolist()):
+                if k in wanted and k not in ref_pos:
+                    ref_pos[k] = i
+    _, first = np.unique(keys, return_index=True)
+    first_of = dict(zip(keys[first].tolist(), first.tolist(), strict=True))
+    for i, k in enumerate(keys.tolist()):
+        if k in ref_pos:
+            dup_of[i], exact[i] = ref_pos[k], True
+        elif first_of[k] != i:
+            dup_of[i], exact[i] = n_ref + first_of[k], True
+    similarity[exact] = 1.0
+
+    # 2. signatures and band keys of the distinct inputs
+    todo = np.flatnonzero(~exact)
+    sigs = np.zeros((n, params.num_perm), dtype=np.uint32)
+    sigs[todo] = compute_signatures([texts[i] for i in todo], params, config.workers)
+    bands, rows = config.bands_rows
+    ref_sigs = reference.sigs if reference is not None else np.zeros((0, params.num_perm), np.uint32)
+    all_keys = mh.band_keys(np.concatenate([ref_sigs, sigs[todo]]), bands, rows)
+    shared = _shared_bucket_mask(all_keys)
+    cand_new = todo[shared[n_ref:]]
+    stats: dict[str, Any] = {
+        "shingle": params.shingle,
+        "ngram": params.ngram,
+        "num_perm": params.num_perm,
+        "bands": bands,
+        "rows": rows,
+        "threshold": config.threshold,
+        "exact_duplicates": int(exact.sum()),
+        "lsh_candidates": int(len(cand_new)),
+    }
+
+    # 3. greedy pass over candidate texts in order, verifying with exact Jaccard
+    if len(cand_new):
+        ref_cand = np.flatnonzero(shared[:n_ref])
+        glob_keys = {int(g): all_keys[g] for g in ref_cand}  # reference rows are 0..n_ref-1
+        row_of_new = {int(i): n_ref + j for j, i in enumerate(todo)}
+        ref_texts = [reference.texts[g] for g in ref_cand] if reference is not None else []
+        cand_texts = ref_texts + [texts[i] for i in cand_new]
+        h, off = params.shingles(cand_texts)
+        ends = np.append(off[1:], len(h))
+        sets = [np.unique(h[a:b]) for a, b in zip(off, ends, strict=True)]
+        set_of: dict[int, np.ndarray] = {}
+        for j, g in enumerate(ref_cand):
+            set_of[int(g)] = sets[j]
+        for j, i in enumerate(cand_new):
+            set_of[n_ref + int(i)] = sets[len(ref_cand) + j]
+        buckets: dict[tuple[int, int], list[int]] = {}
+        for g, k in glob_keys.items():
+            for b, key in enumerate(k.tolist()):
+                buckets.setdefault((b, key), []).append(g)
+        compared = verified = 0
+        for i in cand_new.tolist():
+            me = n_ref + i
+            my_keys = all_keys[row_of_new[i]].tolist()
+            seen: set[int] = set()
+            candidates: list[int] = []
+            for b, key in enumerate(my_keys):
+                for g in buckets.get((b, key), ()):
+                    if g not in seen:
+                        seen.add(g)
+                        candidates.append(g)
+            best, best_sim = -1, -1.0
+            for g in sorted(candidates)[: config.max_compare]:
+                sim = mh.jaccard(set_of[g], set_of[me])
+                compared += 1
+                if sim >= config.threshold and sim > best_sim:
+                    best, best_sim = g, sim
+            if best >= 0:
+                dup_of[i], similarity[i] = best, best_sim
+                verified += 1
+            else:
+                for b, key in enumerate(my_keys):
+                    buckets.setdefault((b, key), []).append(me)
+        stats["exact_comparisons"] = compared
+        stats["near_duplicates"] = verified
+    else:
+        stats["exact_comparisons"] = 0
+        stats["near_duplicates"] = 0
+    return DedupResult(dup_of, similarity, exact, sigs, keys, stats)

@@ -1,0 +1,217 @@
+"""Quality rules for one record: boilerplate stripping, then length, repetition, garble, placeholder,
+CJK share and answer-equals-question checks. Each rule has a reason code that appears in rejects
+and counters, so a user can see which rule removed what.
+
+"Answer" texts are what a model learns to produce (assistant turns, chosen/rejected, pretrain text);
+"question" texts are user turns and prompts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from medmill.builders.curation.text import is_cjk, rewrite
+from medmill.schemas import PreferenceRecord, PretrainRecord, Record, SFTRecord
+from medmill.schemas.errors import MedmillError
+from medmill.schemas.records import normalise_for_compare
+
+PLACEHOLDERS = {
+    "无", "暂无", "没有", "空", "略", "同上", "见上", "不详", "未知", "待补充", "待定", "测试", "test", "n/a", "na",
+    "none", "null", "nan", "nil", "undefined", "todo", "tbd", "...", "…", "……", "-", "--", "?", "？", "0",
+}
+_PLACEHOLDER_STRIP = re.compile(r"[\s。.，,！!；;：:\"'“”]+")
+
+# mojibake: UTF-8 read as Latin-1/cp1252 (Ã©, â€™), GBK/UTF-8 swaps (锟斤拷, 烫烫烫), escaped bytes
+_LATIN_MOJIBAKE = re.compile(
+    "[\u00c2-\u00ef][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+    "\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
+)
+_ESCAPED_BYTES = re.compile(r"\\x[89a-f][0-9a-f]", re.I)
+_GBK_MARKERS = ("锟斤拷", "烫烫烫", "屯屯屯", "ï»¿")
+_CONTROL_OR_PRIVATE = re.compile("[\ue000-\uf8ff\x00-\x08\x0b\x0c\x0e-\x1f]")
+_TAIL = 120  # sign-offs are looked for in the last characters only
+
+
+def garble_signals(text: str) -> int:
+    """How many mojibake signals a text holds (0 for clean text)."""
+    n = text.count("\ufffd") + len(_LATIN_MOJIBAKE.findall(text)) + len(_ESCAPED_BYTES.findall(text))
+    n += sum(text.count(m) * 3 for m in _GBK_MARKERS)
+    n += len(_CONTROL_OR_PRIVATE.findall(text))
+    return n
+
+
+def repeated_ngram_ratio(text: str, n: int = 10) -> float:
+    """Share of character n-gram occurrences that repeat an earlier one (degenerate loops -> near 1)."""
+    compact = "".join(text.split())
+    total = len(compact) - n + 1
+    if total < 2 * n:
+        return 0.0
+    return 1.0 - len({compact[i : i + n] for i in range(total)}) / total
+
+
+def repeated_line_ratio(text: str) -> float:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) < 3:
+        return 0.0
+    return 1.0 - len(set(lines)) / len(lines)
+
+
+def cjk_share(text: str) -> float:
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return 1.0
+    return sum(is_cjk(c) for c in letters) / len(letters)
+
+
+@dataclass
+class Boilerplate:
+    openers: list[re.Pattern[str]] = field(default_factory=list)
+    closers: list[re.Pattern[str]] = field(default_factory=list)
+    drop: list[re.Pattern[str]] = field(default_factory=list)
+    version: str = "0"
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Boilerplate:
+        if path is None:
+            with resources.as_file(resources.files("medmill.builders.curation") / "lexicons" / "boilerplate.yaml") as p:
+                return cls.load(p)
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            return cls(
+                openers=[re.compile(p, re.I) for p in data.get("openers") or []],
+                closers=[re.compile(p, re.I) for p in data.get("closers") or []],
+                drop=[re.compile(p, re.I) for p in data.get("drop") or []],
+                version=str(data.get("version", "0")),
+            )
+        except (OSError, yaml.YAMLError, re.error, AttributeError) as e:
+            raise MedmillError(f"cannot load boilerplate patterns {path}: {e}") from None
+
+    def strip(self, text: str) -> str:
+        """Remove openers and (repeatedly) closers; returns the text unchanged when nothing matched."""
+        out = text.strip()
+        for p in self.openers:
+            new = p.sub("", out, count=1).lstrip()
+            if new != out:
+                out = new
+                break
+        head, tail = out[:-_TAIL], out[-_TAIL:]
+        changed = True
+        while changed and tail:
+            changed = False
+            for p in self.closers:
+                new = p.sub("", tail, count=1).rstrip()
+                if new != tail:
+                    tail, changed = new, True
+        out = (head + tail).rstrip()
+        if out == text.strip():
+            return text
+        if out and out[-1] not in "。.！!？?）)」』】”\"…~":
+            out += "。" if is_cjk(out[-1]) else "."
+        return out
+
+    def should_drop(self, text: str) -> str | None:
+        return next((p.pattern for p in self.drop if p.search(text)), None)
+
+
+@dataclass
+class QualityConfig:
+    min_chars: int = 2
+    max_chars: int = 50_000
+    min_cjk_share: float = 0.0
+    max_repeated_ngram_ratio: float = 0.5
+    max_repeated_line_ratio: float = 0.3
+    max_garble_signals: int = 2
+    strip_boilerplate: bool = True
+
+
+@dataclass
+class QualityVerdict:
+    record: Record | None
+    reason: str = ""
+    message: str = ""
+    touched: Counter = field(default_factory=Counter)
+
+
+def _split(record: Record) -> tuple[list[str], list[str]]:
+    """(question texts, answer texts) of a record."""
+    if isinstance(record, PretrainRecord):
+        return [], [record.text]
+    if isinstance(record, SFTRecord):
+        return [m.content for m in record.messages if m.role == "user"], [
+            m.content for m in record.messages if m.role == "assistant"
+        ]
+    assert isinstance(record, PreferenceRecord)
+    return [m.content for m in record.prompt if m.role == "user"], [
+        m.content for side in (record.chosen, record.rejected) for m in side
+    ]
+
+
+def _last_pair(record: Record) -> tuple[str, list[str]] | None:
+    if isinstance(record, SFTRecord):
+        users = [m.content for m in record.messages if m.role == "user"]
+        answers = [m.content for m in record.messages if m.role == "assistant"]
+        return users[-1], answers[-1:]
+    if isinstance(record, PreferenceRecord):
+        users = [m.content for m in record.prompt if m.role == "user"]
+        return users[-1], ["".join(m.content for m in side) for side in (record.chosen, record.rejected)]
+    return None
+
+
+class QualityRules:
+    def __init__(self, config: QualityConfig, boilerplate: Boilerplate | None = None) -> None:
+        self.config = config
+        self.boilerplate = boilerplate or Boilerplate.load()
+
+    def check(self, record: Record) -> QualityVerdict:
+        cfg = self.config
+        touched: Counter = Counter()
+        if cfg.strip_boilerplate:
+            try:
+                stripped = rewrite(record, lambda role, t: self.boilerplate.strip(t) if role in ("assistant",) else t)
+            except ValueError:
+                return QualityVerdict(None, "boilerplate_only", "nothing but boilerplate left in an answer")
+            if stripped is not record:
+                touched["boilerplate_stripped"] += 1
+                record = stripped
+        questions, answers = _split(record)
+        for text in answers + questions:
+            pattern = self.boilerplate.should_drop(text)
+            if pattern:
+                return QualityVerdict(None, "llm_artifact", f"matches {pattern!r}", touched)
+        for text in questions + answers:
+            key = _PLACEHOLDER_STRIP.sub("", text).lower()
+            if key in PLACEHOLDERS or not key:
+                return QualityVerdict(None, "placeholder", f"placeholder content {text.strip()[:20]!r}", touched)
+        for text in answers:
+            size = len("".join(text.split()))
+            if size < cfg.min_chars:
+                return QualityVerdict(None, "too_short", f"{size} chars < --min-chars {cfg.min_chars}", touched)
+            if size > cfg.max_chars:
+                return QualityVerdict(None, "too_long", f"{size} chars > --max-chars {cfg.max_chars}", touched)
+        for text in questions + answers:
+            signals = garble_signals(text)
+            if signals > cfg.max_garble_signals:
+                return QualityVerdict(None, "garbled", f"{signals} mojibake signals", touched)
+            ratio = repeated_ngram_ratio(text)
+            if ratio > cfg.max_repeated_ngram_ratio:
+                return QualityVerdict(None, "repeated_chars", f"repeated 10-gram share {ratio:.2f}", touched)
+            ratio = repeated_line_ratio(text)
+            if ratio > cfg.max_repeated_line_ratio:
+                return QualityVerdict(None, "repeated_lines", f"repeated line share {ratio:.2f}", touched)
+        if cfg.min_cjk_share > 0:
+            share = cjk_share("".join(questions + answers))
+            if share < cfg.min_cjk_share:
+                return QualityVerdict(None, "low_cjk", f"CJK share {share:.2f} < {cfg.min_cjk_share}", touched)
+        pair = _last_pair(record)
+        if pair:
+            question, replies = pair
+            q = normalise_for_compare(question)
+            if any(normalise_for_compare(r) == q for r in replies):
+                return QualityVerdict(None, "answer_equals_question", "the answer repeats the question", touched)
+        return QualityVerdict(record, touched=touched)

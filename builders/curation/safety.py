@@ -1,0 +1,153 @@
+"""Safety lexicon: categorised, versioned Chinese terms matched with one Aho-Corasick automaton.
+
+Lexicons are data (`lexicons/safety_zh.yaml`, or a user's YAML/TXT file). A term hit is ignored
+when it lies inside an allow phrase of the same category (medical context: 性激素, 淫羊藿), so the
+lexicon can hold short terms without flagging clinical text.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import ahocorasick
+import yaml
+
+from medmill.schemas.errors import MedmillError
+
+Action = Literal["drop", "flag"]
+
+
+@dataclass
+class Category:
+    name: str
+    action: Action = "drop"
+    description: str = ""
+    terms: set[str] = field(default_factory=set)
+    allow: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Lexicon:
+    name: str
+    version: str
+    categories: dict[str, Category]
+
+    def merge(self, other: Lexicon) -> None:
+        for cat in other.categories.values():
+            mine = self.categories.setdefault(cat.name, Category(cat.name, cat.action, cat.description))
+            mine.terms |= cat.terms
+            mine.allow |= cat.allow
+            mine.action = cat.action
+        self.version = f"{self.version}+{other.name}@{other.version}"
+
+
+def _norm(term: str) -> str:
+    return unicodedata.normalize("NFKC", term).lower().strip()
+
+
+def _action(value: object, where: str) -> Action:
+    if value not in ("drop", "flag"):
+        raise MedmillError(f"{where}: action must be drop or flag, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def load_lexicon(path: Path) -> Lexicon:
+    """A YAML lexicon ({name, version, categories: {cat: {action, terms, allow}}}) or a TXT file:
+    one term per line, `allow: PHRASE` lines, and `# category: NAME` / `# action: flag` /
+    `# version: V` header comments (category defaults to the file name)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MedmillError(f"cannot read lexicon {path}: {e}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise MedmillError(f"lexicon {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        cats = data.get("categories") if isinstance(data, dict) else None
+        if not isinstance(cats, dict):
+            raise MedmillError(f"lexicon {path} needs a `categories:` mapping")
+        categories = {}
+        for name, spec in cats.items():
+            spec = spec or {}
+            categories[name] = Category(
+                name=name,
+                action=_action(spec.get("action", "drop"), f"{path} category {name}"),
+                description=str(spec.get("description", "")),
+                terms={_norm(str(t)) for t in spec.get("terms") or [] if _norm(str(t))},
+                allow={_norm(str(t)) for t in spec.get("allow") or [] if _norm(str(t))},
+            )
+        return Lexicon(str(data.get("name", path.stem)), str(data.get("version", "0")), categories)
+    header = {"category": path.stem, "action": "drop", "version": "0"}
+    cat_terms: set[str] = set()
+    allow: set[str] = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            key, _, value = line[1:].partition(":")
+            if key.strip() in header and value.strip():
+                header[key.strip()] = value.strip()
+        elif line.lower().startswith("allow:"):
+            allow.add(_norm(line[6:]))
+        elif line:
+            cat_terms.add(_norm(line))
+    cat = Category(header["category"], _action(header["action"], str(path)), "", cat_terms, allow - {""})
+    return Lexicon(path.stem, header["version"], {cat.name: cat})
+
+
+def default_lexicon() -> Lexicon:
+    with resources.as_file(resources.files("medmill.builders.curation") / "lexicons" / "safety_zh.yaml") as p:
+        return load_lexicon(p)
+
+
+@dataclass(frozen=True)
+class SafetyHit:
+    category: str
+    term: str
+    start: int
+
+
+class SafetyMatcher:
+    """One automaton over every term and allow phrase of a lexicon."""
+
+    def __init__(self, lexicon: Lexicon, flag_only: bool = False) -> None:
+        self.lexicon = lexicon
+        self.actions: dict[str, Action] = {
+            name: ("flag" if flag_only else cat.action) for name, cat in lexicon.categories.items()
+        }
+        self._auto = ahocorasick.Automaton()
+        entries: dict[str, list[tuple[str, bool]]] = {}
+        for cat in lexicon.categories.values():
+            for t in cat.terms:
+                entries.setdefault(t, []).append((cat.name, False))
+            for t in cat.allow:
+                entries.setdefault(t, []).append((cat.name, True))
+        for key, value in entries.items():
+            self._auto.add_word(key, (key, value))
+        self._empty = not entries
+        if entries:
+            self._auto.make_automaton()
+
+    def scan(self, text: str) -> list[SafetyHit]:
+        if self._empty:
+            return []
+        norm = unicodedata.normalize("NFKC", text).lower()
+        hits: list[tuple[str, str, int, int]] = []
+        allowed: dict[str, list[tuple[int, int]]] = {}
+        for end, (key, roles) in self._auto.iter(norm):
+            start = end - len(key) + 1
+            for cat, is_allow in roles:
+                if is_allow:
+                    allowed.setdefault(cat, []).append((start, end))
+                else:
+                    hits.append((cat, key, start, end))
+        return [
+            SafetyHit(cat, key, s)
+            for cat, key, s, e in hits
+            if not any(a <= s and e <= b for a, b in allowed.get(cat, ()))
+        ]

@@ -1,0 +1,133 @@
+"""Text helpers shared by the curation stages: normal forms, which text of a record is compared, and
+rewriting a record's texts (redaction, boilerplate stripping) while keeping its id a content hash."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+
+from medmill.schemas import Message, PreferenceRecord, PretrainRecord, Record, SFTRecord
+from medmill.schemas.errors import MedmillError
+
+# CJK punctuation NFKC leaves alone, mapped to the ASCII mark it stands for
+_PUNCT_WIDTH = str.maketrans(
+    {"。": ".", "、": ",", "「": '"', "」": '"', "『": '"', "』": '"', "〈": "<", "〉": ">", "《": "<", "》": ">",
+     "【": "[", "】": "]", "〔": "(", "〕": ")", "～": "~", "—": "-", "–": "-", "‘": "'", "’": "'", "“": '"', "”": '"',
+     "…": "...", "·": "."}
+)
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """NFKC, one punctuation width, lower case, runs of whitespace as one space: the exact-dedup form."""
+    text = unicodedata.normalize("NFKC", text).translate(_PUNCT_WIDTH).lower()
+    return _SPACE.sub(" ", text).strip()
+
+
+def is_cjk(ch: str) -> bool:
+    o = ord(ch)
+    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x20000 <= o <= 0x2A6DF or 0xF900 <= o <= 0xFAFF
+
+
+# --- which text of a record is compared (dedup, decontamination) -------------------------------
+
+DEFAULT_FIELDS: dict[str, list[str]] = {"sft": ["user", "answer"], "preference": ["prompt"], "pretrain": ["text"]}
+FIELDS_BY_KIND: dict[str, set[str]] = {
+    "sft": {"system", "user", "assistant", "answer", "all"},
+    "preference": {"system", "prompt", "chosen", "rejected", "all"},
+    "pretrain": {"text", "all"},
+}
+
+
+def check_fields(kind: str, fields: list[str]) -> list[str]:
+    fields = fields or DEFAULT_FIELDS[kind]
+    unknown = [f for f in fields if f not in FIELDS_BY_KIND[kind]]
+    if unknown:
+        raise MedmillError(
+            f"--fields {','.join(unknown)} not known for {kind} records; use {', '.join(sorted(FIELDS_BY_KIND[kind]))}"
+        )
+    return fields
+
+
+def record_text(record: Record, fields: list[str]) -> str:
+    """The text of `fields` of one record, joined by newlines ("answer" = last assistant turn)."""
+    parts: list[str] = []
+    if isinstance(record, PretrainRecord):
+        return record.text
+    if isinstance(record, SFTRecord):
+        msgs = record.messages
+        for f in fields:
+            if f == "all":
+                parts += [m.content for m in msgs]
+            elif f == "answer":
+                parts += [m.content for m in msgs if m.role == "assistant"][-1:]
+            else:
+                parts += [m.content for m in msgs if m.role == f]
+        return "\n".join(parts)
+    assert isinstance(record, PreferenceRecord)
+    for f in fields:
+        if f == "all":
+            parts += [m.content for side in (record.prompt, record.chosen, record.rejected) for m in side]
+        elif f == "system":
+            parts += [m.content for m in record.prompt if m.role == "system"]
+        elif f == "prompt":
+            parts += [m.content for m in record.prompt if m.role != "system"]
+        else:
+            parts += [m.content for m in getattr(record, f)]
+    return "\n".join(parts)
+
+
+def all_texts(record: Record) -> list[tuple[str, str]]:
+    """(role, text) of every text in a record: what PII and safety scan."""
+    if isinstance(record, PretrainRecord):
+        return [("text", record.text)]
+    if isinstance(record, SFTRecord):
+        return [(m.role, m.content) for m in record.messages]
+    return [(m.role, m.content) for side in (record.prompt, record.chosen, record.rejected) for m in side]
+
+
+# --- rewriting a record ---------------------------------------------------------------------------
+
+TextFn = Callable[[str, str], str]  # (role, text) -> new text
+
+
+def rewrite(record: Record, fn: TextFn) -> Record:
+    """Apply `fn` to every text of `record`; when something changed, return a copy with a fresh id.
+
+    Raises ValueError when a rewritten text is empty (the caller turns that into a reject).
+    """
+    if isinstance(record, PretrainRecord):
+        text = fn("text", record.text)
+        if text == record.text:
+            return record
+        return PretrainRecord(id=PretrainRecord.make_id(text), text=text, source=record.source, meta=record.meta)
+
+    def redo(msgs: list[Message]) -> list[Message]:
+        return [m if (t := fn(m.role, m.content)) == m.content else Message(role=m.role, content=t) for m in msgs]
+
+    if isinstance(record, SFTRecord):
+        messages = redo(record.messages)
+        if messages == record.messages:
+            return record
+        return SFTRecord(id=SFTRecord.make_id(messages), messages=messages, source=record.source, meta=record.meta)
+    prompt, chosen, rejected = redo(record.prompt), redo(record.chosen), redo(record.rejected)
+    if (prompt, chosen, rejected) == (record.prompt, record.chosen, record.rejected):
+        return record
+    return PreferenceRecord(
+        id=PreferenceRecord.make_id(prompt, chosen, rejected),
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        source=record.source,
+        meta=record.meta,
+    )
+
+
+def with_meta(record: Record, **items: object) -> Record:
+    """A copy of `record` with `meta` extended (meta does not enter the id)."""
+    return record.model_copy(update={"meta": {**record.meta, **items}})
+
+
+def record_kind(record: Record) -> str:
+    return record.kind

@@ -1,0 +1,79 @@
+"""Persistent request cache: one row per finished completion, written the moment it arrives.
+
+Keyed by a hash of everything that determines a completion (backend, model, messages, generation
+params, response format, prompt id/version). sqlite in WAL mode: a process killed with -9 loses
+at most the completions still in flight, never a committed one, and several builds may share one
+cache file (`--cache PATH`). Failed calls are not cached, so a re-run retries them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medmill.schemas.errors import MedmillError
+
+
+@dataclass
+class Completion:
+    """What a backend returned for one call."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def call_key(payload: dict[str, Any]) -> str:
+    """A stable hash of a call's payload (canonical JSON, keys sorted)."""
+    blob = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class RequestCache:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS completions ("
+                " key TEXT PRIMARY KEY, text TEXT NOT NULL, finish_reason TEXT,"
+                " prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)"
+            )
+        except sqlite3.DatabaseError as e:
+            raise MedmillError(f"cannot open the LLM cache {self.path}: {e}") from None
+
+    def get(self, key: str) -> Completion | None:
+        row = self._db.execute(
+            "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM completions WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return Completion(text=row[0], finish_reason=row[1], prompt_tokens=row[2] or 0, completion_tokens=row[3] or 0)
+
+    def put(self, key: str, completion: Completion) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                completion.text,
+                completion.finish_reason,
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                time.time(),
+            ),
+        )
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()

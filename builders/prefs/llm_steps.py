@@ -1,0 +1,115 @@
+"""The LLM side of build-prefs: candidate answers from one or more models, and rubric scores from a judge.
+
+Each model is one `LLMEngine` (its own endpoint and settings); all share the build's request cache, so a
+re-run or a resumed run pays for nothing twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medmill.builders.llm.engine import LLMEngine
+from medmill.builders.llm.types import LLMRequest, LLMResult, LLMSettings
+from medmill.builders.prefs.inputs import PromptItem
+from medmill.builders.prefs.judging import Candidate, RubricScores, Scored
+from medmill.builders.prompts import PromptTemplate
+from medmill.schemas import Message, RejectRow
+from medmill.schemas.errors import MedmillError
+
+ROLE_LABELS = {"system": "系统", "user": "患者", "assistant": "医生"}
+
+
+def model_settings(spec: str, base: LLMSettings) -> LLMSettings:
+    """`model` or `model@base_url` -> a copy of the shared LLM settings for that endpoint."""
+    model, _, url = spec.partition("@")
+    if not model.strip():
+        raise MedmillError(f"model spec {spec!r} has no model name (expected MODEL or MODEL@BASE_URL)")
+    update: dict = {"model": model.strip()}
+    if url.strip():
+        update["base_url"] = url.strip()
+    return base.model_copy(update=update)
+
+
+def model_label(settings: LLMSettings) -> str:
+    return settings.model or "default"
+
+
+def generate(
+    settings: LLMSettings,
+    out_dir: Path,
+    items: list[PromptItem],
+    samples: int,
+    template: PromptTemplate,
+) -> tuple[list[list[Candidate]], list[RejectRow], dict]:
+    """`samples` answers per item from one model: (candidates per item, rejects, engine description+usage)."""
+    label = model_label(settings)
+    requests = []
+    for item in items:
+        messages = _with_system(item.prompt, template)
+        for s in range(samples):
+            params: dict = {"sample": s}
+            if settings.seed is not None:
+                params["seed"] = settings.seed + s
+            requests.append(LLMRequest(key=f"{item.key}:{label}:{s}", messages=messages, prompt=template.ref, params=params))
+    with LLMEngine(settings, out_dir) as engine:
+        results = engine.run(requests, desc=f"answers from {label}")
+        described = {"llm": engine.describe(), "usage": engine.usage}
+    per_item: list[list[Candidate]] = [[] for _ in items]
+    rejects = []
+    for n, result in enumerate(results):
+        i, s = divmod(n, samples)
+        if result.ok:
+            per_item[i].append(Candidate(text=str(result.value).strip(), model=label, sample=s))
+        else:
+            rejects.append(_failure("generate", items[i], result, label))
+    return per_item, rejects, described
+
+
+def judge(
+    settings: LLMSettings,
+    out_dir: Path,
+    jobs: list[tuple[PromptItem, Candidate]],
+    template: PromptTemplate,
+) -> tuple[list[Scored], dict]:
+    """Score every (item, answer) alone on the rubric; a failed call is a Scored without scores."""
+    requests = [
+        LLMRequest(
+            key=f"{item.key}:judge:{cand.model}:{cand.sample}",
+            messages=template.render(conversation=conversation_text(item.prompt), answer=cand.text),
+            schema=RubricScores,
+            prompt=template.ref,
+            params={"temperature": 0.0},
+        )
+        for item, cand in jobs
+    ]
+    with LLMEngine(settings, out_dir) as engine:
+        results = engine.run(requests, desc=f"judge {model_label(settings)}")
+        described = {"llm": engine.describe(), "usage": engine.usage}
+    scored = []
+    for (_, cand), result in zip(jobs, results, strict=True):
+        if result.ok and isinstance(result.value, RubricScores):
+            scored.append(Scored(cand, result.value))
+        else:
+            scored.append(Scored(cand, None, error=result.error or "invalid_output"))
+    return scored, described
+
+
+def conversation_text(prompt: list[Message]) -> str:
+    return "\n".join(f"{ROLE_LABELS[m.role]}：{m.content}" for m in prompt)
+
+
+def _with_system(prompt: list[Message], template: PromptTemplate) -> list[dict[str, str]]:
+    messages = [m.model_dump() for m in prompt]
+    if template.system and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": template.system.strip()})
+    return messages
+
+
+def _failure(stage: str, item: PromptItem, result: LLMResult, label: str) -> RejectRow:
+    return RejectRow(
+        stage=stage,
+        reason=result.error or "llm_error",
+        message=f"{label}: {result.message}"[:500],
+        source=item.source,
+        raw={"prompt": [m.model_dump() for m in item.prompt], "model": label, "output": result.raw},
+    )

@@ -1,0 +1,1 @@
+"""Publishing dataset dirs: Hub push, exports to other trainers, statistics, plots, HTML reports."""

@@ -1,0 +1,280 @@
+"""`medmill report`: one self-contained HTML page to look at one or several dataset dirs.
+
+Everything is inline (CSS, SVG charts); the page loads nothing from the network and reads well in
+Chinese (CJK font stack, wrapping of long unbroken text).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pyarrow.parquet as pq
+from markupsafe import Markup, escape
+
+from medmill.builders.dataset_dir import detect_kind, read_manifest, split_files
+from medmill.builders.publish.stats import DatasetStats, Distribution, compute_stats
+from medmill.schemas.errors import MedmillError
+
+SAMPLE_RECORDS = 8
+REJECT_EXAMPLES = 3
+MAX_CLUSTERS = 20
+MAX_TEXT = 600
+PII_SAFETY_WORDS = ("pii", "safety", "unsafe", "phone", "id_card", "email", "privacy", "toxic", "danger")
+
+
+@dataclass
+class RejectGroup:
+    reason: str
+    count: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Cluster:
+    kept_id: str
+    kept_text: str
+    members: list[dict[str, Any]]
+
+
+@dataclass
+class DatasetView:
+    """Everything the page shows about one dataset dir."""
+
+    path: Path
+    name: str
+    kind: str
+    manifest: dict[str, Any]
+    stats: DatasetStats
+    samples: list[dict[str, Any]]
+    rejects: list[RejectGroup]
+    rejects_unreadable: int
+    clusters: list[Cluster] | None
+    clusters_total: int
+    clusters_unreadable: int
+    pii_safety: list[tuple[str, str, Any]]
+    curation: list[tuple[str, list[tuple[str, Any]]]]
+    anchor: str = ""
+
+
+def _clip(text: Any, limit: int = MAX_TEXT) -> str:
+    text = text if isinstance(text, str) else json.dumps(text, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _samples(path: Path, n: int = SAMPLE_RECORDS) -> list[dict[str, Any]]:
+    """`n` records spread evenly over the first shard of train (or of the first split)."""
+    shards = split_files(path)
+    files = shards.get("train") or next(iter(shards.values()))
+    parquet = pq.ParquetFile(files[0])
+    total = parquet.metadata.num_rows
+    if total == 0:
+        return []
+    table = parquet.read()
+    picks = sorted({int(i * total / min(n, total)) for i in range(min(n, total))})
+    rows = table.take(picks).to_pylist()
+    for row in rows:
+        meta = row.get("meta")
+        if isinstance(meta, str):
+            try:
+                row["meta"] = json.loads(meta) if meta else {}
+            except json.JSONDecodeError:
+                pass
+    return rows
+
+
+def _rejects(path: Path) -> tuple[list[RejectGroup], int]:
+    groups: dict[str, RejectGroup] = {}
+    unreadable = 0
+    f = path / "rejects.jsonl"
+    if not f.exists():
+        return [], 0
+    with open(f, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                reason = f"{row.get('stage', '?')}/{row.get('reason', '?')}"
+            except (json.JSONDecodeError, AttributeError):
+                unreadable += 1
+                continue
+            group = groups.setdefault(reason, RejectGroup(reason))
+            group.count += 1
+            if len(group.examples) < REJECT_EXAMPLES:
+                src = row.get("source") or {}
+                where = ":".join(str(x) for x in (src.get("file"), src.get("line") or src.get("offset")) if x)
+                group.examples.append(
+                    {"message": _clip(row.get("message", ""), 300), "where": where, "raw": _clip(row.get("raw"), 400)}
+                )
+    return sorted(groups.values(), key=lambda g: -g.count), unreadable
+
+
+def _clusters(path: Path) -> tuple[list[Cluster] | None, int, int]:
+    """Largest duplicate clusters from clusters.jsonl (None when the dir has no such file)."""
+    f = path / "clusters.jsonl"
+    if not f.exists():
+        return None, 0, 0
+    clusters: list[Cluster] = []
+    unreadable = 0
+    with open(f, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("members"), list):
+                    raise TypeError("not a cluster row")
+                members = [
+                    {"id": str(m.get("id", "")), "text": _clip(m.get("text", ""), 300), "similarity": m.get("similarity")}
+                    for m in row.get("members") or []
+                    if isinstance(m, dict)
+                ]
+                clusters.append(Cluster(str(row.get("kept_id", "")), _clip(row.get("kept_text", ""), 300), members))
+            except (json.JSONDecodeError, AttributeError, TypeError):
+                unreadable += 1
+    clusters.sort(key=lambda c: -len(c.members))
+    return clusters[:MAX_CLUSTERS], len(clusters), unreadable
+
+
+def _flat(stats: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if not isinstance(stats, dict):
+        return [(prefix or "value", stats)]
+    rows: list[tuple[str, Any]] = []
+    for k, v in stats.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        rows.extend(_flat(v, key) if isinstance(v, dict) else [(key, _clip(v, 200) if isinstance(v, list) else v)])
+    return rows
+
+
+def _pii_safety(manifest: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(where, measure, value) for every curation/counter/reject entry about PII or safety."""
+    hits: list[tuple[str, str, Any]] = []
+    for stage, stats in (manifest.get("curation") or {}).items():
+        for key, value in _flat(stats):
+            if any(w in f"{stage}.{key}".lower() for w in PII_SAFETY_WORDS):
+                hits.append((f"curation.{stage}", key, value))
+    for key, value in (manifest.get("counters") or {}).items():
+        if any(w in key.lower() for w in PII_SAFETY_WORDS):
+            hits.append(("counters", key, value))
+    for key, value in (manifest.get("rejects_by_reason") or {}).items():
+        if any(w in key.lower() for w in PII_SAFETY_WORDS):
+            hits.append(("rejects", key, value))
+    return hits
+
+
+def load_view(path: Path) -> DatasetView:
+    path = Path(path)
+    kind = detect_kind(path)
+    manifest = read_manifest(path) or {}
+    rejects, bad_rejects = _rejects(path)
+    clusters, n_clusters, bad_clusters = _clusters(path)
+    return DatasetView(
+        path=path,
+        name=path.resolve().name,
+        kind=kind,
+        manifest=manifest,
+        stats=compute_stats(path, kind),
+        samples=_samples(path),
+        rejects=rejects,
+        rejects_unreadable=bad_rejects,
+        clusters=clusters,
+        clusters_total=n_clusters,
+        clusters_unreadable=bad_clusters,
+        pii_safety=_pii_safety(manifest),
+        curation=[(stage, _flat(s)) for stage, s in (manifest.get("curation") or {}).items()],
+    )
+
+
+# --- inline SVG charts -------------------------------------------------------------------------
+
+
+def histogram_svg(dist: Distribution, label: str, color: str = "#3b82f6", width: int = 460, height: int = 150) -> Markup:
+    """A bar histogram as inline SVG (axis labels in the page font, so CJK renders)."""
+    counts, edges = dist.histogram(bins=24)
+    if not counts:
+        return Markup("<p class='muted'>no data</p>")
+    pad_l, pad_b, pad_t = 40, 22, 8
+    plot_w, plot_h = width - pad_l - 8, height - pad_b - pad_t
+    top = max(counts) or 1
+    bar_w = plot_w / len(counts)
+    parts = [
+        f"<svg class='hist' viewBox='0 0 {width} {height}' width='{width}' height='{height}' role='img' "
+        f"aria-label='{escape(label)}'>"
+    ]
+    for i, c in enumerate(counts):
+        h = plot_h * c / top
+        x = pad_l + i * bar_w
+        parts.append(
+            f"<rect x='{x:.1f}' y='{pad_t + plot_h - h:.1f}' width='{max(bar_w - 1, 1):.1f}' height='{h:.1f}' "
+            f"fill='{color}'><title>{edges[i]:.0f}–{edges[i + 1]:.0f}: {c}</title></rect>"
+        )
+    axis_y = pad_t + plot_h
+    parts.append(f"<line x1='{pad_l}' y1='{axis_y}' x2='{width - 8}' y2='{axis_y}' stroke='#9ca3af'/>")
+    parts.append(f"<text x='{pad_l}' y='{height - 6}' class='tick'>{edges[0]:.0f}</text>")
+    parts.append(f"<text x='{width - 8}' y='{height - 6}' class='tick' text-anchor='end'>{edges[-1]:.0f}</text>")
+    parts.append(f"<text x='{pad_l - 4}' y='{pad_t + 10}' class='tick' text-anchor='end'>{top}</text>")
+    parts.append(f"<text x='{pad_l - 4}' y='{axis_y}' class='tick' text-anchor='end'>0</text>")
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _environment() -> jinja2.Environment:
+    def load(name: str) -> str:
+        return resources.files("medmill.builders.publish").joinpath("templates", name).read_text(encoding="utf-8")
+
+    env = jinja2.Environment(loader=jinja2.FunctionLoader(load), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = lambda v: f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else v
+    env.filters["clip"] = _clip
+    env.globals["histogram_svg"] = histogram_svg
+    return env
+
+
+def comparison_rows(views: list[DatasetView]) -> list[tuple[str, list[Any]]]:
+    """Metrics side by side, one column per dataset."""
+    rows: list[tuple[str, list[Any]]] = [
+        ("kind", [v.kind for v in views]),
+        ("builder", [v.manifest.get("builder", "?") for v in views]),
+        ("records", [v.stats.total for v in views]),
+    ]
+    splits = sorted({s for v in views for s in v.stats.records})
+    rows += [(f"records in {s}", [v.stats.records.get(s, 0) for v in views]) for s in splits]
+    rows.append(("rejects", [sum(g.count for g in v.rejects) for v in views]))
+    fields = list(dict.fromkeys(f for v in views for f in v.stats.chars))
+    for f in fields:
+        rows.append(
+            (f"{f} chars p50 / p90", [(f"{v.stats.chars[f].quantile(0.5)} / {v.stats.chars[f].quantile(0.9)}" if f in v.stats.chars else "–") for v in views])
+        )
+    rows.append(("duplicate clusters", [v.clusters_total if v.clusters is not None else "–" for v in views]))
+    rows.append(("PII / safety entries", [len(v.pii_safety) for v in views]))
+    return rows
+
+
+def render_report(dirs: list[Path], title: str | None = None) -> str:
+    if not dirs:
+        raise MedmillError("give at least one dataset dir")
+    views = [load_view(Path(d)) for d in dirs]
+    counts = Counter(v.name for v in views)
+    for i, v in enumerate(views):
+        if counts[v.name] > 1:
+            v.name = f"{v.name} ({v.path})"
+        v.anchor = f"ds{i}"
+    return _environment().get_template("report.html.j2").render(
+        title=title or ("medmill report: " + ", ".join(v.name for v in views)),
+        views=views,
+        comparison=comparison_rows(views) if len(views) > 1 else [],
+        colors=("#3b82f6", "#10b981", "#ef4444", "#f59e0b"),
+    )
+
+
+def write_report(dirs: list[Path], out: Path, title: str | None = None) -> Path:
+    html = render_report(dirs, title)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    return out

@@ -1,0 +1,114 @@
+"""Cleaning of knowledge-graph values: what every KG reader applies before a value reaches a builder.
+
+Scraped KGs carry noise (QASystem symptom lists hold people's names and items cut with "..."), so each
+value is trimmed, checked and deduplicated here, and every dropped value is counted by reason: a KG-QA
+dataset must be able to say how much of its source it threw away and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+# A value cut off by a scraper: ends with an ellipsis (ASCII or CJK), possibly before a closing bracket.
+_TRUNCATED = re.compile(r"(\.\.\.|…|。。。)\s*[)）\]】]?$")
+_WHITESPACE = re.compile(r"[ \t\u3000\xa0]+")
+
+
+def _is_only_digits_or_punct(value: str) -> bool:
+    """True for "12", "—", "1.", "(3)": nothing a question could be about."""
+    for ch in value:
+        cat = unicodedata.category(ch)
+        if not (cat.startswith("N") or cat.startswith("P") or cat.startswith("S") or ch.isspace()):
+            return False
+    return True
+
+
+def normalise_text(value: str) -> str:
+    """Trim, unify runs of spaces (incl. full-width) to one, strip each line; keep paragraph breaks."""
+    lines = [_WHITESPACE.sub(" ", line).strip() for line in value.replace("\r", "\n").split("\n")]
+    return "\n".join(line for line in lines if line)
+
+
+class PersonNameFilter:
+    """Spots values that are people's names (doctors' names scraped into QASystem symptom lists).
+
+    Uses jieba's part-of-speech tagger: a value that is one token tagged `nr` (person name, 闫鹏辉), or
+    that jieba can only split into single characters one of which is tagged `nr` (毓卓: 毓/g 卓/nr), is a
+    name. Rare symptom words jieba tags as names (苏醒) are lost too; the counter shows how many went.
+    jieba loads its dictionary once (~1 s), so the filter is created only for readers that need it.
+    """
+
+    def __init__(self) -> None:
+        import jieba
+        import jieba.posseg
+
+        jieba.setLogLevel(logging.WARNING)
+        self._cut = jieba.posseg.lcut
+
+    def __call__(self, value: str) -> bool:
+        if not 2 <= len(value) <= 4:
+            return False
+        tokens = self._cut(value)
+        if len(tokens) == 1:
+            return tokens[0].flag == "nr"
+        return all(len(t.word) == 1 for t in tokens) and any(t.flag == "nr" for t in tokens)
+
+
+@dataclass
+class ValueCleaner:
+    """Cleans values and counts what it drops in `counters` (keys `dropped_values.<reason>`)."""
+
+    counters: Counter = field(default_factory=Counter)
+    name_filter: PersonNameFilter | None = None
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.counters[f"dropped_values.{reason}"] += n
+
+    def clean_list(self, values: Iterable[object], *, entity: str, names: bool = False) -> list[str]:
+        """Clean one relation's values: trim, drop empty / truncated / digits-or-punctuation-only /
+        the entity itself / (optionally) people's names, dedupe keeping first order."""
+        kept: list[str] = []
+        seen: set[str] = set()
+        for raw in values:
+            if raw is None:
+                self.drop("empty")
+                continue
+            if isinstance(raw, (dict, list)):
+                self.drop("not_text")
+                continue
+            value = normalise_text(str(raw)).replace("\n", " ")
+            if not value:
+                self.drop("empty")
+            elif _TRUNCATED.search(value):
+                self.drop("truncated")
+            elif _is_only_digits_or_punct(value):
+                self.drop("digits_or_punctuation")
+            elif value == entity:
+                self.drop("self_reference")
+            elif names and self.name_filter is not None and self.name_filter(value):
+                self.drop("person_name")
+            elif value in seen:
+                self.drop("duplicate")
+            else:
+                seen.add(value)
+                kept.append(value)
+        return kept
+
+    def clean_text(self, raw: object) -> str | None:
+        """Clean a free-text attribute (简介, 病因 ...); None (counted) when nothing usable is left."""
+        if raw is None or isinstance(raw, (dict, list)):
+            self.drop("empty" if raw is None else "not_text")
+            return None
+        text = normalise_text(str(raw))
+        if not text:
+            self.drop("empty")
+            return None
+        if _is_only_digits_or_punct(text) and not any(ch.isdigit() for ch in text):
+            self.drop("digits_or_punctuation")
+            return None
+        return text

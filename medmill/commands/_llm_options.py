@@ -1,0 +1,114 @@
+"""The LLM flags every LLM-using command shares, added by one decorator.
+
+    from medmill.commands._llm_options import llm_options
+
+    @llm_options
+    def build_book_qa(inputs: ..., out: ..., config: Path | None = ConfigOption, *, llm: LLMSettings) -> None:
+        with LLMEngine(llm, out) as engine: ...
+
+`llm_options` removes the `llm` parameter from what typer sees, appends the `--llm-*` options below
+to the command's signature (typer reads `__signature__`), and calls the command with a validated
+`LLMSettings` instead. The options are ordinary click options, so `--config FILE.yaml` sets their
+defaults like any other (keys are the parameter names: `llm_model: qwen-plus`, `concurrency: 32`;
+`extra_body` as a mapping inside the command's section, or as a JSON string).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import typer
+from pydantic import ValidationError
+
+from medmill.builders.llm.types import LLMSettings
+from medmill.schemas.errors import MedmillError
+
+_PANEL = "LLM"
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """A JSON object from the command line, or a mapping straight from a YAML config file."""
+    if isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise ValueError(f"not valid JSON ({e.msg}): {value!r}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"must be a JSON object, got {value!r}")
+    return parsed
+
+
+def _opt(default: Any, *decls: str, help: str, **kw: Any) -> Any:
+    return typer.Option(default, *decls, help=help, rich_help_panel=_PANEL, **kw)
+
+
+# name -> (annotation, typer option, LLMSettings field)
+_OPTIONS: dict[str, tuple[Any, Any, str]] = {
+    "llm_backend": (Literal["openai", "transformers"], _opt("openai", "--llm-backend", help="openai (any OpenAI-compatible endpoint) or transformers (a local model dir)."), "backend"),
+    "llm_base_url": (str | None, _opt(None, "--llm-base-url", envvar="OPENAI_BASE_URL", help="Endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM), https://api.deepseek.com/v1."), "base_url"),
+    "llm_model": (str | None, _opt(None, "--llm-model", help="Model name the endpoint serves, or a local model dir for --llm-backend transformers."), "model"),
+    "llm_api_key_env": (str, _opt("OPENAI_API_KEY", "--llm-api-key-env", metavar="NAME", help="Environment variable holding the API key (the key itself is never logged or written)."), "api_key_env"),
+    "temperature": (float, _opt(0.7, "--temperature", min=0.0, help="Sampling temperature."), "temperature"),
+    "top_p": (float | None, _opt(None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling (server default when unset)."), "top_p"),
+    "max_tokens": (int, _opt(1024, "--max-tokens", min=1, help="Max tokens per completion."), "max_tokens"),
+    "llm_seed": (int | None, _opt(None, "--llm-seed", help="Sampling seed sent to the server (where supported)."), "seed"),
+    "extra_body": (dict | None, _opt(None, "--extra-body", metavar="JSON", parser=_json_object, help='Extra JSON fields for every request, e.g. \'{"enable_thinking": false}\'.'), "extra_body"),
+    "concurrency": (int, _opt(16, "--concurrency", min=1, help="Requests in flight at once."), "concurrency"),
+    "rpm": (int | None, _opt(None, "--rpm", min=1, help="Max requests per minute (client-side limit)."), "rpm"),
+    "tpm": (int | None, _opt(None, "--tpm", min=1, help="Max tokens per minute (client-side limit, estimated then corrected)."), "tpm"),
+    "max_retries": (int, _opt(6, "--max-retries", min=0, help="Retries per request on 429/5xx/timeouts/dropped connections."), "max_retries"),
+    "max_reasks": (int, _opt(2, "--max-reasks", min=0, help="Re-asks when the output does not validate."), "max_reasks"),
+    "request_timeout": (float, _opt(120.0, "--request-timeout", min=0.1, help="Seconds to wait for one completion."), "timeout"),
+    "structured_output": (Literal["auto", "json_schema", "json_object", "prompt"], _opt("auto", "--structured-output", help="How JSON answers are requested; auto steps down when a server refuses."), "structured"),
+    "cache": (Path | None, _opt(None, "--cache", help="Request cache file (default OUT/llm_cache.sqlite); share one across builds to never pay twice."), "cache"),
+    "llm_batch_size": (int, _opt(8, "--llm-batch-size", min=1, help="Batch size of the transformers backend."), "batch_size"),
+}
+
+
+def settings_from_options(values: dict[str, Any]) -> LLMSettings:
+    """Turn the option values into LLMSettings; a bad combination is a one-line MedmillError."""
+    fields = {_OPTIONS[name][2]: value for name, value in values.items()}
+    if fields.get("extra_body") is None:
+        fields.pop("extra_body", None)
+    try:
+        return LLMSettings(**fields)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise MedmillError(f"bad LLM option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def llm_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a typer command that takes `llm: LLMSettings`; see the module docstring."""
+    sig = inspect.signature(fn, eval_str=True)
+    if "llm" not in sig.parameters:
+        raise TypeError(f"{fn.__name__} needs an `llm` parameter to receive LLMSettings")
+    clash = set(_OPTIONS) & set(sig.parameters)
+    if clash:
+        raise TypeError(f"{fn.__name__} already has parameter(s) {sorted(clash)} that llm_options adds")
+    kept = [p for name, p in sig.parameters.items() if name != "llm"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+        for name, (annotation, option, _field) in _OPTIONS.items()
+    ]
+    # keyword-only parameters must come after positional ones; typer passes everything by name anyway
+    positional = [p for p in kept if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    keyword = [p for p in kept if p.kind == p.KEYWORD_ONLY]
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in _OPTIONS if name in kwargs}
+        return fn(*args, llm=settings_from_options(values), **kwargs)
+
+    new_sig = sig.replace(parameters=positional + keyword + added)
+    command.__signature__ = new_sig  # type: ignore[attr-defined]
+    # typer also reads type hints: give it the evaluated ones (the command's module may defer annotations)
+    command.__annotations__ = {p.name: p.annotation for p in new_sig.parameters.values() if p.annotation is not p.empty}
+    if new_sig.return_annotation is not new_sig.empty:
+        command.__annotations__["return"] = new_sig.return_annotation
+    return command

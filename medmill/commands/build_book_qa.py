@@ -1,0 +1,102 @@
+"""medmill build-book-qa INPUT... --out DIR: guideline / textbook texts -> grounded QA (sft)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal
+
+import typer
+
+from medmill.builders.curation.settings import CurationSettings
+from medmill.builders.llm.types import LLMSettings
+from medmill.commands._curation_options import curation_options
+from medmill.commands._llm_options import llm_options
+from medmill.config import ConfigOption
+from medmill.console import build_summary
+from medmill.schemas.errors import MedmillError
+
+_TEXT = "Text"
+
+
+def build_book_qa(
+    inputs: list[Path] = typer.Argument(
+        ..., help="Text files or directories: .txt/.md (utf-8/gb18030), JSON arrays of strings, JSON Lines with a "
+        "text field, .pdf ([pdf] extra), .docx ([docx] extra)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output dataset dir."),
+    questions_per_chunk: int = typer.Option(3, "--questions-per-chunk", min=1, max=20, help="Questions asked per chunk."),
+    question_types: str = typer.Option(
+        "概念,机制,诊断,鉴别诊断,治疗,用药剂量,注意事项,预后", "--question-types",
+        help="Comma-separated question types the model may choose from.",
+    ),
+    chunk_size: int = typer.Option(2000, "--chunk-size", min=1, help="Chunk size in --chunk-unit.", rich_help_panel=_TEXT),
+    chunk_overlap: int = typer.Option(200, "--chunk-overlap", min=0, help="Overlap of split sections.", rich_help_panel=_TEXT),
+    chunk_unit: Literal["chars", "tokens"] = typer.Option("chars", "--chunk-unit", help="Count chunk size in characters or tokens.", rich_help_panel=_TEXT),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Local tokenizer dir for --chunk-unit tokens.", rich_help_panel=_TEXT),
+    include: list[str] = typer.Option([], "--include", help="Glob of files to read inside directories; repeatable.", rich_help_panel=_TEXT),
+    exclude: list[str] = typer.Option([], "--exclude", help="Glob of files to skip; repeatable.", rich_help_panel=_TEXT),
+    text_field: str | None = typer.Option(None, "--text-field", help="Text field of JSON/JSONL records (default: text/content/正文/内容).", rich_help_panel=_TEXT),
+    citations: Literal["keep", "strip"] = typer.Option("strip", "--citations", help="Citation marks like [11]: strip (default) or keep.", rich_help_panel=_TEXT),
+    min_overlap: float = typer.Option(0.5, "--min-overlap", min=0.0, max=1.0, help="Least share of an answer's character bigrams found in its chunk."),
+    question_dedup: float = typer.Option(0.7, "--question-dedup", min=0.01, max=1.0, help="Bigram Jaccard at which questions count as near-duplicates."),
+    limit_chunks: int | None = typer.Option(None, "--limit-chunks", min=1, help="Use only the first N chunks (trial runs)."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the splits."),
+    val_size: float = typer.Option(0.05, "--val-size", help="Share of records in the validation split (grouped by section)."),
+    test_size: float = typer.Option(0.0, "--test-size", help="Share of records in the test split (grouped by section)."),
+    license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
+    config: Path | None = ConfigOption,
+    *,
+    llm: LLMSettings,
+    curation: CurationSettings,
+) -> None:
+    """Ask an LLM for diverse questions per text chunk, answer each from its chunk with verified references."""
+    from pydantic import ValidationError
+
+    from medmill.builders.book_qa import BookQAConfig
+    from medmill.builders.book_qa_build import BookQABuild, run_book_qa
+    from medmill.builders.chunking import ChunkSettings
+    from medmill.builders.text_clean import CleanOptions
+
+    t0 = time.perf_counter()
+    try:
+        cfg = BookQABuild(
+            inputs=inputs,
+            out=out,
+            include=include,
+            exclude=exclude,
+            text_field=text_field,
+            clean=CleanOptions(citations=citations),
+            chunking=ChunkSettings(chunk_size=chunk_size, chunk_overlap=chunk_overlap, unit=chunk_unit, tokenizer=tokenizer),
+            qa=BookQAConfig(
+                questions_per_chunk=questions_per_chunk,
+                question_types=[t.strip() for t in question_types.replace("，", ",").split(",") if t.strip()],
+                min_overlap=min_overlap,
+                dedup_threshold=question_dedup,
+            ),
+            llm=llm,
+            curation=curation,
+            limit_chunks=limit_chunks,
+            seed=seed,
+            val_size=val_size,
+            test_size=test_size,
+            license=license,
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise MedmillError(f"bad option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    command = "medmill build-book-qa " + " ".join(map(str, inputs)) + f" --out {out}"
+    manifest = run_book_qa(cfg, command=command)
+    c = manifest.counters
+    extra = [
+        ("documents", c.get("documents", 0)),
+        ("chunks", c.get("chunks", 0)),
+        ("questions generated", c.get("questions_generated", 0)),
+    ]
+    extra += [(k, v) for k, v in sorted(c.items()) if k.startswith("chunks_with_")]
+    extra.append(("time (s)", time.perf_counter() - t0))
+    build_summary(f"build-book-qa {out}", manifest, extra)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build-book-qa")(curation_options(llm_options(build_book_qa)))

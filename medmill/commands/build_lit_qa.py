@@ -1,0 +1,95 @@
+"""medmill build-lit-qa INPUT... --out DIR: literature conclusions -> grounded QA or patient-doctor dialogues (sft)."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Literal
+
+import typer
+
+from medmill.builders.curation.settings import CurationSettings
+from medmill.builders.llm.types import LLMSettings
+from medmill.commands._curation_options import curation_options
+from medmill.commands._llm_options import llm_options
+from medmill.config import ConfigOption
+from medmill.console import build_summary
+from medmill.schemas.errors import MedmillError
+
+
+def _turn_range(value: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", value)
+    if not m:
+        raise MedmillError(f"--turns {value!r}: expected N or MIN-MAX, e.g. 2-4")
+    low = int(m.group(1))
+    return low, int(m.group(2) or low)
+
+
+def build_lit_qa(
+    inputs: list[Path] = typer.Argument(
+        ..., help="Literature records: JSON arrays, JSON Lines or CSV with title and conclusion (optional abstract, "
+        "year, journal, doi, keywords); files or directories."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output dataset dir."),
+    style: Literal["qa", "dialogue"] = typer.Option("qa", "--style", help="qa: question-answer pairs; dialogue: multi-turn patient-doctor conversations."),
+    turns: str = typer.Option("2-4", "--turns", help="dialogue: patient turns per conversation, N or MIN-MAX."),
+    per_paper: int | None = typer.Option(None, "--per-paper", min=1, max=20, help="qa: pairs per paper (default 3); dialogue: dialogues per paper (default 1)."),
+    field: list[str] = typer.Option([], "--field", help="Map a field to your column: title=题目, conclusion=结论, year=年份 ...; repeatable."),
+    min_overlap: float | None = typer.Option(None, "--min-overlap", min=0.0, max=1.0, help="Least share of answer (qa, default 0.5) or doctor-turn (dialogue, default 0.35) character bigrams found in the paper."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N papers (trial runs)."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the splits."),
+    val_size: float = typer.Option(0.05, "--val-size", help="Share of records in the validation split (grouped by paper)."),
+    test_size: float = typer.Option(0.0, "--test-size", help="Share of records in the test split (grouped by paper)."),
+    license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
+    config: Path | None = ConfigOption,
+    *,
+    llm: LLMSettings,
+    curation: CurationSettings,
+) -> None:
+    """Turn literature conclusions into grounded QA pairs or patient-doctor dialogues that cite the paper."""
+    from pydantic import ValidationError
+
+    from medmill.builders.lit_qa import LitQAConfig
+    from medmill.builders.lit_qa_build import LitQABuild, run_lit_qa
+    from medmill.builders.readers.literature import parse_field_map
+
+    t0 = time.perf_counter()
+    low, high = _turn_range(turns)
+    options: dict = {"style": style, "turns_min": low, "turns_max": high}
+    if style == "qa":
+        options["pairs_per_paper"] = per_paper or 3
+        if min_overlap is not None:
+            options["min_overlap"] = min_overlap
+    else:
+        options["dialogues_per_paper"] = per_paper or 1
+        if min_overlap is not None:
+            options["dialogue_min_overlap"] = min_overlap
+    try:
+        cfg = LitQABuild(
+            inputs=inputs,
+            out=out,
+            field_map=parse_field_map(field),
+            lit=LitQAConfig(**options),
+            llm=llm,
+            curation=curation,
+            limit=limit,
+            seed=seed,
+            val_size=val_size,
+            test_size=test_size,
+            license=license,
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise MedmillError(f"bad option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    command = "medmill build-lit-qa " + " ".join(map(str, inputs)) + f" --out {out} --style {style}"
+    manifest = run_lit_qa(cfg, command=command)
+    c = manifest.counters
+    extra = [("style", style), ("papers", c.get("papers", 0))]
+    extra += [(k, v) for k, v in sorted(c.items()) if k.startswith(("dialogues_", "pairs_"))]
+    extra.append(("time (s)", time.perf_counter() - t0))
+    build_summary(f"build-lit-qa {out}", manifest, extra)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build-lit-qa")(curation_options(llm_options(build_lit_qa)))

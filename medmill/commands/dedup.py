@@ -1,0 +1,79 @@
+"""medmill dedup DIR... --out DIR: exact + MinHash near-duplicate removal across dataset dirs,
+optionally against a persisted index of earlier runs; writes clusters.jsonl beside the data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from medmill.config import ConfigOption
+from medmill.schemas.errors import MedmillError
+
+
+def dedup(
+    dirs: list[Path] = typer.Argument(..., help="Dataset dir(s) of one record kind; earlier dirs win ties."),
+    out: Path = typer.Option(..., "--out", help="Output dataset dir."),
+    threshold: float = typer.Option(0.8, "--threshold", help="Exact Jaccard at or above which records are near-duplicates."),
+    shingle: str = typer.Option("char", "--shingle", help="char (character n-grams) or word (jieba word n-grams, slower)."),
+    ngram: int = typer.Option(0, "--ngram", help="Shingle length (0 = 5 for char, 3 for word)."),
+    num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations."),
+    fields: str = typer.Option("", "--fields", help="Compared text, comma-separated (sft: system,user,assistant,answer,all; preference: prompt,chosen,rejected,all; pretrain: text). Default: sft user,answer; preference prompt; pretrain text."),
+    index: Path | None = typer.Option(None, "--index", help="Persisted index dir: dedup against earlier runs, then add this run's survivors."),
+    decontaminate: list[Path] = typer.Option([], "--decontaminate", help="Eval set (dataset dir, JSON/JSONL/CSV) to decontaminate against; repeatable."),
+    decontam_ngram: int = typer.Option(13, "--decontam-ngram", help="Shared character n-gram length that counts as contamination."),
+    workers: int = typer.Option(0, "--workers", help="Processes for signatures (0 = all cores)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Remove exact and near-duplicate records across dataset dirs (MinHash LSH + exact Jaccard check)."""
+    from medmill.builders.curation.dedup import DedupConfig
+    from medmill.builders.curation.index import DedupIndex
+    from medmill.builders.curation.inputs import origin_of
+    from medmill.builders.curation.record_dedup import RecordDedup, dedup_records
+    from medmill.builders.curation.settings import CurationSettings
+    from medmill.builders.curation.text import check_fields
+    from medmill.builders.pipeline import Step, StepResult
+    from medmill.commands.filter_cmd import run_over_dirs
+
+    if shingle not in ("char", "word"):
+        raise MedmillError(f"--shingle must be char or word, got {shingle!r}")
+    if not 0.0 < threshold <= 1.0:
+        raise MedmillError(f"--threshold must be in (0, 1], got {threshold}")
+    if not 16 <= num_perm <= 1024:
+        raise MedmillError(f"--num-perm must be in [16, 1024], got {num_perm}")
+    if ngram < 0:
+        raise MedmillError(f"--ngram must be positive, got {ngram}")
+    for p in decontaminate:
+        if not p.exists():
+            raise MedmillError(f"file not found: {p}")
+    cfg = DedupConfig(threshold=threshold, shingle=shingle, ngram=ngram, num_perm=num_perm, workers=workers)
+    settings = CurationSettings(
+        quality=False, pii=False, safety=False, dedup=False, decontaminate=list(decontaminate),
+        decontam_ngram=decontam_ngram, dedup_threshold=threshold,
+    )
+    field_list = [f.strip() for f in fields.split(",") if f.strip()]
+    opened = DedupIndex.open(index, cfg) if index else None
+    done: dict[str, RecordDedup] = {}
+
+    def make_steps(kind, info):
+        chosen = check_fields(kind, field_list)
+
+        def run(records):
+            result = dedup_records(records, chosen, cfg, origin_of, opened)
+            done["result"] = result
+            info.extra_files["clusters.jsonl"] = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in result.clusters)
+            return StepResult(result.kept, result.rejects, result.counters, result.stats)
+
+        return [Step("dedup", run)]
+
+    params = {"threshold": threshold, "shingle": shingle, "ngram": cfg.params.ngram, "num_perm": num_perm,
+              "fields": field_list, "index": str(index) if index else None, "decontaminate": [str(p) for p in decontaminate]}
+    run_over_dirs("dedup", dirs, out, settings, params, make_steps)
+    if opened is not None and "result" in done:
+        part = done["result"].add_to(opened)
+        typer.echo(f"index {index}: {opened.meta['records']} records" + (f" (added {part})" if part else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dedup")(dedup)

@@ -1,0 +1,108 @@
+"""medmill filter DIR... --out DIR: quality rules, PII redaction, safety lexicon and decontamination
+over existing dataset dirs; splits are kept, every drop is a reject row naming its rule."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from medmill.config import ConfigOption
+from medmill.console import build_summary
+from medmill.schemas.errors import MedmillError
+
+if TYPE_CHECKING:
+    from medmill.builders.curation.settings import CurationSettings
+    from medmill.builders.manifest import Manifest
+    from medmill.builders.pipeline import Step
+    from medmill.builders.writer import BuildInfo
+
+
+def filter_dirs(
+    dirs: list[Path] = typer.Argument(..., help="Dataset dir(s) of one record kind."),
+    out: Path = typer.Option(..., "--out", help="Output dataset dir."),
+    quality: bool = typer.Option(True, "--quality/--no-quality", help="Quality rules."),
+    min_chars: int = typer.Option(2, "--min-chars", help="Shortest answer kept (characters)."),
+    max_chars: int = typer.Option(50_000, "--max-chars", help="Longest answer kept (characters)."),
+    min_cjk_share: float = typer.Option(0.0, "--min-cjk-share", help="Least share of CJK among letters (0 = off)."),
+    strip_boilerplate: bool = typer.Option(True, "--strip-boilerplate/--keep-boilerplate", help="Strip greeting/sign-off boilerplate from answers."),
+    pii: bool = typer.Option(True, "--pii/--no-pii", help="PII detection."),
+    pii_action: str = typer.Option("redact", "--pii-action", help="redact (typed placeholders) or drop."),
+    pii_types: str = typer.Option("", "--pii-types", help="Comma-separated subset of PHONE,ID_CARD,EMAIL,IP,URL,BANK_CARD,PATIENT_ID."),
+    safety: bool = typer.Option(True, "--safety/--no-safety", help="Safety lexicon."),
+    safety_lexicon: list[Path] = typer.Option([], "--safety-lexicon", help="Extra lexicon file (yaml/txt); repeatable."),
+    safety_flag_only: bool = typer.Option(False, "--safety-flag-only", help="Flag every category instead of dropping."),
+    decontaminate: list[Path] = typer.Option([], "--decontaminate", help="Eval set (dataset dir, JSON/JSONL/CSV); repeatable."),
+    decontam_ngram: int = typer.Option(13, "--decontam-ngram", help="Shared character n-gram length that counts as contamination."),
+    decontam_field: str = typer.Option("", "--decontam-field", help="Eval field/column to read (default: all text fields)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Filter dataset dirs: quality rules, PII, safety lexicon, decontamination."""
+    from medmill.builders.curation.settings import PII_TYPES, CurationSettings
+
+    if pii_action not in ("redact", "drop"):
+        raise MedmillError(f"--pii-action must be redact or drop, got {pii_action!r}")
+    types = [t.strip().upper() for t in pii_types.split(",") if t.strip()] or list(PII_TYPES)
+    unknown = sorted(set(types) - set(PII_TYPES))
+    if unknown:
+        raise MedmillError(f"--pii-types: unknown {', '.join(unknown)}; known: {', '.join(PII_TYPES)}")
+    for p in [*safety_lexicon, *decontaminate]:
+        if not p.exists():
+            raise MedmillError(f"file not found: {p}")
+    settings = CurationSettings(
+        quality=quality, min_chars=min_chars, max_chars=max_chars, min_cjk_share=min_cjk_share,
+        strip_boilerplate=strip_boilerplate, pii=pii, pii_action=pii_action, pii_types=types, safety=safety,
+        lexicons=list(safety_lexicon), safety_flag_only=safety_flag_only, dedup=False,
+        decontaminate=list(decontaminate), decontam_ngram=decontam_ngram, decontam_field=decontam_field or None,
+    )
+    run_over_dirs("filter", dirs, out, settings, params={"settings": json.loads(settings.model_dump_json())})
+
+
+def run_over_dirs(
+    command: str,
+    dirs: list[Path],
+    out: Path,
+    settings: CurationSettings,
+    params: dict[str, Any],
+    make_steps: Callable[[str, BuildInfo], list[Step]] | None = None,
+) -> Manifest:
+    """Shared by filter and dedup: read dirs, run the curation steps (`make_steps(kind, info)` adds
+    more, e.g. dedup writing clusters.jsonl into `info.extra_files`), write with the same splits."""
+    from medmill.builders.build import finish_build
+    from medmill.builders.curation.inputs import finalise, load_dirs
+    from medmill.builders.curation.stages import curation_steps
+    from medmill.builders.pipeline import Step, StepResult
+    from medmill.builders.writer import BuildInfo
+
+    t0 = time.perf_counter()
+    if any(out.resolve() == d.resolve() for d in dirs):
+        raise MedmillError(f"--out {out} is one of the inputs; write to a new dir")
+    loaded = load_dirs(dirs)
+    fixed: dict[str, str] = {}
+
+    def finish(records):
+        kept, splits = finalise(records)
+        fixed.update(splits)
+        return StepResult(kept)
+
+    info = BuildInfo(
+        kind=loaded.kind, builder=command, command=f"medmill {command}", params={"inputs": [str(d) for d in dirs], **params},
+        inputs=sorted(f for d in dirs for f in (Path(d) / "data").glob("*.parquet")), fixed_splits=fixed, description=f"`medmill {command}` over {', '.join(str(d) for d in dirs)}.",
+    )
+    steps = [*curation_steps(loaded.kind, settings), *(make_steps(loaded.kind, info) if make_steps else []), Step("finalise", finish)]
+    info.counters.update({f"read.{d}": n for d, n in loaded.per_dir.items()})
+    manifest = finish_build(out, loaded.records, loaded.rejects, info, steps, started=t0)
+    rows = [("kind", loaded.kind), ("records read", len(loaded.records) + len(loaded.rejects))]
+    for name, n in sorted(manifest.counters.items()):
+        if not name.startswith("read."):
+            rows.append((name, n))
+    build_summary(f"{command} {out}", manifest, rows)
+    return manifest
+
+
+def register(app: typer.Typer) -> None:
+    app.command("filter")(filter_dirs)

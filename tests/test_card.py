@@ -1,0 +1,209 @@
+"""Dataset cards: per-kind templates, Hub-valid YAML (DatasetCardData round-trip), statistics, plots.
+
+Also holds the small dataset-dir makers the push / export / report tests share.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from medmill.builders.card import SIZE_CATEGORIES, card_metadata, render_card, summary_of
+from medmill.builders.manifest import Manifest
+from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.schemas import Message, PreferenceRecord, PretrainRecord, RejectRow, SFTRecord, Source
+
+RELATIONS = ["症状", "治疗药物", "所属科室"]
+
+
+def sft_records(n: int, tag: str = "") -> list[SFTRecord]:
+    out = []
+    for i in range(n):
+        msgs = [Message(role="user", content=f"{tag}疾病{i}的{RELATIONS[i % 3]}是什么？")]
+        msgs.append(Message(role="assistant", content=f"疾病{i}的{RELATIONS[i % 3]}：头痛、发热。" * (1 + i % 4)))
+        if i % 5 == 4:  # some multi-turn conversations with a system prompt
+            msgs = [Message(role="system", content="你是医生。"), *msgs]
+            msgs += [Message(role="user", content="还需要注意什么？"), Message(role="assistant", content="多休息，及时就医。")]
+        src = Source(file="kg.json", line=i + 1, group=f"entity{i // 2}", builder="kg-qa")
+        meta = {"relation": RELATIONS[i % 3], "entity": f"疾病{i}"}
+        out.append(SFTRecord(id=SFTRecord.make_id(msgs), messages=msgs, source=src, meta=meta))
+    return out
+
+
+def pref_records(n: int) -> list[PreferenceRecord]:
+    out = []
+    for i in range(n):
+        prompt = [Message(role="user", content=f"感冒{i}天了怎么办？")]
+        if i % 4 == 3:
+            prompt = [
+                Message(role="system", content="你是医生。"),
+                Message(role="user", content="我发烧了"),
+                Message(role="assistant", content="体温多少？"),
+                Message(role="user", content=f"{38 + i % 3}度，{i}天了"),
+            ]
+        chosen = [Message(role="assistant", content=f"多喝水，休息；{i}天不退烧请就医。")]
+        rejected = [Message(role="assistant", content="不用就医，自行加倍剂量。")]
+        out.append(
+            PreferenceRecord(
+                id=PreferenceRecord.make_id(prompt, chosen, rejected),
+                prompt=prompt,
+                chosen=chosen,
+                rejected=rejected,
+                source=Source(file="prefs.jsonl", line=i + 1, group=f"p{i}", builder="prefs"),
+                meta={"strategy": "corrupt", "perturbation": ["safety", "truncate"][i % 2]},
+            )
+        )
+    return out
+
+
+def pretrain_records(n: int) -> list[PretrainRecord]:
+    out = []
+    for i in range(n):
+        text = f"第{i}章 传染病总论。传染病是指由病原微生物感染人体后产生的有传染性的疾病。" * (1 + i % 3)
+        src = Source(file="book.txt", offset=i * 100, group=f"chap{i // 3}", builder="book")
+        out.append(PretrainRecord(id=PretrainRecord.make_id(text), text=text, source=src, meta={"chapter": f"第{i % 2}章"}))
+    return out
+
+
+def make_dir(tmp: Path, kind: str, n: int = 12, name: str | None = None, **info_kw) -> Path:
+    """A finished dataset dir of `kind` with rejects, curation stats and an input file."""
+    records = {"sft": sft_records, "preference": pref_records, "pretrain": pretrain_records}[kind](n)
+    src = tmp / f"input-{kind}.json"
+    src.write_text("原始输入\n", encoding="utf-8")
+    out = tmp / (name or kind)
+    info = BuildInfo(
+        kind=kind,
+        builder={"sft": "kg-qa", "preference": "prefs", "pretrain": "book"}[kind],
+        command=f"medmill build-{kind} {src} --out {out}",
+        inputs=[src],
+        val_size=0.25,
+        license="cc-by-4.0",
+        source_licenses={str(src): "MIT (QASystemOnMedicalKG)"},
+        counters=Counter({"entities_read": n, "pii_phone_masked": 2}),
+        curation={"dedup": {"clusters": 3, "removed": 4}, "safety": {"flagged": 1, "dropped": 1}},
+        prompts=[{"id": "kg_qa", "version": "3"}],
+        llm={"model": "qwen-plus"},
+        description=f"Test {kind} data for medmill.",
+        **info_kw,
+    )
+    rejects = [
+        RejectRow(stage="read", reason="bad_json", message="Expecting value", source=Source(file=str(src), line=3), raw="{oops"),
+        RejectRow(stage="safety", reason="dangerous_dosing", message="自行加倍剂量", raw={"text": "自行加倍剂量"}),
+    ]
+    write_dataset_dir(out, records, rejects, info)
+    return out
+
+
+def _front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+@pytest.mark.parametrize("kind", ["sft", "preference", "pretrain"])
+def test_card_metadata_round_trips_through_huggingface_hub(tmp_path, kind):
+    d = make_dir(tmp_path, kind)
+    text = (d / "README.md").read_text(encoding="utf-8")
+    card = DatasetCard(text)
+    data = card.data.to_dict()
+    assert data == _front_matter(text)
+    assert DatasetCardData(**data).to_dict() == data
+    assert data["license"] == "cc-by-4.0"
+    assert data["language"] == ["zh"]
+    assert data["size_categories"][0] in {name for _, name in SIZE_CATEGORIES}
+    assert data["configs"] == [
+        {
+            "config_name": "default",
+            "data_files": [{"split": "train", "path": "data/train-*"}, {"split": "validation", "path": "data/validation-*"}],
+        }
+    ]
+    assert "Not medical advice" in text and "非医疗建议" in text
+    assert "```bibtex" in text
+    assert summary_of(text) == f"Test {kind} data for medmill."
+
+
+def test_sft_card_sections_statistics_and_plots(tmp_path):
+    d = make_dir(tmp_path, "sft", n=12)
+    text = (d / "README.md").read_text(encoding="utf-8")
+    manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+    src = manifest["inputs"][0]
+    # how it was built: command, full sha256 and the source's license, prompts and models
+    assert manifest["command"] in text
+    assert src["sha256"] in text and "MIT (QASystemOnMedicalKG)" in text
+    assert "`kg_qa` v3" in text and "model=`qwen-plus`" in text
+    # statistics: per split, lengths in characters and the token proxy, categories, rejects, curation
+    for split, info in manifest["splits"].items():
+        assert f"| {split} | {info['records']} | 1 |" in text
+    assert sum(i["records"] for i in manifest["splits"].values()) == 12
+    assert "| prompt | characters |" in text and "| answer | ≈ tokens |" in text
+    assert "**meta.relation** (3 values)" in text and "| 症状 | 4 |" in text
+    assert "| read/bad_json | 1 |" in text and "| safety/dangerous_dosing | 1 |" in text
+    assert "| dedup | removed | 4 |" in text and "| safety | flagged | 1 |" in text
+    assert "| pii_phone_masked | 2 |" in text
+    assert "User turns per conversation" in text
+    # plots are PNG files in the dir and linked from the card
+    for link in ("plots/length_hist.png", "plots/meta_relation.png"):
+        assert f"]({link})" in text
+        assert (d / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_kind_specific_sections(tmp_path):
+    d = make_dir(tmp_path, "preference")
+    pref = (d / "README.md").read_text(encoding="utf-8")
+    assert "DPOTrainer" in pref and "| chosen | characters |" in pref and "| rejected | ≈ tokens |" in pref
+    assert "**meta.perturbation** (2 values)" in pref and "**meta.strategy** (1 value)" in pref
+    assert (d / "plots/meta_perturbation.png").exists() and not (d / "plots/meta_strategy.png").exists()
+    pt = (make_dir(tmp_path, "pretrain") / "README.md").read_text(encoding="utf-8")
+    assert "| text | characters |" in pt and "continued pre-training" in pt
+    assert "**meta.chapter**" in pt
+
+
+def test_lengths_are_exact(tmp_path):
+    d = make_dir(tmp_path, "pretrain", n=3)
+    text = (d / "README.md").read_text(encoding="utf-8")
+    lengths = sorted(len(r.text) for r in pretrain_records(3))
+    # 3 records: min and max are exact character counts
+    row = next(line for line in text.splitlines() if line.startswith("| text | characters |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert int(cells[2]) == lengths[0] and int(cells[6].replace(",", "")) == lengths[-1]
+
+
+def test_push_rendering_prefixes_assets_and_keeps_other_configs(tmp_path):
+    d = make_dir(tmp_path, "sft")
+    m = Manifest.model_validate_json((d / "manifest.json").read_text(encoding="utf-8"))
+    other = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
+    text = render_card(m, d, "x", config_name="kg", data_dir="kg", asset_prefix="kg/", other_configs=other, plots=False)
+    meta = _front_matter(text)
+    assert [c["config_name"] for c in meta["configs"]] == ["default", "kg"]
+    assert meta["configs"][1]["data_files"][0] == {"split": "train", "path": "kg/train-*"}
+    assert "](kg/plots/length_hist.png)" in text
+    assert "Other configs in this repository: `default`" in text
+    assert DatasetCardData(**meta).to_dict() == meta
+
+
+def test_empty_build_renders_a_card(tmp_path):
+    out = tmp_path / "empty"
+    write_dataset_dir(out, [], [], BuildInfo(kind="sft", builder="kg-qa", command="medmill build-kg-qa x"))
+    text = (out / "README.md").read_text(encoding="utf-8")
+    assert DatasetCard(text).data.to_dict()["configs"][0]["data_files"] == []
+    assert not (out / "plots").exists()
+
+
+def test_card_metadata_marks_unlisted_license(tmp_path):
+    m = Manifest(version="0", kind="sft", builder="b", command="c")
+    meta = card_metadata(m)
+    assert meta["license"] == "other" and meta["license_name"] and meta["license_link"]
+    assert DatasetCardData(**meta).to_dict() == meta
+
+
+def test_dataset_dir_with_plots_still_loads_with_datasets(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    d = make_dir(tmp_path, "sft")
+    ds = datasets.load_dataset(str(d))
+    splits = json.loads((d / "manifest.json").read_text(encoding="utf-8"))["splits"]
+    assert {s: ds[s].num_rows for s in ds} == {s: i["records"] for s, i in splits.items()}
+    assert ds["train"].column_names == ["id", "messages", "source", "meta"]

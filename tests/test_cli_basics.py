@@ -1,0 +1,75 @@
+"""The front door: --help, --version, validate, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medmill.builders.writer import ARROW_SCHEMAS, BuildInfo, write_dataset_dir
+from medmill.schemas import Message, SFTRecord, Source
+from medmill.version import __version__
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medmill.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_commands_and_version():
+    out = run("--help")
+    assert out.returncode == 0
+    assert "validate" in out.stdout
+    v = run("--version")
+    assert v.returncode == 0 and v.stdout.strip() == f"medmill {__version__}"
+
+
+def _good_dir(path: Path) -> Path:
+    recs = []
+    for i in range(6):
+        m = [Message(role="user", content=f"问{i}"), Message(role="assistant", content=f"答{i}")]
+        recs.append(SFTRecord(id=SFTRecord.make_id(m), messages=m, source=Source(builder="t", group=f"g{i}")))
+    write_dataset_dir(path, recs, [], BuildInfo(kind="sft", builder="t", command="x"))
+    return path
+
+
+def test_validate_ok(tmp_path: Path):
+    out = run("validate", str(_good_dir(tmp_path / "ds")))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "OK:" in out.stdout and "6 records" in out.stdout
+
+
+def test_validate_reports_bad_records_with_location(tmp_path: Path):
+    d = _good_dir(tmp_path / "ds")
+    bad = [
+        {"id": "a", "messages": [{"role": "user", "content": "问"}], "source": {"builder": "t"}, "meta": "{}"},
+        {"id": "b", "messages": [{"role": "user", "content": "问"}, {"role": "assistant", "content": "  "}], "source": {"builder": "t"}, "meta": "{}"},
+        {"id": "b", "messages": [{"role": "bot", "content": "x"}], "source": {"builder": "t"}, "meta": "not json"},
+    ]
+    pq.write_table(pa.Table.from_pylist(bad, schema=ARROW_SCHEMAS["sft"]), d / "data" / "test-00000-of-00001.parquet")
+    out = run("validate", str(d))
+    assert out.returncode == 1
+    assert "invalid records" in out.stdout
+    assert "test-00000-of-00001.parquet row 0" in out.stdout and "last turn is user" in out.stdout
+    assert "row 1" in out.stdout and "empty" in out.stdout
+    assert "duplicate id b" in out.stdout
+    assert "FAILED" in out.stdout
+
+
+def test_validate_wrong_path_is_one_line_error(tmp_path: Path):
+    out = run("validate", str(tmp_path / "missing"))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "not a directory" in out.stderr
+
+
+def test_validate_detects_manifest_mismatch(tmp_path: Path):
+    d = _good_dir(tmp_path / "ds")
+    m = json.loads((d / "manifest.json").read_text())
+    m["splits"]["train"]["records"] = 99
+    (d / "manifest.json").write_text(json.dumps(m))
+    out = run("validate", str(d))
+    assert out.returncode == 1 and "manifest says train has 99 records" in out.stdout

@@ -1,0 +1,52 @@
+"""Read medmill dataset dirs (data/{split}-*.parquet) without importing medmill.builders."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medmill.schemas import KIND_COLUMNS
+from medmill.schemas.errors import MedmillError
+
+SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-\d{5}-of-\d{5}\.parquet$")
+
+
+def is_dataset_dir(path: Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "data").is_dir()
+
+
+def dir_kind(path: Path) -> str:
+    manifest = Path(path) / "manifest.json"
+    if manifest.exists():
+        try:
+            kind = json.loads(manifest.read_text(encoding="utf-8")).get("kind")
+        except json.JSONDecodeError:
+            kind = None
+        if kind in KIND_COLUMNS:
+            return kind
+    names = set(next(iter(load_dir_splits(path).values())).column_names)
+    for kind in ("preference", "sft", "pretrain"):
+        if {c for c in KIND_COLUMNS[kind] if c not in ("id", "source", "meta")} <= names:
+            return kind
+    raise MedmillError(f"{path}: columns {sorted(names)} match no record kind (sft, preference, pretrain)")
+
+
+def load_dir_splits(path: Path) -> dict[str, pa.Table]:
+    """{split: table} of a dataset dir, shards concatenated in order."""
+    data = Path(path) / "data"
+    if not data.is_dir():
+        raise MedmillError(f"{path} has no data/ folder (expected a medmill dataset dir)")
+    files: dict[str, list[Path]] = {}
+    for f in sorted(data.glob("*.parquet")):
+        m = SHARD_RE.match(f.name)
+        files.setdefault(m.group("split") if m else f.stem, []).append(f)
+    if not files:
+        raise MedmillError(f"{data} holds no parquet shards")
+    try:
+        return {split: pa.concat_tables([pq.read_table(f) for f in fs]) for split, fs in files.items()}
+    except (pa.ArrowInvalid, OSError) as e:
+        raise MedmillError(f"cannot read the shards of {path}: {e}") from None
