@@ -6,12 +6,15 @@ Starts tests/llm_server.py in its own process (a remote server does not share ou
 `--requests` distinct chat requests through LLMEngine with `--concurrency` in flight, and prints the
 achieved req/s, the ideal concurrency/latency, their ratio (target >= 0.90 at concurrency 32), and
 the speed-up over a one-at-a-time loop with the sync openai client (how MedicalGPT-zh's scripts call
-the API) measured in the same run. A re-run of the same requests shows the cache replay rate.
+the API) measured in the same run. The bare async SDK under a semaphore, run the same way, shows what
+this machine allows at all (other processes compete for its cores); a re-run of the same requests
+shows the cache replay rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -52,6 +55,31 @@ def baseline(base_url: str, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def sdk_gather(base_url: str, n: int, concurrency: int) -> float:
+    """req/s of the bare async SDK under a semaphore (no cache, retries, validation): the engine's ceiling
+    on this machine, so its own overhead can be told apart from the machine's."""
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    async def run() -> float:
+        client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await client.chat.completions.create(model="fake", messages=[{"role": "user", "content": f"sdk {i}"}])
+
+        await asyncio.gather(*(one(i) for i in range(concurrency)))  # warm-up
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(concurrency, concurrency + n)))
+        elapsed = time.perf_counter() - t0
+        await client.close()
+        return n / elapsed
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=1000)
@@ -70,14 +98,16 @@ def main() -> None:
             with LLMEngine(settings, Path(tmp)) as engine:
                 engine.run(requests_for(args.concurrency, "warm-up"))  # connections and imports, not measured
                 reqs = requests_for(args.requests, "bench")
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 results = engine.run(reqs)
                 wall = time.perf_counter() - t0
+                cpu = time.process_time() - c0
                 assert all(r.ok for r in results), [r.message for r in results if not r.ok][:3]
                 t1 = time.perf_counter()
                 engine.run(reqs)
                 replay = time.perf_counter() - t1
             base_rps = baseline(base_url, args.baseline)
+            sdk_rps = sdk_gather(base_url, args.requests, args.concurrency)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -89,9 +119,12 @@ def main() -> None:
     print(f"achieved            {achieved:.1f} req/s")
     print(f"ideal               {ideal:.1f} req/s (concurrency / latency)")
     print(f"ratio to ideal      {achieved / ideal:.3f} (target >= 0.90)")
+    print(f"bare async SDK      {sdk_rps:.1f} req/s (semaphore only; ratio {sdk_rps / ideal:.3f}; engine / bare {achieved / sdk_rps:.2f})")
     print(f"one-at-a-time loop  {base_rps:.2f} req/s ({args.baseline} requests, sync openai client)")
     print(f"speed-up vs loop    {achieved / base_rps:.1f}x")
     print(f"cache replay        {args.requests / replay:.0f} req/s (the same {args.requests} requests again, 0 sent)")
+    print(f"client CPU          {cpu / args.requests * 1000:.2f} ms per request ({cpu / wall:.0%} of one core)")
+    print(f"machine             {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other work slows both loops)")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ class BookQAConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     questions_per_chunk: int = Field(3, ge=1, le=20)
-    question_types: list[str] = Field(default_factory=lambda: list(QUESTION_TYPES))
+    question_types: list[str] = Field(default_factory=lambda: list(QUESTION_TYPES), min_length=1)
     min_overlap: float = Field(0.5, ge=0.0, le=1.0)  # share of answer bigrams found in the chunk
     dedup_threshold: float = Field(0.7, gt=0.0, le=1.0)  # bigram Jaccard of near-duplicate questions
     min_chunk_chars: int = Field(80, ge=1)

@@ -21,12 +21,14 @@ _ELLIPSIS = re.compile(r"…+|\.{3,}|⋯+")
 _REFERS_TO_TEXT = re.compile(
     r"本文|上文|下文|上述|前述|文中|原文|该文|本段|这段|此段|该段|以上(?:内容|资料|材料|文字|所述)|如上所述|该指南|本指南|这份指南|本章|本节|该章|该节"
     r"|资料中|材料中|文本中|文段|该研究|本研究|这项研究|此研究|该文献|本文献|这篇"
+    # a disease or drug the question never names
+    r"|[该此](?:病|疾病|药|药物|患者|疗法|方案)|这种(?:病|疾病|药|药物|疗法)"
 )
 _MULTIPLE_CHOICE = re.compile(
     r"以下哪|下列哪|下面哪|如下哪|哪一项|哪个选项|[（(]\s*[A-E]\s*[）)]|\bA[.、]\s*\S+.*\bB[.、]"
 )
 _INTERROGATIVE = re.compile(
-    r"什么|如何|怎样|怎么|哪些|哪|为何|为什么|是否|吗|多少|几|何时|何种|有何|区别|多久"
+    r"什么|如何|怎样|怎么|哪些|哪|为何|为什么|是否|能否|可否|能不能|是不是|有没有|吗|多少|几|何时|何种|有何|区别|多久"
 )
 
 # answers: talk about the text or the model, or admissions that the text does not answer
@@ -130,8 +132,7 @@ def near_duplicates(texts: Sequence[str], threshold: float, num_perm: int = 128)
     for i, text in enumerate(texts):
         grams = _bigrams(text)
         mh = MinHash(num_perm=num_perm, seed=1)
-        for g in sorted(grams):
-            mh.update(g.encode("utf-8"))
+        mh.update_batch([g.encode("utf-8") for g in sorted(grams)])
         candidates = sorted(int(k) for k in lsh.query(mh))
         match = next((j for j in candidates if jaccard(texts[j], text) >= threshold), None)
         if match is not None:

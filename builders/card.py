@@ -68,15 +68,42 @@ def config_entry(m: Manifest, config_name: str = "default", data_dir: str = "dat
     }
 
 
+def dataset_info(m: Manifest, out_dir: Path, config_name: str = "default") -> dict[str, Any] | None:
+    """`dataset_info` of the YAML header: records and bytes per split, read from the shards.
+
+    Besides informing the Hub viewer, it makes `datasets.load_dataset(DIR)` notice a rebuilt dir:
+    with a `configs` list, datasets keys its cache on the card's YAML only (not on the files), so
+    without these sizes a rebuilt dir of the same name would load the previous build's cached rows.
+    """
+    splits, download, total = [], 0, 0
+    for split, info in m.splits.items():
+        num_bytes = 0
+        for name in info.files:
+            shard = Path(out_dir) / name
+            if not shard.exists():
+                return None
+            meta = pq.ParquetFile(shard).metadata
+            num_bytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            download += shard.stat().st_size
+        splits.append({"name": split, "num_bytes": num_bytes, "num_examples": info.records})
+        total += num_bytes
+    if not splits:
+        return None
+    return {"config_name": config_name, "splits": splits, "download_size": download, "dataset_size": total}
+
+
 def card_metadata(
     m: Manifest,
     config_name: str = "default",
     data_dir: str = "data",
     other_configs: Sequence[dict[str, Any]] = (),
+    info: dict[str, Any] | None = None,
+    other_infos: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """The YAML header: valid for the Hub (huggingface_hub's DatasetCardData round-trips it).
 
-    `other_configs` are configs already in the target repo; this build's entry replaces its namesake.
+    `other_configs` / `other_infos` are the configs and dataset_info entries already in the target
+    repo; this build's entries replace their namesakes.
     """
     configs = [c for c in other_configs if c.get("config_name") != config_name]
     configs.append(config_entry(m, config_name, data_dir))
@@ -93,6 +120,10 @@ def card_metadata(
         "tags": ["medical", "chinese", m.kind, "medmill", m.builder],
         "configs": configs,
     }
+    infos = [i for i in other_infos if i.get("config_name") != config_name] + ([info] if info else [])
+    if infos:
+        infos.sort(key=lambda i: (i.get("config_name") != "default", str(i.get("config_name"))))
+        meta["dataset_info"] = infos[0] if len(infos) == 1 else infos
     if m.license == "other":
         meta["license_name"] = "see-sources"
         meta["license_link"] = "LICENSE"
@@ -108,7 +139,22 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["fmt"] = _fmt
     env.filters["cell"] = _cell
+    env.globals["license_of"] = license_of
     return env
+
+
+def license_of(path: str, licenses: dict[str, str]) -> str:
+    """The license given for an input file, matched as users type `--source-license FILE=LICENSE`:
+    the same path, the same path spelled differently (./x, absolute), a folder holding it, or its name."""
+    if path in licenses:
+        return licenses[path]
+    target = Path(path).resolve()
+    for key, lic in licenses.items():
+        given = Path(key).resolve()
+        if given == target or given in target.parents:
+            return lic
+    by_name = {Path(k).name: v for k, v in licenses.items()}
+    return by_name.get(Path(path).name, "not stated (pass --source-license FILE=LICENSE)")
 
 
 def _fmt(value: Any) -> str:
@@ -137,6 +183,8 @@ def _flatten(stats: Any, prefix: str = "") -> list[tuple[str, Any]]:
         key = f"{prefix}.{k}" if prefix else str(k)
         if isinstance(v, dict) and not prefix:
             rows.extend(_flatten(v, key))
+        elif isinstance(v, list) and any(isinstance(x, dict) for x in v):
+            continue  # examples (dedup clusters): the report shows them, a table cell cannot
         else:
             rows.append((key, v if isinstance(v, int | float | str | bool) or v is None else _cell(v, 120)))
     return rows
@@ -191,6 +239,7 @@ def render_card(
     data_dir: str = "data",
     asset_prefix: str = "",
     other_configs: Sequence[dict[str, Any]] = (),
+    other_infos: Sequence[dict[str, Any]] = (),
     plots: bool = True,
     stats: DatasetStats | None = None,
 ) -> str:
@@ -210,7 +259,10 @@ def render_card(
         plot_files = existing_plots(out_dir)
     plot_links = [(title, asset_prefix + rel) for title, rel in plot_files]
     title = f"medmill {m.builder} ({m.kind})"
-    header = yaml.safe_dump(card_metadata(m, config_name, data_dir, other_configs), allow_unicode=True, sort_keys=False)
+    info = dataset_info(m, out_dir, config_name)
+    header = yaml.safe_dump(
+        card_metadata(m, config_name, data_dir, other_configs, info, other_infos), allow_unicode=True, sort_keys=False
+    )
     summary = description or (
         f"A {m.kind} dataset of {m.records_total:,} records built by medmill's `{m.builder}` "
         f"from {len(m.inputs)} input file(s)."

@@ -34,7 +34,7 @@ class ChunkSettings(BaseModel):
     chunk_overlap: int = Field(200, ge=0)
     unit: Literal["chars", "tokens"] = "chars"
     tokenizer: Path | None = None  # a local tokenizer directory, for unit="tokens"
-    min_chunk_chars: int = Field(50, ge=1)  # smaller leftovers are merged into their neighbour or dropped
+    min_chunk_chars: int = Field(50, ge=1)  # smaller pieces join a neighbour when the result still fits
 
     @model_validator(mode="after")
     def _check(self) -> ChunkSettings:
@@ -67,7 +67,7 @@ class Chunker:
             separators=CHINESE_SEPARATORS,
             keep_separator="end",
             chunk_size=size,
-            chunk_overlap=self.settings.chunk_overlap,
+            chunk_overlap=min(self.settings.chunk_overlap, size - 1),
             length_function=self.length,
             strip_whitespace=True,
         )
@@ -96,9 +96,8 @@ class Chunker:
                         pieces.extend(self._pack(text, group))
                         group = []
             if big:
-                pieces.extend(
-                    self._pack(text, group)
-                )  # a lone heading piece; merged forward below when it fits
+                # what is left of the group is bare headings: a small piece, merged forward below if it fits
+                pieces.extend(self._pack(text, group))
                 group = []
                 pieces.extend(self._split(text, section))
                 continue
@@ -138,9 +137,8 @@ class Chunker:
             body_start = section.end if eol < 0 else eol + 1
         heading_len = self.length(text[section.start : body_start].strip())
         splitter = self.splitter
-        if heading_len:
-            size = max(self.settings.chunk_size - heading_len - 1, self.settings.chunk_overlap + 1)
-            splitter = self._splitter(size)
+        if heading_len:  # room for the heading line and the line break(s) after it
+            splitter = self._splitter(max(1, self.settings.chunk_size - heading_len - 2))
         out = []
         cursor = body_start
         for piece in splitter.split_text(text[body_start : section.end]):
@@ -151,6 +149,8 @@ class Chunker:
         if out and heading_len:
             offset, piece, heads = out[0]
             out[0] = (section.start, text[section.start : offset + len(piece)], heads)
+        elif heading_len:  # a heading longer than the chunk size, with nothing under it
+            out = [(section.start, text[section.start : section.end].strip(), list(section.headings))]
         return out
 
     def _merge_small(
@@ -274,6 +274,7 @@ def prepare_chunks(
     loaded = load_documents(inputs, include, exclude, text_field)
     chunker = Chunker(settings or ChunkSettings())
     out = PreparedChunks(rejects=list(loaded.rejects), files=list(loaded.files))
+    out.counts.update(f"encoding.{enc}" for enc in loaded.encodings.values())
     for doc in loaded.documents:
         cleaned = clean_text(doc.text, clean)
         out.counts.update({f"clean.{k}": v for k, v in cleaned.counts.items() if v})

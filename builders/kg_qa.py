@@ -82,8 +82,12 @@ def join_values(values: Sequence[str]) -> str:
 
 
 def tidy(text: str) -> str:
-    """Remove the doubled stops a template adds after a value that already ends a sentence."""
-    return _DOUBLE_STOP.sub(r"\1", text.strip())
+    """Remove the doubled stops a template adds after a value that already ends a sentence, and end
+    an answer whose last value had no full stop with one."""
+    text = _DOUBLE_STOP.sub(r"\1", text.strip())
+    if text and (text[-1].isalnum() or "\u4e00" <= text[-1] <= "\u9fff"):
+        text += "。"
+    return text
 
 
 def entity_source(entity: KGEntity, builder: str = BUILDER, version: str = BUILDER_VERSION,
@@ -151,17 +155,25 @@ class _Builder:
 
     # ---- per entity ----------------------------------------------------------------------------
     def entity_items(self, entity: KGEntity) -> list[_Item]:
+        """One item per relation (labels sharing a template, 临床表现 + 症状, are asked once with their
+        values merged), one per text attribute whose question is not asked yet, then combined ones."""
         rng = self._rng(f"entity:{entity.name}")
-        items: list[_Item] = []
+        groups: dict[str, list[tuple[str, list[str]]]] = {}
         for label, values in entity.relations.items():
             if label in self.t.skip_relations:
                 self.counters[f"relations_skipped.{label}"] += 1
                 continue
-            items.append(self._relation_item(entity, label, values, rng))
+            groups.setdefault(self.t.canonical(label) or f"\x00{label}", []).append((label, values))
+        items = [self._relation_item(entity, parts, rng) for parts in groups.values()]
         for label, text in entity.attributes.items():
             if label in self.t.skip_relations:
                 self.counters[f"relations_skipped.{label}"] += 1
                 continue
+            key = self.t.canonical(label) or f"\x00{label}"
+            if key in groups:  # 简介 and 概述 would ask "什么是X？" twice with two answers
+                self.counters["attributes_already_asked"] += 1
+                continue
+            groups[key] = [(label, [text])]
             item = self._attribute_item(entity, label, text, rng)
             if item is not None:
                 items.append(item)
@@ -169,11 +181,16 @@ class _Builder:
             items.extend(self._combined_items(entity, rng))
         return items
 
-    def _relation_item(self, entity: KGEntity, label: str, values: list[str], rng: random.Random) -> _Item:
+    def _relation_item(self, entity: KGEntity, parts: list[tuple[str, list[str]]], rng: random.Random) -> _Item:
+        label = parts[0][0]
+        values = list(dict.fromkeys(v for _, vs in parts for v in vs))
+        if len(parts) > 1:
+            self.counters["relations_merged_by_template"] += len(parts) - 1
         canon = self.t.canonical(label)
         rel = self.t.relations.get(canon) if canon else None
         if rel is not None and rel.text:
-            return self._text_answer(entity, label, canon, join_values(values), rng, meta_values=values)
+            return self._text_answer(entity, label, canon, join_values(values), rng,
+                                     meta_values={lb: vs for lb, vs in parts})
         shown, note = self._cap(values, self.t.max_values)
         if rel is None:
             self.counters[f"relations_without_template.{label}"] += 1
@@ -182,10 +199,12 @@ class _Builder:
             qs, ans, tname = rel.questions, rel.answers, canon
         qi, ai = rng.randrange(len(qs)), rng.randrange(len(ans))
         fill = {"entity": entity.name, "relation": label, "values": join_values(shown), "note": note}
+        used = {lb: [v for v in vs if v in shown] for lb, vs in parts}
         return _Item(
             qs[qi].format_map(fill),
             tidy(ans[ai].format_map(fill)),
-            self._meta(entity, "relation", f"{tname}:q{qi}a{ai}", {label: shown}, bool(note)),
+            self._meta(entity, "relation", f"{tname}:q{qi}a{ai}", {lb: vs for lb, vs in used.items() if vs},
+                       bool(note)),
             f"entity:{entity.name}", entity, entity.name,
         )
 
@@ -197,10 +216,11 @@ class _Builder:
             return None
         if short != text:
             self.counters["text_attributes_shortened"] += 1
-        return self._text_answer(entity, label, canon, short, rng, meta_values=[short], truncated=short != text)
+        return self._text_answer(entity, label, canon, short, rng, meta_values={label: [short]},
+                                 truncated=short != text)
 
     def _text_answer(self, entity: KGEntity, label: str, canon: str | None, text: str, rng: random.Random,
-                     *, meta_values: list[str], truncated: bool = False) -> _Item:
+                     *, meta_values: dict[str, list[str]], truncated: bool = False) -> _Item:
         rel = self.t.relations.get(canon) if canon else None
         if rel is None or not rel.text:
             self.counters[f"relations_without_template.{label}"] += 1
@@ -220,17 +240,17 @@ class _Builder:
         return _Item(
             qs[qi].format_map(fill),
             tidy(answer.format_map(fill)),
-            self._meta(entity, "attribute", f"{tname}:q{qi}a{ai}", {label: meta_values}, truncated,
+            self._meta(entity, "attribute", f"{tname}:q{qi}a{ai}", meta_values, truncated,
                        **({"by_value": True} if by_value else {})),
             f"entity:{entity.name}", entity, entity.name,
         )
 
     def _combined_items(self, entity: KGEntity, rng: random.Random) -> list[_Item]:
-        by_canon: dict[str, tuple[str, list[str]]] = {}
+        by_canon: dict[str, list[tuple[str, list[str]]]] = {}
         for label, values in entity.relations.items():
             canon = self.t.canonical(label)
-            if canon and canon not in by_canon and label not in self.t.skip_relations:
-                by_canon[canon] = (label, values)
+            if canon and label not in self.t.skip_relations:
+                by_canon.setdefault(canon, []).append((label, values))
         items = []
         for combo in self.t.combined:
             if not all(r in by_canon for r in combo.relations):
@@ -239,16 +259,18 @@ class _Builder:
             used: dict[str, list[str]] = {}
             cut = False
             for r in combo.relations:
-                label, values = by_canon[r]
-                shown, note = self._cap(values, self.t.max_values)
+                parts = by_canon[r]
+                merged = list(dict.fromkeys(v for _, vs in parts for v in vs))
+                shown, note = self._cap(merged, self.t.max_values)
                 cut = cut or bool(note)
                 fill[r] = join_values(shown) + note
-                used[label] = shown
+                used.update({lb: [v for v in vs if v in shown] for lb, vs in parts})
             qi, ai = rng.randrange(len(combo.questions)), rng.randrange(len(combo.answers))
             items.append(_Item(
                 combo.questions[qi].format_map(fill),
                 tidy(combo.answers[ai].format_map(fill)),
-                self._meta(entity, "combined", f"{combo.id}:q{qi}a{ai}", used, cut),
+                self._meta(entity, "combined", f"{combo.id}:q{qi}a{ai}", {lb: vs for lb, vs in used.items() if vs},
+                           cut),
                 f"entity:{entity.name}", entity, entity.name,
             ))
         return items
@@ -258,7 +280,8 @@ class _Builder:
         rev = self.t.reverse
         if rev is None or not self.config.reverse:
             return []
-        index: dict[str, list[KGEntity]] = {}
+        # symptom -> entities listing it, as a name-keyed dict (insertion order = input order)
+        index: dict[str, dict[str, KGEntity]] = {}
         checks: dict[str, list[str]] = {}
         symptoms_of: dict[str, list[str]] = {}
         for e in entities:
@@ -266,14 +289,14 @@ class _Builder:
                 canon = self.t.canonical(label)
                 if canon == rev.relation:
                     for v in values:
-                        bucket = index.setdefault(v, [])
-                        if e not in bucket:
-                            bucket.append(e)
-                        symptoms_of.setdefault(e.name, []).append(v)
+                        index.setdefault(v, {}).setdefault(e.name, e)
+                        if v not in symptoms_of.setdefault(e.name, []):
+                            symptoms_of[e.name].append(v)
                 elif canon == rev.checks_relation:
                     checks.setdefault(e.name, []).extend(c for c in values if c not in checks.get(e.name, []))
         items: list[_Item] = []
-        for symptom, owners in index.items():
+        for symptom, owned in index.items():
+            owners = list(owned.values())
             if len(owners) < rev.min_entities:
                 self.counters["reverse_symptoms_too_few_entities"] += 1
                 continue
@@ -291,7 +314,7 @@ class _Builder:
             items.extend(self._multi_items(entities, index, checks, symptoms_of))
         return items
 
-    def _multi_items(self, entities: Sequence[KGEntity], index: dict[str, list[KGEntity]],
+    def _multi_items(self, entities: Sequence[KGEntity], index: dict[str, dict[str, KGEntity]],
                      checks: dict[str, list[str]], symptoms_of: dict[str, list[str]]) -> list[_Item]:
         """One multi-symptom question per entity at most: a symptom combination it shares with others."""
         rev = self.t.reverse
@@ -309,14 +332,14 @@ class _Builder:
                 key = tuple(sorted(combo))
                 if key in used:
                     continue
-                owners = [o for o in index[combo[0]] if all(o in index[s] for s in combo[1:])]
-                if len(owners) >= rev.min_entities:
-                    candidates.append((key, owners))
+                names = [n for n in index[combo[0]] if all(n in index[s] for s in combo[1:])]
+                if len(names) >= rev.min_entities:
+                    candidates.append((key, names))
             if not candidates:
                 continue
-            key, owners = candidates[rng.randrange(len(candidates))]
+            key, matching = candidates[rng.randrange(len(candidates))]
             used.add(key)
-            names, note = self._cap([o.name for o in owners], rev.max_entities)
+            names, note = self._cap(matching, rev.max_entities)
             shown_checks = _round_robin([checks.get(n, []) for n in names], rev.max_checks)
             ans_pool = rev.multi.answers if shown_checks else rev.multi.answers_without_checks
             qi, ai = rng.randrange(len(rev.multi.questions)), rng.randrange(len(ans_pool))

@@ -328,7 +328,8 @@ def run_kg_qa_llm(cfg: KGQALLMBuild, *, command: str) -> tuple[Manifest, dict[st
     records += built.records
     rejects += built.rejects
     counters += built.counters
-    params = cfg.model_dump(mode="json", exclude={"out", "curation"})
+    # the LLM settings go to the manifest's `llm` entry (describe(): host only, never a full URL or key)
+    params = cfg.model_dump(mode="json", exclude={"out", "curation", "llm"})
     if cfg.curation is not None and hasattr(cfg.curation, "model_dump"):
         params["curation"] = cfg.curation.model_dump(mode="json")
     info = BuildInfo(

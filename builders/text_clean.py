@@ -32,6 +32,7 @@ _SECTION_NUMBER_ALONE = re.compile(r"^\d{1,3}(?:\.\d{1,3})+$")
 _RUNNING_HEADER = re.compile(
     rf"^\d{{1,4}}\s*第[{_CN_NUM}\d]+[篇章节].{{0,24}}$|^第[{_CN_NUM}\d]+[篇章节][^。，；]{{0,24}}?\s+\d{{1,4}}$"
 )
+_CHAPTER = re.compile(rf"^第[{_CN_NUM}\d]+[篇章](?:\s*\S.{{0,24}})?$")
 _CITATION = re.compile(r"\s?[\[［](?:\d{1,3}(?:\s*[-–~～,，、]\s*\d{1,3})*)[\]］]")
 # OCR slips in heading numbers: a dash read for 一
 _OCR_DASH_HEADING = re.compile(r"^[—－\-–](?=、)")
@@ -126,7 +127,9 @@ def _margins(page: str) -> list[str]:
 
 
 def _drop_page_lines(lines: list[str], counts: Counter) -> list[str]:
-    """Drop bare page numbers and page-number+running-header lines; join a lone '3.1' to its title."""
+    """Drop bare page numbers, page-number+running-header lines and chapter titles seen before (running
+    headers without a page number); join a lone '3.1' to its title."""
+    chapters: set[str] = set()
     out: list[str] = []
     i = 0
     while i < len(lines):
@@ -151,10 +154,13 @@ def _drop_page_lines(lines: list[str], counts: Counter) -> list[str]:
             counts["page_numbers"] += 1
             i += 1
             continue
-        if _RUNNING_HEADER.match(line):
+        chapter = _CHAPTER.match(line)
+        if _RUNNING_HEADER.match(line) or (chapter and line in chapters):
             counts["running_headers"] += 1
             i += 1
             continue
+        if chapter:
+            chapters.add(line)
         out.append(line)
         i += 1
     return out

@@ -107,7 +107,7 @@ def _questions(prompt: str) -> str:
     if seed % 4 == 0:  # one more than asked for
         out.append({"question": f"{_topic(sents[-1])}的要点有哪些？", "type": types[0]})
     if seed % 3 == 0:  # the same generic question for many chunks: near-duplicates across chunks
-        out[0] = {"question": "这种疾病的主要临床表现有哪些？", "type": types[0]}
+        out[0] = {"question": "传染病的主要临床表现有哪些？", "type": types[0]}
     return json.dumps({"questions": out}, ensure_ascii=False)
 
 
@@ -173,10 +173,12 @@ def _lit_pairs(prompt: str) -> str:
     sents = sentences(conclusion) or [conclusion]
     seed = _h(conclusion)
     cite = f"（《{title}》，{year}）" if year else f"（《{title}》）"
+    forms = ["{t}有什么临床意义？", "患者关心的{t}具体指什么？", "{t}对后续治疗和随访有哪些影响？"]
     pairs = []
     for i in range(n):
         s = sents[i % len(sents)]
-        pairs.append({"question": f"{_topic(s)}有什么临床意义？", "answer": f"{s}{cite}", "reference": [s]})
+        question = forms[i % len(forms)].format(t=_topic(s))
+        pairs.append({"question": question, "answer": f"{s}{cite}", "reference": [s]})
     bad = seed % 4
     if bad == 0:
         pairs[-1] = {"question": "本研究的主要结论是什么？", "answer": sents[0], "reference": [sents[0]]}

@@ -1,6 +1,8 @@
 """A small stand-in for the Hugging Face Hub HTTP API, enough for huggingface_hub's HfApi to create
-dataset repos, list and download files, and commit (regular, non-LFS uploads). Tests point
-HF_ENDPOINT (or HfApi(endpoint=...)) at it and inspect `requests` and `repos` afterwards.
+dataset repos and branches, list and download files, and commit: files inline ("regular") or, with
+`lfs=True`, parquet/png through the git-LFS batch API and a PUT to a storage URL (the legacy LFS
+path huggingface_hub takes when Xet is disabled). Tests point HF_ENDPOINT (or HfApi(endpoint=...))
+at it and inspect `requests` and `repos` afterwards.
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ def git_sha1(content: bytes) -> str:
 class FakeHub:
     """Run with `with FakeHub(token) as hub:`; `hub.url` is the endpoint."""
 
-    def __init__(self, token: str = "hf_test_token"):
+    def __init__(self, token: str = "hf_test_token", lfs: bool = False):
         self.token = token
+        self.lfs = lfs
+        self.lfs_store: dict[str, bytes] = {}  # sha256 -> content (the "S3" side)
         self.repos: dict[str, Repo] = {}
         self.requests: list[Request] = []
         self.fail: dict[str, list[int]] = {}  # request kind ("commit", "create", ...) -> statuses to answer first
@@ -85,8 +89,7 @@ class FakeHub:
 
             def _handle(self):
                 parts = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self._body()
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 req = Request(self.command, unquote(parts.path), parse_qs(parts.query), headers, body)
                 with hub._lock:
@@ -99,6 +102,17 @@ class FakeHub:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
 
             do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _handle
 
@@ -115,6 +129,12 @@ class FakeHub:
                 return _json(200, {"errors": [], "warnings": []})
             except Exception as e:  # noqa: BLE001 - report any YAML problem as the Hub does
                 return _json(400, {"errors": [{"message": str(e)}]})
+        if kind == "lfs-upload":  # a pre-signed storage URL: no Hub token involved
+            oid = req.path.rsplit("/", 1)[1]
+            if hashlib.sha256(req.body).hexdigest() != oid:
+                return _json(400, {"error": "content does not match its sha256"})
+            self.lfs_store[oid] = req.body
+            return _json(200, {})
         if req.headers.get("authorization") != f"Bearer {self.token}":
             return _json(401, {"error": "Invalid credentials in Authorization header"}, {"X-Error-Code": "Unauthorized"})
         if kind == "create":
@@ -126,6 +146,14 @@ class FakeHub:
             return _json(200, {"url": f"{self.url}/datasets/{repo_id}", "name": repo_id})
         if req.path.startswith("/api/datasets/"):
             return self._api(req, kind)
+        if kind == "lfs-batch":
+            objects = []
+            for obj in json.loads(req.body)["objects"]:
+                entry = {"oid": obj["oid"], "size": obj["size"]}
+                if obj["oid"] not in self.lfs_store:
+                    entry["actions"] = {"upload": {"href": f"{self.url}/lfs-upload/{obj['oid']}"}}
+                objects.append(entry)
+            return _json(200, {"transfer": "basic", "objects": objects})
         if req.path.startswith("/datasets/") and "/resolve/" in req.path:
             repo_id, _, rest = req.path[len("/datasets/") :].partition("/resolve/")
             branch, _, file_path = rest.partition("/")
@@ -155,11 +183,7 @@ class FakeHub:
         if files is None:
             return _json(404, {"error": "Revision not found"}, {"X-Error-Code": "RevisionNotFound"})
         if kind == "tree":
-            items = [
-                {"type": "file", "path": p, "oid": git_sha1(c), "size": len(c)}
-                for p, c in sorted(files.items())
-                if not sub or p.startswith(sub.rstrip("/") + "/")
-            ]
+            items = [tree_item(p, c) for p, c in sorted(files.items()) if not sub or p.startswith(sub.rstrip("/") + "/")]
             return _json(200, items)
         if kind == "revision":
             siblings = [{"rfilename": p} for p in sorted(files)]
@@ -169,7 +193,7 @@ class FakeHub:
             answer = [
                 {
                     "path": f["path"],
-                    "uploadMode": "regular",
+                    "uploadMode": "lfs" if self.lfs and f["path"].endswith(LFS_SUFFIXES) else "regular",
                     "shouldIgnore": False,
                     "oid": git_sha1(files[f["path"]]) if f["path"] in files else None,
                 }
@@ -192,6 +216,11 @@ class FakeHub:
             elif key == "file":
                 files[value["path"]] = base64.b64decode(value["content"])
                 added.append(value["path"])
+            elif key == "lfsFile":
+                if value["oid"] not in self.lfs_store:
+                    return _json(422, {"error": f"LFS object {value['oid']} was never uploaded"})
+                files[value["path"]] = self.lfs_store[value["oid"]]
+                added.append(value["path"])
             elif key == "deletedFile":
                 if value["path"] not in files:
                     return _json(404, {"error": "A file with this name doesn't exist"}, {"X-Error-Code": "EntryNotFound"})
@@ -205,12 +234,31 @@ class FakeHub:
         return _json(200, {"commitUrl": f"{self.url}/datasets/{repo_id}/commit/{oid}", "commitOid": oid})
 
 
+LFS_SUFFIXES = (".parquet", ".png")  # what the Hub's default .gitattributes stores in LFS
+
+
+def tree_item(path: str, content: bytes) -> dict:
+    """A file as the Hub's tree API lists it: LFS-tracked files carry their sha256 in `lfs`."""
+    item = {"type": "file", "path": path, "oid": git_sha1(content), "size": len(content)}
+    if path.endswith(LFS_SUFFIXES):
+        sha256 = hashlib.sha256(content).hexdigest()
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(content)}\n".encode()
+        item["oid"] = git_sha1(pointer)
+        item["lfs"] = {"oid": sha256, "size": len(content), "pointerSize": len(pointer)}
+    return item
+
+
 def _kind(method: str, path: str) -> str:
-    """A short name for a request: create, tree, revision, preupload, commit, branch, resolve, validate."""
+    """A short name for a request: create, tree, revision, preupload, commit, branch, resolve, validate,
+    lfs-batch, lfs-upload."""
     if path == "/api/repos/create":
         return "create"
     if path == "/api/validate-yaml":
         return "validate"
+    if path.endswith(".git/info/lfs/objects/batch"):
+        return "lfs-batch"
+    if path.startswith("/lfs-upload/"):
+        return "lfs-upload"
     if path.startswith("/api/datasets/"):
         parts = path.split("/")
         return parts[5] if len(parts) > 5 else "repo"

@@ -12,6 +12,7 @@ In a test (tests/ is a package; the `llm_server` fixture in conftest.py gives a 
         ...
         srv.log                  # every request received: LoggedRequest(path, headers, body, fault)
         srv.served               # Counter: content hash -> completions actually answered ("paid")
+        srv.peak_in_flight       # the most requests handled at once
         srv.duplicates()         # hashes answered more than once (should be empty)
 
 or with the fixture: `def test_x(llm_server): llm_server.responder = reply; llm_server.base_url ...`.
@@ -28,6 +29,7 @@ Faults (each request draws one, by the given rates, from a seeded RNG; or pass `
   "drop"          closes the connection without an answer
   "invalid_json"  status 200 with a body that is not JSON
   "truncated"     status 200 with a JSON body cut in half
+  "too_long"      status 400 "maximum context length exceeded" (a per-request error, not a fatal one)
 Only answered (200, well-formed) completions count in `served`. `api_key` set -> other keys get 401.
 `json_schema=False` makes the server answer 400 to `response_format: json_schema` like older servers.
 The responder may return a `Reply` for a finish_reason or token counts of its own choosing.
@@ -47,7 +49,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULT_KINDS = ("429", "500", "timeout", "drop", "invalid_json", "truncated")
+FAULT_KINDS = ("429", "500", "timeout", "drop", "invalid_json", "truncated", "too_long")
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Faults:
     rate_drop: float = 0.0
     rate_invalid_json: float = 0.0
     rate_truncated: float = 0.0
+    rate_too_long: float = 0.0
     seed: int = 0
     script: Callable[[dict[str, Any], int], str | None] | None = None
     _rng: random.Random = field(init=False, repr=False)
@@ -77,7 +80,8 @@ class Faults:
     def draw(self, body: dict[str, Any], seen: int) -> str | None:
         if self.script is not None:
             return self.script(body, seen)
-        rates = [self.rate_429, self.rate_500, self.rate_timeout, self.rate_drop, self.rate_invalid_json, self.rate_truncated]
+        rates = [self.rate_429, self.rate_500, self.rate_timeout, self.rate_drop, self.rate_invalid_json,
+                 self.rate_truncated, self.rate_too_long]
         with self._lock:
             x = self._rng.random()
         for kind, rate in zip(FAULT_KINDS, rates, strict=True):
@@ -141,6 +145,8 @@ class FakeLLMServer:
         self.log: list[LoggedRequest] = []
         self.served: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
+        self.in_flight = 0
+        self.peak_in_flight = 0  # the most chat requests handled at once (checks client concurrency)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._httpd: _Server | None = None
@@ -224,6 +230,16 @@ def _handler_for(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": {"message": f"no route {self.path}"}})
 
         def do_POST(self) -> None:
+            with server._lock:
+                server.in_flight += 1
+                server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+            try:
+                self._chat()
+            finally:
+                with server._lock:
+                    server.in_flight -= 1
+
+        def _chat(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -298,6 +314,10 @@ def _handler_for(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(2)  # socket.SHUT_RDWR: the client sees a dropped connection
             elif kind == "invalid_json":
                 self._bytes(200, b"<html>upstream error</html> not json", "application/json")
+            elif kind == "too_long":
+                entry.status = 400
+                self._json(400, {"error": {"message": "This model's maximum context length is 8192 tokens.",
+                                           "code": "context_length_exceeded"}})
             else:  # truncated
                 self._bytes(200, b'{"id": "chatcmpl-x", "object": "chat.completion", "choices": [{"index": 0, "mess',
                             "application/json")
@@ -333,7 +353,8 @@ def main() -> None:
     args = ap.parse_args()
     faults = Faults(
         rate_429=args.rate_429, rate_500=args.rate_500, rate_timeout=args.rate_timeout, rate_drop=args.rate_drop,
-        rate_invalid_json=args.rate_invalid_json, rate_truncated=args.rate_truncated, seed=args.seed,
+        rate_invalid_json=args.rate_invalid_json, rate_truncated=args.rate_truncated, rate_too_long=args.rate_too_long,
+        seed=args.seed,
     )
     with FakeLLMServer(latency=args.latency, faults=faults) as srv:
         print(f"PORT {srv.port}", flush=True)

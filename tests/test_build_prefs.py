@@ -152,6 +152,31 @@ def test_judge_pairs_best_and_worst_and_never_pairs_ties_or_missing_scores(tmp_p
     assert len(llm_server.log) == sent and len(rows(out)) == 2
 
 
+def test_pairwise_check_drops_pairs_whose_verdict_follows_the_position(tmp_path, llm_server):
+    def reply(body: dict) -> str:
+        user = body["messages"][-1]["content"]
+        if "【回答A】" in user:
+            if "嗓子" in user:  # a position-biased verdict: always the first answer
+                return json.dumps({"better": "A", "rationale": "第一个更好"}, ensure_ascii=False)
+            a = user.split("【回答A】\n", 1)[1].split("\n\n【回答B】", 1)[0]
+            return json.dumps({"better": "A" if a == GOOD else "B", "rationale": "更安全"}, ensure_ascii=False)
+        return responder(body)
+
+    llm_server.responder = reply
+    prompts = write_jsonl(tmp_path / "q.jsonl", [{"question": q} for q in QUESTIONS[:2]])
+    out = tmp_path / "pw"
+    url = llm_server.base_url
+    invoke(prompts, "--out", out, "--strategy", "judge", "--candidate-model", f"good-model@{url}",
+           "--candidate-model", f"bad-model@{url}", "--judge-model", f"judge@{url}", "--pairwise-check",
+           "--no-dedup", "--val-size", "0")
+    (row,) = rows(out)
+    assert row["prompt"][0]["content"] == QUESTIONS[0]
+    assert row["meta"]["pairwise"] == {"chosen_first": {"better": "A", "rationale": "更安全"},
+                                       "chosen_second": {"better": "B", "rationale": "更安全"}}
+    assert [(r["reason"], r["raw"]["prompt"][0]["content"]) for r in rejects(out)] == [("position_inconsistent", QUESTIONS[1])]
+    assert "judge_pairwise" in read_manifest(out)["llm"]
+
+
 def test_reference_strategy_with_judge_confirmation(tmp_path, llm_server):
     def reply(body: dict) -> str:
         user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
@@ -194,6 +219,8 @@ def test_user_errors_are_one_line(tmp_path):
     f = write_jsonl(tmp_path / "q.jsonl", [{"question": "头痛？", "answer": "休息。"}])
     with pytest.raises(MedmillError, match="judge model"):
         invoke(f, "--out", tmp_path / "o", "--strategy", "judge")
+    with pytest.raises(MedmillError, match="pairwise-check needs a judge"):
+        invoke(f, "--out", tmp_path / "o", "--pairwise-check")
     with pytest.raises(MedmillError, match="unknown perturbation"):
         invoke(f, "--out", tmp_path / "o", "--perturbations", "fact_swap,typo")
     proc = subprocess.run([sys.executable, "-m", "medmill.cli", "build-prefs", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
@@ -221,3 +248,24 @@ def test_samples_from_one_model_are_distinct_requests_and_duplicates_are_merged(
     assert len(served) == 3 and row["chosen"][0]["content"] == GOOD and row["rejected"][0]["content"] == BAD
     assert [c["sample"] for c in row["meta"]["candidates"]] == [0, 1] and row["meta"]["judge"] == "one"
     assert read_manifest(out)["counters"]["candidates.duplicates"] == 1
+
+
+def test_corrupt_on_build_kg_qa_output_of_the_example_kg(tmp_path, examples_dir):
+    """The real build-kg-qa meta (entity, relations, values) drives fact swaps; entity names stay intact."""
+    kg_out = tmp_path / "kg_qa"
+    result = CliRunner().invoke(medmill.cli.app, ["build-kg-qa", str(examples_dir / "kg"), "--out", str(kg_out)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "prefs"
+    invoke(kg_out, "--out", out, "--val-size", "0.2")
+    found = rows(out)
+    swaps = [r for r in found if r["meta"]["perturbation"] == "fact_swap"]
+    assert len(swaps) >= len(found) // 5
+    for r in swaps:
+        chosen, rejected = r["chosen"][0]["content"], r["rejected"][0]["content"]
+        entity = r["meta"]["input_meta"]["entity"]
+        assert (entity in chosen) == (entity in rejected)
+        for relation, pairs in r["meta"]["perturbation_detail"]["swapped"].items():
+            assert relation in r["meta"]["input_meta"]["values"]
+            for old, new in pairs.items():
+                assert old in r["meta"]["input_meta"]["values"][relation] and new in rejected
+    assert validate_dir(out).ok

@@ -155,7 +155,7 @@ def test_kind_specific_sections(tmp_path):
     d = make_dir(tmp_path, "preference")
     pref = (d / "README.md").read_text(encoding="utf-8")
     assert "DPOTrainer" in pref and "| chosen | characters |" in pref and "| rejected | ≈ tokens |" in pref
-    assert "**meta.perturbation** (2 values)" in pref and "**meta.strategy** (1 value)" in pref
+    assert "**meta.perturbation** (2 values)" in pref and "**meta.strategy**" not in pref  # a constant
     assert (d / "plots/meta_perturbation.png").exists() and not (d / "plots/meta_strategy.png").exists()
     pt = (make_dir(tmp_path, "pretrain") / "README.md").read_text(encoding="utf-8")
     assert "| text | characters |" in pt and "continued pre-training" in pt
@@ -207,3 +207,63 @@ def test_dataset_dir_with_plots_still_loads_with_datasets(tmp_path):
     splits = json.loads((d / "manifest.json").read_text(encoding="utf-8"))["splits"]
     assert {s: ds[s].num_rows for s in ds} == {s: i["records"] for s, i in splits.items()}
     assert ds["train"].column_names == ["id", "messages", "source", "meta"]
+
+
+def test_token_proxy_matches_its_regex_definition():
+    import random
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from medmill.builders.publish.stats import TOKEN_PROXY_RE, token_proxy
+
+    rng = random.Random(7)
+    alphabet = "ab Z09\t\n。，头痛é€😀-_.!  "
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)] + [None, ""]
+    arr = pa.array(texts)
+    for part in (arr, arr.slice(11, 500)):
+        expected = pc.count_substring_regex(pc.fill_null(part, ""), TOKEN_PROXY_RE).to_numpy(zero_copy_only=False)
+        assert token_proxy(part).tolist() == expected.tolist()
+    assert token_proxy(pa.array(["头痛 fever 38.5度！"])).tolist() == [2 + 1 + 1 + 1 + 1 + 1 + 1]
+
+
+def test_list_and_nested_meta_values_are_counted(tmp_path):
+    from medmill.builders.publish.stats import compute_stats
+
+    recs = []
+    for i in range(6):
+        msgs = [Message(role="user", content=f"问题{i}"), Message(role="assistant", content=f"回答{i}")]
+        meta = {"relations": ["症状", "检查"] if i % 2 else ["症状"], "input_meta": {"qtype": ["a", "b"][i % 2]}, "mode": "t"}
+        recs.append(SFTRecord(id=SFTRecord.make_id(msgs), messages=msgs, source=Source(builder="t"), meta=meta))
+    out = tmp_path / "d"
+    write_dataset_dir(out, recs, [], BuildInfo(kind="sft", builder="t", command="t"))
+    cats = compute_stats(out, "sft").categories
+    assert cats["relations"] == Counter({"症状": 6, "检查": 3})
+    assert cats["input_meta.qtype"] == Counter({"a": 3, "b": 3})
+    assert "mode" not in cats  # constant
+
+
+def test_source_license_matches_paths_as_users_type_them(tmp_path, monkeypatch):
+    from medmill.builders.card import license_of
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kg").mkdir()
+    assert license_of("kg/a.json", {"./kg/a.json": "MIT"}) == "MIT"
+    assert license_of("kg/a.json", {str(tmp_path / "kg"): "CC-BY-4.0"}) == "CC-BY-4.0"  # a folder of inputs
+    assert license_of("/elsewhere/a.json", {"a.json": "Apache-2.0"}) == "Apache-2.0"
+    assert license_of("kg/b.json", {"kg/a.json": "MIT"}).startswith("not stated")
+
+
+def test_rebuilt_dir_of_the_same_name_does_not_load_stale_rows(tmp_path):
+    """With a `configs` list datasets keys its cache on the card's YAML; dataset_info sizes change it."""
+    datasets = pytest.importorskip("datasets")
+    cache = tmp_path / "hf_cache"
+    out = tmp_path / "kg_qa"
+    info = BuildInfo(kind="sft", builder="kg-qa", command="c", val_size=0.0)
+    write_dataset_dir(out, sft_records(10), [], info)
+    assert datasets.load_dataset(str(out), cache_dir=str(cache))["train"].num_rows == 10
+    write_dataset_dir(out, sft_records(11, tag="新"), [], info)
+    ds = datasets.load_dataset(str(out), cache_dir=str(cache))["train"]
+    assert ds.num_rows == 11 and ds[0]["messages"][0]["content"].startswith("新")
+    header = _front_matter((out / "README.md").read_text(encoding="utf-8"))
+    assert header["dataset_info"]["splits"] == [{"name": "train", "num_bytes": header["dataset_info"]["dataset_size"], "num_examples": 11}]

@@ -181,3 +181,23 @@ def test_prepare_chunks_on_samples_and_examples(samples_dir, examples_dir):
     assert gb and gb[0].headings[0] == "第一章 糖尿病的基本知识"
     assert {d.encoding for d in prepared.documents if d.name.startswith("texts/diabetes")} == {"gb18030"}
     assert prepared.counts["clean.fullwidth_spaces"] > 0
+    assert prepared.counts["encoding.gb18030"] == 1 and prepared.counts["encoding.utf-8"] == 4
+
+
+@pytest.mark.parametrize(("size", "overlap"), [(60, 0), (120, 100), (500, 50), (2000, 200)])
+def test_chunks_cover_every_character_fit_the_size_and_are_substrings(
+    samples_dir, examples_dir, size, overlap
+):
+    for path in (
+        samples_dir / "medicalgpt_pretrain_fever_textbook_sample.txt",
+        samples_dir / "tcmchat_pretrain_book_sample.txt",
+        examples_dir / "texts" / "hypertension_guideline.md",
+    ):
+        text, chunks = _chunks(path, size=size, overlap=overlap)
+        covered: set[int] = set()
+        for c in chunks:
+            assert text[c.offset : c.offset + len(c.text)] == c.text
+            assert len(c.text) <= size
+            covered.update(range(c.offset, c.offset + len(c.text)))
+        lost = [i for i, ch in enumerate(text) if not ch.isspace() and i not in covered]
+        assert lost == [], f"{path.name}: {len(lost)} characters in no chunk"

@@ -45,11 +45,13 @@ def example_build(tmp_path_factory) -> Path:
     return out
 
 
-def test_example_build_loads_and_validates(example_build):
+def test_example_build_loads_and_validates(example_build, tmp_path):
     import datasets
 
     manifest = json.loads((example_build / "manifest.json").read_text(encoding="utf-8"))
-    ds = datasets.load_dataset(str(example_build))
+    # own cache dir: with `configs` in the card, datasets keys its cache on the dir name and the
+    # data_files patterns only, so another "kg_qa" dir loaded earlier would be served from cache
+    ds = datasets.load_dataset(str(example_build), cache_dir=str(tmp_path / "hf_cache"))
     assert set(ds) == {"train", "validation", "test"}
     for split, info in manifest["splits"].items():
         assert ds[split].num_rows == info["records"]
@@ -129,13 +131,15 @@ def test_broken_lines_give_rejects_and_the_build_finishes(tmp_path):
         encoding="utf-8",
     )
     out = tmp_path / "out"
-    _build(kg, "--out", out, "--per-entity", "1", "--system-prompt", "你是医学助手。")
+    _build(kg, "--out", out, "--per-entity", "1", "--system-prompt", "你是医学助手。",
+           "--source-license", f"{kg}=CC-BY-4.0", "--license", "cc-by-4.0")
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     read_rejects = [r for r in rejects if r["stage"] == "read"]
     assert sorted(r["source"]["line"] for r in read_rejects) == [2, 3]
     assert all(r["source"]["file"] == str(kg) and r["reason"] == "invalid_json" for r in read_rejects)
     m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert m["rejects_by_reason"]["read/invalid_json"] == 2
+    assert m["source_licenses"] == {str(kg): "CC-BY-4.0"} and m["license"] == "cc-by-4.0"
     rows = _rows(out)["train"]
     groups = [r["source"]["group"] for r in rows]
     assert len(groups) == len(set(groups))  # --per-entity 1

@@ -178,3 +178,17 @@ def test_templates_file_errors(tmp_path):
     (tmp_path / "x.yaml").write_text("id: [unclosed", encoding="utf-8")
     with pytest.raises(MedmillError, match="not valid YAML"):
         load_templates(tmp_path / "x.yaml")
+
+
+def test_labels_sharing_a_template_are_asked_once(templates):
+    entity = _e("某病", {"临床表现": ["发热", "皮疹"], "症状": ["皮疹", "瘙痒"]},
+                {"简介": "某病是一种皮肤病。", "概述": "另一种说法。"})
+    result = build_template_records([entity], templates, TemplateQAConfig(reverse=False, combined=False))
+    symptom = [r for r in result.records if r.meta["template"].startswith("症状:")]
+    (rec,) = symptom
+    assert rec.meta["values"] == {"临床表现": ["发热", "皮疹"], "症状": ["皮疹", "瘙痒"]}
+    assert "发热、皮疹和瘙痒" in rec.messages[-1].content
+    intro = [r for r in result.records if r.meta["template"].startswith("简介:")]
+    assert len(intro) == 1 and intro[0].messages[-1].content == "某病是一种皮肤病。"
+    assert result.counters["relations_merged_by_template"] == 1
+    assert result.counters["attributes_already_asked"] == 1

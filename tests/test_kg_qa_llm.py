@@ -262,9 +262,8 @@ def test_killed_build_resumes_without_paying_twice_and_equals_an_uninterrupted_r
         assert manifest["usage"]["cache_hits"] >= paid_before_kill
 
     with FakeLLMServer(responder=scenario_model) as fresh:  # the uninterrupted run, no faults
-        clean = subprocess.run([sys.executable, "-m", "medmill.cli", *llm_args(fresh, kg, tmp_path / "clean"), *extra],
-                               env=env, capture_output=True, text=True, timeout=120)
-        assert clean.returncode == 0, clean.stderr[-2000:]
+        clean = cli([*llm_args(fresh, kg, tmp_path / "clean"), *extra])
+        assert clean.exit_code == 0, clean.output
     assert dataset_rows(tmp_path / "out") == dataset_rows(tmp_path / "clean")
     assert rejects_of(tmp_path / "out") == rejects_of(tmp_path / "clean")
     # every entity produced records or a reject naming it

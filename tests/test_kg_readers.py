@@ -25,7 +25,7 @@ def _by_name(result):
 CMEKG_LINES = [
     {"中心词": "偏头痛", "相关症状": ["头痛", " 恶心 ", "头痛", "", "畏光..."], "所属科室": ["神经内科"],
      "发病部位": "头部", "概述": "偏头痛是一种常见的原发性头痛。多为单侧搏动性疼痛。"},
-    {"中心词": "胃炎", "症状": ["上腹痛", "123", "——", "胃炎"], "类型": "疾病", "检查": ["胃镜检查"]},
+    {"中心词": " 胃炎\n", "症状": ["上腹痛", "123", "——", "胃炎"], "类型": "疾病", "检查": ["胃镜检查"]},
 ]
 
 
@@ -108,16 +108,22 @@ def test_cmekg_tools_spo_sample_grouped_by_subject(samples_dir):
     assert result.counters["triples_read"] == 64
 
 
-def test_triples_key_and_cmeie_dicts(tmp_path):
+def test_triples_cmeie_dicts_and_diseasekg_rels(tmp_path):
     lines = [
         {"text": "x", "triples": [["阿司匹林", "不良反应", "胃肠道不适"], ["阿司匹林", "禁忌", "消化道出血"]]},
         {"text": "y", "spo_list": [{"subject": "阿司匹林", "predicate": "适应症", "object": {"@value": "冠心病"}}]},
-        {"head": "布洛芬", "relation": "适应症", "tail": "发热"},
+        {"head": " 布洛芬\n", "relation": "适应症", "tail": "发热"},
+        {"start_entity_type": "Disease", "end_entity_type": "Symptom", "rel_type": "has_symptom",
+         "rel_name": "症状", "rels": [{"start_entity_name": "感冒", "end_entity_name": "鼻塞"},
+                                      {"start_entity_name": "感冒", "end_entity_name": "流涕"}]},
     ]
     f = _write(tmp_path / "t.jsonl", "\n".join(json.dumps(x, ensure_ascii=False) for x in lines))
-    kg = _by_name(read_kg([f]))
+    result = read_kg([f])
+    kg = _by_name(result)
     assert kg["阿司匹林"].relations == {"不良反应": ["胃肠道不适"], "禁忌": ["消化道出血"], "适应症": ["冠心病"]}
     assert kg["布洛芬"].relations == {"适应症": ["发热"]}
+    assert kg["感冒"].relations == {"症状": ["鼻塞", "流涕"]} and kg["感冒"].ref.line == 4
+    assert result.counters["triples_read"] == 6
 
 
 @pytest.mark.parametrize(
@@ -142,10 +148,13 @@ def test_gbk_csv_with_crlf_and_multiline_field(tmp_path):
     assert result.counters["encodings.gb18030"] == 1
 
 
-def test_headerless_tsv(tmp_path):
+def test_headerless_tsv_and_other_separators(tmp_path):
     f = _write(tmp_path / "kg.tsv", "糖尿病\t症状\t多饮\n糖尿病\t症状\t多尿\n")
     (e,) = read_kg([f]).entities
     assert e.relations == {"症状": ["多饮", "多尿"]}
+    g = _write(tmp_path / "kg.txt", "head;relation;tail\n痛风;症状;关节疼痛\n")
+    (e,) = read_kg([g]).entities
+    assert e.relations == {"症状": ["关节疼痛"]}
 
 
 # ---- broken input --------------------------------------------------------------------------------

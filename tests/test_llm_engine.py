@@ -77,6 +77,22 @@ def test_every_transient_fault_is_retried_and_nothing_is_paid_twice(tmp_path: Pa
     assert sum(server.served.values()) == 60
 
 
+def test_concurrency_is_bounded(llm_server: FakeLLMServer, tmp_path: Path) -> None:
+    llm_server.latency = 0.05
+    with LLMEngine(settings(llm_server, concurrency=4), tmp_path) as engine:
+        assert all(r.ok for r in engine.run(text_requests(24)))
+    assert 2 <= llm_server.peak_in_flight <= 4
+
+
+def test_a_shared_cache_serves_another_build(llm_server: FakeLLMServer, tmp_path: Path) -> None:
+    shared = tmp_path / "shared.sqlite"
+    with LLMEngine(settings(llm_server, cache=shared), tmp_path / "build1") as engine:
+        engine.run(text_requests(5))
+    with LLMEngine(settings(llm_server, cache=shared), tmp_path / "build2") as engine:
+        assert all(r.cached for r in engine.run(text_requests(5))) and engine.usage["calls_sent"] == 0
+    assert len(llm_server.log) == 5 and not (tmp_path / "build2" / "llm_cache.sqlite").exists()
+
+
 def test_retry_after_is_honoured(tmp_path: Path) -> None:
     with FakeLLMServer(faults=Faults(script=lambda body, seen: "429" if seen == 0 else None), retry_after=0.4) as server:
         with LLMEngine(settings(server), tmp_path) as engine:
@@ -106,6 +122,15 @@ def test_exhausted_retries_become_failed_results_and_are_retried_on_rerun(tmp_pa
             again = engine.run(text_requests(6))
             assert all(r.ok for r in again) and engine.usage["calls_sent"] == 1
         assert sum(server.served.values()) == before + 1
+
+
+def test_a_prompt_too_long_fails_that_request_only(tmp_path: Path) -> None:
+    with FakeLLMServer(faults=Faults(script=lambda body, seen: "too_long" if "问题2" in str(body) else None)) as server:
+        with LLMEngine(settings(server), tmp_path) as engine:
+            results = engine.run(text_requests(4))
+    assert [r.ok for r in results] == [True, True, False, True]
+    assert results[2].error == "context_too_long" and "maximum context length" in results[2].message
+    assert len(server.log) == 4  # not retried
 
 
 def test_401_fails_fast_without_leaking_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,10 @@ from medmill.builders.prefs.judging import (
     Candidate,
     NoPair,
     PairChoice,
+    PairVerdict,
     RubricScores,
     Scored,
+    both_orders_agree,
     confirm_reference,
     select_pair,
     unique_candidates,
@@ -137,6 +139,16 @@ def test_confirm_reference_drops_pairs_the_judge_does_not_confirm():
     assert isinstance(confirm_reference(_scored("reference", 9), _scored("m", 4), 1.0), PairChoice)
 
 
+def test_side_by_side_check_needs_the_same_winner_in_both_orders():
+    a, b, tie = PairVerdict(better="A"), PairVerdict(better="B"), PairVerdict(better="tie")
+    assert both_orders_agree(a, b) is None
+    assert both_orders_agree(a, a).reason == "position_inconsistent"
+    assert both_orders_agree(b, b).reason == "position_inconsistent"
+    assert both_orders_agree(b, a).reason == "pairwise_prefers_rejected"
+    assert both_orders_agree(a, tie).reason == "pairwise_tie"
+    assert both_orders_agree(None, b).reason == "missing_verdict"
+
+
 def test_rubric_rejects_out_of_range_scores_and_duplicates_are_merged():
     with pytest.raises(ValueError):
         RubricScores(helpful=11, honest=5, harmless=5, accurate=5, safe=5)
@@ -168,7 +180,8 @@ def test_fact_swap_uses_the_same_relation_of_another_entity(tmp_path):
         ((relation, swaps),) = result.detail["swapped"].items()
         for old, new in swaps.items():
             assert old in KG[entity][relation] and new in all_values[relation] and new not in KG[entity][relation]
-            assert old not in result.text and new in result.text
+            assert old not in result.text.replace(entity, "") and new in result.text
+        assert entity in result.text  # a value inside the entity name (甲状腺功能) leaves the name alone
 
 
 def test_each_perturbation_makes_a_known_change():
@@ -181,6 +194,10 @@ def test_each_perturbation_makes_a_known_change():
     get = {name: fn(answer, [], random.Random(0)) for name, fn in c._fns.items()}
     assert get["fact_swap"] is None  # no KG meta
     assert "200mg" in get["dose_change"].text and "20mg" not in get["dose_change"].text
+    for not_a_dose in ("车间空气中最高容许浓度为10mg/m3，口服无害。", "新生儿体重4000g。", "每次查血糖5mg/dL。"):
+        assert c.dose_change(not_a_dose, [], random.Random(0)) is None
+    weight_based = c.dose_change("儿童每次20mg/kg口服。", [], random.Random(0))
+    assert weight_based.text == "儿童每次200mg/kg口服。"
     unsafe = get["unsafe_advice"]
     assert unsafe.detail["replaced"] == "建议尽快到医院消化内科就诊。" and "就诊。" not in unsafe.text
     assert unsafe.detail["inserted"] in unsafe.text

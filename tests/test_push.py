@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -99,8 +100,14 @@ def test_several_configs_share_one_repo_and_card(tmp_path):
         push(pref, hub, config_name="prefs")
         push(sft, hub, config_name="kg_v2")
         files = hub.files("org/med")
-    configs = DatasetCard(files["README.md"].decode()).data.to_dict()["configs"]
+    header = DatasetCard(files["README.md"].decode()).data.to_dict()
+    configs = header["configs"]
     assert [c["config_name"] for c in configs] == ["default", "kg_v2", "prefs"]
+    # per-config sizes (what the Hub viewer shows) survive pushes of the other configs
+    assert [i["config_name"] for i in header["dataset_info"]] == ["default", "kg_v2", "prefs"]
+    pref_splits = {s["name"]: s["num_examples"] for s in header["dataset_info"][2]["splits"]}
+    manifest = json.loads((pref / "manifest.json").read_text(encoding="utf-8"))
+    assert pref_splits == {s: i["records"] for s, i in manifest["splits"].items()}
     by_name = {c["config_name"]: c for c in configs}
     assert {f["path"] for f in by_name["prefs"]["data_files"]} == {"prefs/train-*", "prefs/validation-*"}
     assert "prefs/manifest.json" in files and "manifest.json" in files and "kg_v2/manifest.json" in files
@@ -142,10 +149,27 @@ def test_rejected_or_missing_token_is_a_one_line_error(tmp_path, monkeypatch):
             push(d, hub)
     message = str(err.value)
     assert "rejected the token" in message and "\n" not in message and TOKEN not in message
+    from huggingface_hub import constants
+
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_login" / "token"))
     with pytest.raises(MedmillError, match="no Hugging Face token"):
         push_dir(d, "org/med", endpoint="http://127.0.0.1:9")
+
+
+def test_token_from_the_login_cache(tmp_path, monkeypatch):
+    """`hf auth login` stores the token in HF_HOME/token; push uses it when HF_TOKEN is unset."""
+    from huggingface_hub import constants
+
+    cached = tmp_path / "hf_home" / "token"
+    cached.parent.mkdir()
+    cached.write_text(TOKEN)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(cached))
+    d = make_dir(tmp_path, "pretrain")
+    with FakeHub(TOKEN) as hub:
+        result = push_dir(d, "org/med", endpoint=hub.url, retry_delay=0.01)
+    assert len(result.commits) == 1 and "manifest.json" in hub.files("org/med")
 
 
 def test_unfinished_dir_is_refused(tmp_path):
@@ -187,3 +211,22 @@ def test_cli_push_honours_hf_endpoint_and_hf_token(tmp_path):
     assert "nothing changed since the last push" in second.stdout
     for out in (first.stdout, first.stderr, second.stdout, second.stderr):
         assert TOKEN not in out
+
+
+@pytest.mark.filterwarnings("ignore:Use .content=:DeprecationWarning")
+def test_large_files_go_through_git_lfs(tmp_path, monkeypatch):
+    """parquet/png as LFS objects (batch API + PUT to storage), as the Hub does when Xet is off."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    d = make_dir(tmp_path, "sft")
+    with FakeHub(TOKEN, lfs=True) as hub:
+        push(d, hub)
+        first = hub.kinds()
+        result = push(d, hub)
+        puts = [r for r in hub.requests if r.method == "PUT"]
+    lfs_paths = {p for p in local_files(d) if p.endswith((".parquet", ".png"))}
+    assert first.count("lfs-upload") == len(lfs_paths) and "lfs-batch" in first
+    assert {p: hub.files("org/med")[p] for p in lfs_paths} == {p: local_files(d)[p] for p in lfs_paths}
+    assert all("authorization" not in r.headers for r in puts)  # storage uploads never see the token
+    assert result.plan.is_noop  # unchanged LFS files are recognised by their sha256

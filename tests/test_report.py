@@ -98,8 +98,8 @@ def test_report_has_every_section_for_every_dataset(dirs):
     assert 'class="chosen"' in html and 'class="doc"' in html
     assert "read/bad_json" in html and "Expecting value" in html and "safety/dangerous_dosing" in html
     assert "糖尿病症状：多饮多尿。" in html and "similarity 0.91" in html
-    assert "1 cluster(s)" in html and "2 line(s) of clusters.jsonl had another shape" in html
-    assert "No clusters.jsonl in this dir" in html
+    assert "1 cluster(s)" in html and "2 cluster row(s) had another shape" in html
+    assert "No duplicate clusters recorded" in html
     assert "pii_phone_masked" in html and "curation.safety" in html
 
 
@@ -145,3 +145,16 @@ def test_report_renders_in_chromium_without_console_errors(dirs, tmp_path):
     shot = tmp_path / "report.png"
     run = run_chromium(page, tmp_path, "--window-size=1200,1600", f"--screenshot={shot}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_clusters_come_from_the_manifest_when_there_is_no_clusters_jsonl(dirs, tmp_path):
+    d = tmp_path / "copy"
+    shutil.copytree(dirs[1], d)
+    manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+    manifest["curation"]["dedup"]["cluster_examples"] = [
+        {"kept_id": "k1", "kept_text": "发热三天", "members": [{"id": "m1", "text": "发烧三天", "similarity": 0.85}]}
+    ]
+    (d / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    html = render_report([d])
+    assert "1 cluster(s)" in html and "发烧三天" in html and "similarity 0.85" in html
+    assert "cluster_examples" not in html  # not dumped into the statistics table

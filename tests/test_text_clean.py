@@ -119,3 +119,20 @@ def test_page_number_lines_and_zero_width_characters():
     result = clean_text(text)
     assert result.text.split("\n") == ["第一章 总论", "正文一句。", "另一句。"]
     assert result.counts["page_numbers"] == 2 and result.counts["zero_width_chars"] == 1
+
+
+def test_a_chapter_title_repeated_as_a_running_header_is_dropped():
+    text = (
+        "第一章 总论\n第一节 概述\n正文一句。\n第一章 总论\n正文二句。\n第二章 各论\n第一节 概述\n正文三句。"
+    )
+    result = clean_text(text)
+    assert result.text.split("\n") == [
+        "第一章 总论",
+        "第一节 概述",
+        "正文一句。",
+        "正文二句。",
+        "第二章 各论",
+        "第一节 概述",  # section titles repeat across chapters legitimately
+        "正文三句。",
+    ]
+    assert result.counts["running_headers"] == 1

@@ -9,7 +9,18 @@ import pytest
 
 from medmill.trainers.options import TrainOptions
 from medmill.trainers.run import run_training
-from tests.train_fixtures import QA, build_dirs, fast_args
+from tests.test_train_support import QA, build_dirs, fast_args
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tests run two processes on two cores beside other jobs: one torch thread each avoids thrashing."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,7 @@ def test_layout_and_load_dataset(tmp_path: Path):
     out = tmp_path / "ds"
     rej = [RejectRow(stage="read", reason="invalid_json", message="line 3", source=Source(file="kg.json", line=3))]
     m = write_dataset_dir(out, sft_records(40), rej, info())
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "manifest.json", "rejects.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "manifest.json", "plots", "rejects.jsonl"]
     assert (out / "data" / "train-00000-of-00001.parquet").exists()
     ds = datasets.load_dataset(str(out))
     assert set(ds) == {"train", "validation"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,11 @@ def build_config(cls: type, defaults: dict[str, Any], recipe: dict[str, Any], ex
     from_cli = parser.parse(extras, f"for {cls.__name__}")
     kwargs = {**defaults, **from_recipe, **from_cli}
     try:
-        return cls(**kwargs)
+        with warnings.catch_warnings():
+            if "gradient_checkpointing" not in kwargs:
+                # trl configs default the deprecated alias themselves; only a user who set it should hear about it
+                warnings.filterwarnings("ignore", message="`gradient_checkpointing", category=FutureWarning)
+            return cls(**kwargs)
     except (ValueError, TypeError) as e:
         raise MedmillError(f"invalid {cls.__name__} settings: {str(e).splitlines()[0]}") from None
 

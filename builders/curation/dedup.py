@@ -75,8 +75,9 @@ class DedupResult:
         return self.dup_of < 0
 
 
-def exact_keys(texts: list[str]) -> np.ndarray:
-    """64-bit key per text over its letters and digits; texts with none fall back to their raw form."""
+def exact_keys(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit key per text over its letters and digits (texts with none fall back to their raw form),
+    and the number of letters and digits of each text."""
     import xxhash
 
     seq, lengths = mh.char_units(texts)
@@ -92,7 +93,7 @@ def exact_keys(texts: list[str]) -> np.ndarray:
             keys[nonempty] = mh._splitmix(sums + lengths[nonempty].astype(np.uint64))
     for i in np.flatnonzero(lengths == 0):
         keys[i] = np.uint64(xxhash.xxh3_64_intdigest(" ".join(texts[i].split()).encode()))
-    return keys
+    return keys, lengths
 
 
 def _sig_chunk(args: tuple[list[str], mh.MinHashParams]) -> np.ndarray:
@@ -131,7 +132,7 @@ def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference 
     dup_of = np.full(n, -1, dtype=np.int64)
     similarity = np.zeros(n, dtype=np.float64)
     exact = np.zeros(n, dtype=bool)
-    keys = exact_keys(texts)
+    keys, units = exact_keys(texts)
 
     # 1. exact copies: of a reference text, else of an earlier input
     ref_pos: dict[int, int] = {}
@@ -151,8 +152,9 @@ def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference 
             dup_of[i], exact[i] = n_ref + first_of[k], True
     similarity[exact] = 1.0
 
-    # 2. signatures and band keys of the distinct inputs
-    todo = np.flatnonzero(~exact)
+    # 2. signatures and band keys of the distinct inputs (a text without letters or digits, such as
+    # "？？", has nothing to compare but its exact form)
+    todo = np.flatnonzero(~exact & (units > 0))
     sigs = np.zeros((n, params.num_perm), dtype=np.uint32)
     sigs[todo] = compute_signatures([texts[i] for i in todo], params, config.workers)
     bands, rows = config.bands_rows
@@ -178,9 +180,7 @@ def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference 
         row_of_new = {int(i): n_ref + j for j, i in enumerate(todo)}
         ref_texts = [reference.texts[g] for g in ref_cand] if reference is not None else []
         cand_texts = ref_texts + [texts[i] for i in cand_new]
-        h, off = params.shingles(cand_texts)
-        ends = np.append(off[1:], len(h))
-        sets = [np.unique(h[a:b]) for a, b in zip(off, ends, strict=True)]
+        sets = mh.unique_sets(*params.shingles(cand_texts))
         set_of: dict[int, np.ndarray] = {}
         for j, g in enumerate(ref_cand):
             set_of[int(g)] = sets[j]

@@ -22,8 +22,7 @@ def valid_resident_id(number: str) -> bool:
     """An 18-character mainland resident ID: checksum (GB 11643-1999) and a real birth date."""
     if len(number) != 18 or not number[:17].isdigit() or not (number[17].isdigit() or number[17] in "xX"):
         return False
-    total = sum(int(d) * w for d, w in zip(number[:17], _ID_WEIGHTS, strict=True))
-    if _ID_CHECK[total % 11] != number[17].upper():
+    if not _id_checksum_ok(number):
         return False
     try:
         born = dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
@@ -49,6 +48,19 @@ def _ipv4_ok(text: str) -> bool:
     return len(parts) == 4 and all(p.isdigit() and int(p) <= 255 and (p == "0" or not p.startswith("0")) for p in parts)
 
 
+def _id_checksum_ok(digits: str) -> bool:
+    if len(digits) != 18:
+        return False
+    total = sum(int(d) * w for d, w in zip(digits[:17], _ID_WEIGHTS, strict=True))
+    return _ID_CHECK[total % 11] == digits[17].upper()
+
+
+def _bank_card_ok(text: str) -> bool:
+    """16-19 digits passing Luhn, and not shaped like a resident ID (an ID with an odd date is no card)."""
+    digits = "".join(c for c in text if c.isdigit())
+    return 16 <= len(digits) <= 19 and luhn_ok(digits) and not _id_checksum_ok(digits)
+
+
 @dataclass(frozen=True)
 class Detector:
     """One PII type: `pattern` finds candidates, `valid` (on the `group` text) keeps the real ones."""
@@ -63,7 +75,7 @@ _NOT_DIGIT_BEFORE = r"(?<![0-9A-Za-z])"
 _NOT_DIGIT_AFTER = r"(?![0-9A-Za-z])"
 
 DETECTORS: list[Detector] = [
-    Detector("EMAIL", re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")),
+    Detector("EMAIL", re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")),
     Detector(
         "URL",
         re.compile(r"(?:(?:https?|ftp)://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'*+,;=%]+(?<![.,;:!?'\])])", re.I),
@@ -85,7 +97,7 @@ DETECTORS: list[Detector] = [
     Detector(
         "BANK_CARD",
         re.compile(_NOT_DIGIT_BEFORE + r"[3-6]\d{3}(?:[ -]?\d{4}){2}[ -]?\d{4,7}" + _NOT_DIGIT_AFTER),
-        lambda s: 16 <= sum(c.isdigit() for c in s) <= 19 and luhn_ok(s),
+        _bank_card_ok,
     ),
     Detector(
         "PHONE",

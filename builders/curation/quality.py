@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from medmill.builders.curation.minhash import clean_for_shingles
 from medmill.builders.curation.text import is_cjk, rewrite
 from medmill.schemas import PreferenceRecord, PretrainRecord, Record, SFTRecord
 from medmill.schemas.errors import MedmillError
-from medmill.schemas.records import normalise_for_compare
 
 PLACEHOLDERS = {
     "无", "暂无", "没有", "空", "略", "同上", "见上", "不详", "未知", "待补充", "待定", "测试", "test", "n/a", "na",
@@ -95,11 +95,13 @@ class Boilerplate:
     def strip(self, text: str) -> str:
         """Remove openers and (repeatedly) closers; returns the text unchanged when nothing matched."""
         out = text.strip()
-        for p in self.openers:
-            new = p.sub("", out, count=1).lstrip()
-            if new != out:
-                out = new
-                break
+        changed = True
+        while changed and out:
+            changed = False
+            for p in self.openers:
+                new = p.sub("", out, count=1).lstrip()
+                if new != out:
+                    out, changed = new, True
         head, tail = out[:-_TAIL], out[-_TAIL:]
         changed = True
         while changed and tail:
@@ -211,7 +213,7 @@ class QualityRules:
         pair = _last_pair(record)
         if pair:
             question, replies = pair
-            q = normalise_for_compare(question)
-            if any(normalise_for_compare(r) == q for r in replies):
+            q = clean_for_shingles(question)
+            if any(clean_for_shingles(r) == q for r in replies):
                 return QualityVerdict(None, "answer_equals_question", "the answer repeats the question", touched)
         return QualityVerdict(record, touched=touched)

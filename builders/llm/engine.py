@@ -129,7 +129,9 @@ class LLMEngine:
     def describe(self) -> dict[str, Any]:
         """What generated the data, for the manifest's `llm` entry (never the key)."""
         s = self.settings
-        info: dict[str, Any] = {"backend": s.backend, "model": s.model}
+        # a local model is named by its directory, not its full path (a card may be published)
+        model = Path(s.model).name if s.backend == "transformers" and s.model else s.model
+        info: dict[str, Any] = {"backend": s.backend, "model": model}
         if s.backend == "openai":
             info["base_url_host"] = self.backend.host
             info["api_key_env"] = s.api_key_env
@@ -163,7 +165,6 @@ class LLMEngine:
     async def _run(self, requests: list[LLMRequest], desc: str) -> list[LLMResult]:
         from medmill.console import progress
 
-        self._sem = asyncio.Semaphore(max(1, self.settings.concurrency))
         self._limiter = RateLimiter(*self._limiter_settings)
         self._inflight: dict[str, asyncio.Future[Completion | None]] = {}
         self._fatal: str | None = None
@@ -172,25 +173,27 @@ class LLMEngine:
         except FatalCallError as e:
             raise MedmillError(str(e)) from None
         results: list[LLMResult | None] = [None] * len(requests)
+        order = iter(range(len(requests)))  # shared by the workers: each takes the next request
+        # a local model batches what is queued at once, so keep at least a batch in flight
+        width = max(1, self.settings.concurrency, self.settings.batch_size if self.settings.backend == "transformers" else 1)
         try:
             with progress() as bar:
                 task_id = bar.add_task(desc or "LLM", total=len(requests), status=self._status())
-                tasks = {asyncio.ensure_future(self._one(r)): i for i, r in enumerate(requests)}
-                pending = set(tasks)
+
+                async def worker() -> None:
+                    for i in order:
+                        results[i] = await self._one(requests[i])
+                        bar.update(task_id, advance=1, status=self._status())
+
+                # a fixed pool of workers, not one task per request: memory and scheduling stay flat
+                # for 100k requests
+                workers = [asyncio.ensure_future(worker()) for _ in range(min(width, len(requests)))]
                 try:
-                    while pending:
-                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                        errors = [t.exception() for t in done if t.exception() is not None]
-                        if errors:
-                            raise errors[0]  # a fatal error: every further call would fail the same way
-                        for t in done:
-                            results[tasks[t]] = t.result()
-                        bar.update(task_id, advance=len(done), status=self._status())
+                    await asyncio.gather(*workers)
                 finally:
-                    for t in pending:
-                        t.cancel()
-                    if pending:
-                        await asyncio.gather(*pending, return_exceptions=True)
+                    for w in workers:
+                        w.cancel()
+                    await asyncio.gather(*workers, return_exceptions=True)
         except FatalCallError as e:
             raise MedmillError(self.backend.scrub(str(e))) from None
         finally:
@@ -206,12 +209,11 @@ class LLMEngine:
         )
 
     async def _one(self, req: LLMRequest) -> LLMResult:
-        async with self._sem:
-            self._counts["requests"] += 1
-            result = await self._answer(req)
-            if not result.ok:
-                self._failed[result.error or "?"] += 1
-            return result
+        self._counts["requests"] += 1
+        result = await self._answer(req)
+        if not result.ok:
+            self._failed[result.error or "?"] += 1
+        return result
 
     async def _answer(self, req: LLMRequest) -> LLMResult:
         conversation = [dict(m) for m in req.messages]
@@ -368,7 +370,7 @@ def _drop(inflight: dict[str, asyncio.Future], key: str, future: asyncio.Future)
 
 
 def _schema_id(schema: type[BaseModel] | None) -> Any:
-    return None if schema is None else {"name": schema.__name__, "json": schema.model_json_schema()}
+    return None if schema is None else {"name": schema.__name__, "json": structured.plain_schema(schema)}
 
 
 def _estimate_tokens(payload: dict[str, Any]) -> int:

@@ -8,6 +8,7 @@ tolerantly (code fences, prose around the JSON) and validated by the schema; not
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, Literal
@@ -20,6 +21,13 @@ MODES: tuple[Mode, ...] = ("json_schema", "json_object", "prompt")
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 
 
+@functools.cache
+def plain_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema, computed once per model (it is needed for every call)."""
+    return schema.model_json_schema()
+
+
+@functools.cache
 def json_schema_of(schema: type[BaseModel]) -> dict[str, Any]:
     """The schema in the strict form OpenAI wants (all keys required, no extra keys)."""
     try:
@@ -27,7 +35,7 @@ def json_schema_of(schema: type[BaseModel]) -> dict[str, Any]:
 
         return to_strict_json_schema(schema)
     except ImportError:  # a future openai without the helper: the plain schema still works elsewhere
-        return schema.model_json_schema()
+        return plain_schema(schema)
 
 
 def response_format(schema: type[BaseModel], mode: Mode) -> dict[str, Any] | None:
@@ -43,7 +51,7 @@ def response_format(schema: type[BaseModel], mode: Mode) -> dict[str, Any] | Non
 
 def instruction(schema: type[BaseModel]) -> str:
     """Appended to the prompt when the server cannot enforce the schema itself."""
-    text = json.dumps(schema.model_json_schema(), ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(plain_schema(schema), ensure_ascii=False, separators=(",", ":"))
     return f"只输出一个符合以下 JSON Schema 的 JSON 对象，不要输出任何其他文字。\nJSON Schema: {text}"
 
 

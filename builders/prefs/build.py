@@ -29,6 +29,7 @@ from medmill.builders.prefs.judging import (
     NoPair,
     PairChoice,
     Scored,
+    both_orders_agree,
     confirm_reference,
     select_pair,
     unique_candidates,
@@ -59,6 +60,7 @@ class PrefsConfig(BaseModel):
     samples: int = Field(1, ge=1, le=16, description="answers per candidate model and prompt")
     judge: LLMSettings | None = None
     min_margin: float = Field(1.0, ge=0.0)
+    pairwise_check: bool = False
     include_reference: bool = True
     limit: int | None = Field(None, ge=1)
     seed: int = 42
@@ -162,6 +164,8 @@ _DESCRIPTIONS = {
 def _check(cfg: PrefsConfig) -> None:
     if cfg.strategy == "judge" and cfg.judge is None:
         raise MedmillError("--strategy judge needs a judge model (--judge-model or --llm-model)")
+    if cfg.pairwise_check and (cfg.judge is None or cfg.strategy == "corrupt"):
+        raise MedmillError("--pairwise-check needs a judge: --strategy judge, or reference with --judge-model")
     for s in [*cfg.candidates, *([cfg.judge] if cfg.judge else [])]:
         if s.backend == "openai" and not s.model:
             raise MedmillError("every candidate/judge endpoint needs a model name")
@@ -243,6 +247,7 @@ def _judge(cfg: PrefsConfig, items: list[PromptItem]) -> Outcome:
     scored, described = llm_steps.judge(cfg.judge, cfg.out, jobs, judge_t)
     _record_llm(out, "judge", described)
     judge_name = llm_steps.model_label(cfg.judge)
+    judged = []
     cursor = 0
     for item, kept in ready:
         group, cursor = scored[cursor : cursor + len(kept)], cursor + len(kept)
@@ -253,7 +258,8 @@ def _judge(cfg: PrefsConfig, items: list[PromptItem]) -> Outcome:
             continue
         meta = _judged_meta("judge", choice, judge_name, cfg.min_margin)
         meta["candidates"] = summary
-        out.pair(item, choice.chosen.candidate.text, choice.rejected.candidate.text, meta, "judge")
+        judged.append((item, choice, meta))
+    _add_judged(cfg, out, judged)
     return out
 
 
@@ -305,14 +311,39 @@ def _reference(cfg: PrefsConfig, items: list[PromptItem]) -> Outcome:
     scored, described = llm_steps.judge(cfg.judge, cfg.out, jobs, judge_t)
     _record_llm(out, "judge", described)
     judge_name = llm_steps.model_label(cfg.judge)
+    judged = []
     for n, (item, _, _) in enumerate(pairs):
         ref_s, rival_s = scored[2 * n], scored[2 * n + 1]
         choice = confirm_reference(ref_s, rival_s, cfg.min_margin)
         if isinstance(choice, NoPair):
             out.reject("judge", choice.reason, item, choice.message, [ref_s.summary(), rival_s.summary()])
             continue
-        out.pair(item, ref_s.candidate.text, rival_s.candidate.text, _judged_meta("reference", choice, judge_name, cfg.min_margin), "judge")
+        judged.append((item, choice, _judged_meta("reference", choice, judge_name, cfg.min_margin)))
+    _add_judged(cfg, out, judged)
     return out
+
+
+def _add_judged(cfg: PrefsConfig, out: Outcome, judged: list[tuple[PromptItem, PairChoice, dict[str, Any]]]) -> None:
+    """Judged pairs become records; with --pairwise-check only those the judge also prefers side by side,
+    in both orders (a verdict that follows the position rather than the answer drops the pair)."""
+    from medmill.builders.prefs import llm_steps
+
+    verdicts: list[tuple[Any, Any]] = [(None, None)] * len(judged)
+    if cfg.pairwise_check and judged:
+        template = load_prompt("prefs_compare")
+        out.prompts.append(template.ref)
+        jobs = [(item, c.chosen.candidate.text, c.rejected.candidate.text) for item, c, _ in judged]
+        verdicts, described = llm_steps.compare(cfg.judge, cfg.out, jobs, template)
+        _record_llm(out, "judge_pairwise", described)
+    for (item, choice, meta), (first, second) in zip(judged, verdicts, strict=True):
+        if cfg.pairwise_check:
+            problem = both_orders_agree(first, second)
+            detail = {"chosen_first": first.model_dump() if first else None, "chosen_second": second.model_dump() if second else None}
+            if problem is not None:
+                out.reject("judge", problem.reason, item, problem.message, detail)
+                continue
+            meta = {**meta, "pairwise": detail}
+        out.pair(item, choice.chosen.candidate.text, choice.rejected.candidate.text, meta, "judge")
 
 
 # ---- helpers ------------------------------------------------------------------------------------

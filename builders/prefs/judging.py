@@ -9,6 +9,7 @@ DPO formatter makes chosen == rejected on tied ratings and crashes on a None rat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +34,15 @@ class RubricScores(BaseModel):
     def overall(self) -> float:
         """Mean of the five criteria: no criterion can be traded away for free."""
         return sum(getattr(self, c) for c in CRITERIA) / len(CRITERIA)
+
+
+class PairVerdict(BaseModel):
+    """What the judge returns when it compares two answers side by side (structured output schema)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    better: Literal["A", "B", "tie"]
+    rationale: str = ""
 
 
 @dataclass
@@ -120,3 +130,17 @@ def confirm_reference(reference: Scored, model: Scored, min_margin: float) -> Pa
     if margin < min_margin:
         return NoPair("low_margin", f"reference {reference.overall:g} - model {model.overall:g} = {margin:g} < {min_margin:g}")
     return PairChoice(reference, model, margin)
+
+
+def both_orders_agree(chosen_first: PairVerdict | None, chosen_second: PairVerdict | None) -> NoPair | None:
+    """Position-bias check: chosen shown as A, then as B; None when both verdicts prefer chosen."""
+    if chosen_first is None or chosen_second is None:
+        return NoPair("missing_verdict", "a side-by-side verdict could not be read")
+    verdicts = (chosen_first.better, chosen_second.better)
+    if verdicts == ("A", "B"):
+        return None
+    if verdicts == ("B", "A"):
+        return NoPair("pairwise_prefers_rejected", "side by side, the judge prefers the rejected answer in both orders")
+    if "tie" in verdicts:
+        return NoPair("pairwise_tie", f"side-by-side verdicts {verdicts} (chosen first, chosen second)")
+    return NoPair("position_inconsistent", f"the verdict follows the position, not the answer: {verdicts}")

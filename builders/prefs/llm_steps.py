@@ -11,7 +11,7 @@ from pathlib import Path
 from medmill.builders.llm.engine import LLMEngine
 from medmill.builders.llm.types import LLMRequest, LLMResult, LLMSettings
 from medmill.builders.prefs.inputs import PromptItem
-from medmill.builders.prefs.judging import Candidate, RubricScores, Scored
+from medmill.builders.prefs.judging import Candidate, PairVerdict, RubricScores, Scored
 from medmill.builders.prompts import PromptTemplate
 from medmill.schemas import Message, RejectRow
 from medmill.schemas.errors import MedmillError
@@ -51,9 +51,7 @@ def generate(
             if settings.seed is not None:
                 params["seed"] = settings.seed + s
             requests.append(LLMRequest(key=f"{item.key}:{label}:{s}", messages=messages, prompt=template.ref, params=params))
-    with LLMEngine(settings, out_dir) as engine:
-        results = engine.run(requests, desc=f"answers from {label}")
-        described = {"llm": engine.describe(), "usage": engine.usage}
+    results, described = _run(settings, out_dir, requests, f"answers from {label}")
     per_item: list[list[Candidate]] = [[] for _ in items]
     rejects = []
     for n, result in enumerate(results):
@@ -82,9 +80,7 @@ def judge(
         )
         for item, cand in jobs
     ]
-    with LLMEngine(settings, out_dir) as engine:
-        results = engine.run(requests, desc=f"judge {model_label(settings)}")
-        described = {"llm": engine.describe(), "usage": engine.usage}
+    results, described = _run(settings, out_dir, requests, f"judge {model_label(settings)}")
     scored = []
     for (_, cand), result in zip(jobs, results, strict=True):
         if result.ok and isinstance(result.value, RubricScores):
@@ -92,6 +88,37 @@ def judge(
         else:
             scored.append(Scored(cand, None, error=result.error or "invalid_output"))
     return scored, described
+
+
+def compare(
+    settings: LLMSettings,
+    out_dir: Path,
+    jobs: list[tuple[PromptItem, str, str]],
+    template: PromptTemplate,
+) -> tuple[list[tuple[PairVerdict | None, PairVerdict | None]], dict]:
+    """Each (item, chosen, rejected) judged side by side twice: chosen shown first (A), then second (B)."""
+    requests = []
+    for item, chosen, rejected in jobs:
+        conversation = conversation_text(item.prompt)
+        for order, (a, b) in enumerate(((chosen, rejected), (rejected, chosen))):
+            requests.append(
+                LLMRequest(
+                    key=f"{item.key}:compare:{order}",
+                    messages=template.render(conversation=conversation, answer_a=a, answer_b=b),
+                    schema=PairVerdict,
+                    prompt=template.ref,
+                    params={"temperature": 0.0},
+                )
+            )
+    results, described = _run(settings, out_dir, requests, f"side-by-side {model_label(settings)}")
+    values = [r.value if r.ok and isinstance(r.value, PairVerdict) else None for r in results]
+    return list(zip(values[0::2], values[1::2], strict=True)), described
+
+
+def _run(settings: LLMSettings, out_dir: Path, requests: list[LLMRequest], desc: str) -> tuple[list[LLMResult], dict]:
+    with LLMEngine(settings, out_dir) as engine:
+        results = engine.run(requests, desc=desc)
+        return results, {"llm": engine.describe(), "usage": engine.usage}
 
 
 def conversation_text(prompt: list[Message]) -> str:

@@ -183,6 +183,12 @@ class Corrupter:
         swapped: dict[str, dict[str, str]] = {}
         placeholders: dict[str, str] = {}
         out = text
+        # entity names are masked first, so a value inside a name (甲状腺功能 in 甲状腺功能减退症) stays put
+        for name in sorted({f.entity for f in facts if f.entity}, key=len, reverse=True):
+            marker = f"\x00{len(placeholders)}\x00"
+            if name in out:
+                placeholders[marker] = name
+                out = out.replace(name, marker)
         for fact in facts:
             present = sorted({v for v in fact.values if len(v) <= self.lexicon.max_fact_chars and v in out}, key=len, reverse=True)
             choices = self.pool.alternatives(fact, text)
@@ -197,8 +203,8 @@ class Corrupter:
                 swapped.setdefault(fact.relation, {})[value] = new
         if not swapped:
             return None
-        for marker, new in placeholders.items():
-            out = out.replace(marker, new)
+        for marker, original in placeholders.items():
+            out = out.replace(marker, original)
         return Perturbed(out, "fact_swap", {"swapped": swapped})
 
     def truncate(self, text: str, facts: list[Fact], rng: random.Random) -> Perturbed | None:

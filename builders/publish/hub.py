@@ -13,10 +13,12 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from medmill.builders.card import render_card, summary_of
 from medmill.builders.dataset_dir import SHARD_RE, read_manifest
@@ -38,27 +40,36 @@ T = TypeVar("T")
 
 @dataclass
 class FileToPush:
+    """One file of a push: a file of the dataset dir, or bytes made for this push (the card)."""
+
     path_in_repo: str
-    local: Path | None = None  # None: content is in `data` (the card rendered for this push)
-    data: bytes | None = None
+    source: Path | bytes
 
     def content(self) -> bytes:
-        return self.data if self.data is not None else Path(self.local).read_bytes()  # type: ignore[arg-type]
+        return self.source if isinstance(self.source, bytes) else self.source.read_bytes()
 
     def size(self) -> int:
-        return len(self.data) if self.data is not None else Path(self.local).stat().st_size  # type: ignore[arg-type]
+        return len(self.source) if isinstance(self.source, bytes) else self.source.stat().st_size
 
     def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest() if self.data is not None else sha256_file(self.local)  # type: ignore[arg-type]
+        return hashlib.sha256(self.source).hexdigest() if isinstance(self.source, bytes) else sha256_file(self.source)
 
     def git_sha1(self) -> str:
+        """The git blob id the Hub reports for a regular (non-LFS) file."""
         content = self.content()
         return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+    def upload_source(self) -> str | bytes:
+        """What CommitOperationAdd takes: a path (streamed from disk) or the bytes."""
+        return self.source if isinstance(self.source, bytes) else str(self.source)
+
+    def describe(self) -> str:
+        return "card rendered for this push" if isinstance(self.source, bytes) else str(self.source)
 
 
 @dataclass
 class PushPlan:
-    """What a push does; `dry_run` prints it, `execute_plan` commits it."""
+    """What a push does: `plan_offline` fills it for `--dry-run`, `push_dir` against the remote."""
 
     repo_id: str
     config_name: str
@@ -109,7 +120,10 @@ def load_manifest(path: Path) -> Manifest:
     raw = read_manifest(path)
     if raw is None:
         raise MedmillError(f"{path} has no manifest.json: push a finished medmill dataset dir")
-    manifest = Manifest.model_validate(raw)
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as e:
+        raise MedmillError(f"{path}/manifest.json does not match medmill's manifest: {e.errors()[0]['msg']}") from None
     if not manifest.complete:
         raise MedmillError(f"{path} is an unfinished build (manifest says complete=false); finish or rebuild it")
     for info in manifest.splits.values():
@@ -119,7 +133,13 @@ def load_manifest(path: Path) -> Manifest:
     return manifest
 
 
-def render_push_card(path: Path, manifest: Manifest, config_name: str, other_configs: list[dict[str, Any]]) -> bytes:
+def render_push_card(
+    path: Path,
+    manifest: Manifest,
+    config_name: str,
+    other_configs: list[dict[str, Any]],
+    other_infos: Sequence[dict[str, Any]] = (),
+) -> bytes:
     """The card for the repo: this config's statistics, every config of the repo in its YAML header."""
     data_dir, prefix = repo_layout(config_name)
     local_card = path / "README.md"
@@ -132,6 +152,7 @@ def render_push_card(path: Path, manifest: Manifest, config_name: str, other_con
         data_dir=data_dir,
         asset_prefix=prefix,
         other_configs=other_configs,
+        other_infos=other_infos,
         plots=False,
     )
     return text.encode("utf-8")
@@ -182,7 +203,7 @@ def plan_offline(path: Path, repo_id: str, config_name: str = "default", revisio
     data_dir, _ = repo_layout(config_name)
     plan = PushPlan(repo_id=repo_id, config_name=config_name, data_dir=data_dir, revision=revision)
     plan.additions = local_files(path, manifest, config_name)
-    plan.additions.append(FileToPush("README.md", data=render_push_card(path, manifest, config_name, [])))
+    plan.additions.append(FileToPush("README.md", render_push_card(path, manifest, config_name, [])))
     plan.commit_message, plan.commit_description = commit_text(manifest, config_name, repo_id)
     return plan
 
@@ -265,16 +286,20 @@ def _remote_state(api, repo_id: str, revision: str) -> dict[str, Any]:
     return {item.path: item for item in items if isinstance(item, RepoFile)}
 
 
-def _remote_configs(api, repo_id: str, revision: str, remote: dict[str, Any]) -> list[dict[str, Any]]:
+def _remote_card(api, repo_id: str, revision: str, remote: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """The `configs` and `dataset_info` entries of the card already in the repo (none for a new repo)."""
     if "README.md" not in remote:
-        return []
+        return [], []
     from huggingface_hub import DatasetCard
 
     with tempfile.TemporaryDirectory() as tmp:
         local = api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision, local_dir=tmp)
-        card = DatasetCard(Path(local).read_text(encoding="utf-8"))
-    configs = card.data.to_dict().get("configs") or []
-    return [c for c in configs if isinstance(c, dict) and c.get("config_name")]
+        data = DatasetCard(Path(local).read_text(encoding="utf-8")).data.to_dict()
+    configs = [c for c in data.get("configs") or [] if isinstance(c, dict) and c.get("config_name")]
+    infos = data.get("dataset_info") or []
+    infos = [infos] if isinstance(infos, dict) else infos
+    infos = [{"config_name": "default", **i} for i in infos if isinstance(i, dict)]
+    return configs, infos
 
 
 def _unchanged(local: FileToPush, remote: Any) -> bool:
@@ -323,11 +348,11 @@ def push_dir(
                 base_delay=retry_delay,
             )
         remote = with_retries(lambda: _remote_state(api, repo_id, branch), "list repo files", base_delay=retry_delay)
-        other = with_retries(
-            lambda: _remote_configs(api, repo_id, branch, remote), "read remote card", base_delay=retry_delay
+        other, other_infos = with_retries(
+            lambda: _remote_card(api, repo_id, branch, remote), "read remote card", base_delay=retry_delay
         )
         files = local_files(path, manifest, config_name)
-        files.append(FileToPush("README.md", data=render_push_card(path, manifest, config_name, other)))
+        files.append(FileToPush("README.md", render_push_card(path, manifest, config_name, other, other_infos)))
         for f in files:
             if _unchanged(f, remote.get(f.path_in_repo)):
                 plan.unchanged.append(f.path_in_repo)
@@ -335,13 +360,15 @@ def push_dir(
                 plan.additions.append(f)
         plan.deletions = stale_paths(list(remote), config_name, {f.path_in_repo for f in files})
         plan.commit_message, plan.commit_description = commit_text(manifest, config_name, repo_id)
+        if plan.is_noop:
+            return result
         chunks = plan.commits(max_files_per_commit)
-        for i, (adds, deletes) in enumerate(chunks if not plan.is_noop else [], start=1):
+        for i, (adds, deletes) in enumerate(chunks, start=1):
             message = plan.commit_message + (f" (part {i}/{len(chunks)})" if len(chunks) > 1 else "")
 
             def commit(adds=adds, deletes=deletes, message=message):
                 # fresh operation objects per attempt: huggingface_hub mutates them while uploading
-                ops = [CommitOperationAdd(a.path_in_repo, str(a.local) if a.local else a.data) for a in adds]
+                ops = [CommitOperationAdd(a.path_in_repo, a.upload_source()) for a in adds]
                 ops += [CommitOperationDelete(p) for p in deletes]
                 return api.create_commit(
                     repo_id,

@@ -7,6 +7,7 @@ when one is installed, so Chinese category labels do not render as empty boxes.
 from __future__ import annotations
 
 import logging
+import subprocess
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -37,12 +38,32 @@ def cjk_font() -> str | None:
     """The first installed CJK-capable font family matplotlib knows, or None."""
     from matplotlib import font_manager
 
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    for name in CJK_FONTS:
-        if name in installed:
-            return name
+    for attempt in range(2):
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        for name in CJK_FONTS:
+            if name in installed:
+                return name
+        if attempt == 0:
+            _add_system_cjk_fonts(font_manager)  # installed after matplotlib cached its font list
     log.warning("no CJK font found (install fonts-noto-cjk); Chinese labels in plots will not render")
     return None
+
+
+def _add_system_cjk_fonts(font_manager) -> None:
+    """Register the CJK fonts fontconfig knows with matplotlib (its font cache may predate them)."""
+    try:
+        listing = subprocess.run(
+            ["fc-list", ":lang=zh", "file"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    for line in listing.splitlines():
+        path = line.split(":")[0].strip()
+        if path:
+            try:
+                font_manager.fontManager.addfont(path)
+            except (OSError, RuntimeError, ValueError):
+                continue
 
 
 def _figure(width: float, height: float):

@@ -115,29 +115,42 @@ def _rejects(path: Path) -> tuple[list[RejectGroup], int]:
     return sorted(groups.values(), key=lambda g: -g.count), unreadable
 
 
-def _clusters(path: Path) -> tuple[list[Cluster] | None, int, int]:
-    """Largest duplicate clusters from clusters.jsonl (None when the dir has no such file)."""
+def _cluster_rows(path: Path, manifest: dict[str, Any]) -> tuple[list[Any] | None, int]:
+    """Raw cluster rows: clusters.jsonl, else the examples the dedup stage kept in the manifest."""
     f = path / "clusters.jsonl"
-    if not f.exists():
+    if f.exists():
+        rows: list[Any] = []
+        unreadable = 0
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        unreadable += 1
+        return rows, unreadable
+    for stats in (manifest.get("curation") or {}).values():
+        if isinstance(stats, dict) and isinstance(stats.get("cluster_examples"), list):
+            return stats["cluster_examples"], 0
+    return None, 0
+
+
+def _clusters(path: Path, manifest: dict[str, Any]) -> tuple[list[Cluster] | None, int, int]:
+    """Largest duplicate clusters (None when neither clusters.jsonl nor the manifest has any)."""
+    rows, unreadable = _cluster_rows(path, manifest)
+    if rows is None:
         return None, 0, 0
     clusters: list[Cluster] = []
-    unreadable = 0
-    with open(f, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict) or not isinstance(row.get("members"), list):
-                    raise TypeError("not a cluster row")
-                members = [
-                    {"id": str(m.get("id", "")), "text": _clip(m.get("text", ""), 300), "similarity": m.get("similarity")}
-                    for m in row.get("members") or []
-                    if isinstance(m, dict)
-                ]
-                clusters.append(Cluster(str(row.get("kept_id", "")), _clip(row.get("kept_text", ""), 300), members))
-            except (json.JSONDecodeError, AttributeError, TypeError):
-                unreadable += 1
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("members"), list):
+            unreadable += 1  # another shape: counted, not guessed at
+            continue
+        members = [
+            {"id": str(m.get("id", "")), "text": _clip(m.get("text", ""), 300), "similarity": m.get("similarity")}
+            for m in row["members"]
+            if isinstance(m, dict)
+        ]
+        clusters.append(Cluster(str(row.get("kept_id", "")), _clip(row.get("kept_text", ""), 300), members))
     clusters.sort(key=lambda c: -len(c.members))
     return clusters[:MAX_CLUSTERS], len(clusters), unreadable
 
@@ -148,6 +161,8 @@ def _flat(stats: Any, prefix: str = "") -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
     for k, v in stats.items():
         key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, list) and any(isinstance(x, dict) for x in v):
+            continue  # examples such as dedup's cluster_examples have their own section
         rows.extend(_flat(v, key) if isinstance(v, dict) else [(key, _clip(v, 200) if isinstance(v, list) else v)])
     return rows
 
@@ -173,7 +188,7 @@ def load_view(path: Path) -> DatasetView:
     kind = detect_kind(path)
     manifest = read_manifest(path) or {}
     rejects, bad_rejects = _rejects(path)
-    clusters, n_clusters, bad_clusters = _clusters(path)
+    clusters, n_clusters, bad_clusters = _clusters(path, manifest)
     return DatasetView(
         path=path,
         name=path.resolve().name,

@@ -18,10 +18,12 @@ from medmill.builders.readers.kg_entities import add_values, entity_from_record,
 from medmill.builders.readers.kg_triples import (
     RawTriple,
     TripleProblem,
+    is_rels_record,
     is_spo_record,
     is_triple_record,
     iter_csv_triples,
     triple_from_record,
+    triples_from_rels,
     triples_from_spo,
 )
 from medmill.builders.readers.textio import iter_json_items, read_text, sniff_json_layout
@@ -154,6 +156,9 @@ def _read_json(path: Path, decoded, col: _Collector) -> str:
         if is_spo_record(record):
             kinds["spo"] += 1
             triples.extend(triples_from_spo(record, item.line))
+        elif is_rels_record(record):
+            kinds["diseasekg_relations"] += 1
+            triples.extend(triples_from_rels(record, item.line))
         elif is_triple_record(record):
             kinds["triples"] += 1
             triples.append(triple_from_record(record, item.line))
@@ -163,7 +168,8 @@ def _read_json(path: Path, decoded, col: _Collector) -> str:
     recognised = {k: n for k, n in kinds.items() if k != "unknown"}
     if not recognised:
         raise MedmillError(
-            f"{path}: not a KG file: no entity records (中心词/name), triples (head/relation/tail) or spo_list"
+            f"{path}: not a KG file: no entity records (中心词/name), triples (head/relation/tail), spo_list "
+            "or DiseaseKG rels"
         )
     return max(recognised, key=lambda k: (recognised[k], k))
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from medmill.builders.readers.kg_clean import ValueCleaner
+from medmill.builders.readers.kg_clean import ValueCleaner, normalise_text
 from medmill.schemas.sources import KGEntity, SourceRef
 
 NAME_KEYS = ("中心词", "name", "名称", "实体", "entity", "实体名称")
@@ -57,12 +57,19 @@ _SENTENCE = re.compile(r"[。；;！？!?\n]")
 SHORT_VALUE_CHARS = 30
 
 
+def clean_name(value: Any) -> str | None:
+    """An entity name on one line with single spaces, or None when it is not usable text."""
+    if not isinstance(value, str):
+        return None
+    name = normalise_text(value).replace("\n", " ")
+    return name or None
+
+
 def entity_name(record: dict[str, Any]) -> tuple[str | None, str | None]:
     """(name key, name) of an entity record, or (None, None) when it has no name key."""
     for key in NAME_KEYS:
         if key in record:
-            value = record[key]
-            return key, value.strip() if isinstance(value, str) else None
+            return key, clean_name(record[key])
     return None, None
 
 

@@ -1,5 +1,6 @@
-"""Triples -> entities: CSV/TSV with head/relation/tail columns, JSON {head, relation, tail} records and
-CMeKG_tools `{"text", "spo_list" | "triples": [[s, p, o], …]}` records, grouped by subject.
+"""Triples -> entities: CSV/TSV with head/relation/tail columns, JSON {head, relation, tail} records,
+CMeKG_tools `{"text", "spo_list" | "triples": [[s, p, o], …]}` records and DiseaseKG `relations.json`
+records, grouped by subject.
 
 Header names vary between dumps (head/relation/tail, subject/predicate/object, 头实体/关系/尾实体 …), so
 columns are found by name; GBK files, quoted fields and CRLF are handled by textio + the csv module.
@@ -52,12 +53,12 @@ def _pick(record: dict[str, Any], names: set[str]) -> Any:
 
 
 def _text(value: Any) -> str:
-    """A triple part as text: CMeIE wraps objects as {"@value": …}."""
+    """A triple part as one line of text: CMeIE wraps objects as {"@value": …}."""
     if isinstance(value, dict) and "@value" in value:
         value = value["@value"]
     if value is None or isinstance(value, (dict, list, bool)):
         return ""
-    return str(value).strip()
+    return " ".join(str(value).split())
 
 
 def is_triple_record(record: dict[str, Any]) -> bool:
@@ -67,6 +68,24 @@ def is_triple_record(record: dict[str, Any]) -> bool:
 
 def is_spo_record(record: dict[str, Any]) -> bool:
     return any(isinstance(record.get(k), list) for k in SPO_KEYS)
+
+
+def is_rels_record(record: dict[str, Any]) -> bool:
+    """DiseaseKG's relations.json: {"rel_name", "rel_type", "rels": [{"start_entity_name", "end_entity_name"}]}."""
+    return isinstance(record.get("rels"), list) and ("rel_name" in record or "rel_type" in record)
+
+
+def triples_from_rels(record: dict[str, Any], line: int) -> Iterator[RawTriple | TripleProblem]:
+    relation = _text(record.get("rel_name")) or _text(record.get("rel_type"))
+    for i, item in enumerate(record["rels"]):
+        if not isinstance(item, dict):
+            yield TripleProblem(line, "bad_triple", f"rels item {i} is not an object", item)
+            continue
+        head, tail = _text(item.get("start_entity_name")), _text(item.get("end_entity_name"))
+        if not head or not relation:
+            yield TripleProblem(line, "missing_field", f"rels item {i} has an empty start entity or relation", item)
+            continue
+        yield RawTriple(line, head, relation, tail)
 
 
 def triple_from_record(record: dict[str, Any], line: int) -> RawTriple | TripleProblem:
@@ -98,8 +117,11 @@ def triples_from_spo(record: dict[str, Any], line: int) -> Iterator[RawTriple | 
 
 
 def _delimiter(text: str) -> str:
+    """The separator of the first line: tab, comma, semicolon or bar (the most frequent; comma on ties)."""
     first = next((line for line in text.split("\n") if line.strip()), "")
-    return "\t" if first.count("\t") >= max(1, first.count(",")) else ","
+    counts = {d: first.count(d) for d in ("\t", ",", ";", "|")}
+    best = max(counts, key=lambda d: (counts[d], d == ","))
+    return best if counts[best] else ","
 
 
 def iter_csv_triples(text: str, path: str) -> Iterator[RawTriple | TripleProblem]:
@@ -144,7 +166,7 @@ def iter_csv_triples(text: str, path: str) -> Iterator[RawTriple | TripleProblem
             yield TripleProblem(row_line, "wrong_column_count",
                                 f"{len(row)} column(s), expected at least {width}", delimiter.join(row))
             continue
-        head, relation, tail = (row[i].strip() for i in columns)
+        head, relation, tail = (_text(row[i]) for i in columns)
         if not head or not relation:
             yield TripleProblem(row_line, "missing_field", "empty head or relation", delimiter.join(row))
             continue

@@ -84,7 +84,9 @@ def build_book_qa(
         )
     except ValidationError as e:
         err = e.errors()[0]
-        raise MedmillError(f"bad option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        where = ".".join(map(str, err["loc"]))
+        message = err["msg"].removeprefix("Value error, ")
+        raise MedmillError(f"bad option {where}: {message}" if where else f"bad option: {message}") from None
     command = "medmill build-book-qa " + " ".join(map(str, inputs)) + f" --out {out}"
     manifest = run_book_qa(cfg, command=command)
     c = manifest.counters
@@ -93,6 +95,7 @@ def build_book_qa(
         ("chunks", c.get("chunks", 0)),
         ("questions generated", c.get("questions_generated", 0)),
     ]
+    extra += [(f"files in {k.split('.', 1)[1]}", v) for k, v in sorted(c.items()) if k.startswith("encoding.")]
     extra += [(k, v) for k, v in sorted(c.items()) if k.startswith("chunks_with_")]
     extra.append(("time (s)", time.perf_counter() - t0))
     build_summary(f"build-book-qa {out}", manifest, extra)

@@ -81,7 +81,9 @@ def build_lit_qa(
         )
     except ValidationError as e:
         err = e.errors()[0]
-        raise MedmillError(f"bad option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        where = ".".join(map(str, err["loc"]))
+        message = err["msg"].removeprefix("Value error, ")
+        raise MedmillError(f"bad option {where}: {message}" if where else f"bad option: {message}") from None
     command = "medmill build-lit-qa " + " ".join(map(str, inputs)) + f" --out {out} --style {style}"
     manifest = run_lit_qa(cfg, command=command)
     c = manifest.counters

@@ -42,6 +42,10 @@ def build_prefs(
         None, "--judge-model", help="MODEL or MODEL@BASE_URL scoring answers (judge: default --llm-model; reference: confirms pairs when set)."
     ),
     min_margin: float = typer.Option(1.0, "--min-margin", min=0.0, help="Least score gap (1-10 rubric mean) between chosen and rejected."),
+    pairwise_check: bool = typer.Option(
+        False, "--pairwise-check/--no-pairwise-check",
+        help="Also compare chosen and rejected side by side in both orders; keep a pair only when both prefer chosen.",
+    ),
     include_reference: bool = typer.Option(True, "--include-reference/--no-include-reference", help="judge: the reference answer competes as a candidate."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N distinct prompts."),
     seed: int = typer.Option(42, "--seed", help="Seed of perturbation choice and splits."),
@@ -77,6 +81,7 @@ def build_prefs(
             samples=samples,
             judge=judge if strategy != "corrupt" else None,
             min_margin=min_margin,
+            pairwise_check=pairwise_check,
             include_reference=include_reference,
             limit=limit,
             seed=seed,

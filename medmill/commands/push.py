@@ -37,8 +37,10 @@ def push(
         for i, (adds, _deletes) in enumerate(plan.commits(max_files_per_commit), start=1):
             console.print(f"  commit {i}: {plan.commit_message}", highlight=False)
             for a in adds:
-                where = str(a.local) if a.local else "card rendered for this push"
-                console.print(f"    add {a.path_in_repo}  <- {where} ({a.size():,} bytes, sha256 {a.sha256()[:12]})", highlight=False)
+                console.print(
+                    f"    add {a.path_in_repo}  <- {a.describe()} ({a.size():,} bytes, sha256 {a.sha256()[:12]})",
+                    highlight=False,
+                )
         console.print(
             f"  delete: any other {plan.data_dir}/*-NNNNN-of-NNNNN.parquet and stale plots of this config found in the repo",
             highlight=False,

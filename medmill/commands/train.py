@@ -48,6 +48,9 @@ def train(
     from medmill.trainers.options import load_recipe, resolve_options
     from medmill.trainers.run import run_training
 
+    extras = list(ctx.args)
+    if stage and stage.startswith("-"):  # no stage on the command line: click took the first extra flag for it
+        extras, stage = [stage, *extras], None
     recipe = load_recipe(config)
     cli = dict(
         stage=stage, model=model, data=data, out=out, template=template, val_size=val_size, block_size=block_size,
@@ -57,7 +60,7 @@ def train(
         preview=None if no_preview is None else not no_preview,
     )  # fmt: skip
     opts = resolve_options(cli, recipe)
-    result = run_training(opts, recipe, list(ctx.args))
+    result = run_training(opts, recipe, extras)
     rows: list[tuple[str, object]] = [("stage", result.stage), ("output", result.out), ("steps", result.global_step)]
     if result.resumed_from:
         rows.append(("resumed from", result.resumed_from))
@@ -67,7 +70,9 @@ def train(
         if len(values) >= 2:
             rows.append((f"{key} first -> last", f"{values[0]:.4g} -> {values[-1]:.4g}"))
     for key in sorted(result.metrics):
-        if key.startswith("eval_") or key.startswith("final_") or key in ("train_loss", "blocks", "tail_tokens_dropped"):
+        noise = ("runtime", "per_second", "num_tokens")
+        wanted = key.startswith(("eval_", "final_")) or key in ("train_loss", "blocks", "tail_tokens_dropped")
+        if wanted and not any(n in key for n in noise):
             rows.append((key, round(result.metrics[key], 4)))
     summary_table(f"medmill train {result.stage}", rows)
 

@@ -1,0 +1,282 @@
+"""Near-duplicate removal: quality (precision / recall against exact Jaccard) and speed, medmill beside
+a naive baseline (jieba per doc + datasketch `MinHash.update` per shingle + `MinHashLSH` query/insert),
+measured in the same run.
+
+Corpus: real Chinese medical text from ../shared/samples (or dataset dirs given with --dirs), cut into
+~250-character documents; then near-duplicates (1-15 % character edits: substitutions, insertions,
+deletions; sentence shuffles) and same-topic non-duplicates (overlapping windows of the same source).
+
+    python bench/dedup.py                      # P/R on 4k docs, speed on 30k docs
+    python bench/dedup.py --million            # also: 1M short records, peak memory
+    python bench/dedup.py --ngram-sweep        # how char n changes what counts as a duplicate
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import re
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medmill.builders.curation import minhash as mh
+from medmill.builders.curation.dedup import DedupConfig, find_duplicates
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+VOCAB = "的了是在有和就不人都一上也很到说要去你会着没看好自己这患者治疗症状医院检查药物疾病"
+
+
+def sample_texts(samples: Path) -> list[str]:
+    """Paragraph-sized Chinese texts from the sample files (each source's own fields)."""
+    out: list[str] = []
+    with open(samples / "toyhom_IM_sample.csv", encoding="gb18030", newline="") as f:
+        for r in csv.DictReader(f):
+            out += [r["ask"], r["answer"]]
+    for name in ("medicalgpt_medical_sft_sample.jsonl", "medicalgpt_reward_medical_sample.jsonl", "huatuo_llama_data_sample.json",
+                 "medicalgpt_rag_medical_corpus_sample.txt"):
+        for line in (samples / name).read_text(encoding="utf-8").splitlines():
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out += [v for v in _strings(d)]
+    for name in ("medicalgpt_zh_book_data_sample.json", "huatuo_liver_cancer_sample.json", "tcmchat_medical_case_sample.json",
+                 "tcmchat_rc_sample.json", "medicalgpt_zh_dialogue_seed_task_sample.json"):
+        out += _strings(json.loads((samples / name).read_text(encoding="utf-8")))
+    out += (samples / "medicalgpt_pretrain_fever_textbook_sample.txt").read_text(encoding="utf-8").splitlines()
+    return [t for t in out if len(t) >= 40 and sum("\u4e00" <= c <= "\u9fff" for c in t) > len(t) / 2]
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def dir_texts(dirs: list[Path]) -> list[str]:
+    from medmill.builders.curation.inputs import load_dirs
+    from medmill.builders.curation.text import record_text
+
+    loaded = load_dirs(dirs)
+    return [record_text(r, ["all"]) for r in loaded.records]
+
+
+def sentence_pool(texts: list[str]) -> list[list[str]]:
+    """Each source text as its sentences (neighbouring texts of one file share a topic)."""
+    return [[p for p in re.split(r"(?<=[。！？；\n])", t.strip()) if len(p.strip()) >= 4] for t in texts]
+
+
+def documents(pool: list[list[str]], n: int, size: int, rng: random.Random) -> list[str]:
+    """n documents of about `size` characters, each built from the sentences of one source text and
+    its neighbours: same-topic texts that share some sentences (hard non-duplicates), never copies."""
+    out = []
+    for _ in range(n):
+        at = rng.randrange(len(pool))
+        near = [s for k in range(max(0, at - 3), min(len(pool), at + 4)) for s in pool[k]]
+        rng.shuffle(near)
+        doc = ""
+        for sent in near:
+            if len(doc) >= size:
+                break
+            doc += sent.strip()
+        out.append(doc[: size + 40])
+    return out
+
+
+def perturb(text: str, rate: float, rng: random.Random) -> str:
+    chars = list(text)
+    for _ in range(max(1, round(len(chars) * rate))):
+        op, i = rng.random(), rng.randrange(len(chars))
+        if op < 0.4:
+            chars[i] = rng.choice(VOCAB)
+        elif op < 0.7:
+            chars.insert(i, rng.choice(VOCAB))
+        elif len(chars) > 1:
+            del chars[i]
+    return "".join(chars)
+
+
+def shuffle(text: str, rng: random.Random) -> str:
+    parts = [p for p in re.split(r"(?<=[。！？；])", text) if p]
+    rng.shuffle(parts)
+    return "".join(parts)
+
+
+def make_corpus(texts: list[str], n_base: int, rng: random.Random) -> tuple[list[str], list[str]]:
+    """Base documents plus, for a third of them, 1-2 variants; returns (docs, what each doc is)."""
+    docs, kinds = [], []
+    for base in documents(sentence_pool(texts), n_base, 250, rng):
+        docs.append(base)
+        kinds.append("original")
+        if rng.random() < 1 / 3:
+            for _ in range(rng.choice((1, 2))):
+                if rng.random() < 0.2:
+                    docs.append(shuffle(base, rng))
+                    kinds.append("shuffle")
+                else:
+                    rate = rng.choice((0.01, 0.03, 0.05, 0.10, 0.15))
+                    docs.append(perturb(base, rate, rng))
+                    kinds.append(f"edit {rate:.0%}")
+    order = list(range(len(docs)))
+    rng.shuffle(order)
+    return [docs[i] for i in order], [kinds[i] for i in order]
+
+
+def exact_jaccard_pairs(docs: list[str], params: mh.MinHashParams, threshold: float) -> set[tuple[int, int]]:
+    """Every pair (i < j) whose exact Jaccard is >= threshold (sparse matrix product: all pairs)."""
+    from scipy import sparse
+
+    h, off = params.shingles(docs)
+    ends = np.append(off[1:], len(h))
+    rows, cols = [], []
+    for d, (a, b) in enumerate(zip(off, ends, strict=True)):
+        u = np.unique(h[a:b])
+        rows.append(np.full(len(u), d))
+        cols.append(u)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    _, c = np.unique(c, return_inverse=True)
+    m = sparse.csr_matrix((np.ones(len(r), dtype=np.int32), (r, c)), shape=(len(docs), c.max() + 1))
+    sizes = np.asarray(m.sum(axis=1)).ravel()
+    inter = sparse.triu(m @ m.T, k=1).tocoo()
+    jac = inter.data / (sizes[inter.row] + sizes[inter.col] - inter.data)
+    keep = jac >= threshold
+    return set(zip(inter.row[keep].tolist(), inter.col[keep].tolist(), strict=True))
+
+
+def quality(docs: list[str], kinds: list[str], threshold: float) -> None:
+    config = DedupConfig(threshold=threshold)
+    truth = exact_jaccard_pairs(docs, config.params, threshold)
+    result = find_duplicates(docs, config)
+    keep = result.keep
+    removed = np.flatnonzero(~keep)
+    # precision: a removal is right when the text it names is within the threshold (exact Jaccard)
+    right = sum(1 for i in removed if (min(i, result.dup_of[i]), max(i, result.dup_of[i])) in truth)
+    # recall: duplicate pairs that do not survive (at least one side removed)
+    survived = sum(1 for i, j in truth if keep[i] and keep[j])
+    precision = right / len(removed) if len(removed) else 1.0
+    recall = 1 - survived / len(truth) if truth else 1.0
+    print(f"\n## quality at threshold {threshold} (char {config.params.ngram}-grams, {config.num_perm} perms, "
+          f"{result.stats['bands']} bands x {result.stats['rows']} rows), {len(docs)} docs")
+    print(f"pairs with exact Jaccard >= {threshold}: {len(truth)}; removed docs: {len(removed)} "
+          f"(exact copies {int(result.exact.sum())}); LSH candidate docs {result.stats['lsh_candidates']}")
+    print(f"precision {precision:.4f}   recall {recall:.4f}   (target >= 0.99 / >= 0.95)")
+    print("removed by what was injected (share of those docs removed):")
+    for kind in sorted(set(kinds)):
+        idx = [i for i, k in enumerate(kinds) if k == kind]
+        print(f"  {kind:<10} {len(idx):>6} docs   removed {np.mean([not keep[i] for i in idx]):.3f}")
+
+
+def medmill_speed(docs: list[str], workers: int) -> tuple[float, float]:
+    config = DedupConfig(workers=workers)
+    find_duplicates(docs[:200], config)  # warm caches (tables, permutations)
+    c0, t0 = time.process_time(), time.perf_counter()
+    find_duplicates(docs, config)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def baseline_speed(docs: list[str]) -> tuple[float, float]:
+    """The naive pipeline: jieba per doc, word 3-grams, MinHash.update per shingle, LSH query/insert."""
+    import jieba
+    from datasketch import MinHash, MinHashLSH
+
+    jieba.setLogLevel(60)
+    jieba.lcut("预热")
+    c0, t0 = time.process_time(), time.perf_counter()
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    for i, d in enumerate(docs):
+        words = jieba.lcut(d)
+        m = MinHash(num_perm=128)
+        for k in range(max(1, len(words) - 2)):
+            m.update("".join(words[k : k + 3]).encode())
+        if not lsh.query(m):
+            lsh.insert(str(i), m)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def speed(docs: list[str], baseline_docs: int) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    mean_len = np.mean([len(d) for d in docs])
+    print(f"\n## speed: {len(docs)} docs, mean {mean_len:.0f} chars, {cores} cores (times: wall / this process's CPU)")
+    wall1, cpu1 = medmill_speed(docs, workers=1)
+    print(f"medmill, 1 process     : wall {wall1:7.2f} s  cpu {cpu1:7.2f} s  -> {len(docs) / cpu1:9,.0f} docs per CPU-second")
+    wall_n, _ = medmill_speed(docs, workers=cores)
+    print(f"medmill, {cores} processes   : wall {wall_n:7.2f} s                -> {len(docs) / wall_n:9,.0f} docs/s wall")
+    sub = docs[:baseline_docs]
+    wall_b, cpu_b = baseline_speed(sub)
+    print(f"baseline, {len(sub)} docs : wall {wall_b:7.2f} s  cpu {cpu_b:7.2f} s  -> {len(sub) / cpu_b:9,.0f} docs per CPU-second")
+    print(f"ratio medmill / baseline (per CPU-second): {(len(docs) / cpu1) / (len(sub) / cpu_b):.1f}x   (target >= 10x; "
+          f"target >= 10,000 docs/s per core)")
+
+
+def ngram_sweep(texts: list[str], rng: random.Random) -> None:
+    base = documents(sentence_pool(texts), 300, 250, rng)
+    print("\n## char n-gram sweep: mean exact Jaccard (share >= 0.8) of a doc and its variant; unrelated = random pairs")
+    for n in (2, 3, 4, 5, 6):
+        params = mh.MinHashParams(ngram=n)
+        row = []
+        for label, fn in [("1%", lambda t: perturb(t, 0.01, rng)), ("3%", lambda t: perturb(t, 0.03, rng)),
+                          ("5%", lambda t: perturb(t, 0.05, rng)), ("10%", lambda t: perturb(t, 0.10, rng)),
+                          ("shuffle", lambda t: shuffle(t, rng)), ("unrelated", lambda t: rng.choice(base))]:
+            js = []
+            for t in base:
+                h, off = params.shingles([t, fn(t)])
+                js.append(mh.jaccard(np.unique(h[: off[1]]), np.unique(h[off[1] :])))
+            js = np.array(js)
+            row.append(f"{label} {js.mean():.3f} ({(js >= 0.8).mean():.2f})")
+        print(f"n={n}: " + "  ".join(row))
+
+
+def million(rng: random.Random, texts: list[str]) -> None:
+    """1M short records (~60 chars; 1 in 10 a near copy): time and peak memory of the whole dedup."""
+    base = documents(sentence_pool(texts), 900_000, 60, rng)
+    docs = base + [perturb(rng.choice(base), 0.02, rng) for _ in range(100_000)]
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    result = find_duplicates(docs, DedupConfig())
+    wall = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"\n## 1M short records: {len(docs):,} docs in {wall:.1f} s wall ({len(docs) / wall:,.0f} docs/s); "
+          f"removed {int((~result.keep).sum()):,}; peak RSS {rss:,.0f} MB (texts alone {rss0:,.0f} MB), worker peak {kids:,.0f} MB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dirs", nargs="*", type=Path, help="dataset dirs to take texts from (default: the samples)")
+    ap.add_argument("--pr-base", type=int, default=3000, help="base docs for the precision/recall run")
+    ap.add_argument("--speed-docs", type=int, default=30_000)
+    ap.add_argument("--baseline-docs", type=int, default=2_000)
+    ap.add_argument("--threshold", type=float, default=0.8)
+    ap.add_argument("--million", action="store_true")
+    ap.add_argument("--ngram-sweep", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    texts = dir_texts(args.dirs) if args.dirs else sample_texts(SAMPLES)
+    print(f"# bench/dedup.py  source texts: {len(texts)} ({sum(map(len, texts)):,} chars) from "
+          f"{', '.join(map(str, args.dirs)) if args.dirs else SAMPLES}")
+    if args.ngram_sweep:
+        ngram_sweep(texts, rng)
+    docs, kinds = make_corpus(texts, args.pr_base, rng)
+    quality(docs, kinds, args.threshold)
+    speed_docs, _ = make_corpus(texts, int(args.speed_docs / 1.5), rng)
+    speed(speed_docs[: args.speed_docs], args.baseline_docs)
+    if args.million:
+        million(rng, texts)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
