@@ -85,8 +85,8 @@ def tidy(text: str) -> str:
     """Remove the doubled stops a template adds after a value that already ends a sentence, and end
     an answer whose last value had no full stop with one."""
     text = _DOUBLE_STOP.sub(r"\1", text.strip())
-    if text and (text[-1].isalnum() or "\u4e00" <= text[-1] <= "\u9fff"):
-        text += "。"
+    if text and text[-1] not in "。！？!?…":
+        text = text.rstrip("；;，,：:") + "。"
     return text
 
 

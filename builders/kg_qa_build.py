@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from medmill.builders.build import finish_build
+from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
 from medmill.builders.kg_qa import BUILDER, TemplateQAConfig, build_template_records
 from medmill.builders.kg_qa_templates import load_templates
@@ -31,7 +32,7 @@ DESCRIPTION = (
 
 
 class KGQABuild(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid")
 
     inputs: list[Path] = Field(min_length=1)
     out: Path
@@ -42,15 +43,12 @@ class KGQABuild(BaseModel):
     test_size: float = Field(0.0, ge=0.0, lt=1.0)
     license: str = "other"
     source_licenses: dict[str, str] = Field(default_factory=dict)
-    curation: Any = None  # CurationSettings of the curation flags (None: curation defaults)
+    curation: CurationSettings = Field(default_factory=CurationSettings)
 
 
 def params_of(cfg: KGQABuild) -> dict[str, Any]:
     """The manifest's params: the typed config as JSON, without the output path."""
-    data = cfg.model_dump(mode="json", exclude={"out", "curation"})
-    if cfg.curation is not None and hasattr(cfg.curation, "model_dump"):
-        data["curation"] = cfg.curation.model_dump(mode="json")
-    return data
+    return cfg.model_dump(mode="json", exclude={"out"})
 
 
 def run_kg_qa(

@@ -5,7 +5,8 @@ age/sex where natural) with doctor answers that use only those facts.
 Every pair is checked before it becomes a record; a pair that fails says why in rejects.jsonl:
   not_chinese, question_too_short/long, answer_too_short/long, meta_talk (作为AI, 根据提供的信息,
   以下哪, 文本 ...), no_kg_value (the answer names none of the entity's KG values),
-  restates_answer (the question mostly repeats the answer), duplicate_question.
+  restates_answer (the question mostly repeats the answer), duplicate_question, over_per_entity.
+An entity without KG values to check answers against is rejected as no_usable_facts before any call.
 An entity whose request failed is one reject with the engine's reason (retries_exhausted,
 invalid_output with the raw reply, ...). Records' `meta` name the prompt id/version and the KG values
 the answer states:

@@ -86,6 +86,18 @@ def test_splits_are_group_aware(example_build):
     assert {s for splits in where.values() for s in splits} == {"train", "validation", "test"}
 
 
+def test_example_answers_state_their_meta_values(example_build):
+    rows = [r for rows in _rows(example_build).values() for r in rows]
+    qtypes = set()
+    for r in rows:
+        meta = json.loads(r["meta"])
+        qtypes.add(meta["qtype"])
+        answer = r["messages"][-1]["content"]
+        stated = [v for values in meta["values"].values() for v in values]
+        assert stated and all(v in answer for v in stated), (answer, meta["values"])
+    assert qtypes == {"relation", "attribute", "combined", "reverse_single", "reverse_multi"}
+
+
 def test_card_yaml(example_build):
     text = (example_build / "README.md").read_text(encoding="utf-8")
     assert text.startswith("---\n")

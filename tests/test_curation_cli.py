@@ -154,3 +154,17 @@ def test_curation_runs_inside_a_build(tmp_path):
     off = finish_build(tmp_path / "c", records, [], BuildInfo(kind="sft", builder="t", command="t"),
                        curation_steps("sft", CurationSettings(quality=False, dedup=False)))
     assert off.records_total == len(records) and "dedup" not in off.curation
+
+
+def test_invalid_rows_become_rejects_naming_file_and_row(tmp_path):
+    import pyarrow.parquet as pq
+
+    src = make_dir(tmp_path / "in", [sft(f"问题{i}", a, f"g{i}") for i, a in enumerate(ANSWERS[:3])])
+    shard = next((src / "data").glob("train-*.parquet"))
+    table = pq.read_table(shard).to_pylist()
+    table[1]["messages"] = [{"role": "assistant", "content": "只有回答"}]
+    pq.write_table(pq.read_table(shard).from_pylist(table, schema=pq.read_schema(shard)), shard)
+    invoke("filter", src, "--out", tmp_path / "out")
+    (rej,) = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rej["stage"] == "read" and rej["source"]["file"] == str(shard) and rej["source"]["line"] == 1
+    assert len(rows(tmp_path / "out")) == 2

@@ -139,6 +139,14 @@ def test_csv_header_names(tmp_path, header):
     assert e.relations == {"症状": ["鼻塞", "咳嗽"], "治疗方式": ["休息, 多饮水"]}
 
 
+def test_json_array_of_triple_lists(tmp_path):
+    f = _write(tmp_path / "t.json", '[["感冒", "症状", "鼻塞"],\n ["感冒", "症状", "流涕"],\n ["x"]]')
+    result = read_kg([f])
+    (e,) = result.entities
+    assert e.relations == {"症状": ["鼻塞", "流涕"]}
+    assert [(r.source.line, r.reason) for r in result.rejects] == [(3, "not_an_object")]
+
+
 def test_gbk_csv_with_crlf_and_multiline_field(tmp_path):
     text = '头实体,关系,尾实体\r\n高血压,症状,头晕\r\n高血压,简介,"第一行\r\n第二行"\r\n高血压,检查,心电图\r\n'
     f = _write(tmp_path / "kg.csv", text, "gb18030")
@@ -207,11 +215,23 @@ def test_directory_merges_entities_and_reports_stray_files(tmp_path):
     _write(tmp_path / "b.tsv", "head\trelation\ttail\n感冒\t症状\t流涕\n感冒\t症状\t鼻塞\n")
     _write(tmp_path / "README.md", "# docs are skipped\n")
     _write(tmp_path / "notes.txt", "随手记\n")
+    _write(tmp_path / "qa.jsonl", '{"instruction": "问", "output": "答"}\n{"broken": \n')
     (tmp_path / ".hidden").mkdir()
     _write(tmp_path / ".hidden" / "x.jsonl", "garbage\n")
     result = read_kg([tmp_path])
     (e,) = result.entities
     assert e.relations["症状"] == ["鼻塞", "流涕"] and e.attributes["简介"] == "一种常见病。"
     assert result.counters["entities_merged"] == 1
-    assert [(Path(r.source.file).name, r.reason) for r in result.rejects] == [("notes.txt", "unrecognised_file")]
-    assert [p.name for p in result.files] == ["a.jsonl", "b.tsv", "notes.txt"]
+    assert [(Path(r.source.file).name, r.reason) for r in result.rejects] == [
+        ("notes.txt", "unrecognised_file"), ("qa.jsonl", "unrecognised_file")]
+    assert [p.name for p in result.files] == ["a.jsonl", "b.tsv", "notes.txt", "qa.jsonl"]
+    assert "rejected_records.invalid_json" not in result.counters
+
+
+def test_person_name_filter_spares_symptom_words():
+    from medmill.builders.readers.kg_clean import PersonNameFilter
+
+    is_name = PersonNameFilter()
+    assert [w for w in ["闫鹏辉", "毓卓", "王某", "李娜"] if not is_name(w)] == []
+    symptoms = ["阴虚", "阳虚", "麻木", "纳呆", "目赤", "乏力", "胸痛", "黄疸", "口干", "咳铁锈色痰", "呼吸困难"]
+    assert [w for w in symptoms if is_name(w)] == []

@@ -64,8 +64,9 @@ def test_every_transient_fault_is_retried_and_nothing_is_paid_twice(tmp_path: Pa
         plan = [kinds[i % 6]] + ([kinds[(i + 1) % 6]] if i % 3 == 0 else [])
         return plan[seen] if seen < len(plan) else None
 
-    with FakeLLMServer(faults=Faults(script=script), hang=2.0) as server:
-        with LLMEngine(settings(server, timeout=1.0, concurrency=32), tmp_path) as engine:
+    # the client timeout stays far above a normal answer's time even on a loaded machine
+    with FakeLLMServer(faults=Faults(script=script), hang=3.0) as server:
+        with LLMEngine(settings(server, timeout=2.0, concurrency=32), tmp_path) as engine:
             results = engine.run(text_requests(60))
             usage = engine.usage
     assert all(r.ok for r in results), [r.message for r in results if not r.ok]
@@ -78,9 +79,9 @@ def test_every_transient_fault_is_retried_and_nothing_is_paid_twice(tmp_path: Pa
 
 
 def test_concurrency_is_bounded(llm_server: FakeLLMServer, tmp_path: Path) -> None:
-    llm_server.latency = 0.05
+    llm_server.latency = 0.1
     with LLMEngine(settings(llm_server, concurrency=4), tmp_path) as engine:
-        assert all(r.ok for r in engine.run(text_requests(24)))
+        assert all(r.ok for r in engine.run(text_requests(16)))
     assert 2 <= llm_server.peak_in_flight <= 4
 
 
@@ -149,6 +150,17 @@ def test_401_fails_fast_without_leaking_the_key(tmp_path: Path, monkeypatch: pyt
     assert secret.encode() not in (tmp_path / "llm_cache.sqlite").read_bytes()
 
 
+def test_an_unreachable_server_is_a_clear_error_not_a_dataset_of_rejects(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = LLMSettings(base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=2, retry_base_delay=0.01)
+    with LLMEngine(s, tmp_path) as engine, pytest.raises(MedmillError, match=f"cannot connect to 127.0.0.1:{port}"):
+        engine.run(text_requests(3))
+
+
 def test_404_unknown_route_fails_fast(tmp_path: Path) -> None:
     with FakeLLMServer() as server:
         s = settings(server, base_url=server.base_url.replace("/v1", "/nope"))
@@ -178,6 +190,14 @@ def test_steps_down_to_json_object_when_json_schema_is_refused(tmp_path: Path) -
     assert all(r.ok for r in results)
     answered = [b for b in server.bodies() if b["response_format"]["type"] == "json_object"]
     assert len(answered) == 5 and all("JSON Schema" in b["messages"][-1]["content"] for b in answered)
+
+
+def test_a_forced_format_the_server_refuses_is_a_clear_error(tmp_path: Path) -> None:
+    with FakeLLMServer(responder=json_reply, json_schema=False) as server:
+        reqs = [LLMRequest(key="a", messages=[{"role": "user", "content": "问"}], schema=Answer)]
+        with LLMEngine(settings(server, structured="json_schema"), tmp_path) as engine:
+            with pytest.raises(MedmillError, match="does not support --structured-output json_schema"):
+                engine.run(reqs)
 
 
 def test_invalid_output_is_reasked_with_the_error_then_rejected_with_raw(llm_server: FakeLLMServer, tmp_path: Path) -> None:
@@ -239,6 +259,23 @@ def test_rpm_limit_spaces_requests(llm_server: FakeLLMServer, tmp_path: Path) ->
         engine.run(text_requests(5))
         elapsed = time.perf_counter() - t0
     assert elapsed >= 0.4 * 0.95
+
+
+def test_tpm_bucket_waits_and_is_corrected_by_real_usage() -> None:
+    import asyncio
+
+    from medmill.builders.llm.limits import RateLimiter
+
+    async def scenario() -> float:
+        limiter = RateLimiter(tpm=600)  # 10 tokens per second, a full bucket to start
+        await limiter.acquire(600)  # empties it
+        t0 = time.perf_counter()
+        limiter.settle(600, 300)  # the call used half its estimate: 300 tokens come back
+        await limiter.acquire(300)  # fits at once
+        await limiter.acquire(5)  # empty again: 5 tokens take 0.5 s to refill
+        return time.perf_counter() - t0
+
+    assert 0.49 <= asyncio.run(scenario()) < 5  # without the correction the 300 would wait 30 s
 
 
 def test_runs_inside_a_running_event_loop(llm_server: FakeLLMServer, tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from medmill.builders.llm.engine import LLMEngine
 from medmill.builders.llm.types import LLMRequest, LLMSettings
 from medmill.schemas.errors import MedmillError
 
+pytestmark = pytest.mark.slow  # imports torch + transformers and builds a model: seconds, not milliseconds
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

@@ -158,3 +158,13 @@ def test_clusters_come_from_the_manifest_when_there_is_no_clusters_jsonl(dirs, t
     html = render_report([d])
     assert "1 cluster(s)" in html and "发烧三天" in html and "similarity 0.85" in html
     assert "cluster_examples" not in html  # not dumped into the statistics table
+
+
+def test_dir_without_manifest_or_rejects_still_reports(dirs, tmp_path):
+    d = tmp_path / "bare"
+    shutil.copytree(dirs[2], d)
+    (d / "manifest.json").unlink()
+    (d / "rejects.jsonl").unlink()
+    html = render_report([d])
+    assert 'data-kind="pretrain"' in html and "No rejects (no rejects.jsonl)" in html
+    assert "The manifest records no PII or safety findings" in html

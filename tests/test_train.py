@@ -37,22 +37,20 @@ def tiny(tmp_path_factory, dirs):
     return out
 
 
-@pytest.fixture(scope="session")
-def sft_model(tmp_path_factory, tiny, dirs):
-    out = tmp_path_factory.mktemp("sft") / "run"
+def sft_run(tiny, dirs, out, steps: int, lr: float):
     opts = TrainOptions(stage="sft", model=str(tiny), data=[str(dirs["sft"])], out=str(out), preview=False)
-    result = run_training(opts, {}, fast_args(60, lr=5e-3) + ["--max_length", "64", "--eval_steps", "20"])
-    return out, result
+    return run_training(opts, {}, fast_args(steps, lr=lr) + ["--max_length", "64", "--eval_steps", "10"])
 
 
-def test_sft_loss_falls_and_saves_template(sft_model):
-    out, result = sft_model
+def test_sft_loss_falls_and_saves_template(tiny, dirs, tmp_path):
+    out = tmp_path / "sft"
+    result = sft_run(tiny, dirs, out, 30, 5e-3)
     losses = result.history["loss"]
-    assert losses[-1] < 0.6 * losses[0]
+    assert losses[-1] < 0.7 * losses[0]
     assert result.history["eval_loss"][-1] < result.history["eval_loss"][0]
     assert "generation" in (out / "chat_template.jinja").read_text(encoding="utf-8")
     info = json.loads((out / "medmill_train.json").read_text(encoding="utf-8"))
-    assert info["global_step"] == 60 and info["lengths"]["examples"] == 36
+    assert info["global_step"] == 30 and info["lengths"]["examples"] == 36
 
 
 def test_sft_labels_cover_only_assistant_tokens(tiny, dirs, tmp_path):
@@ -120,8 +118,9 @@ def test_dpo_reward_margin_grows(tiny, dirs, tmp_path):
     assert result.metrics["eval_rewards/accuracies"] >= 0.9
 
 
-def test_ppo_raises_rule_reward_with_finite_kl(sft_model, dirs, tmp_path):
-    out, _ = sft_model
+def test_ppo_raises_rule_reward_with_finite_kl(tiny, dirs, tmp_path):
+    out = tmp_path / "sft"
+    sft_run(tiny, dirs, out, 60, 5e-3)  # PPO starts from an SFT model, as in the real pipeline
     opts = TrainOptions(
         stage="ppo", model=str(out), data=[str(dirs["pref"])], out=str(tmp_path / "ppo"), reward_rules=["target:多=1"], preview=False
     )

@@ -174,19 +174,21 @@ class PPORunner:
         return model, tokenizer
 
     def _load_critic(self, added: int):
-        ckpt = Path(self.resume) / "critic" if self.resume else None
-        if ckpt is not None and (self.opts.lora or self.opts.qlora):
-            from peft import PeftModel
-
-            base = load_scorer(self.opts.value_model or self.opts.model, self.opts, self.tokenizer, added)
-            return PeftModel.from_pretrained(base, ckpt, is_trainable=True).to(self.device)
         # The RM's head already knows what a good answer is; it is a better start than a random head,
         # but only when it shares the policy's vocabulary (values are read per policy token).
         source = self.opts.value_model or self.opts.model
         if self.opts.value_model is None and self.reward_tokenizer is not None:
             if self.reward_tokenizer.get_vocab() == self.tokenizer.get_vocab():
                 source = self.opts.reward_model
+        ckpt = Path(self.resume) / "critic" if self.resume else None
+        if ckpt is not None and (self.opts.lora or self.opts.qlora):
+            from peft import PeftModel
+
+            base = load_scorer(source, self.opts, self.tokenizer, added)
+            return PeftModel.from_pretrained(base, ckpt, is_trainable=True).to(self.device)
         critic = load_scorer(str(ckpt) if ckpt else source, self.opts, self.tokenizer, added)
+        if ckpt is not None:
+            return critic.to(self.device)
         return wrap_lora(critic, self.opts, "SEQ_CLS").to(self.device)
 
     # -- one PPO step ----------------------------------------------------------------------------

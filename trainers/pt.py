@@ -13,23 +13,25 @@ from medmill.trainers.preview import length_report, show_example, show_lengths
 
 
 def to_blocks(dataset, tokenizer, block_size: int):
-    """-> (blocks dataset, per-document token lengths, tail tokens dropped)."""
+    """-> (blocks dataset, per-document token lengths, tail tokens dropped). Blocks are cut per
+    batch of 1,000 documents by datasets' batched map, so the corpus never sits in one Python list."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise MedmillError("the tokenizer has no EOS token; documents could not be separated")
 
     def tokenize(batch):
         ids = tokenizer(batch["text"], add_special_tokens=True)["input_ids"]
-        return {"input_ids": [x + [eos] for x in ids]}
+        return {"input_ids": [x + [eos] for x in ids], "n_tokens": [len(x) + 1 for x in ids]}
+
+    def group(batch):
+        stream = [t for x in batch["input_ids"] for t in x]
+        n = len(stream) // block_size
+        return {"input_ids": [stream[i * block_size : (i + 1) * block_size] for i in range(n)]}
 
     docs = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
-    lengths = [len(x) for x in docs["input_ids"]]
-    stream = [t for x in docs["input_ids"] for t in x]
-    n_blocks = len(stream) // block_size
-    blocks = [stream[i * block_size : (i + 1) * block_size] for i in range(n_blocks)]
-    from datasets import Dataset
-
-    return Dataset.from_dict({"input_ids": blocks}), lengths, len(stream) - n_blocks * block_size
+    lengths = docs["n_tokens"]
+    blocks = docs.remove_columns(["n_tokens"]).map(group, batched=True, batch_size=1000, desc="cutting blocks")
+    return blocks, lengths, sum(lengths) - len(blocks) * block_size
 
 
 def run_pt(opts: TrainOptions, config, data) -> StageResult:

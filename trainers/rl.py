@@ -13,7 +13,7 @@ from medmill.trainers.rewards import Response, RuleReward, parse_rules
 TRACKED = ("loss", "reward", "reward_std", "kl", "entropy", "completions/mean_length", "clip_ratio/region_mean")
 
 
-def rule_function(rule: RuleReward, tokenizer):
+def rule_function(rule: RuleReward, tokenizer, budget: int):
     """A trl reward function (prompts, completions, **kw) -> list[float] for one rule (unweighted:
     trl applies `reward_weights`)."""
 
@@ -23,7 +23,7 @@ def rule_function(rule: RuleReward, tokenizer):
             text = completion[-1]["content"] if isinstance(completion, list) else completion
             n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
             # trl strips EOS from decoded completions; a completion shorter than the budget ended on EOS.
-            out.append(rule.fn(Response(text, n, ended=True)))
+            out.append(rule.fn(Response(text, n, ended=n < budget)))
         return out
 
     reward.__name__ = rule.name.split("=")[0].replace(":", "_")
@@ -35,7 +35,7 @@ def run_trl_rl(opts: TrainOptions, config, data) -> StageResult:
 
     rules = parse_rules(opts.reward_rules)
     tokenizer, added = load_tokenizer(opts.model, opts.template, need_chat=True)
-    funcs: list = ([opts.reward_model] if opts.reward_model else []) + [rule_function(r, tokenizer) for r in rules]
+    funcs: list = ([opts.reward_model] if opts.reward_model else []) + [rule_function(r, tokenizer, config.max_completion_length or 10**9) for r in rules]
     if not funcs:
         raise MedmillError(f"--algo {opts.algo} needs a reward: --reward-model PATH and/or --reward-rule SPEC")
     if config.reward_weights is None and rules:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from medmill.trainers.data import STAGE_INPUT, DataSpec, load_training_data
 from medmill.trainers.fit import StageResult, write_run_info
-from medmill.trainers.modeling import runtime_defaults
+from medmill.trainers.modeling import qlora_config, runtime_defaults
 from medmill.trainers.options import TrainOptions, build_config, config_class
 
 # medmill's defaults per stage; any of them can be overridden from the recipe or the command line.
@@ -24,6 +24,8 @@ def _user_sets(name: str, recipe: dict, extras: list[str]) -> bool:
 
 
 def run_training(opts: TrainOptions, recipe: dict, extras: list[str]) -> StageResult:
+    if opts.qlora:
+        qlora_config(opts)  # fails fast (before reading data) without a GPU or bitsandbytes
     cls = config_class(opts.stage, opts.algo)
     defaults = {**runtime_defaults(opts), **STAGE_DEFAULTS[opts.stage]}
     if opts.stage == "ppo":

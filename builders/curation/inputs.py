@@ -44,6 +44,7 @@ def load_dirs(dirs: list[Path]) -> LoadedDirs:
     kind = next(iter(kinds.values()))
     cls = record_class(kind)
     out = LoadedDirs(kind)
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     for d in dirs:
@@ -55,7 +56,7 @@ def load_dirs(dirs: list[Path]) -> LoadedDirs:
             for f in files[split]:
                 try:
                     rows = pq.read_table(f).to_pylist()
-                except Exception as e:  # noqa: BLE001 - any unreadable shard is a user-facing error
+                except (OSError, pa.ArrowException) as e:
                     raise MedmillError(f"cannot read {f}: {e}") from None
                 for i, row in enumerate(rows):
                     try:

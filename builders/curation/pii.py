@@ -55,10 +55,16 @@ def _id_checksum_ok(digits: str) -> bool:
     return _ID_CHECK[total % 11] == digits[17].upper()
 
 
+_ID_SHAPE = re.compile(r"[1-9]\d{5}(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[0-9Xx]")
+
+
 def _bank_card_ok(text: str) -> bool:
-    """16-19 digits passing Luhn, and not shaped like a resident ID (an ID with an odd date is no card)."""
+    """16-19 digits passing Luhn, and not an ID number (valid, or mistyped: ID layout with a real
+    birth date), which an 18-digit card number would otherwise be confused with."""
     digits = "".join(c for c in text if c.isdigit())
-    return 16 <= len(digits) <= 19 and luhn_ok(digits) and not _id_checksum_ok(digits)
+    if not (16 <= len(digits) <= 19 and luhn_ok(digits)) or _id_checksum_ok(digits):
+        return False
+    return not (len(digits) == 18 and _ID_SHAPE.fullmatch(digits))
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class Detector:
     pattern: re.Pattern[str]
     valid: Callable[[str], bool] = lambda _s: True
     group: str | int = 0  # the part of the match that is replaced (patient ids keep their label)
+    not_after: re.Pattern[str] | None = None  # words just before that make the number something else
 
 
 _NOT_DIGIT_BEFORE = r"(?<![0-9A-Za-z])"
@@ -96,17 +103,27 @@ DETECTORS: list[Detector] = [
     ),
     Detector(
         "BANK_CARD",
-        re.compile(_NOT_DIGIT_BEFORE + r"[3-6]\d{3}(?:[ -]?\d{4}){2}[ -]?\d{4,7}" + _NOT_DIGIT_AFTER),
+        re.compile(_NOT_DIGIT_BEFORE + r"[3-6]\d{3}(?:[ -]?\d{4}){3}(?:[ -]?\d{1,3})?" + _NOT_DIGIT_AFTER),
         _bank_card_ok,
+        not_after=re.compile(r"(?:订单|单号|编号|流水|快递|运单|发票|批号|条码|样本|标本|序列号)[号:：\s为是]*$"),
     ),
     Detector(
         "PHONE",
         re.compile(
             r"(?<![0-9A-Za-z.])(?:"
             r"(?:\+?86[ -]?)?1[3-9]\d(?:\d{8}|[ -]\d{4}[ -]\d{4})"  # mobile: 138xxxxxxxx, 138-1234-5678
-            r"|(?:\(0\d{2,3}\)|（0\d{2,3}）|0(?:10|2\d|[3-9]\d{2}))[ -]?[2-9]\d{6,7}"  # landline with area code
+            r"|(?:\(0\d{2,3}\)|（0\d{2,3}）|0(?:10|2\d|[3-9]\d{2})[ -])[2-9]\d{6,7}"  # landline: (0571)…, 010-…
             r")(?:[-转]\d{1,5})?(?![0-9A-Za-z]|\.\d)"
         ),
+    ),
+    Detector(  # a landline written without separator counts only after a phone word (else: sample ids)
+        "PHONE",
+        re.compile(
+            r"(?:电话|座机|热线|固话|联系方式|致电|拨打|tel|phone)[^0-9A-Za-z]{0,4}"
+            r"(?P<num>0(?:10|2\d|[3-9]\d{2})[2-9]\d{6,7})(?![0-9A-Za-z]|\.\d)",
+            re.I,
+        ),
+        group="num",
     ),
     Detector(
         "IP",
@@ -114,7 +131,7 @@ DETECTORS: list[Detector] = [
         _ipv4_ok,
     ),
 ]
-DETECTOR_NAMES = [d.name for d in DETECTORS]
+DETECTOR_NAMES = list(dict.fromkeys(d.name for d in DETECTORS))
 
 
 @dataclass(frozen=True)
@@ -143,6 +160,8 @@ class PIIScanner:
                 start, end = m.span(det.group)
                 value = m.group(det.group)
                 if any(start < e and s < end for s, e in taken) or not det.valid(value):
+                    continue
+                if det.not_after is not None and det.not_after.search(text[max(0, start - 8) : start]):
                     continue
                 taken.append((start, end))
                 found.append(PIIMatch(det.name, start, end, value))

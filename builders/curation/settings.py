@@ -17,7 +17,8 @@ PII_TYPES = ("PHONE", "ID_CARD", "EMAIL", "IP", "URL", "BANK_CARD", "PATIENT_ID"
 class CurationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # stages on/off
+    # stages on/off (validate re-checks records made in memory; rows read from disk are checked on read)
+    validate: bool = True
     quality: bool = True
     pii: bool = True
     pii_action: Literal["redact", "drop"] = "redact"

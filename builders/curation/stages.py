@@ -194,7 +194,7 @@ def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record],
 def curation_steps(kind: str, settings: CurationSettings | None = None) -> list[Step]:
     """The steps a build of `kind` runs, as `settings` (defaults: all on, PII redacted) asks."""
     settings = settings or CurationSettings()
-    steps = [validate_step()]
+    steps = [validate_step()] if settings.validate else []
     if settings.quality:
         steps.append(quality_step(settings))
     if settings.pii:

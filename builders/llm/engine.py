@@ -313,13 +313,18 @@ class LLMEngine:
                     payload["messages"], payload["params"], payload["response_format"], payload["extra_body"]
                 )
             except FormatUnsupported as e:
-                self._step_down(mode, str(e))
                 _drop(self._inflight, key, future)
+                self._step_down(mode, str(e))
                 continue
             except CallError as e:
                 _drop(self._inflight, key, future)
                 self._errors[e.kind] += 1
                 if retry >= self.settings.max_retries:
+                    if e.kind == "connection" and not self._counts["answered"]:
+                        # nothing has ever answered: a wrong URL or a server that is down, not bad luck
+                        raise self._stop_all(
+                            f"cannot connect to {self.backend.host}: check --llm-base-url (is the server running?)"
+                        ) from None
                     raise _Failed("retries_exhausted", f"{e.kind} after {retry + 1} attempts: {e}", sent) from None
                 delay = self._backoff(retry, e.retry_after)
                 retry += 1
@@ -333,12 +338,12 @@ class LLMEngine:
                 raise _Failed(e.kind, self.backend.scrub(str(e)), sent) from None
             except FatalCallError as e:
                 _drop(self._inflight, key, future)
-                self._fatal = str(e)
-                raise
+                raise self._stop_all(str(e)) from None
             except BaseException:
                 _drop(self._inflight, key, future)
                 raise
             self._limiter.settle(estimate, completion.prompt_tokens + completion.completion_tokens)
+            self._counts["answered"] += 1
             self._counts["prompt_tokens"] += completion.prompt_tokens
             self._counts["completion_tokens"] += completion.completion_tokens
             self.cache.put(key, completion)
@@ -353,7 +358,12 @@ class LLMEngine:
             old = self._modes.pop(0)
             log.warning("the server rejected response_format %s (%s); using %s", old, why[:120], self._modes[0])
         else:  # only possible when the user forced one mode
-            raise FatalCallError(f"the server does not support --structured-output {self._modes[0]}: {why}")
+            raise self._stop_all(f"the server does not support --structured-output {self._modes[0]}: {why}")
+
+    def _stop_all(self, message: str) -> FatalCallError:
+        """A fatal error: remember it so no other request sends anything more, and return it to raise."""
+        self._fatal = message
+        return FatalCallError(message)
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
         if retry_after is not None:

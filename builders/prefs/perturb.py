@@ -152,7 +152,7 @@ class Corrupter:
         self.used: Counter = Counter()
         self._see_doctor = [re.compile(p) for p in self.lexicon.see_doctor_patterns]
         units = "|".join(sorted(map(re.escape, self.lexicon.dose_units), key=len, reverse=True))
-        self._dose = re.compile(rf"(\d+(?:\.\d+)?)\s*({units})(?!\s*/\s*(?!kg|d|日|次))")
+        self._dose = re.compile(rf"(\d+(?:\.\d+)?)\s*({units})(?!\s*/\s*(?!kg|d(?![A-Za-z])|日|次))")
         self._fns: dict[str, Callable[[str, list[Fact], random.Random], Perturbed | None]] = {
             "fact_swap": self.fact_swap,
             "truncate": self.truncate,

@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmill.builders.readers.kg_clean import PersonNameFilter, ValueCleaner
+from medmill.builders.readers.kg_clean import ValueCleaner
 from medmill.builders.readers.kg_entities import add_values, entity_from_record, entity_name, is_qasystem
 from medmill.builders.readers.kg_triples import (
     RawTriple,
     TripleProblem,
     is_rels_record,
     is_spo_record,
+    is_triple_list,
     is_triple_record,
     iter_csv_triples,
+    triple_from_list,
     triple_from_record,
     triples_from_rels,
     triples_from_spo,
@@ -74,12 +76,6 @@ class _Collector:
         self.rejects: list[RejectRow] = []
         self.counters: Counter = Counter()
         self.cleaner = ValueCleaner(self.counters)
-        self._names: PersonNameFilter | None = None
-
-    def name_filter(self) -> PersonNameFilter:
-        if self._names is None:
-            self._names = PersonNameFilter()
-        return self._names
 
     def reject(self, file: Path, line: int | None, reason: str, message: str, raw: Any = None) -> None:
         self.counters[f"rejected_records.{reason}"] += 1
@@ -110,12 +106,16 @@ def read_kg(inputs: Sequence[Path]) -> KGReadResult:
     explicit = {Path(p) for p in inputs if Path(p).is_file()}
     col = _Collector()
     for path in files:
+        n_rejects, counters = len(col.rejects), col.counters.copy()
         try:
             fmt = _read_file(path, col)
         except MedmillError as e:
             if path in explicit:
                 raise
-            # a stray file in an input folder: say so, keep the build going
+            # a stray file in an input folder: one reject for the file (not one per line), keep going
+            del col.rejects[n_rejects:]
+            col.counters.clear()
+            col.counters.update(counters)
             col.reject(path, None, "unrecognised_file", str(e))
             continue
         col.counters[f"files.{fmt}"] += 1
@@ -149,6 +149,10 @@ def _read_json(path: Path, decoded, col: _Collector) -> str:
             col.reject(path, item.line, "invalid_json", item.error, item.raw)
             continue
         record = item.value
+        if is_triple_list(record):
+            kinds["triples"] += 1
+            triples.append(triple_from_list(record, item.line))
+            continue
         if not isinstance(record, dict):
             col.reject(path, item.line, "not_an_object", f"expected a JSON object, got {type(record).__name__}",
                        record)
@@ -184,8 +188,6 @@ def _read_entity_record(path: Path, line: int, record: dict[str, Any], col: _Col
         col.reject(path, line, "missing_name", f"`{key}` is empty or not a string", _short(record))
         return "qasystem" if is_qasystem(record) else "entities"
     qasystem = is_qasystem(record)
-    if qasystem:
-        col.cleaner.name_filter = col.name_filter()
     entity = entity_from_record(record, key, name, SourceRef(file=str(path), line=line), col.cleaner)
     col.add(entity)
     return "qasystem" if qasystem else "entities"

@@ -34,15 +34,25 @@ def normalise_text(value: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+# The most common Chinese surnames (about 85% of the population): a dictionary word jieba tags as a
+# person name only counts as one when it starts with one of them (阴虚, 麻木 are tagged `nr` too).
+COMMON_SURNAMES = frozenset(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任"
+    "沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
+
+
 class PersonNameFilter:
     """Spots values that are people's names (doctors' names scraped into QASystem symptom lists).
 
     Uses jieba's dictionary tags without its HMM (the HMM costs ~30 ms a value, the dictionary
-    ~0.03 ms): a value that is one dictionary word tagged `nr` (person name), or that the dictionary
-    can only split into single characters one of which is tagged `nr` (闫鹏辉 -> 闫/nr 鹏/nr 辉/nr,
-    毓卓 -> 毓/nz 卓/nr), is a name. Names whose characters jieba does not tag as names (张伟) pass, and
-    a few symptom words jieba tags `nr` (苏醒) are lost; the counter says how many values went.
-    jieba loads its dictionary once (~1 s), so the filter is created only for readers that need it.
+    ~0.03 ms). A name is a value that is one dictionary word tagged `nr` (person name) starting with a
+    common surname (李娜), or that the dictionary can only split into single characters, with a name tag
+    among them, that start with a common surname (闫鹏辉 -> 闫/nr 鹏/nr 辉/nr) or are two proper-noun/name
+    characters (毓卓 -> 毓/nz 卓/nr). Heuristic by nature: names made of characters jieba does
+    not tag as names (张伟) pass; a symptom word that looks like a name (苏醒) is lost; the counter says
+    how many values went. jieba loads its dictionary once (~1 s), so only readers that need the filter
+    create it.
     """
 
     def __init__(self) -> None:
@@ -64,8 +74,13 @@ class PersonNameFilter:
     def _is_name(self, value: str) -> bool:
         tokens = self._cut(value, HMM=False)
         if len(tokens) == 1:
-            return tokens[0].flag == "nr"
-        return all(len(t.word) == 1 for t in tokens) and any(t.flag == "nr" for t in tokens)
+            return tokens[0].flag == "nr" and value[0] in COMMON_SURNAMES
+        if not all(len(t.word) == 1 for t in tokens) or not any(t.flag == "nr" for t in tokens):
+            return False
+        # surname + given name (闫鹏辉, 王某), or a bare given name: a proper-noun character + a name one (毓卓)
+        return value[0] in COMMON_SURNAMES or (
+            len(tokens) == 2 and tokens[0].flag in ("nz", "nr", "g") and tokens[1].flag == "nr"
+        )
 
 
 @dataclass
@@ -73,7 +88,7 @@ class ValueCleaner:
     """Cleans values and counts what it drops in `counters` (keys `dropped_values.<reason>`)."""
 
     counters: Counter = field(default_factory=Counter)
-    name_filter: PersonNameFilter | None = None
+    name_filter: PersonNameFilter | None = None  # created on first use (jieba's dictionary takes ~1 s)
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.counters[f"dropped_values.{reason}"] += n
@@ -99,7 +114,7 @@ class ValueCleaner:
                 self.drop("digits_or_punctuation")
             elif value == entity:
                 self.drop("self_reference")
-            elif names and self.name_filter is not None and self.name_filter(value):
+            elif names and self._is_name(value):
                 self.drop("person_name")
             elif value in seen:
                 self.drop("duplicate")
@@ -107,6 +122,11 @@ class ValueCleaner:
                 seen.add(value)
                 kept.append(value)
         return kept
+
+    def _is_name(self, value: str) -> bool:
+        if self.name_filter is None:
+            self.name_filter = PersonNameFilter()
+        return self.name_filter(value)
 
     def clean_text(self, raw: object) -> str | None:
         """Clean a free-text attribute (简介, 病因 ...); None (counted) when nothing usable is left."""

@@ -17,7 +17,7 @@ from typing import Any
 from medmill.schemas.errors import MedmillError
 
 HEAD_NAMES = {"head", "subject", "sub", "s", "h", "头实体", "头", "主体", "主语", "实体", "实体1", "source",
-              "start", "start_entity_name", "from"}
+              "start", "start_entity_name", "from", "name", "entity", "名称", "实体名称"}
 RELATION_NAMES = {"relation", "predicate", "pred", "rel", "r", "p", "关系", "关系类型", "属性", "谓语",
                   "relation_type", "rel_name", "rel_type", "type"}
 TAIL_NAMES = {"tail", "object", "obj", "o", "t", "尾实体", "尾", "客体", "宾语", "值", "属性值", "实体2",
@@ -95,6 +95,18 @@ def triple_from_record(record: dict[str, Any], line: int) -> RawTriple | TripleP
     if not head or not relation:
         return TripleProblem(line, "missing_field", "triple has an empty head or relation", record)
     return RawTriple(line, head, relation, tail)
+
+
+def triple_from_list(item: list[Any], line: int) -> RawTriple | TripleProblem:
+    """A bare `[subject, predicate, object]` array element."""
+    head, relation, tail = (_text(x) for x in item)
+    if not head or not relation:
+        return TripleProblem(line, "missing_field", "triple has an empty subject or predicate", item)
+    return RawTriple(line, head, relation, tail)
+
+
+def is_triple_list(item: Any) -> bool:
+    return isinstance(item, list) and len(item) == 3 and all(isinstance(x, (str, int, float)) for x in item)
 
 
 def triples_from_spo(record: dict[str, Any], line: int) -> Iterator[RawTriple | TripleProblem]:

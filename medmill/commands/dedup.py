@@ -49,7 +49,7 @@ def dedup(
             raise MedmillError(f"file not found: {p}")
     cfg = DedupConfig(threshold=threshold, shingle=shingle, ngram=ngram, num_perm=num_perm, workers=workers)
     settings = CurationSettings(
-        quality=False, pii=False, safety=False, dedup=False, decontaminate=list(decontaminate),
+        validate=False, quality=False, pii=False, safety=False, dedup=False, decontaminate=list(decontaminate),
         decontam_ngram=decontam_ngram, dedup_threshold=threshold,
     )
     field_list = [f.strip() for f in fields.split(",") if f.strip()]
