@@ -1,6 +1,6 @@
 """Throughput of the LLM engine against a local OpenAI-compatible server with a fixed latency.
 
-    python bench/llm_engine.py [--requests 1000] [--concurrency 32] [--latency 0.2] [--baseline 20]
+    python bench/llm_engine.py [--requests 2000] [--concurrency 32] [--latency 0.2] [--baseline 20]
 
 Starts tests/llm_server.py in its own process (a remote server does not share our GIL), then runs
 `--requests` distinct chat requests through LLMEngine with `--concurrency` in flight, and prints the
@@ -82,7 +82,7 @@ def sdk_gather(base_url: str, n: int, concurrency: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--baseline", type=int, default=20, help="requests in the one-at-a-time loop")

@@ -63,7 +63,7 @@ def run_kg_qa(
     """
     t0 = time.perf_counter()
     templates = load_templates(cfg.templates)
-    read = read_kg(cfg.inputs)
+    read = read_kg(cfg.inputs, exclude=[cfg.out])
     t1 = time.perf_counter()
     bar = progress(len(read.entities)) if progress else nullcontext(None)
     with bar as tick:

@@ -199,3 +199,15 @@ def test_user_errors_are_one_line(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_output_dir_inside_the_input_dir_is_not_read_back(tmp_path):
+    kg = tmp_path / "kg"
+    kg.mkdir()
+    (kg / "kg.jsonl").write_text('{"中心词": "感冒", "症状": ["鼻塞", "流涕"]}\n', encoding="utf-8")
+    out = kg / "out"
+    _build(kg, "--out", out, "--no-dedup")
+    _build(kg, "--out", out, "--no-dedup")  # the second run sees the first run's dataset dir in kg/
+    m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert [Path(i["path"]).name for i in m["inputs"]] == ["kg.jsonl"]
+    assert m["rejects_total"] == 0

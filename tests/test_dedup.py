@@ -65,6 +65,8 @@ def test_short_and_empty_texts_are_kept_not_crashed():
     assert result.dup_of.tolist() == [-1, -1, 0, -1, -1, 3, -1]
     h, off = DedupConfig().params.shingles(["头痛", "", "x"])
     assert len(off) == 3 and len(h) == 3  # one shingle each, even the empty text
+    for edge in ([], [""], ["a", ""], ["", "", "？"]):  # empty texts at the end of a batch too
+        assert len(find_duplicates(edge, DedupConfig()).dup_of) == len(edge)
 
 
 def test_candidates_below_threshold_are_not_removed(monkeypatch):

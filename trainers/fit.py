@@ -27,6 +27,8 @@ class StageResult:
     metrics: dict[str, float] = field(default_factory=dict)
     lengths: LengthReport | None = None
     history: dict[str, list[float]] = field(default_factory=dict)  # metric -> values logged over training
+    sources: list = field(default_factory=list)  # data.SourceStats per --data
+    problems: list[str] = field(default_factory=list)  # first bad rows, "file:line: reason"
 
 
 def fit(trainer, opts: TrainOptions, tokenizer) -> tuple[str | None, dict[str, float]]:
@@ -43,7 +45,10 @@ def fit(trainer, opts: TrainOptions, tokenizer) -> tuple[str | None, dict[str, f
         raise
     metrics = {k: float(v) for k, v in output.metrics.items() if isinstance(v, int | float)}
     if trainer.eval_dataset is not None:
-        metrics.update({k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
+        step = trainer.state.global_step
+        done = [e for e in trainer.state.log_history if e.get("step") == step and "eval_loss" in e]
+        final = done[-1] if done else trainer.evaluate()  # the loop may have evaluated the last step already
+        metrics.update({k: float(v) for k, v in final.items() if isinstance(v, int | float) and k.startswith("eval_")})
     trainer.save_model(opts.out)
     tokenizer.save_pretrained(opts.out)
     return resume, metrics

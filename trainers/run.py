@@ -40,6 +40,7 @@ def run_training(opts: TrainOptions, recipe: dict, extras: list[str]) -> StageRe
         config = build_config(cls, defaults, recipe, extras)
     runner = _runner(opts)
     result = runner(opts, config, data)
+    result.sources, result.problems = data.sources, data.problems
     write_run_info(result, opts, config, data, opts.template)
     return result
 

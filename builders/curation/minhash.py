@@ -88,16 +88,17 @@ def ngram_hashes(seq: np.ndarray, lengths: np.ndarray, n: int, wide: bool = Fals
 
 def char_units(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """All texts' letters and digits (NFKC, lower case) as one code-point array, plus per-text lengths."""
-    joined = "\x00".join(t.replace("\x00", " ") for t in texts)
+    if not texts:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int64)
+    joined = "".join(t.replace("\x00", " ") + "\x00" for t in texts)  # every text ends with a 0
     cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    starts = np.concatenate([[0], np.flatnonzero(cps == 0) + 1])
+    starts = np.concatenate([[0], np.flatnonzero(cps == 0)[:-1] + 1])
     mapped, kept = _bmp_tables()
     bmp = cps < 0x10000
     low = np.where(bmp, cps, 0)
     cps = np.where(bmp, mapped[low], cps)
     keep = np.where(bmp, kept[cps & 0xFFFF], True)  # separators (0) are not kept
-    lengths = np.add.reduceat(keep.astype(np.int64), starts) if len(cps) else np.zeros(len(texts), np.int64)
-    return cps[keep], lengths
+    return cps[keep], np.add.reduceat(keep.astype(np.int64), starts)
 
 
 def word_units(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -191,11 +192,14 @@ def lsh_params(threshold: float, num_perm: int, fp_weight: float = 0.02, fn_weig
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(docs x bands) uint64 keys; two docs share a bucket when one band of rows is identical."""
     n = sigs.shape[0]
-    used = sigs[:, : bands * rows].astype(np.uint64).reshape(n, bands, rows)
     mult = _poly(rows + 1000)[:rows]
+    keys = np.empty((n, bands), dtype=np.uint64)
+    step = 65_536  # rows per block: the uint64 copy of a block stays small
     with np.errstate(over="ignore"):
-        keys = (used * mult).sum(axis=2, dtype=np.uint64) + np.arange(bands, dtype=np.uint64)
-        return _splitmix(keys)
+        for i in range(0, n, step):
+            used = sigs[i : i + step, : bands * rows].astype(np.uint64).reshape(-1, bands, rows)
+            keys[i : i + step] = _splitmix((used * mult).sum(axis=2, dtype=np.uint64) + np.arange(bands, dtype=np.uint64))
+    return keys
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:

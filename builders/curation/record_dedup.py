@@ -97,7 +97,7 @@ def dedup_records(
         "clusters": len(clusters),
         "removed_exact": int(result.exact.sum()),
         "removed_near": near,
-        "representative": "first seen (index, then inputs in order); a removed record names the most similar kept one",
+        "representative": "first_seen",  # index, then inputs in order; a removed record names its most similar kept one
     }
     counters = Counter({"exact": int(result.exact.sum()), "near": near})
     return RecordDedup(kept, rejects, clusters, stats, counters, index_rows)

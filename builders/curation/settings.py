@@ -18,7 +18,7 @@ class CurationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # stages on/off (validate re-checks records made in memory; rows read from disk are checked on read)
-    validate: bool = True
+    validate_records: bool = True
     quality: bool = True
     pii: bool = True
     pii_action: Literal["redact", "drop"] = "redact"

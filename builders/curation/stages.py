@@ -185,8 +185,7 @@ def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record],
         out = dedup_records(records, fields, config, origin_of, index)
         if index is not None:
             out.add_to(index)
-        preview = out.clusters[:5]
-        return StepResult(out.kept, out.rejects, out.counters, {**out.stats, "cluster_examples": preview})
+        return StepResult(out.kept, out.rejects, out.counters, out.stats)
 
     return Step("dedup", run)
 
@@ -194,7 +193,7 @@ def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record],
 def curation_steps(kind: str, settings: CurationSettings | None = None) -> list[Step]:
     """The steps a build of `kind` runs, as `settings` (defaults: all on, PII redacted) asks."""
     settings = settings or CurationSettings()
-    steps = [validate_step()] if settings.validate else []
+    steps = [validate_step()] if settings.validate_records else []
     if settings.quality:
         steps.append(quality_step(settings))
     if settings.pii:

@@ -46,8 +46,10 @@ class KGReadResult:
     files: list[Path] = field(default_factory=list)
 
 
-def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
-    """Files named directly, plus every non-hidden, non-documentation file under named directories."""
+def expand_inputs(inputs: Iterable[Path], exclude: Iterable[Path] = ()) -> list[Path]:
+    """Files named directly, plus every non-hidden, non-documentation file under named directories
+    that is not under an `exclude` directory (the build's own output dir inside an input folder)."""
+    skip = [Path(x).resolve() for x in exclude]
     files: list[Path] = []
     for p in map(Path, inputs):
         if not p.exists():
@@ -59,6 +61,7 @@ def expand_inputs(inputs: Iterable[Path]) -> list[Path]:
                 and not any(part.startswith(".") for part in f.relative_to(p).parts)
                 and not f.name.lower().startswith(_DOC_NAMES)
                 and f.suffix.lower() != ".md"
+                and not any(f.resolve().is_relative_to(x) for x in skip)
             )
             if not found:
                 raise MedmillError(f"{p}: directory holds no KG files")
@@ -100,9 +103,9 @@ class _Collector:
             known.type = entity.type
 
 
-def read_kg(inputs: Sequence[Path]) -> KGReadResult:
-    """Read every KG file under `inputs` (files or directories)."""
-    files = expand_inputs(inputs)
+def read_kg(inputs: Sequence[Path], exclude: Sequence[Path] = ()) -> KGReadResult:
+    """Read every KG file under `inputs` (files or directories), leaving out `exclude` directories."""
+    files = expand_inputs(inputs, exclude)
     explicit = {Path(p) for p in inputs if Path(p).is_file()}
     col = _Collector()
     for path in files:

@@ -26,7 +26,13 @@ def dedup(
     workers: int = typer.Option(0, "--workers", help="Processes for signatures (0 = all cores)."),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Remove exact and near-duplicate records across dataset dirs (MinHash LSH + exact Jaccard check)."""
+    """Remove exact and near-duplicate records across dataset dirs (MinHash LSH + exact Jaccard check).
+
+    The first record seen is kept: earlier runs in --index, then the dirs in the order given (within a
+    dir: test, validation, train). A record is removed only when its exact Jaccard with a kept record
+    reaches --threshold; its reject names that record and the similarity. No chains: a removed record
+    never causes another removal. clusters.jsonl lists every kept record with its removed copies.
+    """
     from medmill.builders.curation.dedup import DedupConfig
     from medmill.builders.curation.index import DedupIndex
     from medmill.builders.curation.inputs import origin_of
@@ -49,7 +55,7 @@ def dedup(
             raise MedmillError(f"file not found: {p}")
     cfg = DedupConfig(threshold=threshold, shingle=shingle, ngram=ngram, num_perm=num_perm, workers=workers)
     settings = CurationSettings(
-        validate=False, quality=False, pii=False, safety=False, dedup=False, decontaminate=list(decontaminate),
+        validate_records=False, quality=False, pii=False, safety=False, dedup=False, decontaminate=list(decontaminate),
         decontam_ngram=decontam_ngram, dedup_threshold=threshold,
     )
     field_list = [f.strip() for f in fields.split(",") if f.strip()]

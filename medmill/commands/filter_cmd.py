@@ -54,7 +54,7 @@ def filter_dirs(
         if not p.exists():
             raise MedmillError(f"file not found: {p}")
     settings = CurationSettings(
-        validate=False,
+        validate_records=False,
         quality=quality, min_chars=min_chars, max_chars=max_chars, min_cjk_share=min_cjk_share,
         strip_boilerplate=strip_boilerplate, pii=pii, pii_action=pii_action, pii_types=types, safety=safety,
         lexicons=list(safety_lexicon), safety_flag_only=safety_flag_only, dedup=False,

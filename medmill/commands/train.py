@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from medmill.console import summary_table
+from medmill.console import err_console, summary_table
 
 HELP = (
     "Train a model: pt (continued pretraining), sft, rm (reward model), dpo, ppo (--algo ppo|rloo|grpo). "
@@ -62,6 +62,8 @@ def train(
     opts = resolve_options(cli, recipe)
     result = run_training(opts, recipe, extras)
     rows: list[tuple[str, object]] = [("stage", result.stage), ("output", result.out), ("steps", result.global_step)]
+    for src in result.sources:
+        rows.append((f"data {src.path} ({src.kind})", f"train {src.train}, validation {src.validation}, bad rows {src.bad}"))
     if result.resumed_from:
         rows.append(("resumed from", result.resumed_from))
     if result.lengths:
@@ -75,6 +77,8 @@ def train(
         if wanted and not any(n in key for n in noise):
             rows.append((key, round(result.metrics[key], 4)))
     summary_table(f"medmill train {result.stage}", rows)
+    for problem in result.problems:
+        err_console.print(f"skipped: {problem}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:
