@@ -4,6 +4,7 @@ local OpenAI-compatible test server, bad input as one-line errors."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -269,3 +270,16 @@ def test_corrupt_on_build_kg_qa_output_of_the_example_kg(tmp_path, examples_dir)
             for old, new in pairs.items():
                 assert old in r["meta"]["input_meta"]["values"][relation] and new in rejected
     assert validate_dir(out).ok
+
+
+def test_corrupt_output_is_the_same_in_every_process(tmp_path):
+    """Same inputs and seed -> same pairs, whatever the interpreter's string-hash seed."""
+    kg = kg_qa_dir(tmp_path)
+    ids = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"p{hash_seed}"
+        proc = subprocess.run([sys.executable, "-m", "medmill.cli", "build-prefs", str(kg), "--out", str(out), "--no-dedup"],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert proc.returncode == 0, proc.stderr
+        ids.append(sorted(r["id"] for r in rows(out)))
+    assert ids[0] == ids[1] and len(ids[0]) == sum(len(r) for r in KG.values())

@@ -160,8 +160,14 @@ def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference 
     bands, rows = config.bands_rows
     ref_sigs = reference.sigs if reference is not None else np.zeros((0, params.num_perm), np.uint32)
     all_keys = mh.band_keys(np.concatenate([ref_sigs, sigs[todo]]), bands, rows)
-    shared = _shared_bucket_mask(all_keys)
-    cand_new = todo[shared[n_ref:]]
+    ref_keys, new_keys = all_keys[:n_ref], all_keys[n_ref:]
+    # inputs sharing a bucket with another input or with the index; index texts sharing one with an input
+    new_shared = _shared_bucket_mask(new_keys)
+    ref_touched = np.zeros(n_ref, dtype=bool)
+    for b in range(bands) if n_ref else ():
+        new_shared |= np.isin(new_keys[:, b], ref_keys[:, b])
+        ref_touched |= np.isin(ref_keys[:, b], new_keys[:, b])
+    cand_new = todo[new_shared]
     stats: dict[str, Any] = {
         "shingle": params.shingle,
         "ngram": params.ngram,
@@ -175,7 +181,7 @@ def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference 
 
     # 3. greedy pass over candidate texts in order, verifying with exact Jaccard
     if len(cand_new):
-        ref_cand = np.flatnonzero(shared[:n_ref])
+        ref_cand = np.flatnonzero(ref_touched)
         glob_keys = {int(g): all_keys[g] for g in ref_cand}  # reference rows are 0..n_ref-1
         row_of_new = {int(i): n_ref + j for j, i in enumerate(todo)}
         ref_texts = [reference.texts[g] for g in ref_cand] if reference is not None else []

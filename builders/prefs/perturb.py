@@ -184,13 +184,13 @@ class Corrupter:
         placeholders: dict[str, str] = {}
         out = text
         # entity names are masked first, so a value inside a name (甲状腺功能 in 甲状腺功能减退症) stays put
-        for name in sorted({f.entity for f in facts if f.entity}, key=len, reverse=True):
+        for name in sorted({f.entity for f in facts if f.entity}, key=_longest_first):
             marker = f"\x00{len(placeholders)}\x00"
             if name in out:
                 placeholders[marker] = name
                 out = out.replace(name, marker)
         for fact in facts:
-            present = sorted({v for v in fact.values if len(v) <= self.lexicon.max_fact_chars and v in out}, key=len, reverse=True)
+            present = sorted({v for v in fact.values if len(v) <= self.lexicon.max_fact_chars and v in out}, key=_longest_first)
             choices = self.pool.alternatives(fact, text)
             rng.shuffle(choices)
             for value in present:
@@ -273,6 +273,12 @@ class Corrupter:
         return Perturbed(out, "dose_change", {"changed": changes, "factor": self.lexicon.dose_factor})
 
 
+def _longest_first(value: str) -> tuple[int, str]:
+    """Sort key: longer strings first (a value inside a longer one is replaced after it), then by text, so the
+    order never depends on set iteration (str hashes differ between processes)."""
+    return (-len(value), value)
+
+
 def _pieces(text: str) -> list[str]:
     """`text` cut after each sentence end (。！？；, newline); joining the pieces gives `text` back."""
     return [p for p in _SENTENCE_END.split(text) if p]
@@ -293,7 +299,7 @@ def _insert(text: str, sentence: str, rng: random.Random) -> str:
 
 def _drop_list_tail(text: str, values: list[str]) -> str | None:
     """Keep only the first of the KG values listed in `text` (e.g. 症状有A、B和C -> 症状有A)."""
-    ordered = sorted({v for v in values}, key=text.find)
+    ordered = sorted(set(values), key=lambda v: (text.find(v), v))
     if len(ordered) < 2:
         return None
     out = text

@@ -14,6 +14,7 @@ from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
 from medmill.console import build_summary
+from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
 _TEXT = "Text"
@@ -87,7 +88,7 @@ def build_book_qa(
         where = ".".join(map(str, err["loc"]))
         message = err["msg"].removeprefix("Value error, ")
         raise MedmillError(f"bad option {where}: {message}" if where else f"bad option: {message}") from None
-    command = "medmill build-book-qa " + " ".join(map(str, inputs)) + f" --out {out}"
+    command = invocation(["build-book-qa", *map(str, inputs), "--out", str(out)])
     manifest = run_book_qa(cfg, command=command)
     c = manifest.counters
     extra = [

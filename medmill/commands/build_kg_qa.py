@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +15,7 @@ from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
 from medmill.console import build_summary, progress
+from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
 MODES = ("template", "llm")
@@ -33,9 +32,7 @@ def _source_licenses(items: list[str]) -> dict[str, str]:
 
 
 def _command_line(inputs: list[Path], out: Path) -> str:
-    if Path(sys.argv[0]).name == "medmill":
-        return shlex.join(["medmill", *sys.argv[1:]])
-    return shlex.join(["medmill", "build-kg-qa", *map(str, inputs), "--out", str(out)])
+    return invocation(["build-kg-qa", *map(str, inputs), "--out", str(out)])
 
 
 @contextmanager

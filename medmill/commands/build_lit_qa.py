@@ -15,6 +15,7 @@ from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
 from medmill.console import build_summary
+from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
 
@@ -84,7 +85,7 @@ def build_lit_qa(
         where = ".".join(map(str, err["loc"]))
         message = err["msg"].removeprefix("Value error, ")
         raise MedmillError(f"bad option {where}: {message}" if where else f"bad option: {message}") from None
-    command = "medmill build-lit-qa " + " ".join(map(str, inputs)) + f" --out {out} --style {style}"
+    command = invocation(["build-lit-qa", *map(str, inputs), "--out", str(out), "--style", style])
     manifest = run_lit_qa(cfg, command=command)
     c = manifest.counters
     extra = [("style", style), ("papers", c.get("papers", 0))]
