@@ -234,6 +234,32 @@ def speed(docs: list[str], baseline_docs: int) -> None:
           f"target >= 10,000 docs/s per core)")
 
 
+def incremental(docs: list[str]) -> None:
+    """Index the first half of the docs, then dedup the second half against the index on disk."""
+    import tempfile
+
+    from medmill.builders.curation.index import DedupIndex
+
+    config = DedupConfig(workers=1)
+    half = len(docs) // 2
+    with tempfile.TemporaryDirectory() as tmp:
+        index = DedupIndex.open(Path(tmp) / "index", config)
+        first = find_duplicates(docs[:half], config)
+        keep = first.keep
+        index.append([str(i) for i in np.flatnonzero(keep)], ["first"] * int(keep.sum()),
+                     [d for d, k in zip(docs[:half], keep, strict=True) if k], first.keys[keep], first.sigs[keep])
+        size = sum(f.stat().st_size for f in (Path(tmp) / "index").iterdir())
+        t0, c0 = time.perf_counter(), time.process_time()
+        loaded = DedupIndex.open(Path(tmp) / "index", config)
+        t1 = time.perf_counter()
+        second = find_duplicates(docs[half:], config, loaded.reference)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    from_index = int((second.dup_of[~second.keep] < len(loaded)).sum())
+    print(f"\n## incremental: index of {len(loaded):,} kept docs ({size / 1e6:.1f} MB on disk, loaded in {t1 - t0:.2f} s); "
+          f"{len(docs) - half:,} new docs deduplicated against it in {wall:.2f} s wall / {cpu:.2f} s CPU; "
+          f"removed {int((~second.keep).sum()):,} ({from_index:,} as copies of indexed docs)")
+
+
 def ngram_sweep(texts: list[str], rng: random.Random) -> None:
     base = documents(sentence_pool(texts), 300, 250, rng)
     print("\n## char n-gram sweep: mean exact Jaccard (share >= 0.8) of a doc and its variant; unrelated = random pairs")
@@ -287,6 +313,7 @@ def main() -> None:
     quality(docs, kinds, args.threshold)
     speed_docs, _ = make_corpus(texts, int(args.speed_docs / 1.5), rng)
     speed(speed_docs[: args.speed_docs], args.baseline_docs)
+    incremental(speed_docs[: args.speed_docs])
     if args.million:
         million(rng, texts)
     sys.stdout.flush()

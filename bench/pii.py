@@ -85,7 +85,7 @@ def positives(rng: random.Random) -> dict[str, callable]:
         "PHONE": lambda: ("联系电话" + (v := rng.choice([mobile, mobile, landline])(rng)), v),
         "EMAIL": lambda: ("邮箱" + (v := f"{rng.choice(['zhang.wei', 'li_na', 'doctor.wang', 'pt2023'])}{rng.randint(1, 999)}@{rng.choice(['163.com', 'qq.com', 'hospital.org.cn', 'example.com'])}"), v),
         "URL": lambda: ("详见" + (v := f"https://www.{rng.choice(['haodf', 'dxy', 'example'])}.com/{rng.choice(['a', 'doc', 'q'])}/{rng.randint(1, 99999)}"), v),
-        "IP": lambda: ("登录地址" + (v := ".".join(str(rng.randint(1, 254)) for _ in range(4))), v),
+        "IP": lambda: (rng.choice(["登录地址", "请求来自", "访问者 "]) + (v := ".".join(str(rng.randint(1, 254)) for _ in range(4))), v),
         "BANK_CARD": lambda: ("缴费卡号" + (v := bank_card(rng)), v),
         "PATIENT_ID": lambda: (rng.choice(["住院号：", "病历号", "门诊号 ", "病案号为"]) + (v := rng.choice(["", "ZY", "A"]) + str(rng.randint(100000, 99999999))), v),
     }
@@ -107,6 +107,7 @@ def negatives(rng: random.Random) -> list[callable]:
         lambda: f"体重{rng.randint(40, 100)}.{rng.randint(0, 9)}kg，身高1.{rng.randint(50, 90)}m，BMI {rng.randint(18, 32)}.{rng.randint(0, 9)}",
         lambda: f"住院{rng.randint(3, 30)}天，床位费{rng.randint(50, 300)}元/天",
         lambda: f"ISBN 978-7-{rng.randint(100, 999)}-{rng.randint(10000, 99999)}-{rng.randint(0, 9)}",
+        lambda: f"{rng.randint(1, 9)}.{rng.randint(1, 9)}.{rng.randint(1, 9)}.{rng.randint(1, 9)} 时行感冒 因感受时邪所致",
     ]
 
 

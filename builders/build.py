@@ -43,4 +43,6 @@ def finish_build(
     t1 = time.perf_counter()
     manifest = write_dataset_dir(out_dir, result.records, all_rejects, info)
     info.timings["write"] = time.perf_counter() - t1
+    for commit in result.on_commit:
+        commit()
     return manifest

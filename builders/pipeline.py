@@ -20,6 +20,8 @@ class StepResult:
     rejects: list[RejectRow] = field(default_factory=list)
     counters: Counter = field(default_factory=Counter)
     stats: dict[str, Any] = field(default_factory=dict)
+    # side effects that must wait until the dataset is safely written (e.g. growing a dedup index)
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class PipelineResult:
     counters: Counter
     stats: dict[str, dict[str, Any]]
     timings: dict[str, float]
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 class LocalExecutor:
@@ -48,6 +51,7 @@ class LocalExecutor:
         counters: Counter = Counter()
         stats: dict[str, dict[str, Any]] = {}
         timings: dict[str, float] = {}
+        on_commit: list[Callable[[], None]] = []
         for step in steps:
             t0 = time.perf_counter()
             before = len(current)
@@ -55,6 +59,7 @@ class LocalExecutor:
             timings[step.name] = time.perf_counter() - t0
             current = result.records
             rejects.extend(result.rejects)
+            on_commit.extend(result.on_commit)
             counters.update({f"{step.name}.{k}": v for k, v in result.counters.items()})
             stats[step.name] = {"in": before, "out": len(current), "dropped": before - len(current), **result.stats}
-        return PipelineResult(current, rejects, counters, stats, timings)
+        return PipelineResult(current, rejects, counters, stats, timings, on_commit)

@@ -27,6 +27,8 @@ def kinds(text: str) -> list[str]:
         ("见 https://www.example.org/a?b=1。", ["URL"]),
         ("访问www.haodf.com查询", ["URL"]),
         ("服务器地址192.168.1.10", ["IP"]),
+        ("DNS 设为 8.8.8.8 后可访问", []),  # bare small-part dotted quads are section numbers more often
+        ("服务器 8.8.8.8 无法连接", ["IP"]),
         ("卡号4111111111111111，用于缴费", ["BANK_CARD"]),
         ("卡号 5555 5555 5555 4444", ["BANK_CARD"]),
         ("住院号：A20230012，床号 12", ["PATIENT_ID"]),
@@ -49,6 +51,7 @@ def test_each_detector_finds_its_type(text, expected):
         "110105194913310021",  # month 13
         "卡号4111111111111112",  # Luhn fails
         "版本号1.2.3.4.5",
+        "3.1.1.2 时行感冒 因感受时邪所致",  # a section number of a national standard, not an IP
         "IP 999.1.1.1 不合法",
         "体重65.5kg，身高1.75m",
         "编号12345678901",  # 11 digits but not a mobile prefix

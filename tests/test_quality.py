@@ -72,12 +72,16 @@ def test_answer_that_is_only_boilerplate_is_rejected():
 
 
 def test_preference_and_pretrain_kinds():
-    pref = PreferenceRecord(
-        id="p", prompt=[Message(role="user", content="头痛怎么办")],
-        chosen=[Message(role="assistant", content=GOOD)], rejected=[Message(role="assistant", content="头痛怎么办")],
-        source=Source(builder="t"),
-    )
-    assert RULES.check(pref).reason == "answer_equals_question"
+    def pref(chosen: str, rejected: str) -> PreferenceRecord:
+        return PreferenceRecord(
+            id="p", prompt=[Message(role="user", content="头痛怎么办")],
+            chosen=[Message(role="assistant", content=chosen)], rejected=[Message(role="assistant", content=rejected)],
+            source=Source(builder="t"),
+        )
+
+    # a chosen answer that parrots the question is dropped; a rejected one that does is a fine negative
+    assert RULES.check(pref("头痛怎么办", GOOD)).reason == "answer_equals_question"
+    assert RULES.check(pref(GOOD, "头痛怎么办")).record is not None
     text = PretrainRecord(id="t", text="第一章 发热\n" * 6, source=Source(builder="t"))
     assert RULES.check(text).reason in ("repeated_lines", "repeated_chars")
 

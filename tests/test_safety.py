@@ -104,3 +104,18 @@ def test_step_drops_and_flags_with_counts():
 
     flag_only = safety_step(CurationSettings(safety_flag_only=True)).fn(records)
     assert not flag_only.rejects and len(flag_only.records) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        ("细胞分离后记录染色情况和抗体组合", None),  # 染色+情况 contains 色情
+        ("第一类精神药品处方为淡红色", None),  # 精神药品 contains 神药
+        ("一夜情后担心感染艾滋病，需要检查吗", "sexual_behaviour"),  # a sexual-health question: flag, not drop
+    ],
+)
+def test_real_sample_false_positives_and_sexual_health_questions(matcher, text, flagged):
+    hits = {h.category for h in matcher.scan(text)}
+    assert hits == ({flagged} if flagged else set())
+    if flagged:
+        assert matcher.actions[flagged] == "flag"

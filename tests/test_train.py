@@ -122,12 +122,14 @@ def test_ppo_raises_rule_reward_with_finite_kl(tiny, dirs, tmp_path):
     out = tmp_path / "sft"
     sft_run(tiny, dirs, out, 60, 5e-3)  # PPO starts from an SFT model, as in the real pipeline
     opts = TrainOptions(
-        stage="ppo", model=str(out), data=[str(dirs["pref"])], out=str(tmp_path / "ppo"), reward_rules=["target:多=1"], preview=False
+        stage="ppo", model=str(out), data=[str(dirs["pref"])], out=str(tmp_path / "ppo"), reward_rules=["target:多=5"], preview=False
     )
     args = fast_args(24, lr=2e-3) + ["--response_length", "12", "--missing_eos_penalty", "0"]
     result = run_training(opts, {}, args)
-    target = result.history["rule/target:多=1"]
-    assert sum(target[-5:]) / 5 > sum(target[:5]) / 5 + 0.2
+    # weight 5 lets the rule outweigh the KL penalty; seeds 42, 7 and 1 all went ~0.4 -> ~1.5 here
+    target = result.history["rule/target:多=5"]
+    first, last = sum(target[:5]) / 5, sum(target[-5:]) / 5
+    assert last > 2 * first and last > first + 0.4
     assert all(math.isfinite(k) for k in result.history["kl"])
     for key in ("entropy", "response_length", "clip_fraction", "value_loss", "kl_coef"):
         assert key in result.history
@@ -168,3 +170,51 @@ def test_grpo_runs_with_reward_model_and_rules(tiny, dirs, tmp_path):
     assert result.global_step == 2 and "reward" in result.history
     info = json.loads((tmp_path / "grpo" / "medmill_train.json").read_text(encoding="utf-8"))
     assert info["config"]["beta"] == 0.04
+
+
+def test_template_flag_adds_tokens_trains_them_under_lora_and_exports(tiny, dirs, tmp_path):
+    """A base model without a chat template: --template llama3 adds its control tokens, resizes the
+    embeddings, trains them with the adapter, and export-model reproduces the same model."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medmill.trainers.export import export_model
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny, base)
+    (base / "chat_template.jinja").unlink()
+    opts = TrainOptions(stage="sft", model=str(base), data=[str(dirs["sft"])], out=str(tmp_path / "run"), template="llama3", lora=True, preview=False)
+    result = run_training(opts, {}, fast_args(4, save=2))
+    assert result.global_step == 4
+    export_model(tmp_path / "run", tmp_path / "merged")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert tokenizer.eos_token == "<|eot_id|>" and model.generation_config.eos_token_id == eot
+    original = AutoModelForCausalLM.from_pretrained(base).get_input_embeddings().weight
+    assert model.config.vocab_size == len(tokenizer) == original.shape[0] + 3
+    assert not torch.equal(model.get_input_embeddings().weight[: original.shape[0]], original)  # embeddings trained
+
+
+def test_length_limits_are_counted_on_tokens(tiny, tmp_path):
+    from datasets import Dataset
+
+    from medmill.trainers.modeling import load_tokenizer
+    from medmill.trainers.tokenize import tokenize_conversations
+
+    tokenizer, _ = load_tokenizer(str(tiny), None, need_chat=True)
+    rows = [
+        [{"role": "user", "content": "头痛"}, {"role": "assistant", "content": "多休息。"}],  # fits
+        [{"role": "user", "content": "头痛"}, {"role": "assistant", "content": "多休息，" * 40}],  # answer cut
+        [{"role": "user", "content": "发热" * 60}, {"role": "assistant", "content": "退热。"}],  # answer cut away
+    ]
+    lengths = [len(tokenizer.apply_chat_template(r, return_dict=True)["input_ids"]) for r in rows]
+    limit = lengths[0] + 4
+    assert lengths[1] > limit and lengths[2] > limit
+    kept = tokenize_conversations(Dataset.from_dict({"messages": rows}), tokenizer, limit, True, drop_long=False)
+    assert (kept.report.truncated, kept.report.dropped, len(kept.dataset)) == (1, 1, 2)
+    assert kept.report.max == max(lengths)
+    strict = tokenize_conversations(Dataset.from_dict({"messages": rows}), tokenizer, limit, True, drop_long=True)
+    assert (strict.report.truncated, strict.report.dropped, len(strict.dataset)) == (0, 2, 1)

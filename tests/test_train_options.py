@@ -154,3 +154,15 @@ def test_wrong_kind_of_dir_is_a_clear_error(tmp_path):
         load_training_data([DataSpec(dirs["sft"])], "preference")
     prompts = load_training_data([DataSpec(dirs["sft"])], "prompt")  # RL prompts come from sft dirs too
     assert prompts.train[0]["prompt"][-1]["role"] == "user"
+
+
+def test_dirs_and_files_mix_into_one_dataset(tmp_path):
+    from tests.test_train_support import build_dirs
+
+    dirs = build_dirs(tmp_path)
+    f = tmp_path / "extra.jsonl"
+    f.write_text("\n".join(json.dumps({"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]}) for i in range(10)), encoding="utf-8")
+    data = load_training_data([DataSpec(dirs["sft"]), DataSpec.parse(f"{f}=3")], "sft", val_size=0.0)
+    assert len(data.train) == 36 + 30 and len(data.validation) == 4  # the dir's own validation split
+    assert data.train.column_names == ["messages"]
+    assert sum(1 for m in data.train["messages"] if m[0]["content"].startswith("q")) == 30

@@ -65,19 +65,24 @@ class TrainingData:
     bad_reasons: Counter = field(default_factory=Counter)
 
 
-def _rows_of_dir(path: Path, kind: str) -> dict[str, list[dict[str, Any]]]:
+def _datasets_of_dir(path: Path, kind: str) -> dict[str, Any]:
+    """{split: datasets.Dataset} with the stage's columns + `__group`, kept in Arrow (no Python rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from datasets import Dataset
+
     found = dir_kind(path)
     if found not in DIR_KINDS[kind]:
         raise MedmillError(f"{path} holds {found} records; this stage needs {' or '.join(sorted(DIR_KINDS[kind]))}")
-    out: dict[str, list[dict[str, Any]]] = {}
+    out = {}
     for split, table in load_dir_splits(path).items():
-        rows = table.to_pylist()
-        for row in rows:
-            src = row.get("source") or {}
-            row["__group"] = src.get("group") or row.get("id") or ""
-            if kind == "prompt":
-                row["prompt"] = row["prompt"] if found == "preference" else _without_last_answer(row["messages"])
-        out[split] = [{c: r[c] for c in [*COLUMNS[kind], "__group"]} for r in rows]
+        ids = table.column("id") if "id" in table.column_names else pa.array([f"{split}:{i}" for i in range(len(table))])
+        group = pc.coalesce(pc.struct_field(table.column("source"), "group"), ids) if "source" in table.column_names else ids
+        wanted = COLUMNS["sft"] if kind == "prompt" and found == "sft" else COLUMNS[kind]
+        ds = Dataset(table.select(wanted).append_column("__group", pc.cast(group, pa.string())))
+        if kind == "prompt" and found == "sft":
+            ds = ds.map(lambda row: {"prompt": _without_last_answer(row["messages"])}, remove_columns=["messages"])
+        out[split] = ds
     return out
 
 
@@ -112,14 +117,21 @@ def _in_validation(group: str, val_size: float, seed: int) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < val_size
 
 
-def _weighted(rows: list[dict[str, Any]], weight: float, rng: random.Random) -> list[dict[str, Any]]:
+def _weighted_indices(n: int, weight: float, rng: random.Random) -> list[int]:
     whole, frac = int(weight), weight - int(weight)
-    return rows * whole + rng.sample(rows, round(len(rows) * frac))
+    return list(range(n)) * whole + sorted(rng.sample(range(n), round(n * frac)))
+
+
+def _hold_out(ds, val_size: float, seed: int):
+    """Split by a hash of the group: the same entity / paper / conversation never straddles the split."""
+    held = [i for i, g in enumerate(ds["__group"]) if _in_validation(g, val_size, seed)]
+    held_set = set(held)
+    return ds.select([i for i in range(len(ds)) if i not in held_set]), ds.select(held)
 
 
 def load_training_data(specs: list[DataSpec], kind: str, val_size: float = 0.0, seed: int = 42) -> TrainingData:
     """All sources of one kind -> shuffled train (weights applied) + validation datasets."""
-    from datasets import Dataset
+    from datasets import Dataset, concatenate_datasets
 
     if not specs:
         raise MedmillError("no --data given: pass one or more dataset dirs or files (DIR[=weight])")
@@ -127,36 +139,42 @@ def load_training_data(specs: list[DataSpec], kind: str, val_size: float = 0.0, 
         raise MedmillError("--val-size must be in [0, 1)")
     rng = random.Random(seed)
     data = TrainingData(train=None, validation=None)
-    train: list[dict[str, Any]] = []
-    validation: list[dict[str, Any]] = []
+    train, validation = [], []
     for spec in specs:
         stats = SourceStats(str(spec.path), kind)
         if is_dataset_dir(spec.path):
-            splits = _rows_of_dir(spec.path, kind)
+            splits = _datasets_of_dir(spec.path, kind)
             stats.kind = f"dir:{dir_kind(spec.path)}"
         elif spec.path.is_file():
-            splits = {"train": _rows_of_file(spec.path, kind, stats, data)}
+            rows = _rows_of_file(spec.path, kind, stats, data)
+            splits = {"train": Dataset.from_list(rows)} if rows else {}
             stats.kind = "file"
         else:
             raise MedmillError(f"--data {spec.path}: no such dataset dir or file")
-        rows = splits.get("train", [])
-        held = splits.get("validation", [])
-        if not held and val_size > 0:
-            held = [r for r in rows if _in_validation(r["__group"], val_size, seed)]
-            rows = [r for r in rows if not _in_validation(r["__group"], val_size, seed)]
         stats.rows = sum(len(v) for v in splits.values())
-        picked = _weighted(rows, spec.weight, rng)
-        stats.train, stats.validation = len(picked), len(held)
-        train += picked
-        validation += held
+        rows_train, held = splits.get("train"), splits.get("validation")
+        if rows_train is not None and held is None and val_size > 0:
+            rows_train, held = _hold_out(rows_train, val_size, seed)
+        if rows_train is not None and len(rows_train):
+            picked = rows_train.select(_weighted_indices(len(rows_train), spec.weight, rng))
+            stats.train = len(picked)
+            train.append(picked)
+        if held is not None and len(held):
+            stats.validation = len(held)
+            validation.append(held)
         data.sources.append(stats)
     if not train:
         raise MedmillError("the --data sources hold no usable training rows" + _problem_hint(data))
-    rng.shuffle(train)
-    columns = COLUMNS[kind]
-    data.train = Dataset.from_list([{c: r[c] for c in columns} for r in train])
-    data.validation = Dataset.from_list([{c: r[c] for c in columns} for r in validation]) if validation else None
+    data.train = _combine(concatenate_datasets, train, kind).shuffle(seed=seed).flatten_indices()
+    data.validation = _combine(concatenate_datasets, validation, kind) if validation else None
     return data
+
+
+def _combine(concatenate, parts: list, kind: str):
+    """One dataset of the stage's columns; file-made parts are cast to the dir-made schema."""
+    parts = [p.select_columns(COLUMNS[kind]) for p in parts]
+    target = parts[0].features
+    return concatenate([p if p.features == target else p.cast(target) for p in parts])
 
 
 def _problem_hint(data: TrainingData) -> str:

@@ -23,7 +23,7 @@ def run_dpo(opts: TrainOptions, config, data) -> StageResult:
         ids, mask = prompt_and_answer(tokenizer, row["prompt"], row["chosen"])
         show_example(tokenizer, ids, mask, "dpo pair 1, chosen")
         show_lengths(report, "dpo token lengths (longer side of each pair)")
-    model = wrap_lora(load_causal_lm(opts.model, opts, tokenizer, added), opts, "CAUSAL_LM")
+    model = wrap_lora(load_causal_lm(opts.model, opts, tokenizer, added), opts, "CAUSAL_LM", new_tokens=added > 0)
     ref = None
     if opts.ref_model and not (opts.lora or opts.qlora):
         ref = load_causal_lm(opts.ref_model, opts, tokenizer, added)

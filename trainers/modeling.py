@@ -113,8 +113,9 @@ def qlora_config(opts: TrainOptions):
     )
 
 
-def lora_config(opts: TrainOptions, task_type: str):
-    """peft LoraConfig, or None without --lora/--qlora. A reward head is trained fully (modules_to_save)."""
+def lora_config(opts: TrainOptions, task_type: str, new_tokens: bool = False):
+    """peft LoraConfig, or None without --lora/--qlora. A reward head is trained fully (modules_to_save),
+    and so are the embeddings when a template added tokens (their fresh rows must be learnt and saved)."""
     if not (opts.lora or opts.qlora):
         return None
     from peft import LoraConfig
@@ -126,12 +127,20 @@ def lora_config(opts: TrainOptions, task_type: str):
         lora_dropout=opts.lora_dropout,
         target_modules=target,
         task_type=task_type,
-        modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
+        modules_to_save=_fully_trained(task_type, new_tokens) or None,
+        ensure_weight_tying=new_tokens,  # tied input/output embeddings stay one matrix in the adapter
     )
 
 
-def wrap_lora(model, opts: TrainOptions, task_type: str):
-    config = lora_config(opts, task_type)
+def _fully_trained(task_type: str, new_tokens: bool) -> list[str]:
+    heads = ["score"] if task_type == "SEQ_CLS" else []
+    if new_tokens:
+        heads += ["embed_tokens"] + (["lm_head"] if task_type == "CAUSAL_LM" else [])
+    return heads
+
+
+def wrap_lora(model, opts: TrainOptions, task_type: str, new_tokens: bool = False):
+    config = lora_config(opts, task_type, new_tokens)
     if config is None:
         return model
     from peft import get_peft_model, prepare_model_for_kbit_training

@@ -160,7 +160,8 @@ class PPORunner:
             base = load_causal_lm(self.opts.model, self.opts, self.tokenizer, added)
             return PeftModel.from_pretrained(base, self.resume, is_trainable=True).to(self.device)
         path = self.resume or self.opts.model
-        return wrap_lora(load_causal_lm(path, self.opts, self.tokenizer, added), self.opts, "CAUSAL_LM").to(self.device)
+        policy = load_causal_lm(path, self.opts, self.tokenizer, added)
+        return wrap_lora(policy, self.opts, "CAUSAL_LM", new_tokens=added > 0).to(self.device)
 
     def _load_reward_model(self):
         if not self.opts.reward_model:
@@ -189,7 +190,7 @@ class PPORunner:
         critic = load_scorer(str(ckpt) if ckpt else source, self.opts, self.tokenizer, added)
         if ckpt is not None:
             return critic.to(self.device)
-        return wrap_lora(critic, self.opts, "SEQ_CLS").to(self.device)
+        return wrap_lora(critic, self.opts, "SEQ_CLS", new_tokens=added > 0).to(self.device)
 
     # -- one PPO step ----------------------------------------------------------------------------
     def _batch_prompts(self):

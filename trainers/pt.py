@@ -50,7 +50,7 @@ def run_pt(opts: TrainOptions, config, data) -> StageResult:
         ids = train[0]["input_ids"]
         show_example(tokenizer, ids, [True] * len(ids), f"pt block 1 of {len(train)} ({tail} tail tokens dropped)")
         show_lengths(report, "pt document token lengths (documents longer than a block span blocks)")
-    model = wrap_lora(load_causal_lm(opts.model, opts, tokenizer, added), opts, "CAUSAL_LM")
+    model = wrap_lora(load_causal_lm(opts.model, opts, tokenizer, added), opts, "CAUSAL_LM", new_tokens=added > 0)
     trainer = Trainer(
         model=model,
         args=config,

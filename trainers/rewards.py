@@ -5,6 +5,9 @@
   length:N=w      -|tokens - N| / N: prefer answers near N tokens
   safety:FILE=w   1 when the response contains a term of the lexicon FILE (one term a line); use a
                   negative weight to penalise unsafe advice
+
+PPO whitens advantages, so a weight matters only relative to the other rewards and to the KL
+penalty: raise it when the KL term drowns the rule out.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def run_trl_rl(opts: TrainOptions, config, data) -> StageResult:
         ids = tokenizer.apply_chat_template(data.train[0]["prompt"], tokenize=True, return_dict=True, add_generation_prompt=True)["input_ids"]
         show_example(tokenizer, ids, [False] * len(ids), f"{opts.algo} prompt 1 (completions are sampled)")
         show_lengths(report, f"{opts.algo} prompt token lengths")
-    model = wrap_lora(load_causal_lm(opts.model, opts, tokenizer, added), opts, "CAUSAL_LM")
+    model = wrap_lora(load_causal_lm(opts.model, opts, tokenizer, added), opts, "CAUSAL_LM", new_tokens=added > 0)
     cls = GRPOTrainer if opts.algo == "grpo" else RLOOTrainer
     trainer = cls(model=model, reward_funcs=funcs, args=config, train_dataset=data.train, eval_dataset=data.validation, processing_class=tokenizer)
     resumed, metrics = fit(trainer, opts, tokenizer)

@@ -23,7 +23,7 @@ def run_rm(opts: TrainOptions, config, data) -> StageResult:
             ids = tokenizer.apply_chat_template(row["prompt"] + row[side], tokenize=True, return_dict=True)["input_ids"]
             show_example(tokenizer, ids, [True] * len(ids), f"rm pair 1, {side} (scored at its last token)")
         show_lengths(report, "rm token lengths (longer side of each pair)")
-    model = wrap_lora(load_scorer(opts.model, opts, tokenizer, added), opts, "SEQ_CLS")
+    model = wrap_lora(load_scorer(opts.model, opts, tokenizer, added), opts, "SEQ_CLS", new_tokens=added > 0)
     trainer = RewardTrainer(model=model, args=config, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)
     resumed, metrics = fit(trainer, opts, tokenizer)
     return StageResult("rm", opts.out, trainer.state.global_step, resumed, metrics, report, history(trainer, ("loss", "accuracy", "eval_accuracy", "margin")))

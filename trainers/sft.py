@@ -59,7 +59,7 @@ def run_sft(opts: TrainOptions, config, data) -> StageResult:
         show_example(tokenizer, train.example_ids, train.example_mask, "sft example")
         show_lengths(train.report, "sft token lengths (train)")
     check_eos(tokenizer, train.example_ids, train.example_mask)
-    model = wrap_lora(load_causal_lm(opts.model, opts, tokenizer, added), opts, "CAUSAL_LM")
+    model = wrap_lora(load_causal_lm(opts.model, opts, tokenizer, added), opts, "CAUSAL_LM", new_tokens=added > 0)
     # The dataset is tokenized already with `assistant_masks`, which trl folds into the labels itself.
     config.assistant_only_loss = False
     trainer = SFTTrainer(

@@ -19,36 +19,32 @@ class Tokenized:
 
 def tokenize_conversations(dataset, tokenizer, max_length: int | None, assistant_only: bool, drop_long: bool) -> Tokenized:
     """messages -> input_ids (+ assistant_masks). Rows whose answer would be cut away entirely are dropped
-    (they add no loss); with `drop_long` every over-long row is dropped so no answer loses its EOS."""
+    (they add no loss); with `drop_long` every over-long row is dropped so no answer loses its EOS.
+    Only per-row counts leave the (disk-backed) dataset, so large sets do not fill memory."""
+    limit = max_length or 10**12
 
     def render(example):
         out = tokenizer.apply_chat_template(
             example["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
         )
         mask = out["assistant_masks"]
-        return {"input_ids": out["input_ids"], "assistant_masks": mask, "n_tokens": len(out["input_ids"])}
+        n = len(out["input_ids"])
+        trained_left = any(mask[:limit]) if assistant_only else True
+        over = n > limit
+        keep = not (over and (drop_long or not trained_left)) and (any(mask) or not assistant_only)
+        return {"input_ids": out["input_ids"], "assistant_masks": mask, "n_tokens": n, "keep": keep}
 
     rendered = dataset.map(render, remove_columns=dataset.column_names, desc="rendering chat template")
-    lengths = rendered["n_tokens"]
-    masks = rendered["assistant_masks"]
-    limit = max_length or max(lengths)
-    keep, truncated, dropped = [], 0, 0
-    for i, (n, mask) in enumerate(zip(lengths, masks, strict=True)):
-        trained_left = any(mask[:limit]) if assistant_only else True
-        if n > limit and (drop_long or not trained_left):
-            dropped += 1
-        elif not any(mask) and assistant_only:
-            dropped += 1  # a template without generation markers would give no loss at all
-        else:
-            truncated += n > limit
-            keep.append(i)
-    kept = rendered.select(keep).remove_columns(["n_tokens"])
+    lengths, keep = rendered["n_tokens"], rendered["keep"]
+    kept_idx = [i for i, k in enumerate(keep) if k]
+    truncated = sum(1 for i in kept_idx if lengths[i] > limit)
+    kept = rendered.select(kept_idx).remove_columns(["n_tokens", "keep"])
     if not assistant_only:
         kept = kept.remove_columns(["assistant_masks"])
-    first = rendered[keep[0]] if keep else rendered[0]
+    first = rendered[kept_idx[0]] if kept_idx else rendered[0]
     ids = first["input_ids"][:limit]
     mask = [bool(m) for m in first["assistant_masks"][:limit]] if assistant_only else [True] * len(ids)
-    return Tokenized(kept, length_report(lengths, max_length, truncated, dropped), ids, mask)
+    return Tokenized(kept, length_report(lengths, max_length, truncated, len(keep) - len(kept_idx)), ids, mask)
 
 
 def pair_lengths(dataset, tokenizer) -> list[int]:

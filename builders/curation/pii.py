@@ -125,10 +125,16 @@ DETECTORS: list[Detector] = [
         ),
         group="num",
     ),
-    Detector(
+    Detector(  # section numbers (3.1.1.2) look like IPs: bare ones need two multi-digit parts
         "IP",
         re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.]|\.\d)"),
+        lambda s: _ipv4_ok(s) and sum(len(p) > 1 for p in s.split(".")) >= 2,
+    ),
+    Detector(
+        "IP",
+        re.compile(r"(?:ip|IP|地址|服务器|主机|host)[^0-9A-Za-z]{0,4}(?P<num>\d{1,3}(?:\.\d{1,3}){3})(?![\d.]|\.\d)"),
         _ipv4_ok,
+        group="num",
     ),
 ]
 DETECTOR_NAMES = list(dict.fromkeys(d.name for d in DETECTORS))

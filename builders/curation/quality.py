@@ -149,9 +149,8 @@ def _split(record: Record) -> tuple[list[str], list[str]]:
             m.content for m in record.messages if m.role == "assistant"
         ]
     assert isinstance(record, PreferenceRecord)
-    return [m.content for m in record.prompt if m.role == "user"], [
-        m.content for side in (record.chosen, record.rejected) for m in side
-    ]
+    # the rejected side is worse on purpose (truncated, unsafe, wrong): only prompt and chosen are judged
+    return [m.content for m in record.prompt if m.role == "user"], [m.content for m in record.chosen]
 
 
 def _last_pair(record: Record) -> tuple[str, list[str]] | None:
@@ -161,7 +160,7 @@ def _last_pair(record: Record) -> tuple[str, list[str]] | None:
         return users[-1], answers[-1:]
     if isinstance(record, PreferenceRecord):
         users = [m.content for m in record.prompt if m.role == "user"]
-        return users[-1], ["".join(m.content for m in side) for side in (record.chosen, record.rejected)]
+        return users[-1], ["".join(m.content for m in record.chosen)]
     return None
 
 

@@ -20,7 +20,13 @@ from medmill.builders.curation.pii import PIIScanner
 from medmill.builders.curation.quality import QualityConfig, QualityRules
 from medmill.builders.curation.safety import SafetyMatcher, default_lexicon, load_lexicon
 from medmill.builders.curation.settings import PII_TYPES, CurationSettings
-from medmill.builders.curation.text import all_texts, check_fields, record_text, rewrite, with_meta
+from medmill.builders.curation.text import (
+    check_fields,
+    judged_texts,
+    record_text,
+    rewrite,
+    with_meta,
+)
 from medmill.builders.pipeline import Step, StepResult
 from medmill.schemas import Record, RejectRow
 
@@ -113,7 +119,7 @@ def safety_step(settings: CurationSettings) -> Step:
         kept, rejects, counters = [], [], Counter()
         for r in records:
             hits: dict[str, set[str]] = {}
-            for _role, text in all_texts(r):
+            for _role, text in judged_texts(r):
                 for h in matcher.scan(text):
                     hits.setdefault(h.category, set()).add(h.term)
             if not hits:
@@ -172,7 +178,7 @@ def dedup_config(settings: CurationSettings) -> DedupConfig:
 
 def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record], str] | None = None) -> Step:
     """Exact + near-duplicate removal; with `settings.dedup_index`, against earlier runs too (this
-    build's kept records are then added to the index)."""
+    build's kept records are added to the index after the dataset is written)."""
     fields = check_fields(kind, settings.dedup_fields)
     config = dedup_config(settings)
     origin_of = origin or (lambda r: r.source.builder)
@@ -183,9 +189,12 @@ def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record],
 
         index = DedupIndex.open(settings.dedup_index, config) if settings.dedup_index else None
         out = dedup_records(records, fields, config, origin_of, index)
+        result = StepResult(out.kept, out.rejects, out.counters, out.stats)
         if index is not None:
-            out.add_to(index)
-        return StepResult(out.kept, out.rejects, out.counters, out.stats)
+            # only once the dataset is written: a failed build must not leave its records in the
+            # index, or its re-run would find every record "already published"
+            result.on_commit.append(lambda: out.add_to(index))
+        return result
 
     return Step("dedup", run)
 

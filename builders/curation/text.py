@@ -1,28 +1,12 @@
-"""Text helpers shared by the curation stages: normal forms, which text of a record is compared, and
+"""Text helpers shared by the curation stages: CJK test, which text of a record is compared, and
 rewriting a record's texts (redaction, boilerplate stripping) while keeping its id a content hash."""
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Callable
 
 from medmill.schemas import Message, PreferenceRecord, PretrainRecord, Record, SFTRecord
 from medmill.schemas.errors import MedmillError
-
-# CJK punctuation NFKC leaves alone, mapped to the ASCII mark it stands for
-_PUNCT_WIDTH = str.maketrans(
-    {"。": ".", "、": ",", "「": '"', "」": '"', "『": '"', "』": '"', "〈": "<", "〉": ">", "《": "<", "》": ">",
-     "【": "[", "】": "]", "〔": "(", "〕": ")", "～": "~", "—": "-", "–": "-", "‘": "'", "’": "'", "“": '"', "”": '"',
-     "…": "...", "·": "."}
-)
-_SPACE = re.compile(r"\s+")
-
-
-def normalise(text: str) -> str:
-    """NFKC, one punctuation width, lower case, runs of whitespace as one space: the exact-dedup form."""
-    text = unicodedata.normalize("NFKC", text).translate(_PUNCT_WIDTH).lower()
-    return _SPACE.sub(" ", text).strip()
 
 
 def is_cjk(ch: str) -> bool:
@@ -87,6 +71,14 @@ def all_texts(record: Record) -> list[tuple[str, str]]:
     return [(m.role, m.content) for side in (record.prompt, record.chosen, record.rejected) for m in side]
 
 
+def judged_texts(record: Record) -> list[tuple[str, str]]:
+    """What safety rules judge: everything a model should learn from. A preference pair's rejected
+    answer is worse on purpose (an inserted 不用就医 is the point), so it is left out."""
+    if isinstance(record, PreferenceRecord):
+        return [(m.role, m.content) for side in (record.prompt, record.chosen) for m in side]
+    return all_texts(record)
+
+
 # --- rewriting a record ---------------------------------------------------------------------------
 
 TextFn = Callable[[str, str], str]  # (role, text) -> new text
@@ -127,7 +119,3 @@ def rewrite(record: Record, fn: TextFn) -> Record:
 def with_meta(record: Record, **items: object) -> Record:
     """A copy of `record` with `meta` extended (meta does not enter the id)."""
     return record.model_copy(update={"meta": {**record.meta, **items}})
-
-
-def record_kind(record: Record) -> str:
-    return record.kind
