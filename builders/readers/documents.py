@@ -15,12 +15,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medmill.builders.readers.textio import DecodedText, detect_encoding, iter_json_items, sniff_json_layout
+from medmill.builders.readers.textio import (
+    DecodedText,
+    JsonItem,
+    detect_encoding,
+    iter_json_items,
+    sniff_json_layout,
+)
 from medmill.schemas import RejectRow, Source
 from medmill.schemas.errors import MedmillError
 
 DEFAULT_INCLUDE = ("*.txt", "*.md", "*.markdown", "*.json", "*.jsonl", "*.pdf", "*.docx")
-TEXT_FIELDS = ("text", "content", "正文", "内容", "document", "passage")
+TEXT_FIELDS = ("text", "content", "正文", "内容", "document", "passage", "指南")
 _JSON_EXTENSIONS = {".json", ".jsonl", ".ndjson"}
 
 
@@ -121,7 +127,23 @@ def load_documents(
     return out
 
 
+def not_text_problem(data: bytes) -> str | None:
+    """Why bytes are no utf-8/gb18030 text although they might decode (UTF-16, binary), else None.
+
+    UTF-16 without a BOM decodes as gb18030 mojibake; NUL bytes never occur in utf-8 or gb18030 text.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text (byte order mark); convert the file to UTF-8"
+    if b"\x00" in data[:65536]:
+        return "holds NUL bytes: UTF-16 text without a byte order mark, or a binary file; convert it to UTF-8"
+    return None
+
+
 def _load_text(path: Path, name: str, data: bytes, text_field: str | None, out: LoadedDocuments) -> None:
+    problem = not_text_problem(data)
+    if problem is not None:
+        out.rejects.append(_reject("undecodable", f"{name}: {problem}", name))
+        return
     try:
         encoding = detect_encoding(data)
     except MedmillError as e:
@@ -153,7 +175,7 @@ def _looks_like_json(path: Path, text: str) -> bool:
 def _load_json(decoded: DecodedText, name: str, text_field: str | None, out: LoadedDocuments) -> None:
     fields = (text_field,) if text_field else TEXT_FIELDS
     try:
-        items = list(iter_json_items(decoded))
+        items = unwrap_keyed_object(list(iter_json_items(decoded)))
     except MedmillError as e:
         out.rejects.append(_reject("not_json", str(e), name))
         return
@@ -201,6 +223,18 @@ def _load_json(decoded: DecodedText, name: str, text_field: str | None, out: Loa
                 line=item.line,
             )
         )
+
+
+def unwrap_keyed_object(items: list[JsonItem]) -> list[tuple[str, JsonItem]]:
+    """(key, item) pairs; the key is the item's index, or its key in a keyed collection.
+
+    A single JSON object whose keys are all indices and whose values are all objects or strings
+    (MedicalGPT-zh book_based_qa.json: {"27": {"指南": ...}, ...}) is a collection: its values are the items."""
+    if len(items) == 1 and not items[0].error and isinstance(items[0].value, dict) and items[0].value:
+        obj: dict = items[0].value
+        if all(k.strip().isdigit() for k in obj) and all(isinstance(v, (dict, str)) for v in obj.values()):
+            return [(k.strip(), JsonItem(line=items[0].line, value=v)) for k, v in obj.items()]
+    return [(str(i), item) for i, item in enumerate(items)]
 
 
 def _load_pdf(path: Path, name: str, out: LoadedDocuments) -> None:
