@@ -50,7 +50,11 @@ def run_book_qa(cfg: BookQABuild, command: str = "medmill build-book-qa") -> Man
     prepared = prepare_chunks(cfg.inputs, cfg.include, cfg.exclude, cfg.text_field, cfg.clean, cfg.chunking)
     chunks = prepared.chunks[: cfg.limit_chunks] if cfg.limit_chunks else prepared.chunks
     if not chunks:
-        raise MedmillError(f"no text chunks in the inputs ({len(prepared.rejects)} input item(s) rejected)")
+        raise MedmillError(
+            f"no text chunks in the inputs ({len(prepared.rejects)} input item(s) rejected"
+            + "".join(f"; {r.message}" for r in prepared.rejects[:3])
+            + ")"
+        )
     t1 = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
     with LLMEngine(cfg.llm, cfg.out) as engine:

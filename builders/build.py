@@ -12,6 +12,7 @@ from medmill.builders.manifest import Manifest
 from medmill.builders.pipeline import LocalExecutor, Step
 from medmill.builders.writer import BuildInfo, write_dataset_dir
 from medmill.schemas import Record, RejectRow
+from medmill.schemas.errors import MedmillError
 
 
 def finish_build(
@@ -22,11 +23,13 @@ def finish_build(
     steps: Sequence[Step] = (),
     *,
     started: float | None = None,
+    allow_empty: bool = False,
 ) -> Manifest:
     """Run curation `steps` over `records`, record what they did, and write the dataset dir.
 
     `started` (a `time.perf_counter()` value taken when the build began) sets `timings["total"]`
-    to the time from then until the write starts, curation included."""
+    to the time from then until the write starts, curation included. A build that keeps no record
+    is written (so its rejects can be read) and then raises MedmillError unless `allow_empty`."""
     t0 = time.perf_counter()
     result = LocalExecutor().run(list(records), list(steps))
     all_rejects = list(rejects) + result.rejects
@@ -45,4 +48,9 @@ def finish_build(
     info.timings["write"] = time.perf_counter() - t1
     for commit in result.on_commit:
         commit()
+    if manifest.records_total == 0 and not allow_empty:
+        # the dir is written (its rejects say why), but a build that kept nothing must not look like success
+        top = sorted(manifest.rejects_by_reason.items(), key=lambda kv: -kv[1])[:3]
+        why = ", ".join(f"{k} {v}" for k, v in top) or "no input records"
+        raise MedmillError(f"no records survived the build ({why}); see {Path(out_dir) / 'rejects.jsonl'}")
     return manifest

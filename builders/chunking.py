@@ -39,9 +39,12 @@ class ChunkSettings(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> ChunkSettings:
         if self.chunk_overlap >= self.chunk_size:
-            raise ValueError("chunk_overlap must be smaller than chunk_size")
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size}); "
+                "lower --chunk-overlap"
+            )
         if self.unit == "tokens" and self.tokenizer is None:
-            raise ValueError("unit=tokens needs a tokenizer directory")
+            raise ValueError("--chunk-unit tokens needs a local tokenizer directory (--tokenizer DIR)")
         return self
 
 
@@ -141,11 +144,14 @@ class Chunker:
             splitter = self._splitter(max(1, self.settings.chunk_size - heading_len - 2))
         out = []
         cursor = body_start
+        previous = body_start - 1
         for piece in splitter.split_text(text[body_start : section.end]):
-            found = text.find(piece, max(body_start, cursor - len(piece)), section.end)
+            # pieces start strictly after the previous one: a repeated sentence must not map to its earlier copy
+            found = text.find(piece, max(body_start, cursor - len(piece), previous + 1), section.end)
             offset = found if found >= 0 else cursor
             out.append((offset, piece, list(section.headings)))
             cursor = offset + len(piece)
+            previous = offset
         if out and heading_len:
             offset, piece, heads = out[0]
             out[0] = (section.start, text[section.start : offset + len(piece)], heads)

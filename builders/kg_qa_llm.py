@@ -287,13 +287,20 @@ class KGQALLMBuild(BaseModel):
     curation: Any = None  # CurationSettings (None: curation defaults)
 
 
+def _sqlite_siblings(path: Path) -> list[Path]:
+    """The files sqlite keeps beside a database in WAL mode."""
+    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+
+
 def run_kg_qa_llm(cfg: KGQALLMBuild, *, command: str) -> tuple[Manifest, dict[str, Any]]:
     """Read the KG, generate (LLM share + template share), curate, write `cfg.out`.
 
     Re-running the same command (e.g. after a kill) replays finished LLM calls from the request cache
     and ends with the same dataset."""
     t0 = time.perf_counter()
-    read = read_kg(cfg.inputs)
+    # the output dir (and a --cache file) may sit inside an input folder: a re-run must not read them
+    own = [cfg.out] + ([cfg.llm.cache, *_sqlite_siblings(cfg.llm.cache)] if cfg.llm.cache else [])
+    read = read_kg(cfg.inputs, exclude=own)
     template_part, llm_part = split_by_mix(read.entities, cfg.mix, cfg.seed)
     records: list[SFTRecord] = []
     rejects = list(read.rejects)
@@ -321,10 +328,15 @@ def run_kg_qa_llm(cfg: KGQALLMBuild, *, command: str) -> tuple[Manifest, dict[st
                                  source=entity_source(entity, BUILDER, BUILDER_VERSION)))
     counters["entities_llm"] = len(usable)
     t1 = time.perf_counter()
-    with LLMEngine(cfg.llm, cfg.out) as engine:
-        results = engine.run(build_requests(usable, prompt, cfg.qa), desc="scenario QA")
-        built = build_llm_records(usable, results, prompt, cfg.qa, cfg.llm.model)
-        llm_info, usage = engine.describe(), engine.usage
+    built = LLMQAResult([])
+    llm_info: dict[str, Any] = {}
+    usage: dict[str, Any] = {"calls_sent": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                             "retries": 0, "reasks": 0}
+    if usable:  # `--mix template=1` (or a share with no usable entity) needs no LLM, model or endpoint
+        with LLMEngine(cfg.llm, cfg.out) as engine:
+            results = engine.run(build_requests(usable, prompt, cfg.qa), desc="scenario QA")
+            built = build_llm_records(usable, results, prompt, cfg.qa, cfg.llm.model)
+            llm_info, usage = engine.describe(), engine.usage
     t2 = time.perf_counter()
     records += built.records
     rejects += built.rejects

@@ -40,6 +40,10 @@ _ROLES = {
     "user": "user",
     "doctor": "assistant",
     "医生": "assistant",
+    "医师": "assistant",
+    "大夫": "assistant",
+    "用户": "user",
+    "助手": "assistant",
     "assistant": "assistant",
 }
 

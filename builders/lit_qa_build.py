@@ -45,7 +45,9 @@ def run_lit_qa(cfg: LitQABuild, command: str = "medmill build-lit-qa") -> Manife
     papers = read.records[: cfg.limit] if cfg.limit else read.records
     if not papers:
         raise MedmillError(
-            f"no usable literature record in the inputs ({len(read.rejects)} rejected while reading)"
+            f"no usable literature record in the inputs ({len(read.rejects)} rejected while reading"
+            + "".join(f"; {r.source.file}:{r.source.line or '-'} {r.message}" for r in read.rejects[:3])
+            + ")"
         )
     t1 = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)

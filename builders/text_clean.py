@@ -23,6 +23,7 @@ _TERMINAL = set("。！？；：…”’」』）)】.!?;:》>|")
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
 _FULLWIDTH_SPACE_BETWEEN_CJK = re.compile(f"(?<=[{CJK}，。；：、！？])\u3000+(?=[{CJK}])")
 _SPACES = re.compile("[ \t\u3000\xa0]+")
+_HAS_CJK = re.compile(f"[{CJK}]")
 
 _PAGE_NUMBER = re.compile(
     r"^(?:[-—–·]\s*)?\d{1,4}(?:\s*[-—–·])?$|^第\s*\d+\s*页(?:\s*[/，,]?\s*共\s*\d+\s*页)?$"
@@ -85,7 +86,22 @@ def _normalise_chars(text: str, counts: Counter) -> str:
     counts["zero_width_chars"] += len(_ZERO_WIDTH.findall(text))
     text = _ZERO_WIDTH.sub("", text)
     text = _FULLWIDTH_SPACE_BETWEEN_CJK.sub("", text)
-    return "\n".join(_SPACES.sub(" ", line).strip(" ") for line in text.split("\n"))
+    return "\n".join(_despace_cjk(_SPACES.sub(" ", line).strip(" "), counts) for line in text.split("\n"))
+
+
+_CJK_PAIR = re.compile(f"(?<=[{CJK}，。；：、！？（）])( ?)(?=[{CJK}，。；：、！？（）])")
+_CJK_SPACE = re.compile(f"(?<=[{CJK}，。；：、！？（）]) (?=[{CJK}，。；：、！？（）])")
+
+
+def _despace_cjk(line: str, counts: Counter) -> str:
+    """Undo PDF extraction that puts a space between every Chinese character ("高 血 压 是 …"): when most
+    neighbouring CJK characters of a line are space-separated, the spaces go; normal lines are left alone."""
+    pairs = _CJK_PAIR.findall(line)
+    spaced = sum(1 for p in pairs if p)
+    if len(pairs) < 4 or spaced * 2 < len(pairs):
+        return line
+    counts["cjk_spaces_removed"] += spaced
+    return _CJK_SPACE.sub("", line)
 
 
 def _margin_key(line: str) -> str:
@@ -127,9 +143,12 @@ def _margins(page: str) -> list[str]:
 
 
 def _drop_page_lines(lines: list[str], counts: Counter) -> list[str]:
-    """Drop bare page numbers, page-number+running-header lines and chapter titles seen before (running
-    headers without a page number); join a lone '3.1' to its title."""
-    chapters: set[str] = set()
+    """Drop bare page numbers, page-number+running-header lines and repeats of the chapter title in effect
+    (running headers without a page number); join a lone '3.1' to its title.
+
+    Only the current chapter's title counts as a running header: a table of contents lists every chapter
+    before the text, and the real chapter headings after it must stay."""
+    current: str | None = None
     out: list[str] = []
     i = 0
     while i < len(lines):
@@ -155,12 +174,12 @@ def _drop_page_lines(lines: list[str], counts: Counter) -> list[str]:
             i += 1
             continue
         chapter = _CHAPTER.match(line)
-        if _RUNNING_HEADER.match(line) or (chapter and line in chapters):
+        if _RUNNING_HEADER.match(line) or (chapter and line == current):
             counts["running_headers"] += 1
             i += 1
             continue
         if chapter:
-            chapters.add(line)
+            current = line
         out.append(line)
         i += 1
     return out
@@ -210,6 +229,8 @@ def _join_broken_lines(lines: list[str], min_length: int, counts: Counter) -> li
         if out and line and _continues(out[-1], line, min_length):
             prev = out[-1]
             sep = " " if re.match(r"[A-Za-z0-9]", prev[-1]) and re.match(r"[A-Za-z0-9]", line[0]) else ""
+            if sep and prev[-1].isdigit() and line[0].isdigit() and _HAS_CJK.search(prev):
+                sep = ""  # Chinese typesetting wraps inside numbers: "6\n5℃" is 65℃, not "6 5℃"
             out[-1] = prev + sep + line
             counts["lines_joined"] += 1
         else:
@@ -226,4 +247,6 @@ def _continues(prev: str, line: str, min_length: int) -> bool:
         rf"^(?:\d{{1,3}}[.、．）)]|[（(][{_CN_NUM}\d]{{1,3}}[）)]|[{_CN_NUM}]{{1,3}}、|[-*•·])", line
     ):
         return False  # a list item starts a new line on purpose
+    if re.match(r"[，。、；：！？）》」』”’,;:!?)]|的(?!确)", line):
+        return True  # no paragraph starts with a comma or 的: the line before was cut mid-sentence
     return prev[-1] in "，、" or len(prev) >= min_length

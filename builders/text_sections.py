@@ -20,6 +20,7 @@ _PATTERNS: list[tuple[re.Pattern[str], int]] = [
 _MARKDOWN = re.compile(r"^(#{1,6})\s+(\S.*?)\s*#*$")
 _NUMBERED = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){0,4})(?:\s+|(?=[^\d.\s]))([^\d.\s].*)$")
 _SENTENCE_PUNCT = re.compile(r"[。；！？，]")
+_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,12 @@ def split_sections(text: str) -> list[Section]:
     start = 0
     offset = 0
     rank: int | None = None
+    fence: str | None = None  # the marker of the Markdown code block we are in (``` or ~~~)
     for line in text.split("\n"):
-        heading = detect_heading(line)
+        marker = _FENCE.match(line)
+        if marker and (fence is None or marker.group(1)[0] == fence[0] and len(marker.group(1)) >= len(fence)):
+            fence = marker.group(1) if fence is None else None
+        heading = detect_heading(line) if fence is None and marker is None else None
         if heading is not None:
             if offset > start and text[start:offset].strip():
                 sections.append(Section(start, offset, [h.title for h in stack], rank))

@@ -21,12 +21,15 @@ import pyarrow.parquet as pq
 from medmill.builders.card import render_card
 from medmill.builders.fileinfo import describe_inputs
 from medmill.builders.manifest import InputFile, Manifest, SplitInfo
+from medmill.builders.secrets import redact, redact_text
 from medmill.builders.splits import split_by_group
 from medmill.schemas import KIND_COLUMNS, Record, RejectRow
 from medmill.schemas.errors import MedmillError
 from medmill.version import __version__
 
 DEFAULT_MAX_SHARD_BYTES = 256 * 1024 * 1024
+# files and folders a build writes into its --out dir; anything else there (an LLM cache) is kept
+BUILD_OWNED = ("data", "README.md", "manifest.json", "rejects.jsonl", "plots", "clusters.jsonl")
 
 _MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 _SOURCE = pa.struct(
@@ -127,7 +130,12 @@ def write_dataset_dir(
     if info.kind not in ARROW_SCHEMAS:
         raise MedmillError(f"unknown record kind {info.kind!r}")
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MedmillError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MedmillError(f"--out {out_dir} exists and is not a directory")
     rows = [r if isinstance(r, dict) else r.to_row() for r in records]
     rows, dup_rejects = unique_rows(rows)
     rejects = list(rejects) + dup_rejects
@@ -167,8 +175,8 @@ def write_dataset_dir(
             version=__version__,
             kind=info.kind,
             builder=info.builder,
-            command=info.command,
-            params=info.params,
+            command=redact_text(info.command),
+            params=redact(info.params),
             seed=info.seed,
             inputs=[InputFile(**d) for d in describe_inputs(info.inputs)],
             splits=split_infos,
@@ -178,7 +186,7 @@ def write_dataset_dir(
             counters=dict(sorted(info.counters.items())),
             curation=info.curation,
             prompts=info.prompts,
-            llm=info.llm,
+            llm=redact(info.llm),
             usage=info.usage,
             timings={k: round(v, 3) for k, v in info.timings.items()},
             license=info.license,
@@ -201,10 +209,11 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
 
     manifest.json goes first out and last in, so a dir without it is known to be unfinished.
     """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MedmillError(f"--out {out_dir} exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove(out_dir / "manifest.json")
+    for name in BUILD_OWNED:  # a previous build's reports must not pass for this one's
+        if not (tmp / name).exists():
+            _remove(out_dir / name)
     for child in sorted(tmp.iterdir()):
         if child.name == "manifest.json":
             continue

@@ -7,6 +7,7 @@ import logging
 import sys
 
 import typer
+from rich.markup import escape
 
 from medmill.console import err_console
 from medmill.schemas.errors import MedmillError
@@ -53,11 +54,19 @@ def main() -> None:
     try:
         app()
     except MedmillError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted; re-run the same command to resume")
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as e:
+        if e.code == 130:  # typer turns Ctrl-C into a silent exit 130
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    err_console.print("interrupted; re-run the same command to resume (finished LLM calls are cached)")
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 import yaml
 
@@ -40,14 +39,15 @@ def defaults_for(command: str, data: dict[str, Any], known: set[str]) -> dict[st
     return defaults
 
 
-def _apply_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+def _apply_config(ctx: Any, _param: Any, value: Path | None) -> Path | None:
     if value is None:
         return None
     known = {p.name for p in ctx.command.params if p.name}
     try:
         defaults = defaults_for(ctx.info_name or "", load_yaml(value), known)
     except MedmillError as e:
-        raise click.BadParameter(str(e)) from None
+        # typer vendors its own click: its BadParameter is the one its error handling catches
+        raise typer.BadParameter(str(e)) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 

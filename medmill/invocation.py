@@ -1,5 +1,6 @@
 """The command line a dataset records in its manifest and card: what the user typed, with anything
-secret-looking redacted (URL credentials, values of --*token*/--*secret*/--*password*/--*api-key* flags)."""
+secret-looking redacted (values of --*token*/--*secret*/--*password*/--*api-key* flags, URL
+credentials, `"api_key": "..."` inside JSON arguments)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from medmill.builders.secrets import REDACTED, redact_text
+
 _SECRET_FLAG = re.compile(r"^--?[\w-]*(token|secret|password|passwd|api[-_]?key)(?!-env)[\w-]*$", re.IGNORECASE)
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
-_QUERY_SECRET = re.compile(r"(?P<key>[?&](?:api[-_]?key|key|token|access_token|sig|signature)=)[^&\s]+", re.IGNORECASE)
-REDACTED = "***"
 
 
 def redact_args(args: list[str]) -> list[str]:
@@ -30,9 +30,7 @@ def redact_args(args: list[str]) -> list[str]:
                 out.append(arg)
                 hide_next = True
             continue
-        arg = _URL_USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", arg)
-        arg = _QUERY_SECRET.sub(lambda m: m.group("key") + REDACTED, arg)
-        out.append(arg)
+        out.append(redact_text(arg))
     return out
 
 

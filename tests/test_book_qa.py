@@ -75,6 +75,7 @@ def test_character_bigram_containment_works_for_chinese():
         ("根据上述内容，哪些患者禁用ACEI？", "not_self_contained"),
         ("该指南推荐的降压药有哪些？", "not_self_contained"),
         ("该病的首选治疗药物是什么？", "not_self_contained"),
+        ("此药的常用剂量是多少？", "not_self_contained"),
         ("以下哪项是ACEI的不良反应？", "multiple_choice"),
         ("ACEI", "question_too_short"),
         ("ACEI的不良反应。", "not_a_question"),
@@ -90,6 +91,8 @@ def test_bad_questions(question, reason):
         "65岁以上老年高血压患者的收缩压目标是多少？",  # 以上 as in "65 and over" is fine
         "eGFR＜30ml/(min·1.73m2)的2型糖尿病患者能否使用SGLT2i",  # digits kept, question word, no mark
         "服用ACEI出现干咳时应如何处理？",
+        "轻度高血压应该药物治疗还是先进行生活方式干预？",  # 应该 + 药物 is not 该药
+        "妊娠期高血压伴蛋白尿，因此患者需要住院观察吗？",  # 因此 + 患者 is not 此患者
     ],
 )
 def test_good_questions(question):
@@ -355,12 +358,17 @@ def test_user_errors_are_one_line(tmp_path, server):
         invoke(
             text, "--out", tmp_path / "o", "--llm-model", "x", "--chunk-size", "100", "--chunk-overlap", "100"
         )
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(MedmillError, match=r"no text chunks.*empty\.txt holds no text"):
+        invoke(empty, "--out", tmp_path / "o", "--llm-model", "x", "--llm-base-url", server.base_url)
 
 
 def test_config_file_sets_options(tmp_path, server, examples_dir):
     config = tmp_path / "medmill.yaml"
     config.write_text(
-        "llm_model: fake\nbuild-book-qa:\n  questions_per_chunk: 2\n  chunk_size: 300\n  chunk_overlap: 30\n",
+        "llm_model: fake\nbuild-book-qa:\n  questions_per_chunk: 2\n  chunk_size: 300\n  chunk_overlap: 30\n"
+        "  question_types: [概念, 治疗, 预后]\n",  # a YAML list, not a comma string
         encoding="utf-8",
     )
     out = tmp_path / "qa"
@@ -375,6 +383,7 @@ def test_config_file_sets_options(tmp_path, server, examples_dir):
     )
     params = read_manifest(out)["params"]
     assert params["qa"]["questions_per_chunk"] == 2 and params["chunking"]["chunk_size"] == 300
+    assert params["qa"]["question_types"] == ["概念", "治疗", "预后"]
     assert all(len(r["meta"]["reference"]) >= 1 for r in _records(out))
     questions_bodies = [
         b for b in server.bodies() if "请根据这段资料提出 2 个" in b["messages"][-1]["content"]

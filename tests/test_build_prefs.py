@@ -87,6 +87,34 @@ def test_corrupt_keeps_given_pairs_and_rejects_prompts_without_answers(tmp_path)
     assert reasons == [("corrupt", "invalid_pair", 4), ("corrupt", "no_reference", 3), ("select", "duplicate_prompt", 2)]
 
 
+def test_manifest_records_every_option_as_typed(tmp_path, monkeypatch):
+    import sys
+
+    f = write_jsonl(tmp_path / "p.jsonl", [{"question": "发烧怎么办？", "response_chosen": "多喝水，高热不退请就医。", "response_rejected": "不用管。"}])
+    out = tmp_path / "out"
+    args = ["build-prefs", str(f), "--out", str(out), "--no-dedup", "--val-size", "0", "--seed", "7"]
+    monkeypatch.setattr(sys, "argv", ["medmill", *args])
+    invoke(*args[1:])
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["command"] == "medmill " + " ".join(args)  # --val-size / --seed were once left out
+
+
+def test_card_names_the_license_of_every_input(tmp_path):
+    src = kg_qa_dir(tmp_path)
+    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    manifest["license"] = "cc-by-4.0"  # as `build-kg-qa --license cc-by-4.0` writes it
+    (src / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    f = write_jsonl(tmp_path / "pairs.jsonl", [{"question": "发烧怎么办？", "response_chosen": "多喝水，高热不退请就医。", "response_rejected": "不用管。"}])
+    out = tmp_path / "out"
+    invoke(src, f, "--out", out, "--no-dedup", "--source-license", f"{f}=apache-2.0")
+    card = (out / "README.md").read_text(encoding="utf-8")
+    shard = next(line for line in card.splitlines() if "kg_qa/data/train-" in line)
+    assert shard.endswith("| cc-by-4.0 |")  # from the dir's manifest
+    assert next(line for line in card.splitlines() if "pairs.jsonl" in line and "|" in line).endswith("| apache-2.0 |")
+    with pytest.raises(MedmillError, match="FILE=LICENSE"):
+        invoke(f, "--out", tmp_path / "o2", "--source-license", "apache-2.0")
+
+
 # ---- judge --------------------------------------------------------------------------------------
 
 GOOD = "建议多休息、多喝水，如果症状持续或加重，请及时就医。"
@@ -217,6 +245,9 @@ def test_reference_without_llm_revalidates_given_pairs(samples_dir, tmp_path):
 def test_user_errors_are_one_line(tmp_path):
     with pytest.raises(MedmillError, match="no such file"):
         invoke(tmp_path / "missing.jsonl", "--out", tmp_path / "o")
+    (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
+    with pytest.raises(MedmillError, match="empty.jsonl is empty"):  # was: "no question column in the CSV header []"
+        invoke(tmp_path / "empty.jsonl", "--out", tmp_path / "o")
     f = write_jsonl(tmp_path / "q.jsonl", [{"question": "头痛？", "answer": "休息。"}])
     with pytest.raises(MedmillError, match="judge model"):
         invoke(f, "--out", tmp_path / "o", "--strategy", "judge")

@@ -156,6 +156,8 @@ def test_bad_tokenizer_dir_is_a_one_line_error(tmp_path):
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="chunk_overlap"):
         ChunkSettings(chunk_size=100, chunk_overlap=100)
+    with pytest.raises(ValueError, match=r"chunk_overlap \(200\) must be smaller than chunk_size \(150\)"):
+        ChunkSettings(chunk_size=150)  # only --chunk-size given: the message names the default overlap
     with pytest.raises(ValueError, match="tokenizer"):
         ChunkSettings(unit="tokens")
 
@@ -201,3 +203,22 @@ def test_chunks_cover_every_character_fit_the_size_and_are_substrings(
             covered.update(range(c.offset, c.offset + len(c.text)))
         lost = [i for i, ch in enumerate(text) if not ch.isspace() and i not in covered]
         assert lost == [], f"{path.name}: {len(lost)} characters in no chunk"
+
+
+def test_hash_lines_inside_markdown_code_blocks_are_not_headings():
+    text = "# 肺炎诊疗\n\n## 病原学\n\n```python\n# not a heading\nprint(1)\n```\n\n## 治疗\n\n阿莫西林是首选药物之一。\n"
+    sections = split_sections(text)
+    assert [s.headings for s in sections] == [["肺炎诊疗"], ["肺炎诊疗", "病原学"], ["肺炎诊疗", "治疗"]]
+    assert "# not a heading" in text[sections[1].start : sections[1].end]
+
+
+def test_offsets_of_a_split_section_with_repeated_sentences_point_at_their_own_copy():
+    repeated = "甲型肝炎病毒（HAV）属于小RNA病毒科，对外界抵抗力较强，耐酸碱，在室温下可存活1周，高血压是常见的慢性病。"
+    text = "第一章 总论\n" + repeated * 3
+    for overlap in (0, 30):
+        chunks = Chunker(ChunkSettings(chunk_size=100, chunk_overlap=overlap, min_chunk_chars=1)).chunk("d", text)
+        offsets = [c.offset for c in chunks]
+        assert offsets == sorted(set(offsets))  # strictly increasing: no piece mapped back onto an earlier copy
+        assert all(text[c.offset : c.offset + len(c.text)] == c.text for c in chunks)
+        covered = {i for c in chunks for i in range(c.offset, c.offset + len(c.text))}
+        assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())

@@ -73,3 +73,53 @@ def test_validate_detects_manifest_mismatch(tmp_path: Path):
     (d / "manifest.json").write_text(json.dumps(m))
     out = run("validate", str(d))
     assert out.returncode == 1 and "manifest says train has 99 records" in out.stdout
+
+
+def test_bad_config_section_key_is_a_usage_error_not_a_traceback(tmp_path: Path, examples_dir: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("build-kg-qa:\n  no_dedup: true\n", encoding="utf-8")
+    out = run("build-kg-qa", str(examples_dir / "kg"), "--out", str(tmp_path / "o"), "--config", str(cfg))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr and "no_dedup" in out.stderr
+
+
+def test_out_below_a_regular_file_is_one_line_error(tmp_path: Path, examples_dir: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = run("build-kg-qa", str(examples_dir / "kg"), "--out", str(blocker / "sub"))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_build_that_keeps_nothing_fails_but_leaves_its_rejects(tmp_path: Path):
+    kg = tmp_path / "kg.jsonl"
+    kg.write_text('{"中心词": "感冒"}\n{"中心词": \n', encoding="utf-8")
+    out = run("build-kg-qa", str(kg), "--out", str(tmp_path / "o"))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "no records survived" in out.stderr and "Traceback" not in out.stderr
+    assert (tmp_path / "o" / "rejects.jsonl").exists()
+
+
+def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
+    import pytest
+
+    import medmill.cli as cli
+
+    def interrupted(*a, **k):
+        raise SystemExit(130)  # what typer turns KeyboardInterrupt into
+
+    monkeypatch.setattr(cli, "_register", lambda: None)
+    monkeypatch.setattr(cli, "app", interrupted)
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 130
+    assert "re-run the same command to resume" in capsys.readouterr().err
+
+
+def test_rebuild_removes_reports_of_the_previous_build(tmp_path: Path):
+    d = _good_dir(tmp_path / "ds")
+    (d / "clusters.jsonl").write_text('{"kept_id": "old"}\n')
+    (d / "llm_cache.sqlite").write_bytes(b"keep me")
+    _good_dir(d)
+    assert not (d / "clusters.jsonl").exists()
+    assert (d / "llm_cache.sqlite").read_bytes() == b"keep me"

@@ -168,3 +168,50 @@ def test_invalid_rows_become_rejects_naming_file_and_row(tmp_path):
     (rej,) = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     assert rej["stage"] == "read" and rej["source"]["file"] == str(shard) and rej["source"]["line"] == 1
     assert len(rows(tmp_path / "out")) == 2
+
+
+def test_manifest_and_card_record_the_command_as_typed(tmp_path, monkeypatch):
+    import sys
+
+    src = make_dir(tmp_path / "in", [sft(f"问题{i}：该怎么办？", a, f"g{i}") for i, a in enumerate(ANSWERS)])
+    for cmd, extra in (("filter", ["--pii-action", "drop", "--no-safety"]), ("dedup", ["--threshold", "0.7"])):
+        out = tmp_path / cmd
+        args = [cmd, str(src), "--out", str(out), *extra]
+        monkeypatch.setattr(sys, "argv", ["medmill", *args])
+        invoke(*args)
+        command = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["command"]
+        assert command == "medmill " + " ".join(args)  # once just "medmill filter": options lost
+        assert f"Command: `{command}`" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_filter_and_dedup_keep_the_inputs_licenses(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_dataset_dir(a, [sft("问题一：该怎么办？", ANSWERS[0], "g0")], [], BuildInfo(kind="sft", builder="t", command="t", license="cc-by-4.0"))
+    write_dataset_dir(b, [sft("问题二：该怎么办？", ANSWERS[1], "g1")], [], BuildInfo(kind="sft", builder="t", command="t", license="mit"))
+    invoke("filter", a, "--out", tmp_path / "f")
+    card = (tmp_path / "f" / "README.md").read_text(encoding="utf-8")
+    assert "license: cc-by-4.0" in card  # was always `other`, the input's license lost
+    assert json.loads((tmp_path / "f" / "manifest.json").read_text(encoding="utf-8"))["license"] == "cc-by-4.0"
+    invoke("dedup", a, b, "--out", tmp_path / "d")
+    card = (tmp_path / "d" / "README.md").read_text(encoding="utf-8")
+    assert "license: other" in card  # two licenses: each shard keeps its own in the sources table
+    assert "| cc-by-4.0 |" in card and "| mit |" in card and "not stated" not in card
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["filter", "--min-chars", "-1"], "--min-chars: .*greater than or equal to 0"),  # was a pydantic traceback
+        (["filter", "--min-cjk-share", "2"], "--min-cjk-share: .*less than or equal to 1"),
+        (["filter", "--min-chars", "100", "--max-chars", "10"], "--min-chars 100 is above --max-chars 10"),  # was: every record dropped
+        (["dedup", "--decontam-ngram", "1", "--decontaminate", "EVAL"], "--decontam-ngram: "),
+    ],
+)
+def test_bad_curation_values_are_one_line_errors(tmp_path, args, message):
+    src = make_dir(tmp_path / "s", [sft("头痛怎么办？", ANSWERS[0], "x")])
+    ev = tmp_path / "eval.jsonl"
+    ev.write_text('{"question": "头痛怎么办"}\n', encoding="utf-8")
+    argv = [args[0], src, "--out", tmp_path / "o", *[str(ev) if a == "EVAL" else a for a in args[1:]]]
+    with pytest.raises(MedmillError, match=message):
+        invoke(*argv)
+    assert not (tmp_path / "o").exists()

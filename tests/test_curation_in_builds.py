@@ -11,6 +11,7 @@ from medmill.builders.build import finish_build
 from medmill.builders.curation.stages import CurationSettings, curation_steps
 from medmill.builders.writer import BuildInfo
 from medmill.schemas import Message, PreferenceRecord, SFTRecord, Source
+from medmill.schemas.errors import MedmillError
 
 
 def pair(chosen: str, rejected: str, prompt: str = "高血压患者能自己停药吗？") -> PreferenceRecord:
@@ -80,5 +81,22 @@ def test_failed_write_does_not_grow_the_dedup_index(tmp_path: Path, monkeypatch)
     m = finish_build(tmp_path / "out", records, [], BuildInfo(kind="sft", builder="t", command="x"), curation_steps("sft", settings))
     assert m.records_total == 5
     # and a later build of the same records is now deduplicated against the published ones
-    m2 = finish_build(tmp_path / "out2", records, [], BuildInfo(kind="sft", builder="t", command="x"), curation_steps("sft", settings))
-    assert m2.records_total == 0
+    with pytest.raises(MedmillError, match="no records survived.*dedup/"):
+        finish_build(tmp_path / "out2", records, [], BuildInfo(kind="sft", builder="t", command="x"), curation_steps("sft", settings))
+    assert (tmp_path / "out2" / "rejects.jsonl").read_text(encoding="utf-8").count("\n") == 5
+
+
+def test_build_manifest_keeps_duplicate_clusters_for_the_report(tmp_path: Path):
+    from medmill.builders.publish.report import render_report
+
+    twin = "高血压患者不能自己停药，血压控制稳定后也应在医生指导下逐步调整用药方案，并定期复查血压。"
+    records = [_sft(i) for i in range(3)]
+    for j, tail in enumerate(("", "。", "！")):
+        m = [Message(role="user", content="高血压能停药吗？"), Message(role="assistant", content=twin + tail)]
+        records.append(SFTRecord(id=SFTRecord.make_id(m), messages=m, source=Source(builder="t", group=f"t{j}")))
+    m = finish_build(tmp_path / "out", records, [], BuildInfo(kind="sft", builder="t", command="x"), curation_steps("sft"))
+    dedup = m.curation["dedup"]
+    assert dedup["clusters"] == 1 and len(dedup["cluster_examples"]) == 1
+    assert len(dedup["cluster_examples"][0]["members"]) == 2
+    html = render_report([tmp_path / "out"])  # once "No duplicate clusters recorded" for every build
+    assert "1 cluster(s)" in html and "定期复查血压" in html

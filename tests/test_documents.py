@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,86 @@ def test_missing_docx_extra_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "docx", None)
     with pytest.raises(MedmillError, match=r"medmill\[docx\]"):
         load_documents([path])
+
+
+def test_object_keyed_by_index_is_a_collection_medicalgpt_zh_book_based_qa(samples_dir):
+    # {"27": {"指南": chunk, "qa_pairs": [...]}, ...}: each value is a document, named by its key
+    loaded = load_documents([samples_dir / "medicalgpt_zh_book_based_qa_sample.json"])
+    assert loaded.rejects == []
+    names = [d.name for d in loaded.documents]
+    assert names == [f"medicalgpt_zh_book_based_qa_sample.json#{k}" for k in ("27", "26", "25")]
+    assert loaded.documents[0].text.startswith("患者获益;相反减少热卡摄入")
+
+
+def test_an_ordinary_single_object_is_still_one_record(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"text": "高血压的诊断标准是收缩压≥140 mmHg。", "1": "x"}, ensure_ascii=False))
+    loaded = load_documents([path])
+    assert [d.name for d in loaded.documents] == ["one.json#0"]
+
+
+@pytest.mark.parametrize(
+    "encoding, expected",
+    [("utf-16", "UTF-16 text (byte order mark)"), ("utf-16-le", "NUL bytes"), ("utf-16-be", "NUL bytes")],
+)
+def test_utf16_is_rejected_with_a_clear_reason_never_read_as_gb18030_mojibake(tmp_path, encoding, expected):
+    path = tmp_path / "guide.txt"
+    path.write_bytes("第一章 高血压\n高血压是以体循环动脉血压增高为主要特征的临床综合征。\n".encode(encoding))
+    loaded = load_documents([path])
+    assert loaded.documents == []
+    assert [r.reason for r in loaded.rejects] == ["undecodable"]
+    assert expected in loaded.rejects[0].message and "convert" in loaded.rejects[0].message
+
+
+def test_current_directory_input_names_files_by_the_directory_name(tmp_path, monkeypatch):
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "a.txt").write_text("高血压的诊断标准是收缩压≥140 mmHg。", encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "books")
+    assert [n for _, n in collect_files([Path(".")])] == ["books/a.txt"]  # not "/a.txt"
+
+
+def test_docx_title_sits_above_heading_1_and_merged_cells_appear_once(tmp_path):
+    import docx
+
+    document = docx.Document()
+    document.add_heading("糖尿病诊疗要点", 0)  # the Title style
+    document.add_heading("第一章 诊断", 1)
+    document.add_paragraph("空腹血糖≥7.0 mmol/L可诊断糖尿病。")
+    table = document.add_table(rows=2, cols=2)
+    table.cell(0, 0).merge(table.cell(0, 1)).text = "诊断标准"
+    table.cell(1, 0).text = "空腹血糖"
+    table.cell(1, 1).text = "≥7.0"
+    path = tmp_path / "dm.docx"
+    document.save(path)
+    lines = load_documents([path]).documents[0].text.splitlines()
+    assert lines[:2] == ["# 糖尿病诊疗要点", "## 第一章 诊断"]
+    assert "诊断标准" in lines and "空腹血糖 | ≥7.0" in lines
+
+
+def test_two_inputs_with_one_file_name_keep_apart(tmp_path, monkeypatch):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "guide.txt").write_text(f"{d}：高血压的诊断标准是收缩压≥140 mmHg。", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    loaded = load_documents([Path("a/guide.txt"), Path("b/guide.txt"), Path("a/guide.txt")])
+    assert [d.name for d in loaded.documents] == ["a/guide.txt", "b/guide.txt"]
+
+
+def test_a_docx_with_broken_xml_is_a_reject_not_a_traceback(tmp_path):
+    import zipfile
+
+    import docx
+
+    good = tmp_path / "good.docx"
+    document = docx.Document()
+    document.add_paragraph("高血压的诊断标准是收缩压≥140 mmHg。")
+    document.save(good)
+    broken = tmp_path / "broken.docx"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(broken, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            dst.writestr(item, data[: len(data) // 2] if item.filename == "word/document.xml" else data)
+    loaded = load_documents([broken, good])
+    assert [d.name for d in loaded.documents] == ["good.docx"]
+    assert [r.reason for r in loaded.rejects] == ["unreadable_docx"]
+    assert loaded.rejects[0].message.startswith("broken.docx: XMLSyntaxError")

@@ -170,6 +170,9 @@ def test_bad_requests_are_one_line_errors(dirs, tmp_path):
     with pytest.raises(MedmillError, match="not a directory"):
         export_dir(tmp_path / "nope", "openai", tmp_path / "x.jsonl")
     assert not (tmp_path / "x.jsonl").exists()
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    with pytest.raises(MedmillError, match="cannot write the export to "):  # was a traceback
+        export_dir(dirs["sft"], "openai", tmp_path / "file" / "x.jsonl")
 
 
 def test_cli_export(dirs, tmp_path):
@@ -179,3 +182,13 @@ def test_cli_export(dirs, tmp_path):
     assert result.exit_code == 0, result.output
     assert "skipped: multi_turn_or_system_prompt" in result.output
     assert len(read_jsonl(out)) > 0
+
+
+def test_cli_says_which_splits_a_single_file_left_out(dirs, tmp_path):
+    _register()
+    out = tmp_path / "one.jsonl"
+    result = CliRunner().invoke(app, ["export", str(dirs["sft"]), "--format", "openai", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "not exported: validation" in result.output  # once silent: only train went to the file
+    result = CliRunner().invoke(app, ["export", str(dirs["sft"]), "--format", "openai", "--out", str(out), "--split", "all"])
+    assert result.exit_code == 0 and "not exported" not in result.output

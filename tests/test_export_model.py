@@ -92,3 +92,34 @@ def test_the_real_console_script_prints_one_line(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "nope_dir" in result.stderr
+
+
+def test_export_bad_input_is_one_line_and_adapter_without_tokenizer_uses_the_base(chain, tmp_path):
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    root, _, _ = chain
+    bad_dtype = _medmill("export-model", "--model", str(root / "sft"), "--out", str(tmp_path / "a"), "--dtype", "bogus")
+    assert bad_dtype.returncode == 2 and "unknown --dtype 'bogus'" in bad_dtype.stderr
+    moved = tmp_path / "moved"  # the adapter records a base that is no longer there
+    shutil.copytree(root / "sft", moved, ignore=shutil.ignore_patterns("checkpoint-*"))
+    cfg = json.loads((moved / "adapter_config.json").read_text(encoding="utf-8"))
+    cfg["base_model_name_or_path"] = str(tmp_path / "gone" / "tiny")
+    (moved / "adapter_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    gone = _medmill("export-model", "--model", str(moved), "--out", str(tmp_path / "b"))
+    assert gone.returncode == 2 and "pass --base PATH" in gone.stderr
+    weights_only = tmp_path / "weights_only"  # config + weights, no tokenizer files
+    weights_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(root / "tiny" / name, weights_only / name)
+    no_tok = _medmill("export-model", "--model", str(weights_only), "--out", str(tmp_path / "c"))
+    assert no_tok.returncode == 2 and "cannot load a tokenizer" in no_tok.stderr
+    assert not (tmp_path / "c").exists()  # nothing half-written (transformers would make a one-token tokenizer)
+    for p in moved.glob("tokenizer*"):
+        p.unlink()
+    (moved / "chat_template.jinja").unlink()
+    ok = _medmill("export-model", "--model", str(moved), "--out", str(tmp_path / "d"), "--base", str(root / "tiny"))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "d")) == len(AutoTokenizer.from_pretrained(root / "tiny"))

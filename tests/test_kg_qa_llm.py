@@ -275,3 +275,31 @@ def test_killed_build_resumes_without_paying_twice_and_equals_an_uninterrupted_r
     named = {r["source"]["ref"] for r in dataset_rows(tmp_path / "out")}
     named |= {json.loads(line)["source"]["ref"] for line in rejects_of(tmp_path / "out")}
     assert named == {d[0] for d in _DISEASES}
+
+
+def test_llm_mode_rerun_does_not_read_its_own_output_inside_the_input_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "kg"
+    folder.mkdir()
+    write_kg(folder / "kg.jsonl")
+    out, cache = folder / "out", folder / "shared_cache.sqlite"
+    with FakeLLMServer(responder=scenario_model) as server:
+        args = llm_args(server, folder, out) + ["--max-reasks", "1", "--cache", str(cache)]
+        first = cli(args)
+        assert first.exit_code == 0, first.output
+        again = cli(args)  # a resume/re-run: out/ (parquet, rejects, manifest) and the cache now exist
+        assert again.exit_code == 0, again.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [Path(i["path"]).name for i in manifest["inputs"]] == ["kg.jsonl"]
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert not [r for r in rejects if r["stage"] == "read"]
+    assert manifest["usage"]["calls_sent"] == 0
+
+
+def test_mix_with_no_llm_share_needs_no_model_or_server(tmp_path: Path) -> None:
+    kg = write_kg(tmp_path / "kg.jsonl")
+    result = cli(["build-kg-qa", str(kg), "--out", str(tmp_path / "out"), "--mix", "template=1,llm=0", "--no-dedup"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["records_total"] > 0 and manifest["counters"]["entities_template"] == len(_DISEASES)
+    assert manifest["usage"]["calls_sent"] == 0
+    assert not (tmp_path / "out" / "llm_cache.sqlite").exists()

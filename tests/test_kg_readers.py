@@ -47,6 +47,35 @@ def test_cmekg_jsonl_lists_strings_and_cleaning(tmp_path):
     assert c["files.entities"] == 1
 
 
+def test_nested_value_lists_are_opened_not_dropped(tmp_path):
+    records = [
+        {"_id": {"$oid": "5bb578b6831b973a137e3ee6"}, "name": "肺炎", "symptom": ["发热", ["咳嗽", "咳痰"]],
+         "cure_department": [["内科", "呼吸内科"]]},
+        {"中心词": "高血压", "检查": [["血压测量"], ["心电图", {"x": 1}]]},
+    ]
+    f = _write(tmp_path / "kg.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
+    result = read_kg([f])
+    kg = _by_name(result)
+    assert kg["肺炎"].relations["症状"] == ["发热", "咳嗽", "咳痰"]
+    assert kg["肺炎"].relations["就诊科室"] == ["内科", "呼吸内科"]
+    assert kg["高血压"].relations["检查"] == ["血压测量", "心电图"]
+    assert result.counters["dropped_values.not_text"] == 1  # the dict inside, nothing else
+
+
+def test_a_list_written_as_one_string_becomes_its_values(tmp_path):
+    records = [
+        {"中心词": "偏头痛", "相关症状": "头痛、恶心、畏光", "所属科室": "神经内科", "发病部位": "头部"},
+        {"_id": {"$oid": "5bb578b6831b973a137e3ee6"}, "name": "百日咳", "symptom": "阵发性痉挛性咳嗽、鸡鸣样回声",
+         "check": "血常规、胸部X线检查", "cure_department": ["儿科"]},
+    ]
+    f = _write(tmp_path / "kg.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n")
+    kg = _by_name(read_kg([f]))
+    assert kg["偏头痛"].relations == {"相关症状": ["头痛", "恶心", "畏光"], "所属科室": ["神经内科"],
+                                     "发病部位": ["头部"]}
+    assert kg["百日咳"].relations["症状"] == ["阵发性痉挛性咳嗽", "鸡鸣样回声"]
+    assert kg["百日咳"].relations["检查"] == ["血常规", "胸部X线检查"]
+
+
 def test_cmekg_json_array_with_bom_and_crlf(tmp_path):
     text = json.dumps(CMEKG_LINES, ensure_ascii=False, indent=1).replace("\n", "\r\n")
     f = _write(tmp_path / "kg.json", text, "utf-8-sig")
@@ -156,6 +185,17 @@ def test_gbk_csv_with_crlf_and_multiline_field(tmp_path):
     assert result.counters["encodings.gb18030"] == 1
 
 
+def test_blank_lines_before_the_csv_header_or_first_row(tmp_path):
+    f = _write(tmp_path / "kg.csv", "\n\r\nhead,relation,tail\n胃炎,症状,胃痛\n胃炎,检查\n")
+    result = read_kg([f])
+    (e,) = result.entities
+    assert e.relations == {"症状": ["胃痛"]} and e.ref.line == 4
+    assert [(r.source.line, r.reason) for r in result.rejects] == [(5, "wrong_column_count")]
+    g = _write(tmp_path / "kg.tsv", "\n肝炎\t症状\t黄疸\n")
+    (h,) = read_kg([g]).entities
+    assert h.relations == {"症状": ["黄疸"]} and h.ref.line == 2
+
+
 def test_headerless_tsv_and_other_separators(tmp_path):
     f = _write(tmp_path / "kg.tsv", "糖尿病\t症状\t多饮\n糖尿病\t症状\t多尿\n")
     (e,) = read_kg([f]).entities
@@ -184,6 +224,21 @@ def test_broken_lines_become_rejects_with_line_numbers(tmp_path):
     assert got == {(2, "invalid_json"), (3, "not_an_object"), (4, "unknown_record_shape"),
                    (5, "missing_name"), (6, "missing_field")}
     assert all(r.source.file == str(f) and r.stage == "read" for r in result.rejects)
+
+
+def test_a_json_array_with_a_broken_element_or_trailing_comma_keeps_the_rest(tmp_path):
+    trailing = _write(tmp_path / "a.json", '[\n {"中心词": "胃炎", "症状": ["胃痛"]},\n {"中心词": "肠炎", "症状": ["腹泻"]},\n]\n')
+    result = read_kg([trailing])
+    assert sorted(_by_name(result)) == ["肠炎", "胃炎"] and result.rejects == []
+    broken = _write(tmp_path / "b.json", '[\n {"中心词": "胃炎", "症状": ["胃痛"]},\n {"中心词": "肠炎", "症状": ["腹泻"],\n'
+                                         ' {"中心词": "肝炎", "症状": ["黄疸"]}\n]\n')
+    result = read_kg([broken])
+    assert sorted(_by_name(result)) == ["肝炎", "胃炎"]
+    assert _by_name(result)["肝炎"].ref.line == 4
+    assert [(r.source.line, r.reason) for r in result.rejects] == [(3, "invalid_json")]
+    hopeless = _write(tmp_path / "c.json", '[\n {"中心词": \n]\n')
+    with pytest.raises(MedmillError, match="no record parses as JSON"):
+        read_kg([hopeless])
 
 
 def test_csv_short_row_rejected(tmp_path):
@@ -235,3 +290,14 @@ def test_person_name_filter_spares_symptom_words():
     assert [w for w in ["闫鹏辉", "毓卓", "王某", "李娜"] if not is_name(w)] == []
     symptoms = ["阴虚", "阳虚", "麻木", "纳呆", "目赤", "乏力", "胸痛", "黄疸", "口干", "咳铁锈色痰", "呼吸困难"]
     assert [w for w in symptoms if is_name(w)] == []
+
+
+def test_a_file_named_twice_is_read_once(tmp_path, monkeypatch):
+    _write(tmp_path / "kg.jsonl", '{"中心词": "感冒", "症状": ["鼻塞"]}\n')
+    monkeypatch.chdir(tmp_path)
+    result = read_kg([Path("."), Path("kg.jsonl"), tmp_path / "kg.jsonl", Path("./kg.jsonl")])
+    assert result.files == [Path("kg.jsonl")]
+    assert result.counters["entities_merged"] == 0 and result.counters["files.entities"] == 1
+    _write(tmp_path / "bad.jsonl", "garbage\n")
+    with pytest.raises(MedmillError, match="bad.jsonl: not a KG file"):  # named directly, by any spelling
+        read_kg([Path("."), tmp_path / "bad.jsonl"])

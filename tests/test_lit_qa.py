@@ -84,6 +84,71 @@ def test_bentsao_liver_cancer_dialogues_are_not_literature_records(samples_dir):
     assert {r.reason for r in read.rejects} == {"no_title"}
 
 
+def test_reject_messages_say_whether_the_column_is_missing_or_empty(tmp_path):
+    f = tmp_path / "papers.csv"
+    f.write_text("题目,结论\nA,\n", encoding="utf-8")
+    g = tmp_path / "other.csv"
+    g.write_text("题目,发现\nB,某药有效。\n", encoding="utf-8")
+    read = read_literature([f, g])
+    assert [(r.reason, r.message) for r in read.rejects] == [
+        ("no_conclusion", "conclusion is empty (column 结论)"),
+        (
+            "no_conclusion",
+            "no conclusion (column conclusion/conclusions/Conclusion/结论/研究结论/主要结论); "
+            "map it with --field conclusion=COLUMN",
+        ),
+    ]
+
+
+def test_object_keyed_by_index_and_utf16_files(tmp_path):
+    keyed = tmp_path / "papers.json"
+    papers = {"0": {"title": "甲", "conclusion": "甲药可降低血压。", "year": "2021年"}, "1": {"title": "乙", "conclusion": "乙药有效。"}}
+    keyed.write_text(json.dumps(papers, ensure_ascii=False), encoding="utf-8")
+    wide = tmp_path / "wide.csv"
+    wide.write_bytes("title,conclusion\n丙,丙药有效。\n".encode("utf-16-le"))
+    read = read_literature([keyed, wide])
+    assert [(r.title, r.year) for r in read.records] == [("甲", 2021), ("乙", None)]
+    assert [r.reason for r in read.rejects] == ["unreadable"] and "UTF-16" in read.rejects[0].message
+
+
+def test_csv_with_a_very_long_abstract_and_a_tab_separated_txt(tmp_path):
+    long = tmp_path / "long.csv"
+    long.write_text('title,conclusion,abstract\nA,甲药有效。,"' + "摘" * 200_000 + '"\nB,乙药有效。,x\n', encoding="utf-8")
+    tabs = tmp_path / "export.txt"
+    tabs.write_text("题目\t结论\t年份\n丙\t丙药有效。\t2020年\n", encoding="utf-8")
+    read = read_literature([long, tabs])
+    assert read.rejects == []
+    assert [(r.title, r.year) for r in read.records] == [("A", None), ("B", None), ("丙", 2020)]
+    assert len(read.records[0].abstract) == 200_000
+
+
+def test_the_same_doi_with_a_doi_org_prefix_is_the_same_paper(tmp_path):
+    f = tmp_path / "papers.jsonl"
+    rows = [
+        {"title": "甲", "conclusion": "甲药可降低血压。", "doi": "10.1000/ABC.1"},
+        {"title": "甲（英文版）", "conclusion": "甲药可降低血压。", "doi": "https://doi.org/10.1000/abc.1"},
+        {"title": "甲（再版）", "conclusion": "甲药可降低血压。", "doi": "doi: 10.1000/abc.1"},
+    ]
+    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    read = read_literature([f])
+    assert [r.title for r in read.records] == ["甲"]
+    assert [(r.reason, r.source.line) for r in read.rejects] == [("duplicate_paper", 2), ("duplicate_paper", 3)]
+
+
+def test_a_structured_abstract_supplies_a_missing_conclusion(tmp_path):
+    f = tmp_path / "cnki.csv"
+    f.write_text(
+        "题目,摘要\n"
+        '甲,"目的：评价索拉非尼的疗效。\n方法：回顾性分析120例。\n结果：中位生存期10.7个月。\n结论：索拉非尼可延长晚期肝癌患者的生存期。"\n'
+        "乙,无结构的摘要，没有结论段。\n",
+        encoding="utf-8",
+    )
+    read = read_literature([f])
+    assert [(r.title, r.conclusion) for r in read.records] == [("甲", "索拉非尼可延长晚期肝癌患者的生存期。")]
+    assert read.records[0].abstract.startswith("目的：")
+    assert [(r.reason, r.source.line) for r in read.rejects] == [("no_conclusion", 6)]
+
+
 # --- builder against scripted results -------------------------------------------------------------------
 
 
@@ -145,6 +210,7 @@ GOOD = (
         ((GOOD[0], ("doctor", "<bot>: " + GOOD[1][1]), *GOOD[2:]), "meta_talk"),
         ((GOOD[1], GOOD[0], *GOOD[2:]), "bad_turn_order"),
         ((("护士", "你好"), *GOOD[1:]), "unknown_role"),
+        ((GOOD[0], ("医师", GOOD[1][1]), ("用户", GOOD[2][1]), ("大夫", GOOD[3][1])), None),
         (
             (
                 GOOD[0],
@@ -261,7 +327,7 @@ def test_lit_qa_user_errors_are_one_line(tmp_path, server, examples_dir):
         invoke(examples_dir / "literature", *base, "--style", "dialogue", "--turns", "two")
     with pytest.raises(MedmillError, match="minimum is above the maximum"):
         invoke(examples_dir / "literature", *base, "--style", "dialogue", "--turns", "4-2")
-    with pytest.raises(MedmillError, match="no usable literature record"):
+    with pytest.raises(MedmillError, match=r"no usable literature record.*conclusions\.jsonl:\d+ no title"):
         invoke(examples_dir / "literature" / "conclusions.jsonl", *base, "--field", "title=题目")
 
 

@@ -161,6 +161,24 @@ def test_an_unreachable_server_is_a_clear_error_not_a_dataset_of_rejects(tmp_pat
         engine.run(text_requests(3))
 
 
+@pytest.mark.parametrize("url", ["127.0.0.1:8000/v1", "localhost:8000/v1", "ftp://example.org/v1"])
+def test_a_base_url_without_http_scheme_is_a_clear_error(tmp_path: Path, url: str) -> None:
+    with pytest.raises(MedmillError, match="must be an http:// or https:// URL"):
+        LLMEngine(LLMSettings(base_url=url, model="m", max_retries=0), tmp_path)
+
+
+def test_an_unusable_cache_path_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "not_a_db.sqlite").write_text("garbage")
+    s = LLMSettings(base_url="http://127.0.0.1:9/v1", model="m")
+    with pytest.raises(MedmillError, match="cannot create the LLM cache"):
+        LLMEngine(s, tmp_path / "a_file" / "out")  # --out below a file: the default cache cannot be made
+    with pytest.raises(MedmillError, match="cannot open the LLM cache"):
+        LLMEngine(s.model_copy(update={"cache": tmp_path / "not_a_db.sqlite"}), tmp_path)
+    with pytest.raises(MedmillError, match="cannot open the LLM cache"):
+        LLMEngine(s.model_copy(update={"cache": tmp_path}), tmp_path)  # --cache DIR
+
+
 def test_404_unknown_route_fails_fast(tmp_path: Path) -> None:
     with FakeLLMServer() as server:
         s = settings(server, base_url=server.base_url.replace("/v1", "/nope"))
@@ -198,6 +216,28 @@ def test_a_forced_format_the_server_refuses_is_a_clear_error(tmp_path: Path) -> 
         with LLMEngine(settings(server, structured="json_schema"), tmp_path) as engine:
             with pytest.raises(MedmillError, match="does not support --structured-output json_schema"):
                 engine.run(reqs)
+
+
+@pytest.mark.parametrize("reply", [
+    # a reasoning model's thoughts (vLLM/Ollama serve them inside the content) hold JSON-looking text
+    '<think>用户要求输出 {"answer": …}，先列要点 [1] 病因 [2] 治疗。</think>\n{"answer": "答", "score": 3}',
+    '<THINK>\n{"score": "x"}\n</THINK>\n```json\n{"answer": "答", "score": 3}\n```',
+    # prose with a bracketed note before the real answer
+    '参考[1]与{}之后，结果如下：{"answer": "答", "score": 3}',
+])
+def test_json_before_the_answer_does_not_hide_it(reply: str) -> None:
+    from medmill.builders.llm import structured
+
+    assert structured.parse(reply, Answer) == Answer(answer="答", score=3)
+
+
+def test_a_reply_whose_only_json_is_wrong_still_says_why() -> None:
+    from medmill.builders.llm import structured
+
+    with pytest.raises(ValueError, match="does not match the schema: score"):
+        structured.parse('说明 {"answer": "答"} 完毕', Answer)
+    with pytest.raises(ValueError, match="no JSON object"):
+        structured.parse('<think>{"answer": "答", "score": 3}</think>抱歉', Answer)
 
 
 def test_invalid_output_is_reasked_with_the_error_then_rejected_with_raw(llm_server: FakeLLMServer, tmp_path: Path) -> None:

@@ -83,3 +83,19 @@ def test_every_llm_command_has_the_same_flags() -> None:
             llm_commands.append(name)
             assert flags <= opts, (name, flags - opts)
     assert "build-kg-qa" in llm_commands
+
+
+def test_a_key_given_instead_of_an_env_var_name_is_refused_without_echoing_it(monkeypatch) -> None:
+    from medmill.commands._llm_options import settings_from_options
+    from medmill.schemas.errors import MedmillError
+
+    for pasted in ("sk-4f9c2a7d1e8b4c3aa0b1c2d3e4f5a6b7", "4f9c2a7d1e8b4c3aa0b1c2d3e4f5a6b7c8d9e0f1"):
+        try:
+            settings_from_options({"llm_api_key_env": pasted, "llm_model": "m"})
+        except MedmillError as e:
+            assert "NAME of the environment variable" in str(e) and pasted not in str(e)
+        else:
+            raise AssertionError(f"{pasted} accepted as an environment variable name")
+    monkeypatch.setenv("my_key_2024_for_the_proxy_server", "x")  # an odd but real variable name is fine
+    for name in ("DEEPSEEK_API_KEY", "OPENAI_API_KEY", "my_key_2024_for_the_proxy_server"):
+        assert settings_from_options({"llm_api_key_env": name}).api_key_env == name

@@ -33,6 +33,11 @@ def kinds(text: str) -> list[str]:
         ("卡号 5555 5555 5555 4444", ["BANK_CARD"]),
         ("住院号：A20230012，床号 12", ["PATIENT_ID"]),
         ("病历号123456复诊", ["PATIENT_ID"]),
+        ("手机：１３８１２３４５６７８", ["PHONE"]),  # fullwidth digits typed with a Chinese IME
+        ("座机０１０－６２７５１２３４", ["PHONE"]),
+        ("邮箱ｚｈａｎｇ＠ｅｘａｍｐｌｅ．ｃｏｍ，谢谢", ["EMAIL"]),
+        ("电话（0755）8888 8888", ["PHONE"]),  # landline digits grouped 4+4
+        ("0755-8888-8888 为科室电话", ["PHONE"]),
     ],
 )
 def test_each_detector_finds_its_type(text, expected):
@@ -84,3 +89,26 @@ def test_scanner_subset_and_unknown_type():
     assert [m.kind for m in PIIScanner(["EMAIL"]).find("13812345678 a@b.com")] == ["EMAIL"]
     with pytest.raises(ValueError, match="unknown PII type"):
         PIIScanner(["SSN"])
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("就诊卡号 1234 5678 9012，请携带", "就诊卡号 <PATIENT_ID>，请携带"),  # no digit group left behind
+        ("住院号：2023-001234，", "住院号：<PATIENT_ID>，"),
+        ("病历号123456 2023年复诊", "病历号<PATIENT_ID> 2023年复诊"),  # a following year is not part of it
+        ("手机：１３８１２３４５６７８。", "手机：<PHONE>。"),
+        ("电话（0755）8888 8888", "电话<PHONE>"),
+        ("电话:138—1234—5678", "电话:<PHONE>"),  # em dashes typed by a Chinese IME
+        ("座机 010—62751234。", "座机 <PHONE>。"),
+        ("身份证：110105 19491231 002X，", "身份证：<ID_CARD>，"),  # grouped 6-8-4
+        ("见第3—5章，2023—2024年", "见第3—5章，2023—2024年"),
+    ],
+)
+def test_redaction_leaves_no_part_of_the_number(text, redacted):
+    assert SCAN.redact(text)[0] == redacted
+
+
+def test_fullwidth_match_reports_the_original_text():
+    (m,) = SCAN.find("电话１３８１２３４５６７８")
+    assert m.text == "１３８１２３４５６７８"

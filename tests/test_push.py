@@ -13,6 +13,7 @@ from huggingface_hub import DatasetCard
 from typer.testing import CliRunner
 
 from medmill.builders.publish.hub import plan_offline, push_dir
+from medmill.builders.writer import BuildInfo, write_dataset_dir
 from medmill.cli import _register, app
 from medmill.schemas.errors import MedmillError
 from medmill.version import __version__
@@ -179,6 +180,20 @@ def test_unfinished_dir_is_refused(tmp_path):
         plan_offline(d, "org/med")
     with pytest.raises(MedmillError, match="config-name"):
         plan_offline(make_dir(tmp_path, "sft", name="ok"), "org/med", config_name="data")
+
+
+def test_dir_with_no_records_is_refused_before_it_wipes_the_config(tmp_path):
+    # `medmill dedup --index` can keep nothing; pushing that would delete the config's shards on the Hub
+    d = tmp_path / "empty"
+    write_dataset_dir(d, [], [], BuildInfo(kind="sft", builder="t", command="medmill dedup"))
+    with pytest.raises(MedmillError, match="holds no records"):
+        plan_offline(d, "org/med")
+    with FakeHub(TOKEN) as hub:
+        push(make_dir(tmp_path, "sft"), hub)
+        before = hub.files("org/med")
+        with pytest.raises(MedmillError, match="holds no records"):
+            push(d, hub)
+        assert hub.files("org/med") == before
 
 
 def test_dry_run_prints_operations_without_network(tmp_path, monkeypatch):

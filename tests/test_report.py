@@ -125,6 +125,13 @@ def test_cli_report(dirs, tmp_path):
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
+def test_unwritable_out_is_a_one_line_error(dirs, tmp_path):
+    from medmill.schemas.errors import MedmillError
+
+    with pytest.raises(MedmillError, match="cannot write the report to .*Is a directory"):  # was a traceback
+        write_report([dirs[0]], tmp_path)
+
+
 def test_console_check_catches_script_errors(tmp_path):
     """The browser check below can fail: a page with a script error is caught."""
     page = tmp_path / "bad.html"
@@ -168,3 +175,32 @@ def test_dir_without_manifest_or_rejects_still_reports(dirs, tmp_path):
     html = render_report([d])
     assert 'data-kind="pretrain"' in html and "No rejects (no rejects.jsonl)" in html
     assert "The manifest records no PII or safety findings" in html
+
+
+def test_build_that_kept_no_record_reports_its_rejects(tmp_path):
+    # e.g. `medmill dedup` against an --index that already holds every record: data/ has no shard
+    d = tmp_path / "empty"
+    write_dataset_dir(
+        d,
+        [],
+        [RejectRow(stage="dedup", reason="exact_duplicate", message="already in the index", raw="头痛怎么办")],
+        BuildInfo(kind="sft", builder="t", command="medmill t"),
+    )
+    assert not list((d / "data").glob("*.parquet"))
+    html = render_report([d])
+    assert 'data-kind="sft"' in html and "dedup/exact_duplicate" in html and "already in the index" in html
+
+
+def test_reject_examples_show_no_pii(tmp_path):
+    # records dropped with --pii-action drop keep their raw text in rejects.jsonl; the page must not show it
+    d = tmp_path / "pii"
+    msgs = [Message(role="user", content="头痛怎么办？"), Message(role="assistant", content="多休息，必要时就医。")]
+    write_dataset_dir(
+        d,
+        [SFTRecord(id=SFTRecord.make_id(msgs), messages=msgs, source=Source(builder="t"), meta={})],
+        [RejectRow(stage="pii", reason="pii", message="PHONE in user turn", raw={"messages": [{"role": "user", "content": "我电话138 1234 5678，住院号：2023-001234"}]})],
+        BuildInfo(kind="sft", builder="t", command="medmill filter"),
+    )
+    html = render_report([d])
+    assert "pii/pii" in html and "&lt;PHONE&gt;" in html and "&lt;PATIENT_ID&gt;" in html
+    assert "1234 5678" not in html and "001234" not in html

@@ -119,3 +119,63 @@ def test_real_sample_false_positives_and_sexual_health_questions(matcher, text, 
     assert hits == ({flagged} if flagged else set())
     if flagged:
         assert matcher.actions[flagged] == "flag"
+
+
+def test_lexicon_terms_as_one_string_are_one_phrase_not_characters(tmp_path):
+    # `terms: 假药` (no list brackets) once became the terms 假 and 药 and dropped every record naming a drug
+    f = tmp_path / "fraud.yaml"
+    f.write_text("categories:\n  fraud:\n    terms: 假药\n", encoding="utf-8")
+    m = SafetyMatcher(load_lexicon(f))
+    assert m.scan("阿莫西林是常用药") == []
+    assert [h.category for h in m.scan("哪里能买到假药")] == ["fraud"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("categories:\n  x: [a, b]\n", "category x: expected a mapping"),
+        ("categories:\n  x:\n    terms: {a: 1}\n", "category x terms: expected a list"),
+        ("categories:\n  x:\n    allow: [ok, null]\n", "category x allow: every entry must be a phrase"),
+    ],
+)
+def test_malformed_lexicon_category_is_one_line_error(tmp_path, body, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(body, encoding="utf-8")
+    with pytest.raises(MedmillError, match=message):
+        load_lexicon(f)
+
+
+def test_txt_lexicon_saved_with_a_bom_and_crlf(tmp_path):
+    f = tmp_path / "mine.txt"
+    f.write_bytes("# category: fraud\r\n# action: flag\r\n卖肾\r\n".encode("utf-8-sig"))
+    lex = load_lexicon(f)
+    assert list(lex.categories) == ["fraud"] and lex.categories["fraud"].action == "flag"
+    assert [h.category for h in SafetyMatcher(lex).scan("高价卖肾")] == ["fraud"]
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("quackery.txt", "# category: quackery\n包治百病神药\n"),
+        ("more.yaml", "categories:\n  quackery:\n    terms: [包治百病神药]\n"),
+    ],
+)
+def test_extending_a_category_without_an_action_keeps_its_action(tmp_path, name, body):
+    # quackery is `flag` in the default lexicon; adding terms once silently turned it into `drop`
+    f = tmp_path / name
+    f.write_text(body, encoding="utf-8")
+    lex = default_lexicon()
+    assert lex.categories["quackery"].action == "flag"
+    lex.merge(load_lexicon(f))
+    assert lex.categories["quackery"].action == "flag" and "包治百病神药" in lex.categories["quackery"].terms
+    f.write_text(body.replace("terms:", "action: drop\n    terms:") if name.endswith("yaml") else "# action: drop\n" + body, encoding="utf-8")
+    lex.merge(load_lexicon(f))
+    assert lex.categories["quackery"].action == "drop"  # an explicit action still wins
+
+
+def test_new_category_from_a_file_without_action_drops(tmp_path):
+    f = tmp_path / "organ_trade.txt"
+    f.write_text("卖肾\n", encoding="utf-8")
+    lex = default_lexicon()
+    lex.merge(load_lexicon(f))
+    assert lex.categories["organ_trade"].action == "drop"

@@ -136,3 +136,60 @@ def test_a_chapter_title_repeated_as_a_running_header_is_dropped():
         "正文三句。",
     ]
     assert result.counts["running_headers"] == 1
+
+
+def test_a_number_wrapped_across_lines_in_chinese_text_is_not_split_by_a_space():
+    text = (
+        "HBV的抵抗力很强，对热、低温、干燥和紫外线均有耐受性，煮沸10分钟、6\n"
+        "5℃10小时或高压蒸汽消毒可使之灭活，如1\n988年上海甲型肝炎暴发。\n"
+        "the patients were enrolled in the year 2020 and\nfollowed up for 12 months."
+    )
+    out = clean_text(text).text
+    assert "65℃10小时" in out and "如1988年" in out
+    assert "2020 and followed up" in out  # Latin words still get their space
+
+
+def test_a_table_of_contents_does_not_swallow_the_real_chapter_headings():
+    text = (
+        "目录\n第一章 总论\n第二章 病毒性疾病\n"
+        "第一章 总论\n传染病是指由病原微生物感染人体后产生的有传染性的疾病。\n"
+        "第一章 总论\n感染性疾病包括传染病和非传染性感染性疾病。\n"  # a running header inside chapter 1
+        "第二章 病毒性疾病\n病毒性肝炎是由多种肝炎病毒引起的。\n"
+    )
+    result = clean_text(text)
+    assert result.text.split("\n") == [
+        "目录",
+        "第一章 总论",
+        "第二章 病毒性疾病",
+        "第一章 总论",
+        "传染病是指由病原微生物感染人体后产生的有传染性的疾病。",
+        "感染性疾病包括传染病和非传染性感染性疾病。",
+        "第二章 病毒性疾病",
+        "病毒性肝炎是由多种肝炎病毒引起的。",
+    ]
+    assert result.counts["running_headers"] == 1
+
+
+def test_gbk_crlf_text_with_a_short_line_cut_mid_sentence(tmp_path):
+    path = tmp_path / "ckd.txt"
+    text = "第一章 慢性肾脏病\r\n肾小球滤过率低于60\r\n的患者应评估并发症。\r\n血压控制不佳\r\n，应加用利尿剂。\r\n"
+    path.write_bytes(text.encode("gbk"))
+    loaded = load_documents([path])
+    assert loaded.encodings == {"ckd.txt": "gb18030"}
+    assert clean_text(loaded.documents[0].text).text.split("\n") == [
+        "第一章 慢性肾脏病",
+        "肾小球滤过率低于60的患者应评估并发症。",
+        "血压控制不佳，应加用利尿剂。",
+    ]
+
+
+def test_pdf_text_with_a_space_between_every_chinese_character_is_despaced():
+    text = "第 一 章 总 论\n高 血 压 是 以 体 循 环 动 脉 血 压 增 高 为 主 要 特 征 的 临 床 综 合 征 。\n第二章 各论\n使用 ACEI 时应监测 血钾 和 肌酐。\n"
+    result = clean_text(text)
+    assert result.text.split("\n") == [
+        "第一章总论",
+        "高血压是以体循环动脉血压增高为主要特征的临床综合征。",
+        "第二章 各论",  # one space between words: left alone
+        "使用 ACEI 时应监测 血钾 和 肌酐。",
+    ]
+    assert result.counts["cjk_spaces_removed"] == 4 + 25

@@ -63,3 +63,11 @@ def test_real_samples_layouts(samples_dir: Path):
     assert sniff_json_layout(read_text(samples_dir / "qasystem_medical_sample.json").text) == "lines"
     assert sniff_json_layout(read_text(samples_dir / "huatuo_liver_cancer_sample.json").text) == "array"
     assert read_text(samples_dir / "toyhom_IM_sample.csv").encoding == "gb18030"
+
+
+def test_large_array_line_numbers(tmp_path: Path):
+    n = 20000
+    f = tmp_path / "book_data.json"
+    f.write_text("[\n" + ",\n".join(f'    "第{i}段：高血压的诊断标准。"' for i in range(n)) + "\n]\n", encoding="utf-8")
+    items = list(iter_json_items(read_text(f)))
+    assert [i.line for i in items[:3]] == [2, 3, 4] and items[-1].line == n + 1

@@ -218,3 +218,12 @@ def test_length_limits_are_counted_on_tokens(tiny, tmp_path):
     assert kept.report.max == max(lengths)
     strict = tokenize_conversations(Dataset.from_dict({"messages": rows}), tokenizer, limit, True, drop_long=True)
     assert (strict.report.truncated, strict.report.dropped, len(strict.dataset)) == (0, 2, 1)
+
+
+@pytest.mark.parametrize("stage", ["rm", "dpo"])
+def test_pair_stages_refuse_when_drop_long_leaves_nothing(tiny, dirs, tmp_path, stage):
+    from medmill.schemas.errors import MedmillError
+
+    opts = TrainOptions(stage=stage, model=str(tiny), data=[str(dirs["pref"])], out=str(tmp_path / stage), drop_long=True, preview=False)
+    with pytest.raises(MedmillError, match="no preference pair fits --max_length 8"):
+        run_training(opts, {}, ["--max_length", "8", "--max_steps", "1"])

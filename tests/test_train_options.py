@@ -166,3 +166,133 @@ def test_dirs_and_files_mix_into_one_dataset(tmp_path):
     assert len(data.train) == 36 + 30 and len(data.validation) == 4  # the dir's own validation split
     assert data.train.column_names == ["messages"]
     assert sum(1 for m in data.train["messages"] if m[0]["content"].startswith("q")) == 30
+
+
+def test_resume_from_a_run_dir_instead_of_a_checkpoint_is_a_clear_error(tmp_path):
+    from medmill.trainers.modeling import resume_point
+    from medmill.trainers.options import TrainOptions
+
+    run = tmp_path / "run"
+    (run / "checkpoint-3").mkdir(parents=True)
+    (run / "checkpoint-3" / "trainer_state.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(MedmillError, match=r"not a checkpoint dir.*did you mean .*checkpoint-3"):
+        resume_point(TrainOptions(out=str(tmp_path / "new"), resume_from=str(run)))
+    with pytest.raises(MedmillError, match="no such checkpoint dir"):
+        resume_point(TrainOptions(out=str(tmp_path / "new"), resume_from=str(tmp_path / "missing")))
+    assert resume_point(TrainOptions(out=str(tmp_path / "new"), resume_from=str(run / "checkpoint-3"))) == str(run / "checkpoint-3")
+
+
+def test_prompt_only_rows_feed_the_rl_stage(tmp_path):
+    f = tmp_path / "prompts.jsonl"
+    rows = [
+        {"prompt": [{"role": "system", "content": "你是医生"}, {"role": "user", "content": "头痛怎么办"}]},  # trl prompt-only
+        {"prompt": "发热怎么办"},
+        {"messages": [{"role": "user", "content": "咳嗽"}]},  # a conversation waiting for its answer
+        {"conversations": [{"from": "human", "value": "胸闷"}], "system": "简短回答"},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},  # answer dropped
+        {"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},  # not a prompt
+    ]
+    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    data = load_training_data([DataSpec(f)], "prompt")
+    assert len(data.train) == 5 and data.sources[0].bad == 1 and data.problems[0].startswith(f"{f}:6:")
+    prompts = sorted(data.train["prompt"], key=len)
+    assert all(p[-1]["role"] == "user" for p in prompts)
+    assert [m["role"] for m in prompts[-1]] == ["system", "user"]
+
+
+def test_a_plain_folder_and_fingerprinted_shards(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "jsonl_files"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(json.dumps({"instruction": "q", "output": "a"}), encoding="utf-8")
+    with pytest.raises(MedmillError, match="a folder but not a dataset dir"):
+        load_training_data([DataSpec(folder)], "sft")
+    hub = tmp_path / "hub" / "data"  # a dir pushed by an older `datasets` (shard names end in a fingerprint)
+    hub.mkdir(parents=True)
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    for split, n in (("train", 6), ("validation", 2)):
+        pq.write_table(pa.Table.from_pylist([{"messages": msgs}] * n), hub / f"{split}-00000-of-00001-3f2a9c1d.parquet")
+    data = load_training_data([DataSpec(hub.parent)], "sft")
+    assert (len(data.train), len(data.validation)) == (6, 2)
+
+
+def test_a_model_dir_without_tokenizer_files_is_refused(tmp_path):
+    from medmill.trainers.modeling import load_tokenizer
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}), encoding="utf-8")
+    with pytest.raises(MedmillError, match="cannot load a tokenizer .* holds none of tokenizer.json"):
+        load_tokenizer(str(tmp_path), "chatml", need_chat=True)  # not an empty one-token tokenizer
+
+
+def test_recipe_values_are_typed_like_flags(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("learning_rate: 1e-3\nmax_steps: 2.0\nsave_steps: 5\nbf16: false\nval_size: 1e-1\nlora: true\n", encoding="utf-8")
+    loaded = load_recipe(recipe)  # YAML 1.1 reads 1e-3 as the string '1e-3'
+    config = build_config(config_class("sft"), CPU, loaded, [])
+    assert (config.learning_rate, config.max_steps) == (1e-3, 2) and isinstance(config.learning_rate, float)
+    opts = resolve_options({"stage": "sft", "model": "m", "out": str(tmp_path / "o")}, loaded)
+    assert opts.val_size == 0.1 and opts.lora is True
+    with pytest.raises(MedmillError, match=r"bad value \[1\] for max_steps in the recipe .*an integer"):
+        build_config(config_class("sft"), CPU, {"max_steps": [1]}, [])
+    with pytest.raises(MedmillError, match="bad value 'maybe' for bf16 .*true or false"):
+        build_config(config_class("dpo"), CPU, {"bf16": "maybe"}, [])
+    with pytest.raises(MedmillError, match="bad value 'yes please' for lora"):
+        resolve_options({"stage": "sft", "model": "m", "out": "o"}, {"lora": "yes please"})
+
+
+def test_a_file_of_the_wrong_kind_says_which_stage_it_is_for(tmp_path):
+    pref = tmp_path / "pref.jsonl"
+    pref.write_text(json.dumps({"conversations": [{"from": "human", "value": "q"}], "chosen": "a", "rejected": "b"}), encoding="utf-8")
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text(json.dumps({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}), encoding="utf-8")
+    with pytest.raises(MedmillError, match="pref.jsonl:1: a preference row .*train rm or dpo"):
+        load_training_data([DataSpec(pref)], "sft")
+    with pytest.raises(MedmillError, match="sft.jsonl:1: no chosen/rejected answers: an sft row"):
+        load_training_data([DataSpec(sft)], "preference")
+    assert len(load_training_data([DataSpec(pref)], "prompt").train) == 1  # still a prompt for RL
+
+
+def test_resume_with_a_different_lora_choice_is_a_clear_error(tmp_path):
+    from medmill.trainers.modeling import resume_point
+    from medmill.trainers.options import TrainOptions
+
+    ckpt = tmp_path / "checkpoint-2"
+    ckpt.mkdir()
+    (ckpt / "trainer_state.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(MedmillError, match="holds full weights; drop --lora"):
+        resume_point(TrainOptions(out=str(tmp_path), lora=True))
+    assert resume_point(TrainOptions(out=str(tmp_path))) == str(ckpt)
+    (ckpt / "adapter_config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(MedmillError, match="holds a LoRA adapter; add --lora"):
+        resume_point(TrainOptions(out=str(tmp_path)))
+    assert resume_point(TrainOptions(out=str(tmp_path), qlora=True)) == str(ckpt)
+    assert resume_point(TrainOptions(out=str(tmp_path), no_resume=True)) is None
+
+
+def test_sizes_out_of_range_are_refused_before_any_work():
+    base = {"stage": "pt", "model": "m", "out": "o"}
+    with pytest.raises(MedmillError, match="--block-size must be at least 1"):
+        resolve_options({**base, "block_size": 0}, {})
+    with pytest.raises(MedmillError, match="--lora-r must be at least 1"):
+        resolve_options(base, {"lora_r": 0})
+    with pytest.raises(MedmillError, match=r"--lora-dropout must be in \[0, 1\)"):
+        resolve_options({**base, "lora_dropout": 1.5}, {})
+
+
+def test_resume_refuses_a_checkpoint_of_another_stage(tmp_path):
+    from medmill.trainers.modeling import resume_point
+    from medmill.trainers.options import TrainOptions
+
+    (tmp_path / "checkpoint-30").mkdir()
+    (tmp_path / "checkpoint-30" / "trainer_state.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "medmill_train.json").write_text(json.dumps({"stage": "sft"}), encoding="utf-8")
+    with pytest.raises(MedmillError, match="checkpoint of a `sft` run, not `dpo`"):
+        resume_point(TrainOptions(stage="dpo", out=str(tmp_path)))  # would "finish" dpo at once on sft weights
+    assert resume_point(TrainOptions(stage="sft", out=str(tmp_path))).endswith("checkpoint-30")
+    assert resume_point(TrainOptions(stage="dpo", out=str(tmp_path), no_resume=True)) is None
+    (tmp_path / "medmill_train.json").write_text(json.dumps({"stage": "ppo/grpo"}), encoding="utf-8")
+    assert resume_point(TrainOptions(stage="ppo", algo="grpo", out=str(tmp_path))).endswith("checkpoint-30")
+    with pytest.raises(MedmillError, match="not `ppo`"):
+        resume_point(TrainOptions(stage="ppo", out=str(tmp_path)))

@@ -149,6 +149,11 @@ def load_training_data(specs: list[DataSpec], kind: str, val_size: float = 0.0, 
             rows = _rows_of_file(spec.path, kind, stats, data)
             splits = {"train": Dataset.from_list(rows)} if rows else {}
             stats.kind = "file"
+        elif spec.path.is_dir():
+            raise MedmillError(
+                f"--data {spec.path}: a folder but not a dataset dir (no data/ with parquet shards); "
+                "pass its files one by one (--data FILE) or build a dataset dir with medmill first"
+            )
         else:
             raise MedmillError(f"--data {spec.path}: no such dataset dir or file")
         stats.rows = sum(len(v) for v in splits.values())

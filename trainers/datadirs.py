@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 from medmill.schemas import KIND_COLUMNS
 from medmill.schemas.errors import MedmillError
 
-SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-\d{5}-of-\d{5}\.parquet$")
+# medmill's and today's datasets' names; older `push_to_hub` added a fingerprint: train-00000-of-00001-<hex>.parquet
+SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet$")
 
 
 def is_dataset_dir(path: Path) -> bool:

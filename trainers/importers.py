@@ -6,6 +6,8 @@ preference: MedicalGPT `{"conversations", "chosen", "rejected"}`, the shibing624
 `{"question", "response_chosen", "response_rejected", "system"?, "history"?}`, trl `{"prompt", "chosen",
 "rejected"}` (strings or message lists).
 pretrain: `{"text"}` rows or, for files that are not JSON, one document per non-empty line.
+prompt (ppo / grpo / rloo): any of the above preference rows, `{"question"}`, trl's prompt-only
+`{"prompt"}`, or a conversation (its last answer dropped when it ends with one).
 
 Every converter raises `BadRow` with a reason; the loader turns it into a counted, file:line-named problem.
 """
@@ -100,13 +102,15 @@ def _check_turns(messages: list[dict[str, str]], last: str) -> list[dict[str, st
         if m["role"] != ("user" if i % 2 == 0 else "assistant"):
             raise BadRow(f"turn {i + 1} is {m['role']}; roles must alternate user/assistant")
     if not body or body[-1]["role"] != last:
-        raise BadRow(f"conversation must end with a {last} turn")
+        raise BadRow(f"conversation must end with {'an' if last == 'assistant' else 'a'} {last} turn")
     return messages
 
 
 def to_sft(row: Any) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise BadRow("not a JSON object")
+    if "chosen" in row or "response_chosen" in row:
+        raise BadRow("a preference row (chosen/rejected): train rm or dpo on it, not sft")
     if "messages" in row:
         msgs = _messages(row["messages"], "messages")
     elif "conversations" in row:
@@ -139,6 +143,8 @@ def to_preference(row: Any) -> dict[str, Any]:
         chosen, rejected = row.get("chosen"), row.get("rejected")
     else:
         raise BadRow(f"no conversations / prompt / question keys (keys: {sorted(row)[:8]})")
+    if chosen is None and rejected is None:
+        raise BadRow("no chosen/rejected answers: an sft row, not a preference pair")
     out = {
         "prompt": _check_turns(prompt, "user"),
         "chosen": _messages(chosen, "chosen"),
@@ -165,6 +171,15 @@ def to_prompt(row: Any) -> dict[str, Any]:
         return {"prompt": to_preference(row)["prompt"]}
     if isinstance(row, dict) and "question" in row:
         return {"prompt": _history(row) + [{"role": "user", "content": _text(row["question"], "question")}]}
+    if isinstance(row, dict) and "prompt" in row:  # trl's prompt-only format
+        return {"prompt": _check_turns(_messages(row["prompt"], "prompt"), "user")}
+    key = next((k for k in ("messages", "conversations") if isinstance(row, dict) and k in row), None)
+    if key:  # a conversation that ends with the user's turn is a prompt as it stands
+        msgs = _messages(row[key], key)
+        if msgs[-1]["role"] == "user":
+            if row.get("system") and msgs[0]["role"] != "system":
+                msgs.insert(0, {"role": "system", "content": _text(row["system"], "system")})
+            return {"prompt": _check_turns(msgs, "user")}
     msgs = to_sft(row)["messages"]
     return {"prompt": msgs[:-1]}
 

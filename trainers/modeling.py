@@ -48,14 +48,29 @@ def runtime_defaults(opts: TrainOptions) -> dict:
     }
 
 
-def load_tokenizer(path: str, template: str | None, need_chat: bool):
-    """The tokenizer with its own chat template, or the named one when `template` is given."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def has_tokenizer_files(path: str | Path) -> bool:
+    return any((Path(path) / name).exists() for name in TOKENIZER_FILES)
+
+
+def read_tokenizer(path: str | Path):
+    """AutoTokenizer.from_pretrained with a one-line error; a local dir without tokenizer files is an
+    error too (transformers would otherwise build an empty one-token tokenizer from config.json)."""
     from transformers import AutoTokenizer
 
+    if Path(path).is_dir() and not has_tokenizer_files(path):
+        raise MedmillError(f"cannot load a tokenizer from {path}: it holds none of {', '.join(TOKENIZER_FILES)}")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as e:
-        raise MedmillError(f"cannot load a tokenizer from {path}: {str(e).splitlines()[0]}") from None
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise MedmillError(f"cannot load a tokenizer from {path}: {str(e).strip().splitlines()[0]}") from None
+
+
+def load_tokenizer(path: str, template: str | None, need_chat: bool):
+    """The tokenizer with its own chat template, or the named one when `template` is given."""
+    tokenizer = read_tokenizer(path)
     added = apply_template(tokenizer, template) if template else 0
     if need_chat and not tokenizer.chat_template:
         raise MedmillError(f"the tokenizer of {path} has no chat template; pass --template NAME (e.g. chatml, llama3)")
@@ -162,9 +177,46 @@ def last_checkpoint(out: Path) -> Path | None:
 
 def resume_point(opts: TrainOptions) -> str | None:
     """--resume-from wins; otherwise the last checkpoint in --out unless --no-resume."""
+    found = _resume_point(opts)
+    if found:
+        ran = _stage_of_run(Path(found).parent)
+        wanted = opts.stage if opts.stage != "ppo" or opts.algo == "ppo" else f"ppo/{opts.algo}"
+        if ran and opts.stage and ran != wanted:
+            raise MedmillError(
+                f"cannot resume from {found}: it is a checkpoint of a `{ran}` run, not `{wanted}`; "
+                "use another --out (or --no-resume to start over in this one)"
+            )
+        saved_adapter = (Path(found) / "adapter_config.json").exists()
+        wants_adapter = opts.lora or opts.qlora
+        if saved_adapter != wants_adapter:
+            held, flag = ("a LoRA adapter", "add --lora") if saved_adapter else ("full weights", "drop --lora/--qlora")
+            raise MedmillError(
+                f"cannot resume from {found}: it holds {held}; {flag} to continue that run, "
+                "or pass --no-resume (or another --out) to start over"
+            )
+    return found
+
+
+def _stage_of_run(run_dir: Path) -> str | None:
+    """The stage medmill_train.json of a finished run records ("sft", "ppo/grpo", ...), if any."""
+    import json
+
+    try:
+        stage = json.loads((run_dir / "medmill_train.json").read_text(encoding="utf-8")).get("stage")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return stage if isinstance(stage, str) else None
+
+
+def _resume_point(opts: TrainOptions) -> str | None:
     if opts.resume_from:
-        if not Path(opts.resume_from).is_dir():
+        given = Path(opts.resume_from)
+        if not given.is_dir():
             raise MedmillError(f"--resume-from {opts.resume_from}: no such checkpoint dir")
+        if not (given / "trainer_state.json").exists():
+            inner = last_checkpoint(given)
+            hint = f"; did you mean {inner}?" if inner else " (pass a checkpoint-N dir of a run's --out)"
+            raise MedmillError(f"--resume-from {opts.resume_from}: not a checkpoint dir, it has no trainer_state.json{hint}")
         return opts.resume_from
     if opts.no_resume:
         return None

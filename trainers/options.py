@@ -53,6 +53,7 @@ class TrainOptions:
 
 
 OPTION_NAMES = {f.name for f in dataclasses.fields(TrainOptions)}
+OPTION_TYPES = {f.name: str(f.type) for f in dataclasses.fields(TrainOptions)}
 
 
 def config_class(stage: str, algo: str = "ppo") -> type:
@@ -120,6 +121,7 @@ class _Parser:
 
         self.parser = Quiet(cls)
         self.dest_of = {s: a.dest for a in self.parser._actions for s in a.option_strings}
+        self.action_of = {a.dest: a for a in self.parser._actions}
         self.fields = {f.name for f in dataclasses.fields(cls) if f.init}
 
     def parse(self, args: list[str], where: str) -> dict[str, Any]:
@@ -136,6 +138,44 @@ class _Parser:
         return {dest: getattr(namespace, dest) for dest in given}
 
 
+    def coerce(self, name: str, value: Any, where: str) -> Any:
+        """A recipe value typed the way the flag would be: YAML 1.1 reads `1e-3` as a string, and a
+        list or text where a number belongs must fail here, not deep inside the trainer."""
+        action = self.action_of.get(name)
+        if action is None or value is None or action.type is None:
+            return value
+        if action.nargs in ("+", "*") and isinstance(value, list):
+            return [_typed(action.type, v, name, where) for v in value]
+        return _typed(action.type, value, name, where)
+
+
+def _typed(kind: Any, value: Any, name: str, where: str) -> Any:
+    wanted = {"int": "an integer", "float": "a number", "string_to_bool": "true or false"}.get(getattr(kind, "__name__", ""), kind)
+    bad = MedmillError(f"bad value {value!r} for {name} {where}: expected {wanted}")
+    if kind in (int, float):
+        if isinstance(value, bool | list | dict):
+            raise bad
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+        if kind is int:
+            if not number.is_integer():
+                raise bad
+            return int(number)
+        return number
+    if getattr(kind, "__name__", "") == "string_to_bool":
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, str | int):
+            raise bad
+        try:
+            return kind(str(value))
+        except Exception:  # argparse's ArgumentTypeError and friends
+            raise bad from None
+    return value
+
+
 def build_config(cls: type, defaults: dict[str, Any], recipe: dict[str, Any], extras: list[str]):
     """defaults < recipe < CLI extras -> an instance of the stage's config class."""
     parser = _Parser(cls)
@@ -145,7 +185,7 @@ def build_config(cls: type, defaults: dict[str, Any], recipe: dict[str, Any], ex
             continue
         if key not in parser.fields:
             raise _unknown(key, parser.fields | OPTION_NAMES, f"in the recipe for {cls.__name__}")
-        from_recipe[key] = value
+        from_recipe[key] = parser.coerce(key, value, f"in the recipe for {cls.__name__}")
     from_cli = parser.parse(extras, f"for {cls.__name__}")
     kwargs = {**defaults, **from_recipe, **from_cli}
     try:
@@ -158,9 +198,21 @@ def build_config(cls: type, defaults: dict[str, Any], recipe: dict[str, Any], ex
         raise MedmillError(f"invalid {cls.__name__} settings: {str(e).splitlines()[0]}") from None
 
 
+def _option_value(name: str, value: Any) -> Any:
+    """A medmill option from the recipe, typed as declared in TrainOptions (see _typed)."""
+    declared = OPTION_TYPES[name]
+    if declared in ("int", "float"):
+        return _typed(int if declared == "int" else float, value, name, "in the recipe")
+    if declared == "bool" and not isinstance(value, bool):
+        raise MedmillError(f"bad value {value!r} for {name} in the recipe: expected true or false")
+    if declared == "list[str]" and isinstance(value, int | float | bool | dict):
+        raise MedmillError(f"bad value {value!r} for {name} in the recipe: expected a list of text")
+    return value
+
+
 def resolve_options(cli: dict[str, Any], recipe: dict[str, Any]) -> TrainOptions:
     """recipe < CLI for medmill's own options; CLI values of None / empty mean 'not given'."""
-    values = {k: v for k, v in recipe.items() if k in OPTION_NAMES}
+    values = {k: _option_value(k, v) for k, v in recipe.items() if k in OPTION_NAMES}
     values.update({k: v for k, v in cli.items() if v not in (None, [], ())})
     opts = TrainOptions(**values)
     if isinstance(opts.data, str):
@@ -171,6 +223,11 @@ def resolve_options(cli: dict[str, Any], recipe: dict[str, Any]) -> TrainOptions
         raise MedmillError(f"unknown stage {opts.stage!r}; choose one of: {', '.join(STAGES)}")
     if opts.algo not in ALGOS:
         raise MedmillError(f"unknown --algo {opts.algo!r}; choose one of: {', '.join(ALGOS)}")
+    for name in ("block_size", "lora_r", "lora_alpha"):
+        if getattr(opts, name) < 1:
+            raise MedmillError(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= opts.lora_dropout < 1:
+        raise MedmillError("--lora-dropout must be in [0, 1)")
     for name in ("model", "out"):
         if not getattr(opts, name):
             raise MedmillError(f"--{name} is required (on the command line or in the recipe)")

@@ -20,7 +20,14 @@ from transformers import TrainingArguments
 
 from medmill.schemas.errors import MedmillError
 from medmill.trainers.fit import StageResult
-from medmill.trainers.modeling import load_causal_lm, load_scorer, load_tokenizer, resume_point, wrap_lora
+from medmill.trainers.modeling import (
+    load_causal_lm,
+    load_scorer,
+    load_tokenizer,
+    read_tokenizer,
+    resume_point,
+    wrap_lora,
+)
 from medmill.trainers.options import TrainOptions
 from medmill.trainers.preview import console, length_report, show_example, show_lengths
 from medmill.trainers.rewards import Response, parse_rules
@@ -166,9 +173,7 @@ class PPORunner:
     def _load_reward_model(self):
         if not self.opts.reward_model:
             return None, None
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(self.opts.reward_model)
+        tokenizer = read_tokenizer(self.opts.reward_model)
         tokenizer.padding_side = "right"
         model = load_scorer(self.opts.reward_model, self.opts, tokenizer).to(self.device).eval()
         model.requires_grad_(False)

@@ -4,6 +4,7 @@ RewardTrainer on preference pairs; reports pairwise accuracy on validation. The 
 
 from __future__ import annotations
 
+from medmill.schemas.errors import MedmillError
 from medmill.trainers.fit import StageResult, fit, history
 from medmill.trainers.modeling import load_scorer, load_tokenizer, wrap_lora
 from medmill.trainers.options import TrainOptions
@@ -16,6 +17,8 @@ def run_rm(opts: TrainOptions, config, data) -> StageResult:
 
     tokenizer, added = load_tokenizer(opts.model, opts.template, need_chat=True)
     train, report = limit_pairs(data.train, tokenizer, config.max_length, opts.drop_long)
+    if len(train) == 0:
+        raise MedmillError(f"no preference pair fits --max_length {config.max_length}")
     evaluation = limit_pairs(data.validation, tokenizer, config.max_length, opts.drop_long)[0] if data.validation else None
     if opts.preview:
         row = train[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from medmill.trainers.data import STAGE_INPUT, DataSpec, load_training_data
 from medmill.trainers.fit import StageResult, write_run_info
-from medmill.trainers.modeling import qlora_config, runtime_defaults
+from medmill.trainers.modeling import qlora_config, resume_point, runtime_defaults
 from medmill.trainers.options import TrainOptions, build_config, config_class
 
 # medmill's defaults per stage; any of them can be overridden from the recipe or the command line.
@@ -31,6 +31,7 @@ def run_training(opts: TrainOptions, recipe: dict, extras: list[str]) -> StageRe
     if opts.stage == "ppo":
         defaults.update(ALGO_DEFAULTS[opts.algo])
     config = build_config(cls, defaults, recipe, extras)  # fail on bad flags before reading any data
+    resume_point(opts)  # and on a bad --resume-from
     data = load_training_data([DataSpec.parse(s) for s in opts.data], STAGE_INPUT[opts.stage], opts.val_size, config.seed)
     if data.validation is not None and not _user_sets("eval_strategy", recipe, extras):
         defaults.update(eval_strategy="steps", eval_steps=config.save_steps)

@@ -89,14 +89,16 @@ DETECTORS: list[Detector] = [
     ),
     Detector(
         "ID_CARD",
-        re.compile(_NOT_DIGIT_BEFORE + r"[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[0-9Xx]" + _NOT_DIGIT_AFTER),
-        valid_resident_id,
+        re.compile(  # also grouped 6-8-4 as on the card: 110105 19491231 002X
+            _NOT_DIGIT_BEFORE + r"[1-9]\d{5}( ?)(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\1\d{3}[0-9Xx]" + _NOT_DIGIT_AFTER
+        ),
+        lambda s: valid_resident_id(s.replace(" ", "")),
     ),
     Detector(
         "PATIENT_ID",
         re.compile(
             r"(?:住院号|病历号|病案号|门诊号|就诊号|就诊卡号|诊疗卡号|医保卡号|医保号|社保卡号|患者编号|患者ID|病人ID|检查号|登记号|床号)"
-            r"\s*(?:[:：]|是|为)?\s*(?P<num>[A-Za-z]{0,3}[-]?\d{3,20})" + _NOT_DIGIT_AFTER,
+            r"\s*(?:[:：]|是|为)?\s*(?P<num>[A-Za-z]{0,3}[-]?\d{3,20}(?:[ -]\d{3,10}(?![\d年月日岁天周次个])){0,4})" + _NOT_DIGIT_AFTER,
             re.I,
         ),
         group="num",
@@ -112,7 +114,7 @@ DETECTORS: list[Detector] = [
         re.compile(
             r"(?<![0-9A-Za-z.])(?:"
             r"(?:\+?86[ -]?)?1[3-9]\d(?:\d{8}|[ -]\d{4}[ -]\d{4})"  # mobile: 138xxxxxxxx, 138-1234-5678
-            r"|(?:\(0\d{2,3}\)|（0\d{2,3}）|0(?:10|2\d|[3-9]\d{2})[ -])[2-9]\d{6,7}"  # landline: (0571)…, 010-…
+            r"|(?:\(0\d{2,3}\)|（0\d{2,3}）|0(?:10|2\d|[3-9]\d{2})[ -])\s?[2-9]\d{2,3}[ -]?\d{4}"  # landline: (0571)…, 010-…, 8888 8888
             r")(?:[-转]\d{1,5})?(?![0-9A-Za-z]|\.\d)"
         ),
     ),
@@ -140,6 +142,14 @@ DETECTORS: list[Detector] = [
 DETECTOR_NAMES = list(dict.fromkeys(d.name for d in DETECTORS))
 
 
+# Fullwidth digits, letters, ＋－＠．, dashes and the ideographic space mapped to ASCII, one character for one, so
+# numbers typed with a Chinese IME are found like their ASCII forms.
+_FULLWIDTH = {ord(c): ord(c) - 0xFEE0 for c in "０１２３４５６７８９＋－＠．ＡＢＣＤＥＦＧＨＩＪＫＬＭＮＯＰＱＲＳＴＵＶＷＸＹＺａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒｓｔｕｖｗｘｙｚ"} | {
+    0x3000: 0x20,
+    **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2212"), ord("-")),  # dashes a Chinese IME types for -
+}
+
+
 @dataclass(frozen=True)
 class PIIMatch:
     kind: str
@@ -159,6 +169,7 @@ class PIIScanner:
         self.detectors = [d for d in DETECTORS if d.name in wanted]
 
     def find(self, text: str) -> list[PIIMatch]:
+        original, text = text, text.translate(_FULLWIDTH)  # same length: spans stay valid
         taken: list[tuple[int, int]] = []
         found: list[PIIMatch] = []
         for det in self.detectors:
@@ -170,7 +181,7 @@ class PIIScanner:
                 if det.not_after is not None and det.not_after.search(text[max(0, start - 8) : start]):
                     continue
                 taken.append((start, end))
-                found.append(PIIMatch(det.name, start, end, value))
+                found.append(PIIMatch(det.name, start, end, original[start:end]))
         return sorted(found, key=lambda x: x.start)
 
     def redact(self, text: str) -> tuple[str, Counter]:

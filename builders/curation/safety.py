@@ -28,6 +28,7 @@ class Category:
     description: str = ""
     terms: set[str] = field(default_factory=set)
     allow: set[str] = field(default_factory=set)
+    action_given: bool = True  # False: the file named no action, so merging keeps the existing one
 
 
 @dataclass
@@ -41,7 +42,8 @@ class Lexicon:
             mine = self.categories.setdefault(cat.name, Category(cat.name, cat.action, cat.description))
             mine.terms |= cat.terms
             mine.allow |= cat.allow
-            mine.action = cat.action
+            if cat.action_given:  # adding terms to a `flag` category must not turn it into `drop`
+                mine.action = cat.action
         self.version = f"{self.version}+{other.name}@{other.version}"
 
 
@@ -55,13 +57,27 @@ def _action(value: object, where: str) -> Action:
     return value  # type: ignore[return-value]
 
 
+def _phrases(value: object, where: str) -> set[str]:
+    """A YAML list of phrases (a lone string is one phrase, never a list of its characters)."""
+    if value is None:
+        return set()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise MedmillError(f"{where}: expected a list of phrases, got {type(value).__name__}")
+    bad = [v for v in value if not isinstance(v, str | int | float) or isinstance(v, bool)]
+    if bad:
+        raise MedmillError(f"{where}: every entry must be a phrase, got {bad[0]!r}")
+    return {t for t in (_norm(str(v)) for v in value) if t}
+
+
 def load_lexicon(path: Path) -> Lexicon:
     """A YAML lexicon ({name, version, categories: {cat: {action, terms, allow}}}) or a TXT file:
     one term per line, `allow: PHRASE` lines, and `# category: NAME` / `# action: flag` /
     `# version: V` header comments (category defaults to the file name)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is not part of the first term
     except (OSError, UnicodeDecodeError) as e:
         raise MedmillError(f"cannot read lexicon {path}: {e}") from None
     if path.suffix.lower() in (".yaml", ".yml"):
@@ -75,15 +91,19 @@ def load_lexicon(path: Path) -> Lexicon:
         categories = {}
         for name, spec in cats.items():
             spec = spec or {}
-            categories[name] = Category(
-                name=name,
-                action=_action(spec.get("action", "drop"), f"{path} category {name}"),
+            where = f"lexicon {path} category {name}"
+            if not isinstance(spec, dict):
+                raise MedmillError(f"{where}: expected a mapping with action/terms/allow, got {type(spec).__name__}")
+            categories[str(name)] = Category(
+                name=str(name),
+                action=_action(spec.get("action", "drop"), where),
                 description=str(spec.get("description", "")),
-                terms={_norm(str(t)) for t in spec.get("terms") or [] if _norm(str(t))},
-                allow={_norm(str(t)) for t in spec.get("allow") or [] if _norm(str(t))},
+                terms=_phrases(spec.get("terms"), f"{where} terms"),
+                allow=_phrases(spec.get("allow"), f"{where} allow"),
+                action_given="action" in spec,
             )
         return Lexicon(str(data.get("name", path.stem)), str(data.get("version", "0")), categories)
-    header = {"category": path.stem, "action": "drop", "version": "0"}
+    header = {"category": path.stem, "action": "", "version": "0"}
     cat_terms: set[str] = set()
     allow: set[str] = set()
     for line in text.splitlines():
@@ -96,7 +116,8 @@ def load_lexicon(path: Path) -> Lexicon:
             allow.add(_norm(line[6:]))
         elif line:
             cat_terms.add(_norm(line))
-    cat = Category(header["category"], _action(header["action"], str(path)), "", cat_terms, allow - {""})
+    action = _action(header["action"] or "drop", str(path))
+    cat = Category(header["category"], action, "", cat_terms, allow - {""}, action_given=bool(header["action"]))
     return Lexicon(path.stem, header["version"], {cat.name: cat})
 
 

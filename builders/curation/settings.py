@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medmill.schemas.errors import MedmillError
 
 PII_TYPES = ("PHONE", "ID_CARD", "EMAIL", "IP", "URL", "BANK_CARD", "PATIENT_ID")
 
@@ -50,3 +52,22 @@ class CurationSettings(BaseModel):
     # decontamination
     decontam_ngram: int = Field(13, ge=4)
     decontam_field: str | None = None
+
+    @model_validator(mode="after")
+    def _length_bounds(self) -> CurationSettings:
+        if self.min_chars > self.max_chars:  # would silently drop every record
+            raise ValueError(f"--min-chars {self.min_chars} is above --max-chars {self.max_chars}")
+        return self
+
+
+def curation_settings(**values: object) -> CurationSettings:
+    """CurationSettings from command-line values; a bad value is a one-line error naming its flag."""
+    try:
+        return CurationSettings(**values)  # type: ignore[arg-type]
+    except ValidationError as e:
+        err = e.errors()[0]
+        flag = "--" + "-".join(str(x) for x in err["loc"]).replace("_", "-") if err["loc"] else "option"
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:
+            raise MedmillError(msg) from None
+        raise MedmillError(f"{flag}: {msg}, got {err.get('input')!r}") from None

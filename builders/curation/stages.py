@@ -176,6 +176,10 @@ def dedup_config(settings: CurationSettings) -> DedupConfig:
     )
 
 
+CLUSTER_EXAMPLES = 20  # duplicate clusters a build keeps in manifest.json (the report shows them)
+CLUSTER_EXAMPLE_MEMBERS = 10
+
+
 def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record], str] | None = None) -> Step:
     """Exact + near-duplicate removal; with `settings.dedup_index`, against earlier runs too (this
     build's kept records are added to the index after the dataset is written)."""
@@ -189,7 +193,10 @@ def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record],
 
         index = DedupIndex.open(settings.dedup_index, config) if settings.dedup_index else None
         out = dedup_records(records, fields, config, origin_of, index)
-        result = StepResult(out.kept, out.rejects, out.counters, out.stats)
+        # a build writes no clusters.jsonl: the largest clusters go into the manifest for the report
+        largest = sorted(out.clusters, key=lambda c: -len(c["members"]))[:CLUSTER_EXAMPLES]
+        examples = [{**c, "members": c["members"][:CLUSTER_EXAMPLE_MEMBERS]} for c in largest]
+        result = StepResult(out.kept, out.rejects, out.counters, {**out.stats, "cluster_examples": examples})
         if index is not None:
             # only once the dataset is written: a failed build must not leave its records in the
             # index, or its re-run would find every record "already published"

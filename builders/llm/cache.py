@@ -50,6 +50,8 @@ class RequestCache:
             )
         except sqlite3.DatabaseError as e:
             raise MedmillError(f"cannot open the LLM cache {self.path}: {e}") from None
+        except OSError as e:  # e.g. a parent of the path is a file, or no permission
+            raise MedmillError(f"cannot create the LLM cache {self.path}: {e.strerror or e}") from None
 
     def get(self, key: str) -> Completion | None:
         row = self._db.execute(

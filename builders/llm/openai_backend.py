@@ -62,6 +62,11 @@ class OpenAIBackend:
             raise FatalCallError("--llm-model is required (the model name the endpoint serves)")
         self.settings = settings
         self.base_url = resolve_base_url(settings)
+        if self.base_url and urlsplit(self.base_url).scheme.lower() not in ("http", "https"):
+            raise FatalCallError(
+                "--llm-base-url (or $OPENAI_BASE_URL) must be an http:// or https:// URL such as "
+                "http://127.0.0.1:8000/v1"
+            )
         self._key = os.environ.get(settings.api_key_env) or ""
         self._client: Any = None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -61,17 +62,20 @@ def with_instruction(messages: list[dict[str, str]], schema: type[BaseModel]) ->
     return out
 
 
-def extract_json(text: str) -> Any:
-    """The first JSON object/array in `text`: bare, inside ``` fences, or surrounded by prose.
+# Reasoning models (DeepSeek-R1, QwQ, Qwen3 served by vLLM/Ollama) put their thoughts before the answer.
+_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 
-    Raises ValueError when there is none.
-    """
-    stripped = text.strip()
+
+def iter_json(text: str) -> Iterator[Any]:
+    """Every JSON object/array in `text`, in order: the whole text, inside ``` fences, then any embedded in
+    prose (outside `<think>` blocks)."""
+    answer = _THINK.sub("", text) if "<think>" in text.lower() else text
+    stripped = answer.strip()
     try:
-        return json.loads(stripped)
+        yield json.loads(stripped)
     except ValueError:
         pass
-    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    candidates = [m.group(1) for m in _FENCE.finditer(answer)] + [answer]
     decoder = json.JSONDecoder()
     for candidate in candidates:
         for i, ch in enumerate(candidate):
@@ -81,22 +85,40 @@ def extract_json(text: str) -> Any:
                 value, _end = decoder.raw_decode(candidate, i)
             except ValueError:
                 continue
-            return value
+            yield value
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON object/array in `text`: bare, inside ``` fences, or surrounded by prose.
+
+    Raises ValueError when there is none.
+    """
+    for value in iter_json(text):
+        return value
     raise ValueError("no JSON object found in the output")
 
 
 def parse(text: str, schema: type[BaseModel]) -> BaseModel:
-    """Validate a reply against `schema`; raises ValueError with a short reason (used for re-asks)."""
+    """Validate a reply against `schema`; raises ValueError with a short reason (used for re-asks).
+
+    The first JSON value that matches the schema wins, so a stray `[1]` or `{}` in prose before the
+    answer does not hide it; when none matches, the reason is the first value's mismatch."""
     if not text or not text.strip():
         raise ValueError("the output was empty")
-    value = extract_json(text)
-    try:
-        return schema.model_validate(value)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()[:5]
-        )
-        raise ValueError(f"the JSON does not match the schema: {problems}") from None
+    first: ValidationError | None = None
+    for n, value in enumerate(iter_json(text)):
+        try:
+            return schema.model_validate(value)
+        except ValidationError as e:
+            first = first or e
+        if n >= 50:  # a reply full of brackets: enough tries
+            break
+    if first is None:
+        raise ValueError("no JSON object found in the output")
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in first.errors()[:5]
+    )
+    raise ValueError(f"the JSON does not match the schema: {problems}")
 
 
 def reask_message(error: str, schema: type[BaseModel]) -> dict[str, str]:

@@ -7,11 +7,13 @@ Builders build `LLMRequest`s, hand them to `medmill.builders.llm.engine.LLMEngin
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class LLMSettings(BaseModel):
@@ -43,6 +45,26 @@ class LLMSettings(BaseModel):
     structured: Literal["auto", "json_schema", "json_object", "prompt"] = "auto"
     cache: Path | None = None  # default: <out>/llm_cache.sqlite
     batch_size: int = 8  # transformers backend
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name_not_key(cls, value: str) -> str:
+        # A key pasted here by mistake would reach the manifest, the card and error messages: refuse it
+        # without repeating it.
+        if not _ENV_NAME.fullmatch(value) or (value not in os.environ and _looks_like_key(value)):
+            raise ValueError(
+                "--llm-api-key-env takes the NAME of the environment variable holding the key "
+                "(e.g. DEEPSEEK_API_KEY), not the key itself"
+            )
+        return value
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def _looks_like_key(value: str) -> bool:
+    """Long, mixed-case-or-digits strings are keys; environment variable names are words (MY_API_KEY)."""
+    return len(value) >= 24 and any(c.isdigit() for c in value) and any(c.islower() for c in value)
 
 
 @dataclass

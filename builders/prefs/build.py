@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from medmill.builders.build import finish_build
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
+from medmill.builders.dataset_dir import read_manifest
 from medmill.builders.llm.types import LLMSettings
 from medmill.builders.manifest import Manifest
 from medmill.builders.prefs.inputs import FieldNames, PromptItem, read_inputs
@@ -67,7 +68,18 @@ class PrefsConfig(BaseModel):
     val_size: float = 0.05
     test_size: float = 0.0
     license: str = "other"
+    source_licenses: dict[str, str] = Field(default_factory=dict)
     curation: CurationSettings = Field(default_factory=CurationSettings)
+
+
+def _input_licenses(cfg: PrefsConfig) -> dict[str, str]:
+    """--source-license entries, and for input dataset dirs not named there the license in their manifest."""
+    licenses: dict[str, str] = {}
+    for path in cfg.inputs:
+        manifest = read_manifest(path) if Path(path).is_dir() else None
+        if manifest and manifest.get("license"):
+            licenses[str(path)] = str(manifest["license"])
+    return licenses | cfg.source_licenses
 
 
 @dataclass
@@ -139,6 +151,7 @@ def build_prefs(cfg: PrefsConfig, command: str = "medmill build-prefs") -> Manif
         val_size=cfg.val_size,
         test_size=cfg.test_size,
         license=cfg.license,
+        source_licenses=_input_licenses(cfg),
         counters=counters,
         prompts=outcome.prompts,
         llm=outcome.llm,

@@ -154,6 +154,8 @@ def _meta_dict(meta: Any) -> dict[str, Any]:
 
 def _read_file(path: Path, fields: FieldNames, result: ReadResult) -> None:
     decoded = read_text(path)
+    if not decoded.text.strip():
+        raise MedmillError(f"{path} is empty: no prompts or pairs to read")
     if sniff_json_layout(decoded.text) == "none":
         rows = _csv_rows(decoded, fields)
     else:

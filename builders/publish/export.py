@@ -194,6 +194,7 @@ class ExportResult:
     kind: str
     format: str
     files: dict[str, int] = field(default_factory=dict)  # path -> rows written
+    splits: list[str] = field(default_factory=list)  # the splits written
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     dataset_info: Path | None = None
 
@@ -249,10 +250,14 @@ def export_dir(src: Path, fmt: str, out: Path, split: str | None = None, name: s
                 except Skip as e:
                     result.skipped[str(e)] += 1
 
-    for path, splits in _targets(src, out, split).items():
-        result.files[str(path)] = _atomic_jsonl(path, rows(splits))
-    if fmt == "llamafactory":
-        result.dataset_info = _write_dataset_info(kind, result.files, name or src.resolve().name)
+    try:
+        for path, splits in _targets(src, out, split).items():
+            result.files[str(path)] = _atomic_jsonl(path, rows(splits))
+            result.splits += splits
+        if fmt == "llamafactory":
+            result.dataset_info = _write_dataset_info(kind, result.files, name or src.resolve().name)
+    except OSError as e:  # an unwritable or mistyped --out: one line, not a traceback
+        raise MedmillError(f"cannot write the export to {out}: {e.strerror or e}") from None
     return result
 
 

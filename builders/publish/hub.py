@@ -126,6 +126,11 @@ def load_manifest(path: Path) -> Manifest:
         raise MedmillError(f"{path}/manifest.json does not match medmill's manifest: {e.errors()[0]['msg']}") from None
     if not manifest.complete:
         raise MedmillError(f"{path} is an unfinished build (manifest says complete=false); finish or rebuild it")
+    if manifest.records_total == 0:
+        raise MedmillError(
+            f"{path} holds no records (see its rejects.jsonl); nothing to push, and pushing it would delete "
+            "the config's shards on the Hub"
+        )
     for info in manifest.splits.values():
         for name in info.files:
             if not (path / name).is_file():

@@ -17,10 +17,12 @@ import jinja2
 import pyarrow.parquet as pq
 from markupsafe import Markup, escape
 
+from medmill.builders.curation.pii import PIIScanner
 from medmill.builders.dataset_dir import detect_kind, read_manifest, split_files
 from medmill.builders.publish.stats import DatasetStats, Distribution, compute_stats
 from medmill.schemas.errors import MedmillError
 
+_PII = PIIScanner()
 SAMPLE_RECORDS = 8
 REJECT_EXAMPLES = 3
 MAX_CLUSTERS = 20
@@ -67,9 +69,21 @@ def _clip(text: Any, limit: int = MAX_TEXT) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def _shown(value: Any, limit: int) -> str:
+    """A reject's text for the page, PII redacted first: rejects.jsonl keeps the raw input (records
+    dropped for PII among them), but a report is made to be looked at and passed around."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return _clip(_PII.redact(text)[0], limit)
+
+
 def _samples(path: Path, n: int = SAMPLE_RECORDS) -> list[dict[str, Any]]:
     """`n` records spread evenly over the first shard of train (or of the first split)."""
-    shards = split_files(path)
+    try:
+        shards = split_files(path)
+    except MedmillError:  # a build that kept no record (e.g. every one a duplicate): nothing to sample
+        if (path / "manifest.json").exists():
+            return []
+        raise
     files = shards.get("train") or next(iter(shards.values()))
     parquet = pq.ParquetFile(files[0])
     total = parquet.metadata.num_rows
@@ -110,7 +124,7 @@ def _rejects(path: Path) -> tuple[list[RejectGroup], int]:
                 src = row.get("source") or {}
                 where = ":".join(str(x) for x in (src.get("file"), src.get("line") or src.get("offset")) if x)
                 group.examples.append(
-                    {"message": _clip(row.get("message", ""), 300), "where": where, "raw": _clip(row.get("raw"), 400)}
+                    {"message": _shown(row.get("message", ""), 300), "where": where, "raw": _shown(row.get("raw"), 400)}
                 )
     return sorted(groups.values(), key=lambda g: -g.count), unreadable
 
@@ -290,6 +304,9 @@ def render_report(dirs: list[Path], title: str | None = None) -> str:
 def write_report(dirs: list[Path], out: Path, title: str | None = None) -> Path:
     html = render_report(dirs, title)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(html, encoding="utf-8")
+    except OSError as e:
+        raise MedmillError(f"cannot write the report to {out}: {e.strerror or e}") from None
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import zipfile
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,7 @@ def collect_files(
                     continue
                 if not _matches(rel, include or DEFAULT_INCLUDE) or (exclude and _matches(rel, exclude)):
                     continue
-                found.append((f, f"{p.name}/{rel}"))
+                found.append((f, f"{p.resolve().name or p.resolve().as_posix()}/{rel}"))
         else:
             raise MedmillError(f"no such file or directory: {p}")
     seen: set[Path] = set()
@@ -97,7 +98,9 @@ def collect_files(
         if path.resolve() not in seen:
             seen.add(path.resolve())
             unique.append((path, name))
-    return unique
+    # two inputs with one name (a/guide.txt b/guide.txt): name them by the path given, so sources stay apart
+    names = Counter(name for _, name in unique)
+    return [(path, path.as_posix() if names[name] > 1 else name) for path, name in unique]
 
 
 def load_documents(
@@ -179,7 +182,7 @@ def _load_json(decoded: DecodedText, name: str, text_field: str | None, out: Loa
     except MedmillError as e:
         out.rejects.append(_reject("not_json", str(e), name))
         return
-    for index, item in enumerate(items):
+    for index, item in items:
         if item.error:
             out.rejects.append(_reject("invalid_json", item.error, name, item.line, item.raw))
             continue
@@ -240,7 +243,6 @@ def unwrap_keyed_object(items: list[JsonItem]) -> list[tuple[str, JsonItem]]:
 def _load_pdf(path: Path, name: str, out: LoadedDocuments) -> None:
     try:
         from pypdf import PdfReader
-        from pypdf.errors import PdfReadError
     except ImportError:
         raise MedmillError(
             f"{name} is a PDF; reading PDFs needs the pdf extra: pip install 'medmill[pdf]'"
@@ -248,7 +250,8 @@ def _load_pdf(path: Path, name: str, out: LoadedDocuments) -> None:
     try:
         reader = PdfReader(str(path))
         pages = [page.extract_text() or "" for page in reader.pages]
-    except (PdfReadError, OSError, ValueError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - a malformed PDF makes pypdf raise anything (PdfReadError, struct
+        # errors, TypeError ...); one bad file must not end the run
         out.rejects.append(_reject("unreadable_pdf", f"{name}: {type(e).__name__}: {e}", name))
         return
     if not any(p.strip() for p in pages):
@@ -280,20 +283,32 @@ def _load_docx(path: Path, name: str, out: LoadedDocuments) -> None:
         ) from None
     try:
         document = docx.Document(str(path))
+        blocks = list(document.iter_inner_content())
+        styles = [b.style.name if not isinstance(b, Table) and b.style is not None else "" for b in blocks]
+        shift = 1 if "Title" in styles else 0  # the title sits above Heading 1
         lines: list[str] = []
-        for block in document.iter_inner_content():
+        for block, style in zip(blocks, styles, strict=True):
             if isinstance(block, Table):
                 for row in block.rows:
-                    cells = [c.text.strip() for c in row.cells]
+                    cells, seen = [], set()
+                    for c in row.cells:  # a merged cell is returned once per grid column it spans
+                        if id(c._tc) not in seen:
+                            seen.add(id(c._tc))
+                            cells.append(c.text.strip())
                     lines.append(" | ".join(c for c in cells if c))
                 continue
             text = block.text.strip()
             if not text:
                 lines.append("")
                 continue
-            level = _heading_level(block.style.name if block.style is not None else "")
+            level = _heading_level(style)
+            if level and style != "Title":
+                level = min(6, level + shift)
             lines.append(f"{'#' * level} {text}" if level else text)
-    except (ValueError, KeyError, zipfile.BadZipFile) as e:
+    except (ValueError, KeyError, zipfile.BadZipFile, SyntaxError) as e:  # lxml's XMLSyntaxError is a SyntaxError
+        out.rejects.append(_reject("unreadable_docx", f"{name}: {type(e).__name__}: {e}", name))
+        return
+    except Exception as e:  # noqa: BLE001 - python-docx raises its own errors (PackageNotFoundError ...) on broken files
         out.rejects.append(_reject("unreadable_docx", f"{name}: {type(e).__name__}: {e}", name))
         return
     text = "\n".join(lines)

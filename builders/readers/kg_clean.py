@@ -83,6 +83,15 @@ class PersonNameFilter:
         )
 
 
+def _flatten(values: Iterable[object]) -> Iterable[object]:
+    """Values with nested lists opened up: `["乏力", ["咳嗽", "发热"]]` holds three values, not two."""
+    for value in values:
+        if isinstance(value, (list, tuple)):
+            yield from _flatten(value)
+        else:
+            yield value
+
+
 @dataclass
 class ValueCleaner:
     """Cleans values and counts what it drops in `counters` (keys `dropped_values.<reason>`)."""
@@ -98,7 +107,7 @@ class ValueCleaner:
         the entity itself / (optionally) people's names, dedupe keeping first order."""
         kept: list[str] = []
         seen: set[str] = set()
-        for raw in values:
+        for raw in _flatten(values):
             if raw is None:
                 self.drop("empty")
                 continue

@@ -55,6 +55,8 @@ _CATEGORY_NOISE = {"疾病百科"}
 # A short string value without sentence punctuation is one relation value; anything else is free text.
 _SENTENCE = re.compile(r"[。；;！？!?\n]")
 SHORT_VALUE_CHARS = 30
+# The enumeration comma separates the items of a list flattened into one string (never inside a name).
+_ENUMERATION = re.compile(r"[、]")
 
 
 def clean_name(value: Any) -> str | None:
@@ -126,6 +128,7 @@ def entity_from_record(
             text = cleaner.clean_text(raw)
             if text:
                 attributes[label] = text
-        else:
-            add_values(relations, label, cleaner.clean_list([raw], entity=name))
+        else:  # a list written as one string ("头痛、恶心、呕吐") holds several values
+            add_values(relations, label, cleaner.clean_list(_ENUMERATION.split(raw), entity=name,
+                                                           names=qasystem and label == "症状"))
     return KGEntity(name=name, type=entity_type, attributes=attributes, relations=relations, ref=ref)

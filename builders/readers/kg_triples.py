@@ -143,6 +143,8 @@ def iter_csv_triples(text: str, path: str) -> Iterator[RawTriple | TripleProblem
     start = 1
     try:
         header = next(reader)
+        while not any(cell.strip() for cell in header):  # blank lines before the header
+            header = next(reader)
     except StopIteration:
         raise MedmillError(f"{path}: empty file") from None
     except csv.Error as e:

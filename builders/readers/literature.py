@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from medmill.builders.readers.documents import collect_files
+from medmill.builders.readers.documents import collect_files, not_text_problem, unwrap_keyed_object
 from medmill.builders.readers.textio import DecodedText, detect_encoding, iter_json_items, sniff_json_layout
 from medmill.schemas import LiteratureRecord, RejectRow, Source
 from medmill.schemas.errors import MedmillError
@@ -97,16 +97,23 @@ def read_literature(inputs: Iterable[Path], field_map: Mapping[str, str] | None 
     return out
 
 
+_DOI_PREFIX = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*)", re.IGNORECASE)
+
+
 def paper_key(record: LiteratureRecord) -> str:
-    return (
-        f"doi:{record.doi.lower().strip()}" if record.doi else f"title:{normalise_for_compare(record.title)}"
-    )
+    """Same DOI (with or without a doi.org / doi: prefix), else same normalised title."""
+    if record.doi:
+        return f"doi:{_DOI_PREFIX.sub('', record.doi.strip()).lower()}"
+    return f"title:{normalise_for_compare(record.title)}"
 
 
 def _rows(path: Path, name: str):
     """(line, row dict, None) or (line, raw, (reason, message)) for every record of a file."""
     try:
         data = path.read_bytes()
+        problem = not_text_problem(data)
+        if problem is not None:
+            raise MedmillError(problem)
         encoding = detect_encoding(data)
     except (OSError, MedmillError) as e:
         yield None, None, ("unreadable", f"{name}: {e}")
@@ -114,7 +121,10 @@ def _rows(path: Path, name: str):
     text = data.decode(encoding).replace("\r\n", "\n").replace("\r", "\n")
     if sniff_json_layout(text) != "none":
         try:
-            items = list(iter_json_items(DecodedText(path, text, encoding)))
+            items = [
+                item
+                for _, item in unwrap_keyed_object(list(iter_json_items(DecodedText(path, text, encoding))))
+            ]
         except MedmillError as e:
             yield None, None, ("not_json", str(e))
             return
@@ -130,19 +140,29 @@ def _rows(path: Path, name: str):
                     ("not_an_object", f"a JSON {type(item.value).__name__}, expected an object"),
                 )
         return
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    if not reader.fieldnames:
-        yield None, None, ("empty", f"{name}: no header row")
-        return
-    start = 2
-    for row in reader:
-        extra = row.pop(None, None)
-        if extra:
-            yield start, row, ("bad_csv_row", f"{len(extra)} more cells than the header has")
-        else:
-            yield start, row, None
-        start = reader.line_num + 1
+    header = text.lstrip("\n").split("\n", 1)[0]
+    tabs = path.suffix.lower() == ".tsv" or header.count("\t") > header.count(",")
+    # abstracts can be long: lift the csv module's 128 KiB cell limit for this file
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
+    try:
+        reader = csv.DictReader(io.StringIO(text), delimiter="\t" if tabs else ",")
+        if not reader.fieldnames:
+            yield None, None, ("empty", f"{name}: no header row")
+            return
+        start = 2
+        try:
+            for row in reader:
+                extra = row.pop(None, None)
+                if extra:
+                    yield start, row, ("bad_csv_row", f"{len(extra)} more cells than the header has")
+                else:
+                    yield start, row, None
+                start = reader.line_num + 1
+        except csv.Error as e:
+            yield start, None, ("bad_csv", f"{name}: unreadable CSV from line {start} on: {e}")
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _pick(row: Mapping[str, Any], target: str, field_map: Mapping[str, str]) -> Any:
@@ -155,14 +175,21 @@ def _record(
     row: Mapping[str, Any], field_map: Mapping[str, str], name: str, line: int | None
 ) -> tuple[LiteratureRecord | None, tuple[str, str] | None]:
     values = {t: _pick(row, t, field_map) for t in FIELDS}
+    if not (isinstance(values["conclusion"], str) and values["conclusion"].strip()):
+        values["conclusion"] = _conclusion_from_abstract(values["abstract"]) or values["conclusion"]
     for required in ("title", "conclusion"):
         v = values[required]
         if not isinstance(v, str) or not v.strip():
-            column = field_map.get(required, "/".join(ALIASES[required][:3]))
-            return None, (
-                f"no_{required}",
-                f"no {required} (column {column}); map it with --field {required}=COLUMN",
-            )
+            present = [field_map[required]] if required in field_map else []
+            present = [c for c in present or ALIASES[required] if c in row]
+            if present and v is not None and not isinstance(v, str):
+                message = f"{required} (column {present[0]}) is a {type(v).__name__}, expected text"
+            elif present:
+                message = f"{required} is empty (column {present[0]})"
+            else:
+                column = field_map.get(required, "/".join(ALIASES[required]))
+                message = f"no {required} (column {column}); map it with --field {required}=COLUMN"
+            return None, (f"no_{required}", message)
     keywords = values["keywords"]
     if isinstance(keywords, str):
         keywords = [k for k in _KEYWORD_SEP.split(keywords.strip()) if k]
@@ -185,6 +212,20 @@ def _record(
         err = e.errors()[0]
         return None, ("invalid_record", f"{'.'.join(map(str, err['loc']))}: {err['msg']}")
     return record, None
+
+
+_ABSTRACT_CONCLUSION = re.compile(
+    r"(?:^|[\s。.;；])(?:[\[【〔(（](?:结论|Conclusions?)[\]】〕)）]\s*[：:]?|(?:结论|Conclusions?)\s*[：:])\s*(\S.*)$",
+    re.S | re.I,
+)
+
+
+def _conclusion_from_abstract(abstract: Any) -> str | None:
+    """The 结论 / Conclusion(s) part of a structured abstract (目的…方法…结果…结论：…), when there is one."""
+    if not isinstance(abstract, str):
+        return None
+    m = _ABSTRACT_CONCLUSION.search(abstract.strip())
+    return m.group(1).strip() if m else None
 
 
 def _text_or_none(value: Any) -> str | None:

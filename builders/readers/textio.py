@@ -138,12 +138,15 @@ def _element_lines(text: str, count: int) -> list[int]:
     lines: list[int] = []
     pos = text.index("[") + 1
     n = len(text)
+    line, counted_to = 1, 0  # newlines are counted incrementally: linear in the file size
     while len(lines) < count and pos < n:
         while pos < n and text[pos] in " \t\n\r,":
             pos += 1
         if pos >= n or text[pos] == "]":
             break
-        lines.append(text.count("\n", 0, pos) + 1)
+        line += text.count("\n", counted_to, pos)
+        counted_to = pos
+        lines.append(line)
         try:
             _, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,12 @@ from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
 _TEXT = "Text"
+
+
+def parse_question_types(value: str) -> list[str]:
+    """'治疗,诊断' / '治疗，诊断、预后' / a YAML list from --config (which arrives as "['治疗', '诊断']") -> names."""
+    names = [t.strip().strip("[]'\" ") for t in re.split(r"[,，、;；]", value)]
+    return [t for t in names if t]
 
 
 def build_book_qa(
@@ -71,7 +78,7 @@ def build_book_qa(
             chunking=ChunkSettings(chunk_size=chunk_size, chunk_overlap=chunk_overlap, unit=chunk_unit, tokenizer=tokenizer),
             qa=BookQAConfig(
                 questions_per_chunk=questions_per_chunk,
-                question_types=[t.strip() for t in question_types.replace("，", ",").split(",") if t.strip()],
+                question_types=parse_question_types(question_types),
                 min_overlap=min_overlap,
                 dedup_threshold=question_dedup,
             ),

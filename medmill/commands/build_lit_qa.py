@@ -29,8 +29,8 @@ def _turn_range(value: str) -> tuple[int, int]:
 
 def build_lit_qa(
     inputs: list[Path] = typer.Argument(
-        ..., help="Literature records: JSON arrays, JSON Lines or CSV with title and conclusion (optional abstract, "
-        "year, journal, doi, keywords); files or directories."
+        ..., help="Literature records: JSON arrays, JSON Lines or CSV with title and conclusion (else the 结论 / "
+        "Conclusions part of a structured abstract; optional abstract, year, journal, doi, keywords); files or directories."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset dir."),
     style: Literal["qa", "dialogue"] = typer.Option("qa", "--style", help="qa: question-answer pairs; dialogue: multi-turn patient-doctor conversations."),

@@ -13,8 +13,10 @@ from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
+from medmill.commands.build_kg_qa import _source_licenses
 from medmill.config import ConfigOption
 from medmill.console import build_summary
+from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
 
@@ -52,6 +54,9 @@ def build_prefs(
     val_size: float = typer.Option(0.05, "--val-size", help="Share of records in the validation split (group-aware)."),
     test_size: float = typer.Option(0.0, "--test-size", help="Share of records in the test split (group-aware)."),
     license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
+    source_license: list[str] = typer.Option(
+        [], "--source-license", help="FILE=LICENSE of an input; repeatable (dataset dirs default to their manifest's)."
+    ),
     config: Path | None = ConfigOption,
     *,
     llm: LLMSettings,
@@ -88,12 +93,13 @@ def build_prefs(
             val_size=val_size,
             test_size=test_size,
             license=license,
+            source_licenses=_source_licenses(source_license),
             curation=curation,
         )
     except ValidationError as e:
         err = e.errors()[0]
         raise MedmillError(f"bad option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    manifest = run(cfg, command="medmill build-prefs " + " ".join(map(str, inputs)) + f" --out {out} --strategy {strategy}")
+    manifest = run(cfg, command=invocation(["build-prefs", *inputs, "--out", out, "--strategy", strategy]))
     extra = [("strategy", strategy)]
     extra += [(k, v) for k, v in sorted(manifest.counters.items()) if k.startswith(("pairs.", "perturbation."))]
     extra.append(("time (s)", time.perf_counter() - t0))

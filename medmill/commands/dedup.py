@@ -37,7 +37,7 @@ def dedup(
     from medmill.builders.curation.index import DedupIndex
     from medmill.builders.curation.inputs import origin_of
     from medmill.builders.curation.record_dedup import RecordDedup, dedup_records
-    from medmill.builders.curation.settings import CurationSettings
+    from medmill.builders.curation.settings import curation_settings
     from medmill.builders.curation.text import check_fields
     from medmill.builders.pipeline import Step, StepResult
     from medmill.commands.filter_cmd import run_over_dirs
@@ -54,7 +54,7 @@ def dedup(
         if not p.exists():
             raise MedmillError(f"file not found: {p}")
     cfg = DedupConfig(threshold=threshold, shingle=shingle, ngram=ngram, num_perm=num_perm, workers=workers)
-    settings = CurationSettings(
+    settings = curation_settings(
         validate_records=False, quality=False, pii=False, safety=False, dedup=False, decontaminate=list(decontaminate),
         decontam_ngram=decontam_ngram, dedup_threshold=threshold,
     )

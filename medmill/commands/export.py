@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from medmill.builders.dataset_dir import split_files
 from medmill.builders.publish.export import FORMATS, export_dir
 from medmill.config import ConfigOption
 from medmill.console import console, summary_table
@@ -31,6 +32,14 @@ def export(
     if result.dataset_info:
         rows.append(("dataset_info.json", str(result.dataset_info)))
     summary_table(f"export {src}", rows)
+    exported = set(result.splits)
+    left = [s for s in split_files(src) if s not in exported]
+    if left and split is None:  # a single-file --out takes one split by default: say what stayed behind
+        console.print(
+            f"only the {', '.join(sorted(exported))} split was written; not exported: {', '.join(left)} "
+            "(use --split all, --split NAME, or a folder as --out)",
+            highlight=False,
+        )
     if result.skipped:
         console.print(
             f"{sum(result.skipped.values())} record(s) cannot be expressed in {fmt} and were not written (see 'skipped')."

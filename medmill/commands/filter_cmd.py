@@ -13,6 +13,7 @@ import typer
 
 from medmill.config import ConfigOption
 from medmill.console import build_summary
+from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def filter_dirs(
     config: Path | None = ConfigOption,
 ) -> None:
     """Filter dataset dirs: quality rules, PII, safety lexicon, decontamination."""
-    from medmill.builders.curation.settings import PII_TYPES, CurationSettings
+    from medmill.builders.curation.settings import PII_TYPES, curation_settings
 
     if pii_action not in ("redact", "drop"):
         raise MedmillError(f"--pii-action must be redact or drop, got {pii_action!r}")
@@ -53,7 +54,7 @@ def filter_dirs(
     for p in [*safety_lexicon, *decontaminate]:
         if not p.exists():
             raise MedmillError(f"file not found: {p}")
-    settings = CurationSettings(
+    settings = curation_settings(
         validate_records=False,
         quality=quality, min_chars=min_chars, max_chars=max_chars, min_cjk_share=min_cjk_share,
         strip_boilerplate=strip_boilerplate, pii=pii, pii_action=pii_action, pii_types=types, safety=safety,
@@ -76,6 +77,7 @@ def run_over_dirs(
     from medmill.builders.build import finish_build
     from medmill.builders.curation.inputs import finalise, load_dirs
     from medmill.builders.curation.stages import curation_steps
+    from medmill.builders.dataset_dir import read_manifest
     from medmill.builders.pipeline import Step, StepResult
     from medmill.builders.writer import BuildInfo
 
@@ -90,8 +92,12 @@ def run_over_dirs(
         fixed.update(splits)
         return StepResult(kept)
 
+    # the inputs' licenses carry over: one shared license stays the dataset's, each dir's is its shards'
+    licenses = {str(d): str((read_manifest(d) or {}).get("license") or "other") for d in dirs}
+    shared = set(licenses.values())
     info = BuildInfo(
-        kind=loaded.kind, builder=command, command=f"medmill {command}", params={"inputs": [str(d) for d in dirs], **params},
+        license=shared.pop() if len(shared) == 1 else "other", source_licenses=licenses,
+        kind=loaded.kind, builder=command, command=invocation([command, *dirs, "--out", out]), params={"inputs": [str(d) for d in dirs], **params},
         inputs=sorted(f for d in dirs for f in (Path(d) / "data").glob("*.parquet")), fixed_splits=fixed, description=f"`medmill {command}` over {', '.join(str(d) for d in dirs)}.",
     )
     steps = [*curation_steps(loaded.kind, settings), *(make_steps(loaded.kind, info) if make_steps else []), Step("finalise", finish)]
