@@ -46,3 +46,15 @@ def test_init_model_rejects_unknown_arch(app, tmp_path):
 
     result = CliRunner().invoke(app, ["init-model", "--out", str(tmp_path / "m"), "--arch", "gpt9"])
     assert isinstance(result.exception, MedmillError) and "unknown --arch" in str(result.exception)
+
+
+def test_init_model_refuses_an_empty_corpus_and_a_zero_vocab(app, tmp_path):
+    from medmill.schemas.errors import MedmillError
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["init-model", "--out", str(tmp_path / "m"), "--corpus", str(empty)])
+    assert isinstance(result.exception, MedmillError) and "no text to train the tokenizer on" in str(result.exception)
+    assert not (tmp_path / "m").exists()  # not a model silently trained on the built-in fallback sentences
+    result = CliRunner().invoke(app, ["init-model", "--out", str(tmp_path / "m"), "--vocab-size", "0"])
+    assert isinstance(result.exception, MedmillError) and "--vocab-size" in str(result.exception)

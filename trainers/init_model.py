@@ -91,8 +91,13 @@ def init_model(
         raise MedmillError(f"unknown --arch {arch!r}; choose one of: {', '.join(ARCHS)}")
     if size not in SIZES:
         raise MedmillError(f"unknown --size {size!r}; choose one of: {', '.join(SIZES)}")
+    if vocab_size is not None and vocab_size < 1:
+        raise MedmillError("--vocab-size must be at least 1")
     dims = SIZES[size]
-    texts = list(itertools.islice(iter_texts(corpus or []), max_texts)) or list(_FALLBACK)
+    texts = list(itertools.islice(iter_texts(corpus or []), max_texts))
+    if corpus and not texts:
+        raise MedmillError(f"--corpus {', '.join(str(c) for c in corpus)}: no text to train the tokenizer on")
+    texts = texts or list(_FALLBACK)
     # Roles and template words must be in the corpus so rendered chats tokenize compactly.
     tokenizer = train_tokenizer([*texts, *_FALLBACK], vocab_size or dims.vocab_size)
 

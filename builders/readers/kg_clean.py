@@ -20,7 +20,10 @@ _WHITESPACE = re.compile(r"[ \t\u3000\xa0]+")
 
 
 def _is_only_digits_or_punct(value: str) -> bool:
-    """True for "12", "—", "1.", "(3)": nothing a question could be about."""
+    """True for "12", "—", "1.", "(3)": nothing a question could be about. A rate such as "85%"
+    (cMeKG 发病率, 治愈率) is a fact, not noise."""
+    if any(ch.isdigit() for ch in value) and any(ch in "%％‰" for ch in value):
+        return False
     for ch in value:
         cat = unicodedata.category(ch)
         if not (cat.startswith("N") or cat.startswith("P") or cat.startswith("S") or ch.isspace()):
