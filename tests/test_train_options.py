@@ -296,3 +296,24 @@ def test_resume_refuses_a_checkpoint_of_another_stage(tmp_path):
     assert resume_point(TrainOptions(stage="ppo", algo="grpo", out=str(tmp_path))).endswith("checkpoint-30")
     with pytest.raises(MedmillError, match="not `ppo`"):
         resume_point(TrainOptions(stage="ppo", out=str(tmp_path)))
+
+
+def test_a_missing_stage_is_named_as_missing():
+    with pytest.raises(MedmillError, match=r"no stage given: medmill train pt\|sft"):
+        resolve_options({"model": "m", "out": "o"}, {})
+
+
+def test_hub_token_never_lands_in_the_saved_training_arguments(monkeypatch):
+    import pickle
+
+    from transformers import TrainingArguments
+
+    from medmill.trainers.options import build_config
+
+    monkeypatch.setenv("HF_TOKEN", "before")  # registers HF_TOKEN so monkeypatch restores it afterwards
+    args = build_config(TrainingArguments, {"output_dir": "x", "use_cpu": True, "report_to": []}, {}, ["--hub_token", "hf_secret_123"])
+    assert args.hub_token is None
+    assert b"hf_secret_123" not in pickle.dumps(args)  # what Trainer writes as training_args.bin
+    import os
+
+    assert os.environ["HF_TOKEN"] == "hf_secret_123"

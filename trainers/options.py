@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,10 @@ def build_config(cls: type, defaults: dict[str, Any], recipe: dict[str, Any], ex
         from_recipe[key] = parser.coerce(key, value, f"in the recipe for {cls.__name__}")
     from_cli = parser.parse(extras, f"for {cls.__name__}")
     kwargs = {**defaults, **from_recipe, **from_cli}
+    if kwargs.get("hub_token"):
+        # Trainer pickles its arguments into every checkpoint (training_args.bin): a token given as a
+        # field would be published with the run dir. huggingface_hub reads it from HF_TOKEN instead.
+        os.environ["HF_TOKEN"] = str(kwargs.pop("hub_token"))
     try:
         with warnings.catch_warnings():
             if "gradient_checkpointing" not in kwargs:
@@ -219,6 +224,8 @@ def resolve_options(cli: dict[str, Any], recipe: dict[str, Any]) -> TrainOptions
         opts.data = [opts.data]
     if isinstance(opts.reward_rules, str):
         opts.reward_rules = [opts.reward_rules]
+    if not opts.stage:
+        raise MedmillError(f"no stage given: medmill train {'|'.join(STAGES)} ... (or `stage:` in the recipe)")
     if opts.stage not in STAGES:
         raise MedmillError(f"unknown stage {opts.stage!r}; choose one of: {', '.join(STAGES)}")
     if opts.algo not in ALGOS:
