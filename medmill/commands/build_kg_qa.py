@@ -11,6 +11,7 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
+from medmill.commands._common import option_error, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
@@ -19,16 +20,6 @@ from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
 MODES = ("template", "llm")
-
-
-def _source_licenses(items: list[str]) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for item in items:
-        file, sep, lic = item.partition("=")
-        if not sep or not file.strip() or not lic.strip():
-            raise MedmillError(f"--source-license expects FILE=LICENSE, got {item!r}")
-        result[file.strip()] = lic.strip()
-    return result
 
 
 def _command_line(inputs: list[Path], out: Path) -> str:
@@ -86,11 +77,10 @@ def build_kg_qa(
                 template_qa=TemplateQAConfig(per_entity=per_entity, seed=seed, system_prompt=system_prompt,
                                              combined=combined, reverse=reverse),
                 val_size=val_size, test_size=test_size, license=license,
-                source_licenses=_source_licenses(source_license), llm=llm, curation=curation,
+                source_licenses=parse_source_licenses(source_license), llm=llm, curation=curation,
             )
         except ValidationError as e:
-            err = e.errors()[0]
-            raise MedmillError(f"bad option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            raise option_error(e) from None
         manifest, figures = run_kg_qa_llm(llm_cfg, command=_command_line(inputs, out))
         build_summary(f"build-kg-qa {out}", manifest, [*figures.items(), ("wall time incl. write (s)", time.perf_counter() - t0)])
         return
@@ -106,12 +96,11 @@ def build_kg_qa(
             val_size=val_size,
             test_size=test_size,
             license=license,
-            source_licenses=_source_licenses(source_license),
+            source_licenses=parse_source_licenses(source_license),
             curation=curation,
         )
     except ValidationError as e:
-        err = e.errors()[0]
-        raise MedmillError(f"bad option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise option_error(e) from None
     manifest, figures = run_kg_qa(cfg, command=_command_line(inputs, out), progress=_entity_bar)
     extra = list(figures.items())
     extra.append(("wall time incl. write (s)", time.perf_counter() - t0))

@@ -11,6 +11,7 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
+from medmill.commands._common import option_error
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
@@ -81,10 +82,7 @@ def build_lit_qa(
             license=license,
         )
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(map(str, err["loc"]))
-        message = err["msg"].removeprefix("Value error, ")
-        raise MedmillError(f"bad option {where}: {message}" if where else f"bad option: {message}") from None
+        raise option_error(e) from None
     command = invocation(["build-lit-qa", *map(str, inputs), "--out", str(out), "--style", style])
     manifest = run_lit_qa(cfg, command=command)
     c = manifest.counters

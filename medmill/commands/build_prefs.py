@@ -11,13 +11,12 @@ from pydantic import ValidationError
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
+from medmill.commands._common import option_error, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.commands.build_kg_qa import _source_licenses
 from medmill.config import ConfigOption
 from medmill.console import build_summary
 from medmill.invocation import invocation
-from medmill.schemas.errors import MedmillError
 
 
 def build_prefs(
@@ -93,12 +92,11 @@ def build_prefs(
             val_size=val_size,
             test_size=test_size,
             license=license,
-            source_licenses=_source_licenses(source_license),
+            source_licenses=parse_source_licenses(source_license),
             curation=curation,
         )
     except ValidationError as e:
-        err = e.errors()[0]
-        raise MedmillError(f"bad option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise option_error(e) from None
     manifest = run(cfg, command=invocation(["build-prefs", *inputs, "--out", out, "--strategy", strategy]))
     extra = [("strategy", strategy)]
     extra += [(k, v) for k, v in sorted(manifest.counters.items()) if k.startswith(("pairs.", "perturbation."))]
