@@ -56,6 +56,13 @@ def main() -> None:
     except MedmillError as e:
         err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
         sys.exit(2)
+    except OSError as e:
+        # a file-system refusal (not a directory, permission denied, disk full) is the user's to fix:
+        # one line, the traceback only with --verbose
+        logging.getLogger("medmill").debug("file-system error", exc_info=True)
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        err_console.print(f"[red]error:[/red] {escape(e.strerror or str(e))}{escape(where)}", highlight=False)
+        sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()
     except SystemExit as e:

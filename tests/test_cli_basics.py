@@ -123,3 +123,15 @@ def test_rebuild_removes_reports_of_the_previous_build(tmp_path: Path):
     _good_dir(d)
     assert not (d / "clusters.jsonl").exists()
     assert (d / "llm_cache.sqlite").read_bytes() == b"keep me"
+
+
+def test_file_system_refusals_are_one_line_errors_for_llm_builders(tmp_path: Path, examples_dir: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = run(
+        "build-lit-qa", str(examples_dir / "literature"), "--out", str(blocker / "sub"),
+        "--llm-model", "m", "--llm-base-url", "http://127.0.0.1:9/v1",
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Not a directory" in out.stderr
