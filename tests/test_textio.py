@@ -71,3 +71,17 @@ def test_large_array_line_numbers(tmp_path: Path):
     f.write_text("[\n" + ",\n".join(f'    "第{i}段：高血压的诊断标准。"' for i in range(n)) + "\n]\n", encoding="utf-8")
     items = list(iter_json_items(read_text(f)))
     assert [i.line for i in items[:3]] == [2, 3, 4] and items[-1].line == n + 1
+
+
+def test_array_with_broken_element_trailing_comma_or_cut_short_keeps_the_rest(tmp_path: Path):
+    f = tmp_path / "a.json"
+    f.write_text('[\n {"a": 1},\n {"a": oops},\n {"a": 3},\n]\n', encoding="utf-8")
+    items = list(iter_json_items(read_text(f)))
+    assert [(i.line, i.value) for i in items if not i.error] == [(2, {"a": 1}), (4, {"a": 3})]
+    assert [i.line for i in items if i.error] == [3]
+    f.write_text('[\n {"a": 1},\n {"a": 2', encoding="utf-8")
+    items = list(iter_json_items(read_text(f)))
+    assert items[0].value == {"a": 1} and all(i.error for i in items[1:]) and items[1:]
+    f.write_text('[{"a": 1}]\ngarbage\n', encoding="utf-8")
+    items = list(iter_json_items(read_text(f)))
+    assert items[0].value == {"a": 1} and items[1].error and "after the closing" in items[1].error and items[1].line == 2

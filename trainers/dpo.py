@@ -3,12 +3,11 @@ otherwise a frozen copy (of --ref-model when given). Reports reward margins and 
 
 from __future__ import annotations
 
-from medmill.schemas.errors import MedmillError
 from medmill.trainers.fit import StageResult, fit, history
 from medmill.trainers.modeling import load_causal_lm, load_tokenizer, wrap_lora
 from medmill.trainers.options import TrainOptions
 from medmill.trainers.preview import show_example, show_lengths
-from medmill.trainers.tokenize import limit_pairs, prompt_and_answer
+from medmill.trainers.tokenize import pair_splits, prompt_and_answer
 
 TRACKED = ("loss", "rewards/margins", "rewards/accuracies", "eval_rewards/margins", "eval_rewards/accuracies")
 
@@ -17,10 +16,7 @@ def run_dpo(opts: TrainOptions, config, data) -> StageResult:
     from trl import DPOTrainer
 
     tokenizer, added = load_tokenizer(opts.model, opts.template, need_chat=True)
-    train, report = limit_pairs(data.train, tokenizer, config.max_length, opts.drop_long)
-    if len(train) == 0:
-        raise MedmillError(f"no preference pair fits --max_length {config.max_length}")
-    evaluation = limit_pairs(data.validation, tokenizer, config.max_length, opts.drop_long)[0] if data.validation else None
+    train, report, evaluation = pair_splits(data, tokenizer, config.max_length, opts.drop_long)
     if opts.preview:
         row = train[0]
         ids, mask = prompt_and_answer(tokenizer, row["prompt"], row["chosen"])

@@ -4,22 +4,18 @@ RewardTrainer on preference pairs; reports pairwise accuracy on validation. The 
 
 from __future__ import annotations
 
-from medmill.schemas.errors import MedmillError
 from medmill.trainers.fit import StageResult, fit, history
 from medmill.trainers.modeling import load_scorer, load_tokenizer, wrap_lora
 from medmill.trainers.options import TrainOptions
 from medmill.trainers.preview import show_example, show_lengths
-from medmill.trainers.tokenize import limit_pairs
+from medmill.trainers.tokenize import pair_splits
 
 
 def run_rm(opts: TrainOptions, config, data) -> StageResult:
     from trl import RewardTrainer
 
     tokenizer, added = load_tokenizer(opts.model, opts.template, need_chat=True)
-    train, report = limit_pairs(data.train, tokenizer, config.max_length, opts.drop_long)
-    if len(train) == 0:
-        raise MedmillError(f"no preference pair fits --max_length {config.max_length}")
-    evaluation = limit_pairs(data.validation, tokenizer, config.max_length, opts.drop_long)[0] if data.validation else None
+    train, report, evaluation = pair_splits(data, tokenizer, config.max_length, opts.drop_long)
     if opts.preview:
         row = train[0]
         for side in ("chosen", "rejected"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from medmill.schemas.errors import MedmillError
 from medmill.trainers.preview import LengthReport, length_report
 
 
@@ -76,3 +77,12 @@ def prompt_and_answer(tokenizer, prompt: list[dict], answer: list[dict]) -> tupl
     head = tokenizer.apply_chat_template(prompt, tokenize=True, return_dict=True, add_generation_prompt=True)["input_ids"]
     n = len(head) if full[: len(head)] == head else 0
     return full, [i >= n for i in range(len(full))]
+
+
+def pair_splits(data, tokenizer, max_length: int | None, drop_long: bool):
+    """Train and validation pairs for rm/dpo, length-limited alike -> (train, report, evaluation)."""
+    train, report = limit_pairs(data.train, tokenizer, max_length, drop_long)
+    if len(train) == 0:
+        raise MedmillError(f"no preference pair fits --max_length {max_length}")
+    evaluation = limit_pairs(data.validation, tokenizer, max_length, drop_long)[0] if data.validation else None
+    return train, report, evaluation

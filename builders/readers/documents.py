@@ -171,7 +171,10 @@ def _looks_like_json(path: Path, text: str) -> bool:
         return False
     if path.suffix.lower() in _JSON_EXTENSIONS:
         return True
-    first = next(iter_json_items(DecodedText(path, text, "utf-8")), None)
+    items = iter_json_items(DecodedText(path, text, "utf-8"))
+    if layout == "array":  # "[1] 参考文献一。" starts like an array; only a whole array counts
+        return all(item.error is None for item in items)
+    first = next(items, None)
     return first is not None and first.error is None
 
 

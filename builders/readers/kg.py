@@ -7,8 +7,6 @@ is read as a CSV/TSV of triples. Entities with the same name (across records or 
 
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ from medmill.builders.readers.kg_triples import (
     triples_from_rels,
     triples_from_spo,
 )
-from medmill.builders.readers.textio import JsonItem, iter_json_items, read_text, sniff_json_layout
+from medmill.builders.readers.textio import iter_json_items, read_text, sniff_json_layout
 from medmill.schemas import RejectRow, Source
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.sources import KGEntity, SourceRef
@@ -151,8 +149,6 @@ def _read_json(path: Path, decoded, col: _Collector) -> str:
     kinds: Counter = Counter()
     triples: list[RawTriple | TripleProblem] = []
     items = list(iter_json_items(decoded))
-    if len(items) == 1 and items[0].error and sniff_json_layout(decoded.text) == "array":
-        items = _salvage_array(decoded.text) or items  # a trailing comma or one broken element
     if items and all(item.error for item in items):
         raise MedmillError(f"{path}: not a KG file: no record parses as JSON (line {items[0].line}: {items[0].error})")
     for item in items:
@@ -189,36 +185,6 @@ def _read_json(path: Path, decoded, col: _Collector) -> str:
     return max(recognised, key=lambda k: (recognised[k], k))
 
 
-_NEXT_ELEMENT = re.compile(r"\n\s*[{\[]")
-
-
-def _salvage_array(text: str) -> list[JsonItem]:
-    """The elements of a JSON array that does not parse as a whole: each element that decodes is an
-    item, each one that does not is an error item (its line) and reading goes on at the next line that
-    opens an element. Empty when no element decodes."""
-    decoder = json.JSONDecoder()
-    items: list[JsonItem] = []
-    pos, n = text.index("[") + 1, len(text)
-    line, counted = 1, 0  # line of `counted`, advanced incrementally (a big array stays linear)
-    while pos < n:
-        while pos < n and text[pos] in " \t\n\r,":
-            pos += 1
-        if pos >= n or text[pos] == "]":
-            break
-        line += text.count("\n", counted, pos)
-        counted = pos
-        try:
-            value, pos = decoder.raw_decode(text, pos)
-            items.append(JsonItem(line=line, value=value))
-        except json.JSONDecodeError as e:
-            end = text.find("\n", pos)
-            items.append(JsonItem(line=line, error=f"invalid JSON: {e.msg} (array element)",
-                                  raw=text[pos: end if end != -1 else n][:2000]))
-            nxt = _NEXT_ELEMENT.search(text, pos + 1)
-            if nxt is None:
-                break
-            pos = nxt.start() + 1
-    return items if any(not item.error for item in items) else []
 
 
 def _read_entity_record(path: Path, line: int, record: dict[str, Any], col: _Collector) -> str:

@@ -7,6 +7,7 @@ Real inputs: UTF-8 with or without BOM, GB18030/GBK (Toyhom CSVs), CRLF line end
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,39 +117,52 @@ def iter_json_items(decoded: DecodedText) -> Iterator[JsonItem]:
             except json.JSONDecodeError as e:
                 yield JsonItem(line=i, error=f"invalid JSON: {e.msg} at column {e.colno}", raw=line[:2000])
         return
-    if layout in ("array", "object"):
+    if layout == "array":
+        yield from _scan_array(text)
+        return
+    if layout == "object":
         try:
-            data = json.loads(text)
+            yield JsonItem(line=1, value=json.loads(text))
         except json.JSONDecodeError as e:
             yield JsonItem(line=e.lineno, error=f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}")
-            return
-        if isinstance(data, list):
-            starts = _element_lines(text, len(data))
-            for idx, value in enumerate(data):
-                yield JsonItem(line=starts[idx] if idx < len(starts) else 1, value=value)
-        else:
-            yield JsonItem(line=1, value=data)
         return
     raise MedmillError(f"{decoded.path}: not JSON or JSON Lines (first character {text.lstrip()[:1]!r})")
 
 
-def _element_lines(text: str, count: int) -> list[int]:
-    """Line on which each top-level array element starts (cheap scan with a JSON decoder)."""
+_NEXT_ELEMENT = re.compile(r"\n\s*[{\[\"]")
+
+
+def _scan_array(text: str) -> Iterator[JsonItem]:
+    """The elements of a top-level JSON array, each with the line it starts on, decoded one by one.
+
+    One pass, linear in the file size. A broken element (or a trailing comma) becomes an error item
+    and reading goes on at the next line that opens an element, so one bad record never costs the
+    whole file; an array that is never closed, or text after it, is reported as an error item too.
+    """
     decoder = json.JSONDecoder()
-    lines: list[int] = []
-    pos = text.index("[") + 1
-    n = len(text)
-    line, counted_to = 1, 0  # newlines are counted incrementally: linear in the file size
-    while len(lines) < count and pos < n:
+    pos, n = text.index("[") + 1, len(text)
+    line, counted = 1, 0  # the line of `counted`, advanced incrementally
+    while True:
         while pos < n and text[pos] in " \t\n\r,":
             pos += 1
-        if pos >= n or text[pos] == "]":
+        line += text.count("\n", counted, pos)
+        counted = pos
+        if pos >= n:
+            yield JsonItem(line=line, error="invalid JSON: the array is never closed (file cut short?)")
+            return
+        if text[pos] == "]":
             break
-        line += text.count("\n", counted_to, pos)
-        counted_to = pos
-        lines.append(line)
         try:
-            _, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            break
-    return lines
+            value, pos = decoder.raw_decode(text, pos)
+            yield JsonItem(line=line, value=value)
+        except json.JSONDecodeError as e:
+            end = text.find("\n", pos)
+            yield JsonItem(line=line, error=f"invalid JSON: {e.msg} (array element)", raw=text[pos : end if end != -1 else n][:2000])
+            nxt = _NEXT_ELEMENT.search(text, pos + 1)
+            if nxt is None:
+                return
+            pos = nxt.start() + 1
+    rest = text[pos + 1 :]
+    if rest.strip():
+        extra = line + text.count("\n", counted, pos + 1 + len(rest) - len(rest.lstrip()))
+        yield JsonItem(line=extra, error="invalid JSON: text after the closing ] of the array", raw=rest.strip()[:2000])
