@@ -36,6 +36,7 @@ def rows_of(out: Path) -> list[dict]:
                   key=lambda r: r["id"])
 
 
+@pytest.mark.slow
 def test_reaches_n_with_category_counts_in_manifest_and_card(tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.json")
     out = tmp_path / "out"

@@ -21,7 +21,7 @@ def cli(args: list[str]):
     return CliRunner().invoke(app, args)
 
 
-def check_dir(out: Path, task: str) -> dict:
+def check_dir(out: Path, task: str) -> tuple[dict, object]:
     """validate passes, datasets loads it, there is an eval split, every record is of the task."""
     from datasets import load_dataset
 
@@ -31,24 +31,23 @@ def check_dir(out: Path, task: str) -> dict:
     ds = load_dataset(str(out))
     assert sum(len(ds[s]) for s in ds) == manifest["records_total"]
     assert all(json.loads(m)["task"] == task for s in ds for m in ds[s]["meta"])
-    return manifest
+    return manifest, ds
 
 
+@pytest.mark.slow
 def test_mcq_on_the_example_kg(tmp_path: Path, examples_dir: Path) -> None:
     out = tmp_path / "mcq"
     result = cli(["build-tasks", "--task", "mcq", str(examples_dir / "kg"), "--out", str(out), "--style", "cmexam"])
     assert result.exit_code == 0, result.output
-    manifest = check_dir(out, "mcq")
+    manifest, ds = check_dir(out, "mcq")
     assert manifest["records_total"] > 200 and manifest["counters"]["keys_verified"] == manifest["records_total"]
-    from datasets import load_dataset
-
-    row = load_dataset(str(out))["test"][0]
+    row = ds["test"][0]
     meta = json.loads(row["meta"])
     assert set(meta) >= {"task", "question", "options", "answer", "category"}
     assert re.fullmatch(r"[A-H]", meta["answer"]) and meta["answer"] in meta["options"]
     assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
     # grouped by entity: no entity in both train and test
-    ents = {s: {json.loads(m)["entity"] for m in load_dataset(str(out))[s]["meta"]} for s in ("train", "test")}
+    ents = {s: {json.loads(m)["entity"] for m in ds[s]["meta"]} for s in ("train", "test")}
     assert not ents["train"] & ents["test"]
 
 
@@ -57,7 +56,7 @@ def test_ner_on_example_texts_and_kg(tmp_path: Path, examples_dir: Path) -> None
     result = cli(["build-tasks", "--task", "ner", str(examples_dir / "texts"), "--kg", str(examples_dir / "kg"),
                   "--out", str(out), "--test-size", "0.2"])
     assert result.exit_code == 0, result.output
-    manifest = check_dir(out, "ner")
+    manifest, _ = check_dir(out, "ner")
     assert manifest["counters"]["entities_tagged"] >= 40
     missing = cli(["build-tasks", "--task", "ner", str(examples_dir / "texts"), "--out", str(tmp_path / "x")])
     assert isinstance(missing.exception, MedmillError) and "--kg" in str(missing.exception)
@@ -68,7 +67,7 @@ def test_cls_on_the_toyhom_sample(tmp_path: Path, samples_dir: Path) -> None:
     result = cli(["build-tasks", "--task", "cls", str(samples_dir / "toyhom_IM_sample.csv"), "--out", str(out),
                   "--test-size", "0.2"])
     assert result.exit_code == 0, result.output
-    manifest = check_dir(out, "cls")
+    manifest, _ = check_dir(out, "cls")
     assert manifest["counters"]["labels"] >= 2
 
 
@@ -89,6 +88,7 @@ def rc_model(body: dict) -> str:
     ]}, ensure_ascii=False)
 
 
+@pytest.mark.slow
 def test_rc_answers_are_verified_spans(tmp_path: Path, examples_dir: Path) -> None:
     out = tmp_path / "rc"
     with FakeLLMServer(responder=rc_model) as server:
@@ -96,12 +96,9 @@ def test_rc_answers_are_verified_spans(tmp_path: Path, examples_dir: Path) -> No
                       "--llm-base-url", server.base_url, "--llm-model", "fake", "--no-dedup"])
         assert result.exit_code == 0, result.output
         chunks = len(server.bodies())
-    manifest = check_dir(out, "rc")
+    manifest, ds = check_dir(out, "rc")
     reasons = manifest["rejects_by_reason"]
     assert reasons["build/answer_not_in_text"] == chunks and reasons["build/answer_in_question"] == chunks
-    from datasets import load_dataset
-
-    ds = load_dataset(str(out))
     for split in ds:
         for row in ds[split]:
             meta = json.loads(row["meta"])
