@@ -45,26 +45,26 @@ def test_shuffle_is_seeded() -> None:
     assert sorted({m["answer"] for m in a + b}) != ["A"]  # the key moves around
 
 
+def _values(meta: dict) -> list[str]:
+    return next(e for e in KG if e.name == meta["entity"]).relations[meta["category"]]
+
+
 def test_a_corrupted_key_is_rejected() -> None:
-    good = build_mcq(KG, MCQConfig(seed=3)).records[0]
+    good = next(r for r in build_mcq(KG, MCQConfig(seed=3)).records if len(_values(r.meta)) >= 2)
     index = kg_index(KG)
     assert verify_record(good, index) is None
-    wrong = next(k for k in good.meta["options"] if k != good.meta["answer"])
+    key, options = good.meta["answer"], good.meta["options"]
+    wrong = next(k for k in options if k != key)
     corrupted = good.model_copy(update={"meta": {**good.meta, "answer": wrong}})
     out = TaskOutput()
     keep_verified(corrupted, index, out)
     assert out.records == [] and [r.reason for r in out.rejects] == ["answer_key_mismatch"]
     assert out.rejects[0].raw["id"] == good.id
-    # a distractor that is also true, and options that differ from the prompt's lines
-    both = {**good.meta["options"], wrong: good.meta["options"][good.meta["answer"]] + ""}
-    assert verify_record(good.model_copy(update={"meta": {**good.meta, "options": both}}), index)[0] == "duplicate_options"
-    true_too = dict(good.meta["options"])
-    entity_values = next(e for e in KG if e.name == good.meta["entity"]).relations[good.meta["category"]]
-    other_true = [v for v in entity_values if v != good.meta["options"][good.meta["answer"]]]
-    if other_true:
-        true_too[wrong] = other_true[0]
-        meta = {**good.meta, "options": true_too}
-        assert verify_record(good.model_copy(update={"meta": meta}), index)[0] in ("ambiguous_options", "options_not_rendered")
+    twice = {**options, wrong: options[key]}
+    assert verify_record(good.model_copy(update={"meta": {**good.meta, "options": twice}}), index)[0] == "duplicate_options"
+    other_true = next(v for v in _values(good.meta) if v != options[key])
+    ambiguous = {**options, wrong: other_true}
+    assert verify_record(good.model_copy(update={"meta": {**good.meta, "options": ambiguous}}), index)[0] == "ambiguous_options"
     edited = SFTRecord(id="x", messages=[Message(role="user", content="改过的题目"), good.messages[1]],
                        source=good.source, meta=good.meta)
     assert verify_record(edited, index)[0] == "options_not_rendered"
