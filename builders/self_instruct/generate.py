@@ -20,18 +20,18 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.curation.quality import cjk_share
+from medmill.builders.llm.prompts import PromptTemplate
 from medmill.builders.llm.types import LLMRequest, LLMResult
-from medmill.builders.prompts import PromptTemplate
 from medmill.builders.self_instruct.balance import CategoryBalance
 from medmill.builders.self_instruct.novelty import NoveltyIndex
 from medmill.builders.self_instruct.seeds import SeedTask
+from medmill.builders.text.cjk import cjk_share
+from medmill.builders.text.meta_talk import meta_talk
 from medmill.schemas import Message, RejectRow, SFTRecord, Source
 
 BUILDER = "self_instruct"
 BUILDER_VERSION = "1"
-META_TALK = ("作为AI", "作为一个AI", "作为人工智能", "人工智能助手", "AI助手", "语言模型", "根据您提供的信息",
-             "根据提供的信息", "示例任务", "JSON")
+PROMPT_ECHO = ("示例任务", "JSON")  # the request's own words leaking into a task
 
 
 class Exchange(BaseModel):
@@ -122,12 +122,13 @@ def task_problem(exchanges: list[tuple[str, str]], cfg: SelfInstructConfig) -> t
                 return f"{who}_too_short", f"{who} has {len(text)} chars (< {least})"
             if len(text) > cfg.max_chars:
                 return f"{who}_too_long", f"{who} has {len(text)} chars (> {cfg.max_chars})"
-            share = cjk_share(text)
+            share = cjk_share(text, no_letters=0.0)
             if share < cfg.min_chinese:
                 return "not_chinese", f"{who} is {share:.0%} Chinese (< {cfg.min_chinese:.0%})"
-            talk = next((w for w in META_TALK if w.lower() in text.lower()), None)
-            if talk:
-                return "meta_talk", f"{who} contains {talk!r}"
+            talk = meta_talk().answer_pattern.search(text)
+            echo = next((w for w in PROMPT_ECHO if w in text), None)
+            if talk or echo:
+                return "meta_talk", f"{who} contains {talk.group(0) if talk else echo!r}"
     return None
 
 

@@ -12,16 +12,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.build import finish_build
+from medmill.builders.core.build import finish_build
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.progress import Progress, no_progress
+from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
 from medmill.builders.llm.engine import LLMEngine
+from medmill.builders.llm.prompts import load_prompt
 from medmill.builders.llm.types import LLMSettings
-from medmill.builders.manifest import Manifest
-from medmill.builders.prompts import load_prompt
 from medmill.builders.self_instruct.generate import BUILDER, SelfInstructConfig, SelfInstructLoop
 from medmill.builders.self_instruct.seeds import read_seeds
-from medmill.builders.writer import BuildInfo
 from medmill.schemas.errors import MedmillError
 
 DEFAULT_PROMPT = "self_instruct"
@@ -52,7 +53,8 @@ class SelfInstructBuild(BaseModel):
     curation: CurationSettings = Field(default_factory=CurationSettings)
 
 
-def run_self_instruct(cfg: SelfInstructBuild, *, command: str) -> tuple[Manifest, dict[str, Any]]:
+def run_self_instruct(cfg: SelfInstructBuild, *, command: str, progress: Progress = no_progress,
+                      ) -> tuple[Manifest, dict[str, Any]]:
     """Build `cfg.out`. Re-running the same command after a kill replays paid requests from the cache."""
     if not cfg.llm.model:
         raise MedmillError("--llm-model is required (the model the endpoint serves)")
@@ -60,7 +62,7 @@ def run_self_instruct(cfg: SelfInstructBuild, *, command: str) -> tuple[Manifest
     read = read_seeds(cfg.seeds)
     prompt = load_prompt(cfg.prompt)
     t1 = time.perf_counter()
-    with LLMEngine(cfg.llm, cfg.out) as engine:
+    with LLMEngine(cfg.llm, cfg.out, progress=progress) as engine:
         loop = SelfInstructLoop(read.seeds, prompt, cfg.generation, model=cfg.llm.model)
         result = loop.run(engine)
         llm_info, usage = engine.describe(), engine.usage

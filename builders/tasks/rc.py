@@ -15,8 +15,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medmill.builders.llm.prompts import PromptTemplate
 from medmill.builders.llm.types import LLMRequest, LLMResult
-from medmill.builders.prompts import PromptTemplate
 from medmill.builders.tasks.common import TaskOutput, chat_record, source
 from medmill.schemas.sources import TextChunk
 

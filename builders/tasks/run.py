@@ -13,19 +13,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.build import finish_build
-from medmill.builders.chunking import ChunkSettings, prepare_chunks
+from medmill.builders.core.build import finish_build
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.progress import Progress, no_progress
+from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
 from medmill.builders.llm.types import LLMSettings
-from medmill.builders.manifest import Manifest
+from medmill.builders.readers.chunks import prepare_chunks
 from medmill.builders.readers.kg import read_kg
 from medmill.builders.tasks.cls import ClsConfig
 from medmill.builders.tasks.common import TaskOutput
 from medmill.builders.tasks.mcq import MCQConfig
 from medmill.builders.tasks.ner import NERConfig
 from medmill.builders.tasks.rc import RCConfig
-from medmill.builders.writer import BuildInfo
+from medmill.builders.text.chunking import ChunkSettings
 from medmill.schemas import RejectRow
 from medmill.schemas.errors import MedmillError
 
@@ -77,7 +79,7 @@ def params_of(cfg: TasksBuild) -> dict[str, Any]:
     return cfg.model_dump(mode="json", exclude=drop)
 
 
-def run_tasks(cfg: TasksBuild, *, command: str) -> tuple[Manifest, dict[str, Any]]:
+def run_tasks(cfg: TasksBuild, *, command: str, progress: Progress = no_progress) -> tuple[Manifest, dict[str, Any]]:
     t0 = time.perf_counter()
     counters: Counter = Counter()
     rejects: list[RejectRow] = []
@@ -120,7 +122,7 @@ def run_tasks(cfg: TasksBuild, *, command: str) -> tuple[Manifest, dict[str, Any
             raise MedmillError(f"no department has {cfg.cls.min_per_label} questions; lower --min-per-label")
         figures = {"questions read": len(read_cls.questions), "labels": result.counters["labels"]}
     else:
-        result, t1 = _run_rc(cfg, counters, rejects, files, prompts, llm_info, usage, figures)
+        result, t1 = _run_rc(cfg, counters, rejects, files, prompts, llm_info, usage, figures, progress)
     t2 = time.perf_counter()
     counters += result.counters
     counters.update({k: v for k, v in result.counters.items() if v == 0})
@@ -138,9 +140,9 @@ def run_tasks(cfg: TasksBuild, *, command: str) -> tuple[Manifest, dict[str, Any
 
 def _run_rc(cfg: TasksBuild, counters: Counter, rejects: list[RejectRow], files: list[Path],
             prompts: list[dict[str, str]], llm_info: dict[str, Any], usage: dict[str, Any],
-            figures: dict[str, Any]) -> tuple[TaskOutput, float]:
+            figures: dict[str, Any], progress: Progress) -> tuple[TaskOutput, float]:
     from medmill.builders.llm.engine import LLMEngine
-    from medmill.builders.prompts import load_prompt
+    from medmill.builders.llm.prompts import load_prompt
     from medmill.builders.tasks.rc import build_rc, requests_for
 
     if cfg.llm is None or not cfg.llm.model:
@@ -154,7 +156,7 @@ def _run_rc(cfg: TasksBuild, counters: Counter, rejects: list[RejectRow], files:
     prompt = load_prompt(cfg.rc.prompt)
     prompts.append(prompt.ref)
     t1 = time.perf_counter()
-    with LLMEngine(cfg.llm, cfg.out) as engine:
+    with LLMEngine(cfg.llm, cfg.out, progress=progress) as engine:
         results = engine.run(requests_for(chunks.chunks, prompt, cfg.rc), desc="reading comprehension")
         llm_info.update(engine.describe())
         usage.update(engine.usage)

@@ -13,7 +13,7 @@ from medmill.commands._common import option_error, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
-from medmill.console import build_summary
+from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
@@ -70,7 +70,7 @@ def build_self_instruct(
     except ValidationError as e:
         raise option_error(e) from None
     command = invocation(["build-self-instruct", "--out", str(out), "--num", str(num)])
-    manifest, figures = run_self_instruct(cfg, command=command)
+    manifest, figures = run_self_instruct(cfg, command=command, progress=progress_bars)
     build_summary(f"build-self-instruct {out}", manifest,
                   [*figures.items(), ("wall time incl. write (s)", time.perf_counter() - t0)])
 

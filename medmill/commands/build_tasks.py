@@ -13,7 +13,7 @@ from medmill.commands._common import option_error, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
-from medmill.console import build_summary
+from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
@@ -60,12 +60,12 @@ def build_tasks(
     """Build task-format datasets (multiple choice, NER, reading comprehension, classification) with an eval split."""
     from pydantic import ValidationError
 
-    from medmill.builders.chunking import ChunkSettings
     from medmill.builders.tasks.cls import ClsConfig
     from medmill.builders.tasks.mcq import MCQConfig
     from medmill.builders.tasks.ner import NERConfig
     from medmill.builders.tasks.rc import RCConfig
     from medmill.builders.tasks.run import TASKS, TasksBuild, run_tasks
+    from medmill.builders.text.chunking import ChunkSettings
 
     t0 = time.perf_counter()
     if task not in TASKS:
@@ -89,7 +89,7 @@ def build_tasks(
     except ValidationError as e:
         raise option_error(e) from None
     command = invocation(["build-tasks", "--task", task, *map(str, inputs), "--out", str(out)])
-    manifest, figures = run_tasks(cfg, command=command)
+    manifest, figures = run_tasks(cfg, command=command, progress=progress_bars)
     build_summary(f"build-tasks --task {task} {out}", manifest,
                   [*figures.items(), ("wall time incl. write (s)", time.perf_counter() - t0)])
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from medmill.builders.llm.prompts import load_prompt
 from medmill.builders.llm.types import LLMResult
-from medmill.builders.prompts import load_prompt
 from medmill.builders.self_instruct.balance import DEFAULT_CATEGORIES, CategoryBalance, merge_categories
 from medmill.builders.self_instruct.generate import SelfInstructConfig, SelfInstructLoop, TaskBatch
 from medmill.builders.self_instruct.novelty import NoveltyIndex

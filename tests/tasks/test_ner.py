@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medmill.builders.chunking import ChunkSettings, prepare_chunks
+from medmill.builders.readers.chunks import prepare_chunks
 from medmill.builders.readers.kg import read_kg
 from medmill.builders.tasks.common import TaskOutput
 from medmill.builders.tasks.ner import NERConfig, build_lexicon, build_ner, find_spans, render_answer
+from medmill.builders.text.chunking import ChunkSettings
 from medmill.schemas.sources import KGEntity, TextChunk
 
 KG = [
