@@ -31,15 +31,21 @@ class CategoryBalance:
     def add(self, category: str) -> None:
         self.accepted[category] += 1
 
-    def plan(self, requests: int, per_request: int) -> list[str]:
-        """Categories for `requests` requests of `per_request` tasks each: least-filled first (ties in
-        list order), counting each planned request as `per_request` tasks."""
+    def plan(self, max_requests: int, per_request: int, need: int, quota: int | None = None) -> list[tuple[str, int]]:
+        """(category, tasks to ask for) of the next round: least-filled category first (ties in list
+        order), counting planned tasks as filled, until `need` tasks are planned or `max_requests`.
+
+        With a `quota` (the share of N per category) a request asks for no more than its category
+        still lacks, so a small N spreads over every category instead of filling the first few."""
         expected = {c: self.accepted[c] for c in self.categories}
-        out = []
-        for _ in range(requests):
+        out: list[tuple[str, int]] = []
+        planned = 0
+        while len(out) < max_requests and planned < need:
             pick = min(self.categories, key=lambda c: (expected[c], self.categories.index(c)))
-            out.append(pick)
-            expected[pick] += per_request
+            k = per_request if quota is None else min(per_request, max(1, quota - expected[pick]))
+            out.append((pick, k))
+            expected[pick] += k
+            planned += k
         return out
 
     def counts(self) -> dict[str, int]:

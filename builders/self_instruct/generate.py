@@ -57,7 +57,7 @@ class SelfInstructConfig(BaseModel):
     num: int = Field(ge=1)  # accepted tasks to reach
     per_request: int = Field(5, ge=1, le=20)
     round_size: int = Field(8, ge=1)  # requests per round (sent concurrently); changing it changes the requests
-    max_requests: int | None = Field(None, ge=1)  # default: 3 x ceil(num / per_request) + round_size
+    max_requests: int | None = Field(None, ge=1)  # default: 3 x the requests N needs + round_size
     turns: int = Field(1, ge=1, le=10)
     categories: list[str] = Field(min_length=1)
     seeds_per_request: int = Field(4, ge=1, le=20)
@@ -72,7 +72,9 @@ class SelfInstructConfig(BaseModel):
     min_chinese: float = Field(0.5, ge=0.0, le=1.0)
 
     def request_cap(self) -> int:
-        return self.max_requests or 3 * math.ceil(self.num / self.per_request) + self.round_size
+        quota = math.ceil(self.num / len(self.categories))
+        per_request = min(self.per_request, quota)
+        return self.max_requests or 3 * math.ceil(self.num / per_request) + self.round_size
 
 
 class Runner(Protocol):
@@ -148,7 +150,7 @@ class SelfInstructLoop:
 
     # --- requests ------------------------------------------------------------------------------------
 
-    def request(self, number: int, category: str) -> LLMRequest:
+    def request(self, number: int, category: str, k: int) -> LLMRequest:
         """Request `number` for `category`: a pure function of --seed, the number and the accepted tasks."""
         rng = random.Random(f"{self.cfg.seed}:{number}")
         shown = choose_seeds(self.seeds, category, self.cfg.seeds_per_request, rng)
@@ -157,7 +159,7 @@ class SelfInstructLoop:
                   "answer": s.answer if len(s.answer) <= limit else s.answer[:limit] + "……"} for s in shown]
         recent = [question_text(a.exchanges).replace("\n", " / ") for a in self.accepted[-self.cfg.recent_per_request:]] \
             if self.cfg.recent_per_request else []
-        messages = self.prompt.render(k=self.cfg.per_request, category=category, hint=self.hints.get(category, ""),
+        messages = self.prompt.render(k=k, category=category, hint=self.hints.get(category, ""),
                                       turns=self.cfg.turns, seeds=seeds, recent=recent)
         # `sample` keeps two requests with the same text (a round that accepted nothing) apart in the cache
         return LLMRequest(key=f"request:{number}", messages=messages, schema=TaskBatch, prompt=self.prompt.ref,
@@ -168,16 +170,16 @@ class SelfInstructLoop:
     def run(self, runner: Runner, on_round: Callable[[int, int], None] | None = None) -> SelfInstructResult:
         cfg = self.cfg
         cap = cfg.request_cap()
+        quota = math.ceil(cfg.num / len(cfg.categories))
         while len(self.accepted) < cfg.num and self.requests_made < cap:
-            need = cfg.num - len(self.accepted)
-            width = min(cfg.round_size, math.ceil(need / cfg.per_request), cap - self.requests_made)
-            plan = self.balance.plan(width, cfg.per_request)
+            plan = self.balance.plan(min(cfg.round_size, cap - self.requests_made), cfg.per_request,
+                                     need=cfg.num - len(self.accepted), quota=quota)
             first = self.requests_made
-            requests = [self.request(first + j, category) for j, category in enumerate(plan)]
+            requests = [self.request(first + j, category, k) for j, (category, k) in enumerate(plan)]
             results = runner.run(requests, desc=f"self-instruct {len(self.accepted)}/{cfg.num}")
-            self.requests_made += width
-            for j, (category, result) in enumerate(zip(plan, results, strict=True)):
-                self._take(first + j, category, result)
+            self.requests_made += len(plan)
+            for j, ((category, k), result) in enumerate(zip(plan, results, strict=True)):
+                self._take(first + j, category, k, result)
             if on_round:
                 on_round(len(self.accepted), cfg.num)
         if len(self.accepted) < cfg.num:
@@ -191,7 +193,7 @@ class SelfInstructLoop:
                                           source=Source(ref=ref, group=f"request:{number}", builder=BUILDER,
                                                         builder_version=BUILDER_VERSION)))
 
-    def _take(self, number: int, category: str, result: LLMResult) -> None:
+    def _take(self, number: int, category: str, asked: int, result: LLMResult) -> None:
         counters = self.out.counters
         counters["requests"] += 1
         if not result.ok:
@@ -201,8 +203,11 @@ class SelfInstructLoop:
             counters["tasks_generated"] += 1
             exchanges = [(e.patient.strip(), e.doctor.strip()) for e in task.turns]
             raw = {"category": category, "turns": [{"patient": p, "doctor": d} for p, d in exchanges]}
+            if item >= asked:
+                counters["tasks_beyond_asked"] += 1  # more than the request asked for: balance keeps to k
+                continue
             if len(self.accepted) >= self.cfg.num:
-                counters["tasks_beyond_target"] += 1  # N reached inside this round: not needed, not paid again
+                counters["tasks_beyond_target"] += 1  # N reached inside this round: not needed
                 continue
             problem = task_problem(exchanges, self.cfg)
             if problem:

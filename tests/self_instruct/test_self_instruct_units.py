@@ -71,7 +71,10 @@ def test_balance_steers_to_the_least_filled_category() -> None:
     for _ in range(4):
         balance.add("甲")
     balance.add("乙")
-    assert balance.plan(4, per_request=2) == ["丙", "乙", "丙", "乙"]
+    assert balance.plan(4, per_request=2, need=100) == [("丙", 2), ("乙", 2), ("丙", 2), ("乙", 2)]
+    assert balance.plan(8, per_request=2, need=4, quota=3) == [("丙", 2), ("乙", 2)]
+    # a small N spreads over every category: one task each when the quota is 1
+    assert CategoryBalance(["甲", "乙", "丙"]).plan(8, per_request=5, need=3, quota=1) == [("甲", 1), ("乙", 1), ("丙", 1)]
     assert merge_categories(["营养建议", "病因分析"])[-1] == "营养建议"
     assert merge_categories(["营养建议"])[: len(DEFAULT_CATEGORIES)] == list(DEFAULT_CATEGORIES)
     assert merge_categories(["营养建议"], replace=True) == ["营养建议"]
@@ -121,6 +124,14 @@ def test_multi_turn_dialogues_and_wrong_turn_counts(tmp_path: Path) -> None:
     assert len(result.records) == 6
     assert all([m.role for m in r.messages] == ["user", "assistant"] * 2 for r in result.records)
     assert all(json.loads(json.dumps(r.meta))["turns"] == 2 for r in result.records)
+
+
+def test_small_n_covers_every_category(tmp_path: Path) -> None:
+    runner = ScriptedRunner()
+    result = _loop(tmp_path, num=8).run(runner)
+    assert len(result.records) == 8 and set(result.categories.values()) == {1}
+    assert all("请编写 1 个" in r.messages[-1]["content"] for r in runner.asked)
+    assert result.counters["tasks_beyond_asked"] == 0
 
 
 def test_failed_requests_are_rejects_and_the_cap_stops_the_loop(tmp_path: Path) -> None:
