@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medmill.builders.llm.prompts import PromptTemplate
 from medmill.builders.llm.types import LLMRequest, LLMResult
+from medmill.builders.self_instruct import BUILDER, BUILDER_VERSION
 from medmill.builders.self_instruct.balance import CategoryBalance
 from medmill.builders.self_instruct.novelty import NoveltyIndex
 from medmill.builders.self_instruct.seeds import SeedTask
@@ -29,8 +30,6 @@ from medmill.builders.text.cjk import cjk_share
 from medmill.builders.text.meta_talk import meta_talk
 from medmill.schemas import Message, RejectRow, SFTRecord, Source
 
-BUILDER = "self_instruct"
-BUILDER_VERSION = "1"
 PROMPT_ECHO = ("示例任务", "JSON")  # the request's own words leaking into a task
 
 
@@ -49,7 +48,7 @@ class TaskBatch(BaseModel):
     tasks: list[GeneratedTask] = Field(min_length=1)
 
 
-class SelfInstructConfig(BaseModel):
+class GenerationSettings(BaseModel):
     """How tasks are asked for and checked (dumped into the manifest's params)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -114,7 +113,7 @@ def choose_seeds(seeds: Sequence[SeedTask], category: str, n: int, rng: random.R
     return picked
 
 
-def task_problem(exchanges: list[tuple[str, str]], cfg: SelfInstructConfig) -> tuple[str, str] | None:
+def task_problem(exchanges: list[tuple[str, str]], cfg: GenerationSettings) -> tuple[str, str] | None:
     """(reason, message) when a generated task must not be kept, else None."""
     if len(exchanges) != cfg.turns:
         return "wrong_turn_count", f"{len(exchanges)} turn(s), asked for {cfg.turns}"
@@ -137,7 +136,7 @@ def task_problem(exchanges: list[tuple[str, str]], cfg: SelfInstructConfig) -> t
 class SelfInstructLoop:
     """State of one run: balance, novelty index, accepted tasks; `run(runner)` drives it to N."""
 
-    def __init__(self, seeds: Sequence[SeedTask], prompt: PromptTemplate, cfg: SelfInstructConfig,
+    def __init__(self, seeds: Sequence[SeedTask], prompt: PromptTemplate, cfg: GenerationSettings,
                  model: str | None = None) -> None:
         self.seeds, self.prompt, self.cfg, self.model = list(seeds), prompt, cfg, model
         self.hints: dict[str, str] = {str(k): str(v) for k, v in (prompt.extra.get("categories") or {}).items()}

@@ -45,7 +45,7 @@ def build_cls(questions: Sequence[DepartmentQuestion], cfg: ClsConfig) -> TaskOu
         return out
     by_label: dict[str, list[DepartmentQuestion]] = defaultdict(list)
     for q in questions:
-        src = source(TASK, ref=f"{q.file}:{q.line}", group=None, file=q.file, line=q.line)
+        src = source(ref=f"{q.file}:{q.line}", group=None, file=q.file, line=q.line)
         if counts[q.department] < cfg.min_per_label:
             out.reject("build", "rare_label", f"{q.department}: {counts[q.department]} question(s) (< {cfg.min_per_label})",
                        src, raw={"department": q.department, "title": q.title})
@@ -64,7 +64,7 @@ def build_cls(questions: Sequence[DepartmentQuestion], cfg: ClsConfig) -> TaskOu
             kept = [q for i, q in enumerate(kept) if i in chosen]
         for q in kept:
             meta = {"task": TASK, "label": label, "labels": labels, "category": label}
-            src = source(TASK, ref=f"{q.file}:{q.line}", group=None, file=q.file, line=q.line)
+            src = source(ref=f"{q.file}:{q.line}", group=None, file=q.file, line=q.line)
             out.records.append(chat_record(prompt_for(q.question, labels), label, meta, src, cfg.system_prompt))
             out.counters[f"label.{label}"] += 1
     out.counters["labels"] = len(labels)

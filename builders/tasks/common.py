@@ -6,10 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from medmill.builders.tasks import BUILDER, BUILDER_VERSION
 from medmill.schemas import Message, RejectRow, SFTRecord, Source
-
-BUILDER = "tasks"
-BUILDER_VERSION = "1"
 
 
 @dataclass
@@ -23,9 +21,9 @@ class TaskOutput:
         self.rejects.append(RejectRow(stage=stage, reason=reason, message=message, source=source, raw=raw))
 
 
-def source(task: str, *, ref: str | None, group: str | None, file: str | None = None,
+def source(*, ref: str | None, group: str | None, file: str | None = None,
            line: int | None = None, offset: int | None = None) -> Source:
-    return Source(file=file, line=line, offset=offset, ref=ref, group=group, builder=f"{BUILDER}.{task}",
+    return Source(file=file, line=line, offset=offset, ref=ref, group=group, builder=BUILDER,
                   builder_version=BUILDER_VERSION)
 
 

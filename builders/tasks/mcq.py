@@ -163,7 +163,7 @@ def build_mcq(entities: Sequence[KGEntity], cfg: MCQConfig) -> TaskOutput:
                 "category": item.relation, "entity": item.entity, "entity_type": item.entity_type,
                 "style": cfg.style}
         ref = entity.ref
-        src = source(TASK, ref=item.entity, group=f"entity:{item.entity}", file=ref.file if ref else None,
+        src = source(ref=item.entity, group=f"entity:{item.entity}", file=ref.file if ref else None,
                      line=ref.line if ref else None)
         record = chat_record(user, assistant, meta, src, cfg.system_prompt)
         keep_verified(record, index, out)

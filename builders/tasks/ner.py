@@ -123,7 +123,7 @@ def build_ner(chunks: Sequence[TextChunk], entities: Sequence[KGEntity], cfg: NE
         user = f"{INSTRUCTION}请找出文本中的{'、'.join(types)}实体，按“类型:实体，实体；类型:实体”的格式输出。\n文本：{text}"
         meta = {"task": TASK, "types": types, "chunk": chunk.id,
                 "entities": [{"text": s.text, "type": s.type, "start": s.start, "end": s.end} for s in spans]}
-        src = source(TASK, ref=chunk.id, group=f"chunk:{chunk.id}", file=chunk.file, offset=chunk.offset)
+        src = source(ref=chunk.id, group=f"chunk:{chunk.id}", file=chunk.file, offset=chunk.offset)
         out.records.append(chat_record(user, render_answer(spans), meta, src, cfg.system_prompt))
         out.counters["entities_tagged"] += len(spans)
     return out

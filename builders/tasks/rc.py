@@ -82,7 +82,7 @@ def build_rc(chunks: Sequence[TextChunk], results: Sequence[LLMResult], prompt: 
     out = TaskOutput()
     tag = f"{prompt.id}@{prompt.version}"
     for chunk, result in zip(chunks, results, strict=True):
-        src = source(TASK, ref=chunk.id, group=f"chunk:{chunk.id}", file=chunk.file, offset=chunk.offset)
+        src = source(ref=chunk.id, group=f"chunk:{chunk.id}", file=chunk.file, offset=chunk.offset)
         if not result.ok:
             out.reject("llm", result.error or "llm_error", result.message, src, raw=result.raw)
             continue

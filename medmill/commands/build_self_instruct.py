@@ -9,7 +9,7 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
-from medmill.commands._common import option_error, parse_source_licenses
+from medmill.commands._common import build_config, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
@@ -34,6 +34,7 @@ def build_self_instruct(
     prompt: str = typer.Option("self_instruct", "--prompt", help="Prompt id shipped with medmill or your own YAML file."),
     system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message put before every record."),
     seed: int = typer.Option(42, "--seed", help="Seed of seed sampling and splits."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N seed tasks (trial runs)."),
     val_size: float = typer.Option(0.0, "--val-size", help="Share of records in the validation split (grouped by request)."),
     test_size: float = typer.Option(0.0, "--test-size", help="Share of records in the test split (grouped by request)."),
     license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
@@ -44,35 +45,29 @@ def build_self_instruct(
     llm: LLMSettings,
 ) -> None:
     """Grow new medical instruction data (QA or dialogues) from seed tasks, balanced across categories."""
-    from pydantic import ValidationError
-
+    from medmill.builders.core.run import run_build
     from medmill.builders.self_instruct.balance import merge_categories
-    from medmill.builders.self_instruct.generate import SelfInstructConfig
-    from medmill.builders.self_instruct.run import SelfInstructBuild, run_self_instruct
+    from medmill.builders.self_instruct.build import SelfInstructBuilder, SelfInstructConfig
 
     t0 = time.perf_counter()
-    if val_size + test_size >= 1.0:
-        raise MedmillError("--val-size plus --test-size must be below 1")
     extra = [c for item in categories for c in item.replace("，", ",").split(",")]
     if only_categories and not [c for c in extra if c.strip()]:
         raise MedmillError("--only-categories needs at least one --categories value")
-    try:
-        cfg = SelfInstructBuild(
-            seeds=seeds, out=out, prompt=prompt, val_size=val_size, test_size=test_size, license=license,
-            source_licenses=parse_source_licenses(source_license), llm=llm, curation=curation,
-            generation=SelfInstructConfig(
-                num=num, per_request=per_request, round_size=round_size, max_requests=max_requests, turns=turns,
-                categories=merge_categories(extra, replace=only_categories), seeds_per_request=seeds_per_request,
-                recent_per_request=recent_per_request, novelty_threshold=novelty_threshold, seed=seed,
-                system_prompt=system_prompt,
-            ),
-        )
-    except ValidationError as e:
-        raise option_error(e) from None
+    cfg = build_config(
+        SelfInstructConfig,
+        inputs=seeds, out=out, prompt=prompt, seed=seed, val_size=val_size, test_size=test_size, license=license,
+        source_licenses=parse_source_licenses(source_license), llm=llm, curation=curation, limit=limit,
+        generation=dict(
+            num=num, per_request=per_request, round_size=round_size, max_requests=max_requests, turns=turns,
+            categories=merge_categories(extra, replace=only_categories), seeds_per_request=seeds_per_request,
+            recent_per_request=recent_per_request, novelty_threshold=novelty_threshold, seed=seed,
+            system_prompt=system_prompt,
+        ),
+    )
     command = invocation(["build-self-instruct", "--out", str(out), "--num", str(num)])
-    manifest, figures = run_self_instruct(cfg, command=command, progress=progress_bars)
-    build_summary(f"build-self-instruct {out}", manifest,
-                  [*figures.items(), ("wall time incl. write (s)", time.perf_counter() - t0)])
+    report = run_build(SelfInstructBuilder(), cfg, command=command, progress=progress_bars)
+    build_summary(f"build-self-instruct {out}", report.manifest,
+                  [*report.figures, ("wall time incl. write (s)", time.perf_counter() - t0)])
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
-from medmill.commands._common import option_error, parse_source_licenses
+from medmill.commands._common import build_config, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
@@ -48,6 +48,7 @@ def build_tasks(
     max_per_label: int | None = typer.Option(None, "--max-per-label", min=1, help="cls: at most N questions per department (seeded sample)."),
     system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message put before every record."),
     seed: int = typer.Option(42, "--seed", help="Seed of option order, sampling and splits."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N entities / chunks / questions (trial runs)."),
     val_size: float = typer.Option(0.0, "--val-size", help="Share of records in the validation split."),
     test_size: float = typer.Option(0.1, "--test-size", help="Share of records in the test (eval) split; grouped by entity (mcq), chunk (ner/rc) or row (cls)."),
     license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
@@ -58,40 +59,29 @@ def build_tasks(
     llm: LLMSettings,
 ) -> None:
     """Build task-format datasets (multiple choice, NER, reading comprehension, classification) with an eval split."""
-    from pydantic import ValidationError
-
-    from medmill.builders.tasks.cls import ClsConfig
-    from medmill.builders.tasks.mcq import MCQConfig
-    from medmill.builders.tasks.ner import NERConfig
-    from medmill.builders.tasks.rc import RCConfig
-    from medmill.builders.tasks.run import TASKS, TasksBuild, run_tasks
-    from medmill.builders.text.chunking import ChunkSettings
+    from medmill.builders.core.run import run_build
+    from medmill.builders.tasks.build import TASKS, TasksBuilder, TasksConfig
 
     t0 = time.perf_counter()
     if task not in TASKS:
         raise MedmillError(f"unknown --task {task!r}; available: {', '.join(TASKS)}")
     if style not in ("tcmchat", "cmexam"):
         raise MedmillError(f"unknown --style {style!r}; available: tcmchat, cmexam")
-    if val_size + test_size >= 1.0:
-        raise MedmillError("--val-size plus --test-size must be below 1")
-    try:
-        cfg = TasksBuild(
-            task=task, inputs=inputs, out=out, kg=kg, seed=seed, val_size=val_size, test_size=test_size,
-            license=license, source_licenses=parse_source_licenses(source_license), curation=curation,
-            llm=llm if task == "rc" else None,
-            mcq=MCQConfig(options=options, style=style, relations=relations, per_entity=per_entity,
-                          system_prompt=system_prompt),
-            ner=NERConfig(relation_types=_pairs(ner_type, "--ner-type"), system_prompt=system_prompt),
-            rc=RCConfig(per_chunk=per_chunk, system_prompt=system_prompt),
-            cls=ClsConfig(min_per_label=min_per_label, max_per_label=max_per_label, system_prompt=system_prompt),
-            chunking=ChunkSettings(chunk_size=chunk_size, chunk_overlap=0, min_chunk_chars=min(50, chunk_size // 2)),
-        )
-    except ValidationError as e:
-        raise option_error(e) from None
+    cfg = build_config(
+        TasksConfig,
+        task=task, inputs=inputs, out=out, kg=kg, seed=seed, val_size=val_size, test_size=test_size, limit=limit,
+        license=license, source_licenses=parse_source_licenses(source_license), curation=curation, llm=llm,
+        mcq=dict(options=options, style=style, relations=relations, per_entity=per_entity, seed=seed,
+                 system_prompt=system_prompt),
+        ner=dict(relation_types=_pairs(ner_type, "--ner-type"), system_prompt=system_prompt),
+        rc=dict(per_chunk=per_chunk, system_prompt=system_prompt),
+        cls=dict(min_per_label=min_per_label, max_per_label=max_per_label, seed=seed, system_prompt=system_prompt),
+        chunking=dict(chunk_size=chunk_size, chunk_overlap=0, min_chunk_chars=min(50, chunk_size // 2)),
+    )
     command = invocation(["build-tasks", "--task", task, *map(str, inputs), "--out", str(out)])
-    manifest, figures = run_tasks(cfg, command=command, progress=progress_bars)
-    build_summary(f"build-tasks --task {task} {out}", manifest,
-                  [*figures.items(), ("wall time incl. write (s)", time.perf_counter() - t0)])
+    report = run_build(TasksBuilder(), cfg, command=command, progress=progress_bars)
+    build_summary(f"build-tasks --task {task} {out}", report.manifest,
+                  [*report.figures, ("wall time incl. write (s)", time.perf_counter() - t0)])
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,7 @@ import pytest
 from medmill.builders.llm.prompts import load_prompt
 from medmill.builders.llm.types import LLMResult
 from medmill.builders.self_instruct.balance import DEFAULT_CATEGORIES, CategoryBalance, merge_categories
-from medmill.builders.self_instruct.generate import SelfInstructConfig, SelfInstructLoop, TaskBatch
+from medmill.builders.self_instruct.generate import GenerationSettings, SelfInstructLoop, TaskBatch
 from medmill.builders.self_instruct.novelty import NoveltyIndex
 from medmill.builders.self_instruct.seeds import read_seeds
 from medmill.schemas.errors import MedmillError
@@ -97,7 +97,7 @@ class ScriptedRunner:
 
 def _loop(tmp_path: Path, **kw) -> SelfInstructLoop:
     seeds = read_seeds([write_seeds(tmp_path / "seeds.json")]).seeds
-    cfg = SelfInstructConfig(num=kw.pop("num", 24), per_request=3, round_size=4, categories=list(DEFAULT_CATEGORIES), **kw)
+    cfg = GenerationSettings(num=kw.pop("num", 24), per_request=3, round_size=4, categories=list(DEFAULT_CATEGORIES), **kw)
     return SelfInstructLoop(seeds, load_prompt("self_instruct"), cfg, model="fake")
 
 
