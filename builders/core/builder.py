@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import BuildConfig
 from medmill.builders.core.progress import Progress, no_progress
+from medmill.builders.core.steps import Step
+from medmill.builders.curation.stages import curation_steps
 from medmill.schemas import RejectRow, Source
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ class Inputs:
     rejects: list[RejectRow] = field(default_factory=list)
     counters: Counter = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str | None = None  # the record kind, when the reader decides it (dataset dirs); else Builder.kind
 
 
 def sqlite_siblings(path: Path) -> list[Path]:
@@ -107,6 +110,13 @@ class Builder(Generic[C]):
 
     def source_licenses(self, cfg: C, inputs: Inputs) -> dict[str, str]:
         return dict(cfg.source_licenses)
+
+    def license(self, cfg: C, inputs: Inputs) -> str:
+        return cfg.license
+
+    def steps(self, cfg: C, kind: str) -> list[Step]:
+        """The steps run after generation: the curation steps `cfg.curation` asks for."""
+        return curation_steps(kind, cfg.curation)
 
     def own_paths(self, cfg: C) -> list[Path]:
         """What the reader must skip: the out dir, and an LLM cache file with its sqlite siblings."""

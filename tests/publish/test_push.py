@@ -19,7 +19,7 @@ from medmill.cli import _register, app
 from medmill.schemas.errors import MedmillError
 from medmill.version import __version__
 from tests.hub_server import FakeHub
-from tests.test_card import make_dir
+from tests.publish.test_card import make_dir
 
 TOKEN = "hf_TESTtoken0123456789secret"
 

@@ -147,7 +147,7 @@ def test_weights_and_group_aware_validation(tmp_path):
 
 
 def test_wrong_kind_of_dir_is_a_clear_error(tmp_path):
-    from tests.test_train_support import build_dirs
+    from tests.trainers.test_train_support import build_dirs
 
     dirs = build_dirs(tmp_path)
     with pytest.raises(MedmillError, match="holds sft records; this stage needs preference"):
@@ -157,7 +157,7 @@ def test_wrong_kind_of_dir_is_a_clear_error(tmp_path):
 
 
 def test_dirs_and_files_mix_into_one_dataset(tmp_path):
-    from tests.test_train_support import build_dirs
+    from tests.trainers.test_train_support import build_dirs
 
     dirs = build_dirs(tmp_path)
     f = tmp_path / "extra.jsonl"

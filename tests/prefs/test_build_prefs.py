@@ -17,7 +17,7 @@ import medmill.cli
 from medmill.builders.core.validate import validate_dir
 from medmill.schemas.dataset_dir import iter_rows, read_manifest
 from medmill.schemas.errors import MedmillError
-from tests.test_prefs_support import KG, kg_qa_dir, write_jsonl
+from tests.prefs.test_prefs_support import KG, kg_qa_dir, write_jsonl
 
 medmill.cli._register()
 
