@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from medmill.builders.readers.department_csv import read_department_csv
 from medmill.builders.tasks.cls import ClsConfig, build_cls
-from medmill.schemas.errors import MedmillError
 
 CSV = """department,title,ask,answer
 心血管科,高血压患者能吃党参吗？,我有高血压，可以吃党参吗？,可以适量吃。
@@ -26,16 +23,6 @@ def write(path: Path, text: str = CSV) -> Path:
     return path
 
 
-def test_reader_gb18030_multiline_fields_placeholder_and_rejects(tmp_path: Path) -> None:
-    read = read_department_csv([write(tmp_path / "内科.csv")])
-    assert [(q.department, q.line) for q in read.questions] == [("心血管科", 2), ("神经科", 3), ("心血管科", 5),
-                                                               ("神经科", 8)]
-    assert read.questions[1].question == "小孩癫痫有什么特征"  # ask 无 is a placeholder
-    assert read.questions[2].question == "心慌怎么办\n最近心慌, 胸闷"
-    assert sorted((r.reason, r.source.line) for r in read.rejects) == [("no_department", 6), ("wrong_field_count", 7)]
-    assert read.counters["encodings.gb18030"] == 1
-
-
 def test_labels_in_prompt_rare_labels_rejected_and_cap(tmp_path: Path) -> None:
     questions = read_department_csv([write(tmp_path / "a.csv")]).questions
     out = build_cls(questions, ClsConfig(min_per_label=2))
@@ -48,13 +35,6 @@ def test_labels_in_prompt_rare_labels_rejected_and_cap(tmp_path: Path) -> None:
     assert [x.reason for x in rare.rejects] == ["rare_label"] and "肾内科" not in rare.records[0].meta["labels"]
     capped = build_cls(questions, ClsConfig(min_per_label=1, max_per_label=1))
     assert len(capped.records) == 2 and capped.counters["skipped.over_max_per_label"] == 2
-
-
-def test_not_a_department_csv_is_one_line_error(tmp_path: Path) -> None:
-    bad = tmp_path / "x.csv"
-    bad.write_text("a,b\n1,2\n", encoding="utf-8")
-    with pytest.raises(MedmillError, match="department,title,ask,answer"):
-        read_department_csv([bad])
 
 
 def test_toyhom_sample(samples_dir: Path) -> None:
