@@ -51,6 +51,7 @@ def test_mcq_on_the_example_kg(tmp_path: Path, examples_dir: Path) -> None:
     assert not ents["train"] & ents["test"]
 
 
+@pytest.mark.slow  # imports datasets to load the dir
 def test_ner_on_example_texts_and_kg(tmp_path: Path, examples_dir: Path) -> None:
     out = tmp_path / "ner"
     result = cli(["build-tasks", "--task", "ner", str(examples_dir / "texts"), "--kg", str(examples_dir / "kg"),
@@ -62,6 +63,7 @@ def test_ner_on_example_texts_and_kg(tmp_path: Path, examples_dir: Path) -> None
     assert isinstance(missing.exception, MedmillError) and "--kg" in str(missing.exception)
 
 
+@pytest.mark.slow  # imports datasets to load the dir
 def test_cls_on_the_toyhom_sample(tmp_path: Path, samples_dir: Path) -> None:
     out = tmp_path / "cls"
     result = cli(["build-tasks", "--task", "cls", str(samples_dir / "toyhom_IM_sample.csv"), "--out", str(out),
