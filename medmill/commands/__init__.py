@@ -14,6 +14,8 @@ COMMAND_MODULES = [
     "build_book_qa",
     "build_lit_qa",
     "build_prefs",
+    "build_self_instruct",
+    "build_tasks",
     "filter_cmd",
     "dedup",
     "validate",

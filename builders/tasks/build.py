@@ -1,0 +1,166 @@
+"""The tasks builder (`medmill build-tasks --task mcq|ner|rc|cls`): one task's reader and generator
+per run, each writing an sft dir with a test split for `medmill eval`; run_build curates and writes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from medmill.builders.core.builder import BuildContext, Builder, Inputs
+from medmill.builders.core.collect import Collector
+from medmill.builders.core.config import LLMBuildConfig
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.readers.kg import read_kg
+from medmill.builders.tasks import BUILDER, BUILDER_VERSION
+from medmill.builders.tasks.cls import ClsConfig
+from medmill.builders.tasks.common import TaskOutput
+from medmill.builders.tasks.mcq import MCQConfig
+from medmill.builders.tasks.ner import NERConfig
+from medmill.builders.tasks.rc import RCConfig
+from medmill.builders.text.chunking import ChunkSettings
+from medmill.schemas.errors import MedmillError
+
+Task = Literal["mcq", "ner", "rc", "cls"]
+TASKS: tuple[str, ...] = ("mcq", "ner", "rc", "cls")
+
+DESCRIPTIONS = {
+    "mcq": "Single-choice questions generated from a medical knowledge graph without an LLM: the correct "
+           "option is one of an entity's values for a relation, the distractors are values of the same "
+           "relation held by other entities and not by this one; every answer key was verified against the "
+           "KG. A KG that omits a true fact can make a distractor true in reality. Splits are grouped by entity.",
+    "ner": "Entity-extraction examples: text chunks tagged with the entity lexicon of a medical knowledge "
+           "graph (entity names by type, relation values by the relation's type), longest match first, "
+           "written as 类型:实体，实体；… like TCMChat's NER benchmark. Entities the KG does not list are not tagged.",
+    "rc": "Reading-comprehension questions written by an LLM from text chunks, in TCMChat's <text>…<question>… "
+          "layout; every answer is a span of its text, verified verbatim. Splits are grouped by chunk.",
+    "cls": "Department classification: patients' questions from dialogue corpora labelled with the department "
+           "that answered them, as instructions listing the label set; the answer is the department.",
+}
+
+
+class TasksConfig(LLMBuildConfig):
+    """build-tasks: `inputs` are KG files (mcq), texts (ner, rc) or department CSVs (cls)."""
+
+    task: Task = Field(description="mcq, ner, rc or cls.")
+    kg: list[Path] = Field(default_factory=list, description="ner: the knowledge graph whose entity lexicon tags the texts.")
+    mcq: MCQConfig = Field(default_factory=MCQConfig)
+    ner: NERConfig = Field(default_factory=NERConfig)
+    rc: RCConfig = Field(default_factory=RCConfig)
+    cls: ClsConfig = Field(default_factory=ClsConfig)
+    chunking: ChunkSettings = Field(default_factory=lambda: ChunkSettings(chunk_size=400, chunk_overlap=0))
+    test_size: float = Field(0.1, ge=0.0, lt=1.0, description="Share of records in the test (eval) split (group-aware).")
+
+    @model_validator(mode="after")
+    def _needs(self) -> TasksConfig:
+        if self.task == "ner" and not self.kg:
+            raise ValueError("--task ner needs --kg KG (the entity lexicon); INPUT… are the texts to tag")
+        return self
+
+
+class TasksBuilder(Builder[TasksConfig]):
+    name = BUILDER
+    version = BUILDER_VERSION
+    kind = "sft"
+    config = TasksConfig
+
+    # --- read ---------------------------------------------------------------------------------------
+
+    def read(self, cfg: TasksConfig, ctx: BuildContext) -> Inputs:
+        if cfg.task == "mcq":
+            kg = read_kg(cfg.inputs, exclude=ctx.own_paths)
+            return self._limited(cfg, Inputs(kg.entities, kg.files, kg.rejects, Counter(kg.counters)))
+        if cfg.task == "cls":
+            from medmill.builders.readers.department_csv import read_department_csv
+
+            read = read_department_csv(cfg.inputs, exclude=ctx.own_paths)
+            return self._limited(cfg, Inputs(read.questions, read.files, read.rejects, Counter(read.counters)))
+        if cfg.task == "rc" and not cfg.llm.model:
+            raise MedmillError("--task rc needs --llm-model (the model the endpoint serves)")
+        from medmill.builders.readers.chunks import prepare_chunks
+
+        chunks = prepare_chunks(cfg.inputs, settings=cfg.chunking)
+        if not chunks.chunks:
+            raise MedmillError(f"no text chunks in the inputs ({len(chunks.rejects)} input item(s) rejected)")
+        inputs = Inputs(chunks.chunks, list(chunks.files), list(chunks.rejects), Counter(chunks.counts))
+        if cfg.task == "ner":
+            kg = read_kg(cfg.kg, exclude=ctx.own_paths)
+            inputs.files += kg.files
+            inputs.rejects += kg.rejects
+            inputs.counters.update(kg.counters)
+            inputs.extra["entities"] = kg.entities
+        return self._limited(cfg, inputs)
+
+    @staticmethod
+    def _limited(cfg: TasksConfig, inputs: Inputs) -> Inputs:
+        if cfg.limit:
+            inputs.items = inputs.items[: cfg.limit]
+        return inputs
+
+    # --- generate -----------------------------------------------------------------------------------
+
+    def generate(self, cfg: TasksConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+        if cfg.task == "mcq":
+            from medmill.builders.tasks.mcq import build_mcq
+
+            result = build_mcq(inputs.items, cfg.mcq.model_copy(update={"seed": cfg.seed}))
+        elif cfg.task == "ner":
+            from medmill.builders.tasks.ner import build_ner
+
+            result = build_ner(inputs.items, inputs.extra["entities"], cfg.ner)
+        elif cfg.task == "cls":
+            from medmill.builders.tasks.cls import build_cls
+
+            result = build_cls(inputs.items, cfg.cls.model_copy(update={"seed": cfg.seed}))
+            if not result.records and not result.rejects:
+                raise MedmillError(f"no department has {cfg.cls.min_per_label} questions; lower --min-per-label")
+        else:
+            result = self._rc(cfg, inputs, ctx, out)
+        for record in result.records:
+            out.add(record)
+        for row in result.rejects:
+            out.reject(row)
+        for key, value in result.counters.items():
+            out.counters[key] += value
+
+    @staticmethod
+    def _rc(cfg: TasksConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> TaskOutput:
+        from medmill.builders.llm.prompts import load_prompt
+        from medmill.builders.tasks.rc import build_rc, requests_for
+
+        prompt = load_prompt(cfg.rc.prompt)
+        out.prompt(prompt.ref)
+        with ctx.engine(cfg.llm, out) as engine:
+            results = engine.run(requests_for(inputs.items, prompt, cfg.rc), desc="reading comprehension")
+        return build_rc(inputs.items, results, prompt, cfg.rc, cfg.llm.model)
+
+    # --- report -------------------------------------------------------------------------------------
+
+    def params(self, cfg: TasksConfig) -> dict[str, Any]:
+        """Only the settings of the task that ran; no LLM settings (the manifest's `llm` has them)."""
+        drop = {"out", "llm", *(t for t in TASKS if t != cfg.task)}
+        if cfg.task in ("mcq", "cls"):
+            drop |= {"chunking", "kg"}
+        return cfg.model_dump(mode="json", exclude=drop)
+
+    def describe(self, cfg: TasksConfig, inputs: Inputs, out: Collector) -> str:
+        return DESCRIPTIONS[cfg.task]
+
+    def figures(self, cfg: TasksConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
+        c = out.counters
+        rows: list[tuple[str, Any]] = [("task", cfg.task)]
+        if cfg.task == "mcq":
+            rows += [("entities read", len(inputs.items)), ("answer keys verified", c["keys_verified"])]
+        elif cfg.task == "ner":
+            rows += [("lexicon terms", c["lexicon.terms"]), ("text chunks", len(inputs.items)),
+                     ("entities tagged", c["entities_tagged"])]
+        elif cfg.task == "cls":
+            rows += [("questions read", len(inputs.items)), ("labels", c["labels"])]
+        else:
+            u = out.usage
+            rows += [("text chunks", len(inputs.items)), ("LLM calls sent / cached", f"{u['calls_sent']} / {u['cache_hits']}"),
+                     ("answer spans verified", len(out.records))]
+        rows.append(("records generated", len(out.records)))
+        return rows

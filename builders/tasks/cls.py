@@ -1,0 +1,71 @@
+"""Department classification (no LLM): which department should a patient's question go to?
+
+From corpora that carry a department (Toyhom). The label set is the departments with at least
+`min_per_label` questions (rarer ones are rejected as `rare_label`, so the prompt never lists a
+label with no training signal); `max_per_label` caps frequent ones by a seeded sample (the rest are
+counted). The prompt lists the label set; the answer is the label. meta `task`="cls", `label`,
+`labels`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medmill.builders.readers.department_csv import DepartmentQuestion
+from medmill.builders.tasks.common import TaskOutput, chat_record, source
+
+TASK = "cls"
+
+
+class ClsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_per_label: int = Field(5, ge=1)
+    max_per_label: int | None = Field(None, ge=1)
+    max_question_chars: int = Field(1000, ge=10)
+    seed: int = 42
+    system_prompt: str | None = None
+
+
+def prompt_for(question: str, labels: Sequence[str]) -> str:
+    return (f"以下是关于医疗问诊科室分类的任务。请根据患者的问题判断应该就诊的科室，只能从以下科室中选择一个，"
+            f"只回答科室名称。\n可选科室：{'、'.join(labels)}\n患者问题：{question}")
+
+
+def build_cls(questions: Sequence[DepartmentQuestion], cfg: ClsConfig) -> TaskOutput:
+    out = TaskOutput()
+    counts = Counter(q.department for q in questions)
+    labels = sorted((d for d, n in counts.items() if n >= cfg.min_per_label), key=lambda d: (-counts[d], d))
+    if not labels:
+        out.counters["labels"] = 0
+        return out
+    by_label: dict[str, list[DepartmentQuestion]] = defaultdict(list)
+    for q in questions:
+        src = source(ref=f"{q.file}:{q.line}", group=None, file=q.file, line=q.line)
+        if counts[q.department] < cfg.min_per_label:
+            out.reject("build", "rare_label", f"{q.department}: {counts[q.department]} question(s) (< {cfg.min_per_label})",
+                       src, raw={"department": q.department, "title": q.title})
+            continue
+        if len(q.question) > cfg.max_question_chars:
+            out.reject("build", "question_too_long", f"{len(q.question)} chars (> {cfg.max_question_chars})", src,
+                       raw={"department": q.department, "title": q.title})
+            continue
+        by_label[q.department].append(q)
+    for label in labels:
+        kept = by_label[label]
+        if cfg.max_per_label is not None and len(kept) > cfg.max_per_label:
+            rng = random.Random(f"{cfg.seed}\x00{label}")
+            chosen = set(rng.sample(range(len(kept)), cfg.max_per_label))
+            out.counters["skipped.over_max_per_label"] += len(kept) - cfg.max_per_label
+            kept = [q for i, q in enumerate(kept) if i in chosen]
+        for q in kept:
+            meta = {"task": TASK, "label": label, "labels": labels, "category": label}
+            src = source(ref=f"{q.file}:{q.line}", group=None, file=q.file, line=q.line)
+            out.records.append(chat_record(prompt_for(q.question, labels), label, meta, src, cfg.system_prompt))
+            out.counters[f"label.{label}"] += 1
+    out.counters["labels"] = len(labels)
+    return out

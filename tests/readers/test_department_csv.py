@@ -1,0 +1,28 @@
+"""Toyhom department CSVs: GB18030, quoted multi-line fields, the 无 placeholder, rejects with lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medmill.builders.readers.department_csv import read_department_csv
+from medmill.schemas.errors import MedmillError
+from tests.tasks.test_cls import write
+
+
+def test_reader_gb18030_multiline_fields_placeholder_and_rejects(tmp_path: Path) -> None:
+    read = read_department_csv([write(tmp_path / "内科.csv")])
+    assert [(q.department, q.line) for q in read.questions] == [("心血管科", 2), ("神经科", 3), ("心血管科", 5),
+                                                               ("神经科", 8)]
+    assert read.questions[1].question == "小孩癫痫有什么特征"  # ask 无 is a placeholder
+    assert read.questions[2].question == "心慌怎么办\n最近心慌, 胸闷"
+    assert sorted((r.reason, r.source.line) for r in read.rejects) == [("no_department", 6), ("wrong_field_count", 7)]
+    assert read.counters["encodings.gb18030"] == 1
+
+
+def test_not_a_department_csv_is_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "x.csv"
+    bad.write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(MedmillError, match="department,title,ask,answer"):
+        read_department_csv([bad])
