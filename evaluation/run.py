@@ -1,0 +1,263 @@
+"""One `medmill eval` run: read every --data source once, then each --model in turn (one model in memory
+at a time), per-item results cached under OUT/items/, summaries into OUT/results.json and OUT/report.html."""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medmill.builders.llm.types import LLMSettings
+from medmill.evaluation.cache import item_cache
+from medmill.evaluation.settings import EvalSettings
+from medmill.schemas.errors import MedmillError
+from medmill.version import __version__
+
+# a progress hook: (description, total) -> advance(n)
+Tracker = Callable[[str, int], Callable[[int], None]]
+
+
+def _no_progress(desc: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+@dataclass
+class SourceInfo:
+    data: str
+    read: str
+    role: str = "domain"  # ppl: domain | general
+    items: int = 0
+    unusable: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalResult:
+    settings: EvalSettings
+    sources: list[SourceInfo]
+    results: dict[str, dict[str, dict[str, Any]]]  # model -> data -> summary
+    overlap: dict[str, dict[str, Any]] = field(default_factory=dict)
+    out: Path = Path(".")
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "medmill_version": __version__,
+            "task": self.settings.task,
+            "settings": json.loads(self.settings.model_dump_json()),
+            "sources": [vars(s) for s in self.sources],
+            "results": self.results,
+            "overlap": self.overlap,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _free(lm: Any) -> None:
+    del lm
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def run_eval(settings: EvalSettings, llm: LLMSettings | None = None, track: Tracker = _no_progress) -> EvalResult:
+    from medmill.evaluation.report_html import write_html
+
+    t0 = time.perf_counter()
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runner = {"mcq": _run_mcq, "generation": _run_generation, "ppl": _run_ppl, "rm": _run_rm, "judge": _run_judge}[settings.task]
+    result = runner(settings, llm, track) if settings.task == "judge" else runner(settings, track)
+    result.out = out
+    result.seconds = time.perf_counter() - t0
+    (out / "results.json").write_text(json.dumps(result.to_json(), ensure_ascii=False, indent=2), encoding="utf-8")
+    write_html(result, out / "report.html")
+    return result
+
+
+def _info(data: str, read: str, n: int, problems: Any, role: str = "domain") -> SourceInfo:
+    return SourceInfo(data=data, read=read, role=role, items=n, unusable=problems.count, problems=problems.examples)
+
+
+def _load(settings: EvalSettings, model: str, kind: str = "causal"):
+    from medmill.evaluation.models import load_for_eval
+
+    return load_for_eval(model, kind, settings.device, settings.bf16, settings.template)
+
+
+# --- mcq --------------------------------------------------------------------------------------------
+
+
+def _run_mcq(s: EvalSettings, track: Tracker) -> EvalResult:
+    from medmill.evaluation.mcq import run_mcq, summarize
+    from medmill.evaluation.mcq_data import load_mcq
+    from medmill.evaluation.overlap import check_overlap
+    from medmill.evaluation.sources import eval_split
+
+    loaded = []
+    sources = []
+    overlap = {}
+    for data in s.data:
+        items, problems, read = load_mcq(Path(data), s.columns, s.split, s.max_items)
+        loaded.append(items)
+        sources.append(_info(data, read, len(items), problems))
+        if s.train_dirs:
+            is_dir = Path(data).is_dir()
+            split = eval_split(Path(data), s.split) if is_dir else None
+            work = Path(s.out) / "overlap" / Path(data).name
+            overlap[data] = check_overlap(items, s.train_dirs, work, Path(data) if is_dir else None, split)
+    results: dict[str, dict[str, Any]] = {}
+    max_new = min(s.max_new_tokens, 32)
+    for model in s.models:
+        lm = _load(s, model)
+        results[model] = {}
+        for data, items in zip(s.data, loaded, strict=True):
+            cache = item_cache(s.out, "mcq", model, data, s.scoring, s.continuation, s.length_norm, max_new, s.template, s.split)
+            rows = run_mcq(lm, items, cache, scoring=s.scoring, continuation=s.continuation, length_norm=s.length_norm,
+                           batch_size=s.batch_size, max_new_tokens=max_new, advance=track(f"mcq {Path(model).name}", len(items)))  # fmt: skip
+            summary = summarize(rows)
+            if data in overlap and overlap[data]["overlapping_items"]:
+                seen = set(overlap[data]["overlapping_keys"])
+                clean = [r for r in rows if r["key"] not in seen]
+                summary["accuracy_without_overlap"] = sum(r["correct"] for r in clean) / len(clean) if clean else None
+            summary["item_results"] = str(cache.path)
+            results[model][data] = summary
+        _free(lm)
+    return EvalResult(s, sources, results, overlap)
+
+
+# --- generation / judge ---------------------------------------------------------------------------
+
+
+def _gen_sources(s: EvalSettings):
+    from medmill.evaluation.generation import gen_items
+    from medmill.evaluation.sources import load_records
+
+    loaded, sources = [], []
+    for data in s.data:
+        records, problems, read = load_records(Path(data), "sft", s.split, s.max_items)
+        items = gen_items(records, problems)
+        if not items:
+            raise MedmillError(f"{data}: no conversation ends with an answer to compare against")
+        loaded.append(items)
+        sources.append(_info(data, read, len(items), problems))
+    return loaded, sources
+
+
+def _answers(s: EvalSettings, model: str, data: str, items, track: Tracker) -> tuple[list[dict[str, Any]], str]:
+    from medmill.evaluation.generation import run_generation
+
+    cache = item_cache(s.out, "generation", model, data, s.max_new_tokens, s.template, s.split)
+    todo = [i for i in items if i.key not in cache]
+    if todo:
+        lm = _load(s, model)
+        rows = run_generation(lm, items, cache, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+                              advance=track(f"generate {Path(model).name}", len(items)))  # fmt: skip
+        _free(lm)
+    else:
+        rows = cache.rows([i.key for i in items])
+    return rows, str(cache.path)
+
+
+def _run_generation(s: EvalSettings, track: Tracker) -> EvalResult:
+    from medmill.evaluation.generation import score_generation
+
+    loaded, sources = _gen_sources(s)
+    results: dict[str, dict[str, Any]] = {}
+    for model in s.models:
+        results[model] = {}
+        for data, items in zip(s.data, loaded, strict=True):
+            rows, path = _answers(s, model, data, items, track)
+            summary, details = score_generation(items, rows, s.grounding_threshold)
+            detail_file = Path(s.out) / "details" / f"{Path(path).parent.name}-{Path(path).stem}.jsonl"
+            detail_file.parent.mkdir(parents=True, exist_ok=True)
+            detail_file.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in details), encoding="utf-8")
+            summary["item_results"] = str(detail_file)
+            results[model][data] = summary
+    return EvalResult(s, sources, results)
+
+
+def _run_judge(s: EvalSettings, llm: LLMSettings | None, track: Tracker) -> EvalResult:
+    from medmill.evaluation.judge import judge_pairs
+
+    if llm is None or not llm.model:
+        raise MedmillError("--task judge needs a judge model: --llm-model NAME (and --llm-base-url for a local server)")
+    loaded, sources = _gen_sources(s)
+    first = s.models[0]
+    opponent = s.models[1] if len(s.models) > 1 else "reference"
+    results: dict[str, dict[str, Any]] = {first: {}}
+    for data, items in zip(s.data, loaded, strict=True):
+        rows_1, _ = _answers(s, first, data, items, track)
+        if opponent == "reference":
+            answers_2 = {i.key: i.reference for i in items}
+        else:
+            rows_2, _ = _answers(s, opponent, data, items, track)
+            answers_2 = {r["key"]: r["output"] for r in rows_2}
+        answers_1 = {r["key"]: r["output"] for r in rows_1}
+        summary, details = judge_pairs(items, answers_1, answers_2, llm, Path(s.out), s.judge_prompt)
+        summary["opponent"] = opponent
+        detail_file = Path(s.out) / "details" / f"judge-{Path(data).name}.jsonl"
+        detail_file.parent.mkdir(parents=True, exist_ok=True)
+        detail_file.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in details), encoding="utf-8")
+        summary["item_results"] = str(detail_file)
+        results[first][data] = summary
+    return EvalResult(s, sources, results)
+
+
+# --- ppl / rm -------------------------------------------------------------------------------------
+
+
+def _run_ppl(s: EvalSettings, track: Tracker) -> EvalResult:
+    from medmill.evaluation.ppl import run_ppl, summarize_ppl
+    from medmill.evaluation.sources import is_dir_source, load_records
+    from medmill.trainers.datadirs import dir_kind
+
+    loaded, sources = [], []
+    for data, role in [(d, "domain") for d in s.data] + [(g, "general") for g in s.general]:
+        kind = dir_kind(Path(data)) if is_dir_source(Path(data)) else "pretrain"
+        if kind == "preference":
+            raise MedmillError(f"{data}: perplexity reads pretrain or sft dirs, or text files")
+        records, problems, read = load_records(Path(data), kind, s.split, s.max_items)
+        loaded.append((data, kind, records))
+        sources.append(_info(data, read, len(records), problems, role))
+    results: dict[str, dict[str, Any]] = {}
+    for model in s.models:
+        lm = _load(s, model)
+        window = min(s.max_length, lm.context_length - 1)
+        results[model] = {}
+        for (data, kind, records), info in zip(loaded, sources, strict=True):
+            cache = item_cache(s.out, "ppl", model, data, window, s.split)
+            rows = run_ppl(lm, records, kind, cache, max_length=window, batch_size=s.batch_size,
+                           advance=track(f"ppl {Path(model).name}", len(records)))  # fmt: skip
+            results[model][data] = {**summarize_ppl(rows), "role": info.role, "item_results": str(cache.path)}
+        _free(lm)
+    return EvalResult(s, sources, results)
+
+
+def _run_rm(s: EvalSettings, track: Tracker) -> EvalResult:
+    from medmill.evaluation.rm import run_rm, summarize_rm
+    from medmill.evaluation.sources import load_records
+
+    loaded, sources = [], []
+    for data in s.data:
+        records, problems, read = load_records(Path(data), "preference", s.split, s.max_items)
+        loaded.append(records)
+        sources.append(_info(data, read, len(records), problems))
+    results: dict[str, dict[str, Any]] = {}
+    for model in s.models:
+        lm = _load(s, model, "scorer")
+        results[model] = {}
+        for data, records in zip(s.data, loaded, strict=True):
+            cache = item_cache(s.out, "rm", model, data, s.split, s.template)
+            rows = run_rm(lm, records, cache, batch_size=s.batch_size, advance=track(f"rm {Path(model).name}", len(records)))
+            results[model][data] = {**summarize_rm(rows), "item_results": str(cache.path)}
+        _free(lm)
+    return EvalResult(s, sources, results)
