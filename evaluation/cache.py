@@ -34,14 +34,18 @@ class ItemCache:
         self.path = Path(path)
         self.done: dict[str, dict[str, Any]] = {}
         if self.path.exists():
-            with open(self.path, encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut by a kill: that item is scored again
-                    if isinstance(row, dict) and "key" in row:
-                        self.done[row["key"]] = row
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+            damaged = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    damaged = True  # a line cut by a kill: that item is scored again
+                    continue
+                if isinstance(row, dict) and "key" in row:
+                    self.done[row["key"]] = row
+            if damaged:  # rewrite without the broken tail, or the next append would glue onto it
+                self.path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.done.values()), encoding="utf-8")
 
     def __contains__(self, key: str) -> bool:
         return key in self.done

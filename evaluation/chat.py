@@ -36,7 +36,8 @@ class ChatSession:
         budget = self.lm.context_length - self.max_new_tokens
         while True:
             ids = self.lm.tokenizer(render_prompt(self.lm.tokenizer, self.messages()), add_special_tokens=False)["input_ids"]
-            if len(ids) <= budget or len(self.history) <= 1:
+            keep = 1 if self.history and self.history[-1]["role"] == "user" else 2  # the latest exchange stays
+            if len(ids) <= budget or len(self.history) <= keep:
                 return ids[-max(budget, 1) :]
             self.history = self.history[2:]  # the oldest user turn and its answer
             self.trimmed_turns += 1

@@ -33,7 +33,7 @@ def _nll(lm: LoadedModel, texts: list[str], max_length: int, batch_size: int) ->
         if eos is not None:
             ids = ids + [eos]
         for start in range(0, max(len(ids) - 1, 1), max_length):
-            piece = ids[start : start + max_length + 1] if start == 0 else ids[start - 1 : start + max_length]
+            piece = ids[start : start + max_length + 1]  # predicts ids[start+1 .. start+max_length]
             if len(piece) > 1:
                 windows.append((n, piece))
     totals = [(0.0, 0)] * len(texts)

@@ -50,6 +50,8 @@ class EvalSettings(BaseModel):
     def _task_needs(self) -> EvalSettings:
         if self.task == "judge" and len(self.models) > 2:
             raise ValueError("judge compares two models (or one model with the reference answers)")
+        if len(set(self.models)) < len(self.models):
+            raise ValueError("the same --model is given twice")
         if self.general and self.task != "ppl":
             raise ValueError("--general is for --task ppl")
         return self

@@ -105,8 +105,10 @@ def file_rows(path: Path) -> Iterator[tuple[int, Any]]:
     if Path(path).suffix.lower() in (".csv", ".tsv") or first.count(",") >= 2 or "\t" in first:
         delimiter = "\t" if Path(path).suffix.lower() == ".tsv" or ("\t" in first and "," not in first) else ","
         reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+        end = 1  # the header's last line; a row starts on the line after the previous row ended
         for row in reader:
-            yield reader.line_num, {k.strip() if isinstance(k, str) else k: v for k, v in row.items()}
+            start, end = end + 1, reader.line_num
+            yield start, {k.strip() if isinstance(k, str) else k: v for k, v in row.items()}
         return
     for n, line in enumerate(text.splitlines(), start=1):
         if line.strip():

@@ -1,0 +1,402 @@
+"""medmill eval / medmill chat on tiny CPU models: metrics on hand-made cases, resumption, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medmill.cli import _register, app
+from tests.eval_support import (
+    ForwardCounter,
+    force_letter,
+    make_tiny,
+    make_tiny_scorer,
+    read_results,
+    score_by_length,
+    write_kg_sft_dir,
+    write_mcq_dir,
+    write_pref_dir,
+    write_pt_dir,
+)
+
+_register()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_data")
+    return {
+        "mcq": write_mcq_dir(root / "mcq"),
+        "kg": write_kg_sft_dir(root / "kg"),
+        "pref": write_pref_dir(root / "pref"),
+        "pt": write_pt_dir(root / "pt"),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, dirs):
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "model", [dirs["mcq"], dirs["kg"], dirs["pt"]])
+
+
+def invoke(*args, input: str | None = None):
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture
+def forced_a(monkeypatch):
+    """Every model eval loads answers A; `counter.calls` counts forward passes."""
+    import medmill.evaluation.models as models
+
+    counter = ForwardCounter()
+    real = models.load_for_eval
+    monkeypatch.setattr(models, "load_for_eval", lambda *a, **k: force_letter(real(*a, **k), "A", counter))
+    return counter
+
+
+def _test_keys(mcq_dir: Path) -> list[dict]:
+    from medmill.evaluation.sources import dir_rows
+
+    _, split, rows = dir_rows(mcq_dir)
+    assert split == "test"
+    return [r["meta"] for r in rows]
+
+
+# --- mcq ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scoring", ["loglik", "generate"])
+def test_always_a_scores_the_share_of_a_keys(tiny, dirs, tmp_path, forced_a, scoring):
+    metas = _test_keys(dirs["mcq"])
+    share_a = sum(m["answer"] == "A" for m in metas) / len(metas)
+    assert 0 < share_a < 1 and any(len(m["answer"]) > 1 for m in metas)
+    out = tmp_path / "out"
+    invoke("eval", "--task", "mcq", "--model", tiny, "--data", dirs["mcq"], "--out", out, "--scoring", scoring, "--device", "cpu")
+    res = read_results(out)["results"][str(tiny)][str(dirs["mcq"])]
+    assert res["items"] == len(metas)
+    assert res["accuracy"] == share_a
+    if scoring == "loglik":
+        assert res["accuracy_sum"] == share_a and res["accuracy_norm"] == share_a
+    else:
+        assert res["unparsed"] == 0
+    for category, got in res["by_category"].items():
+        part = [m for m in metas if m["category"] == category]
+        assert got["items"] == len(part)
+        assert got["accuracy"] == sum(m["answer"] == "A" for m in part) / len(part)
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "症状" in html and "治疗" in html and f"{share_a:.4f}" in html
+
+
+def test_mcq_run_resumes_from_item_cache(tiny, dirs, tmp_path, forced_a):
+    out = tmp_path / "out"
+    args = ("eval", "--task", "mcq", "--model", tiny, "--data", dirs["mcq"], "--out", out, "--device", "cpu", "--batch-size", "4")
+    invoke(*args)
+    first = read_results(out)["results"]
+    full_calls = forced_a.calls
+    cache = next((out / "items" / "mcq").rglob("*.jsonl"))
+    lines = cache.read_text(encoding="utf-8").splitlines()
+    # a run killed after 3 items, mid-write of the 4th
+    cache.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10], encoding="utf-8")
+    forced_a.calls = 0
+    invoke(*args)
+    assert read_results(out)["results"] == first
+    assert 0 < forced_a.calls < full_calls  # only the missing items were scored again
+    forced_a.calls = 0
+    invoke(*args)
+    assert forced_a.calls == 0 and read_results(out)["results"] == first
+
+
+def test_two_models_side_by_side_and_overlap(tiny, dirs, tmp_path):
+    from medmill.builders.writer import BuildInfo, write_dataset_dir
+    from tests.eval_support import mcq_records
+
+    records = mcq_records()
+    test_ids = {r["id"] for r in _rows(dirs["mcq"], "test")}
+    leaked = [r for r in records if r.id in test_ids][:3]
+    train = tmp_path / "train"
+    write_dataset_dir(train, leaked + [r for r in records if r.id not in test_ids][:5], [], BuildInfo(kind="sft", builder="t", command="t"))
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny, copy)
+    out = tmp_path / "out"
+    result = invoke("eval", "--task", "mcq", "-m", tiny, "-m", copy, "--data", dirs["mcq"], "--out", out,
+                    "--continuation", "option", "--no-length-norm", "--train-dir", train, "--device", "cpu")  # fmt: skip
+    data = read_results(out)
+    assert len(data["results"]) == 2
+    a, b = (v[str(dirs["mcq"])] for v in data["results"].values())
+    assert a["accuracy"] == b["accuracy"] == a["accuracy_sum"]  # the same weights give the same answers
+    overlap = data["overlap"][str(dirs["mcq"])]
+    assert overlap["overlapping_items"] == 3 and overlap["eval_items"] == len(test_ids)
+    assert f"3 of {len(test_ids)} eval items" in result.output
+    # the mcq dir's own train split holds none of its test questions
+    own = invoke("eval", "--task", "mcq", "-m", tiny, "--data", dirs["mcq"], "--out", tmp_path / "own", "--train-dir", dirs["mcq"], "--max-items", "4")
+    assert read_results(tmp_path / "own")["overlap"][str(dirs["mcq"])]["overlapping_items"] == 0, own.output
+
+
+def _rows(path: Path, split: str) -> list[dict]:
+    from medmill.trainers.datadirs import load_dir_splits
+
+    return load_dir_splits(path)[split].to_pylist()
+
+
+def test_mcq_public_file_shapes(tmp_path, samples_dir):
+    from medmill.evaluation.mcq_data import load_mcq
+
+    cmexam = tmp_path / "cmexam.csv"
+    cmexam.write_text(
+        "Question,Options,Answer,Explanation,Clinical Department\n"
+        '高血压首选哪类药？,"A 利尿剂\nB 抗生素\nC 激素\nD 维生素",A,解释,心内科\n'
+        '下列哪些是糖尿病症状？,"A 多饮\nB 多尿\nC 脱发\nD 多食",ABD,解释,内分泌科\n'
+        '坏行,"A 只有一个",Z,,\n',
+        encoding="utf-8",
+    )
+    items, problems, _ = load_mcq(cmexam, {})
+    assert [(i.answer, i.multi, i.category, len(i.options)) for i in items] == [("A", False, "心内科", 4), ("ABD", True, "内分泌科", 4)]
+    assert problems.count == 1 and "cmexam.csv:10:" in problems.examples[0]  # the bad row's first physical line
+
+    medqa = tmp_path / "medqa.jsonl"
+    rows = [
+        {"question": "发热首选？", "options": {"A": "布洛芬", "B": "青霉素", "C": "地塞米松", "D": "维C", "E": "钙片"}, "answer": "布洛芬", "answer_idx": "A", "meta_info": "第一部分"},
+        {"question": "咳嗽？", "options": {"A": "止咳", "B": "补钙"}, "answer": "补钙", "meta_info": "第二部分"},
+    ]
+    medqa.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n{broken\n", encoding="utf-8")
+    items, problems, _ = load_mcq(medqa, {})
+    assert [(i.answer, i.category) for i in items] == [("A", "第一部分"), ("B", "第二部分")]  # answer text -> letter
+    assert problems.count == 1
+
+    cmb = tmp_path / "cmb.json"
+    cmb.write_text(json.dumps([{"exam_type": "医师考试", "exam_subject": "内科", "question": "哪些属于降压药？",
+                                "answer": "AC", "question_type": "多项选择题", "option": {"A": "氨氯地平", "B": "阿莫西林", "C": "缬沙坦", "D": "胰岛素"}}],
+                              ensure_ascii=False), encoding="utf-8")  # fmt: skip
+    (item,), _, _ = load_mcq(cmb, {})
+    assert item.answer == "AC" and item.multi and item.category == "内科" and "多项" in item.prompt
+
+    mapped = tmp_path / "custom.csv"
+    mapped.write_text("题目,选项,正确,科室\n哪个是抗生素？,A.布洛芬\nB.阿莫西林,B,感染科\n".replace("A.布洛芬\nB.阿莫西林", '"A.布洛芬\nB.阿莫西林"'), encoding="utf-8")
+    (item,), _, _ = load_mcq(mapped, {"question": "题目", "options": "选项", "answer": "正确", "category": "科室"})
+    assert item.options == {"A": "布洛芬", "B": "阿莫西林"} and item.answer == "B" and item.category == "感染科"
+
+    tcm, problems, _ = load_mcq(samples_dir / "tcmchat_choice_herb_sample.csv", {})
+    assert len(tcm) + problems.count == 50 and len(tcm) >= 45
+    assert all(len(i.options) == 5 and len(i.answer) == 1 for i in tcm)
+
+
+def test_parse_generated_letters():
+    from medmill.evaluation.mcq import parse_letters
+    from medmill.evaluation.mcq_data import MCQItem
+
+    single = MCQItem("k", "o", "q", {"A": "x", "B": "y", "C": "z"}, "B")
+    multi = MCQItem("k", "o", "q", {"A": "x", "B": "y", "C": "z", "D": "w"}, "AC", multi=True)
+    assert parse_letters("答案：B", single) == "B"
+    assert parse_letters("B. y，因为……", single) == "B"
+    assert parse_letters("我认为是C", single) == "C"
+    assert parse_letters("不知道", single) == ""
+    assert parse_letters("A、C", multi) == "AC"
+    assert parse_letters("CA", multi) == "AC"
+    assert parse_letters("正确答案为 A,C,D", multi) == "ACD"
+
+
+# --- generation / metrics -------------------------------------------------------------------------
+
+
+def test_rouge_l_on_chinese():
+    from medmill.evaluation.metrics import corpus_bleu, rouge_l
+
+    text = "高血压患者应低盐饮食，规律服用降压药物。"
+    assert rouge_l(text, text) == 1.0
+    assert rouge_l(text, "今天天气很好") == 0.0
+    assert 0 < rouge_l("高血压患者应低盐饮食", text) < 1
+    assert corpus_bleu([text], [text]) == pytest.approx(100.0)
+    assert corpus_bleu(["今天天气很好"], [text]) == 0.0
+
+
+def test_grounding_counts_stated_kg_values_and_references():
+    from medmill.evaluation.generation import GenItem, score_generation
+
+    kg = {"values": {"症状": ["发热", "头痛"]}}
+    book = {"reference": ["高血压患者应低盐饮食，每日食盐不超过5克。"]}
+    items = [GenItem(str(i), "o", [{"role": "user", "content": "q"}], "ref", meta) for i, meta in enumerate([kg, kg, book, book, {}])]
+    outputs = ["常见发热和头痛。", "只有发热。", "应低盐饮食，每日食盐不超过5克。", "多喝水。", "无关"]
+    summary, details = score_generation(items, [{"key": str(i), "output": o} for i, o in enumerate(outputs)], 0.6)
+    assert [d.get("grounding_recall") for d in details] == [1.0, 0.5, 1.0, 0.0, None]
+    assert summary["grounding_items"] == 4 and summary["grounding_rate"] == 0.5
+    assert summary["grounding_rate_kg"] == 0.5 and summary["grounding_rate_reference"] == 0.5
+
+
+def test_generation_cli_and_cache(tiny, dirs, tmp_path):
+    out = tmp_path / "out"
+    args = ("eval", "--task", "generation", "-m", tiny, "--data", dirs["kg"], "--out", out, "--max-new-tokens", "12", "--device", "cpu")
+    invoke(*args)
+    res = read_results(out)["results"][str(tiny)][str(dirs["kg"])]
+    assert res["items"] == 5 and 0 <= res["rouge_l"] <= 1 and res["grounding_items"] == 5
+    details = [json.loads(line) for line in Path(res["item_results"]).read_text(encoding="utf-8").splitlines()]
+    assert len(details) == 5 and all(d["reference"].endswith("。") for d in details)
+    cache = next((out / "items" / "generation").rglob("*.jsonl"))
+    before = cache.read_text(encoding="utf-8")
+    invoke(*args)
+    assert cache.read_text(encoding="utf-8") == before and read_results(out)["results"][str(tiny)][str(dirs["kg"])]["rouge_l"] == res["rouge_l"]
+
+
+# --- judge ----------------------------------------------------------------------------------------
+
+
+def _answers_shown(body: dict) -> tuple[str, str]:
+    text = body["messages"][-1]["content"]
+    a = text.split("【回答A】")[1].split("【回答B】")[0].strip()
+    b = text.split("【回答B】")[1].split("哪个回答更好")[0].strip()
+    return a, b
+
+
+def test_judge_both_orders_against_reference(tiny, dirs, tmp_path, llm_server):
+    from medmill.evaluation.sources import dir_rows
+
+    references = {r["messages"][-1]["content"] for r in dir_rows(dirs["kg"])[2]}
+
+    def prefers_reference(body):
+        a, b = _answers_shown(body)
+        return json.dumps({"better": "A" if a in references else "B" if b in references else "tie", "rationale": "参考答案更准确"})
+
+    llm_server.responder = prefers_reference
+    out = tmp_path / "out"
+    args = ("eval", "--task", "judge", "-m", tiny, "--data", dirs["kg"], "--out", out, "--max-new-tokens", "8",
+            "--llm-base-url", llm_server.base_url, "--llm-model", "judge", "--device", "cpu")  # fmt: skip
+    result = invoke(*args, input=None)
+    res = read_results(out)["results"][str(tiny)][str(dirs["kg"])]
+    assert res["opponent"] == "reference" and res["pairs"] == 5
+    assert (res["wins"], res["losses"], res["ties"], res["win_rate"], res["position_consistency"]) == (0, 5, 0, 0.0, 1.0)
+    assert len(llm_server.log) == 10  # each pair judged in both orders
+    assert "win_rate" in result.output
+
+    # a judge that always says "A" is pure position bias: every pair becomes a tie
+    llm_server.responder = lambda body: json.dumps({"better": "A", "rationale": "A"})
+    invoke(*args[:-4], "--judge-prompt", "eval_judge", "--out", tmp_path / "biased", "--llm-model", "judge2", "--device", "cpu")
+    biased = read_results(tmp_path / "biased")["results"][str(tiny)][str(dirs["kg"])]
+    assert (biased["ties"], biased["win_rate"], biased["position_consistency"]) == (5, 0.5, 0.0)
+
+    sent = len(llm_server.log)
+    invoke(*args)  # re-run: every verdict comes from the request cache
+    assert len(llm_server.log) == sent
+
+
+# --- ppl / rm -------------------------------------------------------------------------------------
+
+
+def test_ppl_matches_a_direct_computation(tiny, dirs, tmp_path):
+    import torch
+
+    from medmill.evaluation.models import load_for_eval
+
+    general = tmp_path / "general.txt"
+    general.write_text("今天天气很好，我们去公园散步。\n明天可能下雨，记得带伞。\n", encoding="utf-8")
+    out = tmp_path / "out"
+    invoke("eval", "--task", "ppl", "-m", tiny, "--data", dirs["pt"], "--general", general, "--out", out, "--device", "cpu")
+    data = read_results(out)
+    res = data["results"][str(tiny)]
+    domain, gen = res[str(dirs["pt"])], res[str(general)]
+    assert domain["role"] == "domain" and gen["role"] == "general" and gen["texts"] == 2
+    # the same number by hand: one forward pass per text, NLL of every next token (EOS appended)
+    lm = load_for_eval(str(tiny), device="cpu")
+    nll, tokens = 0.0, 0
+    for line in general.read_text(encoding="utf-8").splitlines():
+        ids = torch.tensor([lm.tokenizer(line, add_special_tokens=False)["input_ids"] + [lm.tokenizer.eos_token_id]])
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.model(input_ids=ids).logits[0, :-1].float(), -1)
+        nll -= float(logp.gather(1, ids[0, 1:, None]).sum())
+        tokens += ids.shape[1] - 1
+    assert gen["tokens"] == tokens
+    assert gen["perplexity"] == pytest.approx(math.exp(nll / tokens), rel=1e-4)
+    # short windows score every token once too
+    invoke("eval", "--task", "ppl", "-m", tiny, "--data", general, "--out", tmp_path / "w8", "--max-length", "8", "--device", "cpu")
+    assert read_results(tmp_path / "w8")["results"][str(tiny)][str(general)]["tokens"] == tokens
+
+
+def test_rm_scoring_by_length_ranks_pairs_by_length(tiny, dirs, tmp_path, monkeypatch):
+    import medmill.evaluation.models as models
+    from medmill.evaluation.sources import dir_rows
+
+    scorer = make_tiny_scorer(tmp_path / "rm", tiny)
+    real = models.load_for_eval
+    monkeypatch.setattr(models, "load_for_eval", lambda *a, **k: score_by_length(real(*a, **k)))
+    out = tmp_path / "out"
+    invoke("eval", "--task", "rm", "-m", scorer, "--data", dirs["pref"], "--out", out, "--device", "cpu", "--batch-size", "3")
+    res = read_results(out)["results"][str(scorer)][str(dirs["pref"])]
+    lm = real(str(scorer), "scorer", "cpu")
+    tok = lm.tokenizer
+
+    def length(conv):
+        return len(tok(tok.apply_chat_template(conv, tokenize=False), add_special_tokens=False)["input_ids"])
+
+    rows = dir_rows(dirs["pref"])[2]
+    longer = [length(r["prompt"] + r["chosen"]) > length(r["prompt"] + r["rejected"]) for r in rows]
+    assert 0 < sum(longer) < len(rows)
+    assert res["pairs"] == len(rows) and res["accuracy"] == sum(longer) / len(rows)
+    for kind, got in res["by_perturbation"].items():
+        part = [lg for r, lg in zip(rows, longer, strict=True) if r["meta"]["perturbation"] == kind]
+        assert got["pairs"] == len(part) and got["accuracy"] == sum(part) / len(part)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_are_one_line_errors(tiny, dirs, tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "medmill.cli", *map(str, args)], capture_output=True, text=True, timeout=120)
+
+    r = run("eval", "--task", "mcq", "-m", tiny, "--data", tmp_path / "missing.csv", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    r = run("eval", "--task", "rm", "-m", tiny, "--data", dirs["mcq"], "--out", tmp_path / "o")
+    assert r.returncode == 2 and "holds sft records" in r.stderr
+    r = run("eval", "--task", "mcq", "-m", tmp_path / "nomodel", "--data", dirs["mcq"], "--out", tmp_path / "o")
+    assert r.returncode == 2 and "no such directory" in r.stderr
+    r = run("eval", "--task", "judge", "-m", tiny, "--data", dirs["kg"], "--out", tmp_path / "o")
+    assert r.returncode == 2 and "--llm-model" in r.stderr
+
+
+# --- chat -----------------------------------------------------------------------------------------
+
+
+def test_chat_driven_through_stdin(tiny):
+    script = "头痛怎么办\n/system 你是一名医生\n发热吃什么药\n/reset\n/oops\n咳嗽\n/exit\n没读到这里\n"
+    result = invoke("chat", "-m", tiny, "--temperature", "0", "--max-new-tokens", "6", "--device", "cpu", input=script)
+    out = result.output
+    assert out.count("模型> ") == 3
+    assert "[system prompt set]" in out and "[history cleared]" in out and "[unknown command /oops]" in out
+
+
+def test_chat_streams_the_greedy_answer_and_trims_history(tiny):
+    from medmill.evaluation.chat import ChatSession
+    from medmill.evaluation.lm import generate
+    from medmill.evaluation.models import load_for_eval
+
+    lm = force_letter(load_for_eval(str(tiny), device="cpu"), "病")  # an untrained tiny model says nothing
+    session = ChatSession(lm, system="你是一名医生", max_new_tokens=6, temperature=0)
+    pieces: list[str] = []
+    answer = session.reply("头痛怎么办", pieces.append)
+    assert answer == "病" * 6 and len(pieces) >= 3  # streamed as it came, not in one piece at the end
+    assert answer == generate(lm, [[{"role": "system", "content": "你是一名医生"}, {"role": "user", "content": "头痛怎么办"}]], 6, 1)[0]
+    lm.tokenizer.model_max_length = 48  # a tiny context: old turns must go
+    for i in range(6):
+        session.reply(f"第{i}个问题：发热吃什么药？", lambda s: None)
+        assert len(session.prompt_ids()) <= 48 - 6
+    assert session.trimmed_turns > 0 and session.messages()[0]["role"] == "system"
+    assert session.history[-1]["role"] == "assistant"
