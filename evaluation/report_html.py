@@ -45,12 +45,12 @@ def render_html(result: EvalResult) -> str:
     env.filters["fmt"] = fmt
     columns, rows = side_by_side(result.settings.task, result.results, {s.data: s.role for s in result.sources})
     return env.get_template("eval.html.j2").render(
-        title=f"medmill eval {result.settings.task}: " + ", ".join(model_label(m) for m in result.results),
+        title=f"medmill eval {result.settings.task}: " + ", ".join(model_label(m, list(result.results)) for m in result.results),
         result=result,
         columns=columns,
         rows=rows,
         breakdowns=_breakdowns(result),
-        models=[model_label(m) for m in result.results],
+        models=[model_label(m, list(result.results)) for m in result.results],
         colors=COLORS,
         settings=result.settings.model_dump(mode="json"),
     )

@@ -20,9 +20,11 @@ def data_label(data: str, role: str | None = None) -> str:
     return f"{name} ({role})" if role else name
 
 
-def model_label(model: str) -> str:
+def model_label(model: str, others: list[str] | None = None) -> str:
+    """The checkpoint dir's name, with its parent's when another model has the same name."""
     p = Path(model.rstrip("/"))
-    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+    clash = [o for o in others or [] if o != model and Path(o.rstrip("/")).name == p.name]
+    return f"{p.parent.name}/{p.name}" if clash and p.parent.name else p.name
 
 
 def side_by_side(task: str, results: dict[str, dict[str, dict[str, Any]]], roles: dict[str, str] | None = None) -> tuple[list[str], list[tuple[str, str, list[Any]]]]:
@@ -49,7 +51,7 @@ def side_by_side(task: str, results: dict[str, dict[str, dict[str, Any]]], roles
         if opponents:
             models = [f"{model_label(m)} vs {model_label(opponents[0])}" for m in models]
             return models, rows
-    return [model_label(m) for m in models], rows
+    return [model_label(m, models) for m in models], rows
 
 
 def fmt(value: Any) -> str:

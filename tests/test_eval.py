@@ -400,3 +400,36 @@ def test_chat_streams_the_greedy_answer_and_trims_history(tiny):
         assert len(session.prompt_ids()) <= 48 - 6
     assert session.trimmed_turns > 0 and session.messages()[0]["role"] == "system"
     assert session.history[-1]["role"] == "assistant"
+
+
+# --- the loop on CPU ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_loop_train_sft_then_eval_before_after(dirs, tmp_path):
+    """init-model -> train sft on an mcq dir's train split -> eval mcq on its held-out split, before and
+    after, side by side -> eval ppl on the held-out questions and on general text."""
+    model, sft = tmp_path / "base", tmp_path / "sft"
+    invoke("init-model", "--out", model, "--corpus", dirs["mcq"], "--corpus", dirs["pt"])
+    train = invoke("train", "sft", "--model", model, "--data", dirs["mcq"], "--out", sft, "--no-preview",
+                   "--max_steps", "40", "--learning_rate", "5e-3", "--per_device_train_batch_size", "8",
+                   "--max_length", "128", "--logging_steps", "5", "--save_steps", "1000", "--dataloader_num_workers", "0")  # fmt: skip
+    assert "medmill train sft" in train.output
+    out = tmp_path / "eval_mcq"
+    result = invoke("eval", "--task", "mcq", "-m", model, "-m", sft, "--data", dirs["mcq"], "--out", out,
+                    "--train-dir", dirs["mcq"], "--device", "cpu")  # fmt: skip
+    res = read_results(out)
+    before, after = (res["results"][str(m)][str(dirs["mcq"])] for m in (model, sft))
+    n = len(_rows(dirs["mcq"], "test"))
+    assert before["items"] == after["items"] == n and 0 <= after["accuracy"] <= 1
+    overlap = res["overlap"][str(dirs["mcq"])]  # templated questions: near-copies across splits are expected
+    assert overlap["eval_items"] == n and overlap["overlapping_items"] == len(overlap["overlapping_keys"])
+    assert "accuracy" in result.output and "base" in result.output and "sft" in result.output
+    general = tmp_path / "general.txt"
+    general.write_text("今天天气很好，我们去公园散步。\n明天可能下雨，记得带伞。\n", encoding="utf-8")
+    invoke("eval", "--task", "ppl", "-m", model, "-m", sft, "--data", dirs["mcq"], "--general", general, "--out", tmp_path / "eval_ppl")
+    ppl = read_results(tmp_path / "eval_ppl")["results"]
+    domain_before, domain_after = (ppl[str(m)][str(dirs["mcq"])]["perplexity"] for m in (model, sft))
+    # trained on questions of the same templates, the held-out ones get far likelier
+    assert domain_after < domain_before
+    assert all(math.isfinite(ppl[str(m)][str(general)]["perplexity"]) for m in (model, sft))
