@@ -12,8 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from medmill.builders.llm.engine import LLMEngine
+from medmill.builders.llm.prompts import load_prompt
 from medmill.builders.llm.types import LLMRequest, LLMSettings
-from medmill.builders.prompts import load_prompt
 from medmill.evaluation.cache import fingerprint
 from medmill.evaluation.generation import GenItem
 

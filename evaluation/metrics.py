@@ -56,15 +56,12 @@ def _norm(text: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKC", text).lower() if ch.isalnum())
 
 
-def _bigrams(text: str) -> set[str]:
-    t = _norm(text)
-    return {t[i : i + 2] for i in range(len(t) - 1)} if len(t) > 1 else ({t} if t else set())
-
-
 def reference_stated(answer: str, reference: str, threshold: float) -> bool:
-    """A book reference sentence counts as stated when that share of its character bigrams is in the answer."""
-    ref = _bigrams(reference)
-    return bool(ref) and len(ref & _bigrams(answer)) / len(ref) >= threshold
+    """A book reference sentence counts as stated when that share of its character bigrams is in the
+    answer (the containment book-qa itself grounds answers with)."""
+    from medmill.builders.text.ngrams import containment
+
+    return containment(reference, answer) >= threshold
 
 
 def value_stated(answer: str, value: str) -> bool:

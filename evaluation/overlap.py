@@ -13,8 +13,8 @@ from typing import Any
 
 from medmill.builders.curation.decontam import EvalIndex
 from medmill.evaluation.mcq_data import MCQItem, option_lines
+from medmill.schemas.dataset_dir import is_dataset_dir, load_splits
 from medmill.schemas.errors import MedmillError
-from medmill.trainers.datadirs import is_dataset_dir, load_dir_splits
 
 MAX_EXAMPLES = 10
 
@@ -22,7 +22,7 @@ MAX_EXAMPLES = 10
 def _record_texts(path: Path, skip_split: str | None) -> list[tuple[str, str]]:
     """(origin, text) of every record of a dataset dir (every split but `skip_split`)."""
     out = []
-    for split, table in load_dir_splits(path).items():
+    for split, table in load_splits(path).items():
         if split == skip_split:
             continue
         cols = set(table.column_names)

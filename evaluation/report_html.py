@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 
 from medmill.builders.publish.report import _environment
+from medmill.evaluation.results import EvalResult
 from medmill.evaluation.summary import BREAKDOWN, data_label, fmt, model_label, side_by_side
-
-if TYPE_CHECKING:
-    from medmill.evaluation.run import EvalResult
 
 COLORS = ("#3b82f6", "#10b981", "#ef4444", "#f59e0b", "#8b5cf6", "#14b8a6")
 

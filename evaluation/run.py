@@ -7,15 +7,14 @@ import gc
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medmill.builders.llm.types import LLMSettings
 from medmill.evaluation.cache import item_cache
+from medmill.evaluation.results import EvalResult, SourceInfo
 from medmill.evaluation.settings import EvalSettings
 from medmill.schemas.errors import MedmillError
-from medmill.version import __version__
 
 # a progress hook: (description, total) -> advance(n)
 Tracker = Callable[[str, int], Callable[[int], None]]
@@ -25,39 +24,8 @@ def _no_progress(desc: str, total: int) -> Callable[[int], None]:
     return lambda n: None
 
 
-@dataclass
-class SourceInfo:
-    data: str
-    read: str
-    role: str = "domain"  # ppl: domain | general
-    items: int = 0
-    unusable: int = 0
-    problems: list[str] = field(default_factory=list)
-
-
-@dataclass
-class EvalResult:
-    settings: EvalSettings
-    sources: list[SourceInfo]
-    results: dict[str, dict[str, dict[str, Any]]]  # model -> data -> summary
-    overlap: dict[str, dict[str, Any]] = field(default_factory=dict)
-    out: Path = Path(".")
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "medmill_version": __version__,
-            "task": self.settings.task,
-            "settings": json.loads(self.settings.model_dump_json()),
-            "sources": [vars(s) for s in self.sources],
-            "results": self.results,
-            "overlap": self.overlap,
-            "seconds": round(self.seconds, 2),
-        }
-
-
-def _free(lm: Any) -> None:
-    del lm
+def _free() -> None:
+    """Give back the memory of the model the caller just dropped (the next one loads after it)."""
     gc.collect()
     try:
         import torch
@@ -130,7 +98,8 @@ def _run_mcq(s: EvalSettings, track: Tracker) -> EvalResult:
                 summary["accuracy_without_overlap"] = sum(r["correct"] for r in clean) / len(clean) if clean else None
             summary["item_results"] = str(cache.path)
             results[model][data] = summary
-        _free(lm)
+        del lm
+        _free()
     return EvalResult(s, sources, results, overlap)
 
 
@@ -161,7 +130,8 @@ def _answers(s: EvalSettings, model: str, data: str, items, track: Tracker) -> t
         lm = _load(s, model)
         rows = run_generation(lm, items, cache, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
                               advance=track(f"generate {Path(model).name}", len(items)))  # fmt: skip
-        _free(lm)
+        del lm
+        _free()
     else:
         rows = cache.rows([i.key for i in items])
     return rows, str(cache.path)
@@ -218,11 +188,11 @@ def _run_judge(s: EvalSettings, llm: LLMSettings | None, track: Tracker) -> Eval
 def _run_ppl(s: EvalSettings, track: Tracker) -> EvalResult:
     from medmill.evaluation.ppl import run_ppl, summarize_ppl
     from medmill.evaluation.sources import is_dir_source, load_records
-    from medmill.trainers.datadirs import dir_kind
+    from medmill.schemas.dataset_dir import detect_kind
 
     loaded, sources = [], []
     for data, role in [(d, "domain") for d in s.data] + [(g, "general") for g in s.general]:
-        kind = dir_kind(Path(data)) if is_dir_source(Path(data)) else "pretrain"
+        kind = detect_kind(Path(data)) if is_dir_source(Path(data)) else "pretrain"
         if kind == "preference":
             raise MedmillError(f"{data}: perplexity reads pretrain or sft dirs, or text files")
         records, problems, read = load_records(Path(data), kind, s.split, s.max_items)
@@ -238,7 +208,8 @@ def _run_ppl(s: EvalSettings, track: Tracker) -> EvalResult:
             rows = run_ppl(lm, records, kind, cache, max_length=window, batch_size=s.batch_size,
                            advance=track(f"ppl {Path(model).name}", len(records)))  # fmt: skip
             results[model][data] = {**summarize_ppl(rows), "role": info.role, "item_results": str(cache.path)}
-        _free(lm)
+        del lm
+        _free()
     return EvalResult(s, sources, results)
 
 
@@ -259,5 +230,6 @@ def _run_rm(s: EvalSettings, track: Tracker) -> EvalResult:
             cache = item_cache(s.out, "rm", model, data, s.split, s.template)
             rows = run_rm(lm, records, cache, batch_size=s.batch_size, advance=track(f"rm {Path(model).name}", len(records)))
             results[model][data] = {**summarize_rm(rows), "item_results": str(cache.path)}
-        _free(lm)
+        del lm
+        _free()
     return EvalResult(s, sources, results)

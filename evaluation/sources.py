@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmill.schemas.dataset_dir import detect_kind, is_dataset_dir, load_splits
 from medmill.schemas.errors import MedmillError
-from medmill.trainers.datadirs import dir_kind, is_dataset_dir, load_dir_splits
 
 EVAL_SPLITS = ("test", "validation")
 
@@ -31,7 +31,7 @@ class Problems:
 
 
 def eval_split(path: Path, wanted: str | None = None) -> str:
-    splits = load_dir_splits(path)
+    splits = load_splits(path)
     if wanted:
         if wanted not in splits:
             raise MedmillError(f"{path} has no {wanted!r} split (it has {', '.join(sorted(splits))})")
@@ -47,9 +47,9 @@ def eval_split(path: Path, wanted: str | None = None) -> str:
 
 def dir_rows(path: Path, wanted: str | None = None) -> tuple[str, str, list[dict[str, Any]]]:
     """(kind, split, rows with `meta` parsed) of a dataset dir's eval split."""
-    kind = dir_kind(path)
+    kind = detect_kind(path)
     split = eval_split(path, wanted)
-    rows = load_dir_splits(path)[split].to_pylist()
+    rows = load_splits(path)[split].to_pylist()
     for row in rows:
         meta = row.get("meta")
         if isinstance(meta, str):

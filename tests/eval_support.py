@@ -39,7 +39,7 @@ def mcq_records(n: int = 40) -> list[SFTRecord]:
 
 
 def _write(path: Path, records, kind: str, test_every: int = 4, is_test=None) -> Path:
-    from medmill.builders.writer import BuildInfo, write_dataset_dir
+    from medmill.builders.core.writer import BuildInfo, write_dataset_dir
 
     is_test = is_test or (lambda i: i % test_every == 0)
     fixed = {r.id: ("test" if is_test(i) else "train") for i, r in enumerate(records)}

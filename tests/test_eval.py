@@ -125,7 +125,7 @@ def test_mcq_run_resumes_from_item_cache(tiny, dirs, tmp_path, forced_a):
 
 
 def test_two_models_side_by_side_and_overlap(tiny, dirs, tmp_path):
-    from medmill.builders.writer import BuildInfo, write_dataset_dir
+    from medmill.builders.core.writer import BuildInfo, write_dataset_dir
     from tests.eval_support import mcq_records
 
     records = mcq_records()
@@ -151,9 +151,9 @@ def test_two_models_side_by_side_and_overlap(tiny, dirs, tmp_path):
 
 
 def _rows(path: Path, split: str) -> list[dict]:
-    from medmill.trainers.datadirs import load_dir_splits
+    from medmill.schemas.dataset_dir import load_splits
 
-    return load_dir_splits(path)[split].to_pylist()
+    return load_splits(path)[split].to_pylist()
 
 
 def test_mcq_public_file_shapes(tmp_path, samples_dir):
