@@ -433,3 +433,49 @@ def test_loop_train_sft_then_eval_before_after(dirs, tmp_path):
     # trained on questions of the same templates, the held-out ones get far likelier
     assert domain_after < domain_before
     assert all(math.isfinite(ppl[str(m)][str(general)]["perplexity"]) for m in (model, sft))
+
+
+def test_lora_adapter_dirs_load_merged(tiny, tmp_path):
+    """A LoRA checkpoint (adapter_config.json) loads on its base and merges; a fresh adapter (B = 0)
+    scores exactly like its base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medmill.evaluation.lm import continuation_logprobs
+    from medmill.evaluation.models import load_for_eval
+
+    adapter = tmp_path / "adapter"
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    peft_model.save_pretrained(adapter)
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(adapter)
+    merged, base = load_for_eval(str(adapter), device="cpu"), load_for_eval(str(tiny), device="cpu")
+    assert not hasattr(merged.model, "peft_config")
+    pairs = [("头痛怎么办？", "多休息"), ("发热", "对乙酰氨基酚")]
+    a, b = continuation_logprobs(merged, pairs, 2), continuation_logprobs(base, pairs, 2)
+    assert [x.tokens for x in a] == [x.tokens for x in b]
+    assert torch.allclose(torch.tensor([x.logprob for x in a]), torch.tensor([x.logprob for x in b]), atol=1e-4)
+
+
+def test_files_and_splits_for_generation(tiny, dirs, tmp_path):
+    from medmill.evaluation.generation import gen_items
+    from medmill.evaluation.sources import load_records
+    from medmill.schemas.errors import MedmillError
+
+    alpaca = tmp_path / "alpaca.json"
+    alpaca.write_text(json.dumps([{"instruction": "头痛怎么办", "input": "", "output": "多休息。"}, {"instruction": "缺答案"},
+                                  {"instruction": "发热", "output": "退热。", "meta": {"values": {"药物": ["布洛芬"]}}}],
+                                 ensure_ascii=False), encoding="utf-8")  # fmt: skip
+    records, problems, _ = load_records(alpaca, "sft")
+    items = gen_items(records, problems)
+    assert [i.reference for i in items] == ["多休息。", "退热。"] and items[1].meta["values"] == {"药物": ["布洛芬"]}
+    assert problems.count == 1 and "alpaca.json:2" in problems.examples[0]
+    train_only = tmp_path / "train_only"
+    from medmill.builders.core.writer import BuildInfo, write_dataset_dir
+    from tests.eval_support import mcq_records
+
+    write_dataset_dir(train_only, mcq_records(4), [], BuildInfo(kind="sft", builder="t", command="t"))
+    with pytest.raises(MedmillError, match="no held-out split"):
+        load_records(train_only, "sft")
+    records, _, read = load_records(train_only, "sft", split="train", limit=2)
+    assert len(records) == 2 and "train split" in read
