@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from medmill.builders.core.progress import Progress, no_progress
 from medmill.builders.llm.engine import LLMEngine
 from medmill.builders.llm.prompts import load_prompt
 from medmill.builders.llm.types import LLMRequest, LLMSettings
@@ -40,7 +41,7 @@ def _points(verdict: str, first_is_a: bool) -> float:
 
 def judge_pairs(
     items: list[GenItem], answers_1: dict[str, str], answers_2: dict[str, str], settings: LLMSettings, out: Path,
-    prompt_name: str = "eval_judge",
+    prompt_name: str = "eval_judge", progress: Progress = no_progress,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
     """(summary from contestant 1's side, per-pair details)."""
     prompt = load_prompt(prompt_name)
@@ -57,7 +58,7 @@ def judge_pairs(
                     prompt=prompt.ref,
                 )
             )
-    with LLMEngine(settings, out) as engine:
+    with LLMEngine(settings, out, progress=progress) as engine:
         results = engine.run(requests, desc="judge")
         usage, llm = engine.usage, engine.describe()
     details = []

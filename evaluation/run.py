@@ -6,22 +6,15 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medmill.builders.core.progress import Progress, no_progress
 from medmill.builders.llm.types import LLMSettings
 from medmill.evaluation.cache import item_cache
 from medmill.evaluation.results import EvalResult, SourceInfo
 from medmill.evaluation.settings import EvalSettings
 from medmill.schemas.errors import MedmillError
-
-# a progress hook: (description, total) -> advance(n)
-Tracker = Callable[[str, int], Callable[[int], None]]
-
-
-def _no_progress(desc: str, total: int) -> Callable[[int], None]:
-    return lambda n: None
 
 
 def _free() -> None:
@@ -36,14 +29,14 @@ def _free() -> None:
         pass
 
 
-def run_eval(settings: EvalSettings, llm: LLMSettings | None = None, track: Tracker = _no_progress) -> EvalResult:
+def run_eval(settings: EvalSettings, llm: LLMSettings | None = None, progress: Progress = no_progress) -> EvalResult:
     from medmill.evaluation.report_html import write_html
 
     t0 = time.perf_counter()
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     runner = {"mcq": _run_mcq, "generation": _run_generation, "ppl": _run_ppl, "rm": _run_rm, "judge": _run_judge}[settings.task]
-    result = runner(settings, llm, track) if settings.task == "judge" else runner(settings, track)
+    result = runner(settings, llm, progress) if settings.task == "judge" else runner(settings, progress)
     result.out = out
     result.seconds = time.perf_counter() - t0
     (out / "results.json").write_text(json.dumps(result.to_json(), ensure_ascii=False, indent=2), encoding="utf-8")
@@ -64,7 +57,7 @@ def _load(settings: EvalSettings, model: str, kind: str = "causal"):
 # --- mcq --------------------------------------------------------------------------------------------
 
 
-def _run_mcq(s: EvalSettings, track: Tracker) -> EvalResult:
+def _run_mcq(s: EvalSettings, progress: Progress) -> EvalResult:
     from medmill.evaluation.mcq import run_mcq, summarize
     from medmill.evaluation.mcq_data import load_mcq
     from medmill.evaluation.overlap import check_overlap
@@ -89,8 +82,9 @@ def _run_mcq(s: EvalSettings, track: Tracker) -> EvalResult:
         results[model] = {}
         for data, items in zip(s.data, loaded, strict=True):
             cache = item_cache(s.out, "mcq", model, data, s.scoring, s.continuation, s.length_norm, max_new, s.template, s.split)
-            rows = run_mcq(lm, items, cache, scoring=s.scoring, continuation=s.continuation, length_norm=s.length_norm,
-                           batch_size=s.batch_size, max_new_tokens=max_new, advance=track(f"mcq {Path(model).name}", len(items)))  # fmt: skip
+            with progress(f"mcq {Path(model).name}", len(items)) as advance:
+                rows = run_mcq(lm, items, cache, scoring=s.scoring, continuation=s.continuation, length_norm=s.length_norm,
+                               batch_size=s.batch_size, max_new_tokens=max_new, advance=advance)  # fmt: skip
             summary = summarize(rows)
             if data in overlap and overlap[data]["overlapping_items"]:
                 seen = set(overlap[data]["overlapping_keys"])
@@ -121,15 +115,15 @@ def _gen_sources(s: EvalSettings):
     return loaded, sources
 
 
-def _answers(s: EvalSettings, model: str, data: str, items, track: Tracker) -> tuple[list[dict[str, Any]], str]:
+def _answers(s: EvalSettings, model: str, data: str, items, progress: Progress) -> tuple[list[dict[str, Any]], str]:
     from medmill.evaluation.generation import run_generation
 
     cache = item_cache(s.out, "generation", model, data, s.max_new_tokens, s.template, s.split)
     todo = [i for i in items if i.key not in cache]
     if todo:
         lm = _load(s, model)
-        rows = run_generation(lm, items, cache, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
-                              advance=track(f"generate {Path(model).name}", len(items)))  # fmt: skip
+        with progress(f"generate {Path(model).name}", len(items)) as advance:
+            rows = run_generation(lm, items, cache, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size, advance=advance)
         del lm
         _free()
     else:
@@ -137,7 +131,7 @@ def _answers(s: EvalSettings, model: str, data: str, items, track: Tracker) -> t
     return rows, str(cache.path)
 
 
-def _run_generation(s: EvalSettings, track: Tracker) -> EvalResult:
+def _run_generation(s: EvalSettings, progress: Progress) -> EvalResult:
     from medmill.evaluation.generation import score_generation
 
     loaded, sources = _gen_sources(s)
@@ -145,7 +139,7 @@ def _run_generation(s: EvalSettings, track: Tracker) -> EvalResult:
     for model in s.models:
         results[model] = {}
         for data, items in zip(s.data, loaded, strict=True):
-            rows, path = _answers(s, model, data, items, track)
+            rows, path = _answers(s, model, data, items, progress)
             summary, details = score_generation(items, rows, s.grounding_threshold)
             detail_file = Path(s.out) / "details" / f"{Path(path).parent.name}-{Path(path).stem}.jsonl"
             detail_file.parent.mkdir(parents=True, exist_ok=True)
@@ -155,7 +149,7 @@ def _run_generation(s: EvalSettings, track: Tracker) -> EvalResult:
     return EvalResult(s, sources, results)
 
 
-def _run_judge(s: EvalSettings, llm: LLMSettings | None, track: Tracker) -> EvalResult:
+def _run_judge(s: EvalSettings, llm: LLMSettings | None, progress: Progress) -> EvalResult:
     from medmill.evaluation.judge import judge_pairs
 
     if llm is None or not llm.model:
@@ -165,14 +159,14 @@ def _run_judge(s: EvalSettings, llm: LLMSettings | None, track: Tracker) -> Eval
     opponent = s.models[1] if len(s.models) > 1 else "reference"
     results: dict[str, dict[str, Any]] = {first: {}}
     for data, items in zip(s.data, loaded, strict=True):
-        rows_1, _ = _answers(s, first, data, items, track)
+        rows_1, _ = _answers(s, first, data, items, progress)
         if opponent == "reference":
             answers_2 = {i.key: i.reference for i in items}
         else:
-            rows_2, _ = _answers(s, opponent, data, items, track)
+            rows_2, _ = _answers(s, opponent, data, items, progress)
             answers_2 = {r["key"]: r["output"] for r in rows_2}
         answers_1 = {r["key"]: r["output"] for r in rows_1}
-        summary, details = judge_pairs(items, answers_1, answers_2, llm, Path(s.out), s.judge_prompt)
+        summary, details = judge_pairs(items, answers_1, answers_2, llm, Path(s.out), s.judge_prompt, progress)
         summary["opponent"] = opponent
         detail_file = Path(s.out) / "details" / f"judge-{Path(data).name}.jsonl"
         detail_file.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +179,7 @@ def _run_judge(s: EvalSettings, llm: LLMSettings | None, track: Tracker) -> Eval
 # --- ppl / rm -------------------------------------------------------------------------------------
 
 
-def _run_ppl(s: EvalSettings, track: Tracker) -> EvalResult:
+def _run_ppl(s: EvalSettings, progress: Progress) -> EvalResult:
     from medmill.evaluation.ppl import run_ppl, summarize_ppl
     from medmill.evaluation.sources import is_dir_source, load_records
     from medmill.schemas.dataset_dir import detect_kind
@@ -205,15 +199,15 @@ def _run_ppl(s: EvalSettings, track: Tracker) -> EvalResult:
         results[model] = {}
         for (data, kind, records), info in zip(loaded, sources, strict=True):
             cache = item_cache(s.out, "ppl", model, data, window, s.split)
-            rows = run_ppl(lm, records, kind, cache, max_length=window, batch_size=s.batch_size,
-                           advance=track(f"ppl {Path(model).name}", len(records)))  # fmt: skip
+            with progress(f"ppl {Path(model).name}", len(records)) as advance:
+                rows = run_ppl(lm, records, kind, cache, max_length=window, batch_size=s.batch_size, advance=advance)
             results[model][data] = {**summarize_ppl(rows), "role": info.role, "item_results": str(cache.path)}
         del lm
         _free()
     return EvalResult(s, sources, results)
 
 
-def _run_rm(s: EvalSettings, track: Tracker) -> EvalResult:
+def _run_rm(s: EvalSettings, progress: Progress) -> EvalResult:
     from medmill.evaluation.rm import run_rm, summarize_rm
     from medmill.evaluation.sources import load_records
 
@@ -228,7 +222,8 @@ def _run_rm(s: EvalSettings, track: Tracker) -> EvalResult:
         results[model] = {}
         for data, records in zip(s.data, loaded, strict=True):
             cache = item_cache(s.out, "rm", model, data, s.split, s.template)
-            rows = run_rm(lm, records, cache, batch_size=s.batch_size, advance=track(f"rm {Path(model).name}", len(records)))
+            with progress(f"rm {Path(model).name}", len(records)) as advance:
+                rows = run_rm(lm, records, cache, batch_size=s.batch_size, advance=advance)
             results[model][data] = {**summarize_rm(rows), "item_results": str(cache.path)}
         del lm
         _free()

@@ -57,6 +57,7 @@ def _graph() -> dict[str, set[str]]:
 
 
 EVAL_MAY_USE = (
+    "medmill.builders.core.progress",
     "medmill.builders.llm",
     "medmill.builders.text",
     "medmill.builders.curation.decontam",

@@ -12,7 +12,7 @@ from medmill.builders.llm.types import LLMSettings
 from medmill.commands._common import option_error
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
-from medmill.console import console, err_console, progress
+from medmill.console import console, err_console, progress_bars
 from medmill.schemas.errors import MedmillError
 
 HELP = (
@@ -63,13 +63,7 @@ def eval_cmd(
     except ValueError as e:
         raise MedmillError(str(e)) from None
 
-    with progress() as bar:
-
-        def track(desc: str, total: int):
-            task_id = bar.add_task(desc, total=total, status="")
-            return lambda n: bar.advance(task_id, n)
-
-        result = run_eval(settings, llm, track)
+    result = run_eval(settings, llm, progress_bars)
 
     from rich.table import Table
 
