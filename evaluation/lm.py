@@ -23,42 +23,45 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def continuation_logprobs(lm: LoadedModel, pairs: list[tuple[str, str]], batch_size: int) -> list[Continuation]:
+def continuation_logprobs(lm: LoadedModel, pairs: list[tuple[str, str]], batch_size: int, share_context: bool = True) -> list[Continuation]:
     """Context and continuation are tokenized apart (a merge across the seam would hide the
-    continuation's first token); contexts too long for the model lose their start."""
+    continuation's first token); contexts too long for the model lose their start. Pairs that share a
+    context and whose continuations are one token each (option letters) share one forward pass."""
     import torch
 
     limit = lm.context_length
-    encoded = []
-    for context, cont in pairs:
-        c_ids, x_ids = _encode(lm.tokenizer, context), _encode(lm.tokenizer, cont)
-        x_ids = x_ids[: limit - 1]
+    # a job: one sequence to run, and (pair index, position of the first target, target ids) read from it
+    jobs: dict[tuple[int, ...], list[tuple[int, int, list[int]]]] = {}
+    contexts: dict[str, list[int]] = {}
+    for n, (context, cont) in enumerate(pairs):
+        if context not in contexts:
+            contexts[context] = _encode(lm.tokenizer, context)
+        c_ids, x_ids = contexts[context], _encode(lm.tokenizer, cont)[: limit - 1]
         c_ids = c_ids[-(limit - len(x_ids)) :]
-        encoded.append((c_ids, x_ids))
-    order = sorted(range(len(encoded)), key=lambda i: -(len(encoded[i][0]) + len(encoded[i][1])))
-    results: list[Continuation | None] = [None] * len(encoded)
+        seq = tuple(c_ids) if len(x_ids) == 1 and share_context else tuple(c_ids + x_ids)
+        jobs.setdefault(seq, []).append((n, len(c_ids), x_ids))  # (identical pairs share a job too)
+    results: list[Continuation] = [Continuation(0.0, 0)] * len(pairs)
     pad = lm.tokenizer.pad_token_id or 0
+    order = sorted(jobs, key=len, reverse=True)
     for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        seqs = [encoded[i][0] + encoded[i][1] for i in batch]
+        seqs = order[start : start + batch_size]
         width = max(map(len, seqs))
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s)
-            mask[r, : len(s)] = 1
+        for r, seq in enumerate(seqs):
+            ids[r, : len(seq)] = torch.tensor(seq)
+            mask[r, : len(seq)] = 1
         with torch.no_grad():
             logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits.float()
         logp = torch.log_softmax(logits, dim=-1)
-        for r, i in enumerate(batch):
-            c_len, x_len = len(encoded[i][0]), len(encoded[i][1])
-            if x_len == 0:
-                results[i] = Continuation(0.0, 0)
-                continue
-            targets = ids[r, c_len : c_len + x_len].to(logp.device)
-            rows = logp[r, c_len - 1 : c_len - 1 + x_len]
-            results[i] = Continuation(float(rows.gather(1, targets[:, None]).sum()), x_len)
-    return [r for r in results if r is not None]
+        for r, seq in enumerate(seqs):
+            for n, at, targets in jobs[seq]:
+                if not targets:
+                    continue
+                rows = logp[r, at - 1 : at - 1 + len(targets)]
+                picked = rows.gather(1, torch.tensor(targets, device=logp.device)[:, None])
+                results[n] = Continuation(float(picked.sum()), len(targets))
+    return results
 
 
 def generate(lm: LoadedModel, conversations: list[list[dict[str, str]]], max_new_tokens: int, batch_size: int) -> list[str]:

@@ -56,7 +56,8 @@ def load_for_eval(path: str, kind: str = "causal", device: str = "auto", bf16: b
             raise MedmillError(f"--model {path}: the adapter's base model {base!r} is not here; merge it with `medmill export-model`")
     elif not (src / "config.json").exists():
         raise MedmillError(f"--model {path}: holds neither config.json nor adapter_config.json")
-    tokenizer, added = load_tokenizer(str(src if has_tokenizer_files(src) else base), template, need_chat=kind == "causal")
+    # every task renders conversations with the chat template, reward models included
+    tokenizer, added = load_tokenizer(str(src if has_tokenizer_files(src) else base), template, need_chat=True)
     where = resolve_device(device)
     dtype = torch.bfloat16 if bf16 else torch.float32
     cls = AutoModelForSequenceClassification if kind == "scorer" else AutoModelForCausalLM

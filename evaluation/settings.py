@@ -52,6 +52,8 @@ class EvalSettings(BaseModel):
             raise ValueError("judge compares two models (or one model with the reference answers)")
         if len(set(self.models)) < len(self.models):
             raise ValueError("the same --model is given twice")
+        if len(set(self.data + self.general)) < len(self.data) + len(self.general):
+            raise ValueError("the same --data / --general source is given twice")
         if self.general and self.task != "ppl":
             raise ValueError("--general is for --task ppl")
         return self

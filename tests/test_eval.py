@@ -370,6 +370,10 @@ def test_bad_inputs_are_one_line_errors(tiny, dirs, tmp_path):
     assert r.returncode == 2 and "no such directory" in r.stderr
     r = run("eval", "--task", "judge", "-m", tiny, "--data", dirs["kg"], "--out", tmp_path / "o")
     assert r.returncode == 2 and "--llm-model" in r.stderr
+    r = run("eval", "--task", "ppl", "-m", tiny, "--data", dirs["pt"], "--general", dirs["pt"], "--out", tmp_path / "o")
+    assert r.returncode == 2 and "given twice" in r.stderr and "Traceback" not in r.stderr
+    r = run("eval", "--task", "mcq", "-m", tiny, "--data", dirs["mcq"], "--out", tmp_path / "o", "--column", "stem")
+    assert r.returncode == 2 and "KEY=COLUMN" in r.stderr
 
 
 # --- chat -----------------------------------------------------------------------------------------
@@ -479,3 +483,18 @@ def test_files_and_splits_for_generation(tiny, dirs, tmp_path):
         load_records(train_only, "sft")
     records, _, read = load_records(train_only, "sft", split="train", limit=2)
     assert len(records) == 2 and "train split" in read
+
+
+def test_shared_context_scores_equal_separate_sequences(tiny):
+    """One forward pass per context for one-token continuations gives the same log-probs as one
+    sequence per candidate."""
+    from medmill.evaluation.lm import continuation_logprobs
+    from medmill.evaluation.models import load_for_eval, render_prompt
+
+    lm = load_for_eval(str(tiny), device="cpu")
+    ctx = [render_prompt(lm.tokenizer, [{"role": "user", "content": q}]) for q in ("头痛吃什么药？\nA. 布洛芬\nB. 青霉素", "发热？")]
+    pairs = [(c, x) for c in ctx for x in ("A", "B", "AB", "布洛芬退热")]
+    shared = continuation_logprobs(lm, pairs, 3)
+    separate = continuation_logprobs(lm, pairs, 2, share_context=False)
+    assert [s.tokens for s in shared] == [s.tokens for s in separate] and shared[0].tokens == 1
+    assert [s.logprob for s in shared] == pytest.approx([s.logprob for s in separate], abs=1e-4)
