@@ -105,6 +105,7 @@ def test_always_a_scores_the_share_of_a_keys(tiny, dirs, tmp_path, forced_a, sco
     assert "症状" in html and "治疗" in html and f"{share_a:.4f}" in html
 
 
+@pytest.mark.slow
 def test_mcq_run_resumes_from_item_cache(tiny, dirs, tmp_path, forced_a):
     out = tmp_path / "out"
     args = ("eval", "--task", "mcq", "--model", tiny, "--data", dirs["mcq"], "--out", out, "--device", "cpu", "--batch-size", "4")
@@ -124,6 +125,7 @@ def test_mcq_run_resumes_from_item_cache(tiny, dirs, tmp_path, forced_a):
     assert forced_a.calls == 0 and read_results(out)["results"] == first
 
 
+@pytest.mark.slow
 def test_two_models_side_by_side_and_overlap(tiny, dirs, tmp_path):
     from medmill.builders.core.writer import BuildInfo, write_dataset_dir
     from tests.eval_support import mcq_records
@@ -264,6 +266,7 @@ def _answers_shown(body: dict) -> tuple[str, str]:
     return a, b
 
 
+@pytest.mark.slow
 def test_judge_both_orders_against_reference(tiny, dirs, tmp_path, llm_server):
     from medmill.evaluation.sources import dir_rows
 
@@ -359,21 +362,23 @@ def test_bad_inputs_are_one_line_errors(tiny, dirs, tmp_path):
     import subprocess
     import sys
 
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "medmill.cli", *map(str, args)], capture_output=True, text=True, timeout=120)
+    from medmill.schemas.errors import MedmillError
 
-    r = run("eval", "--task", "mcq", "-m", tiny, "--data", tmp_path / "missing.csv", "--out", tmp_path / "o")
+    r = subprocess.run([sys.executable, "-m", "medmill.cli", "eval", "--task", "mcq", "-m", str(tiny), "--data", str(tmp_path / "missing.csv"),
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
-    r = run("eval", "--task", "rm", "-m", tiny, "--data", dirs["mcq"], "--out", tmp_path / "o")
-    assert r.returncode == 2 and "holds sft records" in r.stderr
-    r = run("eval", "--task", "mcq", "-m", tmp_path / "nomodel", "--data", dirs["mcq"], "--out", tmp_path / "o")
-    assert r.returncode == 2 and "no such directory" in r.stderr
-    r = run("eval", "--task", "judge", "-m", tiny, "--data", dirs["kg"], "--out", tmp_path / "o")
-    assert r.returncode == 2 and "--llm-model" in r.stderr
-    r = run("eval", "--task", "ppl", "-m", tiny, "--data", dirs["pt"], "--general", dirs["pt"], "--out", tmp_path / "o")
-    assert r.returncode == 2 and "given twice" in r.stderr and "Traceback" not in r.stderr
-    r = run("eval", "--task", "mcq", "-m", tiny, "--data", dirs["mcq"], "--out", tmp_path / "o", "--column", "stem")
-    assert r.returncode == 2 and "KEY=COLUMN" in r.stderr
+
+    def error(*args) -> str:
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert isinstance(result.exception, MedmillError), result.output  # main() prints it on one line, exit 2
+        return str(result.exception)
+
+    assert "holds sft records" in error("eval", "--task", "rm", "-m", tiny, "--data", dirs["mcq"], "--out", tmp_path / "o")
+    assert "no such directory" in error("eval", "--task", "mcq", "-m", tmp_path / "nomodel", "--data", dirs["mcq"], "--out", tmp_path / "o")
+    assert "--llm-model" in error("eval", "--task", "judge", "-m", tiny, "--data", dirs["kg"], "--out", tmp_path / "o")
+    assert "given twice" in error("eval", "--task", "ppl", "-m", tiny, "--data", dirs["pt"], "--general", dirs["pt"], "--out", tmp_path / "o")
+    assert "KEY=COLUMN" in error("eval", "--task", "mcq", "-m", tiny, "--data", dirs["mcq"], "--out", tmp_path / "o", "--column", "stem")
+    assert "has no 'nope' split" in error("eval", "--task", "ppl", "-m", tiny, "--data", dirs["pt"], "--split", "nope", "--out", tmp_path / "o")
 
 
 # --- chat -----------------------------------------------------------------------------------------
