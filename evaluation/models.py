@@ -87,3 +87,24 @@ def load_for_eval(path: str, kind: str = "causal", device: str = "auto", bf16: b
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     """The checkpoint's own chat template up to the assistant's turn."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+class LazyModel:
+    """Stands in for a LoadedModel and loads it on first use, so a re-run whose items are all cached
+    never loads the weights."""
+
+    def __init__(self, path: str, kind: str = "causal", device: str = "auto", bf16: bool = False, template: str | None = None) -> None:
+        self.path = path
+        self._args = (kind, device, bf16, template)
+        self._loaded: LoadedModel | None = None
+
+    @property
+    def loaded(self) -> LoadedModel:
+        if self._loaded is None:
+            self._loaded = load_for_eval(self.path, *self._args)
+        return self._loaded
+
+    def __getattr__(self, name: str) -> Any:  # model, tokenizer, device, context_length
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.loaded, name)

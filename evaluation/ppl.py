@@ -65,7 +65,8 @@ def run_ppl(
     advance(len(records) - len(todo))
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start : start + CHUNK]
-        totals = _nll(lm, [record_text(r, kind) for r in chunk], max_length, batch_size)
+        window = min(max_length, lm.context_length - 1)  # a window plus its first token must fit the model
+        totals = _nll(lm, [record_text(r, kind) for r in chunk], window, batch_size)
         cache.add([{"key": r.key, "nll": s, "tokens": k} for r, (s, k) in zip(chunk, totals, strict=True)])
         advance(len(chunk))
     return cache.rows([r.key for r in records])

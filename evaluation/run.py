@@ -49,9 +49,10 @@ def _info(data: str, read: str, n: int, problems: Any, role: str = "domain") -> 
 
 
 def _load(settings: EvalSettings, model: str, kind: str = "causal"):
-    from medmill.evaluation.models import load_for_eval
+    """The model, loaded when the first uncached item needs it."""
+    from medmill.evaluation.models import LazyModel
 
-    return load_for_eval(model, kind, settings.device, settings.bf16, settings.template)
+    return LazyModel(model, kind, settings.device, settings.bf16, settings.template)
 
 
 # --- mcq --------------------------------------------------------------------------------------------
@@ -195,12 +196,11 @@ def _run_ppl(s: EvalSettings, progress: Progress) -> EvalResult:
     results: dict[str, dict[str, Any]] = {}
     for model in s.models:
         lm = _load(s, model)
-        window = min(s.max_length, lm.context_length - 1)
         results[model] = {}
         for (data, kind, records), info in zip(loaded, sources, strict=True):
-            cache = item_cache(s.out, "ppl", model, data, window, s.split)
+            cache = item_cache(s.out, "ppl", model, data, s.max_length, s.split)
             with progress(f"ppl {Path(model).name}", len(records)) as advance:
-                rows = run_ppl(lm, records, kind, cache, max_length=window, batch_size=s.batch_size, advance=advance)
+                rows = run_ppl(lm, records, kind, cache, max_length=s.max_length, batch_size=s.batch_size, advance=advance)
             results[model][data] = {**summarize_ppl(rows), "role": info.role, "item_results": str(cache.path)}
         del lm
         _free()

@@ -112,7 +112,8 @@ def make_tiny_scorer(out: Path, tiny: Path) -> Path:
 
 class ForwardCounter:
     def __init__(self) -> None:
-        self.calls = 0
+        self.calls = 0  # forward passes
+        self.loads = 0  # models loaded
 
 
 def force_letter(lm, letter: str = "A", counter: ForwardCounter | None = None):
@@ -129,6 +130,8 @@ def force_letter(lm, letter: str = "A", counter: ForwardCounter | None = None):
         return output
 
     lm.model.lm_head.register_forward_hook(hook)
+    if counter is not None:
+        counter.loads += 1
     return lm
 
 
