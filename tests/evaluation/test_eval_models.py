@@ -1,4 +1,5 @@
-"""medmill eval / medmill chat on tiny CPU models: metrics on hand-made cases, resumption, the CLI."""
+"""medmill eval / medmill chat end to end on tiny CPU models: forced behaviours give known scores,
+runs resume from the item cache, the CLI reports; marked slow (every test loads or trains a model)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medmill.cli import _register, app
-from tests.eval_support import (
+from tests.evaluation.eval_support import (
     ForwardCounter,
     force_letter,
     make_tiny,
@@ -25,6 +26,7 @@ from tests.eval_support import (
 )
 
 _register()
+pytestmark = pytest.mark.slow  # every test loads a tiny model (torch + transformers)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -105,7 +107,6 @@ def test_always_a_scores_the_share_of_a_keys(tiny, dirs, tmp_path, forced_a, sco
     assert "症状" in html and "治疗" in html and f"{share_a:.4f}" in html
 
 
-@pytest.mark.slow
 def test_mcq_run_resumes_from_item_cache(tiny, dirs, tmp_path, forced_a):
     out = tmp_path / "out"
     args = ("eval", "--task", "mcq", "--model", tiny, "--data", dirs["mcq"], "--out", out, "--device", "cpu", "--batch-size", "4")
@@ -125,10 +126,9 @@ def test_mcq_run_resumes_from_item_cache(tiny, dirs, tmp_path, forced_a):
     assert forced_a.calls == forced_a.loads == 0 and read_results(out)["results"] == first
 
 
-@pytest.mark.slow
 def test_two_models_side_by_side_and_overlap(tiny, dirs, tmp_path):
     from medmill.builders.core.writer import BuildInfo, write_dataset_dir
-    from tests.eval_support import mcq_records
+    from tests.evaluation.eval_support import mcq_records
 
     records = mcq_records()
     test_ids = {r["id"] for r in _rows(dirs["mcq"], "test")}
@@ -158,88 +158,7 @@ def _rows(path: Path, split: str) -> list[dict]:
     return load_splits(path)[split].to_pylist()
 
 
-def test_mcq_public_file_shapes(tmp_path, samples_dir):
-    from medmill.evaluation.mcq_data import load_mcq
-
-    cmexam = tmp_path / "cmexam.csv"
-    cmexam.write_text(
-        "Question,Options,Answer,Explanation,Clinical Department\n"
-        '高血压首选哪类药？,"A 利尿剂\nB 抗生素\nC 激素\nD 维生素",A,解释,心内科\n'
-        '下列哪些是糖尿病症状？,"A 多饮\nB 多尿\nC 脱发\nD 多食",ABD,解释,内分泌科\n'
-        '坏行,"A 只有一个",Z,,\n',
-        encoding="utf-8",
-    )
-    items, problems, _ = load_mcq(cmexam, {})
-    assert [(i.answer, i.multi, i.category, len(i.options)) for i in items] == [("A", False, "心内科", 4), ("ABD", True, "内分泌科", 4)]
-    assert problems.count == 1 and "cmexam.csv:10:" in problems.examples[0]  # the bad row's first physical line
-
-    medqa = tmp_path / "medqa.jsonl"
-    rows = [
-        {"question": "发热首选？", "options": {"A": "布洛芬", "B": "青霉素", "C": "地塞米松", "D": "维C", "E": "钙片"}, "answer": "布洛芬", "answer_idx": "A", "meta_info": "第一部分"},
-        {"question": "咳嗽？", "options": {"A": "止咳", "B": "补钙"}, "answer": "补钙", "meta_info": "第二部分"},
-    ]
-    medqa.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n{broken\n", encoding="utf-8")
-    items, problems, _ = load_mcq(medqa, {})
-    assert [(i.answer, i.category) for i in items] == [("A", "第一部分"), ("B", "第二部分")]  # answer text -> letter
-    assert problems.count == 1
-
-    cmb = tmp_path / "cmb.json"
-    cmb.write_text(json.dumps([{"exam_type": "医师考试", "exam_subject": "内科", "question": "哪些属于降压药？",
-                                "answer": "AC", "question_type": "多项选择题", "option": {"A": "氨氯地平", "B": "阿莫西林", "C": "缬沙坦", "D": "胰岛素"}}],
-                              ensure_ascii=False), encoding="utf-8")  # fmt: skip
-    (item,), _, _ = load_mcq(cmb, {})
-    assert item.answer == "AC" and item.multi and item.category == "内科" and "多项" in item.prompt
-
-    mapped = tmp_path / "custom.csv"
-    mapped.write_text("题目,选项,正确,科室\n哪个是抗生素？,A.布洛芬\nB.阿莫西林,B,感染科\n".replace("A.布洛芬\nB.阿莫西林", '"A.布洛芬\nB.阿莫西林"'), encoding="utf-8")
-    (item,), _, _ = load_mcq(mapped, {"question": "题目", "options": "选项", "answer": "正确", "category": "科室"})
-    assert item.options == {"A": "布洛芬", "B": "阿莫西林"} and item.answer == "B" and item.category == "感染科"
-
-    tcm, problems, _ = load_mcq(samples_dir / "tcmchat_choice_herb_sample.csv", {})
-    assert len(tcm) + problems.count == 50 and len(tcm) >= 45
-    assert all(len(i.options) == 5 and len(i.answer) == 1 for i in tcm)
-
-
-def test_parse_generated_letters():
-    from medmill.evaluation.mcq import parse_letters
-    from medmill.evaluation.mcq_data import MCQItem
-
-    single = MCQItem("k", "o", "q", {"A": "x", "B": "y", "C": "z"}, "B")
-    multi = MCQItem("k", "o", "q", {"A": "x", "B": "y", "C": "z", "D": "w"}, "AC", multi=True)
-    assert parse_letters("答案：B", single) == "B"
-    assert parse_letters("B. y，因为……", single) == "B"
-    assert parse_letters("我认为是C", single) == "C"
-    assert parse_letters("不知道", single) == ""
-    assert parse_letters("A、C", multi) == "AC"
-    assert parse_letters("CA", multi) == "AC"
-    assert parse_letters("正确答案为 A,C,D", multi) == "ACD"
-
-
 # --- generation / metrics -------------------------------------------------------------------------
-
-
-def test_rouge_l_on_chinese():
-    from medmill.evaluation.metrics import corpus_bleu, rouge_l
-
-    text = "高血压患者应低盐饮食，规律服用降压药物。"
-    assert rouge_l(text, text) == 1.0
-    assert rouge_l(text, "今天天气很好") == 0.0
-    assert 0 < rouge_l("高血压患者应低盐饮食", text) < 1
-    assert corpus_bleu([text], [text]) == pytest.approx(100.0)
-    assert corpus_bleu(["今天天气很好"], [text]) == 0.0
-
-
-def test_grounding_counts_stated_kg_values_and_references():
-    from medmill.evaluation.generation import GenItem, score_generation
-
-    kg = {"values": {"症状": ["发热", "头痛"]}}
-    book = {"reference": ["高血压患者应低盐饮食，每日食盐不超过5克。"]}
-    items = [GenItem(str(i), "o", [{"role": "user", "content": "q"}], "ref", meta) for i, meta in enumerate([kg, kg, book, book, {}])]
-    outputs = ["常见发热和头痛。", "只有发热。", "应低盐饮食，每日食盐不超过5克。", "多喝水。", "无关"]
-    summary, details = score_generation(items, [{"key": str(i), "output": o} for i, o in enumerate(outputs)], 0.6)
-    assert [d.get("grounding_recall") for d in details] == [1.0, 0.5, 1.0, 0.0, None]
-    assert summary["grounding_items"] == 4 and summary["grounding_rate"] == 0.5
-    assert summary["grounding_rate_kg"] == 0.5 and summary["grounding_rate_reference"] == 0.5
 
 
 def test_generation_cli_and_cache(tiny, dirs, tmp_path):
@@ -266,7 +185,6 @@ def _answers_shown(body: dict) -> tuple[str, str]:
     return a, b
 
 
-@pytest.mark.slow
 def test_judge_both_orders_against_reference(tiny, dirs, tmp_path, llm_server):
     from medmill.evaluation.sources import dir_rows
 
@@ -414,7 +332,6 @@ def test_chat_streams_the_greedy_answer_and_trims_history(tiny):
 # --- the loop on CPU ------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_loop_train_sft_then_eval_before_after(dirs, tmp_path):
     """init-model -> train sft on an mcq dir's train split -> eval mcq on its held-out split, before and
     after, side by side -> eval ppl on the held-out questions and on general text."""
@@ -464,30 +381,6 @@ def test_lora_adapter_dirs_load_merged(tiny, tmp_path):
     a, b = continuation_logprobs(merged, pairs, 2), continuation_logprobs(base, pairs, 2)
     assert [x.tokens for x in a] == [x.tokens for x in b]
     assert torch.allclose(torch.tensor([x.logprob for x in a]), torch.tensor([x.logprob for x in b]), atol=1e-4)
-
-
-def test_files_and_splits_for_generation(tiny, dirs, tmp_path):
-    from medmill.evaluation.generation import gen_items
-    from medmill.evaluation.sources import load_records
-    from medmill.schemas.errors import MedmillError
-
-    alpaca = tmp_path / "alpaca.json"
-    alpaca.write_text(json.dumps([{"instruction": "头痛怎么办", "input": "", "output": "多休息。"}, {"instruction": "缺答案"},
-                                  {"instruction": "发热", "output": "退热。", "meta": {"values": {"药物": ["布洛芬"]}}}],
-                                 ensure_ascii=False), encoding="utf-8")  # fmt: skip
-    records, problems, _ = load_records(alpaca, "sft")
-    items = gen_items(records, problems)
-    assert [i.reference for i in items] == ["多休息。", "退热。"] and items[1].meta["values"] == {"药物": ["布洛芬"]}
-    assert problems.count == 1 and "alpaca.json:2" in problems.examples[0]
-    train_only = tmp_path / "train_only"
-    from medmill.builders.core.writer import BuildInfo, write_dataset_dir
-    from tests.eval_support import mcq_records
-
-    write_dataset_dir(train_only, mcq_records(4), [], BuildInfo(kind="sft", builder="t", command="t"))
-    with pytest.raises(MedmillError, match="no held-out split"):
-        load_records(train_only, "sft")
-    records, _, read = load_records(train_only, "sft", split="train", limit=2)
-    assert len(records) == 2 and "train split" in read
 
 
 def test_shared_context_scores_equal_separate_sequences(tiny):
