@@ -56,6 +56,15 @@ def _graph() -> dict[str, set[str]]:
     return {name: _imports(name, path, set(mods)) for name, path in mods.items()}
 
 
+EVAL_MAY_USE = (
+    "medmill.builders.core.progress",
+    "medmill.builders.llm",
+    "medmill.builders.text",
+    "medmill.builders.curation.decontam",
+    "medmill.builders.publish.report",
+)
+
+
 def _violations(graph: dict[str, set[str]]) -> list[str]:
     bad = []
     for mod, deps in sorted(graph.items()):
@@ -68,6 +77,12 @@ def _violations(graph: dict[str, set[str]]) -> list[str]:
                 bad.append(f"{mod} imports {dep}: schemas import nothing of ours")
             if mod.startswith("medmill.trainers") and dep.startswith("medmill.builders"):
                 bad.append(f"{mod} imports {dep}: trainers read dataset dirs, never builders")
+            if mod.startswith(("medmill.builders", "medmill.trainers", "medmill.schemas")) and dep.startswith("medmill.evaluation"):
+                bad.append(f"{mod} imports {dep}: evaluation sits on top; nothing below imports it")
+            if mod.startswith("medmill.evaluation") and dep.startswith(("medmill.commands", "medmill.console", "medmill.cli")):
+                bad.append(f"{mod} imports {dep}: evaluation must not import the CLI")
+            if mod.startswith("medmill.evaluation") and dep.startswith("medmill.builders") and not dep.startswith(EVAL_MAY_USE):
+                bad.append(f"{mod} imports {dep}: evaluation uses only the LLM engine, text measures, decontamination and the report page of builders")
             if mod.startswith("medmill.commands.") and dep.startswith("medmill.commands.") and not dep.split(".")[-1].startswith("_"):
                 bad.append(f"{mod} imports {dep}: a command module imports no other command")
     return bad

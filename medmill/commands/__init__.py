@@ -25,6 +25,8 @@ COMMAND_MODULES = [
     "init_model",
     "train",
     "export_model",
+    "eval",
+    "chat",
 ]
 
 
