@@ -52,6 +52,7 @@ class CurationSettings(BaseModel):
     # decontamination
     decontam_ngram: int = Field(13, ge=4)
     decontam_field: str | None = None
+    decontam_skip_bad_lines: bool = Field(False, description="skip (and count) eval lines that cannot be read")
 
     @model_validator(mode="after")
     def _length_bounds(self) -> CurationSettings:

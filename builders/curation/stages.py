@@ -141,11 +141,14 @@ def safety_step(settings: CurationSettings) -> Step:
 
 
 def decontaminate_step(kind: str, settings: CurationSettings) -> Step:
-    state: dict[str, EvalIndex] = {}
+    state: dict[str, Any] = {}
 
     def run(records: list[Record]) -> StepResult:
         if "index" not in state:  # read the eval sets once, on first use
-            state["index"] = EvalIndex.build(settings.decontaminate, settings.decontam_ngram, field_name=settings.decontam_field)
+            state["index"] = EvalIndex.build(
+                settings.decontaminate, settings.decontam_ngram, field_name=settings.decontam_field,
+                skip_bad_lines=settings.decontam_skip_bad_lines,
+            )
         index = state["index"]
         texts = [record_text(r, ["all"]) for r in records]
         matches = {m.index: m for m in index.matches(texts)}
@@ -160,9 +163,14 @@ def decontaminate_step(kind: str, settings: CurationSettings) -> Step:
             "eval_texts": len(index.texts),
             "ngram": index.n,
             "removed": len(matches),
+            "skipped_bad_eval_lines": len(index.skipped_lines),
             "matched_by_eval_file": dict(sorted(by_file.items())),
         }
-        return StepResult(kept, rejects, Counter({"removed": len(matches)}), stats)
+        counters = Counter({"removed": len(matches)})
+        if index.skipped_lines and not state.get("counted"):  # count the skipped eval lines once
+            counters["skipped_bad_eval_lines"] = len(index.skipped_lines)
+            state["counted"] = True
+        return StepResult(kept, rejects, counters, stats)
 
     return Step("decontaminate", run)
 

@@ -32,6 +32,7 @@ _PARAMS: list[tuple[str, Any, Any]] = [
     ("dedup_threshold", float, typer.Option(0.8, "--dedup-threshold", help="Jaccard similarity at or above which records are near-duplicates.", rich_help_panel="Curation")),
     ("dedup_index", Path | None, typer.Option(None, "--dedup-index", help="Persisted dedup index: dedup against earlier runs and add this one.", rich_help_panel="Curation")),
     ("decontaminate", list[Path], typer.Option([], "--decontaminate", help="Eval set (dataset dir, JSON/JSONL/CSV) whose long n-grams must not appear; repeatable.", rich_help_panel="Curation")),
+    ("skip_bad_eval_lines", bool, typer.Option(False, "--skip-bad-eval-lines", help="Skip (and count) --decontaminate lines that cannot be read instead of stopping.", rich_help_panel="Curation")),
 ]
 
 
@@ -96,4 +97,5 @@ def settings_from_flags(flags: dict[str, Any]) -> CurationSettings:
         dedup_threshold=threshold,
         dedup_index=get("dedup_index"),
         decontaminate=list(get("decontaminate")),
+        decontam_skip_bad_lines=get("skip_bad_eval_lines"),
     )

@@ -40,6 +40,7 @@ def filter_dirs(
     decontaminate: list[Path] = typer.Option([], "--decontaminate", help="Eval set (dataset dir, JSON/JSONL/CSV); repeatable."),
     decontam_ngram: int = typer.Option(13, "--decontam-ngram", help="Shared character n-gram length that counts as contamination."),
     decontam_field: str = typer.Option("", "--decontam-field", help="Eval field/column to read (default: all text fields)."),
+    skip_bad_eval_lines: bool = typer.Option(False, "--skip-bad-eval-lines", help="Skip (and count) eval lines that cannot be read instead of stopping."),
     config: Path | None = ConfigOption,
 ) -> None:
     """Filter dataset dirs: quality rules, PII, safety lexicon, decontamination."""
@@ -60,6 +61,7 @@ def filter_dirs(
         strip_boilerplate=strip_boilerplate, pii=pii, pii_action=pii_action, pii_types=types, safety=safety,
         lexicons=list(safety_lexicon), safety_flag_only=safety_flag_only, dedup=False,
         decontaminate=list(decontaminate), decontam_ngram=decontam_ngram, decontam_field=decontam_field or None,
+        decontam_skip_bad_lines=skip_bad_eval_lines,
     )
     run_over_dirs("filter", dirs, out, settings, params={"settings": json.loads(settings.model_dump_json())})
 
