@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-
-import pytest
 
 from medmill.builders.dataset_dir import iter_rows
 from medmill.builders.writer import BuildInfo, write_dataset_dir
 from medmill.schemas import Message, SFTRecord, Source
+from tests.hardening_cli import cli, one_line_error
 
 QA = [
     ("高血压患者日常生活中需要注意什么？", "高血压患者应低盐饮食，每日食盐不超过5克，规律运动，戒烟限酒，按时服药并监测血压。"),
@@ -27,25 +25,6 @@ def sft_dir(path: Path, pairs=QA) -> Path:
         recs.append(SFTRecord(id=SFTRecord.make_id(m), messages=m, source=Source(builder="t", group=f"g{i}")))
     write_dataset_dir(path, recs, [], BuildInfo(kind="sft", builder="t", command="t"))
     return path
-
-
-def cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    """Run `medmill ARGS` through the console entry point (one-line errors, exit codes) in-process."""
-    from medmill.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["medmill", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return int(exc.value.code or 0), out.out + out.err
-
-
-def one_line_error(code: int, output: str) -> str:
-    assert code == 2, output
-    assert "Traceback" not in output
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), output
-    return lines[0]
 
 
 # ---- item 7: a broken eval line must not let a contaminated record through ----------------------
