@@ -166,3 +166,31 @@ def _scan_array(text: str) -> Iterator[JsonItem]:
     if rest.strip():
         extra = line + text.count("\n", counted, pos + 1 + len(rest) - len(rest.lstrip()))
         yield JsonItem(line=extra, error="invalid JSON: text after the closing ] of the array", raw=rest.strip()[:2000])
+
+
+def _strings_in(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        if value.strip():
+            yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings_in(v)
+
+
+def iter_corpus_texts(path: Path) -> Iterator[str]:
+    """Plain texts of a corpus file (to train a tokenizer on), decoded like every build reads input:
+    the string values of JSON / JSON Lines records, else the non-blank lines. A broken JSON line is
+    still text and is kept as it is."""
+    decoded = read_text(path)
+    if sniff_json_layout(decoded.text) == "none":
+        yield from (line for line in decoded.text.split("\n") if line.strip())
+        return
+    for item in iter_json_items(decoded):
+        if item.error is not None:
+            if item.raw and item.raw.strip():
+                yield item.raw
+        else:
+            yield from _strings_in(item.value)
