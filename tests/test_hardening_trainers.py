@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hardening_cli import cli, one_line_error
+from tests.hardening_cli import cli
 
 SENTENCES = ["高血压患者应低盐饮食", "糖尿病患者要控制血糖", "冠心病患者应戒烟限酒", "慢性胃炎要规律饮食"]
 

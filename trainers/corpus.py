@@ -8,7 +8,6 @@ from pathlib import Path
 from medmill.schemas.errors import MedmillError
 from medmill.trainers.datadirs import is_dataset_dir, load_dir_splits
 
-
 TextFileReader = Callable[[Path], Iterator[str]]
 
 
