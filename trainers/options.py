@@ -94,9 +94,15 @@ def load_recipe(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-16") if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else raw.decode("utf-8-sig")
+        data = yaml.safe_load(text) or {}
     except FileNotFoundError:
         raise MedmillError(f"recipe not found: {path}") from None
+    except OSError as e:
+        raise MedmillError(f"cannot read recipe {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise MedmillError(f"recipe {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
         raise MedmillError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
