@@ -14,7 +14,6 @@ import yaml
 
 from medmill.schemas.errors import MedmillError
 
-
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 

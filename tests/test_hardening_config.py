@@ -37,7 +37,7 @@ def _dedup(monkeypatch, capsys, sft_dir: Path, config: Path) -> tuple[int, str]:
     "name,data,expected",
     [
         ("binary", b"\x00\x01\x02\xff\xfe junk", "binary"),
-        ("bad_bytes", "threshold: 0.9\n".encode() + b"\x80\xff\x80\xff", "cannot decode"),
+        ("bad_bytes", b"threshold: 0.9\n" + b"\x80\xff\x80\xff", "cannot decode"),
     ],
 )
 def test_non_text_config_is_a_one_line_error(tmp_path, monkeypatch, capsys, sft_dir, name, data, expected):
