@@ -20,24 +20,48 @@ def is_dataset_dir(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "data").is_dir()
 
 
-def dir_kind(path: Path) -> str:
-    manifest = Path(path) / "manifest.json"
-    if manifest.exists():
-        try:
-            kind = json.loads(manifest.read_text(encoding="utf-8")).get("kind")
-        except json.JSONDecodeError:
-            kind = None
-        if kind in KIND_COLUMNS:
-            return kind
-    names = set(next(iter(load_dir_splits(path).values())).column_names)
+def _columns_kind(names: set[str]) -> str | None:
     for kind in ("preference", "sft", "pretrain"):
         if {c for c in KIND_COLUMNS[kind] if c not in ("id", "source", "meta")} <= names:
             return kind
-    raise MedmillError(f"{path}: columns {sorted(names)} match no record kind (sft, preference, pretrain)")
+    return None
 
 
-def load_dir_splits(path: Path) -> dict[str, pa.Table]:
-    """{split: table} of a dataset dir, shards concatenated in order."""
+def dir_kind(path: Path) -> str:
+    """The manifest's kind checked against the first shard's columns (a disagreement is an error
+    naming both), else the kind the columns say."""
+    stated = None
+    manifest = Path(path) / "manifest.json"
+    if manifest.exists():
+        try:
+            stated = json.loads(manifest.read_text(encoding="utf-8")).get("kind")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            stated = None
+    try:
+        first = next(iter(_split_files(path).values()))[0]
+    except MedmillError:
+        if stated in KIND_COLUMNS:  # a dir that kept no record
+            return stated
+        raise
+    try:
+        names = set(pq.read_schema(first).names)
+    except (pa.ArrowException, OSError) as e:
+        raise MedmillError(f"cannot read the shards of {path}: {str(e).splitlines()[0]}") from None
+    found = _columns_kind(names)
+    if stated in KIND_COLUMNS:
+        if found != stated:
+            holds = f"{found} records" if found else "no record kind"
+            raise MedmillError(
+                f"{path}: manifest.json says kind {stated!r} but {first.name} has the columns of {holds} "
+                f"({', '.join(sorted(names))}); fix the manifest's kind or rebuild the dir"
+            )
+        return stated
+    if found is None:
+        raise MedmillError(f"{path}: columns {sorted(names)} match no record kind (sft, preference, pretrain)")
+    return found
+
+
+def _split_files(path: Path) -> dict[str, list[Path]]:
     data = Path(path) / "data"
     if not data.is_dir():
         raise MedmillError(f"{path} has no data/ folder (expected a medmill dataset dir)")
@@ -47,7 +71,13 @@ def load_dir_splits(path: Path) -> dict[str, pa.Table]:
         files.setdefault(m.group("split") if m else f.stem, []).append(f)
     if not files:
         raise MedmillError(f"{data} holds no parquet shards")
+    return files
+
+
+def load_dir_splits(path: Path) -> dict[str, pa.Table]:
+    """{split: table} of a dataset dir, shards concatenated in order."""
+    files = _split_files(path)
     try:
         return {split: pa.concat_tables([pq.read_table(f) for f in fs]) for split, fs in files.items()}
-    except (pa.ArrowInvalid, OSError) as e:
-        raise MedmillError(f"cannot read the shards of {path}: {e}") from None
+    except (pa.ArrowException, OSError) as e:
+        raise MedmillError(f"cannot read the shards of {path}: {str(e).splitlines()[0]}") from None

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from markupsafe import Markup, escape
 
 from medmill.builders.curation.pii import PIIScanner
-from medmill.builders.dataset_dir import detect_kind, read_manifest, split_files
+from medmill.builders.dataset_dir import detect_kind, read_manifest, shard_errors, split_files
 from medmill.builders.publish.stats import DatasetStats, Distribution, compute_stats
 from medmill.schemas.errors import MedmillError
 
@@ -85,11 +85,12 @@ def _samples(path: Path, n: int = SAMPLE_RECORDS) -> list[dict[str, Any]]:
             return []
         raise
     files = shards.get("train") or next(iter(shards.values()))
-    parquet = pq.ParquetFile(files[0])
-    total = parquet.metadata.num_rows
-    if total == 0:
-        return []
-    table = parquet.read()
+    with shard_errors(files[0]):
+        parquet = pq.ParquetFile(files[0])
+        total = parquet.metadata.num_rows
+        if total == 0:
+            return []
+        table = parquet.read()
     picks = sorted({int(i * total / min(n, total)) for i in range(min(n, total))})
     rows = table.take(picks).to_pylist()
     for row in rows:
