@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
 from medmill.schemas import Message, SFTRecord, Source
 from tests.hardening_cli import cli
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medmill.builders.dataset_dir import iter_rows
-from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
 from medmill.schemas import Message, SFTRecord, Source
+from medmill.schemas.dataset_dir import iter_rows
 from tests.hardening_cli import cli, one_line_error
 
 QA = [

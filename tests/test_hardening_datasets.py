@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
 from medmill.schemas import Message, SFTRecord, Source
 from tests.hardening_cli import cli, one_line_error
 
@@ -86,8 +86,8 @@ def test_manifest_kind_that_disagrees_with_the_columns_is_named(tmp_path, monkey
 
 
 def test_trainers_name_the_kind_mismatch_too(tmp_path):
+    from medmill.schemas.dataset_dir import detect_kind as dir_kind
     from medmill.schemas.errors import MedmillError
-    from medmill.trainers.datadirs import dir_kind
 
     d = _wrong_kind(sft_dir(tmp_path / "ds"), "pretrain")
     with pytest.raises(MedmillError, match="says kind 'pretrain' but .* sft records"):

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from medmill.builders.curation.decontam import load_eval_texts
-from medmill.builders.prefs.inputs import read_inputs
 from medmill.builders.readers.csvio import iter_csv_rows
 from medmill.builders.readers.kg import read_kg
 from medmill.builders.readers.literature import read_literature
+from medmill.builders.readers.prompt_items import read_inputs
 
 KG_CSV = 'head,relation,tail\n二甲双胍,适应症,"2型糖尿病\n高血压,症状,头痛\n高血压,症状,眩晕\n糖尿病,症状,多饮\n'
 

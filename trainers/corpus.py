@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from medmill.schemas.dataset_dir import is_dataset_dir, load_splits
 from medmill.schemas.errors import MedmillError
-from medmill.trainers.datadirs import is_dataset_dir, load_dir_splits
 
 TextFileReader = Callable[[Path], Iterator[str]]
 
@@ -27,7 +27,7 @@ def iter_texts(paths: list[Path], read_file: TextFileReader | None = None) -> It
     for path in paths:
         path = Path(path)
         if is_dataset_dir(path):
-            for table in load_dir_splits(path).values():
+            for table in load_splits(path).values():
                 yield from _texts_of_table(table)
         elif path.is_file():
             yield from (read_file or utf8_lines)(path)
