@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hardening_cli import cli
+from tests.hardening_cli import cli, one_line_error
 
 SENTENCES = ["高血压患者应低盐饮食", "糖尿病患者要控制血糖", "冠心病患者应戒烟限酒", "慢性胃炎要规律饮食"]
 
@@ -48,3 +48,117 @@ def test_trainers_default_text_reader_refuses_non_utf8_instead_of_replacing(tmp_
     corpus = _corpus(tmp_path / "c.txt", "gb18030")
     with pytest.raises(MedmillError, match="not UTF-8"):
         list(iter_texts([corpus]))
+
+
+# ---- item 14: truncated weights ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer qwen2 with a small trained tokenizer and a chat template (init-model's own code)."""
+    from medmill.trainers.init_model import init_model
+
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    init_model(out, vocab_size=300)
+    return out
+
+
+def _truncated_copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return dst
+
+
+@pytest.mark.slow  # the tiny model fixture: torch + tokenizer training, ~20 s on a shared machine
+def test_export_model_with_truncated_safetensors_is_a_one_line_error(tmp_path, monkeypatch, capsys, tiny_model):
+    bad = _truncated_copy(tiny_model, tmp_path / "bad")
+    line = one_line_error(*cli(monkeypatch, capsys, "export-model", "--model", bad, "--out", tmp_path / "out"))
+    assert "corrupt or cut short" in line and str(bad) in line  # before: SafetensorError traceback
+
+
+@pytest.mark.slow
+def test_train_with_truncated_safetensors_is_a_one_line_error(tmp_path, monkeypatch, capsys, tiny_model):
+    from tests.test_hardening_datasets import sft_dir
+
+    bad = _truncated_copy(tiny_model, tmp_path / "bad")
+    data = sft_dir(tmp_path / "ds")
+    line = one_line_error(*cli(monkeypatch, capsys, "train", "sft", "--model", bad, "--data", data, "--out",
+                               tmp_path / "run", "--max_steps", "1", "--no-preview"))
+    assert "corrupt or cut short" in line
+
+
+# ---- item 19: values trl would take but cannot mean -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--max_steps", "-5"], "--max_steps -5: must be a positive number of steps"),
+        (["--max_steps", "0"], "--max_steps 0"),
+        (["--learning_rate", "-1e-4"], "--learning_rate -0.0001: must be greater than 0"),
+        (["--per_device_train_batch_size", "0"], "must be greater than 0"),
+        (["--seed", "-3"], "--seed -3"),
+        (["--weight_decay", "-0.1"], "--weight_decay -0.1: must be 0 or more"),
+    ],
+)
+def test_train_values_out_of_range_are_refused(tmp_path, monkeypatch, capsys, args, message):
+    from tests.test_hardening_datasets import sft_dir
+
+    (tmp_path / "m").mkdir()
+    data = sft_dir(tmp_path / "ds")
+    code, output = cli(monkeypatch, capsys, "train", "pt", "--model", tmp_path / "m", "--data", data,
+                       "--out", tmp_path / "run", *args)
+    assert message in one_line_error(code, output)  # before: -5 trained full epochs, 0 too
+
+
+def test_recipe_values_are_checked_too(tmp_path):
+    from medmill.schemas.errors import MedmillError
+    from medmill.trainers.options import build_config, config_class
+
+    with pytest.raises(MedmillError, match="--max_steps -5"):
+        build_config(config_class("pt"), {"output_dir": str(tmp_path), "report_to": []}, {"max_steps": -5}, [])
+    config = build_config(config_class("pt"), {"output_dir": str(tmp_path), "report_to": []}, {"max_steps": -1}, [])
+    assert config.max_steps == -1  # the "train by epochs" sentinel stays allowed
+
+
+# ---- item 20: --model that is nowhere ----------------------------------------------------------
+
+
+def test_missing_relative_model_path_fails_at_once_saying_both(tmp_path, monkeypatch, capsys):
+    from tests.test_hardening_datasets import sft_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    data = sft_dir(tmp_path / "ds")
+
+    def no_hub(*_a, **_k):  # the check must not even ask the Hub for a path under an existing local dir
+        raise AssertionError("asked the Hub")
+
+    monkeypatch.setattr("huggingface_hub.HfApi.model_info", no_hub)
+    line = one_line_error(*cli(monkeypatch, capsys, "train", "sft", "--model", "out/nope_model", "--data", data,
+                               "--out", tmp_path / "run", "--max_steps", "1"))
+    # before: ~90 s of Hub retries, then "couldn't connect to huggingface.co"
+    assert "no such local directory" in line and "not a Hub repo id" in line and "nope_model" in line
+
+
+def test_hub_id_not_cached_and_hub_unreachable_says_both(tmp_path, monkeypatch):
+    from medmill.schemas.errors import MedmillError
+    from medmill.trainers.model_source import check_model_source
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+
+    def unreachable(*_a, **_k):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr("huggingface_hub.HfApi.model_info", unreachable)
+    with pytest.raises(MedmillError, match=r"is not a local directory .* and the Hub .* cannot be reached"):
+        check_model_source("someorg/nope_model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MedmillError, match="not in the Hugging Face cache"):
+        check_model_source("someorg/nope_model")
+    (tmp_path / "here").mkdir()
+    check_model_source(str(tmp_path / "here"))  # a local dir passes
