@@ -17,6 +17,7 @@ import jinja2
 import pyarrow.parquet as pq
 from markupsafe import Markup, escape
 
+from medmill.builders.core.fileinfo import describe_os_error
 from medmill.builders.curation.pii import PIIScanner
 from medmill.builders.publish.stats import DatasetStats, Distribution, compute_stats
 from medmill.schemas.dataset_dir import detect_kind, read_manifest, shard_errors, split_files
@@ -309,5 +310,5 @@ def write_report(dirs: list[Path], out: Path, title: str | None = None) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(html, encoding="utf-8")
     except OSError as e:
-        raise MedmillError(f"cannot write the report to {out}: {e.strerror or e}") from None
+        raise MedmillError(f"cannot write the report to {out}: {describe_os_error(out, e)}") from None
     return out
