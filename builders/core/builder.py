@@ -15,6 +15,7 @@ manifest's params) have defaults. Builders never import medmill.commands or medm
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,6 +89,16 @@ class Builder(Generic[C]):
     kind: ClassVar[str]
     config: ClassVar[type[BuildConfig]]
     description: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """One rule for ids and versions: `name` is a command name without "build-" (lower case,
+        digits, hyphens), `version` a whole number as a string."""
+        super().__init_subclass__(**kwargs)
+        name, version = cls.__dict__.get("name"), cls.__dict__.get("version")
+        if isinstance(name, str) and not re.fullmatch(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*", name):
+            raise TypeError(f"builder name {name!r}: use the command name without build-, e.g. 'kg-qa'")
+        if isinstance(version, str) and not version.isdigit():
+            raise TypeError(f"builder version {version!r}: use a whole number as a string, e.g. '1'")
 
     def read(self, cfg: C, ctx: BuildContext) -> Inputs:
         raise NotImplementedError

@@ -113,3 +113,18 @@ def test_run_build_with_a_minimal_builder(tmp_path: Path):
     assert m["params"]["repeat"] == 1 and "out" not in m["params"]
     rows = [row for _, _, _, row in iter_rows(tmp_path / "out")]
     assert {r["source"]["builder"] for r in rows} == {"echo"} and {r["source"]["builder_version"] for r in rows} == {"1"}
+
+
+def test_builder_names_and_versions_follow_one_rule():
+    import pytest
+
+    with pytest.raises(TypeError, match="command name without build-"):
+        type("Bad", (Builder,), {"name": "kg_qa", "version": "1"})
+    with pytest.raises(TypeError, match="whole number"):
+        type("Bad", (Builder,), {"name": "kg-qa", "version": "0.1.0"})
+    from medmill.builders.book_qa.build import BookQABuilder
+    from medmill.builders.kg_qa.build import KGQABuilder
+    from medmill.builders.lit_qa.build import LitQABuilder
+    from medmill.builders.prefs.build import PrefsBuilder
+
+    assert [b.name for b in (KGQABuilder, BookQABuilder, LitQABuilder, PrefsBuilder)] == ["kg-qa", "book-qa", "lit-qa", "prefs"]
