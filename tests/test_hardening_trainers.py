@@ -93,6 +93,22 @@ def test_train_with_truncated_safetensors_is_a_one_line_error(tmp_path, monkeypa
 # ---- item 19: values trl would take but cannot mean -------------------------------------------
 
 
+def test_value_checks_without_importing_trl():
+    from types import SimpleNamespace
+
+    from medmill.schemas.errors import MedmillError
+    from medmill.trainers.options import _join_negative_values
+    from medmill.trainers.value_checks import check_values
+
+    with pytest.raises(MedmillError, match="--max_steps -5: must be a positive number of steps"):
+        check_values(SimpleNamespace(max_steps=-5, learning_rate=1e-4))
+    with pytest.raises(MedmillError, match="--learning_rate -0.0001"):
+        check_values(SimpleNamespace(max_steps=-1, learning_rate=-1e-4))
+    check_values(SimpleNamespace(max_steps=-1, learning_rate=2e-5, eval_steps=None, bf16=True))  # defaults pass
+    assert _join_negative_values(["--learning_rate", "-1e-4", "--bf16"]) == ["--learning_rate=-1e-4", "--bf16"]
+
+
+@pytest.mark.slow  # imports transformers' TrainingArguments (tens of seconds on a loaded machine)
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -114,6 +130,7 @@ def test_train_values_out_of_range_are_refused(tmp_path, monkeypatch, capsys, ar
     assert message in one_line_error(code, output)  # before: -5 trained full epochs, 0 too
 
 
+@pytest.mark.slow
 def test_recipe_values_are_checked_too(tmp_path):
     from medmill.schemas.errors import MedmillError
     from medmill.trainers.options import build_config, config_class
@@ -127,6 +144,7 @@ def test_recipe_values_are_checked_too(tmp_path):
 # ---- item 20: --model that is nowhere ----------------------------------------------------------
 
 
+@pytest.mark.slow  # `train sft` imports trl's SFTConfig before the model check
 def test_missing_relative_model_path_fails_at_once_saying_both(tmp_path, monkeypatch, capsys):
     from tests.test_hardening_datasets import sft_dir
 
@@ -142,6 +160,18 @@ def test_missing_relative_model_path_fails_at_once_saying_both(tmp_path, monkeyp
                                "--out", tmp_path / "run", "--max_steps", "1"))
     # before: ~90 s of Hub retries, then "couldn't connect to huggingface.co"
     assert "no such local directory" in line and "not a Hub repo id" in line and "nope_model" in line
+
+
+def test_local_looking_missing_paths_are_named_without_the_hub(tmp_path, monkeypatch):
+    from medmill.schemas.errors import MedmillError
+    from medmill.trainers.model_source import check_model_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    monkeypatch.setattr("huggingface_hub.HfApi.model_info", lambda *a, **k: pytest.fail("asked the Hub"))
+    for name in ("out/nope_model", "./nope", "a/b/c", str(tmp_path / "abs")):
+        with pytest.raises(MedmillError, match="no such local directory .* not a Hub repo id"):
+            check_model_source(name)
 
 
 def test_hub_id_not_cached_and_hub_unreachable_says_both(tmp_path, monkeypatch):
