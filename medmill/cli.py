@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import typer
 from rich.markup import escape
@@ -60,8 +61,12 @@ def main() -> None:
         # a file-system refusal (not a directory, permission denied, disk full) is the user's to fix:
         # one line, the traceback only with --verbose
         logging.getLogger("medmill").debug("file-system error", exc_info=True)
-        where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        err_console.print(f"[red]error:[/red] {escape(e.strerror or str(e))}{escape(where)}", highlight=False)
+        from medmill.builders.core.fileinfo import describe_os_error
+
+        filename = getattr(e, "filename", None)
+        what = describe_os_error(Path(filename), e) if filename else (e.strerror or str(e))
+        where = f": {filename}" if filename else ""
+        err_console.print(f"[red]error:[/red] {escape(what)}{escape(where)}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()
@@ -71,8 +76,24 @@ def main() -> None:
         raise
 
 
+INTERRUPT_HINTS: dict[str, str] = {
+    "train": "re-run the same command to resume from the last checkpoint saved in --out",
+}
+
+
+def _interrupt_hint() -> str:
+    """What helps after Ctrl-C: cached LLM calls only if this run made LLM calls through a cache,
+    checkpoints for train, else nothing more than re-running."""
+    from medmill.builders.llm.cache import opened_caches
+
+    if opened_caches():
+        return "re-run the same command to resume (finished LLM calls are cached)"
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+    return INTERRUPT_HINTS.get(command, "re-run the same command to start again")
+
+
 def _interrupted() -> None:
-    err_console.print("interrupted; re-run the same command to resume (finished LLM calls are cached)")
+    err_console.print(f"interrupted; {_interrupt_hint()}")
     sys.exit(130)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,16 @@ def is_dataset_dir(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "data").is_dir()
 
 
+@contextmanager
+def shard_errors(f: Path) -> Iterator[None]:
+    """Turn pyarrow's errors on a corrupt or cut-short shard into one line naming the file."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as e:
+        detail = (str(e).splitlines() or [type(e).__name__])[0]
+        raise MedmillError(f"{f} is not a readable parquet shard (corrupt or cut short?): {detail}") from None
+
+
 def read_manifest(path: Path) -> dict[str, Any] | None:
     f = Path(path) / "manifest.json"
     if not f.exists():
@@ -96,16 +107,30 @@ def kind_of_columns(names: set[str]) -> str | None:
 
 
 def detect_kind(path: Path) -> str:
-    """The kind a dataset dir holds: its manifest's, else the one its first shard's columns match."""
+    """The kind a dataset dir holds: its manifest's, checked against its first shard's columns (a
+    manifest that disagrees with its shards is an error naming both), else the one the columns match."""
     try:
         manifest = read_manifest(path)
     except MedmillError:
         manifest = None  # an unreadable manifest: the columns still tell
-    if manifest and manifest.get("kind") in KIND_COLUMNS:
-        return manifest["kind"]
-    first = next(iter(split_files(path).values()))[0]
-    names = set(pq.read_schema(first).names)
+    stated = manifest.get("kind") if isinstance(manifest, dict) else None
+    try:
+        first = next(iter(split_files(path).values()))[0]
+    except MedmillError:
+        if stated in KIND_COLUMNS:  # a build that kept no record: no shard to check against
+            return stated
+        raise
+    with shard_errors(first):
+        names = set(pq.read_schema(first).names)
     kind = kind_of_columns(names)
+    if stated in KIND_COLUMNS:
+        if kind != stated:
+            holds = f"{kind} records" if kind else "no record kind"
+            raise MedmillError(
+                f"{path}: manifest.json says kind {stated!r} but {first.name} has the columns of {holds} "
+                f"({', '.join(sorted(names))}); fix the manifest's kind or rebuild the dir"
+            )
+        return stated
     if kind is None:
         raise MedmillError(f"{path}: columns {sorted(names)} match no record kind (sft, preference, pretrain)")
     return kind
@@ -116,8 +141,8 @@ def load_splits(path: Path) -> dict[str, pa.Table]:
     files = split_files(path)
     try:
         return {split: pa.concat_tables([pq.read_table(f) for f in fs]) for split, fs in files.items()}
-    except (pa.ArrowInvalid, OSError) as e:
-        raise MedmillError(f"cannot read the shards of {path}: {e}") from None
+    except (pa.ArrowException, OSError) as e:
+        raise MedmillError(f"cannot read the shards of {path}: {str(e).splitlines()[0]}") from None
 
 
 def iter_rows(path: Path, split: str | None = None) -> Iterator[tuple[str, Path, int, dict[str, Any]]]:
@@ -126,6 +151,7 @@ def iter_rows(path: Path, split: str | None = None) -> Iterator[tuple[str, Path,
         if split is not None and name != split:
             continue
         for f in files:
-            table = pq.read_table(f)
+            with shard_errors(f):
+                table = pq.read_table(f)
             for i, row in enumerate(table.to_pylist()):
                 yield name, f, i, row

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from medmill.schemas.dataset_dir import is_dataset_dir, load_splits
 from medmill.schemas.errors import MedmillError
 
+TextFileReader = Callable[[Path], Iterator[str]]
 
-def iter_texts(paths: list[Path]) -> Iterator[str]:
-    """Message contents / pretrain texts of dataset dirs; lines of any other text file."""
+
+def utf8_lines(path: Path) -> Iterator[str]:
+    """Non-blank lines of a UTF-8 file; anything else is a one-line error, never replacement characters."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise MedmillError(f"corpus {path} is not UTF-8 (byte {e.start}); convert it to UTF-8") from None
+    yield from (line for line in text.replace("\r\n", "\n").split("\n") if line.strip())
+
+
+def iter_texts(paths: list[Path], read_file: TextFileReader | None = None) -> Iterator[str]:
+    """Message contents / pretrain texts of dataset dirs; texts of any other file by `read_file`
+    (the command passes the builds' reader, which detects GBK/GB18030 and reads JSON Lines; trainers
+    never import builders), by default its UTF-8 lines."""
     for path in paths:
         path = Path(path)
         if is_dataset_dir(path):
             for table in load_splits(path).values():
                 yield from _texts_of_table(table)
         elif path.is_file():
-            with path.open(encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    if line.strip():
-                        yield line.rstrip("\n")
+            yield from (read_file or utf8_lines)(path)
         else:
             raise MedmillError(f"corpus {path} is neither a medmill dataset dir nor a text file")
 

@@ -31,10 +31,10 @@ def _looks_local(name: str) -> bool:
 
 
 def _from_pretrained(cls, path: str | Path, **kwargs):
-    try:
+    from medmill.trainers.modeling import model_load_errors
+
+    with model_load_errors(path):
         return cls.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as e:
-        raise MedmillError(f"cannot load a model from {path}: {str(e).strip().splitlines()[0]}") from None
 
 
 def export_model(src: Path, out: Path, base: str | None = None, dtype: str = "auto") -> ExportReport:
@@ -65,7 +65,10 @@ def export_model(src: Path, out: Path, base: str | None = None, dtype: str = "au
             model.resize_token_embeddings(len(tokenizer))
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, src).merge_and_unload()
+        from medmill.trainers.modeling import model_load_errors
+
+        with model_load_errors(src, "an adapter"):
+            model = PeftModel.from_pretrained(model, src).merge_and_unload()
     else:
         config_path = src / "config.json"
         if not config_path.exists():

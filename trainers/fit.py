@@ -37,12 +37,17 @@ def fit(trainer, opts: TrainOptions, tokenizer) -> tuple[str | None, dict[str, f
     resume = resume_point(opts)
     if resume:
         log.warning("resuming from %s", resume)
+    from safetensors import SafetensorError
+
     try:
         output = trainer.train(resume_from_checkpoint=resume)
     except ValueError as e:
         if "checkpoint" in str(e).lower():
             raise MedmillError(f"cannot resume from {resume}: {str(e).splitlines()[0]}") from None
         raise
+    except SafetensorError as e:  # a checkpoint whose weights were cut short
+        raise MedmillError(f"cannot resume from {resume}: its weights are corrupt or cut short ({str(e).splitlines()[0]}); "
+                           "delete that checkpoint or pass --no-resume") from None
     metrics = {k: float(v) for k, v in output.metrics.items() if isinstance(v, int | float)}
     if trainer.eval_dataset is not None:
         step = trainer.state.global_step

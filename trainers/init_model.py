@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from medmill.schemas.errors import MedmillError
-from medmill.trainers.corpus import iter_texts
+from medmill.trainers.corpus import TextFileReader, iter_texts
 from medmill.trainers.templates import template_text
 
 PAD, EOS, IM_START = "<|endoftext|>", "<|im_end|>", "<|im_start|>"
@@ -83,6 +83,7 @@ def init_model(
     vocab_size: int | None = None,
     max_texts: int = 200_000,
     seed: int = 0,
+    read_file: TextFileReader | None = None,
 ) -> InitReport:
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, Qwen2Config
@@ -94,7 +95,7 @@ def init_model(
     if vocab_size is not None and vocab_size < 1:
         raise MedmillError("--vocab-size must be at least 1")
     dims = SIZES[size]
-    texts = list(itertools.islice(iter_texts(corpus or []), max_texts))
+    texts = list(itertools.islice(iter_texts(corpus or [], read_file), max_texts))
     if corpus and not texts:
         raise MedmillError(f"--corpus {', '.join(str(c) for c in corpus)}: no text to train the tokenizer on")
     texts = texts or list(_FALLBACK)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from medmill.schemas.errors import MedmillError
@@ -12,6 +14,22 @@ from medmill.trainers.templates import apply_template
 
 log = logging.getLogger(__name__)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+@contextmanager
+def model_load_errors(path: str | Path, what: str = "a model") -> Iterator[None]:
+    """One line instead of a traceback when weights cannot be read: a missing or truncated
+    model.safetensors / adapter, a broken config (OSError, ValueError, SafetensorError)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as e:
+        raise MedmillError(
+            f"cannot load {what} from {path}: its .safetensors weights are corrupt or cut short ({str(e).splitlines()[0]})"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise MedmillError(f"cannot load {what} from {path}: {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
 
 
 def has_cuda() -> bool:
@@ -84,10 +102,8 @@ def _load(cls, path: str, opts: TrainOptions, tokenizer, added: int, **kwargs):
     kwargs.setdefault("dtype", torch_dtype(opts.dtype))
     if opts.qlora:
         kwargs["quantization_config"] = qlora_config(opts)
-    try:
+    with model_load_errors(path):
         model = cls.from_pretrained(path, **kwargs)
-    except OSError as e:
-        raise MedmillError(f"cannot load a model from {path}: {str(e).splitlines()[0]}") from None
     if added or model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id

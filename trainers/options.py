@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from medmill.schemas.errors import MedmillError
+from medmill.trainers.value_checks import check_values
 
 STAGES = ("pt", "sft", "rm", "dpo", "ppo")
 ALGOS = ("ppo", "rloo", "grpo")
@@ -94,9 +96,15 @@ def load_recipe(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-16") if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else raw.decode("utf-8-sig")
+        data = yaml.safe_load(text) or {}
     except FileNotFoundError:
         raise MedmillError(f"recipe not found: {path}") from None
+    except OSError as e:
+        raise MedmillError(f"cannot read recipe {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise MedmillError(f"recipe {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
         raise MedmillError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -126,6 +134,7 @@ class _Parser:
         self.fields = {f.name for f in dataclasses.fields(cls) if f.init}
 
     def parse(self, args: list[str], where: str) -> dict[str, Any]:
+        args = _join_negative_values(args)
         given = []
         for token in args:
             if token.startswith("--"):
@@ -148,6 +157,21 @@ class _Parser:
         if action.nargs in ("+", "*") and isinstance(value, list):
             return [_typed(action.type, v, name, where) for v in value]
         return _typed(action.type, value, name, where)
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-(\d|\.\d)")
+
+
+def _join_negative_values(args: list[str]) -> list[str]:
+    """`--learning_rate -1e-4` as `--learning_rate=-1e-4`: argparse would read `-1e-4` as a flag and
+    say "expected one argument" instead of letting the value's range be checked."""
+    out: list[str] = []
+    for token in args:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_NUMBER.match(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
 
 
 def _typed(kind: Any, value: Any, name: str, where: str) -> Any:
@@ -198,9 +222,11 @@ def build_config(cls: type, defaults: dict[str, Any], recipe: dict[str, Any], ex
             if "gradient_checkpointing" not in kwargs:
                 # trl configs default the deprecated alias themselves; only a user who set it should hear about it
                 warnings.filterwarnings("ignore", message="`gradient_checkpointing", category=FutureWarning)
-            return cls(**kwargs)
+            config = cls(**kwargs)
     except (ValueError, TypeError) as e:
         raise MedmillError(f"invalid {cls.__name__} settings: {str(e).splitlines()[0]}") from None
+    check_values(config)
+    return config
 
 
 def _option_value(name: str, value: Any) -> Any:

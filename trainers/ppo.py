@@ -21,6 +21,7 @@ from medmill.trainers.modeling import (
     load_causal_lm,
     load_scorer,
     load_tokenizer,
+    model_load_errors,
     read_tokenizer,
     resume_point,
     wrap_lora,
@@ -141,7 +142,8 @@ class PPORunner:
             from peft import PeftModel
 
             base = load_causal_lm(self.opts.model, self.opts, self.tokenizer, added)
-            return PeftModel.from_pretrained(base, self.resume, is_trainable=True).to(self.device)
+            with model_load_errors(self.resume, "an adapter"):
+                return PeftModel.from_pretrained(base, self.resume, is_trainable=True).to(self.device)
         path = self.resume or self.opts.model
         policy = load_causal_lm(path, self.opts, self.tokenizer, added)
         return wrap_lora(policy, self.opts, "CAUSAL_LM", new_tokens=added > 0).to(self.device)
@@ -167,7 +169,8 @@ class PPORunner:
             from peft import PeftModel
 
             base = load_scorer(source, self.opts, self.tokenizer, added)
-            return PeftModel.from_pretrained(base, ckpt, is_trainable=True).to(self.device)
+            with model_load_errors(ckpt, "an adapter"):
+                return PeftModel.from_pretrained(base, ckpt, is_trainable=True).to(self.device)
         critic = load_scorer(str(ckpt) if ckpt else source, self.opts, self.tokenizer, added)
         if ckpt is not None:
             return critic.to(self.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medmill.trainers.data import STAGE_INPUT, DataSpec, load_training_data
 from medmill.trainers.fit import StageResult, write_run_info
+from medmill.trainers.model_source import check_model_source
 from medmill.trainers.modeling import qlora_config, resume_point, runtime_defaults
 from medmill.trainers.options import TrainOptions, build_config, config_class
 
@@ -33,6 +34,10 @@ def run_training(opts: TrainOptions, recipe: dict, extras: list[str]) -> StageRe
     config = build_config(cls, defaults, recipe, extras)  # fail on bad flags before reading any data
     resume_point(opts)  # and on a bad --resume-from
     data = load_training_data([DataSpec.parse(s) for s in opts.data], STAGE_INPUT[opts.stage], opts.val_size, config.seed)
+    for flag, name in (("--model", opts.model), ("--reward-model", opts.reward_model),
+                       ("--value-model", opts.value_model), ("--ref-model", opts.ref_model)):
+        if name:
+            check_model_source(name, flag)  # then on a model that is nowhere, without the Hub's retries
     if data.validation is not None and not _user_sets("eval_strategy", recipe, extras):
         defaults.update(eval_strategy="steps", eval_steps=config.save_steps)
         config = build_config(cls, defaults, recipe, extras)

@@ -6,6 +6,17 @@ import hashlib
 from pathlib import Path
 
 
+def describe_os_error(path: Path, error: OSError) -> str:
+    """Why `path` could not be created, in words: "File exists" / "Not a directory" from mkdir when a
+    parent of the path is a regular file becomes "<parent> is a file, not a folder"."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            break
+    return error.strerror or str(error)
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

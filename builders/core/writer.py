@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medmill.builders.core.collect import RejectSink
-from medmill.builders.core.fileinfo import describe_inputs
+from medmill.builders.core.fileinfo import describe_inputs, describe_os_error
 from medmill.builders.core.manifest import InputFile, Manifest, SplitInfo
 from medmill.builders.core.secrets import redact, redact_text
 from medmill.builders.core.splits import split_by_group
@@ -120,7 +120,7 @@ def write_dataset_dir(
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MedmillError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
+        raise MedmillError(f"cannot create --out {out_dir}: {describe_os_error(out_dir, e)}") from None
     if out_dir.exists() and not out_dir.is_dir():
         raise MedmillError(f"--out {out_dir} exists and is not a directory")
     rows = [r if isinstance(r, dict) else r.to_row() for r in records]

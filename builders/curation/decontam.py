@@ -11,8 +11,6 @@ every string field is used except template-like ones (`instruction`, `system`), 
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,10 +41,25 @@ def _strings(value: object, field_name: str | None) -> list[str]:
     return []
 
 
-def load_eval_texts(path: Path, field_name: str | None = None) -> list[EvalText]:
+@dataclass
+class EvalTexts:
+    """The texts of one eval set and the lines that could not be read (`file:line: why`)."""
+
+    texts: list[EvalText] = field(default_factory=list)
+    bad_lines: list[str] = field(default_factory=list)
+
+
+def load_eval_texts(path: Path, field_name: str | None = None) -> EvalTexts:
+    """Every eval text of a dataset dir or a JSON / JSON Lines / CSV / TSV / text file.
+
+    A line that cannot be read is not dropped quietly (a contaminated record would be kept): it is
+    listed in `bad_lines` for the caller to refuse or count.
+    """
+    from medmill.builders.readers.csvio import read_csv_table, row_dict
     from medmill.builders.readers.textio import iter_json_items, read_text, sniff_json_layout
 
     path = Path(path)
+    out = EvalTexts()
     if path.is_dir():
         from medmill.builders.curation.text import record_text
         from medmill.schemas import record_class
@@ -54,27 +67,39 @@ def load_eval_texts(path: Path, field_name: str | None = None) -> list[EvalText]
 
         kind = detect_kind(path)
         cls = record_class(kind)
-        out = []
         for _split, _f, _i, row in iter_rows(path):
             rec = cls.from_row(row)
             fields = {"sft": ["user", "assistant"], "preference": ["prompt", "chosen"], "pretrain": ["text"]}[kind]
-            out.append(EvalText(f"{path.name}:{rec.id}", record_text(rec, fields)))
+            out.texts.append(EvalText(f"{path.name}:{rec.id}", record_text(rec, fields)))
         return out
     decoded = read_text(path)
-    out = []
     if sniff_json_layout(decoded.text) != "none":
         for item in iter_json_items(decoded):
-            if item.error is None:
-                out += [EvalText(f"{path.name}:{item.line}", s) for s in _strings(item.value, field_name)]
+            if item.error is not None:
+                out.bad_lines.append(f"{path}:{item.line}: {item.error}")
+            else:
+                out.texts += [EvalText(f"{path.name}:{item.line}", s) for s in _strings(item.value, field_name)]
         return out
     if path.suffix.lower() in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO(decoded.text), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        if field_name is not None and field_name not in (reader.fieldnames or []):
-            raise MedmillError(f"{path}: no column {field_name!r} (columns: {reader.fieldnames})")
-        for i, row in enumerate(reader, start=2):
-            out += [EvalText(f"{path.name}:{i}", s) for s in _strings(dict(row), field_name)]
+        table = read_csv_table(decoded.text, "\t" if path.suffix.lower() == ".tsv" else ",")
+        if table is None:
+            return out
+        if table.header_error:
+            raise MedmillError(f"{path}: unreadable CSV header (line {table.header_line}): {table.header_error}")
+        if field_name is not None and field_name not in table.header:
+            raise MedmillError(f"{path}: no column {field_name!r} (columns: {table.header})")
+        for row in table.rows:
+            if row.cells is None:
+                out.bad_lines.append(f"{path}:{row.line}: {row.error}")
+                continue
+            values, _extra = row_dict(table.header, row.cells)
+            texts = _strings({k: v for k, v in values.items() if v is not None}, field_name)
+            out.texts += [EvalText(f"{path.name}:{row.line}", s) for s in texts]
         return out
-    return [EvalText(f"{path.name}:{i}", line) for i, line in enumerate(decoded.text.splitlines(), start=1) if line.strip()]
+    out.texts += [
+        EvalText(f"{path.name}:{i}", line) for i, line in enumerate(decoded.text.splitlines(), start=1) if line.strip()
+    ]
+    return out
 
 
 @dataclass
@@ -94,14 +119,28 @@ class EvalIndex:
     texts: list[EvalText]
     short_lengths: list[int] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    skipped_lines: list[str] = field(default_factory=list)  # eval lines that could not be read
 
     @classmethod
-    def build(cls, paths: list[Path], n: int = 13, min_short: int = 8, field_name: str | None = None) -> EvalIndex:
+    def build(
+        cls, paths: list[Path], n: int = 13, min_short: int = 8, field_name: str | None = None,
+        skip_bad_lines: bool = False,
+    ) -> EvalIndex:
+        """Index every eval set; a line that cannot be read is an error unless `skip_bad_lines`
+        (then it is counted in `skipped_lines`): a skipped eval line could let a contaminated record in."""
         texts: list[EvalText] = []
+        skipped: list[str] = []
         for p in paths:
             if not Path(p).exists():
                 raise MedmillError(f"--decontaminate {p}: no such file or directory")
-            texts += load_eval_texts(Path(p), field_name)
+            loaded = load_eval_texts(Path(p), field_name)
+            if loaded.bad_lines and not skip_bad_lines:
+                more = f" (and {len(loaded.bad_lines) - 1} more)" if len(loaded.bad_lines) > 1 else ""
+                raise MedmillError(
+                    f"--decontaminate {loaded.bad_lines[0]}{more}; fix the eval set or pass --skip-bad-eval-lines"
+                )
+            texts += loaded.texts
+            skipped += loaded.bad_lines
         seq, lengths = mh.char_units([t.text for t in texts])
         keep = lengths >= min_short
         grams, owner, shorts = [], [], set()
@@ -123,7 +162,7 @@ class EvalIndex:
             g, o = g[order], o[order]
         else:
             g, o = np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        return cls(n, g, o, texts, sorted(shorts), [str(p) for p in paths])
+        return cls(n, g, o, texts, sorted(shorts), [str(p) for p in paths], skipped)
 
     def matches(self, texts: list[str]) -> list[ContaminationMatch]:
         """The first match of each contaminated training text (texts without one are clean)."""

@@ -50,8 +50,13 @@ class DedupIndex:
             return cls(path, {"version": INDEX_VERSION, "params": _params(config), "parts": [], "records": 0}, [], [], empty)
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise MedmillError(f"cannot read dedup index {meta_file}: {e}") from None
+        except OSError as e:
+            raise MedmillError(f"cannot read dedup index {meta_file}: {e.strerror or e}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise MedmillError(f"dedup index {meta_file} is not a medmill index file (not valid JSON: {e})") from None
+        parts = meta.get("parts", []) if isinstance(meta, dict) else None
+        if not isinstance(parts, list) or not all(isinstance(p, str) and Path(p).name == p for p in parts):
+            raise MedmillError(f"dedup index {meta_file} is not a medmill index file (no list of part files)")
         if meta.get("params") != _params(config):
             raise MedmillError(
                 f"dedup index {path} was built with {meta.get('params')}; this run uses {_params(config)} "
@@ -61,17 +66,18 @@ class DedupIndex:
         origins: list[str] = []
         texts: list[str] = []
         exact, sigs = [], []
-        for part in meta.get("parts", []):
+        for part in parts:
             try:
                 table = pq.read_table(path / part)
-            except (OSError, pa.ArrowInvalid) as e:
-                raise MedmillError(f"dedup index part {path / part} is unreadable: {e}") from None
-            ids += table.column("id").to_pylist()
-            origins += table.column("origin").to_pylist()
-            texts += table.column("text").to_pylist()
-            exact.append(table.column("exact").to_numpy().astype(np.uint64))
-            flat = table.column("sig").combine_chunks().values.to_numpy().astype(np.uint32)
-            sigs.append(flat.reshape(-1, num_perm))
+                ids += table.column("id").to_pylist()
+                origins += table.column("origin").to_pylist()
+                texts += table.column("text").to_pylist()
+                exact.append(table.column("exact").to_numpy().astype(np.uint64))
+                flat = table.column("sig").combine_chunks().values.to_numpy().astype(np.uint32)
+                sigs.append(flat.reshape(-1, num_perm))
+            except (OSError, pa.ArrowException, KeyError, ValueError) as e:
+                detail = (str(e).splitlines() or [type(e).__name__])[0]
+                raise MedmillError(f"dedup index part {path / part} is unreadable: {detail}") from None
         if not ids:
             return cls(path, meta, [], [], empty)
         return cls(path, meta, ids, origins, Reference(np.concatenate(exact), np.concatenate(sigs), texts))

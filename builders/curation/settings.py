@@ -66,6 +66,9 @@ class CurationSettings(BaseModel):
     # decontamination
     decontam_ngram: int = _opt(13, "Shared character n-gram length that counts as contamination.", ge=4)
     decontam_field: str | None = _opt(None, "Eval field/column to read (default: all text fields).")
+    decontam_skip_bad_lines: bool = _opt(
+        False, "Skip (and count) --decontaminate lines that cannot be read instead of stopping.",
+        flag="--skip-bad-eval-lines")
 
     @model_validator(mode="after")
     def _length_bounds(self) -> CurationSettings:

@@ -182,7 +182,8 @@ class DecontaminateStep(GlobalStep):
     def __call__(self, records: list[Record]) -> StepResult:
         if "_index" not in self.__dict__:
             s = self.settings
-            self._index = EvalIndex.build(s.decontaminate, s.decontam_ngram, field_name=s.decontam_field)
+            self._index = EvalIndex.build(s.decontaminate, s.decontam_ngram, field_name=s.decontam_field,
+                                          skip_bad_lines=s.decontam_skip_bad_lines)
         index = self._index
         texts = [record_text(r, ["all"]) for r in records]
         matches = {m.index: m for m in index.matches(texts)}
@@ -197,9 +198,13 @@ class DecontaminateStep(GlobalStep):
             "eval_texts": len(index.texts),
             "ngram": index.n,
             "removed": len(matches),
+            "skipped_bad_eval_lines": len(index.skipped_lines),
             "matched_by_eval_file": dict(sorted(by_file.items())),
         }
-        return StepResult(kept, rejects, Counter({"removed": len(matches)}), stats)
+        counters = Counter({"removed": len(matches)})
+        if index.skipped_lines:
+            counters["skipped_bad_eval_lines"] = len(index.skipped_lines)
+        return StepResult(kept, rejects, counters, stats)
 
 
 def dedup_config(settings: CurationSettings) -> DedupConfig:

@@ -165,6 +165,10 @@ class _Builder:
             key = self.t.canonical(label) or f"\x00{label}"
             if key in groups:  # 简介 and 概述 would ask "什么是X？" twice with two answers
                 self.counters["attributes_already_asked"] += 1
+                asked = groups[key][0][0]
+                self.reject(entity, "attribute_already_asked",
+                            f"{entity.name}: attribute {label} asks the same question as {asked}, which is kept",
+                            {"attribute": label, "text": text[:2000]})
                 continue
             groups[key] = [(label, [text])]
             item = self._attribute_item(entity, label, text, rng)
@@ -206,6 +210,9 @@ class _Builder:
         short = cut_text(text, self.t.max_text_chars)
         if short is None:
             self.counters["text_attributes_too_long"] += 1
+            self.reject(entity, "text_too_long",
+                        f"{entity.name}: attribute {label} has {len(text)} characters (> {self.t.max_text_chars}) "
+                        "and no sentence or paragraph end to cut at", {"attribute": label, "text": text[:2000]})
             return None
         if short != text:
             self.counters["text_attributes_shortened"] += 1

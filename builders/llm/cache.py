@@ -35,8 +35,17 @@ def call_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+_opened: list[Path] = []  # caches opened in this process (the CLI's Ctrl-C message names them)
+
+
+def opened_caches() -> list[Path]:
+    """Request caches this process has opened: only then does an interrupted run have cached calls."""
+    return list(_opened)
+
+
 class RequestCache:
     def __init__(self, path: Path) -> None:
+        _opened.append(Path(path))
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

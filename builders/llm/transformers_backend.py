@@ -36,12 +36,13 @@ class TransformersBackend:
 
     def _load(self) -> None:
         import torch
+        from safetensors import SafetensorError
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
             tok = AutoTokenizer.from_pretrained(self.settings.model)
             model = AutoModelForCausalLM.from_pretrained(self.settings.model)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, SafetensorError) as e:
             raise FatalCallError(f"cannot load the model in {self.settings.model}: {str(e).splitlines()[0]}") from None
         if tok.chat_template is None:
             raise FatalCallError(f"the tokenizer in {self.settings.model} has no chat template")

@@ -22,6 +22,7 @@ from medmill.builders.core.manifest import Manifest
 from medmill.builders.publish.plots import existing_plots
 from medmill.builders.publish.stats import TOKEN_PROXY_HELP, DatasetStats, compute_stats
 from medmill.schemas import KIND_COLUMNS
+from medmill.schemas.dataset_dir import shard_errors
 
 SIZE_CATEGORIES = [
     (1_000, "n<1K"),
@@ -82,7 +83,8 @@ def dataset_info(m: Manifest, out_dir: Path, config_name: str = "default") -> di
             shard = Path(out_dir) / name
             if not shard.exists():
                 return None
-            meta = pq.ParquetFile(shard).metadata
+            with shard_errors(shard):
+                meta = pq.ParquetFile(shard).metadata
             num_bytes += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
             download += shard.stat().st_size
         splits.append({"name": split, "num_bytes": num_bytes, "num_examples": info.records})
@@ -195,8 +197,9 @@ def _example(out_dir: Path, m: Manifest) -> dict[str, Any] | None:
     for split in ("train", *m.splits):
         info = m.splits.get(split)
         if info and info.files and (out_dir / info.files[0]).exists():
-            parquet = pq.ParquetFile(out_dir / info.files[0])
-            table = parquet.read_row_group(0, columns=[c for c in KIND_COLUMNS[m.kind] if c != "source"])
+            with shard_errors(out_dir / info.files[0]):
+                parquet = pq.ParquetFile(out_dir / info.files[0])
+                table = parquet.read_row_group(0, columns=[c for c in KIND_COLUMNS[m.kind] if c != "source"])
             if table.num_rows:
                 return table.slice(0, 1).to_pylist()[0]
     return None

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmill.builders.core.fileinfo import describe_os_error
 from medmill.schemas.dataset_dir import detect_kind, iter_rows, split_files
 from medmill.schemas.errors import MedmillError
 
@@ -203,8 +204,9 @@ class ExportResult:
         return sum(self.files.values())
 
 
-def _atomic_jsonl(path: Path, rows: Iterator[Row]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _jsonl_tmp(path: Path, rows: Iterator[Row]) -> tuple[Path, int]:
+    """`rows` written to a hidden temp file beside `path` (renamed into place only when every file
+    of the export is written): (temp path, rows written)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     n = 0
     try:
@@ -212,11 +214,10 @@ def _atomic_jsonl(path: Path, rows: Iterator[Row]) -> int:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
                 n += 1
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return n
+    return Path(tmp), n
 
 
 def _targets(src: Path, out: Path, split: str | None) -> dict[Path, list[str]]:
@@ -250,30 +251,58 @@ def export_dir(src: Path, fmt: str, out: Path, split: str | None = None, name: s
                 except Skip as e:
                     result.skipped[str(e)] += 1
 
+    targets = _targets(src, out, split)
+    folder = next(iter(targets)).parent
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # folders this export creates
+    # everything that can fail runs before any file is in place: a failed export leaves nothing behind
+    info = _read_dataset_info(folder) if fmt == "llamafactory" else None
+    temps: dict[Path, Path] = {}
+    done = False
     try:
-        for path, splits in _targets(src, out, split).items():
-            result.files[str(path)] = _atomic_jsonl(path, rows(splits))
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, splits in targets.items():
+            temps[path], result.files[str(path)] = _jsonl_tmp(path, rows(splits))
             result.splits += splits
-        if fmt == "llamafactory":
-            result.dataset_info = _write_dataset_info(kind, result.files, name or src.resolve().name)
+        if info is not None:
+            info_tmp = folder / "dataset_info.json"
+            temps[info_tmp] = _dataset_info_tmp(info, kind, result.files, name or src.resolve().name, folder)
+            result.dataset_info = info_tmp
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+        done = True
     except OSError as e:  # an unwritable or mistyped --out: one line, not a traceback
-        raise MedmillError(f"cannot write the export to {out}: {e.strerror or e}") from None
+        raise MedmillError(f"cannot write the export to {out}: {describe_os_error(out, e)}") from None
+    finally:
+        if not done:
+            for tmp in temps.values():
+                tmp.unlink(missing_ok=True)
+            for d in made:  # deepest first
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
     return result
 
 
-def _write_dataset_info(kind: str, files: dict[str, int], name: str) -> Path:
-    """Add (or replace) this export's entries in dataset_info.json beside the exported files."""
-    first = Path(next(iter(files)))
-    info_path = first.parent / "dataset_info.json"
-    info: Row = {}
-    if info_path.exists():
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise MedmillError(f"{info_path} exists but is not valid JSON ({e}); fix or remove it") from None
+def _read_dataset_info(folder: Path) -> Row:
+    """The dataset_info.json already in `folder` (its other entries are kept), or {}."""
+    info_path = folder / "dataset_info.json"
+    if not info_path.exists():
+        return {}
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MedmillError(f"{info_path} exists but is not valid JSON ({e}); fix or remove it") from None
+    if not isinstance(info, dict):
+        raise MedmillError(f"{info_path} exists but is not a JSON object; fix or remove it")
+    return info
+
+
+def _dataset_info_tmp(info: Row, kind: str, files: dict[str, int], name: str, folder: Path) -> Path:
+    """This export's entries added to (or replaced in) `info`, written to a temp file in `folder`."""
     for path in files:
         p = Path(path)
         key = name if len(files) == 1 else f"{name}_{p.stem}"
         info[key] = llamafactory_entry(kind, p.name)
-    info_path.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    return info_path
+    fd, tmp = tempfile.mkstemp(prefix=".dataset_info.json.", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+    return Path(tmp)

@@ -17,9 +17,10 @@ import jinja2
 import pyarrow.parquet as pq
 from markupsafe import Markup, escape
 
+from medmill.builders.core.fileinfo import describe_os_error
 from medmill.builders.curation.pii import PIIScanner
 from medmill.builders.publish.stats import DatasetStats, Distribution, compute_stats
-from medmill.schemas.dataset_dir import detect_kind, read_manifest, split_files
+from medmill.schemas.dataset_dir import detect_kind, read_manifest, shard_errors, split_files
 from medmill.schemas.errors import MedmillError
 
 _PII = PIIScanner()
@@ -85,11 +86,12 @@ def _samples(path: Path, n: int = SAMPLE_RECORDS) -> list[dict[str, Any]]:
             return []
         raise
     files = shards.get("train") or next(iter(shards.values()))
-    parquet = pq.ParquetFile(files[0])
-    total = parquet.metadata.num_rows
-    if total == 0:
-        return []
-    table = parquet.read()
+    with shard_errors(files[0]):
+        parquet = pq.ParquetFile(files[0])
+        total = parquet.metadata.num_rows
+        if total == 0:
+            return []
+        table = parquet.read()
     picks = sorted({int(i * total / min(n, total)) for i in range(min(n, total))})
     rows = table.take(picks).to_pylist()
     for row in rows:
@@ -308,5 +310,5 @@ def write_report(dirs: list[Path], out: Path, title: str | None = None) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(html, encoding="utf-8")
     except OSError as e:
-        raise MedmillError(f"cannot write the report to {out}: {e.strerror or e}") from None
+        raise MedmillError(f"cannot write the report to {out}: {describe_os_error(out, e)}") from None
     return out

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from medmill.schemas.dataset_dir import split_files
+from medmill.schemas.dataset_dir import shard_errors, split_files
 from medmill.schemas.errors import MedmillError
 
 TOKEN_PROXY_RE = r"\p{Han}|[A-Za-z]+|[0-9]+|[^\s\p{Han}A-Za-z0-9]"
@@ -229,9 +229,10 @@ def compute_stats(path: Path, kind: str) -> DatasetStats:
         return stats
     for split, files in shards.items():
         for f in files:
-            parquet = pq.ParquetFile(f)  # not pq.read_table: that imports pyarrow.dataset (~0.3 s)
-            schema_names = set(parquet.schema_arrow.names)
-            table = parquet.read(columns=[c for c in columns if c in schema_names])
+            with shard_errors(f):
+                parquet = pq.ParquetFile(f)  # not pq.read_table: that imports pyarrow.dataset (~0.3 s)
+                schema_names = set(parquet.schema_arrow.names)
+                table = parquet.read(columns=[c for c in columns if c in schema_names])
             stats.records[split] = stats.records.get(split, 0) + table.num_rows
             for column in dict.fromkeys(c for _, c, _ in fields):
                 if column in schema_names:

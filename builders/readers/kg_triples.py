@@ -8,12 +8,12 @@ columns are found by name; GBK files, quoted fields and CRLF are handled by text
 
 from __future__ import annotations
 
-import csv
-import io
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from medmill.builders.readers.csvio import CsvRow, read_csv_table, sniff_delimiter
 from medmill.schemas.errors import MedmillError
 
 HEAD_NAMES = {"head", "subject", "sub", "s", "h", "头实体", "头", "主体", "主语", "实体", "实体1", "source",
@@ -128,60 +128,45 @@ def triples_from_spo(record: dict[str, Any], line: int) -> Iterator[RawTriple | 
         yield RawTriple(line, head, relation, tail)
 
 
-def _delimiter(text: str) -> str:
-    """The separator of the first line: tab, comma, semicolon or bar (the most frequent; comma on ties)."""
-    first = next((line for line in text.split("\n") if line.strip()), "")
-    counts = {d: first.count(d) for d in ("\t", ",", ";", "|")}
-    best = max(counts, key=lambda d: (counts[d], d == ","))
-    return best if counts[best] else ","
-
-
 def iter_csv_triples(text: str, path: str) -> Iterator[RawTriple | TripleProblem]:
-    """Triples of a CSV/TSV file; raises MedmillError when no head/relation/tail columns are found."""
-    delimiter = _delimiter(text)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    start = 1
-    try:
-        header = next(reader)
-        while not any(cell.strip() for cell in header):  # blank lines before the header
-            header = next(reader)
-    except StopIteration:
-        raise MedmillError(f"{path}: empty file") from None
-    except csv.Error as e:
-        raise MedmillError(f"{path}: not a readable CSV/TSV file ({e})") from None
+    """Triples of a CSV/TSV file; raises MedmillError when no head/relation/tail columns are found.
+
+    A badly quoted row (a quote never closed) becomes a `csv_error` problem on its line and the rows
+    after it are still read (csvio).
+    """
+    delimiter = sniff_delimiter(text)
+    table = read_csv_table(text, delimiter)
+    if table is None:
+        raise MedmillError(f"{path}: empty file")
+    if table.header_error:
+        raise MedmillError(f"{path}: not a readable CSV/TSV file (line {table.header_line}: {table.header_error})")
+    header, rows = table.header, table.rows
     names = [_norm(h) for h in header]
     columns = [next((i for i, n in enumerate(names) if n in group), None)
                for group in (HEAD_NAMES, RELATION_NAMES, TAIL_NAMES)]
     if None in columns:
         if len(header) == 3 and not (set(names) & (HEAD_NAMES | RELATION_NAMES | TAIL_NAMES)):
             columns = [0, 1, 2]  # headerless head<TAB>relation<TAB>tail dump: the first row is data
-            reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-            start = 0
+            rows = itertools.chain([CsvRow(line=table.header_line, cells=header)], rows)
         else:
             raise MedmillError(
                 f"{path}: not a KG file: no head/relation/tail columns in the header "
                 f"({', '.join(h.strip() for h in header[:8]) or 'empty'})"
             )
     width = max(columns) + 1
-    line = reader.line_num + 1 if start else 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            yield TripleProblem(line, "csv_error", str(e), None)
-            line = reader.line_num + 1
+    for row in rows:
+        if row.cells is None:
+            yield TripleProblem(row.line, "csv_error", row.error or "unreadable row", row.raw)
             continue
-        row_line, line = line, reader.line_num + 1
-        if not any(cell.strip() for cell in row):
+        cells = row.cells
+        if not any(cell.strip() for cell in cells):
             continue
-        if len(row) < width:
-            yield TripleProblem(row_line, "wrong_column_count",
-                                f"{len(row)} column(s), expected at least {width}", delimiter.join(row))
+        if len(cells) < width:
+            yield TripleProblem(row.line, "wrong_column_count",
+                                f"{len(cells)} column(s), expected at least {width}", delimiter.join(cells))
             continue
-        head, relation, tail = (_text(row[i]) for i in columns)
+        head, relation, tail = (_text(cells[i]) for i in columns)
         if not head or not relation:
-            yield TripleProblem(row_line, "missing_field", "empty head or relation", delimiter.join(row))
+            yield TripleProblem(row.line, "missing_field", "empty head or relation", delimiter.join(cells))
             continue
-        yield RawTriple(row_line, head, relation, tail)
+        yield RawTriple(row.line, head, relation, tail)

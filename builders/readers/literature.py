@@ -7,8 +7,6 @@ row naming file and line; the same paper twice (same DOI, else same title) is ke
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from medmill.builders.readers.csvio import read_csv_table, row_dict
 from medmill.builders.readers.documents import collect_files, not_text_problem, unwrap_keyed_object
 from medmill.builders.readers.textio import DecodedText, detect_encoding, iter_json_items, sniff_json_layout
 from medmill.schemas import LiteratureRecord, RejectRow, Source
@@ -144,27 +143,22 @@ def _rows(path: Path, name: str):
         return
     header = text.lstrip("\n").split("\n", 1)[0]
     tabs = path.suffix.lower() == ".tsv" or header.count("\t") > header.count(",")
-    # abstracts can be long: lift the csv module's 128 KiB cell limit for this file
-    limit = csv.field_size_limit()
-    csv.field_size_limit(max(limit, len(text) + 1))
-    try:
-        reader = csv.DictReader(io.StringIO(text), delimiter="\t" if tabs else ",")
-        if not reader.fieldnames:
-            yield None, None, ("empty", f"{name}: no header row")
-            return
-        start = 2
-        try:
-            for row in reader:
-                extra = row.pop(None, None)
-                if extra:
-                    yield start, row, ("bad_csv_row", f"{len(extra)} more cells than the header has")
-                else:
-                    yield start, row, None
-                start = reader.line_num + 1
-        except csv.Error as e:
-            yield start, None, ("bad_csv", f"{name}: unreadable CSV from line {start} on: {e}")
-    finally:
-        csv.field_size_limit(limit)
+    table = read_csv_table(text, "\t" if tabs else ",")
+    if table is None or not table.header:
+        why = f" (line {table.header_line}: {table.header_error})" if table and table.header_error else ""
+        yield None, None, ("empty", f"{name}: no header row{why}")
+        return
+    for row in table.rows:
+        if row.cells is None:
+            yield row.line, row.raw, ("bad_csv", f"{name}: {row.error}")
+            continue
+        if not row.cells:
+            continue  # a blank line
+        values, extra = row_dict(table.header, row.cells)
+        if extra:
+            yield row.line, values, ("bad_csv_row", f"{extra} more cells than the header has")
+        else:
+            yield row.line, values, None
 
 
 def _pick(row: Mapping[str, Any], target: str, field_map: Mapping[str, str]) -> Any:

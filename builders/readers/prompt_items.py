@@ -11,9 +11,7 @@ MedmillError (one line for the user).
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from medmill.builders.readers.csvio import read_csv_table, row_dict
 from medmill.builders.readers.textio import DecodedText, iter_json_items, read_text, sniff_json_layout
 from medmill.schemas import Message, RejectRow, Source
 from medmill.schemas.dataset_dir import detect_kind, iter_rows
@@ -159,11 +158,15 @@ def _read_file(path: Path, fields: FieldNames, result: ReadResult) -> None:
     if sniff_json_layout(decoded.text) == "none":
         rows = _csv_rows(decoded, fields)
     else:
-        rows = ((item.line, item.value, item.error, item.raw) for item in iter_json_items(decoded))
-    for line, value, error, raw in rows:
+        rows = (
+            (item.line, item.value, ("invalid_json", item.error) if item.error else None, item.raw)
+            for item in iter_json_items(decoded)
+        )
+    for line, value, problem, raw in rows:
         src = Source(file=str(path), line=line)
-        if error:
-            result.rejects.append(RejectRow(stage=STAGE, reason="invalid_json", message=error, source=src, raw=raw))
+        if problem:
+            reason, message = problem
+            result.rejects.append(RejectRow(stage=STAGE, reason=reason, message=message, source=src, raw=raw))
             continue
         try:
             item = _item_from_record(value, fields, src)
@@ -173,26 +176,32 @@ def _read_file(path: Path, fields: FieldNames, result: ReadResult) -> None:
         result.items.append(_grouped(item))
 
 
-def _csv_rows(decoded: DecodedText, fields: FieldNames) -> Iterator[tuple[int, Any, str | None, Any]]:
-    """(line, row, error, raw) per CSV/TSV row; a header without a question column is a MedmillError."""
+def _csv_rows(decoded: DecodedText, fields: FieldNames) -> Iterator[tuple[int, Any, tuple[str, str] | None, Any]]:
+    """(line, row, (reason, message) | None, raw) per CSV/TSV row; a header without a question column
+    is a MedmillError. A badly quoted row is an error on its line and later rows are still read."""
     text = decoded.text
-    head = text.split("\n", 1)[0]
-    delimiter = "\t" if head.count("\t") > head.count(",") else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    header = reader.fieldnames or []
+    head = text.lstrip("\n").split("\n", 1)[0]
+    table = read_csv_table(text, "\t" if head.count("\t") > head.count(",") else ",")
+    if table is not None and table.header_error:
+        raise MedmillError(f"{decoded.path}: unreadable CSV header (line {table.header_line}): {table.header_error}")
+    header = table.header if table else []
     wanted = [fields.question] if fields.question else list(QUESTION_FIELDS)
-    if not any(name in header for name in wanted):
+    if table is None or not any(name in header for name in wanted):
         raise MedmillError(
             f"{decoded.path}: not JSON, and no question column ({'/'.join(wanted)}) in the CSV header {header[:8]}; "
             "name it with --question-field"
         )
-    line = reader.line_num + 1
-    for row in reader:
-        if None in row:
-            yield line, None, f"row has {len(reader.fieldnames) + len(row[None])} fields, header has {len(reader.fieldnames)}", row
+    for row in table.rows:
+        if row.cells is None:
+            yield row.line, None, ("bad_csv", row.error or "unreadable row"), row.raw
+            continue
+        if not row.cells:
+            continue  # a blank line
+        values, extra = row_dict(header, row.cells)
+        if extra:
+            yield row.line, None, ("extra_fields", f"row has {len(row.cells)} fields, header has {len(header)}"), values
         else:
-            yield line, row, None, None
-        line = reader.line_num + 1
+            yield row.line, values, None, None
 
 
 def _item_from_record(value: Any, fields: FieldNames, src: Source) -> PromptItem:

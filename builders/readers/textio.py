@@ -115,7 +115,7 @@ def iter_json_items(decoded: DecodedText) -> Iterator[JsonItem]:
             try:
                 yield JsonItem(line=i, value=json.loads(s))
             except json.JSONDecodeError as e:
-                yield JsonItem(line=i, error=f"invalid JSON: {e.msg} at column {e.colno}", raw=line[:2000])
+                yield JsonItem(line=i, error=f"invalid JSON: {json_problem(e)} (column {e.colno})", raw=line[:2000])
         return
     if layout == "array":
         yield from _scan_array(text)
@@ -124,12 +124,31 @@ def iter_json_items(decoded: DecodedText) -> Iterator[JsonItem]:
         try:
             yield JsonItem(line=1, value=json.loads(text))
         except json.JSONDecodeError as e:
-            yield JsonItem(line=e.lineno, error=f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}")
+            yield JsonItem(line=e.lineno, error=f"invalid JSON: {json_problem(e)} (line {e.lineno}, column {e.colno})")
         return
     raise MedmillError(f"{decoded.path}: not JSON or JSON Lines (first character {text.lstrip()[:1]!r})")
 
 
-_NEXT_ELEMENT = re.compile(r"\n\s*[{\[\"]")
+def json_problem(e: json.JSONDecodeError) -> str:
+    """The decoder's message without its dangling " at" ("Unterminated string starting at" is
+    followed by the position in str(e)); the caller adds where."""
+    return e.msg.removesuffix(" starting at").removesuffix(" at")
+
+
+_NEXT_ELEMENT = re.compile(r"\n([ \t]*)[{\[\"]")
+
+
+def _next_element(text: str, pos: int) -> int | None:
+    """Where reading resumes after a broken element starting at `pos`: the next line opening an
+    element indented no deeper than this one, so the inner lines of a pretty-printed element
+    (`"症状": [`) are not taken for elements of their own."""
+    line_start = text.rfind("\n", 0, pos) + 1
+    head = text[line_start:pos]
+    indent = len(head) - len(head.lstrip(" \t"))
+    for m in _NEXT_ELEMENT.finditer(text, pos + 1):
+        if len(m.group(1)) <= indent:
+            return m.start() + 1
+    return None
 
 
 def _scan_array(text: str) -> Iterator[JsonItem]:
@@ -157,12 +176,44 @@ def _scan_array(text: str) -> Iterator[JsonItem]:
             yield JsonItem(line=line, value=value)
         except json.JSONDecodeError as e:
             end = text.find("\n", pos)
-            yield JsonItem(line=line, error=f"invalid JSON: {e.msg} (array element)", raw=text[pos : end if end != -1 else n][:2000])
-            nxt = _NEXT_ELEMENT.search(text, pos + 1)
+            nxt = _next_element(text, pos)
+            if nxt is None and e.pos >= len(text.rstrip()):
+                problem = "the file ends inside this array element (cut short?)"
+            else:
+                problem = f"{json_problem(e)} (array element, line {e.lineno} column {e.colno})"
+            yield JsonItem(line=line, error=f"invalid JSON: {problem}", raw=text[pos : end if end != -1 else n][:2000])
             if nxt is None:
                 return
-            pos = nxt.start() + 1
+            pos = nxt
     rest = text[pos + 1 :]
     if rest.strip():
         extra = line + text.count("\n", counted, pos + 1 + len(rest) - len(rest.lstrip()))
         yield JsonItem(line=extra, error="invalid JSON: text after the closing ] of the array", raw=rest.strip()[:2000])
+
+
+def _strings_in(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        if value.strip():
+            yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings_in(v)
+
+
+def iter_corpus_texts(path: Path) -> Iterator[str]:
+    """Plain texts of a corpus file (to train a tokenizer on), decoded like every build reads input:
+    the string values of JSON / JSON Lines records, else the non-blank lines. A broken JSON line is
+    still text and is kept as it is."""
+    decoded = read_text(path)
+    if sniff_json_layout(decoded.text) == "none":
+        yield from (line for line in decoded.text.split("\n") if line.strip())
+        return
+    for item in iter_json_items(decoded):
+        if item.error is not None:
+            if item.raw and item.raw.strip():
+                yield item.raw
+        else:
+            yield from _strings_in(item.value)

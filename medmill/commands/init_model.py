@@ -18,9 +18,12 @@ def init_model(
     seed: int = typer.Option(0, help="Weight initialisation seed."),
 ) -> None:
     """Create a randomly initialised model with a byte-level BPE tokenizer and a chatml template."""
+    from medmill.builders.readers.textio import iter_corpus_texts
     from medmill.trainers.init_model import init_model as make
 
-    report = make(out, corpus=corpus or [], arch=arch, size=size, vocab_size=vocab_size, seed=seed)
+    # text files are decoded as the builds decode inputs (utf-8 / utf-8-sig / gb18030, JSON Lines values)
+    report = make(out, corpus=corpus or [], arch=arch, size=size, vocab_size=vocab_size, seed=seed,
+                  read_file=iter_corpus_texts)
     summary_table(
         "medmill init-model",
         [("output", report.out), ("arch", report.arch), ("size", report.size), ("parameters", report.parameters),

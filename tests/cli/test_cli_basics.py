@@ -101,10 +101,14 @@ def test_build_that_keeps_nothing_fails_but_leaves_its_rejects(tmp_path: Path):
     assert (tmp_path / "o" / "rejects.jsonl").exists()
 
 
-def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
+def test_ctrl_c_says_how_to_resume(monkeypatch, capsys, tmp_path):
     import pytest
 
+    import medmill.builders.llm.cache as cache
     import medmill.cli as cli
+
+    monkeypatch.setattr(cache, "_opened", [])
+    cache.RequestCache(tmp_path / "c.sqlite")  # a run that made LLM calls through the cache
 
     def interrupted(*a, **k):
         raise SystemExit(130)  # what typer turns KeyboardInterrupt into
@@ -135,4 +139,4 @@ def test_file_system_refusals_are_one_line_errors_for_llm_builders(tmp_path: Pat
     )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1 and "Not a directory" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "file is a file, not a folder" in out.stderr

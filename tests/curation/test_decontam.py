@@ -57,7 +57,7 @@ def test_step_removes_with_report(eval_files):
 
 
 def test_field_choice_and_errors(eval_files, tmp_path):
-    assert [t.text for t in load_eval_texts(eval_files[1], "question")] == ["斑蝥适用于哪些中医疾病"]
+    assert [t.text for t in load_eval_texts(eval_files[1], "question").texts] == ["斑蝥适用于哪些中医疾病"]
     with pytest.raises(MedmillError, match="no column"):
         load_eval_texts(eval_files[1], "nope")
     with pytest.raises(MedmillError, match="no such file"):

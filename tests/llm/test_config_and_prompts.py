@@ -21,7 +21,7 @@ def _app() -> typer.Typer:
         typer.echo(f"{per_entity} {name}")
 
     @app.command("other")
-    def other() -> None:  # pragma: no cover - only makes `demo` a sub-command
+    def other(llm_model: str = typer.Option("")) -> None:  # pragma: no cover - only makes `demo` a sub-command
         pass
 
     return app
