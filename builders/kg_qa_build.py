@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from medmill.builders.build import finish_build
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
-from medmill.builders.kg_qa import BUILDER, TemplateQAConfig, build_template_records
+from medmill.builders.kg_qa import BUILDER, TemplateQAConfig, build_template_records, protected_terms
 from medmill.builders.kg_qa_templates import load_templates
 from medmill.builders.manifest import Manifest
 from medmill.builders.readers.kg import read_kg
@@ -89,7 +89,7 @@ def run_kg_qa(
         description=DESCRIPTION,
     )
     manifest = finish_build(cfg.out, result.records, read.rejects + result.rejects, info,
-                            curation_steps("sft", cfg.curation), started=t0)
+                            curation_steps("sft", cfg.curation, protected_terms(read.entities)), started=t0)
     figures = {
         "files read": len(read.files),
         "entities read": len(read.entities),

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medmill.builders.build import finish_build
 from medmill.builders.curation.stages import curation_steps
-from medmill.builders.kg_qa import TemplateQAConfig, build_template_records, entity_source
+from medmill.builders.kg_qa import TemplateQAConfig, build_template_records, entity_source, protected_terms
 from medmill.builders.kg_qa_templates import load_templates
 from medmill.builders.llm.engine import LLMEngine
 from medmill.builders.llm.types import LLMRequest, LLMResult, LLMSettings
@@ -351,7 +351,8 @@ def run_kg_qa_llm(cfg: KGQALLMBuild, *, command: str) -> tuple[Manifest, dict[st
         counters=counters, prompts=prompts, llm=llm_info, usage=usage,
         timings={"read": t1 - t0, "generate": t2 - t1}, description=DESCRIPTION,
     )
-    manifest = finish_build(cfg.out, records, rejects, info, curation_steps("sft", cfg.curation), started=t0)
+    steps = curation_steps("sft", cfg.curation, protected_terms(read.entities))
+    manifest = finish_build(cfg.out, records, rejects, info, steps, started=t0)
     figures = {
         "entities read": len(read.entities),
         "entities (llm / template)": f"{len(usable)} / {len(template_part)}",

@@ -90,8 +90,14 @@ def dedup_records(
         "sigs": result.sigs[keep],
     }
     near = int((~keep & ~result.exact).sum())
+    guarded_examples = []
+    for ex in result.stats.get("fact_guarded_examples", []):
+        kept_id, kept_text, _ = describe(ex["kept"])
+        guarded_examples.append({"kept_id": kept_id, "kept_text": kept_text[:PREVIEW], "other_id": records[ex["other"]].id,
+                                 "other_text": texts[ex["other"]][:PREVIEW], "similarity": ex["similarity"], "difference": ex["difference"]})
     stats = {
         **result.stats,
+        "fact_guarded_examples": guarded_examples,
         "fields": fields,
         "index_records": n_ref,
         "clusters": len(clusters),

@@ -26,7 +26,8 @@ class CurationSettings(BaseModel):
     pii_action: Literal["redact", "drop"] = "redact"
     safety: bool = True
     dedup: bool = True
-    dedup_threshold: float = Field(0.8, gt=0.0, le=1.0)
+    dedup_threshold: float = Field(0.6, gt=0.0, le=1.0)
+    dedup_fact_guard: bool = True
     decontaminate: list[Path] = Field(default_factory=list)
 
     # quality

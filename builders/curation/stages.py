@@ -9,7 +9,7 @@ run the same steps over existing dataset dirs.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -167,12 +167,14 @@ def decontaminate_step(kind: str, settings: CurationSettings) -> Step:
     return Step("decontaminate", run)
 
 
-def dedup_config(settings: CurationSettings) -> DedupConfig:
+def dedup_config(settings: CurationSettings, protected_terms: Iterable[str] = ()) -> DedupConfig:
     return DedupConfig(
         threshold=settings.dedup_threshold,
         shingle=settings.dedup_shingle,
         ngram=settings.dedup_ngram,
         num_perm=settings.dedup_num_perm,
+        fact_guard=settings.dedup_fact_guard,
+        protected_terms=frozenset(protected_terms),
     )
 
 
@@ -180,11 +182,14 @@ CLUSTER_EXAMPLES = 20  # duplicate clusters a build keeps in manifest.json (the 
 CLUSTER_EXAMPLE_MEMBERS = 10
 
 
-def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record], str] | None = None) -> Step:
+def dedup_step(
+    kind: str, settings: CurationSettings, origin: Callable[[Record], str] | None = None, protected_terms: Iterable[str] = ()
+) -> Step:
     """Exact + near-duplicate removal; with `settings.dedup_index`, against earlier runs too (this
-    build's kept records are added to the index after the dataset is written)."""
+    build's kept records are added to the index after the dataset is written). `protected_terms`
+    (entity names, KG values the build read) are facts: records differing in them are not merged."""
     fields = check_fields(kind, settings.dedup_fields)
-    config = dedup_config(settings)
+    config = dedup_config(settings, protected_terms)
     origin_of = origin or (lambda r: r.source.builder)
 
     def run(records: list[Record]) -> StepResult:
@@ -206,8 +211,9 @@ def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record],
     return Step("dedup", run)
 
 
-def curation_steps(kind: str, settings: CurationSettings | None = None) -> list[Step]:
-    """The steps a build of `kind` runs, as `settings` (defaults: all on, PII redacted) asks."""
+def curation_steps(kind: str, settings: CurationSettings | None = None, protected_terms: Iterable[str] = ()) -> list[Step]:
+    """The steps a build of `kind` runs, as `settings` (defaults: all on, PII redacted) asks;
+    `protected_terms` go to the dedup fact guard."""
     settings = settings or CurationSettings()
     steps = [validate_step()] if settings.validate_records else []
     if settings.quality:
@@ -219,5 +225,5 @@ def curation_steps(kind: str, settings: CurationSettings | None = None) -> list[
     if settings.decontaminate:
         steps.append(decontaminate_step(kind, settings))
     if settings.dedup:
-        steps.append(dedup_step(kind, settings))
+        steps.append(dedup_step(kind, settings, protected_terms=protected_terms))
     return steps

@@ -29,7 +29,8 @@ _PARAMS: list[tuple[str, Any, Any]] = [
     ("safety", bool, typer.Option(True, "--safety/--no-safety", help="Safety lexicon (categories drop or flag).", rich_help_panel="Curation")),
     ("safety_lexicon", list[Path], typer.Option([], "--safety-lexicon", help="Extra safety lexicon file (yaml/txt); repeatable.", rich_help_panel="Curation")),
     ("dedup", bool, typer.Option(True, "--dedup/--no-dedup", help="Exact and MinHash near-duplicate removal.", rich_help_panel="Curation")),
-    ("dedup_threshold", float, typer.Option(0.8, "--dedup-threshold", help="Jaccard similarity at or above which records are near-duplicates.", rich_help_panel="Curation")),
+    ("dedup_threshold", float, typer.Option(0.6, "--dedup-threshold", help="Jaccard similarity at or above which records are near-duplicate candidates (kept when they state different facts).", rich_help_panel="Curation")),
+    ("dedup_fact_guard", bool, typer.Option(True, "--dedup-fact-guard/--no-dedup-fact-guard", help="Keep near-identical records that differ in entity names, KG values, medical terms or numbers.", rich_help_panel="Curation")),
     ("dedup_index", Path | None, typer.Option(None, "--dedup-index", help="Persisted dedup index: dedup against earlier runs and add this one.", rich_help_panel="Curation")),
     ("decontaminate", list[Path], typer.Option([], "--decontaminate", help="Eval set (dataset dir, JSON/JSONL/CSV) whose long n-grams must not appear; repeatable.", rich_help_panel="Curation")),
 ]
@@ -94,6 +95,7 @@ def settings_from_flags(flags: dict[str, Any]) -> CurationSettings:
         lexicons=list(get("safety_lexicon")),
         dedup=get("dedup"),
         dedup_threshold=threshold,
+        dedup_fact_guard=get("dedup_fact_guard"),
         dedup_index=get("dedup_index"),
         decontaminate=list(get("decontaminate")),
     )
