@@ -29,7 +29,10 @@ from importlib import resources
 
 import ahocorasick
 
+from medmill.builders.curation.text import is_cjk
+
 NUMBER = re.compile(r"\d+(?:\.\d+)?(?:\s?(?:%|‰|[a-zμ]+(?:/[a-z]+)?))?")
+SUBTYPE = re.compile(r"(?<![a-z])(?:[ivx]+|[a-d])(?=[型期度级类])")  # Ⅱ型 (NFKC: ii型), iv期, b类
 SERIES = ("甲乙丙丁戊己庚辛", "一二三四五六七八九十", "上下", "左右", "前后", "阴阳", "男女", "急慢", "单双")
 _SERIES_OF = {ch: i for i, s in enumerate(SERIES) for ch in s}
 
@@ -68,7 +71,7 @@ class FactGuard:
 
     def markers(self, text: str) -> list[tuple[int, int, str]]:
         """(start, end, marker) of the terms and numbers in a normalised text, leftmost-longest, no overlaps."""
-        found = [(m.start(), m.end(), m.group()) for m in NUMBER.finditer(text)]
+        found = [(m.start(), m.end(), m.group()) for pattern in (NUMBER, SUBTYPE) for m in pattern.finditer(text)]
         if self._automaton is not None:
             found += [(end + 1 - len(t), end + 1, t) for end, t in self._automaton.iter(text)]
         found.sort(key=lambda x: (x[0], x[0] - x[1]))
@@ -99,20 +102,34 @@ class FactGuard:
                 kept_a[i1:i2] = [True] * (i2 - i1)
                 kept_b[j1:j2] = [True] * (j2 - j1)
         flipped = [(tag, j1, j2, i1, i2) for tag, i1, i2, j1, j2 in ops]
-        for occ, only, other_occ, other_only, kept, opcodes in (
-            (occ_a, only_a, occ_b, only_b, kept_a, ops),
-            (occ_b, only_b, occ_a, only_a, kept_b, flipped),
+        for occ, only, other_occ, other_only, kept, other_kept, opcodes in (
+            (occ_a, only_a, occ_b, only_b, kept_a, kept_b, ops),
+            (occ_b, only_b, occ_a, only_a, kept_b, kept_a, flipped),
         ):
             for s, e, t in occ:
                 if t not in only:
                     continue
+                if NUMBER.fullmatch(t):
+                    if _digits_replaced(opcodes, s, e, a if occ is occ_a else b, b if occ is occ_a else a):
+                        return f"{t} ≠ {_number_at(other_occ, *_aligned(opcodes, s, e))}"
+                    continue  # a digit lost or added by an edit: damage
                 lo, hi = _aligned(opcodes, s, e)
-                rivals = [u for s2, e2, u in other_occ if u in other_only and u != t and s2 < max(hi, lo + 1) and e2 > lo]
+                near = [(u, s2, e2) for s2, e2, u in other_occ
+                        if u in other_only and u != t and not NUMBER.fullmatch(u) and s2 < max(hi, lo + 1) and e2 > lo]
+                rivals = [u for u, s2, e2 in near if (u not in t and t not in u and not all(other_kept[s2:e2]))
+                          or (u in t and _prefix_gone(t, u, sum(kept[s:e])))]
                 if rivals:
                     return f"{t} ≠ {rivals[0]}"
                 if sum(kept[s:e]) * 2 < e - s:
                     return f"{t} only in one text"
         return None
+
+
+def _prefix_gone(longer: str, shorter: str, kept: int) -> bool:
+    """慢性胃炎 beside 胃炎, Ⅱ型X beside Ⅰ型X: another entity when what the longer name adds is gone
+    altogether and is more than one Chinese character (one lost character is what an edit does)."""
+    extra = longer.replace(shorter, "", 1)
+    return kept <= len(shorter) and (len(extra) >= 2 or any(not is_cjk(c) for c in extra))
 
 
 def _series_difference(a: str, b: str, ops: list[tuple[str, int, int, int, int]]) -> str | None:
@@ -123,6 +140,22 @@ def _series_difference(a: str, b: str, ops: list[tuple[str, int, int, int, int]]
             if x in _SERIES_OF and _SERIES_OF[x] == _SERIES_OF.get(y):
                 return f"{a[max(0, i1 - 2) : i1 + 3]} ≠ {b[max(0, j1 - 2) : j1 + 3]}"
     return None
+
+
+def _digits_replaced(opcodes: list[tuple[str, int, int, int, int]], s: int, e: int, mine: str, other: str) -> bool:
+    """Digits of the number at [s, e) changed *and* other digits stand in their place (5mg -> 10mg,
+    0.5g -> 1.0g, 1型 -> 2型). A digit only deleted or only inserted (2015 -> 201) is what a typo does."""
+    lost = gained = False
+    for tag, i1, i2, j1, j2 in opcodes:
+        if tag == "equal" or not ((i1 < e and i2 > s) or (i1 == i2 and s <= i1 <= e)):
+            continue
+        lost |= any(c.isdigit() for c in mine[max(i1, s) : min(i2, e)])
+        gained |= any(c.isdigit() for c in other[j1:j2])
+    return lost and gained
+
+
+def _number_at(occ: list[tuple[int, int, str]], lo: int, hi: int) -> str:
+    return next((u for s, e, u in occ if s < max(hi, lo + 1) and e > lo), "?")
 
 
 def _aligned(opcodes: list[tuple[str, int, int, int, int]], s: int, e: int) -> tuple[int, int]:
