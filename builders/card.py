@@ -6,6 +6,7 @@ The card is rendered at every build (by the writer) and again at push time, when
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -60,12 +61,40 @@ def size_category(n: int) -> str:
     return "n>1T"
 
 
-def config_entry(m: Manifest, config_name: str = "default", data_dir: str = "data") -> dict[str, Any]:
-    """One item of the card's `configs` list: where each split's shards of this build live."""
-    return {
+def config_entry(m: Manifest, config_name: str = "default", data_dir: str = "data", fingerprint: str | None = None) -> dict[str, Any]:
+    """One item of the card's `configs` list: where each split's shards of this build live, and the
+    content fingerprint as the config's `description` (see `content_fingerprint`)."""
+    entry: dict[str, Any] = {
         "config_name": config_name,
         "data_files": [{"split": split, "path": f"{data_dir}/{split}-*"} for split in m.splits],
     }
+    if fingerprint:
+        entry["description"] = f"{FINGERPRINT_PREFIX}{fingerprint}"
+    return entry
+
+
+FINGERPRINT_PREFIX = "medmill content sha256:"
+
+
+def content_fingerprint(m: Manifest, out_dir: Path) -> str | None:
+    """sha256 over every shard's name and bytes (None when a shard is missing).
+
+    `datasets.load_dataset(DIR)` names its cache after the card's YAML (configs with data-file
+    *patterns*, dataset_info sizes), not after the files: a rebuild with other rows of the same sizes
+    would load the old cached rows. `description` is a BuilderConfig field that datasets passes on
+    from the YAML into the config it hashes, so this fingerprint changes the cache key with the content.
+    """
+    digest = hashlib.sha256()
+    for split, info in m.splits.items():
+        for name in info.files:
+            shard = Path(out_dir) / name
+            if not shard.is_file():
+                return None
+            digest.update(f"{split}\0{name}\0".encode())
+            with shard.open("rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:32]
 
 
 def dataset_info(m: Manifest, out_dir: Path, config_name: str = "default") -> dict[str, Any] | None:
@@ -99,6 +128,7 @@ def card_metadata(
     other_configs: Sequence[dict[str, Any]] = (),
     info: dict[str, Any] | None = None,
     other_infos: Sequence[dict[str, Any]] = (),
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """The YAML header: valid for the Hub (huggingface_hub's DatasetCardData round-trips it).
 
@@ -106,7 +136,7 @@ def card_metadata(
     repo; this build's entries replace their namesakes.
     """
     configs = [c for c in other_configs if c.get("config_name") != config_name]
-    configs.append(config_entry(m, config_name, data_dir))
+    configs.append(config_entry(m, config_name, data_dir, fingerprint))
     configs.sort(key=lambda c: (c.get("config_name") != "default", str(c.get("config_name"))))
     if len(configs) > 1:
         for c in configs:
@@ -261,7 +291,9 @@ def render_card(
     title = f"medmill {m.builder} ({m.kind})"
     info = dataset_info(m, out_dir, config_name)
     header = yaml.safe_dump(
-        card_metadata(m, config_name, data_dir, other_configs, info, other_infos), allow_unicode=True, sort_keys=False
+        card_metadata(m, config_name, data_dir, other_configs, info, other_infos, content_fingerprint(m, out_dir)),
+        allow_unicode=True,
+        sort_keys=False,
     )
     summary = description or (
         f"A {m.kind} dataset of {m.records_total:,} records built by medmill's `{m.builder}` "
