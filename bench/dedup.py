@@ -362,8 +362,8 @@ def kg_removals(entities, overrides: dict, terms_from: str) -> tuple[int, int]:
     dir: the terms in the records' meta), "none" (bare texts, no protected terms)."""
     from medmill.builders.curation.record_dedup import dedup_records
     from medmill.builders.curation.text import record_text
-    from medmill.builders.kg_qa import build_template_records, protected_terms
-    from medmill.builders.kg_qa_templates import load_templates
+    from medmill.builders.kg_qa.template_qa import build_template_records, protected_terms
+    from medmill.builders.kg_qa.templates import load_templates
 
     records = build_template_records(entities, load_templates(None)).records
     if terms_from == "none":

@@ -13,8 +13,8 @@ from medmill.builders.curation.dedup import DedupConfig, find_duplicates
 from medmill.builders.curation.fact_guard import FactGuard
 from medmill.builders.curation.record_dedup import dedup_records
 from medmill.builders.curation.settings import CurationSettings
-from medmill.builders.kg_qa import build_template_records, protected_terms
-from medmill.builders.kg_qa_templates import load_templates
+from medmill.builders.kg_qa.template_qa import build_template_records, protected_terms
+from medmill.builders.kg_qa.templates import load_templates
 from medmill.builders.readers.kg import read_kg
 from medmill.cli import _register, app
 from medmill.schemas.errors import MedmillError

@@ -29,7 +29,7 @@ from importlib import resources
 
 import ahocorasick
 
-from medmill.builders.curation.text import is_cjk
+from medmill.builders.text.cjk import is_cjk
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?(?:\s?(?:%|‰|[a-zμ]+(?:/[a-z]+)?))?")
 SUBTYPE = re.compile(r"(?<![a-z])(?:[ivx]+|[a-d])(?=[型期度级类])")  # Ⅱ型 (NFKC: ii型), iv期, b类
