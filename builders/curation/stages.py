@@ -197,6 +197,8 @@ def dedup_step(
         from medmill.builders.curation.record_dedup import dedup_records
 
         index = DedupIndex.open(settings.dedup_index, config) if settings.dedup_index else None
+        if index is not None:
+            index.check_kind(kind)
         out = dedup_records(records, fields, config, origin_of, index)
         # a build writes no clusters.jsonl: the largest clusters go into the manifest for the report
         largest = sorted(out.clusters, key=lambda c: -len(c["members"]))[:CLUSTER_EXAMPLES]

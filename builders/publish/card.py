@@ -49,6 +49,8 @@ KIND_HELP = {
     "pretrain": "language modelling: `text`",
 }
 
+GENERATED_START = "<!-- medmill:generated -->"  # push replaces only what lies between these two
+GENERATED_END = "<!-- /medmill:generated -->"
 SUMMARY_START = "<!-- medmill:summary -->"
 SUMMARY_END = "<!-- /medmill:summary -->"
 EXAMPLE_CHARS = 240
@@ -254,6 +256,44 @@ def _example_json(row: dict[str, Any] | None) -> str:
     return json.dumps(clip(row), ensure_ascii=False, indent=2)
 
 
+def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """(YAML header as a dict, body) of a card; a card without a valid header has an empty one."""
+    match = re.match(r"^---\s*\n(.*?)\n---\s*(?:\n|$)", text, re.S)
+    if not match:
+        return {}, text
+    try:
+        header = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError:
+        return {}, text
+    return (header if isinstance(header, dict) else {}), text[match.end() :]
+
+
+UNION_KEYS = ("tags", "language", "task_categories", "task_ids", "source_datasets")
+
+
+def merge_card(existing: str, generated: str) -> str:
+    """The card to push when the repo already has one: the existing card's own text and YAML keys
+    are kept; medmill's YAML keys and its generated block (between GENERATED_START/END) are replaced
+    - or the block is added below a hand-written card that has none."""
+    old_header, old_body = split_front_matter(existing)
+    new_header, new_body = split_front_matter(generated)
+    header = {**new_header, **{k: v for k, v in old_header.items() if k not in new_header}}
+    for key in UNION_KEYS:  # the user's own tags / languages stay beside medmill's
+        mine, theirs = new_header.get(key), old_header.get(key)
+        if isinstance(mine, list) and isinstance(theirs, list):
+            header[key] = mine + [v for v in theirs if v not in mine]
+    start, end = new_body.find(GENERATED_START), new_body.rfind(GENERATED_END)
+    block = new_body[start : end + len(GENERATED_END)] if start >= 0 and end >= 0 else new_body.strip()
+    o_start, o_end = old_body.find(GENERATED_START), old_body.find(GENERATED_END)
+    if o_start >= 0 and o_end > o_start:
+        body = old_body[:o_start] + block + old_body[o_end + len(GENERATED_END) :]
+    elif old_body.strip():
+        body = old_body.rstrip() + "\n\n" + block + "\n"
+    else:
+        body = block + "\n"
+    return f"---\n{yaml.safe_dump(header, allow_unicode=True, sort_keys=False)}---\n{body}"
+
+
 def summary_of(card_text: str) -> str:
     """The summary paragraph of a card medmill rendered (kept when the card is re-rendered at push)."""
     match = re.search(re.escape(SUMMARY_START) + r"\n(.*?)\n" + re.escape(SUMMARY_END), card_text, re.S)
@@ -306,6 +346,8 @@ def render_card(
         .render(
             yaml_header=header,
             title=title,
+            generated_start=GENERATED_START,
+            generated_end=GENERATED_END,
             summary_start=SUMMARY_START,
             summary_end=SUMMARY_END,
             summary=summary,

@@ -71,6 +71,8 @@ def dedup(
 
     def make_steps(kind, info):
         chosen = check_fields(kind, field_list)
+        if opened is not None:
+            opened.check_kind(kind)
 
         def run(records):
             result = dedup_records(records, chosen, cfg, origin_of, opened)
