@@ -189,8 +189,8 @@ def _cpu() -> float:
     return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
-def medmill_speed(docs: list[str], workers: int) -> tuple[float, float]:
-    config = DedupConfig(workers=workers)
+def medmill_speed(docs: list[str], workers: int, **overrides) -> tuple[float, float]:
+    config = DedupConfig(workers=workers, **overrides)
     find_duplicates(docs[:200], config)  # warm caches (tables, permutations)
     c0, t0 = _cpu(), time.perf_counter()
     find_duplicates(docs, config)
@@ -224,6 +224,9 @@ def speed(docs: list[str], baseline_docs: int) -> None:
     print(f"\n## speed: {len(docs)} docs, mean {mean_len:.0f} chars, {cores} cores (times: wall / this process's CPU)")
     wall1, cpu1 = medmill_speed(docs, workers=1)
     print(f"medmill, 1 process     : wall {wall1:7.2f} s  cpu {cpu1:7.2f} s  -> {len(docs) / cpu1:9,.0f} docs per CPU-second")
+    wall_o, cpu_o = medmill_speed(docs, workers=1, **OLD_DEFAULT)
+    print(f"  old default (J>=0.8, no guard), 1 process: wall {wall_o:7.2f} s  cpu {cpu_o:7.2f} s  -> "
+          f"{len(docs) / cpu_o:9,.0f} docs per CPU-second (new default costs {cpu1 / cpu_o:.2f}x)")
     wall_n, cpu_n = medmill_speed(docs, workers=cores)
     print(f"medmill, {cores} processes   : wall {wall_n:7.2f} s  cpu {cpu_n:7.2f} s  -> {len(docs) / wall_n:9,.0f} docs/s wall "
           f"(all processes' CPU; wall gains need idle cores)")

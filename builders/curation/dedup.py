@@ -6,8 +6,8 @@ How a duplicate is decided (deterministic, documented in the README of `medmill 
    punctuation ignored). The first one is kept.
 2. Near: MinHash signatures (`minhash.py`) are cut into LSH bands; texts sharing a band bucket are
    candidates. Candidates are checked with the exact Jaccard similarity of their shingle sets.
-   The LSH bands are tuned for `threshold - candidate_margin`, so pairs just above the threshold are
-   rarely missed (light-edit copies of ~230-character dialogues sit at Jaccard 0.6-0.9).
+   The LSH bands are tuned for `threshold - candidate_margin` (0.05), so pairs just above the threshold
+   are rarely missed (light-edit copies of ~230-character dialogues sit at Jaccard 0.6-0.9).
 3. Fact guard (`fact_guard.py`): a pair at or above the threshold is a duplicate only when the two
    texts do not state different facts - differing entity names or KG values (the protected terms a
    builder passes), medical terms of the bundled lexicon, numbers with units. Templated records about
@@ -48,7 +48,7 @@ class DedupConfig:
     seed: int = 1
     workers: int = 0  # 0 = every core this process may use
     max_compare: int = 64  # exact comparisons per candidate text (bounds pathological buckets)
-    candidate_margin: float = 0.1  # LSH tuned this far below the threshold (recall near it)
+    candidate_margin: float = 0.05  # LSH tuned this far below the threshold (recall near it)
     fact_guard: bool = True  # keep pairs whose differing spans are different facts
     protected_terms: frozenset[str] = frozenset()  # entity names / KG values a builder read
 
