@@ -36,11 +36,14 @@ NUMBER = re.compile(r"\d+(?:\.\d+)?(?:\s?(?:%|‰|[a-zμ]+(?:/[a-z]+)?))?")
 SUBTYPE = re.compile(r"(?<![a-z])(?:[ivx]+|[a-d])(?=[型期度级类])")  # Ⅱ型 (NFKC: ii型), iv期, b类
 SERIES = ("甲乙丙丁戊己庚辛", "一二三四五六七八九十", "上下", "左右", "前后", "阴阳", "男女", "急慢", "单双")
 _SERIES_OF = {ch: i for i, s in enumerate(SERIES) for ch in s}
+_SERIES_CHARS = re.compile("[" + "".join(SERIES) + "]")
 CACHE_TEXTS = 100_000
 
 
 def normalise(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).lower()
+    if not unicodedata.is_normalized("NFKC", text):  # the C check is 10x cheaper than normalising
+        text = unicodedata.normalize("NFKC", text)
+    return text.lower()
 
 
 @cache
@@ -150,7 +153,7 @@ def _prefix_gone(longer: str, shorter: str, kept: int) -> bool:
 
 
 def _series_count(text: str) -> Counter:
-    return Counter(c for c in text if c in _SERIES_OF)
+    return Counter(_SERIES_CHARS.findall(text))
 
 
 def _series_difference(a: str, b: str, ops: list[tuple[str, int, int, int, int]]) -> str | None:
