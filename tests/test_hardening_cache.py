@@ -6,7 +6,7 @@ from __future__ import annotations
 import datasets
 import yaml
 
-from tests.test_curation_cli import make_dir, sft
+from tests.curation.test_curation_cli import make_dir, sft
 
 
 def _header(path) -> dict:

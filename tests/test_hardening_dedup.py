@@ -19,7 +19,7 @@ from medmill.builders.readers.kg import read_kg
 from medmill.cli import _register, app
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.sources import KGEntity
-from tests.test_curation_cli import make_dir, rows, sft
+from tests.curation.test_curation_cli import make_dir, rows, sft
 
 _register()
 EDIT_CHARS = "的了是在有和就不人都一上也很到说要去你会着没看好自己这患者治疗症状医院检查药物疾病"

@@ -15,7 +15,7 @@ from medmill.builders.text.sections import detect_heading, split_sections
 from medmill.cli import _register, app
 from medmill.schemas import PretrainRecord, Source
 from medmill.schemas.errors import MedmillError
-from tests.test_curation_cli import ANSWERS, make_dir, sft
+from tests.curation.test_curation_cli import ANSWERS, make_dir, sft
 
 _register()
 

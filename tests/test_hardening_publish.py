@@ -16,8 +16,8 @@ from medmill.builders.publish.hub import plan_offline
 from medmill.cli import _register, app
 from medmill.schemas.errors import MedmillError
 from tests.hub_server import FakeHub, Repo
-from tests.test_card import make_dir
-from tests.test_push import TOKEN, push
+from tests.publish.test_card import make_dir
+from tests.publish.test_push import TOKEN, push
 
 _register()
 
