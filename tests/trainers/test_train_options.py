@@ -54,6 +54,7 @@ def test_every_shipped_recipe_builds_its_config(name, tmp_path):
     assert config.output_dir == str(tmp_path)
 
 
+@pytest.mark.slow  # imports transformers/trl (seconds on a loaded machine)
 def test_multi_gpu_configs_load():
     from accelerate.commands.config.config_args import ClusterConfig
 
@@ -223,6 +224,7 @@ def test_a_plain_folder_and_fingerprinted_shards(tmp_path):
     assert (len(data.train), len(data.validation)) == (6, 2)
 
 
+@pytest.mark.slow  # imports transformers/trl (seconds on a loaded machine)
 def test_a_model_dir_without_tokenizer_files_is_refused(tmp_path):
     from medmill.trainers.modeling import load_tokenizer
 
@@ -231,6 +233,7 @@ def test_a_model_dir_without_tokenizer_files_is_refused(tmp_path):
         load_tokenizer(str(tmp_path), "chatml", need_chat=True)  # not an empty one-token tokenizer
 
 
+@pytest.mark.slow  # imports transformers/trl (seconds on a loaded machine)
 def test_recipe_values_are_typed_like_flags(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("learning_rate: 1e-3\nmax_steps: 2.0\nsave_steps: 5\nbf16: false\nval_size: 1e-1\nlora: true\n", encoding="utf-8")
@@ -308,6 +311,7 @@ def test_a_missing_stage_is_named_as_missing():
         resolve_options({"model": "m", "out": "o"}, {})
 
 
+@pytest.mark.slow  # imports transformers/trl (seconds on a loaded machine)
 def test_hub_token_never_lands_in_the_saved_training_arguments(monkeypatch):
     import pickle
 
