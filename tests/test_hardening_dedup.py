@@ -59,6 +59,8 @@ def test_guard_names_the_differing_fact_and_forgives_edits():
     assert guard.difference("慢性胃炎怎么办", "胃炎怎么办") is not None  # another entity
     assert guard.difference("Ⅱ型脑囊肿", "Ⅰ型脑囊肿") is not None
     assert guard.difference("每次5mg", "每次10mg") == "5mg ≠ 10mg"
+    assert guard.difference("发热3天", "发热5天") == "3天 ≠ 5天"
+    assert guard.difference("问题3：平时应注意什么？", "问题4：平时应注意什么？") is None  # a bare number is no fact
     # what an edited copy looks like: a character lost or swapped inside a term, text moved
     assert guard.difference("慢性胃炎怎么办", "慢x胃炎怎么办") is None
     assert guard.difference("患者有糖尿病史，最近头痛", "患者有糖x病史，最近头痛") is None

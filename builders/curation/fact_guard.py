@@ -8,7 +8,7 @@ checked against *fact markers*:
 
 - terms: the protected terms a builder passes (entity names and KG values it read), plus a small
   lexicon of common medical terms (`lexicons/medical_terms.txt`);
-- numbers, with a Latin unit when one follows (5mg, 38.5, 2);
+- numbers with a unit (5mg, 38.5度, 2型, 3天; a bare number such as 问题3 is no fact);
 - series characters swapped one for one (甲/乙 型肝炎, 左/右, 一/二).
 
 A marker that occurs more often in one text than in the other is a *fact difference* when, at the
@@ -32,7 +32,11 @@ from rapidfuzz.distance import Levenshtein
 
 from medmill.builders.text.cjk import is_cjk
 
-NUMBER = re.compile(r"\d+(?:\.\d+)?(?:\s?(?:%|‰|[a-zμ]+(?:/[a-z]+)?))?")
+# a number with its unit is a fact (5mg, 38.5度, 2型, 3天); a bare number (问题3, list item 2) is not
+NUMBER = re.compile(
+    r"\d+(?:\.\d+)?\s?(?:%|‰|°c|[a-zμ]+(?:/[a-z]+)?|毫克|微克|千克|公斤|毫升|毫米|厘米|小时|分钟|周岁"
+    r"|[型期度级类次片粒支袋瓶滴克斤升天日周月年岁时分秒倍个例])"
+)
 SUBTYPE = re.compile(r"(?<![a-z])(?:[ivx]+|[a-d])(?=[型期度级类])")  # Ⅱ型 (NFKC: ii型), iv期, b类
 SERIES = ("甲乙丙丁戊己庚辛", "一二三四五六七八九十", "上下", "左右", "前后", "阴阳", "男女", "急慢", "单双")
 _SERIES_OF = {ch: i for i, s in enumerate(SERIES) for ch in s}
