@@ -189,8 +189,8 @@ def _cpu() -> float:
     return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
-def medmill_speed(docs: list[str], workers: int) -> tuple[float, float]:
-    config = DedupConfig(workers=workers)
+def medmill_speed(docs: list[str], workers: int, **overrides) -> tuple[float, float]:
+    config = DedupConfig(workers=workers, **overrides)
     find_duplicates(docs[:200], config)  # warm caches (tables, permutations)
     c0, t0 = _cpu(), time.perf_counter()
     find_duplicates(docs, config)
@@ -224,6 +224,9 @@ def speed(docs: list[str], baseline_docs: int) -> None:
     print(f"\n## speed: {len(docs)} docs, mean {mean_len:.0f} chars, {cores} cores (times: wall / this process's CPU)")
     wall1, cpu1 = medmill_speed(docs, workers=1)
     print(f"medmill, 1 process     : wall {wall1:7.2f} s  cpu {cpu1:7.2f} s  -> {len(docs) / cpu1:9,.0f} docs per CPU-second")
+    wall_o, cpu_o = medmill_speed(docs, workers=1, **OLD_DEFAULT)
+    print(f"  old default (J>=0.8, no guard), 1 process: wall {wall_o:7.2f} s  cpu {cpu_o:7.2f} s  -> "
+          f"{len(docs) / cpu_o:9,.0f} docs per CPU-second (new default costs {cpu1 / cpu_o:.2f}x)")
     wall_n, cpu_n = medmill_speed(docs, workers=cores)
     print(f"medmill, {cores} processes   : wall {wall_n:7.2f} s  cpu {cpu_n:7.2f} s  -> {len(docs) / wall_n:9,.0f} docs/s wall "
           f"(all processes' CPU; wall gains need idle cores)")
@@ -292,6 +295,112 @@ def million(rng: random.Random, texts: list[str]) -> None:
           f"removed {int((~result.keep).sum()):,}; peak RSS {rss:,.0f} MB (texts alone {rss0:,.0f} MB), worker peak {kids:,.0f} MB")
 
 
+OLD_DEFAULT = {"threshold": 0.8, "candidate_margin": 0.0, "fact_guard": False}  # before issue 12 #26
+
+
+def edited_dialogues(texts: list[str], n: int, rng: random.Random) -> tuple[list[str], list[int]]:
+    """n ~230-char medical texts (real records of 150-400 chars first, then same-topic compositions),
+    each with one copy with 1-5 % of its characters edited; returns docs (shuffled) and family ids."""
+    seen: set[str] = set()
+    base = [t for t in texts if 150 <= len(t) <= 400 and not (t in seen or seen.add(t))]
+    rng.shuffle(base)
+    base = base[:n] + documents(sentence_pool(texts), max(0, n - len(base)), 230, rng)
+    # distinct texts only: compositions of neighbouring sentences can overlap heavily; a pair of bases
+    # at Jaccard >= 0.4 is not a pair of different dialogues (keeps precision about copies, not sources)
+    distinct = find_duplicates(base, DedupConfig(threshold=0.4, fact_guard=False)).keep
+    base = [b for b, k in zip(base, distinct, strict=True) if k]
+    docs, family = [], []
+    for k, b in enumerate(base):
+        docs += [b, perturb(b, rng.uniform(0.01, 0.05), rng)]
+        family += [k, k]
+    order = list(range(len(docs)))
+    rng.shuffle(order)
+    return [docs[i] for i in order], [family[i] for i in order]
+
+
+def edit_quality(docs: list[str], family: list[int], overrides: dict) -> tuple[float, float, int, int]:
+    """(recall, precision, removed, guarded pairs): recall = share of (text, edited copy) pairs
+    collapsed; precision = share of removals naming a text of their own family."""
+    result = find_duplicates(docs, DedupConfig(**overrides))
+    keep = result.keep
+    fams: dict[int, list[int]] = {}
+    for i, f in enumerate(family):
+        fams.setdefault(f, []).append(i)
+    collapsed = sum(1 for members in fams.values() if not all(keep[m] for m in members))
+    removed = np.flatnonzero(~keep)
+    right = sum(1 for i in removed if family[int(result.dup_of[i])] == family[i])
+    return collapsed / len(fams), (right / len(removed) if len(removed) else 1.0), len(removed), result.stats["fact_guarded_pairs"] if "fact_guarded_pairs" in result.stats else 0
+
+
+def generated_kg(diseases: int, rng: random.Random):
+    """A KG of `diseases` diseases in families whose names differ only by a number or a series
+    prefix (1型/2型X, 甲型/乙型X); siblings share most values, as subtypes in real KGs do."""
+    from medmill.schemas.sources import KGEntity
+
+    organs = ["肝", "肾", "肺", "胃", "心", "脑", "骨", "皮肤", "甲状腺", "胰腺", "结肠", "膀胱", "关节", "视网膜", "血管"]
+    kinds = ["炎", "病", "综合征", "功能障碍", "感染", "营养不良", "纤维化", "囊肿", "硬化症", "结节"]
+    prefixes = [["1型", "2型", "3型", "4型"], ["甲型", "乙型", "丙型", "丁型"], ["Ⅰ型", "Ⅱ型", "Ⅲ型", "Ⅳ型"]]
+    symptoms = ["发热", "乏力", "头痛", "恶心", "呕吐", "腹痛", "腹泻", "咳嗽", "胸闷", "水肿", "关节痛", "皮疹", "消瘦", "黄疸"]
+    exams = ["血常规", "尿常规", "肝功能", "肾功能", "腹部超声", "胸部CT", "心电图", "病理活检"]
+    drugs = ["布洛芬", "泼尼松", "甲氨蝶呤", "阿莫西林", "奥美拉唑", "二甲双胍", "胰岛素", "呋塞米"]
+    depts = ["内科", "外科", "消化内科", "肾内科", "呼吸内科", "内分泌科"]
+    bases = [f"{o}{k}" for o in organs for k in kinds]
+    rng.shuffle(bases)
+    entities = []
+    for b, base in enumerate(bases[: diseases // 4]):
+        shared = {"症状": rng.sample(symptoms, 4), "检查": rng.sample(exams, 3), "常用药物": rng.sample(drugs, 2),
+                  "就诊科室": rng.sample(depts, 1)}
+        for p in prefixes[b % len(prefixes)]:
+            rel = {k: list(v) for k, v in shared.items()}
+            if rng.random() < 0.3:
+                rel["常用药物"] = rng.sample(drugs, 2)
+            entities.append(KGEntity(name=f"{p}{base}", type="疾病", relations=rel,
+                                     attributes={"简介": f"{p}{base}是{base}的一种亚型，临床表现与其他亚型相似。"}))
+    return entities
+
+
+def kg_removals(entities, overrides: dict, terms_from: str) -> tuple[int, int]:
+    """(template records, removed by dedup) for a KG's template records. terms_from: "build" (the
+    build passes entity names and values, as build-kg-qa does), "dir" (`medmill dedup` of the built
+    dir: the terms in the records' meta), "none" (bare texts, no protected terms)."""
+    from medmill.builders.curation.record_dedup import dedup_records
+    from medmill.builders.curation.text import record_text
+    from medmill.builders.kg_qa.template_qa import build_template_records, protected_terms
+    from medmill.builders.kg_qa.templates import load_templates
+
+    records = build_template_records(entities, load_templates(None)).records
+    if terms_from == "none":
+        texts = [record_text(r, ["user", "answer"]) for r in records]
+        return len(records), int((~find_duplicates(texts, DedupConfig(**overrides)).keep).sum())
+    terms = protected_terms(entities) if terms_from == "build" else frozenset()
+    out = dedup_records(records, ["user", "answer"], DedupConfig(**overrides, protected_terms=terms), lambda r: "kg")
+    return len(records), len(records) - len(out.kept)
+
+
+def facts(texts: list[str], n_dialogues: int, rng: random.Random) -> None:
+    """Issue 12 #26: both sides of the dedup default, old and new, in one run."""
+    from medmill.builders.readers.kg import read_kg
+
+    docs, family = edited_dialogues(texts, n_dialogues, rng)
+    mean = np.mean([len(d) for d in docs])
+    example = read_kg([Path(__file__).resolve().parents[1] / "examples" / "kg"]).entities
+    generated = generated_kg(600, rng)
+    print(f"\n## near-duplicates that are not copies: {len(docs)} texts (mean {mean:.0f} chars, each with a copy "
+          f"edited 1-5 %); example KG ({len(example)} entities); generated KG ({len(generated)} diseases, names "
+          "differing by a number or prefix)")
+    print(f"{'':44} {'edit recall':>11} {'precision':>9} {'guarded':>8} | {'example KG removed':>18} | {'600-disease KG removed':>22}")
+    rows = [("old default (J>=0.8, no guard)", OLD_DEFAULT, "build"), ("J>=0.6, no guard", {"fact_guard": False}, "build"),
+            ("new default, in the build", {}, "build"), ("new default, medmill dedup of the dir", {}, "dir"),
+            ("new default, bare texts (no terms)", {}, "none")]
+    for label, overrides, terms_from in rows:
+        recall, precision, _, guarded = edit_quality(docs, family, overrides)
+        ex_n, ex_rm = kg_removals(example, overrides, terms_from)
+        gen_n, gen_rm = kg_removals(generated, overrides, terms_from)
+        print(f"{label:44} {recall:11.4f} {precision:9.4f} {guarded:8d} | {ex_rm:>6} of {ex_n:<9} | {gen_rm:>8} of {gen_n:<11}")
+    print("targets: edit recall >= 0.98, precision >= 0.99 (edited texts: no protected terms, the bundled lexicon "
+          "and numbers only); no KG record removed")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dirs", nargs="*", type=Path, help="dataset dirs to take texts from (default: the samples)")
@@ -300,6 +409,8 @@ def main() -> None:
     ap.add_argument("--baseline-docs", type=int, default=2_000)
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--million", action="store_true")
+    ap.add_argument("--facts-only", action="store_true", help="only the edited-copies / KG figures (issue 12 #26)")
+    ap.add_argument("--dialogues", type=int, default=1500, help="texts (each with an edited copy) for the facts run")
     ap.add_argument("--ngram-sweep", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -309,6 +420,9 @@ def main() -> None:
           f"{', '.join(map(str, args.dirs)) if args.dirs else SAMPLES}")
     if args.ngram_sweep:
         ngram_sweep(texts, rng)
+    facts(texts, args.dialogues, rng)
+    if args.facts_only:
+        return
     docs, kinds = make_corpus(texts, args.pr_base, rng)
     quality(docs, kinds, args.threshold)
     speed_docs, _ = make_corpus(texts, int(args.speed_docs / 1.5), rng)

@@ -75,6 +75,9 @@ def build_summary(title: str, manifest: Any, extra: Iterable[tuple[str, Any]] = 
     rows.append(("rejects", manifest.rejects_total))
     for reason, n in manifest.rejects_by_reason.items():
         rows.append((f"  rejected: {reason}", n))
+    guarded = (getattr(manifest, "curation", None) or {}).get("dedup", {}).get("fact_guarded_pairs")
+    if guarded:
+        rows.append(("dedup: kept as different facts (pairs)", guarded))
     if "total" in manifest.timings:
         rows.append(("time (s)", float(manifest.timings["total"])))
     summary_table(title, rows)

@@ -122,12 +122,17 @@ class Builder(Generic[C]):
     def source_licenses(self, cfg: C, inputs: Inputs) -> dict[str, str]:
         return dict(cfg.source_licenses)
 
+    def protected_terms(self, cfg: C, inputs: Inputs) -> frozenset[str]:
+        """Facts the build read (entity names, KG values): dedup keeps records that differ in one."""
+        return frozenset()
+
     def license(self, cfg: C, inputs: Inputs) -> str:
         return cfg.license
 
-    def steps(self, cfg: C, kind: str) -> list[Step]:
-        """The steps run after generation: the curation steps `cfg.curation` asks for."""
-        return curation_steps(kind, cfg.curation)
+    def steps(self, cfg: C, kind: str, protected_terms: frozenset[str] = frozenset()) -> list[Step]:
+        """The steps run after generation: the curation steps `cfg.curation` asks for (dedup's fact
+        guard gets `protected_terms`)."""
+        return curation_steps(kind, cfg.curation, protected_terms)
 
     def own_paths(self, cfg: C) -> list[Path]:
         """What the reader must skip: the out dir, and an LLM cache file with its sqlite siblings."""

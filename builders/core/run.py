@@ -73,7 +73,8 @@ def run_build(
             timings={"read": t1 - t0, "generate": t2 - t1},
             description=builder.describe(cfg, inputs, out),
         )
-        manifest = finish_build(cfg.out, out.records, out.rejects, info, builder.steps(cfg, kind),
+        steps = builder.steps(cfg, kind, builder.protected_terms(cfg, inputs))
+        manifest = finish_build(cfg.out, out.records, out.rejects, info, steps,
                                 started=t0, executor=executor, render_card=render_card)
     finally:
         out.rejects.close()

@@ -82,6 +82,16 @@ class DedupIndex:
             return cls(path, meta, [], [], empty)
         return cls(path, meta, ids, origins, Reference(np.concatenate(exact), np.concatenate(sigs), texts))
 
+    def check_kind(self, kind: str) -> None:
+        """Refuse records of another kind than the index holds (sft texts against preference prompts
+        compare different fields); an index without a kind (older, or empty) takes this one."""
+        held = self.meta.get("kind")
+        if held and held != kind:
+            raise MedmillError(
+                f"dedup index {self.path} holds {held} records; these are {kind} records (use another --index for {kind})"
+            )
+        self.meta["kind"] = kind
+
     def __len__(self) -> int:
         return len(self.ids)
 

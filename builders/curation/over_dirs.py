@@ -59,8 +59,8 @@ class CurateDirsBuilder(Builder[CurateDirsConfig]):
     def generate(self, cfg: CurateDirsConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
         out.records.extend(inputs.items)
 
-    def steps(self, cfg: CurateDirsConfig, kind: str) -> list[Step]:
-        return [*curation_steps(kind, cfg.curation), *(self.extra_steps(kind) if self.extra_steps else []), KeepSplits()]
+    def steps(self, cfg: CurateDirsConfig, kind: str, protected_terms: frozenset[str] = frozenset()) -> list[Step]:
+        return [*curation_steps(kind, cfg.curation, protected_terms), *(self.extra_steps(kind) if self.extra_steps else []), KeepSplits()]
 
     def params(self, cfg: CurateDirsConfig) -> dict[str, Any]:
         return {"inputs": [str(d) for d in cfg.inputs], **cfg.params}

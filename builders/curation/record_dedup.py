@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,33 @@ class RecordDedup:
         return index.append(**self.index_rows)
 
 
+META_TERM_KEYS = ("entity", "entities", "values", "question_values")  # what KG builders put in meta
+LONGEST_TERM = 30
+
+
+def meta_terms(records: list[Record]) -> frozenset[str]:
+    """Facts records carry in `meta` (KG entity names and values): protected terms for the fact
+    guard, so `medmill dedup` of a KG dataset dir knows the entities its build read."""
+    terms: set[str] = set()
+
+    def add(value: Any) -> None:
+        if isinstance(value, str):
+            if 2 <= len(value) <= LONGEST_TERM:
+                terms.add(value)
+        elif isinstance(value, list):
+            for v in value:
+                add(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                add(v)
+
+    for r in records:
+        meta = r.meta if isinstance(r.meta, dict) else {}
+        for key in META_TERM_KEYS:
+            add(meta.get(key))
+    return frozenset(terms)
+
+
 def dedup_records(
     records: list[Record],
     fields: list[str],
@@ -40,6 +67,8 @@ def dedup_records(
     index: DedupIndex | None = None,
 ) -> RecordDedup:
     texts = [record_text(r, fields) for r in records]
+    if config.fact_guard:
+        config = replace(config, protected_terms=config.protected_terms | meta_terms(records))
     result = find_duplicates(texts, config, index.reference if index else None)
     n_ref = len(index) if index else 0
 
@@ -90,8 +119,14 @@ def dedup_records(
         "sigs": result.sigs[keep],
     }
     near = int((~keep & ~result.exact).sum())
+    guarded_examples = []
+    for ex in result.stats.get("fact_guarded_examples", []):
+        kept_id, kept_text, _ = describe(ex["kept"])
+        guarded_examples.append({"kept_id": kept_id, "kept_text": kept_text[:PREVIEW], "other_id": records[ex["other"]].id,
+                                 "other_text": texts[ex["other"]][:PREVIEW], "similarity": ex["similarity"], "difference": ex["difference"]})
     stats = {
         **result.stats,
+        "fact_guarded_examples": guarded_examples,
         "fields": fields,
         "index_records": n_ref,
         "clusters": len(clusters),

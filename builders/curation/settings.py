@@ -36,7 +36,12 @@ class CurationSettings(BaseModel):
     pii_action: Literal["redact", "drop"] = _opt("redact", "redact: typed placeholders like <PHONE>; drop: reject the record.")
     safety: bool = _opt(True, "Safety lexicon (categories drop or flag).")
     dedup: bool = _opt(True, "Exact and MinHash near-duplicate removal.")
-    dedup_threshold: float = _opt(0.8, "Jaccard similarity at or above which records are near-duplicates.", gt=0.0, le=1.0)
+    dedup_threshold: float = _opt(
+        0.6, "Jaccard similarity at or above which records are near-duplicate candidates (kept when they state different facts).",
+        gt=0.0, le=1.0)
+    dedup_fact_guard: bool = _opt(
+        True, "Keep near-identical records that differ in entity names, KG values, medical terms or numbers.",
+        flag="--dedup-fact-guard/--no-dedup-fact-guard")
     decontaminate: list[Path] = _opt(
         default_factory=list, help="Eval set (dataset dir, JSON/JSONL/CSV) whose long n-grams must not appear; repeatable.")
 

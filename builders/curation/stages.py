@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -207,12 +207,14 @@ class DecontaminateStep(GlobalStep):
         return StepResult(kept, rejects, counters, stats)
 
 
-def dedup_config(settings: CurationSettings) -> DedupConfig:
+def dedup_config(settings: CurationSettings, protected_terms: Iterable[str] = ()) -> DedupConfig:
     return DedupConfig(
         threshold=settings.dedup_threshold,
         shingle=settings.dedup_shingle,
         ngram=settings.dedup_ngram,
         num_perm=settings.dedup_num_perm,
+        fact_guard=settings.dedup_fact_guard,
+        protected_terms=frozenset(protected_terms),
     )
 
 
@@ -235,14 +237,17 @@ class DedupStep(GlobalStep):
     name = "dedup"
 
     def __init__(self, fields: list[str], config: DedupConfig, index: Path | None = None,
-                 origin: Callable[[Record], str] = builder_origin, clusters_file: bool = False) -> None:
+                 origin: Callable[[Record], str] = builder_origin, clusters_file: bool = False, kind: str | None = None) -> None:
         self.fields, self.config, self.index, self.origin, self.clusters_file = fields, config, index, origin, clusters_file
+        self.kind = kind  # checked against the index's kind (an sft index must not take pretrain texts)
 
     def __call__(self, records: list[Record]) -> StepResult:
         from medmill.builders.curation.index import DedupIndex
         from medmill.builders.curation.record_dedup import dedup_records
 
         index = DedupIndex.open(self.index, self.config) if self.index else None
+        if index is not None and self.kind:
+            index.check_kind(self.kind)
         out = dedup_records(records, self.fields, self.config, self.origin, index)
         if self.clusters_file:
             files = {"clusters.jsonl": "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in out.clusters)}
@@ -259,12 +264,18 @@ class DedupStep(GlobalStep):
         return result
 
 
-def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record], str] = builder_origin) -> DedupStep:
-    return DedupStep(check_fields(kind, settings.dedup_fields), dedup_config(settings), settings.dedup_index, origin)
+def dedup_step(
+    kind: str, settings: CurationSettings, origin: Callable[[Record], str] = builder_origin, protected_terms: Iterable[str] = ()
+) -> DedupStep:
+    """`protected_terms` (entity names, KG values the build read) are facts: records differing in them
+    are not merged."""
+    config = dedup_config(settings, protected_terms)
+    return DedupStep(check_fields(kind, settings.dedup_fields), config, settings.dedup_index, origin, kind=kind)
 
 
-def curation_steps(kind: str, settings: CurationSettings | None = None) -> list[Step]:
-    """The steps a build of `kind` runs, as `settings` (defaults: all on, PII redacted) asks."""
+def curation_steps(kind: str, settings: CurationSettings | None = None, protected_terms: Iterable[str] = ()) -> list[Step]:
+    """The steps a build of `kind` runs, as `settings` (defaults: all on, PII redacted) asks;
+    `protected_terms` go to the dedup fact guard."""
     settings = settings or CurationSettings()
     steps: list[Step] = [ValidateStep()] if settings.validate_records else []
     if settings.quality:
@@ -276,5 +287,5 @@ def curation_steps(kind: str, settings: CurationSettings | None = None) -> list[
     if settings.decontaminate:
         steps.append(DecontaminateStep(settings))
     if settings.dedup:
-        steps.append(dedup_step(kind, settings))
+        steps.append(dedup_step(kind, settings, protected_terms=protected_terms))
     return steps

@@ -23,7 +23,12 @@ from medmill.builders.kg_qa.scenario_qa import (
     entity_facts,
     split_by_mix,
 )
-from medmill.builders.kg_qa.template_qa import TemplateQAConfig, build_template_records, entity_source
+from medmill.builders.kg_qa.template_qa import (
+    TemplateQAConfig,
+    build_template_records,
+    entity_source,
+    protected_terms,
+)
 from medmill.builders.kg_qa.templates import load_templates
 from medmill.builders.llm.prompts import load_prompt
 from medmill.builders.readers.kg import read_kg
@@ -74,6 +79,9 @@ class KGQABuilder(Builder[KGQAConfig]):
         counters = read.counters.copy()
         counters["entities_read"] = len(entities)
         return Inputs(entities, read.files, read.rejects, counters)
+
+    def protected_terms(self, cfg: KGQAConfig, inputs: Inputs) -> frozenset[str]:
+        return protected_terms(inputs.items)
 
     def generate(self, cfg: KGQAConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
         template_part, llm_part = split_by_mix(inputs.items, cfg.shares, cfg.seed)

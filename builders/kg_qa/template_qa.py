@@ -398,6 +398,14 @@ def _round_robin(lists: list[list[str]], limit: int) -> list[str]:
     return out
 
 
+def protected_terms(entities: Sequence[KGEntity], longest: int = 30) -> frozenset[str]:
+    """The facts a KG build read: entity names and relation values (short ones; long texts are not
+    names). Dedup never merges two records that differ in one of them (1型糖尿病 vs 2型糖尿病)."""
+    terms = {e.name for e in entities}
+    terms |= {v for e in entities for values in e.relations.values() for v in values if len(v) <= longest}
+    return frozenset(t for t in terms if len(t) >= 2)
+
+
 def build_template_records(
     entities: Sequence[KGEntity], templates: KGQATemplates, config: TemplateQAConfig | None = None,
     *, out: Collector | None = None, on_entity: Callable[[], None] | None = None,

@@ -6,6 +6,7 @@ The card is rendered at every build (by the writer) and again at push time, when
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -49,6 +50,8 @@ KIND_HELP = {
     "pretrain": "language modelling: `text`",
 }
 
+GENERATED_START = "<!-- medmill:generated -->"  # push replaces only what lies between these two
+GENERATED_END = "<!-- /medmill:generated -->"
 SUMMARY_START = "<!-- medmill:summary -->"
 SUMMARY_END = "<!-- /medmill:summary -->"
 EXAMPLE_CHARS = 240
@@ -61,12 +64,40 @@ def size_category(n: int) -> str:
     return "n>1T"
 
 
-def config_entry(m: Manifest, config_name: str = "default", data_dir: str = "data") -> dict[str, Any]:
-    """One item of the card's `configs` list: where each split's shards of this build live."""
-    return {
+def config_entry(m: Manifest, config_name: str = "default", data_dir: str = "data", fingerprint: str | None = None) -> dict[str, Any]:
+    """One item of the card's `configs` list: where each split's shards of this build live, and the
+    content fingerprint as the config's `description` (see `content_fingerprint`)."""
+    entry: dict[str, Any] = {
         "config_name": config_name,
         "data_files": [{"split": split, "path": f"{data_dir}/{split}-*"} for split in m.splits],
     }
+    if fingerprint:
+        entry["description"] = f"{FINGERPRINT_PREFIX}{fingerprint}"
+    return entry
+
+
+FINGERPRINT_PREFIX = "medmill content sha256:"
+
+
+def content_fingerprint(m: Manifest, out_dir: Path) -> str | None:
+    """sha256 over every shard's name and bytes (None when a shard is missing).
+
+    `datasets.load_dataset(DIR)` names its cache after the card's YAML (configs with data-file
+    *patterns*, dataset_info sizes), not after the files: a rebuild with other rows of the same sizes
+    would load the old cached rows. `description` is a BuilderConfig field that datasets passes on
+    from the YAML into the config it hashes, so this fingerprint changes the cache key with the content.
+    """
+    digest = hashlib.sha256()
+    for split, info in m.splits.items():
+        for name in info.files:
+            shard = Path(out_dir) / name
+            if not shard.is_file():
+                return None
+            digest.update(f"{split}\0{name}\0".encode())
+            with shard.open("rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:32]
 
 
 def dataset_info(m: Manifest, out_dir: Path, config_name: str = "default") -> dict[str, Any] | None:
@@ -101,6 +132,7 @@ def card_metadata(
     other_configs: Sequence[dict[str, Any]] = (),
     info: dict[str, Any] | None = None,
     other_infos: Sequence[dict[str, Any]] = (),
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """The YAML header: valid for the Hub (huggingface_hub's DatasetCardData round-trips it).
 
@@ -108,7 +140,7 @@ def card_metadata(
     repo; this build's entries replace their namesakes.
     """
     configs = [c for c in other_configs if c.get("config_name") != config_name]
-    configs.append(config_entry(m, config_name, data_dir))
+    configs.append(config_entry(m, config_name, data_dir, fingerprint))
     configs.sort(key=lambda c: (c.get("config_name") != "default", str(c.get("config_name"))))
     if len(configs) > 1:
         for c in configs:
@@ -227,6 +259,44 @@ def _example_json(row: dict[str, Any] | None) -> str:
     return json.dumps(clip(row), ensure_ascii=False, indent=2)
 
 
+def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """(YAML header as a dict, body) of a card; a card without a valid header has an empty one."""
+    match = re.match(r"^---\s*\n(.*?)\n---\s*(?:\n|$)", text, re.S)
+    if not match:
+        return {}, text
+    try:
+        header = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError:
+        return {}, text
+    return (header if isinstance(header, dict) else {}), text[match.end() :]
+
+
+UNION_KEYS = ("tags", "language", "task_categories", "task_ids", "source_datasets")
+
+
+def merge_card(existing: str, generated: str) -> str:
+    """The card to push when the repo already has one: the existing card's own text and YAML keys
+    are kept; medmill's YAML keys and its generated block (between GENERATED_START/END) are replaced
+    - or the block is added below a hand-written card that has none."""
+    old_header, old_body = split_front_matter(existing)
+    new_header, new_body = split_front_matter(generated)
+    header = {**new_header, **{k: v for k, v in old_header.items() if k not in new_header}}
+    for key in UNION_KEYS:  # the user's own tags / languages stay beside medmill's
+        mine, theirs = new_header.get(key), old_header.get(key)
+        if isinstance(mine, list) and isinstance(theirs, list):
+            header[key] = mine + [v for v in theirs if v not in mine]
+    start, end = new_body.find(GENERATED_START), new_body.rfind(GENERATED_END)
+    block = new_body[start : end + len(GENERATED_END)] if start >= 0 and end >= 0 else new_body.strip()
+    o_start, o_end = old_body.find(GENERATED_START), old_body.find(GENERATED_END)
+    if o_start >= 0 and o_end > o_start:
+        body = old_body[:o_start] + block + old_body[o_end + len(GENERATED_END) :]
+    elif old_body.strip():
+        body = old_body.rstrip() + "\n\n" + block + "\n"
+    else:
+        body = block + "\n"
+    return f"---\n{yaml.safe_dump(header, allow_unicode=True, sort_keys=False)}---\n{body}"
+
+
 def summary_of(card_text: str) -> str:
     """The summary paragraph of a card medmill rendered (kept when the card is re-rendered at push)."""
     match = re.search(re.escape(SUMMARY_START) + r"\n(.*?)\n" + re.escape(SUMMARY_END), card_text, re.S)
@@ -264,7 +334,9 @@ def render_card(
     title = f"medmill {m.builder} ({m.kind})"
     info = dataset_info(m, out_dir, config_name)
     header = yaml.safe_dump(
-        card_metadata(m, config_name, data_dir, other_configs, info, other_infos), allow_unicode=True, sort_keys=False
+        card_metadata(m, config_name, data_dir, other_configs, info, other_infos, content_fingerprint(m, out_dir)),
+        allow_unicode=True,
+        sort_keys=False,
     )
     summary = description or (
         f"A {m.kind} dataset of {m.records_total:,} records built by medmill's `{m.builder}` "
@@ -277,6 +349,8 @@ def render_card(
         .render(
             yaml_header=header,
             title=title,
+            generated_start=GENERATED_START,
+            generated_end=GENERATED_END,
             summary_start=SUMMARY_START,
             summary_end=SUMMARY_END,
             summary=summary,

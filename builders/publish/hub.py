@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from medmill.builders.core.fileinfo import sha256_file
 from medmill.builders.core.manifest import Manifest
-from medmill.builders.publish.card import render_card, summary_of
+from medmill.builders.publish.card import merge_card, render_card, summary_of
 from medmill.builders.publish.plots import PLOTS_DIR, existing_plots
 from medmill.schemas.dataset_dir import SHARD_RE, read_manifest
 from medmill.schemas.errors import MedmillError
@@ -138,6 +138,24 @@ def load_manifest(path: Path) -> Manifest:
     return manifest
 
 
+def check_valid(path: Path) -> None:
+    """Refuse to publish what `medmill validate` reports as failed (invalid records, duplicate ids,
+    shards that disagree with manifest.json): one line with the figures and the first problems."""
+    from medmill.builders.core.validate import validate_dir
+
+    report = validate_dir(path, keep=3)
+    if report.ok:
+        return
+    parts = [f"{report.invalid} invalid record(s)"] if report.invalid else []
+    parts += [f"{report.duplicate_ids} duplicate id(s)"] if report.duplicate_ids else []
+    parts += report.manifest_mismatch[:2]
+    first = "; ".join(f"{p.split}/{p.file} row {p.row}: {p.message}" for p in report.problems[:2])
+    raise MedmillError(
+        f"{path} fails validation ({', '.join(parts)}){': ' + first if first else ''}; "
+        f"nothing pushed (see `medmill validate {path}`)"
+    )
+
+
 def render_push_card(
     path: Path,
     manifest: Manifest,
@@ -205,6 +223,7 @@ def plan_offline(path: Path, repo_id: str, config_name: str = "default", revisio
     """The plan against an empty repo (what `--dry-run` shows; it never touches the network)."""
     path = Path(path)
     manifest = load_manifest(path)
+    check_valid(path)
     data_dir, _ = repo_layout(config_name)
     plan = PushPlan(repo_id=repo_id, config_name=config_name, data_dir=data_dir, revision=revision)
     plan.additions = local_files(path, manifest, config_name)
@@ -291,20 +310,25 @@ def _remote_state(api, repo_id: str, revision: str) -> dict[str, Any]:
     return {item.path: item for item in items if isinstance(item, RepoFile)}
 
 
-def _remote_card(api, repo_id: str, revision: str, remote: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """The `configs` and `dataset_info` entries of the card already in the repo (none for a new repo)."""
+def _remote_card(api, repo_id: str, revision: str, remote: dict[str, Any]) -> tuple[list[dict], list[dict], str | None]:
+    """The `configs` and `dataset_info` entries of the card already in the repo, and its text (none
+    for a new repo): the card pushed keeps the text a user wrote there."""
     if "README.md" not in remote:
-        return [], []
+        return [], [], None
     from huggingface_hub import DatasetCard
 
     with tempfile.TemporaryDirectory() as tmp:
         local = api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision, local_dir=tmp)
-        data = DatasetCard(Path(local).read_text(encoding="utf-8")).data.to_dict()
+        text = Path(local).read_text(encoding="utf-8", errors="replace")
+    try:
+        data = DatasetCard(text).data.to_dict()
+    except Exception:  # noqa: BLE001 - a hand-edited header huggingface_hub cannot parse: keep the text, not its configs
+        data = {}
     configs = [c for c in data.get("configs") or [] if isinstance(c, dict) and c.get("config_name")]
     infos = data.get("dataset_info") or []
     infos = [infos] if isinstance(infos, dict) else infos
     infos = [{"config_name": "default", **i} for i in infos if isinstance(i, dict)]
-    return configs, infos
+    return configs, infos, text
 
 
 def _unchanged(local: FileToPush, remote: Any) -> bool:
@@ -333,6 +357,7 @@ def push_dir(
 
     path = Path(path)
     manifest = load_manifest(path)
+    check_valid(path)
     data_dir, _ = repo_layout(config_name)
     token = resolve_token(token)
     api = HfApi(endpoint=endpoint, token=token, library_name="medmill", library_version=__version__)
@@ -353,11 +378,14 @@ def push_dir(
                 base_delay=retry_delay,
             )
         remote = with_retries(lambda: _remote_state(api, repo_id, branch), "list repo files", base_delay=retry_delay)
-        other, other_infos = with_retries(
+        other, other_infos, remote_text = with_retries(
             lambda: _remote_card(api, repo_id, branch, remote), "read remote card", base_delay=retry_delay
         )
         files = local_files(path, manifest, config_name)
-        files.append(FileToPush("README.md", render_push_card(path, manifest, config_name, other, other_infos)))
+        card = render_push_card(path, manifest, config_name, other, other_infos)
+        if remote_text is not None:
+            card = merge_card(remote_text, card.decode("utf-8")).encode("utf-8")
+        files.append(FileToPush("README.md", card))
         for f in files:
             if _unchanged(f, remote.get(f.path_in_repo)):
                 plan.unchanged.append(f.path_in_repo)

@@ -1,14 +1,21 @@
 """PNG plots for dataset cards: length histograms and category bars.
 
-Uses matplotlib's object API on the Agg canvas (no pyplot global state, no display) and a CJK font
-when one is installed, so Chinese category labels do not render as empty boxes.
+Uses matplotlib's object API on the Agg canvas (no pyplot global state, no display). Chinese labels
+need a CJK font, and most containers have none: the font comes with the pip install instead
+(Noto Sans SC, SIL OFL, from the `pylopdf-fonts-zh-cn` wheel, which holds only font files), so a
+card looks the same on every machine. PNG rather than SVG-with-text: the Hub and every Markdown
+viewer show PNG, and text left as text would still need a CJK font on the reader's side. A system CJK
+font is the fallback when the wheel is missing; with no font at all, one warning replaces
+matplotlib's per-glyph ones.
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
+import warnings
 from collections import Counter
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,11 +40,28 @@ COLORS = ("#3b82f6", "#10b981", "#ef4444", "#f59e0b")
 PLOTS_DIR = "plots"
 
 
+def bundled_font_file() -> Path | None:
+    """Noto Sans SC as installed by pip (a dependency of medmill), or None."""
+    try:
+        import pylopdf_fonts_zh_cn
+    except ImportError:
+        return None
+    path = Path(pylopdf_fonts_zh_cn.sans_path())
+    return path if path.is_file() else None
+
+
 @lru_cache(maxsize=1)
 def cjk_font() -> str | None:
-    """The first installed CJK-capable font family matplotlib knows, or None."""
+    """The CJK font family plots use: the pip-installed one, else a system one, else None."""
     from matplotlib import font_manager
 
+    bundled = bundled_font_file()
+    if bundled is not None:
+        try:
+            font_manager.fontManager.addfont(str(bundled))
+            return font_manager.FontProperties(fname=str(bundled)).get_name()
+        except (OSError, RuntimeError, ValueError) as e:
+            log.warning("cannot load the bundled CJK font %s: %s", bundled, e)
     for attempt in range(2):
         installed = {f.name for f in font_manager.fontManager.ttflist}
         for name in CJK_FONTS:
@@ -45,7 +69,8 @@ def cjk_font() -> str | None:
                 return name
         if attempt == 0:
             _add_system_cjk_fonts(font_manager)  # installed after matplotlib cached its font list
-    log.warning("no CJK font found (install fonts-noto-cjk); Chinese labels in plots will not render")
+    log.warning("no CJK font found (reinstall medmill: its pylopdf-fonts-zh-cn dependency is missing); "
+                "Chinese labels in plots will show as boxes")
     return None
 
 
@@ -82,12 +107,37 @@ def _font_kw(font: str | None) -> dict:
     return {"fontfamily": [font, "DejaVu Sans"]} if font else {}
 
 
+@contextmanager
+def _cjk_text(font: str | None):
+    """Every text of the figure (ticks, legend too) in the CJK font with DejaVu Sans as fallback;
+    missing-glyph warnings (no CJK font anywhere) are counted and said once, not once per glyph."""
+    from matplotlib import rc_context
+
+    with rc_context({"font.family": [font, "DejaVu Sans"]} if font else {}), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    missing = [w for w in caught if "missing from font" in str(w.message)]
+    for w in caught:
+        if w not in missing:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:
+        log.warning("%d characters of a plot have no glyph in the available fonts (drawn as boxes)", len(missing))
+
+
 def length_histogram(stats: DatasetStats, out: Path) -> bool:
     """Overlaid character-length histograms of each field (prompt / answer, chosen / rejected, text)."""
     series = [(name, d) for name, d in stats.chars.items() if d.count]
     if not series:
         return False
     fig, font = _figure(7, 3.2)
+    with _cjk_text(font):
+        _draw_histogram(fig, font, series)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, format="png", metadata={"Software": None})
+    return True
+
+
+def _draw_histogram(fig, font: str | None, series: list) -> None:
     ax = fig.add_subplot(1, 1, 1)
     for i, (name, dist) in enumerate(series):
         counts, edges = dist.histogram(bins=30)
@@ -98,9 +148,6 @@ def length_histogram(stats: DatasetStats, out: Path) -> bool:
     ax.legend(frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.subplots_adjust(left=0.09, right=0.98, top=0.9, bottom=0.16)  # fixed: a tight layout costs 2x
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", metadata={"Software": None})
-    return True
 
 
 def category_bars(key: str, counter: Counter, out: Path, top: int = 20) -> bool:
@@ -109,6 +156,14 @@ def category_bars(key: str, counter: Counter, out: Path, top: int = 20) -> bool:
     if not items:
         return False
     fig, font = _figure(7, 0.8 + 0.28 * len(items))
+    with _cjk_text(font):
+        _draw_bars(fig, font, key, counter, items, top)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, format="png", metadata={"Software": None})
+    return True
+
+
+def _draw_bars(fig, font: str | None, key: str, counter: Counter, items: list, top: int) -> None:
     ax = fig.add_subplot(1, 1, 1)
     labels = [str(k) for k, _ in reversed(items)]
     ax.barh(range(len(items)), [v for _, v in reversed(items)], color=COLORS[0])
@@ -120,9 +175,6 @@ def category_bars(key: str, counter: Counter, out: Path, top: int = 20) -> bool:
     widest = max(sum(2 if ord(c) > 0x2E80 else 1 for c in label) for label in labels)
     height_in = fig.get_figheight()
     fig.subplots_adjust(left=min(0.5, 0.04 + 0.0105 * widest), right=0.97, top=1 - 0.35 / height_in, bottom=0.5 / height_in)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", metadata={"Software": None})
-    return True
 
 
 def write_plots(stats: DatasetStats, out_dir: Path, max_category_plots: int = 3) -> list[tuple[str, str]]:

@@ -10,9 +10,11 @@ build-pt.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,6 +250,27 @@ def unwrap_keyed_object(items: list[JsonItem]) -> list[tuple[str, JsonItem]]:
     return [(str(i), item) for i, item in enumerate(items)]
 
 
+@contextmanager
+def _pypdf_log() -> Iterator[list[str]]:
+    """pypdf logs what it finds wrong in a file ("EOF marker not found") straight to stderr; keep those
+    messages for the reject row instead of printing them mid-progress-bar."""
+    said: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    logger = logging.getLogger("pypdf")
+    handler, propagate = _Collect(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def _load_pdf(path: Path, name: str, out: LoadedDocuments) -> None:
     try:
         from pypdf import PdfReader
@@ -256,11 +279,13 @@ def _load_pdf(path: Path, name: str, out: LoadedDocuments) -> None:
             f"{name} is a PDF; reading PDFs needs the pdf extra: pip install 'medmill[pdf]'"
         ) from None
     try:
-        reader = PdfReader(str(path))
-        pages = [page.extract_text() or "" for page in reader.pages]
+        with _pypdf_log() as said:
+            reader = PdfReader(str(path))
+            pages = [page.extract_text() or "" for page in reader.pages]
     except Exception as e:  # noqa: BLE001 - a malformed PDF makes pypdf raise anything (PdfReadError, struct
         # errors, TypeError ...); one bad file must not end the run
-        out.rejects.append(_reject("unreadable_pdf", f"{name}: {type(e).__name__}: {e}", name))
+        note = f" (pypdf: {'; '.join(dict.fromkeys(said))})" if said else ""
+        out.rejects.append(_reject("unreadable_pdf", f"{name}: not a readable PDF: {type(e).__name__}: {e}{note}", name))
         return
     if not any(p.strip() for p in pages):
         out.rejects.append(

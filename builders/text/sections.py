@@ -18,7 +18,7 @@ _PATTERNS: list[tuple[re.Pattern[str], int]] = [
     (re.compile(rf"^[（(][{_CN_NUM}]{{1,3}}[）)]\s*\S.*$"), 14),
 ]
 _MARKDOWN = re.compile(r"^(#{1,6})\s+(\S.*?)\s*#*$")
-_NUMBERED = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){0,4})(?:\s+|(?=[^\d.\s]))([^\d.\s].*)$")
+_NUMBERED = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){0,4})(?:\s+|(?=[^\d.\s、)）]))([^\d.\s、)）].*)$")  # 1、 1) 1）: list items
 _SENTENCE_PUNCT = re.compile(r"[。；！？，]")
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 

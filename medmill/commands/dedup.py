@@ -14,7 +14,9 @@ from medmill.schemas.errors import MedmillError
 def dedup(
     dirs: list[Path] = typer.Argument(..., help="Dataset dir(s) of one record kind; earlier dirs win ties."),
     out: Path = typer.Option(..., "--out", help="Output dataset dir."),
-    threshold: float = typer.Option(0.8, "--threshold", help="Exact Jaccard at or above which records are near-duplicates."),
+    threshold: float = typer.Option(0.6, "--threshold", help="Exact Jaccard at or above which records are near-duplicate candidates."),
+    fact_guard: bool = typer.Option(True, "--fact-guard/--no-fact-guard", help="Keep near-identical records that state different facts (entity names, medical terms, numbers)."),
+    protect: list[Path] = typer.Option([], "--protect", help="File of protected terms (entity names, drug names; whitespace-separated): records differing in one are never merged; repeatable."),
     shingle: str = typer.Option("char", "--shingle", help="char (character n-grams) or word (jieba word n-grams, slower)."),
     ngram: int = typer.Option(0, "--ngram", help="Shingle length (0 = 3 for both char and word; char 3 measured best in bench/dedup.py)."),
     num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations."),
@@ -29,8 +31,10 @@ def dedup(
 
     The first record seen is kept: earlier runs in --index, then the dirs in the order given (within a
     dir: test, validation, train). A record is removed only when its exact Jaccard with a kept record
-    reaches --threshold; its reject names that record and the similarity. No chains: a removed record
-    never causes another removal. clusters.jsonl lists every kept record with its removed copies.
+    reaches --threshold and the two do not state different facts (a differing entity name, protected
+    term, medical term or number keeps both: counted as fact_guarded_pairs); its reject names that
+    record and the similarity. No chains: a removed record never causes another removal.
+    clusters.jsonl lists every kept record with its removed copies.
     """
     from medmill.builders.curation.dedup import DedupConfig
     from medmill.builders.curation.index import DedupIndex
@@ -48,10 +52,12 @@ def dedup(
         raise MedmillError(f"--num-perm must be in [16, 1024], got {num_perm}")
     if ngram < 0:
         raise MedmillError(f"--ngram must be positive, got {ngram}")
-    for p in decontaminate:
+    for p in [*decontaminate, *protect]:
         if not p.exists():
             raise MedmillError(f"file not found: {p}")
-    cfg = DedupConfig(threshold=threshold, shingle=shingle, ngram=ngram, num_perm=num_perm, workers=workers)
+    terms = _protected_terms(protect)
+    cfg = DedupConfig(threshold=threshold, shingle=shingle, ngram=ngram, num_perm=num_perm, workers=workers,
+                      fact_guard=fact_guard, protected_terms=terms)
     settings = curation_config(
         validate_records=False, quality=False, pii=False, safety=False, dedup=False, decontaminate=list(decontaminate),
         decontam_ngram=decontam_ngram, dedup_threshold=threshold,
@@ -61,15 +67,26 @@ def dedup(
         DedupIndex.open(index, cfg)  # a bad index is an error before anything is read
 
     def make_steps(kind: str) -> list:
-        return [DedupStep(check_fields(kind, field_list), cfg, index, origin_of, clusters_file=True)]
+        return [DedupStep(check_fields(kind, field_list), cfg, index, origin_of, clusters_file=True, kind=kind)]
 
-    params = {"threshold": threshold, "shingle": shingle, "ngram": cfg.params.ngram, "num_perm": num_perm,
-              "fields": field_list, "index": str(index) if index else None, "decontaminate": [str(p) for p in decontaminate]}
+    params = {"threshold": threshold, "fact_guard": fact_guard, "protect": [str(p) for p in protect], "shingle": shingle,
+              "ngram": cfg.params.ngram, "num_perm": num_perm, "fields": field_list, "index": str(index) if index else None,
+              "decontaminate": [str(p) for p in decontaminate]}
     manifest = run_over_dirs("dedup", dirs, out, settings, params, make_steps)
     if index is not None:
         grown = DedupIndex.open(index, cfg)
         added = manifest.curation.get("dedup", {}).get("out", 0)
         typer.echo(f"index {index}: {grown.meta['records']} records" + (f" (added {grown.meta['parts'][-1]})" if added else ""))
+
+
+def _protected_terms(files: list[Path]) -> frozenset[str]:
+    from medmill.builders.readers.textio import read_text
+
+    terms: set[str] = set()
+    for path in files:
+        text = read_text(path).text
+        terms |= {w for line in text.splitlines() for w in line.split("#", 1)[0].split()}
+    return frozenset(terms)
 
 
 def register(app: typer.Typer) -> None:

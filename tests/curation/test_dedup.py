@@ -118,7 +118,7 @@ def test_near_duplicates_found_and_deterministic():
     s = sets(texts, DedupConfig().params)
     for i in np.flatnonzero(~first.keep):
         j = first.dup_of[i]
-        assert j < i and first.keep[j] and first.similarity[i] >= 0.8
+        assert j < i and first.keep[j] and first.similarity[i] >= DedupConfig().threshold
         assert first.similarity[i] == pytest.approx(mh.jaccard(s[i], s[j]))
 
 

@@ -119,8 +119,10 @@ def test_card_metadata_round_trips_through_huggingface_hub(tmp_path, kind):
         {
             "config_name": "default",
             "data_files": [{"split": "train", "path": "data/train-*"}, {"split": "validation", "path": "data/validation-*"}],
+            "description": data["configs"][0]["description"],  # the content fingerprint (issue 12 #24)
         }
     ]
+    assert data["configs"][0]["description"].startswith("medmill content sha256:")
     assert "Not medical advice" in text and "非医疗建议" in text
     assert "```bibtex" in text
     assert summary_of(text) == f"Test {kind} data for medmill."
