@@ -1,0 +1,1 @@
+"""Doctor–patient dialogue corpora -> cleaned multi-turn sft records (medmill build-dialogue)."""
