@@ -70,7 +70,7 @@ def test_genmedgpt_shared_instruction_is_a_system_prompt(samples_dir: Path):
     f = read_dialogue_file(samples_dir / "chatdoctor_genmedgpt5k_sample.json", "c.json")
     for d in dialogues(f):
         assert d.turns[0] == ("system", "If you are a doctor, please answer the medical questions based on the patient's description.")
-        assert d.turns[1][0] == "user" and "doctor" in d.turns[1][1].lower()
+        assert d.turns[1] == ("user", d.raw["input"])
         assert "If you are a doctor" not in d.turns[1][1]
 
 
