@@ -20,6 +20,8 @@ from medmill.schemas import Message, RejectRow, SFTRecord, Source
 
 BUILDER = "dialogue"
 BUILDER_VERSION = "1"
+# --language auto: a file whose records are at least this share one language rejects the others as strays
+AUTO_LANGUAGE_MAJORITY = 0.9
 
 
 @dataclass
@@ -118,7 +120,10 @@ def _check_language(mine: list[_Candidate], expected: str, report: FileReport, o
         return mine
     langs = [language_of(c.turns) for c in mine]
     if expected == "auto":
-        expected = Counter(langs).most_common(1)[0][0]
+        expected, n = Counter(langs).most_common(1)[0]
+        if n < AUTO_LANGUAGE_MAJORITY * len(langs):
+            report.language = "mixed"  # a bilingual file: no language is the odd one out
+            return mine
     report.language = expected
     kept = []
     for c, lang in zip(mine, langs):

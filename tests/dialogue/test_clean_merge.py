@@ -170,10 +170,12 @@ def test_build_accounts_every_row_per_file_and_applies_prompts(samples_dir: Path
 
 
 def test_language_check_rejects_the_odd_one_out():
-    zh = [[("user", f"头痛第{i}天怎么办？"), ("assistant", f"建议多休息第{i}次。")] for i in range(5)]
+    zh = [[("user", f"头痛第{i}天怎么办？"), ("assistant", f"建议多休息第{i}次。")] for i in range(12)]
     en = [[("user", "What should I do about a headache?"), ("assistant", "Rest and drink water.")]]
     f = _file("mixed.json", zh + en)
     b = build_dialogue_records([f], CFG, PromptConfig())
     assert b.reports[0].language == "zh" and b.reports[0].rejected == Counter(wrong_language=1)
     b = build_dialogue_records([_file("mixed.json", zh + en)], CleanConfig(language="any"), PromptConfig())
-    assert len(b.records) == 6
+    assert len(b.records) == 13
+    b = build_dialogue_records([_file("half.json", zh[:3] + en * 2)], CFG, PromptConfig())
+    assert b.reports[0].language == "mixed" and len(b.records) == 5
