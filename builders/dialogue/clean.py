@@ -94,7 +94,8 @@ class Cleaned:
 
 
 def visible_len(text: str) -> int:
-    return len(text) - sum(1 for ch in text if ch.isspace())
+    """Characters without whitespace (str.split runs in C: this is on the hot path of every turn)."""
+    return sum(map(len, text.split()))
 
 
 def normalise_whitespace(text: str, counts: Counter) -> str:

@@ -87,7 +87,7 @@ def run_dialogue(cfg: DialogueBuildConfig, *, command: str, progress: Progress |
         curation={**curated.stats, "inputs": per_file},
         prompts=[{"id": "dialogue_lexicon", "version": lexicon.version}],
         timings={"read": t1 - t0, "generate": t2 - t1, **{f"curate.{k}": v for k, v in curated.timings.items()},
-                 "curate": time.perf_counter() - t2},
+                 "curation": time.perf_counter() - t2},
         description=DESCRIPTION + "\n\n" + per_file_markdown(per_file),
     )
     manifest = finish_build(cfg.out, curated.records, built.rejects + curated.rejects, info, started=t0)

@@ -174,6 +174,7 @@ def test_output_trains_with_medmill_train_sft(samples_out: Path, tmp_path: Path)
                      "--dataloader_num_workers", "0", "--save_steps", "1000", "--logging_steps", "2")
         assert result.exit_code == 0, (result.output, result.exception)
         report = json.loads((tmp_path / "sft" / "medmill_train.json").read_text(encoding="utf-8"))
-        assert report
+        assert report["global_step"] == 4
+        assert report["lengths"]["examples"] == len(rows(samples_out)["train"])
     finally:
         torch.set_num_threads(threads)
