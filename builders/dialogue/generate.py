@@ -89,10 +89,13 @@ def build_dialogue_records(
                 continue
             mine.append(_Candidate(fi, item, cleaned.turns))
         candidates += _check_language(mine, clean.language, report, out, f.name)
-    plan = plan_prefix_merge([c.turns for c in candidates]) if merge_prefixes else None
+    # the plan's groups keep a conversation's copies in one split even when the copies are kept
+    plan = plan_prefix_merge([c.turns for c in candidates])
+    if not merge_prefixes:
+        plan.copy_of = [None] * len(candidates)
     merged_into: Counter = Counter()
     for i, c in enumerate(candidates):
-        holder = plan.copy_of[i] if plan else None
+        holder = plan.copy_of[i]
         if holder is not None:
             h = candidates[holder]
             merged_into[holder] += 1
@@ -101,15 +104,14 @@ def build_dialogue_records(
                     f"the opening turns of the conversation at {files[h.file].name}:{h.item.line}, kept in its longest form",
                     f.name, c.item.line, c.item.raw)
     for i, c in enumerate(candidates):
-        if plan and plan.copy_of[i] is not None:
+        if plan.copy_of[i] is not None:
             continue
         f = files[c.file]
-        record = _record(c, f, prompts, group=plan.group[i] if plan else f"{f.name}:{c.item.line}",
-                         copies=merged_into[i], counters=out.counters)
+        record = _record(c, f, prompts, group=plan.group[i], copies=merged_into[i], counters=out.counters)
         out.records.append(record)
         out.reports[c.file].kept += 1
     out.counters["rows_read"] = sum(r.rows_read for r in out.reports)
-    out.counters["prefix_copies_merged"] = plan.copies if plan else 0
+    out.counters["prefix_copies_merged"] = plan.copies
     for r in out.reports:
         out.counters.update(r.cleaning)
     return out
@@ -126,7 +128,7 @@ def _check_language(mine: list[_Candidate], expected: str, report: FileReport, o
             return mine
     report.language = expected
     kept = []
-    for c, lang in zip(mine, langs):
+    for c, lang in zip(mine, langs, strict=True):
         if lang == expected:
             kept.append(c)
         else:

@@ -239,7 +239,7 @@ def _toyhom_csv(text: str, name: str) -> Iterator[Dialogue | RowProblem]:
             line,
             [("user", _toyhom_question(title, ask)), ("assistant", answer)],
             meta={"department": department.strip(), "title": title.strip()},
-            raw=dict(zip(TOYHOM_COLUMNS, cells)),
+            raw=dict(zip(TOYHOM_COLUMNS, cells, strict=True)),
         )
 
 
@@ -350,7 +350,7 @@ def parse_flattened_history(history: str) -> tuple[list[tuple[str, str]], str | 
         return [], "no <user>: tag"
     if parts[0].strip():
         return [], f"text before the first <user>: tag: {parts[0].strip()[:40]!r}"
-    turns = [("user" if tag == "user" else "assistant", text.strip()) for tag, text in zip(parts[1::2], parts[2::2])]
+    turns = [("user" if tag == "user" else "assistant", text.strip()) for tag, text in zip(parts[1::2], parts[2::2], strict=True)]
     return turns, None
 
 

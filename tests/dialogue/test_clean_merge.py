@@ -140,6 +140,9 @@ def test_build_merges_prefix_copies_and_keeps_them_in_one_group():
     assert [r.reason for r in b.rejects] == ["prefix_copy"] * 3
     assert {r.source.line for r in b.rejects} == {1, 2, 3}
     assert b.reports[0].kept == 2 and b.reports[0].rejected == Counter(prefix_copy=3)
+    kept = build_dialogue_records([f], CFG, PromptConfig(), merge_prefixes=False)
+    assert len(kept.records) == 5 and not kept.rejects
+    assert len({r.source.group for r in kept.records if len(r.messages) > 2 or "研究3" in r.messages[0].content}) == 1
 
 
 def test_build_real_bentsao_sample_prefix_copies(samples_dir: Path):
