@@ -87,6 +87,7 @@ def build_dialogue_records(
             if cleaned.reason is not None:
                 _reject(out, report, "clean", cleaned.reason, cleaned.message, f.name, item.line, item.raw)
                 continue
+            item.raw = None  # accepted: the raw row is not needed again (200k rows: hundreds of MiB)
             mine.append(_Candidate(fi, item, cleaned.turns))
         candidates += _check_language(mine, clean.language, report, out, f.name)
     # the plan's groups keep a conversation's copies in one split even when the copies are kept
@@ -102,7 +103,7 @@ def build_dialogue_records(
             f = files[c.file]
             _reject(out, out.reports[c.file], "merge", "prefix_copy",
                     f"the opening turns of the conversation at {files[h.file].name}:{h.item.line}, kept in its longest form",
-                    f.name, c.item.line, c.item.raw)
+                    f.name, c.item.line, _as_messages(c.turns))
     for i, c in enumerate(candidates):
         if plan.copy_of[i] is not None:
             continue
@@ -132,8 +133,12 @@ def _check_language(mine: list[_Candidate], expected: str, report: FileReport, o
         if lang == expected:
             kept.append(c)
         else:
-            _reject(out, report, "clean", "wrong_language", f"reads as {lang}, the file is {expected}", name, c.item.line, c.item.raw)
+            _reject(out, report, "clean", "wrong_language", f"reads as {lang}, the file is {expected}", name, c.item.line, _as_messages(c.turns))
     return kept
+
+
+def _as_messages(turns: list[Turn]) -> list[dict[str, str]]:
+    return [{"role": r, "content": t} for r, t in turns]
 
 
 def _reject(out: DialogueBuild, report: FileReport, stage: str, reason: str, message: str, name: str, line: int, raw: Any) -> None:
