@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from medmill.builders.dialogue.config import CleanConfig
+from medmill.builders.text.cjk import cjk_share
 from medmill.schemas.errors import MedmillError
 
 Turn = tuple[str, str]
@@ -27,8 +28,7 @@ _FULLWIDTH_NEAR_CJK = re.compile(f"(?<=[{_CJK}，。；：、！？）”])\u300
 _SPACES = re.compile("[ \t\u3000\xa0]+")
 _BLANK_LINES = re.compile(r"\n\s*\n(?:\s*\n)+")
 _LEADING_PUNCT = re.compile(r"^[\s，,、；;：:。.！!]+")
-_CJK_CHAR = re.compile(f"[{_CJK}]")
-_LATIN = re.compile(r"[A-Za-z]")
+LANGUAGE_SAMPLE_CHARS = 400
 _SIGNOFF_WINDOW = 240
 
 
@@ -191,15 +191,10 @@ def repair_roles(turns: list[Turn], counts: Counter) -> tuple[list[Turn], str | 
     return system + merged, None
 
 
-def cjk_share(text: str) -> float:
-    """Share of Chinese characters among Chinese characters and Latin letters (0 when there are none)."""
-    cjk = len(_CJK_CHAR.findall(text))
-    latin = len(_LATIN.findall(text))
-    return cjk / (cjk + latin) if cjk + latin else 0.0
-
-
 def language_of(turns: list[Turn]) -> str:
-    return "zh" if cjk_share("".join(t for r, t in turns if r != "system")) >= 0.3 else "en"
+    """zh or en from the share of Chinese among the letters of the first few hundred characters."""
+    sample = "".join(t for r, t in turns if r != "system")[:LANGUAGE_SAMPLE_CHARS]
+    return "zh" if cjk_share(sample, no_letters=1.0) >= 0.3 else "en"
 
 
 def clean_turns(turns: list[Turn], cfg: CleanConfig, lexicon: Lexicon) -> Cleaned:

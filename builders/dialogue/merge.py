@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from medmill.schemas.records import normalise_for_compare
+from medmill.builders.text.normalise import normalise
 
 Turn = tuple[str, str]
 
@@ -38,7 +38,7 @@ def _prefix_digests(turns: Sequence[Turn]) -> list[str]:
     digests: list[str] = []
     body = [t for r, t in turns if r != "system"]
     for i, text in enumerate(body, start=1):
-        h.update(normalise_for_compare(text).encode())
+        h.update(normalise(text).encode())
         h.update(b"\x00")
         if i % 2 == 0:
             digests.append(h.hexdigest())

@@ -16,16 +16,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.build import finish_build
+from medmill.builders.core.build import finish_build
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.pipeline import LocalExecutor
+from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
 from medmill.builders.dialogue.clean import Lexicon
 from medmill.builders.dialogue.config import CleanConfig, PromptConfig, ReadConfig
 from medmill.builders.dialogue.generate import BUILDER, FileReport, build_dialogue_records
-from medmill.builders.manifest import Manifest
-from medmill.builders.pipeline import LocalExecutor
 from medmill.builders.readers.dialogue import ReaderOptions, collect_dialogue_inputs, read_dialogue_file
-from medmill.builders.writer import BuildInfo
 
 DESCRIPTION = (
     "Multi-turn doctor–patient conversations read from public dialogue corpora and cleaned: templated "

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmill.builders.dataset_dir import detect_kind, iter_rows, read_manifest
 from medmill.builders.readers.documents import collect_files, not_text_problem
 from medmill.builders.readers.textio import DecodedText, detect_encoding, iter_json_items, sniff_json_layout
+from medmill.schemas.dataset_dir import detect_kind, iter_rows, read_manifest
 from medmill.schemas.errors import MedmillError
 
 FORMATS = ("toyhom", "alpaca", "icliniq", "sharegpt", "openai", "bentsao", "medicalgpt-reward", "dataset")

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import medmill.cli
-from medmill.builders.dataset_dir import split_files
+from medmill.schemas.dataset_dir import split_files
 from medmill.schemas.errors import MedmillError
 from tests.dialogue import corpora
 
