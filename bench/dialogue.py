@@ -1,5 +1,6 @@
 """Rows per second and peak memory of the whole `medmill build-dialogue` command on a generated
-Toyhom-format CSV (gb18030, quoted multi-line answers, 无 asks, a few ragged rows), 200k rows by default.
+Toyhom-format CSV (gb18030, quoted multi-line answers, 无 asks, a few ragged rows, 5% exact duplicate
+rows as in the real sample), 200k rows by default.
 
 Baseline: `pandas.read_csv(encoding="gb18030")` of the same file, i.e. only decoding and CSV parsing,
 what the corpora's own converters do before their (broken) cleaning. The command runs in a child
@@ -45,7 +46,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     src = work / "内科.csv"
     t = time.perf_counter()
-    wrote = write_toyhom_csv(src, a.rows, ragged_every=10_000)
+    wrote = write_toyhom_csv(src, a.rows, ragged_every=10_000, duplicate_every=20)
     print(f"generated {wrote['rows']:,} rows ({src.stat().st_size / 2**20:,.1f} MiB gb18030) in {time.perf_counter() - t:.1f}s")
 
     # baseline first: the child-rusage peak only grows, so the smaller process must run first

@@ -18,28 +18,50 @@ OPENERS = ["您好，", "你好，根据你的叙述，", "", "", "亲爱的咨�
 SIGNOFFS = ["感谢您的进行咨询，期望我的解释对你有所帮助。", "以上可以做为参考。", "祝您早日康复！", "", ""]
 
 
+WORDS = (
+    "头痛 发热 咳嗽 乏力 失眠 胸闷 心慌 腹泻 便秘 恶心 呕吐 腰酸 关节痛 皮疹 瘙痒 耳鸣 视力模糊 口干 多尿 水肿 "
+    "血压 血糖 血脂 肝功能 肾功能 尿酸 甲状腺 心电图 彩超 胃镜 核磁共振 血常规 尿常规 转氨酶 胆固醇 "
+    "高血压 糖尿病 胃炎 癫痫 脂肪肝 肺炎 肾结石 乙肝 偏头痛 冠心病 痛风 哮喘 贫血 颈椎病 结肠炎 "
+    "党参 阿胶 枸杞 黑米 二甲双胍 阿司匹林 布洛芬 奥美拉唑 硝苯地平 胰岛素 头孢 维生素 钙片 "
+    "最近 一直 偶尔 早上 晚上 饭后 运动后 已经 三天 一周 半年 多年 反复 加重 缓解 "
+    "建议 注意 饮食 清淡 低盐 低脂 规律 作息 按时 服药 复查 就医 检查 观察 控制 体重 戒烟 限酒 锻炼 "
+    "可能 考虑 引起 导致 属于 常见 需要 及时 明确 诊断 治疗 方案 药物 剂量 副作用 医生 指导"
+).split()
+
+
+def _sentence(rng: random.Random, lo: int, hi: int) -> str:
+    words = rng.choices(WORDS, k=rng.randint(lo, hi))
+    parts, out = [], []
+    for w in words:
+        out.append(w)
+        if rng.random() < 0.2:
+            parts.append("".join(out))
+            out = []
+    parts.append("".join(out))
+    return "，".join(p for p in parts if p)
+
+
 def _question(rng: random.Random, i: int) -> tuple[str, str]:
-    d = rng.choice(DISEASES)
-    title = f"{d}患者第{i}号能吃{rng.choice(['党参', '阿胶', '枸杞', '黑米'])}吗？"
-    ask = (f"我有{d}{rng.randint(1, 30)}年了，最近{rng.choice(['头晕', '乏力', '失眠', '胸闷'])}，"
-           f"想问一下医生{title}谢谢。")
+    title = _sentence(rng, 3, 6) + "怎么办？"
+    ask = _sentence(rng, 12, 30) + "，请问医生" + title
     return title, ask
 
 
 def _answer(rng: random.Random, i: int, multiline: bool) -> str:
-    body = (f"{rng.choice(DISEASES)}的病人第{i}次咨询：一般可以适量食用，注意低盐低脂饮食，按时服药，"
-            f"定期复查{rng.choice(['血压', '血糖', '肝功能', '肾功能'])}，如有不适及时就医")
+    body = _sentence(rng, 25, 70)
     if multiline:
-        body += "。\n治疗原则：\u3000\u3000一、控制饮食，二、规律作息，三、遵医嘱用药"
+        body += "。\n治疗原则：\u3000\u3000一、" + _sentence(rng, 4, 8) + "，二、" + _sentence(rng, 4, 8)
     return rng.choice(OPENERS) + body + "。" + rng.choice(SIGNOFFS)
 
 
-def write_toyhom_csv(path: Path, rows: int, *, seed: int = 0, ragged_every: int = 0) -> dict[str, int]:
+def write_toyhom_csv(path: Path, rows: int, *, seed: int = 0, ragged_every: int = 0, duplicate_every: int = 0) -> dict[str, int]:
     """A Toyhom CSV in gb18030: header department,title,ask,answer; every 7th answer quoted and
     multi-line, every 50th ask 无 (the title is the question), every 11th row with a comma in the ask
-    (quoted); `ragged_every` > 0 adds a row with a missing cell that often. Returns what it wrote."""
+    (quoted); `ragged_every` > 0 adds a row with a missing cell that often, `duplicate_every` > 0 repeats
+    the previous row that often (the real sample has 378 exact duplicates in 7,645 rows). Returns what it wrote."""
     rng = random.Random(seed)
-    counts = {"rows": 0, "no_ask": 0, "ragged": 0, "multiline": 0}
+    counts = {"rows": 0, "no_ask": 0, "ragged": 0, "multiline": 0, "duplicates": 0}
+    previous: list[str] | None = None
     with open(path, "w", encoding="gb18030", newline="") as f:
         f.write("department,title,ask,answer\n")
         for i in range(rows):
@@ -54,6 +76,10 @@ def write_toyhom_csv(path: Path, rows: int, *, seed: int = 0, ragged_every: int 
             if ragged_every and i % ragged_every == ragged_every - 1:
                 cells = cells[:3]
                 counts["ragged"] += 1
+            elif duplicate_every and previous and i % duplicate_every == duplicate_every - 1:
+                cells = previous
+                counts["duplicates"] += 1
+            previous = cells
             f.write(",".join(_csv_cell(c) for c in cells) + "\n")
             counts["rows"] += 1
     return counts
