@@ -1,1 +1,4 @@
-"""Doctor–patient dialogue corpora -> cleaned multi-turn sft records (medmill build-dialogue)."""
+"""Doctor–patient dialogue corpora -> cleaned multi-turn sft records (`medmill build-dialogue`)."""
+
+BUILDER = "dialogue"
+BUILDER_VERSION = "1"

@@ -12,14 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from medmill.builders.dialogue import BUILDER, BUILDER_VERSION
 from medmill.builders.dialogue.clean import Lexicon, Turn, clean_turns, language_of
 from medmill.builders.dialogue.config import CleanConfig, PromptConfig
 from medmill.builders.dialogue.merge import plan_prefix_merge
 from medmill.builders.readers.dialogue import Dialogue, DialogueFile
 from medmill.schemas import Message, RejectRow, SFTRecord, Source
 
-BUILDER = "dialogue"
-BUILDER_VERSION = "1"
 # --language auto: a file whose records are at least this share one language rejects the others as strays
 AUTO_LANGUAGE_MAJORITY = 0.9
 

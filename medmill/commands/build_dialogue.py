@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from medmill.builders.curation.settings import CurationSettings
-from medmill.commands._common import option_error, parse_source_licenses
+from medmill.commands._common import build_config, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.config import ConfigOption
-from medmill.console import build_summary, console, progress
+from medmill.console import build_summary, console, progress_bars
 from medmill.invocation import invocation
 
 FORMAT_HELP = ("auto (detected from content), toyhom (CSV or .txt), alpaca, icliniq, sharegpt, openai, bentsao, "
                "medicalgpt-reward, dataset (a medmill sft dir)")
-
-
-@contextmanager
-def _row_bar(total: int) -> Iterator[Callable[[], None]]:
-    with progress() as bar:
-        task = bar.add_task("cleaning", total=total, status="rows")
-        yield lambda: bar.advance(task)
 
 
 def build_dialogue(
@@ -41,6 +32,7 @@ def build_dialogue(
     strip_templates: bool = typer.Option(True, "--strip-templates/--keep-templates", help="Remove templated greetings and sign-offs from doctor turns."),
     lexicon: Path | None = typer.Option(None, "--lexicon", help="Your own openers / sign-offs / placeholders YAML (shape of medmill's dialogue lexicon.yaml)."),
     merge_prefixes: bool = typer.Option(True, "--merge-prefixes/--keep-prefixes", help="Keep each conversation once, in its longest form."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N rows of the inputs (trial runs)."),
     seed: int = typer.Option(42, "--seed", help="Seed of the splits."),
     val_size: float = typer.Option(0.0, "--val-size", help="Share of records in the validation split (grouped by conversation)."),
     test_size: float = typer.Option(0.0, "--test-size", help="Share of records in the test split (grouped by conversation)."),
@@ -51,29 +43,27 @@ def build_dialogue(
     curation: CurationSettings,
 ) -> None:
     """Turn doctor–patient dialogue corpora into clean multi-turn conversations (formats detected per file)."""
-    from pydantic import ValidationError
-
-    from medmill.builders.dialogue.config import CleanConfig, PromptConfig, ReadConfig
-    from medmill.builders.dialogue.run import DialogueBuildConfig, run_dialogue
+    from medmill.builders.core.run import run_build
+    from medmill.builders.dialogue.build import DialogueBuilder, DialogueConfig
 
     t0 = time.perf_counter()
-    try:
-        cfg = DialogueBuildConfig(
-            inputs=inputs, out=out,
-            read=ReadConfig(format=format, answer_field=answer_field, merge_prefixes=merge_prefixes),
-            clean=CleanConfig(min_chars=min_chars, max_chars=max_chars, language=language,
-                              strip_templates=strip_templates, lexicon=lexicon),
-            prompts=PromptConfig(system_prompt=system_prompt, department_prompt=department_prompt),
-            seed=seed, val_size=val_size, test_size=test_size, license=license,
-            source_licenses=parse_source_licenses(source_license),
-            curation=curation.model_copy(update={"min_chars": min_chars, "max_chars": max(max_chars, min_chars)}),
-        )
-    except ValidationError as e:
-        raise option_error(e) from None
+    cfg = build_config(
+        DialogueConfig,
+        inputs=inputs, out=out,
+        read={"format": format, "answer_field": answer_field, "merge_prefixes": merge_prefixes},
+        clean={"min_chars": min_chars, "max_chars": max_chars, "language": language,
+               "strip_templates": strip_templates, "lexicon": lexicon},
+        prompts={"system_prompt": system_prompt, "department_prompt": department_prompt},
+        seed=seed, val_size=val_size, test_size=test_size, license=license, limit=limit,
+        source_licenses=parse_source_licenses(source_license),
+        curation=curation.model_copy(update={"min_chars": min_chars, "max_chars": max(max_chars, min_chars)}),
+    )
+    builder = DialogueBuilder()
     command = invocation(["build-dialogue", *map(str, inputs), "--out", str(out)])
-    manifest, figures, per_file = run_dialogue(cfg, command=command, progress=_row_bar)
-    _files_table(per_file)
-    build_summary(f"build-dialogue {out}", manifest, [*figures.items(), ("wall time incl. write (s)", time.perf_counter() - t0)])
+    report = run_build(builder, cfg, command=command, progress=progress_bars, render_card=builder.render_card)
+    _files_table(builder.per_file)
+    build_summary(f"build-dialogue {out}", report.manifest,
+                  [*report.figures, ("wall time incl. write (s)", time.perf_counter() - t0)])
 
 
 def _files_table(rows: list[dict[str, Any]]) -> None:
