@@ -131,6 +131,16 @@ def test_generated_corpora_in_one_run_with_folder(tmp_path: Path):
     assert not any(r["messages"][-1]["content"].startswith("Hi") or r["messages"][-1]["content"].endswith("Take care.") for r in en)
 
 
+def test_limit_reads_only_the_first_rows(tmp_path: Path):
+    src = tmp_path / "t.csv"
+    corpora.write_toyhom_csv(src, 300)
+    out = tmp_path / "out"
+    build(src, "--out", out, "--limit", "40", "--no-dedup")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["curation"]["inputs"][0]["rows_read"] == 40
+    assert manifest["records_total"] + manifest["rejects_total"] == 40
+
+
 def test_own_dataset_dir_is_an_input(samples_out: Path, tmp_path: Path):
     out = tmp_path / "again"
     build(samples_out, "--out", out, "--system-prompt", "你是一名医生。")
