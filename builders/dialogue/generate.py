@@ -75,7 +75,7 @@ def build_dialogue_records(
         report = FileReport(f.name, f.format, f.encoding, rows_read=f.rows_read)
         out.reports.append(report)
         mine: list[_Candidate] = []
-        for item in f.items:
+        for row, item in enumerate(f.items, start=1):
             if on_row is not None:
                 on_row()
             if not isinstance(item, Dialogue):
@@ -86,6 +86,7 @@ def build_dialogue_records(
             if cleaned.reason is not None:
                 _reject(out, report, "clean", cleaned.reason, cleaned.message, f.name, item.line, item.raw)
                 continue
+            item.meta["row"] = row  # n-th row of its file: tells apart the records of a one-line JSON array
             item.raw = None  # accepted: the raw row is not needed again (200k rows: hundreds of MiB)
             mine.append(_Candidate(fi, item, cleaned.turns))
         candidates += _check_language(mine, clean.language, report, out, f.name)
@@ -167,7 +168,7 @@ def _record(c: _Candidate, f: DialogueFile, prompts: PromptConfig, *, group: str
         Message(role=role, content=text) for role, text in body  # type: ignore[arg-type]
     ]
     meta: dict[str, Any] = {"format": f.format, "turns": len(body) // 2}
-    for key in ("department", "title", "conversation_id", "answer_field", "side", "origin_builder"):
+    for key in ("row", "department", "title", "conversation_id", "answer_field", "side", "origin_builder"):
         if c.item.meta.get(key) not in (None, ""):
             meta[key] = c.item.meta[key]
     if copies:

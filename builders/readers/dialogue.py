@@ -228,8 +228,8 @@ def _toyhom_csv(text: str, name: str) -> Iterator[Dialogue | RowProblem]:
             yield RowProblem(line, "bad_csv", f"{name}:{line}: {error}")
             continue
         assert cells is not None
-        if not any(c.strip() for c in cells):
-            continue
+        if cells in ([], [""]):
+            continue  # a blank line between rows, not a row
         if len(cells) != len(TOYHOM_COLUMNS):
             yield RowProblem(line, "ragged_row", f"{name}:{line}: {len(cells)} cells, expected 4 "
                              f"({','.join(TOYHOM_COLUMNS)})", raw=cells)

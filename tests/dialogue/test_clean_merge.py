@@ -182,3 +182,13 @@ def test_language_check_rejects_the_odd_one_out():
     assert len(b.records) == 13
     b = build_dialogue_records([_file("half.json", zh[:3] + en * 2)], CFG, PromptConfig())
     assert b.reports[0].language == "mixed" and len(b.records) == 5
+
+
+def test_toyhom_row_of_empty_cells_is_a_reject_and_rows_are_numbered(tmp_path: Path):
+    src = tmp_path / "t.csv"
+    src.write_text("department,title,ask,answer\n,,,\n\n内科,头痛怎么办？,无,多休息，必要时服药。\n", encoding="gb18030")
+    f = read_dialogue_file(src, "t.csv")
+    b = build_dialogue_records([f], CFG, PromptConfig())
+    assert [(r.reason, r.source.line) for r in b.rejects] == [("empty_turn", 2)]
+    assert len(b.records) == 1 and b.records[0].meta["row"] == 2 and b.records[0].source.line == 4
+    assert b.records[0].messages[0].content == "头痛怎么办？"
