@@ -53,6 +53,7 @@ def samples_out(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # builds the real samples once (card plots included) and loads them with datasets
 def test_samples_build_passes_validate_and_loads(samples_out: Path):
     assert run("validate", samples_out).exit_code == 0
     from datasets import load_dataset
@@ -76,6 +77,7 @@ def test_samples_build_passes_validate_and_loads(samples_out: Path):
             assert row["messages"][0]["role"] == "system" and "医生" in row["messages"][0]["content"]
 
 
+@pytest.mark.slow  # builds the real samples once (card plots included) and loads them with datasets
 def test_samples_build_exports(samples_out: Path, tmp_path: Path):
     for fmt in ("sharegpt", "openai", "alpaca"):
         target = tmp_path / f"{fmt}.jsonl"
@@ -110,8 +112,8 @@ def test_prefix_copies_merged_and_never_cross_splits(tmp_path: Path):
 def test_generated_corpora_in_one_run_with_folder(tmp_path: Path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    wrote = corpora.write_toyhom_csv(corpus / "内科.csv", 3000, ragged_every=500)
-    corpora.write_genmedgpt(corpus / "chatdoctor5k.json", 500)
+    wrote = corpora.write_toyhom_csv(corpus / "内科.csv", 1200, ragged_every=200)
+    corpora.write_genmedgpt(corpus / "chatdoctor5k.json", 200)
     out = tmp_path / "out"
     result = build(corpus, "--out", out, "--no-dedup")
     assert "ragged_row" in result.output
@@ -119,9 +121,9 @@ def test_generated_corpora_in_one_run_with_folder(tmp_path: Path):
     per_file = {r["file"]: r for r in manifest["curation"]["inputs"]}
     toyhom = per_file["corpus/内科.csv"]
     assert toyhom["rejected"]["ragged_row"] == wrote["ragged"] == 6
-    assert toyhom["rows_read"] == 3000 and toyhom["records_kept"] == 3000 - 6
+    assert toyhom["rows_read"] == 1200 and toyhom["records_kept"] == 1200 - 6
     chat = per_file["corpus/chatdoctor5k.json"]
-    assert chat["format"] == "alpaca" and chat["language"] == "en" and chat["records_kept"] == 500
+    assert chat["format"] == "alpaca" and chat["language"] == "en" and chat["records_kept"] == 200
     rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     ragged = [r for r in rejects if r["reason"] == "ragged_row"]
     assert all(r["source"]["file"] == "corpus/内科.csv" and r["source"]["line"] > 1 for r in ragged)
@@ -141,6 +143,7 @@ def test_limit_reads_only_the_first_rows(tmp_path: Path):
     assert manifest["records_total"] + manifest["rejects_total"] == 40
 
 
+@pytest.mark.slow  # builds the real samples once (card plots included) and loads them with datasets
 def test_own_dataset_dir_is_an_input(samples_out: Path, tmp_path: Path):
     out = tmp_path / "again"
     build(samples_out, "--out", out, "--system-prompt", "你是一名医生。")
@@ -150,13 +153,17 @@ def test_own_dataset_dir_is_an_input(samples_out: Path, tmp_path: Path):
     assert all(r["messages"][0] == {"role": "system", "content": "你是一名医生。"} for r in got)
 
 
-def test_refusals_are_one_line_errors(tmp_path: Path, samples_dir: Path):
+@pytest.mark.slow  # spawns an interpreter
+def test_unknown_shape_is_a_one_line_error(tmp_path: Path):
     notes = tmp_path / "notes.txt"
     notes.write_text("just some text\nnothing else\n", encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "medmill.cli", "build-dialogue", str(notes), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "notes.txt" in proc.stderr and "expected a Toyhom CSV" in proc.stderr
+
+
+def test_bad_options_and_inputs_are_refused(tmp_path: Path, samples_dir: Path):
     toyhom = samples_dir / "toyhom_IM_sample.csv"
     for args, message in [
         (("--system-prompt", "x", "--department-prompt"), "not both"),

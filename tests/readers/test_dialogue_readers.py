@@ -101,6 +101,7 @@ def test_unknown_shapes_are_refused_naming_file_and_expectation(samples_dir: Pat
 # --- generated full-size files --------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 30k rows: the size of a real department file's tens of thousands
 def test_generated_toyhom_csv_full_size_with_ragged_rows(tmp_path: Path):
     path = tmp_path / "内科5000-33000.csv"
     wrote = corpora.write_toyhom_csv(path, 30_000, ragged_every=997)
