@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "build_prefs",
     "build_self_instruct",
     "build_tasks",
+    "build_dialogue",
     "filter_cmd",
     "dedup",
     "validate",

@@ -1,0 +1,4 @@
+"""Doctor–patient dialogue corpora -> cleaned multi-turn sft records (`medmill build-dialogue`)."""
+
+BUILDER = "dialogue"
+BUILDER_VERSION = "1"
