@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "build_book_qa",
     "build_lit_qa",
     "build_prefs",
+    "build_pt",
     "filter_cmd",
     "dedup",
     "validate",
