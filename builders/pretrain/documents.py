@@ -47,8 +47,18 @@ def make_documents(text: str, unit: DocUnit, max_chars: int, min_chars: int = 1)
     pieces: list[DocPiece] = []
     for block in blocks:
         for offset, piece in cut_text(text, block.start, block.end, max_chars):
-            pieces.append(DocPiece(piece, offset, _headings_at(sections, starts, offset)))
+            pieces.append(DocPiece(piece, offset, _headings_at(sections, starts, offset + _body_start(piece))))
     return pieces
+
+
+def _body_start(piece: str) -> int:
+    """Offset of the first line that is not a heading (the path of the text, not of its lead-in)."""
+    offset = 0
+    for line in piece.split("\n"):
+        if detect_heading(line) is None:
+            return offset
+        offset += len(line) + 1
+    return 0
 
 
 def _headings_at(sections: list[Section], starts: list[int], offset: int) -> list[str]:
@@ -121,8 +131,13 @@ def cut_text(text: str, start: int, end: int, max_chars: int) -> list[tuple[int,
             cur_end = line_end
             continue
         if cur_start is not None:
-            out.append((cur_start, text[cur_start:cur_end].strip()))
-            cur_start = None
+            cur_start = _close(text, cur_start, cur_end, out)
+            if cur_start is not None and line_end - cur_start <= max_chars:
+                cur_end = line_end  # trailing headings moved on to the text they introduce
+                continue
+            if cur_start is not None:
+                out.append((cur_start, text[cur_start:cur_end].strip()))
+                cur_start = None
         if line_end - line_start <= max_chars:
             cur_start, cur_end = line_start, line_end
         else:
@@ -130,6 +145,21 @@ def cut_text(text: str, start: int, end: int, max_chars: int) -> list[tuple[int,
     if cur_start is not None:
         out.append((cur_start, text[cur_start:cur_end].strip()))
     return [(o, p) for o, p in out if p]
+
+
+def _close(text: str, start: int, end: int, out: list[tuple[int, str]]) -> int | None:
+    """Emit text[start:end] without its trailing heading lines; return where those headings start
+    (they lead the next piece), or None."""
+    lines = text[start:end].split("\n")
+    keep = len(lines)
+    while keep > 1 and detect_heading(lines[keep - 1]) is not None:
+        keep -= 1
+    if keep == len(lines):
+        out.append((start, text[start:end].strip()))
+        return None
+    cut = start + sum(len(x) + 1 for x in lines[:keep])
+    out.append((start, text[start:cut].strip()))
+    return cut
 
 
 @cache
