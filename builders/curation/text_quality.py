@@ -2,48 +2,60 @@
 share of symbols and of digits, repeated lines, mean line length. Tables of numbers, tables of
 contents, indexes, symbol garbage and navigation lists fail them; prose passes.
 
-Shares are counted with compiled character classes (re.sub in C), not per-character Python, because
+Shares are counted with one numpy lookup table over code points, not per-character Python, because
 build-pt runs them over hundreds of megabytes.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 
-from medmill.builders.pipeline import Step, StepResult
+import numpy as np
+
 from medmill.builders.curation.text import record_text
+from medmill.builders.pipeline import Step, StepResult
 from medmill.schemas import Record, RejectRow
 
-_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LETTER = re.compile(r"[^\W\d_]")
-_DIGIT = re.compile(r"\d")
-_SPACE = re.compile(r"\s")
 _EXTRA_SYMBOLS = "#*|_~<>=^\\@"  # ASCII punctuation that marks markup and tables rather than prose
+LETTER, CJK, DIGIT, SYMBOL, SPACE = 1, 2, 4, 8, 16
 
 
 @cache
-def _symbol_class() -> re.Pattern[str]:
-    """Every BMP symbol (Unicode category S*: ±×÷→■★…) plus markup characters, as one class."""
-    ranges: list[tuple[int, int]] = []
+def _classes() -> np.ndarray:
+    """Per BMP code point a bit set: letter, CJK, digit, symbol (Unicode S*: ±×÷→■★ ..., plus
+    markup characters), whitespace. One table lookup per character instead of a regex per class."""
+    table = np.zeros(0x10000, dtype=np.uint8)
     for cp in range(0x10000):
         if 0xD800 <= cp <= 0xDFFF:
             continue
         ch = chr(cp)
+        flags = 0
+        if ch.isalpha():
+            flags |= LETTER
+        if 0x3400 <= cp <= 0x4DBF or 0x4E00 <= cp <= 0x9FFF or 0xF900 <= cp <= 0xFAFF:
+            flags |= CJK | LETTER
+        if ch.isdigit():
+            flags |= DIGIT
         if unicodedata.category(ch).startswith("S") or ch in _EXTRA_SYMBOLS:
-            if ranges and ranges[-1][1] == cp - 1:
-                ranges[-1] = (ranges[-1][0], cp)
-            else:
-                ranges.append((cp, cp))
-    parts = "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
-    return re.compile(f"[{parts}]")
+            flags |= SYMBOL
+        if ch.isspace():
+            flags |= SPACE
+        table[cp] = flags
+    return table
 
 
-def _count(pattern: re.Pattern[str], text: str) -> int:
-    return len(text) - len(pattern.sub("", text))
+def char_class_counts(text: str) -> dict[int, int]:
+    """How many characters of `text` are letters, CJK, digits, symbols, whitespace (by flag)."""
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    flags = _classes()[cps & 0xFFFF]
+    astral = cps > 0xFFFF
+    if astral.any():  # CJK extension B-F count as CJK letters, other astral characters as letters
+        flags = flags.copy()
+        flags[astral] = np.where((cps[astral] >= 0x20000) & (cps[astral] <= 0x3134F), CJK | LETTER, LETTER)
+    return {f: int(np.count_nonzero(flags & f)) for f in (LETTER, CJK, DIGIT, SYMBOL, SPACE)}
 
 
 @dataclass
@@ -58,16 +70,16 @@ class TextSignals:
 
 
 def text_signals(text: str) -> TextSignals:
-    chars = len(text) - _count(_SPACE, text)
-    letters = _count(_LETTER, text)
-    cjk = _count(_CJK, text)
+    counts = char_class_counts(text)
+    chars = len(text) - counts[SPACE]
+    letters, cjk = counts[LETTER], counts[CJK]
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
     dup = len(lines) - len(set(lines))
     return TextSignals(
         chars=chars,
         cjk_share=cjk / letters if letters else 0.0,
-        symbol_share=_count(_symbol_class(), text) / chars if chars else 0.0,
-        digit_share=_count(_DIGIT, text) / chars if chars else 0.0,
+        symbol_share=counts[SYMBOL] / chars if chars else 0.0,
+        digit_share=counts[DIGIT] / chars if chars else 0.0,
         dup_line_share=dup / len(lines) if lines else 0.0,
         mean_line_chars=sum(map(len, lines)) / len(lines) if lines else 0.0,
         lines=len(lines),

@@ -2,7 +2,7 @@
 footers that survived cleaning, "本文仅供参考" notes. Counted over all documents first (a compact array
 of 64-bit keys, not the texts), then removed from every document, with the count per paragraph.
 
-A paragraph's key is its letters and digits (NFKC, lower case, every run of digits read as 0), so
+A paragraph's key is its letters and digits (lower case, every run of digits read as 0), so
 "©2019 人民卫生出版社" and "©2020 人民卫生出版社" are one paragraph. Paragraphs with fewer than
 `min_chars` letters and digits (headings such as 临床表现) are never counted.
 """
@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from medmill.builders.curation.minhash import clean_for_shingles
-
 _DIGITS = re.compile(r"\d+")
+_NOT_WORD = re.compile(r"[\W_]+")
 
 
 @dataclass
@@ -29,7 +28,11 @@ class BoilerplateConfig:
 
 
 def paragraph_key(line: str, min_chars: int) -> int | None:
-    norm = _DIGITS.sub("0", clean_for_shingles(line))
+    """Texts reach here normalised (NFC, full-width letters and digits made ASCII), so lower case
+    and dropping punctuation and spaces is enough (no NFKC per line: it was half the cost)."""
+    if len(line) < min_chars:
+        return None
+    norm = _DIGITS.sub("0", _NOT_WORD.sub("", line.lower()))
     if len(norm) < min_chars:
         return None
     return xxhash.xxh3_64_intdigest(norm.encode())

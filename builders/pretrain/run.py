@@ -134,7 +134,7 @@ def run_build_pt(cfg: PretrainBuild, command: str = "medmill build-pt", tick: Ti
         curation=curation,
         timings={
             "read_clean_cut": t1 - t0, "boilerplate": t2 - t1, **{f"curate.{k}": v for k, v in result.timings.items()},
-            "curate": t3 - t2, "tokens": t4 - t3,
+            "curation": t3 - t2, "tokens": t4 - t3,
         },
         description=describe_build(cfg, counters, remover.stats(), token_stats),
     )
