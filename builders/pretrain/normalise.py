@@ -57,3 +57,16 @@ class T2S:
         if counts is not None and out != text:
             counts["t2s_chars"] += sum(a != b for a, b in zip(out, text, strict=False))
         return out
+
+
+_SPACE_RUN = re.compile("[ \t\u3000\xa0]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def tidy_whitespace(text: str, counts: Counter | None = None) -> str:
+    """For texts that skip cleaning (rendered records, dataset rows): full-width and no-break spaces
+    become one ASCII space, runs collapse, lines are stripped, blank-line runs shrink to one."""
+    if counts is not None:
+        counts["fullwidth_spaces"] += text.count("\u3000")
+    lines = [_SPACE_RUN.sub(" ", line).strip() for line in text.split("\n")]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()

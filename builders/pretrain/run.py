@@ -24,7 +24,7 @@ from medmill.builders.pretrain.boilerplate import BoilerplateConfig, Boilerplate
 from medmill.builders.pretrain.config import BUILDER, BUILDER_VERSION, PretrainBuild
 from medmill.builders.pretrain.documents import make_documents
 from medmill.builders.pretrain.mixing import parse_mix, plan_mix
-from medmill.builders.pretrain.normalise import T2S, normalise_text
+from medmill.builders.pretrain.normalise import T2S, normalise_text, tidy_whitespace
 from medmill.builders.pretrain.sources import InputLog, iter_sources
 from medmill.builders.pretrain.tokens import TokenCounter
 from medmill.builders.text_clean import clean_text
@@ -66,6 +66,8 @@ def run_build_pt(cfg: PretrainBuild, command: str = "medmill build-pt", tick: Ti
             cleaned = clean_text(text, cfg.clean)
             counts.update({f"clean.{k}": v for k, v in cleaned.counts.items() if v})
             text = cleaned.text
+        else:
+            text = tidy_whitespace(text, counts)
         if not text.strip():
             rejects.append(_reject("clean", "empty_after_cleaning", f"{src.name}: nothing left after cleaning", src.name, src.line))
             continue

@@ -306,3 +306,28 @@ def test_train_pt_on_a_build_pt_mixture(tmp_path):
         torch.set_num_threads(before)
     assert result.metrics["blocks"] > 10
     assert result.history["loss"][-1] < 0.8 * result.history["loss"][0]
+
+
+def test_real_samples_come_out_clean(samples_dir, tmp_path):
+    """The textbook, guideline and book_data samples of ../shared/samples (skipped when absent)."""
+    import re
+
+    names = ["medicalgpt_pretrain_fever_textbook_sample.txt", "tcmchat_pretrain_book_sample.txt",
+             "medicalgpt_zh_book_data_sample.json", "medicalgpt_rag_medical_corpus_sample.txt"]
+    out = tmp_path / "pt"
+    build(*[samples_dir / n for n in names], "--out", out, "--val-size", "0")
+    got = all_rows(out)
+    files = {r["source"]["file"] for r in got}
+    assert files == set(names)
+    for r in got:
+        text = r["text"]
+        assert not any(re.fullmatch(r"\d{1,4}", line.strip()) for line in text.split("\n"))  # no page numbers
+        assert not re.search(r"\[\d{1,3}\]", text)  # citation marks stripped
+        assert "，" in text or "。" in text or "：" in text  # full-width punctuation kept
+        assert "\u3000" not in text
+    fever = [r["text"] for r in sorted(got, key=lambda r: r["source"]["offset"] or 0) if r["source"]["file"].startswith("medicalgpt_pretrain_fever")]
+    assert fever[0].startswith("第一章论\n传染病是指由病原微生物")
+    tcm = [json.loads(r["meta"]).get("headings") for r in got if r["source"]["file"].startswith("tcmchat")]
+    assert any(h and h[-1].startswith("3.1.1") for h in tcm)  # sections keep their heading path
+    kinds = {json.loads(r["meta"])["kind"] for r in got}
+    assert kinds == {"txt", "json", "dialogue"}  # 问/答 JSON Lines in a .txt rendered as dialogue
