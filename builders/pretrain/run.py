@@ -34,6 +34,7 @@ from medmill.schemas.errors import MedmillError
 from medmill.schemas.records import stable_id
 
 TOKEN_BATCH = 512
+FILES_LISTED = 100
 Tick = Callable[[int], None]  # progress: called with the number of input characters just processed
 
 
@@ -155,12 +156,16 @@ def _count_tokens(records: list[Any], counter: TokenCounter) -> tuple[list[Pretr
     out: list[PretrainRecord] = []
     by_kind: Counter = Counter()
     docs_by_kind: Counter = Counter()
+    by_file: Counter = Counter()
+    docs_by_file: Counter = Counter()
     for i in range(0, len(records), TOKEN_BATCH):
         batch = records[i : i + TOKEN_BATCH]
         for r, n in zip(batch, counter.count([r.text for r in batch]), strict=True):
             kind = str(r.meta.get("kind", "text"))
             by_kind[kind] += n
             docs_by_kind[kind] += 1
+            by_file[r.source.file or "?"] += n
+            docs_by_file[r.source.file or "?"] += 1
             out.append(r.model_copy(update={"meta": {**r.meta, "tokens": n}}))
     total = sum(by_kind.values())
     stats = {
@@ -171,6 +176,9 @@ def _count_tokens(records: list[Any], counter: TokenCounter) -> tuple[list[Pretr
         "tokens_per_document": round(total / len(out), 1) if out else 0,
         "tokens_by_input_kind": dict(sorted(by_kind.items())),
         "documents_by_input_kind": dict(sorted(docs_by_kind.items())),
+        # the largest sources (a corpus of thousands of files keeps the manifest small)
+        "by_file": {f: {"documents": docs_by_file[f], "tokens": t} for f, t in by_file.most_common(FILES_LISTED)},
+        "files": len(by_file),
     }
     return out, stats
 
@@ -190,6 +198,11 @@ def describe_build(cfg: PretrainBuild, counters: Counter, boilerplate: dict[str,
         f"Tokens: {tokens['tokens_total']:,} in {tokens['documents']:,} documents ({label}).",
         "",
     ]
+    lines += ["| source | documents | tokens |", "|---|---|---|"]
+    lines += [f"| `{f}` | {v['documents']:,} | {v['tokens']:,} |" for f, v in tokens["by_file"].items()]
+    if tokens["files"] > len(tokens["by_file"]):
+        lines.append(f"| … {tokens['files'] - len(tokens['by_file'])} more | | |")
+    lines.append("")
     if boilerplate["top"]:
         lines += [
             f"Repeated paragraphs removed (found in at least {boilerplate['min_docs']} documents; "

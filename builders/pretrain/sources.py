@@ -108,7 +108,7 @@ def _dataset_dir(path: Path, log: InputLog) -> Iterator[SourceText]:
             text = render_messages(row.get("messages") or [])
         else:
             text = render_messages(list(row.get("prompt") or []) + list(row.get("chosen") or []))
-        ref = f"{label}/{split}/{row.get('id')}"
+        ref = f"{label}#{split}/{row.get('id')}"
         if not isinstance(text, str) or not text.strip():
             log.rejects.append(
                 RejectRow(stage="read", reason="empty", message=f"{shard.name} row {i}: no text",

@@ -105,6 +105,9 @@ def test_textbooks_come_out_clean_and_load(tmp_path):
     assert m["curation"]["tokens"]["estimate"] is True
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "estimated from characters" in card and "版权所有" in card
+    by_file = m["curation"]["tokens"]["by_file"]
+    assert sorted(by_file) == [f"books/book{i}.txt" for i in range(6)] and all(v["documents"] == 3 for v in by_file.values())
+    assert f"| `books/book0.txt` | 3 | {by_file['books/book0.txt']['tokens']:,} |" in card
     metas = [json.loads(r["meta"]) for r in all_rows(out)]
     assert all(meta["tokens"] > 0 for meta in metas)
     # a section's heading path (the first section of a book starts under its copyright page: none)
