@@ -33,14 +33,16 @@ def dedup(
     reaches --threshold; its reject names that record and the similarity. No chains: a removed record
     never causes another removal. clusters.jsonl lists every kept record with its removed copies.
     """
+    from medmill.builders.core.pipeline import Step, StepResult
     from medmill.builders.curation.dedup import DedupConfig
     from medmill.builders.curation.index import DedupIndex
     from medmill.builders.curation.inputs import origin_of
+    from medmill.builders.curation.over_dirs import curate_dirs
     from medmill.builders.curation.record_dedup import RecordDedup, dedup_records
     from medmill.builders.curation.settings import curation_settings
     from medmill.builders.curation.text import check_fields
-    from medmill.builders.pipeline import Step, StepResult
-    from medmill.commands.filter_cmd import run_over_dirs
+    from medmill.console import build_summary
+    from medmill.invocation import invocation
 
     if shingle not in ("char", "word"):
         raise MedmillError(f"--shingle must be char or word, got {shingle!r}")
@@ -75,7 +77,9 @@ def dedup(
 
     params = {"threshold": threshold, "shingle": shingle, "ngram": cfg.params.ngram, "num_perm": num_perm,
               "fields": field_list, "index": str(index) if index else None, "decontaminate": [str(p) for p in decontaminate]}
-    run_over_dirs("dedup", dirs, out, settings, params, make_steps)
+    manifest, rows = curate_dirs("dedup", dirs, out, settings, params, make_steps,
+                                 command_line=invocation(["dedup", *dirs, "--out", out]))
+    build_summary(f"dedup {out}", manifest, rows)
     if opened is not None and "result" in done:
         part = done["result"].add_to(opened)
         typer.echo(f"index {index}: {opened.meta['records']} records" + (f" (added {part})" if part else ""))

@@ -4,7 +4,6 @@ over existing dataset dirs; splits are kept, every drop is a reject row naming i
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +16,10 @@ from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
 if TYPE_CHECKING:
+    from medmill.builders.core.manifest import Manifest
+    from medmill.builders.core.pipeline import Step
+    from medmill.builders.core.writer import BuildInfo
     from medmill.builders.curation.settings import CurationSettings
-    from medmill.builders.manifest import Manifest
-    from medmill.builders.pipeline import Step
-    from medmill.builders.writer import BuildInfo
 
 
 def filter_dirs(
@@ -64,49 +63,13 @@ def filter_dirs(
     run_over_dirs("filter", dirs, out, settings, params={"settings": json.loads(settings.model_dump_json())})
 
 
-def run_over_dirs(
-    command: str,
-    dirs: list[Path],
-    out: Path,
-    settings: CurationSettings,
-    params: dict[str, Any],
-    make_steps: Callable[[str, BuildInfo], list[Step]] | None = None,
-) -> Manifest:
-    """Shared by filter and dedup: read dirs, run the curation steps (`make_steps(kind, info)` adds
-    more, e.g. dedup writing clusters.jsonl into `info.extra_files`), write with the same splits."""
-    from medmill.builders.build import finish_build
-    from medmill.builders.curation.inputs import finalise, load_dirs
-    from medmill.builders.curation.stages import curation_steps
-    from medmill.builders.dataset_dir import read_manifest
-    from medmill.builders.pipeline import Step, StepResult
-    from medmill.builders.writer import BuildInfo
+def run_over_dirs(command: str, dirs: list[Path], out: Path, settings: CurationSettings, params: dict[str, Any],
+                  make_steps: Callable[[str, BuildInfo], list[Step]] | None = None) -> Manifest:
+    """Curate dataset dirs into `out` and print the summary table (shared by filter and dedup)."""
+    from medmill.builders.curation.over_dirs import curate_dirs
 
-    t0 = time.perf_counter()
-    if any(out.resolve() == d.resolve() for d in dirs):
-        raise MedmillError(f"--out {out} is one of the inputs; write to a new dir")
-    loaded = load_dirs(dirs)
-    fixed: dict[str, str] = {}
-
-    def finish(records):
-        kept, splits = finalise(records)
-        fixed.update(splits)
-        return StepResult(kept)
-
-    # the inputs' licenses carry over: one shared license stays the dataset's, each dir's is its shards'
-    licenses = {str(d): str((read_manifest(d) or {}).get("license") or "other") for d in dirs}
-    shared = set(licenses.values())
-    info = BuildInfo(
-        license=shared.pop() if len(shared) == 1 else "other", source_licenses=licenses,
-        kind=loaded.kind, builder=command, command=invocation([command, *dirs, "--out", out]), params={"inputs": [str(d) for d in dirs], **params},
-        inputs=sorted(f for d in dirs for f in (Path(d) / "data").glob("*.parquet")), fixed_splits=fixed, description=f"`medmill {command}` over {', '.join(str(d) for d in dirs)}.",
-    )
-    steps = [*curation_steps(loaded.kind, settings), *(make_steps(loaded.kind, info) if make_steps else []), Step("finalise", finish)]
-    info.counters.update({f"read.{d}": n for d, n in loaded.per_dir.items()})
-    manifest = finish_build(out, loaded.records, loaded.rejects, info, steps, started=t0)
-    rows = [("kind", loaded.kind), ("records read", len(loaded.records) + len(loaded.rejects))]
-    for name, n in sorted(manifest.counters.items()):
-        if not name.startswith("read."):
-            rows.append((name, n))
+    manifest, rows = curate_dirs(command, dirs, out, settings, params, make_steps,
+                                 command_line=invocation([command, *dirs, "--out", out]))
     build_summary(f"{command} {out}", manifest, rows)
     return manifest
 
