@@ -87,7 +87,7 @@ BASELINE = """
 import sys, time
 from pathlib import Path
 from medmill.builders.readers.documents import load_documents
-from medmill.builders.text_clean import clean_text
+from medmill.builders.text.clean import clean_text
 out = 0
 for f in sorted(Path(sys.argv[1]).glob("*.txt")):
     for doc in load_documents([f]).documents:

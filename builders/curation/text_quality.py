@@ -15,8 +15,8 @@ from functools import cache
 
 import numpy as np
 
+from medmill.builders.core.pipeline import Step, StepResult
 from medmill.builders.curation.text import record_text
-from medmill.builders.pipeline import Step, StepResult
 from medmill.schemas import Record, RejectRow
 
 _EXTRA_SYMBOLS = "#*|_~<>=^\\@"  # ASCII punctuation that marks markup and tables rather than prose

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.text_quality import RunningTextConfig
 from medmill.builders.pretrain.documents import DocUnit
-from medmill.builders.text_clean import CleanOptions
+from medmill.builders.text.clean import CleanOptions
 
 BUILDER = "pretrain"
 BUILDER_VERSION = "1"

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
 
-from medmill.builders.chunking import CHINESE_SEPARATORS
-from medmill.builders.text_sections import Section, detect_heading, split_sections
+from medmill.builders.text.chunking import CHINESE_SEPARATORS
+from medmill.builders.text.sections import Section, detect_heading, split_sections
 
 DocUnit = Literal["file", "section", "paragraph"]
 

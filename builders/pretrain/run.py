@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medmill.builders.build import finish_build
+from medmill.builders.core.build import finish_build
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.pipeline import LocalExecutor
+from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.stages import curation_steps
 from medmill.builders.curation.text_quality import running_text_step
-from medmill.builders.dataset_dir import detect_kind, iter_rows
-from medmill.builders.manifest import Manifest
-from medmill.builders.pipeline import LocalExecutor
 from medmill.builders.pretrain.boilerplate import BoilerplateConfig, BoilerplateRemover, ParagraphCounter
 from medmill.builders.pretrain.config import BUILDER, BUILDER_VERSION, PretrainBuild
 from medmill.builders.pretrain.documents import make_documents
@@ -27,9 +27,9 @@ from medmill.builders.pretrain.mixing import parse_mix, plan_mix
 from medmill.builders.pretrain.normalise import T2S, normalise_text, tidy_whitespace
 from medmill.builders.pretrain.sources import InputLog, iter_sources
 from medmill.builders.pretrain.tokens import TokenCounter
-from medmill.builders.text_clean import clean_text
-from medmill.builders.writer import BuildInfo
+from medmill.builders.text.clean import clean_text
 from medmill.schemas import PretrainRecord, RejectRow, Source
+from medmill.schemas.dataset_dir import detect_kind, iter_rows
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.records import stable_id
 

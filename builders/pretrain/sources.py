@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmill.builders.dataset_dir import detect_kind, iter_rows
 from medmill.builders.pretrain.render import render_literature, render_messages, render_record
 from medmill.builders.readers.documents import collect_files, load_documents
 from medmill.builders.readers.literature import read_literature
 from medmill.schemas import RejectRow, Source
+from medmill.schemas.dataset_dir import detect_kind, iter_rows
 
 
 @dataclass

@@ -59,7 +59,7 @@ def build_pt(
 
     from medmill.builders.pretrain.config import MixSettings, PretrainBuild, TextQualitySettings
     from medmill.builders.pretrain.run import run_build_pt
-    from medmill.builders.text_clean import CleanOptions
+    from medmill.builders.text.clean import CleanOptions
 
     t0 = time.perf_counter()
     try:

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import medmill.cli
-from medmill.builders.dataset_dir import split_files
+from medmill.schemas.dataset_dir import split_files
 from tests.pretrain.corpus import GENERAL, MEDICAL, write_corpus
 
 if not any(c.name == "build-pt" for c in medmill.cli.app.registered_commands):
@@ -122,7 +122,7 @@ def test_textbooks_come_out_clean_and_load(tmp_path):
 
 
 def _other_inputs(root: Path) -> dict[str, Path]:
-    from medmill.builders.writer import BuildInfo, write_dataset_dir
+    from medmill.builders.core.writer import BuildInfo, write_dataset_dir
     from medmill.schemas import Message, SFTRecord, Source
 
     root.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from medmill.builders.pretrain.documents import cut_text, make_documents
 from medmill.builders.pretrain.normalise import normalise_text
 from medmill.builders.pretrain.render import render_record
 from medmill.builders.pretrain.tokens import TokenCounter, estimate_tokens
-from medmill.builders.text_clean import clean_text
+from medmill.builders.text.clean import clean_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
