@@ -6,19 +6,20 @@ T = min_i(A_i * max_epochs / w_i); so the scarcest source is used fully (or up t
 the others are downsampled. With a total, a source that would need more than `max_epochs` epochs
 is an error naming it.
 
-Selection per source: whole epochs of every document, then a seeded random subset of documents
-filling the rest of the target (documents that would overshoot are skipped, so the shortfall is
+Selection per source: whole epochs of every document, then documents in seeded-rank order filling
+the rest of the target (documents that would overshoot are skipped, so the shortfall is
 below the smallest unpicked document). The same seed gives the same mixture.
 """
 
 from __future__ import annotations
 
 import math
-import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from medmill.schemas.errors import MedmillError
+from medmill.schemas.seeded import seeded_rank
 
 
 @dataclass
@@ -98,16 +99,21 @@ def plan_targets(available: dict[str, int], shares: dict[str, float], max_epochs
     return {n: round(shares[n] * total_f) for n in available}
 
 
-def select_documents(tokens: list[int], target: int, seed: int, name: str) -> list[tuple[int, int]]:
-    """(document index, epoch) picks whose tokens sum to just under or at `target`."""
+def select_documents(
+    tokens: list[int], target: int, seed: int, name: str, keys: Sequence[str] | None = None
+) -> list[tuple[int, int]]:
+    """(document index, epoch) picks whose tokens sum to just under or at `target`.
+
+    Documents are drawn in the order of their seeded rank (schemas.seeded) under their `keys`
+    (record ids; default: positions), so adding documents to a source never reorders the others."""
     total = sum(tokens)
     if total <= 0 or target <= 0:
         return []
     full = target // total
     picks = [(i, e) for e in range(full) for i in range(len(tokens))]
     remainder = target - full * total
-    order = list(range(len(tokens)))
-    random.Random(f"{seed}\x00{name}").shuffle(order)
+    names = list(keys) if keys is not None else [str(i) for i in range(len(tokens))]
+    order = sorted(range(len(tokens)), key=lambda i: seeded_rank(seed, f"{name}\x00{names[i]}"))
     got = 0
     for i in order:
         if remainder - got <= 0:
@@ -125,6 +131,7 @@ def plan_mix(
     max_epochs: float,
     seed: int,
     total: int | None = None,
+    keys: dict[str, Sequence[str]] | None = None,
 ) -> list[SourcePlan]:
     """Targets and document picks for every source, in the order given."""
     available = {n: sum(t) for n, t in tokens_by_source.items()}
@@ -132,7 +139,7 @@ def plan_mix(
     plans = []
     for name, tokens in tokens_by_source.items():
         plan = SourcePlan(name, shares[name], len(tokens), available[name], targets[name])
-        plan.selection = select_documents(tokens, targets[name], seed, name)
+        plan.selection = select_documents(tokens, targets[name], seed, name, (keys or {}).get(name))
         plan.docs_selected = len(plan.selection)
         plan.tokens_selected = sum(tokens[i] for i, _ in plan.selection)
         plans.append(plan)

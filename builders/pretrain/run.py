@@ -242,6 +242,7 @@ def run_mix(cfg: PretrainBuild, command: str = "medmill build-pt") -> Manifest:
     plans = plan_mix(
         tokens_by_source, {e.name: e.weight for e in entries},
         max_epochs=cfg.mix.max_epochs, seed=cfg.seed, total=cfg.mix.total_tokens,
+        keys={name: [str(r["id"]) for r in rows] for name, rows in rows_by_source.items()},
     )
     out_rows: list[dict[str, Any]] = []
     for plan in plans:
