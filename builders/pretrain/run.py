@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from medmill.builders.core.build import finish_build
 from medmill.builders.core.manifest import Manifest
-from medmill.builders.core.pipeline import LocalExecutor
+from medmill.builders.core.pipeline import LocalExecutor, Step
 from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.stages import curation_steps
 from medmill.builders.curation.text_quality import running_text_step
-from medmill.builders.pretrain.boilerplate import BoilerplateConfig, BoilerplateRemover, ParagraphCounter
+from medmill.builders.pretrain.boilerplate import BoilerplateConfig, boilerplate_step
 from medmill.builders.pretrain.config import BUILDER, BUILDER_VERSION, PretrainBuild
 from medmill.builders.pretrain.documents import make_documents
 from medmill.builders.pretrain.mixing import parse_mix, plan_mix
 from medmill.builders.pretrain.normalise import T2S, normalise_text, tidy_whitespace
 from medmill.builders.pretrain.sources import InputLog, iter_sources
-from medmill.builders.pretrain.tokens import TokenCounter
+from medmill.builders.pretrain.tokens import TokenCounter, token_step
 from medmill.builders.text.clean import clean_text
 from medmill.schemas import PretrainRecord, RejectRow, Source
 from medmill.schemas.dataset_dir import detect_kind, iter_rows
@@ -34,7 +34,6 @@ from medmill.schemas.errors import MedmillError
 from medmill.schemas.records import stable_id
 
 TOKEN_BATCH = 512
-FILES_LISTED = 100
 Tick = Callable[[int], None]  # progress: called with the number of input characters just processed
 
 
@@ -49,12 +48,42 @@ def run_build_pt(cfg: PretrainBuild, command: str = "medmill build-pt", tick: Ti
     t0 = time.perf_counter()
     counts: Counter = Counter()
     log = InputLog()
-    t2s = T2S() if cfg.t2s else None
-    tokens = TokenCounter(cfg.tokenizer)  # a bad --tokenizer fails before any reading
-    bp_config = BoilerplateConfig(cfg.boilerplate_min_docs, cfg.boilerplate_min_chars)
-    paragraphs = ParagraphCounter(bp_config)
-    docs: list[PretrainRecord | None] = []
     rejects: list[RejectRow] = []
+    tokens = TokenCounter(cfg.tokenizer)  # a bad --tokenizer fails before any reading
+    records = list(read_documents(cfg, log, counts, rejects, tick))
+    t1 = time.perf_counter()
+    result = LocalExecutor().run(records, pretrain_steps(cfg, tokens))
+    del records
+    t2 = time.perf_counter()
+    counters = Counter(counts)
+    counters.update(log.counts)
+    counters.update(result.counters)
+    info = BuildInfo(
+        kind="pretrain",
+        builder=BUILDER,
+        command=command,
+        params=cfg.model_dump(mode="json", exclude={"inputs", "out"}),
+        inputs=log.files,
+        seed=cfg.seed,
+        val_size=cfg.val_size,
+        test_size=cfg.test_size,
+        license=cfg.license,
+        counters=counters,
+        curation=result.stats,
+        timings={"read_clean_cut": t1 - t0, **{f"curate.{k}": v for k, v in result.timings.items()}, "curation": t2 - t1},
+        description=describe_build(cfg, result.stats["boilerplate"], result.stats["tokens"]),
+    )
+    manifest = finish_build(cfg.out, result.records, log.rejects + rejects + result.rejects, info, (), started=t0)
+    for commit in result.on_commit:
+        commit()
+    return manifest
+
+
+def read_documents(
+    cfg: PretrainBuild, log: InputLog, counts: Counter, rejects: list[RejectRow], tick: Tick = _noop
+) -> Iterator[PretrainRecord]:
+    """Inputs -> normalised, cleaned texts -> documents, one input file in memory at a time."""
+    t2s = T2S() if cfg.t2s else None
     for src in iter_sources(
         cfg.inputs, log, include=cfg.include, exclude=cfg.exclude, text_field=cfg.text_field, literature=cfg.literature
     ):
@@ -73,11 +102,10 @@ def run_build_pt(cfg: PretrainBuild, command: str = "medmill build-pt", tick: Ti
             rejects.append(_reject("clean", "empty_after_cleaning", f"{src.name}: nothing left after cleaning", src.name, src.line))
             continue
         unit = cfg.doc_unit if src.clean else "file"  # rendered records are one document each (cut if long)
-        cut = make_documents(text, unit, cfg.max_doc_chars, cfg.min_doc_chars)
         counts["texts"] += 1
-        group = src.name.split("#", 1)[0] if src.kind not in ("json",) else src.name
-        for piece in cut:
-            paragraphs.add(piece.text)
+        group = src.name if src.kind == "json" else src.name.split("#", 1)[0]
+        for piece in make_documents(text, unit, cfg.max_doc_chars, cfg.min_doc_chars):
+            counts["documents_cut"] += 1
             meta = {"kind": src.kind, "unit": unit, **src.meta}
             if piece.headings:
                 meta["headings"] = piece.headings
@@ -89,101 +117,24 @@ def run_build_pt(cfg: PretrainBuild, command: str = "medmill build-pt", tick: Ti
                 line=src.line, offset=piece.offset, ref=f"{src.name}@{piece.offset}",
                 group=f"{group}|{section}" if section else group, builder=BUILDER, builder_version=BUILDER_VERSION,
             )
-            docs.append(PretrainRecord(id="pending", text=piece.text, source=source, meta=meta))
-    counts["documents_cut"] = len(docs)
-    t1 = time.perf_counter()
+            yield PretrainRecord(id=PretrainRecord.make_id(piece.text), text=piece.text, source=source, meta=meta)
 
-    remover = BoilerplateRemover(paragraphs.repeated(), bp_config)
-    kept: list[PretrainRecord] = []
-    for i, r in enumerate(docs):
-        docs[i] = None  # the cleaned copy replaces it: one copy of the corpus at a time
-        assert r is not None
-        text = remover.strip(r.text)
-        if not text:
-            rejects.append(_reject("boilerplate", "boilerplate_only", "every paragraph is repeated boilerplate", r.source.file, r.source.line, r.text))
-            continue
-        size = len("".join(text.split()))
-        if size < cfg.min_doc_chars:
-            rejects.append(_reject("document", "too_short", f"{size} chars < --min-doc-chars {cfg.min_doc_chars}", r.source.file, r.source.line, text))
-            continue
-        kept.append(r.model_copy(update={"id": PretrainRecord.make_id(text), "text": text}))
-    del docs
-    t2 = time.perf_counter()
 
+def pretrain_steps(cfg: PretrainBuild, tokens: TokenCounter) -> list[Step]:
+    """Repeated-paragraph removal, then the curation steps with the running-text rules after
+    validation, then token counts (on the final texts, after PII redaction)."""
     steps = curation_steps("pretrain", cfg.curation)
     at = 1 if steps and steps[0].name == "validate" else 0
     steps.insert(at, running_text_step(cfg.text_quality.rules()))
-    result = LocalExecutor().run(kept, steps)
-    del kept
-    t3 = time.perf_counter()
-    final, token_stats = _count_tokens(result.records, tokens)
-    t4 = time.perf_counter()
-
-    counters = Counter(counts)
-    counters.update(log.counts)
-    counters.update(result.counters)
-    curation: dict[str, Any] = {"boilerplate": remover.stats(), **result.stats, "tokens": token_stats}
-    info = BuildInfo(
-        kind="pretrain",
-        builder=BUILDER,
-        command=command,
-        params=cfg.model_dump(mode="json", exclude={"inputs", "out"}),
-        inputs=log.files,
-        seed=cfg.seed,
-        val_size=cfg.val_size,
-        test_size=cfg.test_size,
-        license=cfg.license,
-        counters=counters,
-        curation=curation,
-        timings={
-            "read_clean_cut": t1 - t0, "boilerplate": t2 - t1, **{f"curate.{k}": v for k, v in result.timings.items()},
-            "curation": t3 - t2, "tokens": t4 - t3,
-        },
-        description=describe_build(cfg, counters, remover.stats(), token_stats),
-    )
-    manifest = finish_build(cfg.out, final, log.rejects + rejects + result.rejects, info, (), started=t0)
-    for commit in result.on_commit:
-        commit()
-    return manifest
+    bp = BoilerplateConfig(cfg.boilerplate_min_docs, cfg.boilerplate_min_chars)
+    return [boilerplate_step(bp, cfg.min_doc_chars), *steps, token_step(tokens)]
 
 
 def _reject(stage: str, reason: str, message: str, file: str | None, line: int | None, raw: Any = None) -> RejectRow:
     return RejectRow(stage=stage, reason=reason, message=message, source=Source(file=file, line=line, builder=BUILDER, builder_version=BUILDER_VERSION), raw=raw)
 
 
-def _count_tokens(records: list[Any], counter: TokenCounter) -> tuple[list[PretrainRecord], dict[str, Any]]:
-    """Records with meta.tokens set, and totals per input kind."""
-    out: list[PretrainRecord] = []
-    by_kind: Counter = Counter()
-    docs_by_kind: Counter = Counter()
-    by_file: Counter = Counter()
-    docs_by_file: Counter = Counter()
-    for i in range(0, len(records), TOKEN_BATCH):
-        batch = records[i : i + TOKEN_BATCH]
-        for r, n in zip(batch, counter.count([r.text for r in batch]), strict=True):
-            kind = str(r.meta.get("kind", "text"))
-            by_kind[kind] += n
-            docs_by_kind[kind] += 1
-            by_file[r.source.file or "?"] += n
-            docs_by_file[r.source.file or "?"] += 1
-            out.append(r.model_copy(update={"meta": {**r.meta, "tokens": n}}))
-    total = sum(by_kind.values())
-    stats = {
-        "method": counter.method,
-        "estimate": not counter.exact,
-        "tokens_total": total,
-        "documents": len(out),
-        "tokens_per_document": round(total / len(out), 1) if out else 0,
-        "tokens_by_input_kind": dict(sorted(by_kind.items())),
-        "documents_by_input_kind": dict(sorted(docs_by_kind.items())),
-        # the largest sources (a corpus of thousands of files keeps the manifest small)
-        "by_file": {f: {"documents": docs_by_file[f], "tokens": t} for f, t in by_file.most_common(FILES_LISTED)},
-        "files": len(by_file),
-    }
-    return out, stats
-
-
-def describe_build(cfg: PretrainBuild, counters: Counter, boilerplate: dict[str, Any], tokens: dict[str, Any]) -> str:
+def describe_build(cfg: PretrainBuild, boilerplate: dict[str, Any], tokens: dict[str, Any]) -> str:
     """Card summary: method, token count (said as an estimate when it is one), repeated paragraphs."""
     label = "estimated from characters" if tokens["estimate"] else f"counted with {tokens['method']}"
     lines = [

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from medmill.builders.core.pipeline import Step, StepResult
+from medmill.builders.curation.text import record_text
+from medmill.schemas import Record
 from medmill.schemas.errors import MedmillError
 
+FILES_LISTED = 100
 CJK_CHARS_PER_TOKEN = 1.5
 OTHER_CHARS_PER_TOKEN = 4.0
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
@@ -63,3 +68,40 @@ def _load(path: Path) -> Callable[[Sequence[str]], list[int]]:
         return lambda texts: [len(ids) for ids in slow(list(texts), add_special_tokens=False)["input_ids"]]
     except Exception as e:  # noqa: BLE001 - tokenizers/transformers raise many types on a broken dir
         raise MedmillError(f"cannot load tokenizer from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def token_step(counter: TokenCounter, batch: int = 512, name: str = "tokens") -> Step:
+    """Sets `meta.tokens` on every record and reports totals per input kind and per source file."""
+
+    def run(records: list[Record]) -> StepResult:
+        out: list[Record] = []
+        by_kind: Counter = Counter()
+        docs_by_kind: Counter = Counter()
+        by_file: Counter = Counter()
+        docs_by_file: Counter = Counter()
+        for i in range(0, len(records), batch):
+            chunk = records[i : i + batch]
+            for r, n in zip(chunk, counter.count([record_text(r, ["text"]) for r in chunk]), strict=True):
+                kind = str(r.meta.get("kind", "text"))
+                file = r.source.file or "?"
+                by_kind[kind] += n
+                docs_by_kind[kind] += 1
+                by_file[file] += n
+                docs_by_file[file] += 1
+                out.append(r.model_copy(update={"meta": {**r.meta, "tokens": n}}))
+        total = sum(by_kind.values())
+        stats = {
+            "method": counter.method,
+            "estimate": not counter.exact,
+            "tokens_total": total,
+            "documents": len(out),
+            "tokens_per_document": round(total / len(out), 1) if out else 0,
+            "tokens_by_input_kind": dict(sorted(by_kind.items())),
+            "documents_by_input_kind": dict(sorted(docs_by_kind.items())),
+            # the largest sources (a corpus of thousands of files keeps the manifest small)
+            "by_file": {f: {"documents": docs_by_file[f], "tokens": t} for f, t in by_file.most_common(FILES_LISTED)},
+            "files": len(by_file),
+        }
+        return StepResult(out, [], Counter({"total": total}), stats)
+
+    return Step(name, run)
