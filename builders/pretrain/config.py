@@ -63,6 +63,7 @@ class PretrainBuild(BaseModel):
     val_size: float = Field(0.02, ge=0.0, lt=1.0)
     test_size: float = Field(0.0, ge=0.0, lt=1.0)
     license: str = "other"
+    source_licenses: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> PretrainBuild:

@@ -3,14 +3,13 @@ documents; or --mix DIR=SHARE,... -> a token-ratio mixture of pretrain dirs."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Literal
 
 import typer
 
 from medmill.builders.curation.settings import CurationSettings
-from medmill.commands._common import option_error
+from medmill.commands._common import option_error, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.config import ConfigOption
 from medmill.console import build_summary, progress
@@ -50,6 +49,7 @@ def build_pt(
     val_size: float = typer.Option(0.02, "--val-size", help="Share of documents in the validation split (grouped by file and chapter)."),
     test_size: float = typer.Option(0.0, "--test-size", help="Share of documents in the test split."),
     license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
+    source_license: list[str] = typer.Option([], "--source-license", help="FILE=LICENSE of an input; repeatable."),
     config: Path | None = ConfigOption,
     *,
     curation: CurationSettings,
@@ -61,7 +61,6 @@ def build_pt(
     from medmill.builders.pretrain.run import run_build_pt
     from medmill.builders.text.clean import CleanOptions
 
-    t0 = time.perf_counter()
     try:
         cfg = PretrainBuild(
             inputs=inputs or [],
@@ -87,6 +86,7 @@ def build_pt(
             val_size=val_size,
             test_size=test_size,
             license=license,
+            source_licenses=parse_source_licenses(source_license),
         )
     except ValidationError as e:
         raise option_error(e) from None
@@ -111,7 +111,6 @@ def build_pt(
         extra.append(("repeated paragraphs removed", cur.get("boilerplate", {}).get("paragraphs_removed", 0)))
         tokens = cur.get("tokens", {})
         extra.append(("tokens" + (" (estimate)" if tokens.get("estimate") else ""), tokens.get("tokens_total", 0)))
-    extra.append(("time (s)", time.perf_counter() - t0))
     build_summary(f"build-pt {out}", manifest, extra)
 
 
