@@ -334,3 +334,19 @@ def test_real_samples_come_out_clean(samples_dir, tmp_path):
     assert any(h and h[-1].startswith("3.1.1") for h in tcm)  # sections keep their heading path
     kinds = {json.loads(r["meta"])["kind"] for r in got}
     assert kinds == {"txt", "json", "dialogue"}  # 问/答 JSON Lines in a .txt rendered as dialogue
+
+
+def test_docx_input_keeps_its_sections(tmp_path):
+    docx = pytest.importorskip("docx")
+    doc = docx.Document()
+    doc.add_heading("高血压基层诊疗指南", level=1)
+    for title, body in (("诊断", "诊室血压收缩压不低于140mmHg和（或）舒张压不低于90mmHg，非同日测量三次，可诊断为高血压。"),
+                        ("治疗", "生活方式干预包括减少钠盐摄入、控制体重、戒烟限酒和规律运动，药物治疗需根据危险分层选择。")):
+        doc.add_heading(title, level=2)
+        doc.add_paragraph(body)
+    doc.save(tmp_path / "guide.docx")
+    out = tmp_path / "pt"
+    build(tmp_path / "guide.docx", "--out", out, "--val-size", "0", "--min-doc-chars", "20")
+    got = sorted(all_rows(out), key=lambda r: r["source"]["offset"])
+    assert [json.loads(r["meta"])["headings"] for r in got] == [["高血压基层诊疗指南", "诊断"], ["高血压基层诊疗指南", "治疗"]]
+    assert got[0]["text"].endswith("可诊断为高血压。") and json.loads(got[0]["meta"])["kind"] == "docx"
