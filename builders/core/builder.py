@@ -9,8 +9,8 @@
         def read(self, cfg, ctx) -> Inputs: ...              # reader: source items, files, read rejects
         def generate(self, cfg, inputs, ctx, out) -> None: ...   # generator: records/rejects into `out`
 
-`describe` (the card's method text), `figures` (rows of the summary table) and `params` (the
-manifest's params) have defaults. Builders never import medmill.commands or medmill.console.
+`describe` (the card's method text), `figures` (rows of the summary table), `params` (the
+manifest's params) and `steps` (the curation steps) have defaults. Builders never import medmill.commands or medmill.console.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from medmill.schemas import RejectRow, Source
 
 if TYPE_CHECKING:
     from medmill.builders.core.manifest import Manifest
+    from medmill.builders.core.steps import Step
     from medmill.builders.llm.engine import LLMEngine
     from medmill.builders.llm.types import LLMSettings
 
@@ -104,6 +105,13 @@ class Builder(Generic[C]):
         """The manifest's params: the typed config as JSON, without the output path and the LLM
         settings (those go to the manifest's `llm` entry: host only, never a key)."""
         return cfg.model_dump(mode="json", exclude={"out", "llm"})
+
+    def steps(self, cfg: C) -> list[Step]:
+        """The curation steps `run_build` runs over the generated records (default: the kind's
+        curation steps; a builder may add its own, e.g. build-pt's running-text rules and token counts)."""
+        from medmill.builders.curation.stages import curation_steps
+
+        return curation_steps(self.kind, cfg.curation)
 
     def source_licenses(self, cfg: C, inputs: Inputs) -> dict[str, str]:
         return dict(cfg.source_licenses)

@@ -20,7 +20,6 @@ from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.progress import Progress, no_progress
 from medmill.builders.core.steps import LocalExecutor
 from medmill.builders.core.writer import BuildInfo, CardRenderer
-from medmill.builders.curation.stages import curation_steps
 
 
 @dataclass
@@ -73,7 +72,7 @@ def run_build(
             timings={"read": t1 - t0, "generate": t2 - t1},
             description=builder.describe(cfg, inputs, out),
         )
-        manifest = finish_build(cfg.out, out.records, out.rejects, info, curation_steps(builder.kind, cfg.curation),
+        manifest = finish_build(cfg.out, out.records, out.rejects, info, builder.steps(cfg),
                                 started=t0, executor=executor, render_card=render_card)
     finally:
         out.rejects.close()

@@ -12,10 +12,11 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 
-from medmill.builders.core.pipeline import Step, StepResult
+from medmill.builders.core.steps import MapStep, StepResult
 from medmill.builders.curation.text import record_text
 from medmill.schemas import Record, RejectRow
 
@@ -115,20 +116,25 @@ def check_running_text(text: str, cfg: RunningTextConfig) -> tuple[str, str] | N
     return None
 
 
-def running_text_step(cfg: RunningTextConfig, name: str = "text_quality") -> Step:
-    """A curation step dropping records whose text fails a running-text rule (one reject each)."""
+class RunningTextStep(MapStep):
+    """Drops records whose text fails a running-text rule (one reject each, reason = the rule)."""
 
-    def run(records: list[Record]) -> StepResult:
+    name = "text_quality"
+
+    def __init__(self, config: RunningTextConfig) -> None:
+        self.config = config
+
+    def __call__(self, records: list[Record]) -> StepResult:
         kept, rejects, counters = [], [], Counter()
         for r in records:
-            failed = check_running_text(record_text(r, ["all"]), cfg)
+            failed = check_running_text(record_text(r, ["all"]), self.config)
             if failed is None:
                 kept.append(r)
                 continue
             reason, message = failed
             counters[f"dropped.{reason}"] += 1
-            rejects.append(RejectRow(stage=name, reason=reason, message=message, source=r.source, raw=r.to_row()))
-        stats = {"thresholds": {k: v for k, v in vars(cfg).items()}, **dict(sorted(counters.items()))}
-        return StepResult(kept, rejects, counters, stats)
+            rejects.append(RejectRow(stage=self.name, reason=reason, message=message, source=r.source, raw=r.to_row()))
+        return StepResult(kept, rejects, counters)
 
-    return Step(name, run)
+    def summary(self, counters: Counter) -> dict[str, Any]:
+        return {"thresholds": dict(vars(self.config)), **dict(sorted(counters.items()))}

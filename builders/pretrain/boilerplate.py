@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import xxhash
 
-from medmill.builders.core.pipeline import Step, StepResult
-from medmill.builders.curation.text import record_text
-from medmill.schemas import PretrainRecord, Record, RejectRow
+from medmill.schemas import PretrainRecord, RejectRow
 
 _DIGITS = re.compile(r"\d+")
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -110,32 +107,23 @@ class BoilerplateRemover:
         }
 
 
-def boilerplate_step(config: BoilerplateConfig, min_doc_chars: int, name: str = "boilerplate") -> Step:
-    """A global step: count paragraphs over all documents, then remove the repeated ones; a document
-    left empty or shorter than `min_doc_chars` (letters, digits, punctuation; no spaces) is a reject."""
-
-    def run(records: list[Record]) -> StepResult:
-        counter = ParagraphCounter(config)
-        for r in records:
-            counter.add(record_text(r, ["text"]))
-        remover = BoilerplateRemover(counter.repeated(), config)
-        kept: list[Record] = []
-        rejects: list[RejectRow] = []
-        counters: Counter = Counter()
-        for r in records:
-            assert isinstance(r, PretrainRecord)
-            text = remover.strip(r.text)
-            if not text:
-                counters["dropped.boilerplate_only"] += 1
-                rejects.append(RejectRow(stage=name, reason="boilerplate_only", message="every paragraph is repeated boilerplate", source=r.source, raw=r.to_row()))
-                continue
-            size = len("".join(text.split()))
-            if size < min_doc_chars:
-                counters["dropped.too_short"] += 1
-                rejects.append(RejectRow(stage=name, reason="too_short", message=f"{size} chars < --min-doc-chars {min_doc_chars}", source=r.source, raw=r.to_row()))
-                continue
-            kept.append(r if text == r.text else r.model_copy(update={"id": PretrainRecord.make_id(text), "text": text}))
-        counters["paragraphs_removed"] = remover.removed_lines
-        return StepResult(kept, rejects, counters, remover.stats())
-
-    return Step(name, run)
+def strip_repeated_paragraphs(
+    records: list[PretrainRecord], counter: ParagraphCounter, min_doc_chars: int, stage: str = "boilerplate"
+) -> tuple[list[PretrainRecord], list[RejectRow], dict[str, Any]]:
+    """Remove the paragraphs `counter` found repeated from every record; a record left empty or
+    shorter than `min_doc_chars` (no spaces counted) is a reject. Returns kept, rejects, stats."""
+    remover = BoilerplateRemover(counter.repeated(), counter.config)
+    kept: list[PretrainRecord] = []
+    rejects: list[RejectRow] = []
+    for i, r in enumerate(records):
+        records[i] = None  # type: ignore[call-overload]  # the stripped copy replaces it: one copy in memory
+        text = remover.strip(r.text)
+        if not text:
+            rejects.append(RejectRow(stage=stage, reason="boilerplate_only", message="every paragraph is repeated boilerplate", source=r.source, raw=r.to_row()))
+            continue
+        size = len("".join(text.split()))
+        if size < min_doc_chars:
+            rejects.append(RejectRow(stage=stage, reason="too_short", message=f"{size} chars < --min-doc-chars {min_doc_chars}", source=r.source, raw=r.to_row()))
+            continue
+        kept.append(r if text == r.text else r.model_copy(update={"id": PretrainRecord.make_id(text), "text": text}))
+    return kept, rejects, remover.stats()

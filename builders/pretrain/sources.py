@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmill.builders.pretrain import BUILDER, BUILDER_VERSION
 from medmill.builders.pretrain.render import render_literature, render_messages, render_record
 from medmill.builders.readers.documents import collect_files, load_documents
 from medmill.builders.readers.literature import read_literature
@@ -57,16 +58,18 @@ def iter_sources(
     exclude: Sequence[str] = (),
     text_field: str | None = None,
     literature: Sequence[Path] = (),
+    skip: Sequence[Path] = (),
 ) -> Iterator[SourceText]:
+    """`skip`: paths never read (the build's own out dir)."""
     dirs = [Path(p) for p in inputs if is_dataset_dir(Path(p))]
     others = [Path(p) for p in inputs if not is_dataset_dir(Path(p))]
     for d in dirs:
         yield from _dataset_dir(d, log)
     if others:
-        for path, name in collect_files(others, include, exclude):
+        for path, name in collect_files(others, include, exclude, skip):
             yield from _document_file(path, name, text_field, log)
     if literature:
-        yield from _literature(literature, log)
+        yield from _literature(literature, log, skip)
 
 
 def _document_file(path: Path, name: str, text_field: str | None, log: InputLog) -> Iterator[SourceText]:
@@ -112,7 +115,7 @@ def _dataset_dir(path: Path, log: InputLog) -> Iterator[SourceText]:
         if not isinstance(text, str) or not text.strip():
             log.rejects.append(
                 RejectRow(stage="read", reason="empty", message=f"{shard.name} row {i}: no text",
-                          source=Source(file=f"{label}/data/{shard.name}", line=i, builder="pretrain"), raw=row)
+                          source=Source(file=f"{label}/data/{shard.name}", line=i, builder=BUILDER, builder_version=BUILDER_VERSION), raw=row)
             )
             continue
         yield SourceText(ref, text, kind, clean=False, line=i, meta={"from_id": row.get("id")})
@@ -120,8 +123,8 @@ def _dataset_dir(path: Path, log: InputLog) -> Iterator[SourceText]:
         log.files.append(path / "manifest.json")
 
 
-def _literature(paths: Sequence[Path], log: InputLog) -> Iterator[SourceText]:
-    read = read_literature(paths)
+def _literature(paths: Sequence[Path], log: InputLog, skip: Sequence[Path]) -> Iterator[SourceText]:
+    read = read_literature(paths, skip=skip)
     log.files.extend(read.files)
     log.rejects.extend(read.rejects)
     for rec in read.records:

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from medmill.builders.core.pipeline import Step, StepResult
+from medmill.builders.core.steps import GlobalStep, StepResult
 from medmill.builders.curation.text import record_text
 from medmill.schemas import Record
 from medmill.schemas.errors import MedmillError
@@ -70,18 +70,31 @@ def _load(path: Path) -> Callable[[Sequence[str]], list[int]]:
         raise MedmillError(f"cannot load tokenizer from {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-def token_step(counter: TokenCounter, batch: int = 512, name: str = "tokens") -> Step:
-    """Sets `meta.tokens` on every record and reports totals per input kind and per source file."""
+class TokenStep(GlobalStep):
+    """The last step: sets `meta.tokens` on every record kept and reports totals per input kind and
+    per source file (after PII redaction, so the counts are of the texts written)."""
 
-    def run(records: list[Record]) -> StepResult:
+    name = "tokens"
+
+    def __init__(self, tokenizer: Path | None, batch: int = 512) -> None:
+        self.tokenizer = tokenizer
+        self.batch = batch
+
+    @property
+    def counter(self) -> TokenCounter:
+        if "_counter" not in self.__dict__:
+            self._counter = TokenCounter(self.tokenizer)
+        return self._counter
+
+    def __call__(self, records: list[Record]) -> StepResult:
         out: list[Record] = []
         by_kind: Counter = Counter()
         docs_by_kind: Counter = Counter()
         by_file: Counter = Counter()
         docs_by_file: Counter = Counter()
-        for i in range(0, len(records), batch):
-            chunk = records[i : i + batch]
-            for r, n in zip(chunk, counter.count([record_text(r, ["text"]) for r in chunk]), strict=True):
+        for i in range(0, len(records), self.batch):
+            chunk = records[i : i + self.batch]
+            for r, n in zip(chunk, self.counter.count([record_text(r, ["text"]) for r in chunk]), strict=True):
                 kind = str(r.meta.get("kind", "text"))
                 file = r.source.file or "?"
                 by_kind[kind] += n
@@ -91,8 +104,8 @@ def token_step(counter: TokenCounter, batch: int = 512, name: str = "tokens") ->
                 out.append(r.model_copy(update={"meta": {**r.meta, "tokens": n}}))
         total = sum(by_kind.values())
         stats = {
-            "method": counter.method,
-            "estimate": not counter.exact,
+            "method": self.counter.method,
+            "estimate": not self.counter.exact,
             "tokens_total": total,
             "documents": len(out),
             "tokens_per_document": round(total / len(out), 1) if out else 0,
@@ -103,5 +116,3 @@ def token_step(counter: TokenCounter, batch: int = 512, name: str = "tokens") ->
             "files": len(by_file),
         }
         return StepResult(out, [], Counter({"total": total}), stats)
-
-    return Step(name, run)

@@ -9,11 +9,12 @@ from typing import Literal
 import typer
 
 from medmill.builders.curation.settings import CurationSettings
-from medmill.commands._common import option_error, parse_source_licenses
+from medmill.commands._common import build_config, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.config import ConfigOption
-from medmill.console import build_summary, progress
+from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
+from medmill.schemas.errors import MedmillError
 
 _DOCS = "Documents"
 _QUALITY = "Running text"
@@ -55,63 +56,46 @@ def build_pt(
     curation: CurationSettings,
 ) -> None:
     """Clean pretraining documents with repeated-paragraph removal, running-text rules, dedup and token counts; or mix pretrain dirs by token share."""
-    from pydantic import ValidationError
+    from medmill.builders.core.run import run_build
+    from medmill.builders.pretrain.build import MixBuilder, PretrainBuilder
+    from medmill.builders.pretrain.config import MixConfig, PretrainConfig
+    from medmill.builders.pretrain.mixing import parse_mix
 
-    from medmill.builders.pretrain.config import MixSettings, PretrainBuild, TextQualitySettings
-    from medmill.builders.pretrain.run import run_build_pt
-    from medmill.builders.text.clean import CleanOptions
-
-    try:
-        cfg = PretrainBuild(
-            inputs=inputs or [],
-            out=out,
+    common = dict(out=out, curation=curation, seed=seed, val_size=val_size, test_size=test_size, license=license,
+                  source_licenses=parse_source_licenses(source_license), tokenizer=tokenizer)
+    if mix:
+        if inputs or literature:
+            raise MedmillError("--mix mixes existing pretrain dirs; build them first, then mix them without INPUTs")
+        entries = parse_mix(mix)
+        cfg = build_config(MixConfig, inputs=[Path(e.name) for e in entries], shares={e.name: e.weight for e in entries},
+                           total_tokens=mix_tokens, max_epochs=max_epochs, **common)
+        builder: MixBuilder | PretrainBuilder = MixBuilder()
+    else:
+        if not inputs and not literature:
+            raise MedmillError("give INPUT files or directories (or --literature FILE, or --mix DIR=SHARE,...)")
+        cfg = build_config(
+            PretrainConfig,
+            inputs=list(inputs or []) + list(literature),
             literature=literature,
             include=include,
             exclude=exclude,
             text_field=text_field,
-            clean=CleanOptions(citations=citations),
+            clean={"citations": citations},
             doc_unit=doc_unit,
             max_doc_chars=max_doc_chars,
             min_doc_chars=min_doc_chars,
             t2s=t2s,
-            tokenizer=tokenizer,
             boilerplate_min_docs=boilerplate_min_docs,
-            text_quality=TextQualitySettings(
-                min_cjk_share=min_cjk_share, max_symbol_share=max_symbol_share, max_digit_share=max_digit_share,
-                max_dup_line_share=max_dup_line_share, min_mean_line_chars=min_mean_line_chars,
-            ),
-            mix=MixSettings(spec=mix, total_tokens=mix_tokens, max_epochs=max_epochs) if mix else None,
-            curation=curation,
-            seed=seed,
-            val_size=val_size,
-            test_size=test_size,
-            license=license,
-            source_licenses=parse_source_licenses(source_license),
+            text_quality={
+                "min_cjk_share": min_cjk_share, "max_symbol_share": max_symbol_share, "max_digit_share": max_digit_share,
+                "max_dup_line_share": max_dup_line_share, "min_mean_line_chars": min_mean_line_chars,
+            },
+            **common,
         )
-    except ValidationError as e:
-        raise option_error(e) from None
+        builder = PretrainBuilder()
     command = invocation(["build-pt", *map(str, inputs or []), "--out", str(out)])
-    with progress() as bar:
-        task = bar.add_task("reading", total=None, status="")
-
-        def tick(chars: int) -> None:
-            bar.update(task, advance=chars, status="chars")
-
-        manifest = run_build_pt(cfg, command=command, tick=tick)
-    c, cur = manifest.counters, manifest.curation
-    extra: list[tuple[str, object]] = []
-    if "mix" in cur:
-        for name, r in cur["mix"]["sources"].items():
-            extra.append((f"{name}: share asked / reached", f"{r['share_requested']:.3f} / {r['share_reached']:.4f}"))
-            extra.append((f"{name}: tokens before -> after", f"{r['tokens_before']:,} -> {r['tokens_after']:,}"))
-            extra.append((f"{name}: epochs", f"{r['epochs']:.3f}"))
-        extra.append(("tokens" + (" (estimate)" if cur["mix"]["estimate"] else ""), cur["mix"]["tokens_total"]))
-    else:
-        extra += [("texts read", c.get("texts", 0)), ("documents cut", c.get("documents_cut", 0))]
-        extra.append(("repeated paragraphs removed", cur.get("boilerplate", {}).get("paragraphs_removed", 0)))
-        tokens = cur.get("tokens", {})
-        extra.append(("tokens" + (" (estimate)" if tokens.get("estimate") else ""), tokens.get("tokens_total", 0)))
-    build_summary(f"build-pt {out}", manifest, extra)
+    report = run_build(builder, cfg, command=command, progress=progress_bars)
+    build_summary(f"build-pt {out}", report.manifest, report.figures)
 
 
 def register(app: typer.Typer) -> None:
