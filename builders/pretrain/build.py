@@ -24,7 +24,7 @@ from medmill.builders.pretrain.boilerplate import (
 )
 from medmill.builders.pretrain.config import MixConfig, PretrainConfig
 from medmill.builders.pretrain.mixing import plan_mix
-from medmill.builders.pretrain.prepare import read_documents
+from medmill.builders.pretrain.prepare import count_input_files, read_documents
 from medmill.builders.pretrain.sources import InputLog
 from medmill.builders.pretrain.tokens import TokenCounter, TokenStep
 from medmill.schemas import PretrainRecord, Source
@@ -45,8 +45,8 @@ class PretrainBuilder(Builder[PretrainConfig]):
         TokenCounter(cfg.tokenizer)  # a bad --tokenizer fails before any reading
         log, counts = InputLog(), Counter()
         paragraphs = ParagraphCounter(BoilerplateConfig(cfg.boilerplate_min_docs, cfg.boilerplate_min_chars))
-        with ctx.progress("reading", 0) as advance:
-            docs = list(read_documents(cfg, log, counts, paragraphs, lambda n: advance(1, ""), ctx.own_paths))
+        with ctx.progress("reading and cleaning files", count_input_files(cfg, ctx.own_paths)) as advance:
+            docs = list(read_documents(cfg, log, counts, paragraphs, lambda n: advance(n, ""), ctx.own_paths))
         if cfg.limit:
             docs = docs[: cfg.limit]
         if not docs:

@@ -17,7 +17,7 @@ from medmill.builders.pretrain.sources import InputLog, iter_sources
 from medmill.builders.text.clean import clean_text
 from medmill.schemas import PretrainRecord, RejectRow, Source
 
-Tick = Callable[[int], None]  # called with the number of input characters just processed
+Tick = Callable[[int], None]  # called with the number of input files just finished
 
 
 def read_documents(
@@ -31,10 +31,13 @@ def read_documents(
     t2s = T2S() if cfg.t2s else None
     literature = {Path(p) for p in cfg.literature}
     documents = [p for p in cfg.inputs if Path(p) not in literature]  # inputs list every input, literature too
+    files_done = 0
     for src in iter_sources(
         documents, log, include=cfg.include, exclude=cfg.exclude, text_field=cfg.text_field, literature=cfg.literature, skip=skip
     ):
-        tick(len(src.text))
+        if len(log.files) > files_done:
+            tick(len(log.files) - files_done)
+            files_done = len(log.files)
         counts["input_chars"] += len(src.text)
         text = normalise_text(src.text, counts)
         if t2s is not None:
@@ -72,3 +75,16 @@ def read_documents(
 def _reject(stage: str, reason: str, message: str, file: str | None, line: int | None) -> RejectRow:
     return RejectRow(stage=stage, reason=reason, message=message,
                      source=Source(file=file, line=line, builder=BUILDER, builder_version=BUILDER_VERSION))
+
+
+def count_input_files(cfg: PretrainConfig, skip: Sequence[Path] = ()) -> int:
+    """How many files (a dataset dir counts as one) the build will read: the progress bar's total."""
+    from medmill.builders.pretrain.sources import is_dataset_dir
+    from medmill.builders.readers.documents import collect_files
+
+    literature = {Path(p) for p in cfg.literature}
+    documents = [Path(p) for p in cfg.inputs if Path(p) not in literature]
+    dirs = [p for p in documents if is_dataset_dir(p)]
+    others = [p for p in documents if not is_dataset_dir(p)]
+    files = collect_files(others, cfg.include, cfg.exclude, skip) if others else []
+    return len(dirs) + len(files) + len(literature)
