@@ -9,12 +9,13 @@
         def read(self, cfg, ctx) -> Inputs: ...              # reader: source items, files, read rejects
         def generate(self, cfg, inputs, ctx, out) -> None: ...   # generator: records/rejects into `out`
 
-`describe` (the card's method text), `figures` (rows of the summary table), `params` (the
-manifest's params) and `steps` (the curation steps) have defaults. Builders never import medmill.commands or medmill.console.
+`describe` (the card's method text), `figures` (rows of the summary table) and `params` (the
+manifest's params) have defaults. Builders never import medmill.commands or medmill.console.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,11 +26,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import BuildConfig
 from medmill.builders.core.progress import Progress, no_progress
+from medmill.builders.core.steps import Step
+from medmill.builders.curation.stages import curation_steps
 from medmill.schemas import RejectRow, Source
 
 if TYPE_CHECKING:
     from medmill.builders.core.manifest import Manifest
-    from medmill.builders.core.steps import Step
     from medmill.builders.llm.engine import LLMEngine
     from medmill.builders.llm.types import LLMSettings
 
@@ -45,6 +47,7 @@ class Inputs:
     rejects: list[RejectRow] = field(default_factory=list)
     counters: Counter = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str | None = None  # the record kind, when the reader decides it (dataset dirs); else Builder.kind
 
 
 def sqlite_siblings(path: Path) -> list[Path]:
@@ -87,6 +90,16 @@ class Builder(Generic[C]):
     config: ClassVar[type[BuildConfig]]
     description: ClassVar[str] = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """One rule for ids and versions: `name` is a command name without "build-" (lower case,
+        digits, hyphens), `version` a whole number as a string."""
+        super().__init_subclass__(**kwargs)
+        name, version = cls.__dict__.get("name"), cls.__dict__.get("version")
+        if isinstance(name, str) and not re.fullmatch(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*", name):
+            raise TypeError(f"builder name {name!r}: use the command name without build-, e.g. 'kg-qa'")
+        if isinstance(version, str) and not version.isdigit():
+            raise TypeError(f"builder version {version!r}: use a whole number as a string, e.g. '1'")
+
     def read(self, cfg: C, ctx: BuildContext) -> Inputs:
         raise NotImplementedError
 
@@ -106,15 +119,15 @@ class Builder(Generic[C]):
         settings (those go to the manifest's `llm` entry: host only, never a key)."""
         return cfg.model_dump(mode="json", exclude={"out", "llm"})
 
-    def steps(self, cfg: C) -> list[Step]:
-        """The curation steps `run_build` runs over the generated records (default: the kind's
-        curation steps; a builder may add its own, e.g. build-pt's running-text rules and token counts)."""
-        from medmill.builders.curation.stages import curation_steps
-
-        return curation_steps(self.kind, cfg.curation)
-
     def source_licenses(self, cfg: C, inputs: Inputs) -> dict[str, str]:
         return dict(cfg.source_licenses)
+
+    def license(self, cfg: C, inputs: Inputs) -> str:
+        return cfg.license
+
+    def steps(self, cfg: C, kind: str) -> list[Step]:
+        """The steps run after generation: the curation steps `cfg.curation` asks for."""
+        return curation_steps(kind, cfg.curation)
 
     def own_paths(self, cfg: C) -> list[Path]:
         """What the reader must skip: the out dir, and an LLM cache file with its sqlite siblings."""

@@ -54,8 +54,9 @@ def run_build(
         t2 = time.perf_counter()
         counters = Counter(inputs.counters)
         counters.update(out.counters)
+        kind = inputs.kind or builder.kind
         info = BuildInfo(
-            kind=builder.kind,
+            kind=kind,
             builder=builder.name,
             command=command or f"medmill build-{builder.name}",
             params=builder.params(cfg),
@@ -63,7 +64,7 @@ def run_build(
             seed=cfg.seed,
             val_size=cfg.val_size,
             test_size=cfg.test_size,
-            license=cfg.license,
+            license=builder.license(cfg, inputs),
             source_licenses=builder.source_licenses(cfg, inputs),
             counters=counters,
             prompts=out.prompts,
@@ -72,7 +73,7 @@ def run_build(
             timings={"read": t1 - t0, "generate": t2 - t1},
             description=builder.describe(cfg, inputs, out),
         )
-        manifest = finish_build(cfg.out, out.records, out.rejects, info, builder.steps(cfg),
+        manifest = finish_build(cfg.out, out.records, out.rejects, info, builder.steps(cfg, kind),
                                 started=t0, executor=executor, render_card=render_card)
     finally:
         out.rejects.close()

@@ -1,19 +1,23 @@
-"""Curation over existing dataset dirs (`medmill filter`, `medmill dedup`): read the dirs, run the
-curation steps, write one dataset dir that keeps each record's split."""
+"""Curation over existing dataset dirs (`medmill filter`, `medmill dedup`) as a builder: the reader
+loads the dirs (remembering each record's split), there is nothing to generate, the curation steps
+(plus the command's own, e.g. dedup writing clusters.jsonl) run, and every record goes back to its
+split. run_build does the rest, as for every other build."""
 
 from __future__ import annotations
 
-import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medmill.builders.core.build import finish_build
+from pydantic import Field
+
+from medmill.builders.core.builder import BuildContext, Builder, Inputs
+from medmill.builders.core.collect import Collector
+from medmill.builders.core.config import BuildConfig
 from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.steps import GlobalStep, Step, StepResult
-from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.inputs import finalise, load_dirs
-from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
 from medmill.schemas.dataset_dir import read_manifest
 from medmill.schemas.errors import MedmillError
@@ -29,34 +33,49 @@ class KeepSplits(GlobalStep):
         return StepResult(kept, splits=splits)
 
 
-def curate_dirs(
-    command: str,
-    dirs: list[Path],
-    out: Path,
-    settings: CurationSettings,
-    params: dict[str, Any],
-    make_steps: Callable[[str], list[Step]] | None = None,
-    command_line: str | None = None,
-) -> tuple[Manifest, list[tuple[str, Any]]]:
-    """Read dirs, run the curation steps (`make_steps(kind)` adds more, e.g. dedup writing
-    clusters.jsonl), write with the same splits; returns the manifest and the rows of the summary table."""
-    t0 = time.perf_counter()
-    if any(out.resolve() == d.resolve() for d in dirs):
-        raise MedmillError(f"--out {out} is one of the inputs; write to a new dir")
-    loaded = load_dirs(dirs)
-    # the inputs' licenses carry over: one shared license stays the dataset's, each dir's is its shards'
-    licenses = {str(d): str((read_manifest(d) or {}).get("license") or "other") for d in dirs}
-    shared = set(licenses.values())
-    info = BuildInfo(
-        license=shared.pop() if len(shared) == 1 else "other", source_licenses=licenses,
-        kind=loaded.kind, builder=command, command=command_line or f"medmill {command}", params={"inputs": [str(d) for d in dirs], **params},
-        inputs=sorted(f for d in dirs for f in (Path(d) / "data").glob("*.parquet")), description=f"`medmill {command}` over {', '.join(str(d) for d in dirs)}.",
-    )
-    steps = [*curation_steps(loaded.kind, settings), *(make_steps(loaded.kind) if make_steps else []), KeepSplits()]
-    info.counters.update({f"read.{d}": n for d, n in loaded.per_dir.items()})
-    manifest = finish_build(out, loaded.records, loaded.rejects, info, steps, started=t0)
-    rows = [("kind", loaded.kind), ("records read", len(loaded.records) + len(loaded.rejects))]
-    for name, n in sorted(manifest.counters.items()):
-        if not name.startswith("read."):
-            rows.append((name, n))
-    return manifest, rows
+class CurateDirsConfig(BuildConfig):
+    params: dict[str, Any] = Field(default_factory=dict, description="The command's own settings, for the manifest.")
+
+
+class CurateDirsBuilder(Builder[CurateDirsConfig]):
+    """`name` is the command (filter, dedup); `extra_steps(kind)` adds the command's own steps."""
+
+    version = "1"
+    kind = "sft"  # replaced by the kind the input dirs hold
+    config = CurateDirsConfig
+
+    def __init__(self, command: str, extra_steps: Callable[[str], list[Step]] | None = None) -> None:
+        self.name = command  # type: ignore[misc]
+        self.extra_steps = extra_steps
+
+    def read(self, cfg: CurateDirsConfig, ctx: BuildContext) -> Inputs:
+        if any(Path(cfg.out).resolve() == Path(d).resolve() for d in cfg.inputs):
+            raise MedmillError(f"--out {cfg.out} is one of the inputs; write to a new dir")
+        loaded = load_dirs(cfg.inputs)
+        files = sorted(f for d in cfg.inputs for f in (Path(d) / "data").glob("*.parquet"))
+        counters = Counter({f"read.{d}": n for d, n in loaded.per_dir.items()})
+        return Inputs(loaded.records, files, loaded.rejects, counters, kind=loaded.kind)
+
+    def generate(self, cfg: CurateDirsConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+        out.records.extend(inputs.items)
+
+    def steps(self, cfg: CurateDirsConfig, kind: str) -> list[Step]:
+        return [*curation_steps(kind, cfg.curation), *(self.extra_steps(kind) if self.extra_steps else []), KeepSplits()]
+
+    def params(self, cfg: CurateDirsConfig) -> dict[str, Any]:
+        return {"inputs": [str(d) for d in cfg.inputs], **cfg.params}
+
+    def source_licenses(self, cfg: CurateDirsConfig, inputs: Inputs) -> dict[str, str]:
+        return {str(d): str((read_manifest(d) or {}).get("license") or "other") for d in cfg.inputs}
+
+    def license(self, cfg: CurateDirsConfig, inputs: Inputs) -> str:
+        """The inputs' licence when they share one, else "other" (each dir's is in source_licenses)."""
+        shared = set(self.source_licenses(cfg, inputs).values())
+        return shared.pop() if len(shared) == 1 else "other"
+
+    def describe(self, cfg: CurateDirsConfig, inputs: Inputs, out: Collector) -> str:
+        return f"`medmill {self.name}` over {', '.join(str(d) for d in cfg.inputs)}."
+
+    def figures(self, cfg: CurateDirsConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
+        rows: list[tuple[str, Any]] = [("kind", manifest.kind), ("records read", len(inputs.items) + len(inputs.rejects))]
+        return rows + [(name, n) for name, n in sorted(manifest.counters.items()) if not name.startswith("read.")]

@@ -3,6 +3,7 @@ parsing `--source-license FILE=LICENSE`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -12,20 +13,26 @@ from medmill.schemas.errors import MedmillError
 M = TypeVar("M", bound=BaseModel)
 
 
-def option_error(e: ValidationError) -> MedmillError:
-    """The first problem of a settings object, as a one-line user error naming the option."""
+def option_error(e: ValidationError, flags: Mapping[str, str] | None = None) -> MedmillError:
+    """The first problem of a settings object, as a one-line user error naming the option: the one
+    place a ValidationError becomes a message. `flags` maps field names to their flag (`--safety-lexicon`)."""
     err = e.errors()[0]
-    where = ".".join(map(str, err["loc"]))
+    loc = [str(x) for x in err["loc"]]
+    if flags and loc and loc[0] in flags:
+        where = flags[loc[0]]
+    else:
+        where = ".".join(loc)
     message = err["msg"].removeprefix("Value error, ")
     return MedmillError(f"bad option {where}: {message}" if where else f"bad option: {message}")
 
 
-def build_config(model: type[M], **values: Any) -> M:
-    """`model(**values)`, with a validation error turned into a one-line MedmillError naming the option."""
+def build_config(config_cls: type[M], flags: Mapping[str, str] | None = None, /, **values: Any) -> M:
+    """`config_cls(**values)`, with a validation error turned into a one-line MedmillError naming the
+    option (`flags` maps field names to their flags)."""
     try:
-        return model(**values)
+        return config_cls(**values)
     except ValidationError as e:
-        raise option_error(e) from None
+        raise option_error(e, flags) from None
 
 
 def parse_source_licenses(items: list[str]) -> dict[str, str]:

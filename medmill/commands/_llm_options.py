@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import typer
-from pydantic import ValidationError
 
 from medmill.builders.llm.types import LLMSettings
-from medmill.schemas.errors import MedmillError
+from medmill.commands._common import build_config
 
 _PANEL = "LLM"
 
@@ -76,11 +75,8 @@ def settings_from_options(values: dict[str, Any]) -> LLMSettings:
     fields = {_OPTIONS[name][2]: value for name, value in values.items()}
     if fields.get("extra_body") is None:
         fields.pop("extra_body", None)
-    try:
-        return LLMSettings(**fields)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise MedmillError(f"bad LLM option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    flags = {field: "--" + name.replace("_", "-") for name, (_a, _o, field) in _OPTIONS.items()}
+    return build_config(LLMSettings, flags, **fields)
 
 
 def llm_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -35,12 +35,10 @@ def dedup(
     from medmill.builders.curation.dedup import DedupConfig
     from medmill.builders.curation.index import DedupIndex
     from medmill.builders.curation.inputs import origin_of
-    from medmill.builders.curation.over_dirs import curate_dirs
-    from medmill.builders.curation.settings import curation_settings
     from medmill.builders.curation.stages import DedupStep
     from medmill.builders.curation.text import check_fields
-    from medmill.console import build_summary
-    from medmill.invocation import invocation
+    from medmill.commands._curate_dirs import run_over_dirs
+    from medmill.commands._curation_options import curation_config
 
     if shingle not in ("char", "word"):
         raise MedmillError(f"--shingle must be char or word, got {shingle!r}")
@@ -54,7 +52,7 @@ def dedup(
         if not p.exists():
             raise MedmillError(f"file not found: {p}")
     cfg = DedupConfig(threshold=threshold, shingle=shingle, ngram=ngram, num_perm=num_perm, workers=workers)
-    settings = curation_settings(
+    settings = curation_config(
         validate_records=False, quality=False, pii=False, safety=False, dedup=False, decontaminate=list(decontaminate),
         decontam_ngram=decontam_ngram, dedup_threshold=threshold,
     )
@@ -67,9 +65,7 @@ def dedup(
 
     params = {"threshold": threshold, "shingle": shingle, "ngram": cfg.params.ngram, "num_perm": num_perm,
               "fields": field_list, "index": str(index) if index else None, "decontaminate": [str(p) for p in decontaminate]}
-    manifest, rows = curate_dirs("dedup", dirs, out, settings, params, make_steps,
-                                 command_line=invocation(["dedup", *dirs, "--out", out]))
-    build_summary(f"dedup {out}", manifest, rows)
+    manifest = run_over_dirs("dedup", dirs, out, settings, params, make_steps)
     if index is not None:
         grown = DedupIndex.open(index, cfg)
         added = manifest.curation.get("dedup", {}).get("out", 0)

@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from medmill import cli
 
+pytestmark = pytest.mark.slow  # trains tokenizers and builds models
+
 
 @pytest.fixture(scope="module")
 def app():
@@ -20,7 +22,7 @@ def app():
 def test_init_model_from_a_dataset_dir_and_a_text_file(app, tmp_path, arch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tests.test_train_support import build_dirs
+    from tests.trainers.test_train_support import build_dirs
 
     dirs = build_dirs(tmp_path / "data")
     text = tmp_path / "notes.txt"

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from medmill import cli
 from medmill.schemas.errors import MedmillError
 
+pytestmark = pytest.mark.slow  # trains and exports a tiny model
+
 
 def _medmill(*args: str) -> SimpleNamespace:
     """Run a command in-process (fast); MedmillError is what cli.main() prints on one line with exit 2."""
@@ -26,7 +28,7 @@ def _medmill(*args: str) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    from tests.test_train_support import build_dirs
+    from tests.trainers.test_train_support import build_dirs
 
     root = tmp_path_factory.mktemp("chain")
     dirs = build_dirs(root / "data")

@@ -19,7 +19,7 @@ from medmill.cli import _register, app
 from medmill.schemas.errors import MedmillError
 from medmill.version import __version__
 from tests.hub_server import FakeHub
-from tests.test_card import make_dir
+from tests.publish.test_card import make_dir
 
 TOKEN = "hf_TESTtoken0123456789secret"
 
@@ -213,6 +213,7 @@ def test_dry_run_prints_operations_without_network(tmp_path, monkeypatch):
     assert TOKEN not in result.output
 
 
+@pytest.mark.slow  # runs the console script in a subprocess
 def test_cli_push_honours_hf_endpoint_and_hf_token(tmp_path):
     """The real console script in a fresh process: HF_ENDPOINT and HF_TOKEN come from the environment."""
     d = make_dir(tmp_path, "pretrain")

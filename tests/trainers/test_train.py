@@ -9,7 +9,9 @@ import pytest
 
 from medmill.trainers.options import TrainOptions
 from medmill.trainers.run import run_training
-from tests.test_train_support import QA, build_dirs, fast_args
+from tests.trainers.test_train_support import QA, build_dirs, fast_args
+
+pytestmark = pytest.mark.slow  # every test trains a tiny model
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -159,7 +161,7 @@ def test_ppo_resume_continues_from_saved_step(tiny, dirs, tmp_path):
     assert len(second.history["kl"]) == 3  # history carried over, not restarted
 
 
-@pytest.mark.slow
+
 def test_grpo_runs_with_reward_model_and_rules(tiny, dirs, tmp_path):
     opts = TrainOptions(
         stage="ppo", algo="grpo", model=str(tiny), data=[str(dirs["pref"])], out=str(tmp_path / "grpo"),

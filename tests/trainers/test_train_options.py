@@ -18,6 +18,7 @@ RECIPES = resources.files("medmill.trainers").joinpath("recipes")
 CONFIGS = resources.files("medmill.trainers").joinpath("configs")
 
 
+@pytest.mark.slow  # imports trl/transformers to build training configs
 def test_cli_extras_are_typed_and_override_the_recipe(tmp_path):
     cls = config_class("sft")
     recipe = {"learning_rate": 1e-3, "max_length": 128, "lora": True}
@@ -26,6 +27,7 @@ def test_cli_extras_are_typed_and_override_the_recipe(tmp_path):
     assert config.neftune_noise_alpha == 5.0
 
 
+@pytest.mark.slow  # imports trl/transformers to build training configs
 def test_unknown_field_names_close_matches(tmp_path):
     with pytest.raises(MedmillError, match="did you mean learning_rate"):
         build_config(config_class("dpo"), CPU, {}, ["--learning_rat", "1"])
@@ -35,12 +37,14 @@ def test_unknown_field_names_close_matches(tmp_path):
         build_config(config_class("sft"), CPU, {}, ["--max_length", "abc"])
 
 
+@pytest.mark.slow  # imports trl/transformers to build training configs
 def test_ppo_config_accepts_its_own_and_trainingarguments_fields(tmp_path):
     config = build_config(config_class("ppo"), CPU, {"kl_coef": 0.1}, ["--response_length", "8", "--learning_rate", "1e-5"])
     assert (config.kl_coef, config.response_length, config.learning_rate) == (0.1, 8, 1e-5)
     assert config_class("ppo", "grpo").__name__ == "GRPOConfig" and config_class("ppo", "rloo").__name__ == "RLOOConfig"
 
 
+@pytest.mark.slow  # imports trl/transformers to build training configs
 @pytest.mark.parametrize("name", sorted(p.name for p in RECIPES.iterdir() if p.name.endswith(".yaml")))
 def test_every_shipped_recipe_builds_its_config(name, tmp_path):
     recipe = load_recipe(Path(str(RECIPES.joinpath(name))))
@@ -50,6 +54,7 @@ def test_every_shipped_recipe_builds_its_config(name, tmp_path):
     assert config.output_dir == str(tmp_path)
 
 
+@pytest.mark.slow  # imports transformers/trl (seconds on a loaded machine)
 def test_multi_gpu_configs_load():
     from accelerate.commands.config.config_args import ClusterConfig
 
@@ -90,6 +95,7 @@ def test_named_templates_mark_answers_and_close_them(name):
         assert part.strip().startswith(f"A{i}") and part.strip().endswith(eos) and "Q" not in part
 
 
+@pytest.mark.slow  # trains a tokenizer
 def test_template_option_installs_tokens_on_a_tokenizer(tmp_path):
     from medmill.trainers.init_model import train_tokenizer
     from medmill.trainers.templates import apply_template
@@ -147,7 +153,7 @@ def test_weights_and_group_aware_validation(tmp_path):
 
 
 def test_wrong_kind_of_dir_is_a_clear_error(tmp_path):
-    from tests.test_train_support import build_dirs
+    from tests.trainers.test_train_support import build_dirs
 
     dirs = build_dirs(tmp_path)
     with pytest.raises(MedmillError, match="holds sft records; this stage needs preference"):
@@ -157,7 +163,7 @@ def test_wrong_kind_of_dir_is_a_clear_error(tmp_path):
 
 
 def test_dirs_and_files_mix_into_one_dataset(tmp_path):
-    from tests.test_train_support import build_dirs
+    from tests.trainers.test_train_support import build_dirs
 
     dirs = build_dirs(tmp_path)
     f = tmp_path / "extra.jsonl"
@@ -218,6 +224,7 @@ def test_a_plain_folder_and_fingerprinted_shards(tmp_path):
     assert (len(data.train), len(data.validation)) == (6, 2)
 
 
+@pytest.mark.slow  # imports transformers/trl (seconds on a loaded machine)
 def test_a_model_dir_without_tokenizer_files_is_refused(tmp_path):
     from medmill.trainers.modeling import load_tokenizer
 
@@ -226,6 +233,7 @@ def test_a_model_dir_without_tokenizer_files_is_refused(tmp_path):
         load_tokenizer(str(tmp_path), "chatml", need_chat=True)  # not an empty one-token tokenizer
 
 
+@pytest.mark.slow  # imports transformers/trl (seconds on a loaded machine)
 def test_recipe_values_are_typed_like_flags(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("learning_rate: 1e-3\nmax_steps: 2.0\nsave_steps: 5\nbf16: false\nval_size: 1e-1\nlora: true\n", encoding="utf-8")
@@ -303,6 +311,7 @@ def test_a_missing_stage_is_named_as_missing():
         resolve_options({"model": "m", "out": "o"}, {})
 
 
+@pytest.mark.slow  # imports transformers/trl (seconds on a loaded machine)
 def test_hub_token_never_lands_in_the_saved_training_arguments(monkeypatch):
     import pickle
 

@@ -16,7 +16,7 @@ from medmill.builders.publish.card import render_card
 from medmill.builders.publish.report import render_report, write_report
 from medmill.cli import _register, app
 from medmill.schemas import Message, RejectRow, SFTRecord, Source
-from tests.test_card import make_dir
+from tests.publish.test_card import make_dir
 
 SECTIONS = ("counts", "lengths", "categories", "samples", "rejects", "duplicates", "pii")
 CHROMIUM_FLAGS = [

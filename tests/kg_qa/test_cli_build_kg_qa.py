@@ -35,7 +35,7 @@ def _rows(out: Path) -> dict[str, list[dict]]:
             for split, files in split_files(out).items()}
 
 
-EXAMPLE_KG = Path(__file__).resolve().parents[1] / "examples" / "kg"
+EXAMPLE_KG = Path(__file__).resolve().parents[2] / "examples" / "kg"
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,7 @@ def test_dedup_two_dirs_clusters_and_index(tmp_path):
     assert f"in {dir_a}" in rej["message"]
 
 
+@pytest.mark.slow  # several dedup runs, word shingles load jieba
 def test_dedup_pretrain_and_errors(tmp_path):
     texts = [a * 2 for a in ANSWERS] + [ANSWERS[0] * 2]
     pt = [PretrainRecord(id=PretrainRecord.make_id(t + str(i)), text=t, source=Source(builder="t")) for i, t in enumerate(texts)]

@@ -323,6 +323,7 @@ def test_build_book_qa_from_real_samples_and_examples(tmp_path, server, samples_
     assert "`texts/diabetes_notes_gb18030.txt` | txt | gb18030 |" in card
 
 
+@pytest.mark.slow  # three builds against the test server
 def test_rerun_and_resume_hit_the_cache(tmp_path, server, examples_dir):
     out = tmp_path / "qa"
     args = [examples_dir / "texts", "--out", out, "--llm-base-url", server.base_url, "--llm-model", "fake"]

@@ -23,7 +23,7 @@ from medmill.builders.prefs.perturb import Corrupter, facts_from_meta
 from medmill.builders.readers.prompt_items import FieldNames, read_inputs
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.records import normalise_for_compare
-from tests.test_prefs_support import KG, kg_qa_dir, write_jsonl
+from tests.prefs.test_prefs_support import KG, kg_qa_dir, write_jsonl
 
 # ---- inputs -------------------------------------------------------------------------------------
 

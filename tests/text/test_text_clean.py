@@ -6,7 +6,7 @@ import json
 
 from medmill.builders.readers.documents import load_documents
 from medmill.builders.text.clean import CleanOptions, clean_text
-from tests.test_documents_support import make_pdf
+from tests.readers.test_documents_support import make_pdf
 
 
 def test_fever_textbook_page_header_ocr_slips_and_glued_headings(samples_dir):

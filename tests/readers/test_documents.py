@@ -10,7 +10,7 @@ import pytest
 
 from medmill.builders.readers.documents import collect_files, load_documents
 from medmill.schemas.errors import MedmillError
-from tests.test_documents_support import make_pdf
+from tests.readers.test_documents_support import make_pdf
 
 
 def test_real_samples_load_with_formats_encodings_and_item_lines(samples_dir):

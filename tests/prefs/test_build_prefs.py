@@ -17,7 +17,7 @@ import medmill.cli
 from medmill.builders.core.validate import validate_dir
 from medmill.schemas.dataset_dir import iter_rows, read_manifest
 from medmill.schemas.errors import MedmillError
-from tests.test_prefs_support import KG, kg_qa_dir, write_jsonl
+from tests.prefs.test_prefs_support import KG, kg_qa_dir, write_jsonl
 
 medmill.cli._register()
 
@@ -282,6 +282,7 @@ def test_samples_from_one_model_are_distinct_requests_and_duplicates_are_merged(
     assert read_manifest(out)["counters"]["candidates.duplicates"] == 1
 
 
+@pytest.mark.slow  # two builds, cards with plots
 def test_corrupt_on_build_kg_qa_output_of_the_example_kg(tmp_path, examples_dir):
     """The real build-kg-qa meta (entity, relations, values) drives fact swaps; entity names stay intact."""
     kg_out = tmp_path / "kg_qa"
@@ -303,6 +304,7 @@ def test_corrupt_on_build_kg_qa_output_of_the_example_kg(tmp_path, examples_dir)
     assert validate_dir(out).ok
 
 
+@pytest.mark.slow  # two fresh interpreters import the whole CLI
 def test_corrupt_output_is_the_same_in_every_process(tmp_path):
     """Same inputs and seed -> same pairs, whatever the interpreter's string-hash seed."""
     kg = kg_qa_dir(tmp_path)

@@ -12,7 +12,7 @@ from medmill.builders.publish.export import export_dir
 from medmill.cli import _register, app
 from medmill.schemas.dataset_dir import iter_rows
 from medmill.schemas.errors import MedmillError
-from tests.test_card import make_dir
+from tests.publish.test_card import make_dir
 
 SHAREGPT = {"system": "system", "user": "human", "assistant": "gpt"}
 
