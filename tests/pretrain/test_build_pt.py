@@ -231,6 +231,7 @@ def test_bad_options_are_one_line_errors(tmp_path, args, message):
     assert re.search(message, str(result.exception)), result.exception
 
 
+@pytest.mark.slow  # spawns an interpreter
 def test_error_exit_code_and_no_traceback(tmp_path):
     import subprocess
     import sys
@@ -250,6 +251,7 @@ def _two_dirs(tmp_path: Path) -> tuple[Path, Path]:
     return domain, general
 
 
+@pytest.mark.slow  # five builds; the ratio and seed rules themselves are in test_mixing.py (fast)
 def test_mix_cli_ratios_epochs_and_reproducible(tmp_path):
     domain, general = _two_dirs(tmp_path)
     spec = f"{domain}=0.3,{general}=0.7"
@@ -292,7 +294,7 @@ def test_train_pt_on_a_build_pt_mixture(tmp_path):
     from medmill.trainers.init_model import init_model
     from medmill.trainers.options import TrainOptions
     from medmill.trainers.run import run_training
-    from tests.test_train_support import fast_args
+    from tests.trainers.test_train_support import fast_args
 
     domain, general = _two_dirs(tmp_path)
     mix = tmp_path / "mix"
