@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from medmill.builders.curation.text_quality import RunningTextConfig, check_running_text, text_signals
 from medmill.builders.pretrain.boilerplate import BoilerplateConfig, BoilerplateRemover, ParagraphCounter
 from medmill.builders.pretrain.documents import cut_text, make_documents
 from medmill.builders.pretrain.normalise import normalise_text
@@ -135,29 +134,6 @@ def test_boilerplate_threshold_and_short_lines():
     counter.add("本文仅供参考，不能替代医生的诊断和治疗建议。\n临床表现")
     assert len(counter.repeated()) == 1  # 临床表现 is a heading: too short to count
     assert ParagraphCounter(BoilerplateConfig(min_docs=0)).repeated() == {}
-
-
-@pytest.mark.parametrize(
-    ("text", "reason"),
-    [
-        ("This is an English paragraph about hypertension treatment and follow-up care.", "low_cjk_share"),
-        ("■■■ ★★★ →→→ ※※※ ◆◆◆ 高血压 ■■■ ★★★ →→→", "symbol_share"),
-        ("表1 血压 120 130 140 150 160 170 180 190 200 210 220 230 240 250", "digit_share"),
-        ("点击这里查看更多内容\n点击这里查看更多内容\n点击这里查看更多内容\n高血压的治疗需要长期坚持", "repeated_lines"),
-        ("目录\n总论\n病毒\n细菌\n真菌\n寄生虫\n附录", "short_lines"),
-        ("高血压是以体循环动脉压升高为主要临床表现的心血管综合征。\n治疗包括生活方式干预和降压药物。\n需长期随访。", None),
-    ],
-)
-def test_running_text_rules(text, reason):
-    failed = check_running_text(text, RunningTextConfig())
-    assert (failed[0] if failed else None) == reason
-
-
-def test_running_text_rules_can_be_turned_off():
-    english = "This is an English paragraph about hypertension treatment."
-    assert check_running_text(english, RunningTextConfig(min_cjk_share=0)) is None
-    s = text_signals("高血压 120/80")
-    assert s.cjk_share == 1.0 and 0.4 < s.digit_share < 0.6
 
 
 def test_token_estimate_is_labelled_and_scales():
