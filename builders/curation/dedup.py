@@ -90,9 +90,32 @@ class DedupResult:
         return self.dup_of < 0
 
 
+EXACT_CHUNK_CHARS = 4_000_000  # characters per exact-key block: bounds the uint64 temporaries
+
+
 def exact_keys(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """64-bit key per text over its letters and digits (texts with none fall back to their raw form),
-    and the number of letters and digits of each text."""
+    and the number of letters and digits of each text. Computed in blocks of about
+    EXACT_CHUNK_CHARS characters, so a corpus of hundreds of MB never becomes one uint64 array."""
+    if not texts:
+        return _exact_keys_block(texts)
+    keys, lengths = [], []
+    start = size = 0
+    for i, t in enumerate(texts):
+        size += len(t)
+        if size >= EXACT_CHUNK_CHARS:
+            k, n = _exact_keys_block(texts[start : i + 1])
+            keys.append(k)
+            lengths.append(n)
+            start, size = i + 1, 0
+    if start < len(texts):
+        k, n = _exact_keys_block(texts[start:])
+        keys.append(k)
+        lengths.append(n)
+    return np.concatenate(keys), np.concatenate(lengths)
+
+
+def _exact_keys_block(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     import xxhash
 
     seq, lengths = mh.char_units(texts)

@@ -96,6 +96,8 @@ _CJK_SPACE = re.compile(f"(?<=[{CJK}，。；：、！？（）]) (?=[{CJK}，�
 def _despace_cjk(line: str, counts: Counter) -> str:
     """Undo PDF extraction that puts a space between every Chinese character ("高 血 压 是 …"): when most
     neighbouring CJK characters of a line are space-separated, the spaces go; normal lines are left alone."""
+    if " " not in line:  # most lines: nothing to undo (and findall per line is the cost of cleaning)
+        return line
     pairs = _CJK_PAIR.findall(line)
     spaced = sum(1 for p in pairs if p)
     if len(pairs) < 4 or spaced * 2 < len(pairs):
@@ -228,7 +230,7 @@ def _join_broken_lines(lines: list[str], min_length: int, counts: Counter) -> li
     for line in lines:
         if out and line and _continues(out[-1], line, min_length):
             prev = out[-1]
-            sep = " " if re.match(r"[A-Za-z0-9]", prev[-1]) and re.match(r"[A-Za-z0-9]", line[0]) else ""
+            sep = " " if _ALNUM.match(prev[-1]) and _ALNUM.match(line[0]) else ""
             if sep and prev[-1].isdigit() and line[0].isdigit() and _HAS_CJK.search(prev):
                 sep = ""  # Chinese typesetting wraps inside numbers: "6\n5℃" is 65℃, not "6 5℃"
             out[-1] = prev + sep + line
@@ -238,15 +240,18 @@ def _join_broken_lines(lines: list[str], min_length: int, counts: Counter) -> li
     return out
 
 
+_LIST_ITEM = re.compile(rf"^(?:\d{{1,3}}[.、．）)]|[（(][{_CN_NUM}\d]{{1,3}}[）)]|[{_CN_NUM}]{{1,3}}、|[-*•·])")
+_CONTINUATION = re.compile(r"[，。、；：！？）》」』”’,;:!?)]|的(?!确)")
+_ALNUM = re.compile(r"[A-Za-z0-9]")
+
+
 def _continues(prev: str, line: str, min_length: int) -> bool:
     if not prev or prev[-1] in _TERMINAL:
         return False
     if detect_heading(prev) or detect_heading(line):
         return False
-    if re.match(
-        rf"^(?:\d{{1,3}}[.、．）)]|[（(][{_CN_NUM}\d]{{1,3}}[）)]|[{_CN_NUM}]{{1,3}}、|[-*•·])", line
-    ):
+    if _LIST_ITEM.match(line):
         return False  # a list item starts a new line on purpose
-    if re.match(r"[，。、；：！？）》」』”’,;:!?)]|的(?!确)", line):
+    if _CONTINUATION.match(line):
         return True  # no paragraph starts with a comma or 的: the line before was cut mid-sentence
     return prev[-1] in "，、" or len(prev) >= min_length

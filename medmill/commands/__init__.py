@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "build_self_instruct",
     "build_tasks",
     "build_dialogue",
+    "build_pt",
     "filter_cmd",
     "dedup",
     "validate",
