@@ -66,10 +66,10 @@ class PretrainBuilder(Builder[PretrainConfig]):
         out.count("boilerplate.repeated_paragraphs", stats["repeated_paragraphs"])
         out.records.extend(kept)
 
-    def steps(self, cfg: PretrainConfig, kind: str) -> list[Step]:
+    def steps(self, cfg: PretrainConfig, kind: str, protected_terms: frozenset[str] = frozenset()) -> list[Step]:
         """Running-text rules after validation, the kind's curation steps, token counts last (on the
         texts written, after PII redaction)."""
-        steps: list[Step] = curation_steps(kind, cfg.curation)
+        steps: list[Step] = curation_steps(kind, cfg.curation, protected_terms)
         at = 1 if steps and steps[0].name == "validate" else 0
         steps.insert(at, RunningTextStep(cfg.text_quality.rules()))
         return [Report("boilerplate", getattr(self, "_boilerplate", {})), *steps, TokenStep(cfg.tokenizer)]
@@ -169,7 +169,7 @@ class MixBuilder(Builder[MixConfig]):
             "sources": {p.name: p.report(total) for p in plans},
         }
 
-    def steps(self, cfg: MixConfig, kind: str) -> list[Step]:
+    def steps(self, cfg: MixConfig, kind: str, protected_terms: frozenset[str] = frozenset()) -> list[Step]:
         # inputs are curated pretrain dirs; dedup would remove the repeats the mixture asks for
         return [ValidateStep(), Report("mix", getattr(self, "_report", {}))]
 
