@@ -187,7 +187,7 @@ def _run_ppl(s: EvalSettings, progress: Progress) -> EvalResult:
 
     loaded, sources = [], []
     for data, role in [(d, "domain") for d in s.data] + [(g, "general") for g in s.general]:
-        kind = detect_kind(Path(data)) if is_dir_source(Path(data)) else "pretrain"
+        kind = detect_kind(Path(data)) if is_dir_source(Path(data), allow_text_folder=True) else "pretrain"
         if kind == "preference":
             raise MedmillError(f"{data}: perplexity reads pretrain or sft dirs, or text files")
         records, problems, read = load_records(Path(data), kind, s.split, s.max_items)

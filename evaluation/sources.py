@@ -102,7 +102,8 @@ def file_rows(path: Path) -> Iterator[tuple[int, Any]]:
                     yield n, ValueError(f"invalid JSON: {e.msg}")
         return
     first = stripped.splitlines()[0] if stripped else ""
-    if Path(path).suffix.lower() in (".csv", ".tsv") or first.count(",") >= 2 or "\t" in first:
+    prose = Path(path).suffix.lower() in (".txt", ".md")  # plain text: commas are punctuation, not columns
+    if Path(path).suffix.lower() in (".csv", ".tsv") or (not prose and (first.count(",") >= 2 or "\t" in first)):
         delimiter = "\t" if Path(path).suffix.lower() == ".tsv" or ("\t" in first and "," not in first) else ","
         reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
         end = 1  # the header's last line; a row starts on the line after the previous row ended
@@ -115,8 +116,19 @@ def file_rows(path: Path) -> Iterator[tuple[int, Any]]:
             yield n, line
 
 
-def is_dir_source(path: Path) -> bool:
+TEXT_SUFFIXES = (".txt", ".md", ".json", ".jsonl")
+
+
+def text_files_in(path: Path) -> list[Path]:
+    """The text files of a plain folder (not a dataset dir), sorted: ppl reads a folder of documents."""
+    return sorted(p for p in Path(path).rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(path).parts))
+
+
+def is_dir_source(path: Path, allow_text_folder: bool = False) -> bool:
     if Path(path).is_dir():
+        if allow_text_folder and not is_dataset_dir(path):
+            return False
         if not is_dataset_dir(path):
             raise MedmillError(f"{path} is a directory but not a medmill dataset dir (no data/ folder)")
         return True
@@ -141,7 +153,7 @@ def load_records(path: Path, kind: str, split: str | None = None, limit: int | N
     path = Path(path)
     problems = Problems()
     records: list[Record] = []
-    if is_dir_source(path):
+    if is_dir_source(path, allow_text_folder=kind == "pretrain"):
         found, used, rows = dir_rows(path, split)
         if found != kind:
             raise MedmillError(f"{path} holds {found} records; this task reads {kind} records")
@@ -150,8 +162,12 @@ def load_records(path: Path, kind: str, split: str | None = None, limit: int | N
             records.append(Record(key, f"{path.name}:{used}:{row.get('id') or i}", row))
         described = f"{path} ({used} split)"
     else:
-        for line, value in file_rows(path):
-            where = f"{path.name}:{line}"
+        files = text_files_in(path) if path.is_dir() else [path]
+        if not files:
+            raise MedmillError(f"{path}: a folder with no dataset dir and no text files ({', '.join(TEXT_SUFFIXES)})")
+        rows_of_files = ((f, line, value) for f in files for line, value in file_rows(f))
+        for f, line, value in rows_of_files:
+            where = f"{f.name}:{line}"
             if isinstance(value, Exception):
                 problems.add(where, str(value))
                 continue

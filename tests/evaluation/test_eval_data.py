@@ -152,3 +152,22 @@ def test_mcq_summary_by_category_and_kind():
     assert s["accuracy"] == pytest.approx(2 / 3) and s["accuracy_sum"] == pytest.approx(2 / 3) and s["accuracy_norm"] == pytest.approx(2 / 3)
     assert (s["accuracy_single"], s["accuracy_multi"]) == (1.0, 0.0)
     assert s["by_category"] == {"(none)": {"items": 1, "accuracy": 1.0}, "症状": {"items": 2, "accuracy": 0.5}}
+
+
+def test_ppl_reads_a_plain_folder_of_text_files(tmp_path):
+    """--general wiki_dir/: a folder of .txt/.md documents (not a dataset dir) is read line by line;
+    commas in prose are punctuation, not CSV columns."""
+    from medmill.evaluation.sources import is_dir_source, load_records
+    from medmill.schemas.errors import MedmillError
+
+    folder = tmp_path / "general"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("Fever, cough, and fatigue are common.\n\n第二行文字。\n", encoding="utf-8")
+    (folder / "sub" / "b.md").write_text("# 标题\n高血压的治疗，包括生活方式干预。\n", encoding="gb18030")
+    (folder / ".hidden.txt").write_text("never read\n", encoding="utf-8")
+    assert is_dir_source(folder, allow_text_folder=True) is False
+    records, _problems, _described = load_records(folder, "pretrain")
+    texts = sorted(r.row["text"] for r in records)
+    assert texts == sorted(["Fever, cough, and fatigue are common.", "第二行文字。", "# 标题", "高血压的治疗，包括生活方式干预。"])
+    with pytest.raises(MedmillError):
+        is_dir_source(folder)  # other tasks still want a dataset dir
