@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .names import printable_json, printable_name
+
 RecordKind = Literal["sft", "preference", "pretrain"]
 Role = Literal["system", "user", "assistant"]
 
@@ -35,7 +37,7 @@ def normalise_for_compare(text: str) -> str:
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return printable_json(json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
 
 
 def stable_id(kind: str, payload: Any) -> str:
@@ -91,6 +93,12 @@ class Source(BaseModel):
     group: str | None = None
     builder: str = "unknown"
     builder_version: str = "0"
+
+    @field_validator("file", "ref", "group")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        # a file name that is not valid UTF-8 must still be writable to parquet and JSON
+        return None if value is None else printable_name(value)
 
 
 class _RecordBase(BaseModel):
@@ -214,4 +222,4 @@ class RejectRow(BaseModel):
     raw: Any = None
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, sort_keys=True, default=str)
+        return printable_json(json.dumps(self.model_dump(mode="json"), ensure_ascii=False, sort_keys=True, default=str))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from medmill.schemas.names import printable_name
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -24,6 +26,6 @@ def describe_inputs(paths: list[Path]) -> list[dict]:
         elif p.is_file():
             files.append(p)
     return [
-        {"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
+        {"path": printable_name(str(f)), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
         for f in sorted(set(files), key=str)
     ]
