@@ -141,7 +141,7 @@ def verify_shards(path: Path) -> None:
         key = os.path.abspath(path)
         if key not in _noted_unchecked:
             _noted_unchecked.add(key)
-            _log.warning("note: %s has no manifest.json; its shards are read as they are, unchecked", path)
+            _log.warning("%s has no manifest.json: its shards are read as they are, unchecked", path)
         return
     if not manifest.get("splits"):
         return  # nothing listed to check against
@@ -164,10 +164,10 @@ def split_files(path: Path, *, verify: bool = True) -> dict[str, list[Path]]:
     for f in sorted(data.glob("*.parquet")):
         m = SHARD_RE.match(f.name)
         result.setdefault(m.group("split") if m else f.stem, []).append(f)
-    if not result:
-        raise MedmillError(f"{data} holds no parquet shards")
     if verify:
         verify_shards(path)
+    if not result:
+        raise MedmillError(f"{data} holds no parquet shards")
     return result
 
 
