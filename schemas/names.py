@@ -35,3 +35,14 @@ def printable_json(text: str) -> str:
     if not has_surrogates(text):
         return text
     return _SURROGATE.sub(lambda m: json.dumps(_escape(m))[1:-1], text)
+
+
+def printable_value(value: object) -> object:
+    """`value` (JSON-like: dicts, lists, strings) with `printable_name` applied to every string and key."""
+    if isinstance(value, str):
+        return printable_name(value)
+    if isinstance(value, dict):
+        return {printable_name(k) if isinstance(k, str) else k: printable_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable_value(v) for v in value]
+    return value

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .names import printable_json, printable_name
+from .names import printable_json, printable_name, printable_value
 
 RecordKind = Literal["sft", "preference", "pretrain"]
 Role = Literal["system", "user", "assistant"]
@@ -222,4 +222,8 @@ class RejectRow(BaseModel):
     raw: Any = None
 
     def to_json(self) -> str:
-        return printable_json(json.dumps(self.model_dump(mode="json"), ensure_ascii=False, sort_keys=True, default=str))
+        try:
+            data = self.model_dump(mode="json")
+        except UnicodeEncodeError:  # a name that is not valid UTF-8 in the message or raw input
+            data = printable_value(self.model_dump(mode="python"))
+        return printable_json(json.dumps(data, ensure_ascii=False, sort_keys=True, default=str))
