@@ -17,7 +17,6 @@ from medmill.builders.readers.documents import load_documents
 from medmill.builders.readers.literature import read_literature
 from medmill.schemas import RejectRow, Source
 from medmill.schemas.dataset_dir import split_files
-from medmill.schemas.names import printable_json, printable_name
 
 if not any(c.name == "build-kg-qa" for c in medmill.cli.app.registered_commands):
     medmill.cli._register()
@@ -39,6 +38,8 @@ def _gbk_file(folder: Path, suffix: bytes, content: str) -> Path:
 
 
 def test_printable_name_escapes_only_undecodable_bytes():
+    from medmill.schemas.names import printable_json, printable_name
+
     name = os.fsdecode(b"kg/" + GBK_NAME + b".jsonl")
     shown = printable_name(name)
     shown.encode("utf-8")  # writable
@@ -79,6 +80,8 @@ def test_document_and_literature_readers_give_writable_sources_and_rejects(tmp_p
 
 
 def test_reject_rows_with_surrogates_in_message_and_raw_stay_valid_json():
+    from medmill.schemas.names import printable_name
+
     bad = os.fsdecode(GBK_NAME)
     row = RejectRow(stage="read", reason="unreadable", message=f"cannot read {bad}", source=Source(file=bad), raw={bad: bad})
     parsed = json.loads(row.to_json())

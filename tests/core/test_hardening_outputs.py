@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import medmill.cli
 from medmill.builders.core.writer import BuildInfo, write_dataset_dir
 from medmill.schemas import Message, SFTRecord, Source
-from medmill.schemas.dataset_dir import check_out_not_input, split_files
+from medmill.schemas.dataset_dir import split_files
 from medmill.schemas.errors import MedmillError
 
 if not any(c.name == "build-kg-qa" for c in medmill.cli.app.registered_commands):
@@ -106,6 +106,8 @@ def test_export_refuses_to_write_into_its_source_dir(tmp_path, built, out):
 
 
 def test_out_vs_inputs_rule(tmp_path):
+    from medmill.schemas.dataset_dir import check_out_not_input
+
     ds = tmp_path / "ds"
     (ds / "data").mkdir(parents=True)
     raw = tmp_path / "raw"
