@@ -26,6 +26,7 @@ from medmill.builders.core.splits import split_by_group
 from medmill.schemas import KIND_COLUMNS, Record, RejectRow
 from medmill.schemas.dataset_dir import ARROW_SCHEMAS, BUILD_OWNED, shard_name
 from medmill.schemas.errors import MedmillError
+from medmill.schemas.names import printable_name, printable_value
 from medmill.version import __version__
 
 DEFAULT_MAX_SHARD_BYTES = 256 * 1024 * 1024
@@ -168,8 +169,8 @@ def write_dataset_dir(
             version=__version__,
             kind=info.kind,
             builder=info.builder,
-            command=redact_text(info.command),
-            params=redact(info.params),
+            command=printable_name(redact_text(info.command)),
+            params=printable_value(redact(info.params)),
             seed=info.seed,
             inputs=[InputFile(**d) for d in describe_inputs(info.inputs)],
             splits=split_infos,
@@ -183,9 +184,9 @@ def write_dataset_dir(
             usage=info.usage,
             timings={k: round(v, 3) for k, v in info.timings.items()},
             license=info.license,
-            source_licenses=info.source_licenses,
+            source_licenses=printable_value(info.source_licenses),
         )
-        (tmp / "README.md").write_text(render_card(manifest, tmp, info.description), encoding="utf-8")
+        (tmp / "README.md").write_text(printable_name(render_card(manifest, tmp, info.description)), encoding="utf-8")
         # manifest last: its presence marks a finished dir
         (tmp / "manifest.json").write_text(
             json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"

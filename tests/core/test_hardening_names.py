@@ -87,3 +87,13 @@ def test_reject_rows_with_surrogates_in_message_and_raw_stay_valid_json():
     parsed = json.loads(row.to_json())
     assert parsed["message"] == "cannot read " + printable_name(bad) and ESCAPED in parsed["message"]
     assert ESCAPED in parsed["source"]["file"] and ESCAPED in next(iter(parsed["raw"]))
+
+
+def test_a_gbk_named_file_given_on_the_command_line_reaches_command_params_and_card(tmp_path):
+    f = _gbk_file(tmp_path / "kg", b".jsonl", (EXAMPLES / "kg" / "diseases.jsonl").read_text(encoding="utf-8"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(medmill.cli.app, ["build-kg-qa", str(f), "--out", str(out)])
+    assert result.exception is None, result.output
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert ESCAPED in manifest["params"]["inputs"][0]
+    assert ESCAPED in (out / "README.md").read_text(encoding="utf-8")
