@@ -162,3 +162,11 @@ def test_writing_into_a_mount_point_never_renames_across_it(tmp_path, monkeypatc
     write_dataset_dir(mount, _records(4), [], BuildInfo(kind="sft", builder="t", command="medmill t"))
     assert json.loads((mount / "manifest.json").read_text())["records_total"] == 4
     assert not any(p.name.startswith(".") for p in mount.iterdir())
+
+
+def test_train_refuses_checkpoints_inside_its_dataset_dir(built):
+    before = _snapshot(built)
+    result = _run("train", "sft", "--model", "no_such_model", "--data", built, "--out", built / "ckpt")
+    assert isinstance(result.exception, MedmillError), result.output
+    assert "inside the input dataset dir" in str(result.exception)
+    assert _snapshot(built) == before
