@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from medmill.builders.readers.walk import walk_files
 from medmill.schemas.names import printable_name
 
 
@@ -22,7 +23,7 @@ def describe_inputs(paths: list[Path]) -> list[dict]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            files.extend(sorted(q for q in p.rglob("*") if q.is_file()))
+            files.extend(sorted(walk_files(p)))  # as the readers walk it: no hidden files, no nested dataset dirs
         elif p.is_file():
             files.append(p)
     return [
