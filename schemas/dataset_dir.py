@@ -8,8 +8,10 @@ medmill.schemas, so trainers never need medmill.builders to read a dataset dir.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,31 @@ def shard_errors(f: Path) -> Iterator[None]:
     except (pa.ArrowException, OSError) as e:
         detail = (str(e).splitlines() or [type(e).__name__])[0]
         raise MedmillError(f"{f} is not a readable parquet shard (corrupt or cut short?): {detail}") from None
+def is_medmill_dataset_dir(path: Path) -> bool:
+    """A dir a medmill build wrote (manifest.json beside data/): never raw input for another build."""
+    return (Path(path) / "manifest.json").is_file() and (Path(path) / "data").is_dir()
+
+
+# what a build writes into its --out dir (anything else there, e.g. an LLM cache, is kept)
+BUILD_OWNED = ("data", "README.md", "manifest.json", "rejects.jsonl", "plots", "clusters.jsonl")
+
+
+def check_out_not_input(out: Path, inputs: Iterable[Path], *, flag: str = "--out") -> None:
+    """Refuse an output path that would overwrite or pollute what the command reads.
+
+    The one check every command that writes after reading uses (run_build for every build, export,
+    train): `out` may not be an input, may not lie inside an input dataset dir (the output would be
+    written into a dir being read, and pushed with it), and may not hold an input where the build
+    replaces files (out/data, out/README.md, ...)."""
+    target = Path(out).resolve()
+    for given in inputs:
+        src = Path(given).resolve()
+        if target == src:
+            raise MedmillError(f"{flag} {out} is one of the inputs; write to a new path")
+        if is_dataset_dir(src) and target.is_relative_to(src):
+            raise MedmillError(f"{flag} {out} is inside the input dataset dir {given}; write outside it")
+        if any(src.is_relative_to(target / name) for name in BUILD_OWNED):
+            raise MedmillError(f"{flag} {out} would overwrite the input {given}; write to a new path")
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
@@ -81,8 +108,61 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
         raise MedmillError(f"{f} is not valid JSON: {e}") from None
 
 
-def split_files(path: Path) -> dict[str, list[Path]]:
-    """{split: [shard paths]} of a dataset dir, in shard order."""
+_log = logging.getLogger("medmill")
+_noted_unchecked: set[str] = set()
+
+
+def shard_problems(path: Path, manifest: dict[str, Any], *, hashes: bool = False) -> list[str]:
+    """How the shards in data/ differ from what manifest.json lists: missing or unlisted files,
+    other sizes (and, with `hashes`, other sha256); empty when they match."""
+    listed: dict[str, dict[str, Any]] = {}
+    for info in (manifest.get("splits") or {}).values():
+        shards = {s.get("file"): s for s in info.get("shards") or [] if isinstance(s, dict)}
+        for name in info.get("files") or []:
+            listed[name] = shards.get(name, {})
+    present = {f"data/{f.name}" for f in (Path(path) / "data").glob("*.parquet")}
+    problems = [f"{name} is missing" for name in sorted(set(listed) - present)]
+    problems += [f"{name} is not in the manifest" for name in sorted(present - set(listed))]
+    for name in sorted(set(listed) & present):
+        expected, f = listed[name], Path(path) / name
+        if "bytes" in expected and f.stat().st_size != expected["bytes"]:
+            problems.append(f"{name} has {f.stat().st_size} bytes, the manifest says {expected['bytes']}")
+        elif hashes and "sha256" in expected and _sha256(f) != expected["sha256"]:
+            problems.append(f"{name} has another sha256 than the manifest says")
+    return problems
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_shards(path: Path) -> None:
+    """Refuse a dataset dir whose shards do not match its manifest (a deleted, added or cut shard);
+    a dir without manifest.json (someone else's parquet, a Hub download) is read with a one-line note."""
+    manifest = read_manifest(path)
+    if manifest is None:
+        key = os.path.abspath(path)
+        if key not in _noted_unchecked:
+            _noted_unchecked.add(key)
+            _log.warning("%s has no manifest.json: its shards are read as they are, unchecked", path)
+        return
+    if not manifest.get("splits"):
+        return  # nothing listed to check against
+    problems = shard_problems(path, manifest)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise MedmillError(f"{path}: shards do not match manifest.json: {problems[0]}{more}; rebuild or restore the dir")
+
+
+def split_files(path: Path, *, verify: bool = True) -> dict[str, list[Path]]:
+    """{split: [shard paths]} of a dataset dir, in shard order; with `verify` (the default) the shards
+    are checked against manifest.json first (see `verify_shards`)."""
     path = Path(path)
     if not path.is_dir():
         raise MedmillError(f"{path} is not a directory (expected a medmill dataset dir)")
@@ -93,6 +173,8 @@ def split_files(path: Path) -> dict[str, list[Path]]:
     for f in sorted(data.glob("*.parquet")):
         m = SHARD_RE.match(f.name)
         result.setdefault(m.group("split") if m else f.stem, []).append(f)
+    if verify:
+        verify_shards(path)
     if not result:
         raise MedmillError(f"{data} holds no parquet shards")
     return result

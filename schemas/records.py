@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .names import printable_json, printable_name, printable_value
+
 RecordKind = Literal["sft", "preference", "pretrain"]
 Role = Literal["system", "user", "assistant"]
 
@@ -35,7 +37,7 @@ def normalise_for_compare(text: str) -> str:
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return printable_json(json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
 
 
 def stable_id(kind: str, payload: Any) -> str:
@@ -91,6 +93,12 @@ class Source(BaseModel):
     group: str | None = None
     builder: str = "unknown"
     builder_version: str = "0"
+
+    @field_validator("file", "ref", "group")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        # a file name that is not valid UTF-8 must still be writable to parquet and JSON
+        return None if value is None else printable_name(value)
 
 
 class _RecordBase(BaseModel):
@@ -214,4 +222,8 @@ class RejectRow(BaseModel):
     raw: Any = None
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, sort_keys=True, default=str)
+        try:
+            data = self.model_dump(mode="json")
+        except UnicodeEncodeError:  # a name that is not valid UTF-8 in the message or raw input
+            data = printable_value(self.model_dump(mode="python"))
+        return printable_json(json.dumps(data, ensure_ascii=False, sort_keys=True, default=str))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from medmill.schemas.dataset_dir import check_out_not_input
 from medmill.trainers.data import STAGE_INPUT, DataSpec, load_training_data
 from medmill.trainers.fit import StageResult, write_run_info
 from medmill.trainers.model_source import check_model_source
@@ -33,7 +36,10 @@ def run_training(opts: TrainOptions, recipe: dict, extras: list[str]) -> StageRe
         defaults.update(ALGO_DEFAULTS[opts.algo])
     config = build_config(cls, defaults, recipe, extras)  # fail on bad flags before reading any data
     resume_point(opts)  # and on a bad --resume-from
-    data = load_training_data([DataSpec.parse(s) for s in opts.data], STAGE_INPUT[opts.stage], opts.val_size, config.seed)
+    specs = [DataSpec.parse(s) for s in opts.data]
+    if opts.out:
+        check_out_not_input(Path(opts.out), [spec.path for spec in specs])  # checkpoints never land in a dataset dir
+    data = load_training_data(specs, STAGE_INPUT[opts.stage], opts.val_size, config.seed)
     for flag, name in (("--model", opts.model), ("--reward-model", opts.reward_model),
                        ("--value-model", opts.value_model), ("--ref-model", opts.ref_model)):
         if name:

@@ -11,7 +11,13 @@ from typing import Any
 from medmill.builders.core.collect import RejectSink
 from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.steps import LocalExecutor, Step
-from medmill.builders.core.writer import BuildInfo, CardRenderer, write_dataset_dir
+from medmill.builders.core.writer import (
+    BuildInfo,
+    CardRenderer,
+    failed_rejects_path,
+    write_dataset_dir,
+    write_failed_rejects,
+)
 from medmill.schemas import Record, RejectRow
 from medmill.schemas.errors import MedmillError
 
@@ -32,7 +38,7 @@ def finish_build(
 
     `started` (a `time.perf_counter()` value taken when the build began) sets `timings["total"]`
     to the time from then until the write starts, curation included. A build that keeps no record
-    is written (so its rejects can be read) and then raises MedmillError unless `allow_empty`.
+    raises MedmillError unless `allow_empty`, leaving `out_dir` untouched and its rejects beside it.
     `render_card` defaults to the Hub card of medmill.builders.publish.card."""
     if render_card is None:
         from medmill.builders.publish.card import render_card
@@ -55,6 +61,8 @@ def finish_build(
         info.timings["curate"] = time.perf_counter() - t0
         if started is not None:
             info.timings["total"] = time.perf_counter() - started
+        if not result.records and not allow_empty:
+            raise _no_records_survived(out_dir, sink)
         t1 = time.perf_counter()
         manifest = write_dataset_dir(out_dir, result.records, sink, info, render_card)
         info.timings["write"] = time.perf_counter() - t1
@@ -63,9 +71,22 @@ def finish_build(
             sink.close()
     for commit in result.on_commit:
         commit()
-    if manifest.records_total == 0 and not allow_empty:
-        # the dir is written (its rejects say why), but a build that kept nothing must not look like success
-        top = sorted(manifest.rejects_by_reason.items(), key=lambda kv: -kv[1])[:3]
-        why = ", ".join(f"{k} {v}" for k, v in top) or "no input records"
-        raise MedmillError(f"no records survived the build ({why}); see {Path(out_dir) / 'rejects.jsonl'}")
+    remove_stale_failed_rejects(out_dir)
     return manifest
+
+
+def _no_records_survived(out_dir: Path, sink: RejectSink) -> MedmillError:
+    """A build that kept nothing fails without touching --out (a previous dataset there stays as it
+    was); its rejects go beside it so the user can read why."""
+    top = sorted(sink.by_reason.items(), key=lambda kv: -kv[1])[:3]
+    why = ", ".join(f"{k} {v}" for k, v in top) or "no input records"
+    where = write_failed_rejects(out_dir, sink)
+    see = f"its rejects are in {where}" if where else "its rejects could not be written beside --out"
+    return MedmillError(f"no records survived the build ({why}); {out_dir} was left as it was; {see}")
+
+
+def remove_stale_failed_rejects(out_dir: Path) -> None:
+    """After a successful build, the rejects of an earlier failed build into the same dir are stale."""
+    path = failed_rejects_path(out_dir)
+    if path.is_file():
+        path.unlink(missing_ok=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from medmill.builders.readers.walk import walk_files
+from medmill.schemas.names import printable_name
+
 
 def describe_os_error(path: Path, error: OSError) -> str:
     """Why `path` could not be created, in words: "File exists" / "Not a directory" from mkdir when a
@@ -31,10 +34,10 @@ def describe_inputs(paths: list[Path]) -> list[dict]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            files.extend(sorted(q for q in p.rglob("*") if q.is_file()))
+            files.extend(sorted(walk_files(p)))  # as the readers walk it: no hidden files, no nested dataset dirs
         elif p.is_file():
             files.append(p)
     return [
-        {"path": str(f), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
+        {"path": printable_name(str(f)), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
         for f in sorted(set(files), key=str)
     ]

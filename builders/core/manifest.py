@@ -13,9 +13,18 @@ class InputFile(BaseModel):
     sha256: str
 
 
+class ShardInfo(BaseModel):
+    """One parquet shard as written: readers refuse a dir whose shards no longer match."""
+
+    file: str
+    bytes: int
+    sha256: str
+
+
 class SplitInfo(BaseModel):
     records: int
     files: list[str]
+    shards: list[ShardInfo] = Field(default_factory=list)
 
 
 class Manifest(BaseModel):

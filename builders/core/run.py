@@ -20,6 +20,8 @@ from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.progress import Progress, no_progress
 from medmill.builders.core.steps import LocalExecutor
 from medmill.builders.core.writer import BuildInfo, CardRenderer
+from medmill.builders.readers.walk import nested_dataset_dirs
+from medmill.schemas.dataset_dir import check_out_not_input
 
 
 @dataclass
@@ -44,7 +46,9 @@ def run_build(
     `command` is the command line the manifest records (default `medmill build-<name>`); a build
     that keeps no record is written (its rejects say why) and then raises MedmillError."""
     t0 = time.perf_counter()
+    check_out_not_input(cfg.out, cfg.inputs)
     ctx = BuildContext(cfg.out, progress, builder.own_paths(cfg))
+    skipped_dirs = nested_dataset_dirs(cfg.inputs)  # the readers leave these out (builders/readers/walk.py)
     out = Collector()
     try:
         inputs = builder.read(cfg, ctx)
@@ -54,6 +58,8 @@ def run_build(
         t2 = time.perf_counter()
         counters = Counter(inputs.counters)
         counters.update(out.counters)
+        if skipped_dirs:
+            counters["read.dataset_dirs_skipped"] = len(skipped_dirs)
         kind = inputs.kind or builder.kind
         info = BuildInfo(
             kind=kind,
@@ -78,4 +84,7 @@ def run_build(
                                 started=t0, executor=executor, render_card=render_card)
     finally:
         out.rejects.close()
-    return BuildReport(manifest, builder.figures(cfg, inputs, out, manifest))
+    figures = list(builder.figures(cfg, inputs, out, manifest))
+    if skipped_dirs:
+        figures.append(("dataset dirs skipped (inside inputs)", len(skipped_dirs)))
+    return BuildReport(manifest, figures)

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from medmill.schemas import record_class
-from medmill.schemas.dataset_dir import detect_kind, iter_rows, read_manifest
+from medmill.schemas.dataset_dir import detect_kind, iter_rows, read_manifest, shard_problems
 
 
 @dataclass
@@ -30,6 +30,7 @@ class ValidationReport:
     duplicate_ids: int = 0
     problems: list[Problem] = field(default_factory=list)
     manifest_mismatch: list[str] = field(default_factory=list)
+    has_manifest: bool = True
 
     @property
     def ok(self) -> bool:
@@ -45,9 +46,16 @@ def _short(err: ValidationError) -> str:
 
 
 def validate_dir(path: Path, *, keep: int = 20) -> ValidationReport:
+    """Every record against its kind's schema, and the shards against manifest.json (names, sizes,
+    sha256); a dir whose shards do not match is reported without reading its records."""
+    manifest = read_manifest(path)
+    if manifest is not None:
+        shard_issues = shard_problems(path, manifest, hashes=True)
+        if shard_issues:
+            return ValidationReport(path=str(path), kind=str(manifest.get("kind")), manifest_mismatch=shard_issues)
     kind = detect_kind(path)
     cls = record_class(kind)
-    report = ValidationReport(path=str(path), kind=kind)
+    report = ValidationReport(path=str(path), kind=kind, has_manifest=manifest is not None)
     seen: set[str] = set()
     for split, f, i, row in iter_rows(path):
         report.records[split] += 1
@@ -68,7 +76,6 @@ def validate_dir(path: Path, *, keep: int = 20) -> ValidationReport:
             seen.add(rid)
         if messages and len(report.problems) < keep:
             report.problems.append(Problem(split, f.name, i, rid, "; ".join(messages)))
-    manifest = read_manifest(path)
     if manifest:
         for split, info in (manifest.get("splits") or {}).items():
             if report.records.get(split, 0) != info.get("records"):

@@ -19,21 +19,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medmill.builders.core.collect import RejectSink
-from medmill.builders.core.fileinfo import describe_inputs, describe_os_error
-from medmill.builders.core.manifest import InputFile, Manifest, SplitInfo
+from medmill.builders.core.fileinfo import describe_inputs, describe_os_error, sha256_file
+from medmill.builders.core.manifest import InputFile, Manifest, ShardInfo, SplitInfo
 from medmill.builders.core.secrets import redact, redact_text
 from medmill.builders.core.splits import split_by_group
 from medmill.schemas import KIND_COLUMNS, Record, RejectRow
-from medmill.schemas.dataset_dir import ARROW_SCHEMAS, shard_name
+from medmill.schemas.dataset_dir import ARROW_SCHEMAS, BUILD_OWNED, shard_name
 from medmill.schemas.errors import MedmillError
+from medmill.schemas.names import printable_name, printable_value
 from medmill.version import __version__
 
 DEFAULT_MAX_SHARD_BYTES = 256 * 1024 * 1024
 # (manifest, the finished dir being written, description) -> README.md text; publish.card.render_card
 # is the real one, passed in by the build so the writer needs nothing from publish/
 CardRenderer = Callable[[Manifest, Path, str], str]
-# files and folders a build writes into its --out dir; anything else there (an LLM cache) is kept
-BUILD_OWNED = ("data", "README.md", "manifest.json", "rejects.jsonl", "plots", "clusters.jsonl")
 
 @dataclass
 class BuildInfo:
@@ -60,6 +59,11 @@ class BuildInfo:
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     # record id -> split: keep the splits records already had (medmill filter / dedup over dataset dirs)
     fixed_splits: dict[str, str] | None = None
+
+
+def _shard_info(root: Path, name: str) -> ShardInfo:
+    path = root / name
+    return ShardInfo(file=name, bytes=path.stat().st_size, sha256=sha256_file(path))
 
 
 def _group_of(row: dict[str, Any]) -> str:
@@ -109,7 +113,7 @@ def write_dataset_dir(
     info: BuildInfo,
     render_card: CardRenderer = plain_card,
 ) -> Manifest:
-    """Write the dataset dir in a temp dir beside `out_dir`, then swap it into place.
+    """Write the dataset dir in a staging dir inside `out_dir`, then move it into place.
 
     `records` are schema objects (or rows as `Record.to_row()` makes them); ids must be content hashes.
     `render_card` writes README.md (builds pass medmill.builders.publish.card.render_card).
@@ -136,7 +140,7 @@ def write_dataset_dir(
     schema = ARROW_SCHEMAS[info.kind]
     columns = KIND_COLUMNS[info.kind]
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp, created = _staging_dir(out_dir)
     try:
         (tmp / "data").mkdir()
         split_infos: dict[str, SplitInfo] = {}
@@ -151,7 +155,7 @@ def write_dataset_dir(
                 name = f"data/{shard_name(split, i, len(parts))}"
                 pq.write_table(part, tmp / name, compression="zstd")
                 names.append(name)
-            split_infos[split] = SplitInfo(records=len(split_rows), files=names)
+            split_infos[split] = SplitInfo(records=len(split_rows), files=names, shards=[_shard_info(tmp, n) for n in names])
         with open(tmp / "rejects.jsonl", "w", encoding="utf-8") as f:
             if isinstance(rejects, RejectSink):
                 f.writelines(rejects.lines())
@@ -165,8 +169,8 @@ def write_dataset_dir(
             version=__version__,
             kind=info.kind,
             builder=info.builder,
-            command=redact_text(info.command),
-            params=redact(info.params),
+            command=printable_name(redact_text(info.command)),
+            params=printable_value(redact(info.params)),
             seed=info.seed,
             inputs=[InputFile(**d) for d in describe_inputs(info.inputs)],
             splits=split_infos,
@@ -180,9 +184,9 @@ def write_dataset_dir(
             usage=info.usage,
             timings={k: round(v, 3) for k, v in info.timings.items()},
             license=info.license,
-            source_licenses=info.source_licenses,
+            source_licenses=printable_value(info.source_licenses),
         )
-        (tmp / "README.md").write_text(render_card(manifest, tmp, info.description), encoding="utf-8")
+        (tmp / "README.md").write_text(printable_name(render_card(manifest, tmp, info.description)), encoding="utf-8")
         # manifest last: its presence marks a finished dir
         (tmp / "manifest.json").write_text(
             json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
@@ -190,8 +194,55 @@ def write_dataset_dir(
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            _rmdir_if_empty(out_dir)
         raise
     return manifest
+
+
+STAGING_PREFIX = ".medmill-staging-"
+
+
+def _staging_dir(out_dir: Path) -> tuple[Path, bool]:
+    """A temp dir INSIDE `out_dir` (created if missing; True when this call made it), so the final
+    moves stay on one file system even when `out_dir` is a mount point (a rename from its parent
+    fails there with EXDEV). Staging left by an interrupted build is removed first."""
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for old in out_dir.glob(STAGING_PREFIX + "*"):
+            shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir)), created
+    except OSError as e:
+        raise MedmillError(f"cannot write into --out {out_dir}: {e.strerror or e}") from None
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def failed_rejects_path(out_dir: Path) -> Path:
+    """Where a build that kept no record leaves its rejects: beside --out, never replacing the dataset in it."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".rejects.jsonl")
+
+
+def write_failed_rejects(out_dir: Path, rejects: RejectSink | Sequence[RejectRow]) -> Path | None:
+    """Write the rejects of a failed build to `failed_rejects_path(out_dir)`; None when that is not writable."""
+    path = failed_rejects_path(out_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            if isinstance(rejects, RejectSink):
+                f.writelines(rejects.lines())
+            else:
+                f.writelines(r.to_json() + "\n" for r in rejects)
+    except OSError:
+        return None
+    return path
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:

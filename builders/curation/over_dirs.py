@@ -20,7 +20,6 @@ from medmill.builders.core.steps import GlobalStep, Step, StepResult
 from medmill.builders.curation.inputs import finalise, load_dirs
 from medmill.builders.curation.stages import curation_steps
 from medmill.schemas.dataset_dir import read_manifest
-from medmill.schemas.errors import MedmillError
 
 
 class KeepSplits(GlobalStep):
@@ -49,8 +48,6 @@ class CurateDirsBuilder(Builder[CurateDirsConfig]):
         self.extra_steps = extra_steps
 
     def read(self, cfg: CurateDirsConfig, ctx: BuildContext) -> Inputs:
-        if any(Path(cfg.out).resolve() == Path(d).resolve() for d in cfg.inputs):
-            raise MedmillError(f"--out {cfg.out} is one of the inputs; write to a new dir")
         loaded = load_dirs(cfg.inputs)
         files = sorted(f for d in cfg.inputs for f in (Path(d) / "data").glob("*.parquet"))
         counters = Counter({f"read.{d}": n for d, n in loaded.per_dir.items()})

@@ -46,8 +46,6 @@ class PrefsBuilder(Builder[PrefsConfig]):
 
     def read(self, cfg: PrefsConfig, ctx: BuildContext) -> Inputs:
         _check(cfg)
-        if any(Path(p).resolve() == Path(cfg.out).resolve() for p in cfg.inputs):
-            raise MedmillError(f"--out {cfg.out} is one of the inputs; write to a new dir")
         read = read_inputs(cfg.inputs, FieldNames(cfg.question_field, cfg.answer_field))
         items, dup_rejects = _unique_prompts(read.items)
         if cfg.limit is not None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medmill.builders.core.fileinfo import describe_os_error
-from medmill.schemas.dataset_dir import detect_kind, iter_rows, split_files
+from medmill.schemas.dataset_dir import check_out_not_input, detect_kind, iter_rows, split_files
 from medmill.schemas.errors import MedmillError
 
 SHAREGPT_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}
@@ -236,6 +236,7 @@ def _targets(src: Path, out: Path, split: str | None) -> dict[Path, list[str]]:
 def export_dir(src: Path, fmt: str, out: Path, split: str | None = None, name: str | None = None) -> ExportResult:
     """Write `src`'s records in `fmt` to `out` (a .jsonl file or a folder of {split}.jsonl)."""
     src, out = Path(src), Path(out)
+    check_out_not_input(out, [src])
     kind = detect_kind(src)
     converters = CONVERTERS[kind]
     if fmt not in converters:

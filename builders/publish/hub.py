@@ -24,7 +24,7 @@ from medmill.builders.core.fileinfo import sha256_file
 from medmill.builders.core.manifest import Manifest
 from medmill.builders.publish.card import merge_card, render_card, summary_of
 from medmill.builders.publish.plots import PLOTS_DIR, existing_plots
-from medmill.schemas.dataset_dir import SHARD_RE, read_manifest
+from medmill.schemas.dataset_dir import SHARD_RE, read_manifest, verify_shards
 from medmill.schemas.errors import MedmillError
 from medmill.version import __version__
 
@@ -131,10 +131,7 @@ def load_manifest(path: Path) -> Manifest:
             f"{path} holds no records (see its rejects.jsonl); nothing to push, and pushing it would delete "
             "the config's shards on the Hub"
         )
-    for info in manifest.splits.values():
-        for name in info.files:
-            if not (path / name).is_file():
-                raise MedmillError(f"{path}: shard {name} listed in manifest.json is missing")
+    verify_shards(path)  # a deleted, added or cut shard: refused before anything is uploaded
     return manifest
 
 

@@ -25,6 +25,7 @@ from medmill.builders.readers.textio import (
     iter_json_items,
     sniff_json_layout,
 )
+from medmill.builders.readers.walk import walk_files
 from medmill.schemas import RejectRow, Source
 from medmill.schemas.errors import MedmillError
 
@@ -75,8 +76,9 @@ def collect_files(
     """(path, stable name) of every input file; directories are walked recursively.
 
     Files named directly are always read; inside directories `include` (default: the known text
-    formats) and `exclude` globs apply to the path relative to the directory, and hidden files and
-    anything under `skip` (the build's own out dir and LLM cache) are left out.
+    formats) and `exclude` globs apply to the path relative to the directory, and hidden files,
+    anything under `skip` (the build's own out dir and LLM cache) and dataset dirs are left out
+    (see builders/readers/walk.py).
     """
     skipped = [Path(x).resolve() for x in skip]
     found: list[tuple[Path, str]] = []
@@ -87,13 +89,9 @@ def collect_files(
                 continue
             found.append((p, p.name))
         elif p.is_dir():
-            for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            for f in sorted(walk_files(p, skipped)):
                 rel = f.relative_to(p).as_posix()
-                if any(part.startswith(".") for part in rel.split("/")):
-                    continue
                 if not _matches(rel, include or DEFAULT_INCLUDE) or (exclude and _matches(rel, exclude)):
-                    continue
-                if any(f.resolve().is_relative_to(x) for x in skipped):
                     continue
                 found.append((f, f"{p.resolve().name or p.resolve().as_posix()}/{rel}"))
         else:

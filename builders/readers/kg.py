@@ -29,6 +29,7 @@ from medmill.builders.readers.kg_triples import (
     triples_from_spo,
 )
 from medmill.builders.readers.textio import iter_json_items, read_text, sniff_json_layout
+from medmill.builders.readers.walk import walk_files
 from medmill.schemas import RejectRow, Source
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.sources import KGEntity, SourceRef
@@ -56,12 +57,8 @@ def expand_inputs(inputs: Iterable[Path], exclude: Iterable[Path] = ()) -> list[
             raise MedmillError(f"no such file or directory: {p}")
         if p.is_dir():
             found = sorted(
-                f for f in p.rglob("*")
-                if f.is_file()
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                and not f.name.lower().startswith(_DOC_NAMES)
-                and f.suffix.lower() != ".md"
-                and not any(f.resolve().is_relative_to(x) for x in skip)
+                f for f in walk_files(p, skip)
+                if not f.name.lower().startswith(_DOC_NAMES) and f.suffix.lower() != ".md"
             )
             if not found:
                 raise MedmillError(f"{p}: directory holds no KG files")

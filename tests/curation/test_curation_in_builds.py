@@ -83,7 +83,9 @@ def test_failed_write_does_not_grow_the_dedup_index(tmp_path: Path, monkeypatch)
     # and a later build of the same records is now deduplicated against the published ones
     with pytest.raises(MedmillError, match="no records survived.*dedup/"):
         finish_build(tmp_path / "out2", records, [], BuildInfo(kind="sft", builder="t", command="x"), curation_steps("sft", settings))
-    assert (tmp_path / "out2" / "rejects.jsonl").read_text(encoding="utf-8").count("\n") == 5
+    # a failed build leaves --out alone; its rejects go beside it
+    assert not (tmp_path / "out2" / "manifest.json").exists()
+    assert (tmp_path / "out2.rejects.jsonl").read_text(encoding="utf-8").count("\n") == 5
 
 
 def test_build_manifest_keeps_duplicate_clusters_for_the_report(tmp_path: Path):
