@@ -3,6 +3,7 @@ prose of a card a user wrote on the Hub while updating medmill's metadata and ge
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pyarrow as pa
@@ -47,6 +48,15 @@ def _break_one_record(d) -> None:
     rows = pq.read_table(shard).to_pylist()
     rows[0]["messages"][0]["role"] = "robot"
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(shard)), shard)
+    # keep manifest.json's shard sizes and hashes true, so only the record itself is wrong
+    manifest_file = d / "manifest.json"
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    for split in manifest["splits"].values():
+        for info in split.get("shards", []):
+            if info["file"] == f"data/{shard.name}":
+                info["bytes"] = shard.stat().st_size
+                info["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    manifest_file.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def test_push_refuses_a_dir_that_fails_validation(tmp_path):

@@ -150,9 +150,10 @@ def test_validate_catches_a_changed_byte_that_keeps_the_size(built, tmp_path):
 def test_a_dir_without_manifest_stays_readable_with_a_note(built, tmp_path, caplog):
     d = tmp_path / "hub_download"
     shutil.copytree(built, d)
+    written = json.loads((d / "manifest.json").read_text(encoding="utf-8"))["records_total"]
     (d / "manifest.json").unlink()
     with caplog.at_level(logging.WARNING, logger="medmill"):
-        assert sum(t.num_rows for t in load_splits(d).values()) == 597
+        assert sum(t.num_rows for t in load_splits(d).values()) == written
     assert sum("has no manifest.json" in r.getMessage() for r in caplog.records) == 1
     result = _run("validate", d)
     assert result.exit_code == 0
