@@ -1,4 +1,4 @@
-"""Helpers of the tests/test_hardening_*.py files: run `medmill ...` through its console entry point
+"""Helpers of the tests/*/test_hardening_*.py files: run `medmill ...` through its console entry point
 in-process (so MedmillError -> one line + exit 2 is what is tested) and check one-line errors."""
 
 from __future__ import annotations

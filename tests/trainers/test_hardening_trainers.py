@@ -81,7 +81,7 @@ def test_export_model_with_truncated_safetensors_is_a_one_line_error(tmp_path, m
 
 @pytest.mark.slow
 def test_train_with_truncated_safetensors_is_a_one_line_error(tmp_path, monkeypatch, capsys, tiny_model):
-    from tests.test_hardening_datasets import sft_dir
+    from tests.schemas.test_hardening_datasets import sft_dir
 
     bad = _truncated_copy(tiny_model, tmp_path / "bad")
     data = sft_dir(tmp_path / "ds")
@@ -121,7 +121,7 @@ def test_value_checks_without_importing_trl():
     ],
 )
 def test_train_values_out_of_range_are_refused(tmp_path, monkeypatch, capsys, args, message):
-    from tests.test_hardening_datasets import sft_dir
+    from tests.schemas.test_hardening_datasets import sft_dir
 
     (tmp_path / "m").mkdir()
     data = sft_dir(tmp_path / "ds")
@@ -146,7 +146,7 @@ def test_recipe_values_are_checked_too(tmp_path):
 
 @pytest.mark.slow  # `train sft` imports trl's SFTConfig before the model check
 def test_missing_relative_model_path_fails_at_once_saying_both(tmp_path, monkeypatch, capsys):
-    from tests.test_hardening_datasets import sft_dir
+    from tests.schemas.test_hardening_datasets import sft_dir
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "out").mkdir()

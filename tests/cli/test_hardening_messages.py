@@ -13,7 +13,7 @@ import pytest
 from medmill.builders.readers.kg import read_kg
 from medmill.builders.readers.textio import DecodedText, iter_json_items
 from tests.hardening_cli import cli, one_line_error
-from tests.test_hardening_datasets import sft_dir
+from tests.schemas.test_hardening_datasets import sft_dir
 
 RECORDS = [
     {"中心词": "高血压", "症状": ["头痛", "眩晕"], "检查": ["血压测量"], "科室": "心内科"},
