@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 import typer
 
@@ -34,7 +33,4 @@ COMMAND_MODULES = [
 
 def register_all(app: typer.Typer) -> None:
     for name in COMMAND_MODULES:
-        full = f"medmill.commands.{name}"
-        if importlib.util.find_spec(full) is None:
-            continue  # not built yet: no command rather than a stub
-        importlib.import_module(full).register(app)
+        importlib.import_module(f"medmill.commands.{name}").register(app)
