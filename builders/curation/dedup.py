@@ -96,6 +96,25 @@ def exact_keys(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return keys, lengths
 
 
+def verify_pair(
+    kept_text: str,
+    text: str,
+    config: DedupConfig,
+    kept_set: np.ndarray | None = None,
+    text_set: np.ndarray | None = None,
+) -> float | None:
+    """The one check that turns an LSH candidate pair into a near-duplicate: the exact Jaccard of the
+    two texts' shingle sets when it reaches `config.threshold`, else None. Every dedup path (in memory,
+    streaming, Ray) calls this with the two texts; the sets may be passed when already computed."""
+    params = config.params
+    if kept_set is None:
+        kept_set = mh.unique_sets(*params.shingles([kept_text]))[0]
+    if text_set is None:
+        text_set = mh.unique_sets(*params.shingles([text]))[0]
+    sim = mh.jaccard(kept_set, text_set)
+    return sim if sim >= config.threshold else None
+
+
 def _sig_chunk(args: tuple[list[str], mh.MinHashParams]) -> np.ndarray:
     texts, params = args
     hashes, offsets = params.shingles(texts)
@@ -209,9 +228,10 @@ def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference 
                         candidates.append(g)
             best, best_sim = -1, -1.0
             for g in sorted(candidates)[: config.max_compare]:
-                sim = mh.jaccard(set_of[g], set_of[me])
+                kept_text = reference.texts[g] if g < n_ref and reference is not None else texts[g - n_ref]
+                sim = verify_pair(kept_text, texts[i], config, set_of[g], set_of[me])
                 compared += 1
-                if sim >= config.threshold and sim > best_sim:
+                if sim is not None and sim > best_sim:
                     best, best_sim = g, sim
             if best >= 0:
                 dup_of[i], similarity[i] = best, best_sim
