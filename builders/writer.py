@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,12 +130,7 @@ def write_dataset_dir(
     if info.kind not in ARROW_SCHEMAS:
         raise MedmillError(f"unknown record kind {info.kind!r}")
     out_dir = Path(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MedmillError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MedmillError(f"--out {out_dir} exists and is not a directory")
+    check_out_dir(out_dir)
     rows = [r if isinstance(r, dict) else r.to_row() for r in records]
     rows, dup_rejects = unique_rows(rows)
     rejects = list(rejects) + dup_rejects
@@ -152,7 +147,7 @@ def write_dataset_dir(
     try:
         (tmp / "data").mkdir()
         split_infos: dict[str, SplitInfo] = {}
-        for split in ("train", "validation", "test", *sorted(set(splits) - {"train", "validation", "test"})):
+        for split in split_order(splits):
             split_rows = sorted(splits.get(split, []), key=lambda r: r["id"])
             if not split_rows:
                 continue
@@ -160,47 +155,73 @@ def write_dataset_dir(
             parts = _shards(table, info.max_shard_bytes)
             names = []
             for i, part in enumerate(parts):
-                name = f"data/{split}-{i:05d}-of-{len(parts):05d}.parquet"
+                name = shard_name(split, i, len(parts))
                 pq.write_table(part, tmp / name, compression="zstd")
                 names.append(name)
             split_infos[split] = SplitInfo(records=len(split_rows), files=names)
         with open(tmp / "rejects.jsonl", "w", encoding="utf-8") as f:
             for r in rejects:
                 f.write(r.to_json() + "\n")
-        for name, text in info.extra_files.items():
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_text(text, encoding="utf-8")
         by_reason = Counter(f"{r.stage}/{r.reason}" for r in rejects)
-        manifest = Manifest(
-            version=__version__,
-            kind=info.kind,
-            builder=info.builder,
-            command=redact_text(info.command),
-            params=redact(info.params),
-            seed=info.seed,
-            inputs=[InputFile(**d) for d in describe_inputs(info.inputs)],
-            splits=split_infos,
-            records_total=sum(s.records for s in split_infos.values()),
-            rejects_total=len(rejects),
-            rejects_by_reason=dict(sorted(by_reason.items())),
-            counters=dict(sorted(info.counters.items())),
-            curation=info.curation,
-            prompts=info.prompts,
-            llm=redact(info.llm),
-            usage=info.usage,
-            timings={k: round(v, 3) for k, v in info.timings.items()},
-            license=info.license,
-            source_licenses=info.source_licenses,
-        )
-        (tmp / "README.md").write_text(render_card(manifest, tmp, info.description), encoding="utf-8")
-        # manifest last: its presence marks a finished dir
-        (tmp / "manifest.json").write_text(
-            json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
-        _swap_into_place(tmp, out_dir)
+        return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MedmillError(f"cannot create --out {out_dir}: {e.strerror or e}") from None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MedmillError(f"--out {out_dir} exists and is not a directory")
+
+
+def split_order(splits: Iterable[str]) -> list[str]:
+    """The order splits are written in: train, validation, test, then any other by name."""
+    return ["train", "validation", "test", *sorted(set(splits) - {"train", "validation", "test"})]
+
+
+def shard_name(split: str, i: int, n: int) -> str:
+    return f"data/{split}-{i:05d}-of-{n:05d}.parquet"
+
+
+def finish_dataset_dir(
+    tmp: Path, out_dir: Path, split_infos: dict[str, SplitInfo], by_reason: Counter, info: BuildInfo
+) -> Manifest:
+    """Everything after the shards and rejects.jsonl are in `tmp`: extra files, manifest, card, then
+    the swap into `out_dir`. Shared by the in-memory writer and the streaming one."""
+    for name, text in info.extra_files.items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_text(text, encoding="utf-8")
+    manifest = Manifest(
+        version=__version__,
+        kind=info.kind,
+        builder=info.builder,
+        command=redact_text(info.command),
+        params=redact(info.params),
+        seed=info.seed,
+        inputs=[InputFile(**d) for d in describe_inputs(info.inputs)],
+        splits=split_infos,
+        records_total=sum(s.records for s in split_infos.values()),
+        rejects_total=sum(by_reason.values()),
+        rejects_by_reason=dict(sorted(by_reason.items())),
+        counters=dict(sorted(info.counters.items())),
+        curation=info.curation,
+        prompts=info.prompts,
+        llm=redact(info.llm),
+        usage=info.usage,
+        timings={k: round(v, 3) for k, v in info.timings.items()},
+        license=info.license,
+        source_licenses=info.source_licenses,
+    )
+    (tmp / "README.md").write_text(render_card(manifest, tmp, info.description), encoding="utf-8")
+    # manifest last: its presence marks a finished dir
+    (tmp / "manifest.json").write_text(
+        json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
+    _swap_into_place(tmp, out_dir)
     return manifest
 
 

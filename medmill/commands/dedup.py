@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from medmill.commands._run_options import ExecutorOption, RayAddressOption, RunOptions, WorkersOption
 from medmill.config import ConfigOption
 from medmill.schemas.errors import MedmillError
 
@@ -23,7 +24,9 @@ def dedup(
     index: Path | None = typer.Option(None, "--index", help="Persisted index dir: dedup against earlier runs, then add this run's survivors."),
     decontaminate: list[Path] = typer.Option([], "--decontaminate", help="Eval set (dataset dir, JSON/JSONL/CSV) to decontaminate against; repeatable."),
     decontam_ngram: int = typer.Option(13, "--decontam-ngram", help="Shared character n-gram length that counts as contamination."),
-    workers: int = typer.Option(0, "--workers", help="Processes for signatures (0 = all cores)."),
+    workers: int = WorkersOption,
+    executor: str = ExecutorOption,
+    ray_address: str = RayAddressOption,
     config: Path | None = ConfigOption,
 ) -> None:
     """Remove exact and near-duplicate records across dataset dirs (MinHash LSH + exact Jaccard check).
@@ -40,6 +43,8 @@ def dedup(
     from medmill.builders.curation.settings import curation_settings
     from medmill.builders.curation.text import check_fields
     from medmill.builders.pipeline import Step, StepResult
+    from medmill.builders.streaming.batch import DedupWork
+    from medmill.builders.streaming.run import DedupPlan
     from medmill.commands.filter_cmd import run_over_dirs
 
     if shingle not in ("char", "word"):
@@ -75,7 +80,18 @@ def dedup(
 
     params = {"threshold": threshold, "shingle": shingle, "ngram": cfg.params.ngram, "num_perm": num_perm,
               "fields": field_list, "index": str(index) if index else None, "decontaminate": [str(p) for p in decontaminate]}
-    run_over_dirs("dedup", dirs, out, settings, params, make_steps)
+    def plan(kind: str) -> DedupPlan:
+        def keep_result(result, info) -> None:
+            done["stream"] = result
+            info.extra_files["clusters.jsonl"] = result.clusters_file.read_text(encoding="utf-8")
+
+        return DedupPlan(DedupWork(check_fields(kind, field_list), cfg), opened, keep_result)
+
+    run = RunOptions(executor, workers, ray_address)
+    run_over_dirs("dedup", dirs, out, settings, params, make_steps, run=run, dedup=plan)
+    if opened is not None and "stream" in done:
+        part = opened.append(**done["stream"].index_rows)
+        typer.echo(f"index {index}: {opened.meta['records']} records" + (f" (added {part})" if part else ""))
     if opened is not None and "result" in done:
         part = done["result"].add_to(opened)
         typer.echo(f"index {index}: {opened.meta['records']} records" + (f" (added {part})" if part else ""))

@@ -1,0 +1,144 @@
+"""The work done on one input batch, in a worker process: rows -> records (bad rows -> read rejects)
+-> the map steps (validate, quality, PII, safety, decontaminate) -> surviving rows as an arrow table,
+their size figures for the writer and, when dedup follows, their compact dedup state.
+
+Everything that leaves a worker is plain data (arrow tables, numpy arrays, JSON lines, counters), so
+results pickle cheaply and the parent never rebuilds record objects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import ValidationError
+
+from medmill.builders.curation.dedup import DedupConfig
+from medmill.builders.curation.dedup_state import BatchState, batch_state
+from medmill.builders.curation.inputs import _SPLIT_KEY, ORIGIN_KEY
+from medmill.builders.curation.text import record_text
+from medmill.builders.pipeline import Step
+from medmill.builders.streaming.inputs import InputBatch
+from medmill.builders.streaming.sizes import RowSizes, TableSizer
+from medmill.builders.writer import ARROW_SCHEMAS
+from medmill.schemas import KIND_COLUMNS, RejectRow, Source, record_class
+from medmill.schemas.records import canonical_json
+
+# extra spill columns beside the record's own
+SPLIT_COL, RAW_META_COL, TEXT_COL, ORIGIN_COL = "_split", "_raw_meta", "_compared", "_origin"
+
+
+@dataclass
+class StepTally:
+    name: str
+    n_in: int = 0
+    n_out: int = 0
+    seconds: float = 0.0
+    counters: Counter = field(default_factory=Counter)
+    stats: dict[str, Any] = field(default_factory=dict)
+    rejects: list[str] = field(default_factory=list)  # JSON lines
+    by_reason: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class BatchOut:
+    seq: int
+    origin: str
+    read_ok: int
+    read: StepTally
+    steps: list[StepTally]
+    survivors: pa.Table  # kind columns (final meta) + SPLIT_COL [+ RAW_META_COL, TEXT_COL, ORIGIN_COL]
+    sizes: RowSizes
+    dedup: BatchState | None = None
+
+
+@dataclass
+class DedupWork:
+    fields: list[str]
+    config: DedupConfig
+    with_sigs: bool = False
+
+
+def _tally_rejects(tally: StepTally, rejects: list[RejectRow]) -> None:
+    for r in rejects:
+        tally.rejects.append(r.to_json())
+        tally.by_reason[f"{r.stage}/{r.reason}"] += 1
+
+
+@dataclass
+class BatchWork:
+    """Callable on an InputBatch; holds the map steps (closures: run under fork, or cloudpickled)."""
+
+    kind: str
+    steps: list[Step]
+    dedup: DedupWork | None = None
+
+    def __call__(self, batch: InputBatch) -> BatchOut:
+        cls = record_class(self.kind)
+        read = StepTally("read")
+        records = []
+        rejects: list[RejectRow] = []
+        for i, row in enumerate(batch.table.to_pylist()):
+            try:
+                rec = cls.from_row(row)
+            except (ValidationError, ValueError, TypeError) as e:
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                line = batch.first_row + i
+                rejects.append(
+                    RejectRow(stage="read", reason="invalid_record", message=f"{batch.file} row {line}: {msg}",
+                              source=Source(file=batch.file, line=line, builder="read"), raw=row)
+                )
+                continue
+            records.append(rec.model_copy(update={"meta": {**rec.meta, ORIGIN_KEY: batch.origin, _SPLIT_KEY: batch.split}}))
+        _tally_rejects(read, rejects)
+        read_ok = len(records)
+        tallies = []
+        for step in self.steps:
+            t0 = time.perf_counter()
+            result = step.fn(records)
+            tally = StepTally(step.name, len(records), len(result.records), time.perf_counter() - t0,
+                              Counter(result.counters), dict(result.stats))
+            if result.on_commit:
+                raise RuntimeError(f"step {step.name} has commit actions; it cannot run per batch")
+            _tally_rejects(tally, result.rejects)
+            tallies.append(tally)
+            records = result.records
+        survivors, sizes = self._survivors(records)
+        state = None
+        if self.dedup is not None:
+            texts = [record_text(r, self.dedup.fields) for r in records]
+            state = batch_state(texts, self.dedup.config, self.dedup.with_sigs)
+            survivors = survivors.append_column(TEXT_COL, pa.array(texts, pa.string()))
+        return BatchOut(batch.seq, batch.origin, read_ok, read, tallies, survivors, sizes, state)
+
+    def _survivors(self, records: list) -> tuple[pa.Table, RowSizes]:
+        schema = ARROW_SCHEMAS[self.kind]
+        columns = KIND_COLUMNS[self.kind]
+        rows, splits, raw_meta, origins = [], [], [], []
+        for r in records:
+            row = r.to_row()
+            meta = dict(r.meta)
+            splits.append(str(meta.pop(_SPLIT_KEY, "train")))
+            raw_meta.append(row["meta"])
+            origins.append(str(r.meta.get(ORIGIN_KEY, "")))
+            row["meta"] = canonical_json(meta)
+            rows.append({c: row.get(c) for c in columns})
+        table = pa.Table.from_pylist(rows, schema=schema)
+        sizes = TableSizer(schema).row_sizes(table)
+        table = table.append_column(SPLIT_COL, pa.array(splits, pa.string()))
+        if self.dedup is not None:
+            table = table.append_column(RAW_META_COL, pa.array(raw_meta, pa.string()))
+            table = table.append_column(ORIGIN_COL, pa.array(origins, pa.string()))
+        return table, sizes
+
+
+def empty_sizes(kind: str) -> RowSizes:
+    return RowSizes.concat([], len(TableSizer(ARROW_SCHEMAS[kind]).lists))
+
+
+def as_array(values: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(values) if values else np.zeros(0, np.int64)
