@@ -25,6 +25,8 @@ class RunOptions:
     executor: str = "local"
     workers: int = 0
     ray_address: str = ""
+    batch_rows: int = 20_000  # records per streamed batch
+    max_shard_bytes: int = 256 * 1024 * 1024  # the writer's default; smaller in tests to get many shards
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

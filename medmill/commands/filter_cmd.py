@@ -115,6 +115,7 @@ def run_over_dirs(
         kind=loaded.kind, builder=command, command=invocation([command, *dirs, "--out", out]), params={"inputs": [str(d) for d in dirs], **params},
         inputs=sorted(f for d in dirs for f in (Path(d) / "data").glob("*.parquet")), fixed_splits=fixed, description=f"`medmill {command}` over {', '.join(str(d) for d in dirs)}.",
     )
+    info.max_shard_bytes = run.max_shard_bytes
     steps = [*curation_steps(loaded.kind, settings), *(make_steps(loaded.kind, info) if make_steps else []), Step("finalise", finish)]
     info.counters.update({f"read.{d}": n for d, n in loaded.per_dir.items()})
     manifest = finish_build(out, loaded.records, loaded.rejects, info, steps, started=t0)
@@ -151,6 +152,7 @@ def _run_streamed(
     t0 = time.perf_counter()
     kind = dirs_kind(dirs)
     info = _base_info(command, dirs, out, kind, params)
+    info.max_shard_bytes = run.max_shard_bytes
     steps = curation_steps(kind, settings)
     plan = dedup(kind) if dedup else None
     if run.executor == "ray":
@@ -162,8 +164,8 @@ def _run_streamed(
 
         with progress() as bar:
             task = bar.add_task(f"{command} (streaming, {run.process_count()} processes)", total=None, status="")
-            result = run_streaming(dirs, out, kind, steps, info, plan, run.process_count(), started=t0,
-                                   on_batch=lambda n: bar.advance(task, n))
+            result = run_streaming(dirs, out, kind, steps, info, plan, run.process_count(), run.batch_rows,
+                                   started=t0, on_batch=lambda n: bar.advance(task, n))
     manifest = result.manifest
     rows: list[tuple[str, Any]] = [("kind", kind), ("records read", result.records_read),
                                    ("executor", f"{run.executor}, {run.process_count()} processes")]
