@@ -231,6 +231,6 @@ def test_compact_decision_equals_find_duplicates():
         for s in range(0, len(texts) - 200, 333):
             state.add(batch_state(texts[200 + s : 200 + s + 333], cfg))
         arr = pa.array(texts[200:])
-        got = decide(*state.arrays(), cfg, lambda pos: arr.take(pa.array(pos)), ref)
+        got = decide(*state.arrays(), cfg, lambda pos, arr=arr: arr.take(pa.array(pos)), ref)
         assert (got.dup_of == want.dup_of).all() and (got.similarity == want.similarity).all()
         assert got.stats == want.stats and want.stats["near_duplicates"] > 100
