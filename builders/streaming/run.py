@@ -94,16 +94,24 @@ def run_streaming(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     started: float | None = None,
     on_batch: Callable[[int], None] | None = None,
+    mapper: Mapper | None = None,
 ) -> StreamRun:
+    """Stream `dirs` through `steps` (and `dedup`) into the dataset dir `out`. `mapper` runs the batch
+    work somewhere else (the Ray executor); by default on `workers` local processes."""
     t_start = time.perf_counter()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{Path(out).name}.stream-", dir=Path(out).parent))
+    mapper = mapper or (lambda work: ordered_map(work, iter_batches(dirs, batch_rows), workers))
     try:
-        return _run(dirs, out, kind, steps, info, dedup, workers, batch_rows, started or t_start, on_batch, work_dir)
+        return _run(out, kind, steps, info, dedup, workers, mapper, started or t_start, on_batch, work_dir)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _run(dirs, out, kind, steps, info, dedup, workers, batch_rows, started, on_batch, work_dir) -> StreamRun:
+Mapper = Callable[[BatchWork], Iterable[BatchOut]]  # batch work -> its results, in input order
+
+
+def _run(out, kind, steps, info, dedup, workers, mapper, started, on_batch, work_dir) -> StreamRun:
     with_sigs = dedup is not None and dedup.index is not None
     if dedup is not None:
         dedup.work.with_sigs = with_sigs
@@ -125,7 +133,7 @@ def _run(dirs, out, kind, steps, info, dedup, workers, batch_rows, started, on_b
     read = 0
     t0 = time.perf_counter()
     try:
-        for res in ordered_map(work, iter_batches(dirs, batch_rows), workers):
+        for res in mapper(work):
             read += res.read_ok + len(res.read.rejects)
             per_dir[res.origin] += res.read_ok
             for handle, tally in zip(handles, [res.read, *res.steps], strict=True):

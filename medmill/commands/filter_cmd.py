@@ -99,6 +99,10 @@ def run_over_dirs(
     from medmill.builders.writer import BuildInfo
 
     t0 = time.perf_counter()
+    from medmill.builders.streaming.outputs import as_uri
+
+    if as_uri(out):
+        raise MedmillError(f"--out {out}: writing to a URI needs --executor local or ray")
     loaded = load_dirs(dirs)
     fixed: dict[str, str] = {}
 
@@ -155,17 +159,20 @@ def _run_streamed(
     info.max_shard_bytes = run.max_shard_bytes
     steps = curation_steps(kind, settings)
     plan = dedup(kind) if dedup else None
-    if run.executor == "ray":
-        from medmill.builders.streaming.ray_executor import run_on_ray
+    from medmill.builders.streaming.outputs import staged_output
 
-        result = run_on_ray(dirs, out, kind, steps, info, plan, run.workers, run.ray_address, started=t0)
-    else:
-        from medmill.builders.streaming.run import run_streaming
+    with staged_output(out) as local_out:
+        if run.executor == "ray":
+            from medmill.builders.streaming.ray_executor import run_on_ray
 
-        with progress() as bar:
-            task = bar.add_task(f"{command} (streaming, {run.process_count()} processes)", total=None, status="")
-            result = run_streaming(dirs, out, kind, steps, info, plan, run.process_count(), run.batch_rows,
-                                   started=t0, on_batch=lambda n: bar.advance(task, n))
+            result = run_on_ray(dirs, local_out, kind, steps, info, plan, run.workers, run.ray_address, run.batch_rows, started=t0)
+        else:
+            from medmill.builders.streaming.run import run_streaming
+
+            with progress() as bar:
+                task = bar.add_task(f"{command} (streaming, {run.process_count()} processes)", total=None, status="")
+                result = run_streaming(dirs, local_out, kind, steps, info, plan, run.process_count(), run.batch_rows,
+                                       started=t0, on_batch=lambda n: bar.advance(task, n))
     manifest = result.manifest
     rows: list[tuple[str, Any]] = [("kind", kind), ("records read", result.records_read),
                                    ("executor", f"{run.executor}, {run.process_count()} processes")]
