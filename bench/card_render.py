@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from medmill.builders.card import render_card
-from medmill.builders.manifest import Manifest
-from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
+from medmill.builders.publish.card import render_card
 from medmill.schemas import Message, SFTRecord, Source
 
 RELATIONS = ["症状", "治疗药物", "所属科室", "检查项目", "并发症", "饮食宜忌"]
@@ -52,14 +52,14 @@ def main() -> None:
         # first call pays matplotlib's import once per process; reported separately
         warm = Path(tmp) / "warm"
         t = time.perf_counter()
-        write_dataset_dir(warm, records(10), [], BuildInfo(kind="sft", builder="kg-qa", command="bench"))
+        write_dataset_dir(warm, records(10), [], BuildInfo(kind="sft", builder="kg-qa", command="bench"), render_card=render_card)
         print(f"first build in a fresh process (10 records, includes matplotlib import): {time.perf_counter() - t:.3f}s")
         print(f"{'records':>8} {'build total':>12} {'card no plots':>14} {'card + plots':>13} {'plots add':>10} {'ratio':>6}")
         for n in [int(x) for x in args.sizes.split(",")]:
             out = Path(tmp) / f"d{n}"
             info = BuildInfo(kind="sft", builder="kg-qa", command="bench", val_size=0.1)
             recs = records(n)
-            build = timed(lambda out=out, recs=recs, info=info: write_dataset_dir(out, recs, [], info), 1)
+            build = timed(lambda out=out, recs=recs, info=info: write_dataset_dir(out, recs, [], info, render_card=render_card), 1)
             m = Manifest.model_validate_json((out / "manifest.json").read_text(encoding="utf-8"))
             base = timed(lambda out=out, m=m: render_card(m, out, plots=False), args.repeats)
             full = timed(lambda out=out, m=m: render_card(m, out, plots=True), args.repeats)

@@ -47,8 +47,8 @@ def main() -> None:
 
     import jieba.posseg
 
-    from medmill.builders.kg_qa import TemplateQAConfig, build_template_records
-    from medmill.builders.kg_qa_templates import load_templates
+    from medmill.builders.kg_qa.template_qa import TemplateQAConfig, build_template_records
+    from medmill.builders.kg_qa.templates import load_templates
     from medmill.builders.readers.kg import read_kg
     from medmill.builders.readers.kg_clean import PersonNameFilter
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medmill.builders.writer import ARROW_SCHEMAS
+from medmill.schemas.dataset_dir import ARROW_SCHEMAS
 from medmill.schemas.records import stable_id
 
 DISEASES = ["高血压", "2型糖尿病", "支气管哮喘", "慢性胃炎", "冠心病", "类风湿关节炎", "缺铁性贫血", "甲状腺功能亢进",

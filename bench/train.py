@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
 from medmill.schemas import Message, SFTRecord, Source
 from medmill.trainers.data import DataSpec, load_training_data
 from medmill.trainers.init_model import init_model

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -34,6 +35,21 @@ def progress() -> Progress:
         disable=not sys.stderr.isatty(),
         transient=False,
     )
+
+
+@contextmanager
+def progress_bars(desc: str, total: int) -> Iterator[Callable[[int, str], None]]:
+    """A `medmill.builders.core.progress.Progress` drawing one rich bar per call."""
+    with progress() as bar:
+        task = bar.add_task(desc, total=total, status="")
+
+        def advance(n: int = 1, status: str = "") -> None:
+            if status:
+                bar.update(task, advance=n, status=status)
+            else:
+                bar.advance(task, n)
+
+        yield advance
 
 
 def summary_table(title: str, rows: Iterable[tuple[str, Any]] | Mapping[str, Any]) -> None:

@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from medmill.builders.secrets import REDACTED, redact_text
+from medmill.builders.core.secrets import REDACTED, redact_text
 
 _SECRET_FLAG = re.compile(r"^--?[\w-]*(token|secret|password|passwd|api[-_]?key)(?!-env)[\w-]*$", re.IGNORECASE)
 

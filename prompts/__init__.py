@@ -1,2 +1,2 @@
 """Prompt templates as data files (`<id>.yaml`: id, version, system, user). Loaded by
-medmill.builders.prompts.load_prompt; this package holds text, not logic."""
+medmill.builders.llm.prompts.load_prompt; this package holds text, not logic."""

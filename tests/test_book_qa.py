@@ -9,19 +9,20 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medmill.builders.book_qa import BookQAConfig, GroundedAnswer, QuestionItem, QuestionSet, build_book_qa
-from medmill.builders.book_qa_checks import (
-    answer_problem,
-    containment,
-    near_duplicates,
-    question_problem,
-    verify_references,
+from medmill.builders.book_qa.generate import (
+    BookQAConfig,
+    GroundedAnswer,
+    QuestionItem,
+    QuestionSet,
+    build_book_qa,
 )
-from medmill.builders.dataset_dir import iter_rows, read_manifest
+from medmill.builders.core.validate import validate_dir
 from medmill.builders.llm.types import LLMRequest, LLMResult
-from medmill.builders.validate import validate_dir
+from medmill.builders.text.grounding import answer_problem, question_problem, verify_references
+from medmill.builders.text.ngrams import containment, near_duplicates
 from medmill.cli import _register, app
 from medmill.schemas import TextChunk
+from medmill.schemas.dataset_dir import iter_rows, read_manifest
 from medmill.schemas.errors import MedmillError
 from tests.book_lit_fake_llm import respond
 from tests.llm_server import FakeLLMServer

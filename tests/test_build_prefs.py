@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 import medmill.cli
-from medmill.builders.dataset_dir import iter_rows, read_manifest
-from medmill.builders.validate import validate_dir
+from medmill.builders.core.validate import validate_dir
+from medmill.schemas.dataset_dir import iter_rows, read_manifest
 from medmill.schemas.errors import MedmillError
 from tests.test_prefs_support import KG, kg_qa_dir, write_jsonl
 

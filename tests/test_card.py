@@ -13,9 +13,9 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from medmill.builders.card import SIZE_CATEGORIES, card_metadata, render_card, summary_of
-from medmill.builders.manifest import Manifest
-from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
+from medmill.builders.publish.card import SIZE_CATEGORIES, card_metadata, render_card, summary_of
 from medmill.schemas import Message, PreferenceRecord, PretrainRecord, RejectRow, SFTRecord, Source
 
 RELATIONS = ["症状", "治疗药物", "所属科室"]
@@ -95,7 +95,7 @@ def make_dir(tmp: Path, kind: str, n: int = 12, name: str | None = None, **info_
         RejectRow(stage="read", reason="bad_json", message="Expecting value", source=Source(file=str(src), line=3), raw="{oops"),
         RejectRow(stage="safety", reason="dangerous_dosing", message="自行加倍剂量", raw={"text": "自行加倍剂量"}),
     ]
-    write_dataset_dir(out, records, rejects, info)
+    write_dataset_dir(out, records, rejects, info, render_card=render_card)
     return out
 
 
@@ -187,7 +187,7 @@ def test_push_rendering_prefixes_assets_and_keeps_other_configs(tmp_path):
 
 def test_empty_build_renders_a_card(tmp_path):
     out = tmp_path / "empty"
-    write_dataset_dir(out, [], [], BuildInfo(kind="sft", builder="kg-qa", command="medmill build-kg-qa x"))
+    write_dataset_dir(out, [], [], BuildInfo(kind="sft", builder="kg-qa", command="medmill build-kg-qa x"), render_card=render_card)
     text = (out / "README.md").read_text(encoding="utf-8")
     assert DatasetCard(text).data.to_dict()["configs"][0]["data_files"] == []
     assert not (out / "plots").exists()
@@ -236,7 +236,7 @@ def test_list_and_nested_meta_values_are_counted(tmp_path):
         meta = {"relations": ["症状", "检查"] if i % 2 else ["症状"], "input_meta": {"qtype": ["a", "b"][i % 2]}, "mode": "t"}
         recs.append(SFTRecord(id=SFTRecord.make_id(msgs), messages=msgs, source=Source(builder="t"), meta=meta))
     out = tmp_path / "d"
-    write_dataset_dir(out, recs, [], BuildInfo(kind="sft", builder="t", command="t"))
+    write_dataset_dir(out, recs, [], BuildInfo(kind="sft", builder="t", command="t"), render_card=render_card)
     cats = compute_stats(out, "sft").categories
     assert cats["relations"] == Counter({"症状": 6, "检查": 3})
     assert cats["input_meta.qtype"] == Counter({"a": 3, "b": 3})
@@ -244,7 +244,7 @@ def test_list_and_nested_meta_values_are_counted(tmp_path):
 
 
 def test_source_license_matches_paths_as_users_type_them(tmp_path, monkeypatch):
-    from medmill.builders.card import license_of
+    from medmill.builders.publish.card import license_of
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "kg").mkdir()
@@ -260,9 +260,9 @@ def test_rebuilt_dir_of_the_same_name_does_not_load_stale_rows(tmp_path):
     cache = tmp_path / "hf_cache"
     out = tmp_path / "kg_qa"
     info = BuildInfo(kind="sft", builder="kg-qa", command="c", val_size=0.0)
-    write_dataset_dir(out, sft_records(10), [], info)
+    write_dataset_dir(out, sft_records(10), [], info, render_card=render_card)
     assert datasets.load_dataset(str(out), cache_dir=str(cache))["train"].num_rows == 10
-    write_dataset_dir(out, sft_records(11, tag="新"), [], info)
+    write_dataset_dir(out, sft_records(11, tag="新"), [], info, render_card=render_card)
     ds = datasets.load_dataset(str(out), cache_dir=str(cache))["train"]
     assert ds.num_rows == 11 and ds[0]["messages"][0]["content"].startswith("新")
     header = _front_matter((out / "README.md").read_text(encoding="utf-8"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from medmill.builders.chunking import Chunker, ChunkSettings, chunk_id, prepare_chunks
-from medmill.builders.text_clean import clean_text
-from medmill.builders.text_sections import detect_heading, split_sections
+from medmill.builders.readers.chunks import prepare_chunks
+from medmill.builders.text.chunking import Chunker, ChunkSettings, chunk_id
+from medmill.builders.text.clean import clean_text
+from medmill.builders.text.sections import detect_heading, split_sections
 
 
 @pytest.mark.parametrize(

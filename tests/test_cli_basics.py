@@ -10,7 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medmill.builders.writer import ARROW_SCHEMAS, BuildInfo, write_dataset_dir
+from medmill.builders.core.writer import ARROW_SCHEMAS, BuildInfo, write_dataset_dir
+from medmill.builders.publish.card import render_card
 from medmill.schemas import Message, SFTRecord, Source
 from medmill.version import __version__
 
@@ -32,7 +33,7 @@ def _good_dir(path: Path) -> Path:
     for i in range(6):
         m = [Message(role="user", content=f"问{i}"), Message(role="assistant", content=f"答{i}")]
         recs.append(SFTRecord(id=SFTRecord.make_id(m), messages=m, source=Source(builder="t", group=f"g{i}")))
-    write_dataset_dir(path, recs, [], BuildInfo(kind="sft", builder="t", command="x"))
+    write_dataset_dir(path, recs, [], BuildInfo(kind="sft", builder="t", command="x"), render_card=render_card)
     return path
 
 

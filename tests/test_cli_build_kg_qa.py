@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 import medmill.cli
-from medmill.builders.dataset_dir import split_files
+from medmill.schemas.dataset_dir import split_files
 
 if not any(c.name == "build-kg-qa" for c in medmill.cli.app.registered_commands):
     medmill.cli._register()

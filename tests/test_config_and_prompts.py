@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from medmill.builders.prompts import load_prompt
+from medmill.builders.llm.prompts import load_prompt
 from medmill.config import ConfigOption, defaults_for
 from medmill.schemas.errors import MedmillError
 

@@ -8,13 +8,14 @@ import datasets
 import pytest
 from typer.testing import CliRunner
 
-from medmill.builders.build import finish_build
+from medmill.builders.core.build import finish_build
+from medmill.builders.core.validate import validate_dir
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
 from medmill.builders.curation.stages import CurationSettings, curation_steps
-from medmill.builders.dataset_dir import iter_rows
-from medmill.builders.validate import validate_dir
-from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.builders.publish.card import render_card
 from medmill.cli import _register, app
 from medmill.schemas import Message, PretrainRecord, SFTRecord, Source
+from medmill.schemas.dataset_dir import iter_rows
 from medmill.schemas.errors import MedmillError
 
 _register()
@@ -35,7 +36,7 @@ def sft(q: str, a: str, group: str) -> SFTRecord:
 
 
 def make_dir(path, records, val_size=0.0, kind="sft"):
-    write_dataset_dir(path, records, [], BuildInfo(kind=kind, builder="t", command="t", val_size=val_size))
+    write_dataset_dir(path, records, [], BuildInfo(kind=kind, builder="t", command="t", val_size=val_size), render_card=render_card)
     return path
 
 
@@ -186,8 +187,8 @@ def test_manifest_and_card_record_the_command_as_typed(tmp_path, monkeypatch):
 
 def test_filter_and_dedup_keep_the_inputs_licenses(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    write_dataset_dir(a, [sft("问题一：该怎么办？", ANSWERS[0], "g0")], [], BuildInfo(kind="sft", builder="t", command="t", license="cc-by-4.0"))
-    write_dataset_dir(b, [sft("问题二：该怎么办？", ANSWERS[1], "g1")], [], BuildInfo(kind="sft", builder="t", command="t", license="mit"))
+    write_dataset_dir(a, [sft("问题一：该怎么办？", ANSWERS[0], "g0")], [], BuildInfo(kind="sft", builder="t", command="t", license="cc-by-4.0"), render_card=render_card)
+    write_dataset_dir(b, [sft("问题二：该怎么办？", ANSWERS[1], "g1")], [], BuildInfo(kind="sft", builder="t", command="t", license="mit"), render_card=render_card)
     invoke("filter", a, "--out", tmp_path / "f")
     card = (tmp_path / "f" / "README.md").read_text(encoding="utf-8")
     assert "license: cc-by-4.0" in card  # was always `other`, the input's license lost

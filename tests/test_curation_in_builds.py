@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from medmill.builders.build import finish_build
+from medmill.builders.core.build import finish_build
+from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.stages import CurationSettings, curation_steps
-from medmill.builders.writer import BuildInfo
 from medmill.schemas import Message, PreferenceRecord, SFTRecord, Source
 from medmill.schemas.errors import MedmillError
 
@@ -64,7 +64,7 @@ def _sft(i: int) -> SFTRecord:
 
 
 def test_failed_write_does_not_grow_the_dedup_index(tmp_path: Path, monkeypatch):
-    import medmill.builders.build as build
+    import medmill.builders.core.build as build
 
     index = tmp_path / "index"
     settings = CurationSettings(dedup_index=index)

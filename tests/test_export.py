@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medmill.builders.dataset_dir import iter_rows
 from medmill.builders.publish.export import export_dir
 from medmill.cli import _register, app
+from medmill.schemas.dataset_dir import iter_rows
 from medmill.schemas.errors import MedmillError
 from tests.test_card import make_dir
 

@@ -33,7 +33,8 @@ def test_json_argument_with_a_key_is_redacted():
 
 
 def test_written_manifest_and_card_never_hold_secrets(tmp_path):
-    from medmill.builders.writer import BuildInfo, write_dataset_dir
+    from medmill.builders.core.writer import BuildInfo, write_dataset_dir
+    from medmill.builders.publish.card import render_card
     from medmill.schemas import Message, SFTRecord, Source
 
     secret = "sk-do-not-leak-42"
@@ -46,7 +47,7 @@ def test_written_manifest_and_card_never_hold_secrets(tmp_path):
         params={"llm": {"extra_body": {"api_key": secret, "top_k": 20}, "api_key_env": "MY_KEY", "max_tokens": 512}},
         llm={"params": {"extra_body": {"Authorization": f"Bearer {secret}"}}},
     )
-    write_dataset_dir(tmp_path / "ds", [rec], [], info)
+    write_dataset_dir(tmp_path / "ds", [rec], [], info, render_card=render_card)
     for f in (tmp_path / "ds").rglob("*"):
         if f.is_file() and f.suffix in {".json", ".md", ".jsonl"}:
             assert secret not in f.read_text(encoding="utf-8"), f

@@ -6,8 +6,8 @@ from importlib import resources
 
 import pytest
 
-from medmill.builders.kg_qa import TemplateQAConfig, build_template_records, join_values
-from medmill.builders.kg_qa_templates import load_templates
+from medmill.builders.kg_qa.template_qa import TemplateQAConfig, build_template_records, join_values
+from medmill.builders.kg_qa.templates import load_templates
 from medmill.builders.readers.kg import read_kg
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.sources import KGEntity, SourceRef

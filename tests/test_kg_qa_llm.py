@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from medmill.builders.kg_qa_llm import (
+from medmill.builders.kg_qa.scenario_qa import (
     EntityFacts,
     LLMQAConfig,
     check_pair,

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from medmill.builders.dataset_dir import iter_rows, read_manifest
-from medmill.builders.lit_qa import LitDialogue, LitQAConfig, LitQASet, build_lit_qa, turns_for
+from medmill.builders.core.validate import validate_dir
+from medmill.builders.lit_qa.generate import LitDialogue, LitQAConfig, LitQASet, build_lit_qa, turns_for
 from medmill.builders.llm.types import LLMRequest, LLMResult
 from medmill.builders.readers.literature import parse_field_map, read_literature
-from medmill.builders.validate import validate_dir
 from medmill.cli import _register, app
 from medmill.schemas import LiteratureRecord
+from medmill.schemas.dataset_dir import iter_rows, read_manifest
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.sources import SourceRef
 from tests.book_lit_fake_llm import respond

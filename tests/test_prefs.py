@@ -7,7 +7,6 @@ import random
 
 import pytest
 
-from medmill.builders.prefs.inputs import FieldNames, read_inputs
 from medmill.builders.prefs.judging import (
     Candidate,
     NoPair,
@@ -21,6 +20,7 @@ from medmill.builders.prefs.judging import (
     unique_candidates,
 )
 from medmill.builders.prefs.perturb import Corrupter, facts_from_meta
+from medmill.builders.readers.prompt_items import FieldNames, read_inputs
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.records import normalise_for_compare
 from tests.test_prefs_support import KG, kg_qa_dir, write_jsonl
@@ -185,7 +185,7 @@ def test_fact_swap_uses_the_same_relation_of_another_entity(tmp_path):
 
 
 def test_each_perturbation_makes_a_known_change():
-    from medmill.builders.prefs.inputs import PromptItem
+    from medmill.builders.readers.prompt_items import PromptItem
     from medmill.schemas import Message, Source
 
     answer = "您好，这可能是胃炎引起的。可以口服奥美拉唑，每次20mg，每日一次。建议尽快到医院消化内科就诊。"

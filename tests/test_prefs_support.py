@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
 from medmill.schemas import Message, SFTRecord, Source
 
 # entity -> relation -> values (a toy KG; values of one relation are swappable across entities)

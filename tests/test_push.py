@@ -12,8 +12,9 @@ import pytest
 from huggingface_hub import DatasetCard
 from typer.testing import CliRunner
 
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
+from medmill.builders.publish.card import render_card
 from medmill.builders.publish.hub import plan_offline, push_dir
-from medmill.builders.writer import BuildInfo, write_dataset_dir
 from medmill.cli import _register, app
 from medmill.schemas.errors import MedmillError
 from medmill.version import __version__
@@ -185,7 +186,7 @@ def test_unfinished_dir_is_refused(tmp_path):
 def test_dir_with_no_records_is_refused_before_it_wipes_the_config(tmp_path):
     # `medmill dedup --index` can keep nothing; pushing that would delete the config's shards on the Hub
     d = tmp_path / "empty"
-    write_dataset_dir(d, [], [], BuildInfo(kind="sft", builder="t", command="medmill dedup"))
+    write_dataset_dir(d, [], [], BuildInfo(kind="sft", builder="t", command="medmill dedup"), render_card=render_card)
     with pytest.raises(MedmillError, match="holds no records"):
         plan_offline(d, "org/med")
     with FakeHub(TOKEN) as hub:

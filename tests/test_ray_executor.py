@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from medmill.builders.curation.settings import CurationSettings
+from medmill.commands._over_dirs import run_over_dirs
 from medmill.commands._run_options import RunOptions
-from medmill.commands.filter_cmd import run_over_dirs
 from tests.test_streaming import FILTER, _dedup_plan, digest, make_input
 
 ray = pytest.importorskip("ray")

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
+from medmill.builders.publish.card import render_card
 from medmill.builders.publish.report import render_report, write_report
-from medmill.builders.writer import BuildInfo, write_dataset_dir
 from medmill.cli import _register, app
 from medmill.schemas import Message, RejectRow, SFTRecord, Source
 from tests.test_card import make_dir
@@ -82,7 +83,7 @@ def dirs(tmp_path_factory) -> list[Path]:
         [SFTRecord(id=SFTRecord.make_id(msgs), messages=msgs, source=Source(builder="t"), meta={})],
         [RejectRow(stage="pii", reason="phone", message="<b>138****</b>", raw="电话 13800000000")],
         BuildInfo(kind="sft", builder="t", command="medmill t"),
-    )
+    render_card=render_card)
     (hostile / "rejects.jsonl").open("a", encoding="utf-8").write("{broken\n")
     return [sft, make_dir(tmp, "preference"), make_dir(tmp, "pretrain"), hostile]
 
@@ -185,7 +186,7 @@ def test_build_that_kept_no_record_reports_its_rejects(tmp_path):
         [],
         [RejectRow(stage="dedup", reason="exact_duplicate", message="already in the index", raw="头痛怎么办")],
         BuildInfo(kind="sft", builder="t", command="medmill t"),
-    )
+    render_card=render_card)
     assert not list((d / "data").glob("*.parquet"))
     html = render_report([d])
     assert 'data-kind="sft"' in html and "dedup/exact_duplicate" in html and "already in the index" in html
@@ -200,7 +201,7 @@ def test_reject_examples_show_no_pii(tmp_path):
         [SFTRecord(id=SFTRecord.make_id(msgs), messages=msgs, source=Source(builder="t"), meta={})],
         [RejectRow(stage="pii", reason="pii", message="PHONE in user turn", raw={"messages": [{"role": "user", "content": "我电话138 1234 5678，住院号：2023-001234"}]})],
         BuildInfo(kind="sft", builder="t", command="medmill filter"),
-    )
+    render_card=render_card)
     html = render_report([d])
     assert "pii/pii" in html and "&lt;PHONE&gt;" in html and "&lt;PATIENT_ID&gt;" in html
     assert "1234 5678" not in html and "001234" not in html

@@ -21,10 +21,10 @@ from medmill.builders.curation.dedup_state import DedupState, batch_state, decid
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.streaming.sizes import RowSizes, TableSizer
 from medmill.builders.streaming.stats import merge_stats
-from medmill.builders.writer import ARROW_SCHEMAS
 from medmill.cli import _register, app
+from medmill.commands._over_dirs import run_over_dirs
 from medmill.commands._run_options import RunOptions
-from medmill.commands.filter_cmd import run_over_dirs
+from medmill.schemas.dataset_dir import ARROW_SCHEMAS
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.records import stable_id
 
@@ -120,10 +120,10 @@ def _dedup_plan(threshold: float = 0.8):
 
 
 def _dedup_steps():
+    from medmill.builders.core.pipeline import Step, StepResult
     from medmill.builders.curation.inputs import origin_of
     from medmill.builders.curation.record_dedup import dedup_records
     from medmill.builders.curation.text import check_fields
-    from medmill.builders.pipeline import Step, StepResult
 
     def make(kind, info):
         def run(records):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from medmill.builders.readers.documents import load_documents
-from medmill.builders.text_clean import CleanOptions, clean_text
+from medmill.builders.text.clean import CleanOptions, clean_text
 from tests.test_documents_support import make_pdf
 
 

@@ -15,7 +15,7 @@ TEXT = "高血压患者应低盐饮食，规律服用降压药物，定期监测
 
 
 def build_dirs(root: Path) -> dict[str, Path]:
-    from medmill.builders.writer import BuildInfo, write_dataset_dir
+    from medmill.builders.core.writer import BuildInfo, write_dataset_dir
     from medmill.schemas import Message, PreferenceRecord, PretrainRecord, SFTRecord, Source
 
     sft, prefs, texts = [], [], []

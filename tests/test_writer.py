@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medmill.builders.dataset_dir import iter_rows
-from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
+from medmill.builders.publish.card import render_card
 from medmill.schemas import Message, PreferenceRecord, PretrainRecord, RejectRow, SFTRecord, Source
+from medmill.schemas.dataset_dir import iter_rows
 
 
 def sft_records(n: int, groups: int = 10) -> list[SFTRecord]:
@@ -40,7 +41,7 @@ def test_layout_and_load_dataset(tmp_path: Path):
 
     out = tmp_path / "ds"
     rej = [RejectRow(stage="read", reason="invalid_json", message="line 3", source=Source(file="kg.json", line=3))]
-    m = write_dataset_dir(out, sft_records(40), rej, info())
+    m = write_dataset_dir(out, sft_records(40), rej, info(), render_card=render_card)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "manifest.json", "plots", "rejects.jsonl"]
     assert (out / "data" / "train-00000-of-00001.parquet").exists()
     ds = datasets.load_dataset(str(out))
@@ -54,7 +55,7 @@ def test_layout_and_load_dataset(tmp_path: Path):
 
 def test_splits_are_group_aware(tmp_path: Path):
     out = tmp_path / "ds"
-    write_dataset_dir(out, sft_records(100, groups=20), [], info(val_size=0.2, test_size=0.1))
+    write_dataset_dir(out, sft_records(100, groups=20), [], info(val_size=0.2, test_size=0.1), render_card=render_card)
     where: dict[str, set[str]] = {}
     for split, _f, _i, row in iter_rows(out):
         where.setdefault(row["source"]["group"], set()).add(split)
@@ -66,9 +67,9 @@ def test_splits_are_group_aware(tmp_path: Path):
 def test_same_seed_same_bytes_other_seed_other_split(tmp_path: Path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     recs = sft_records(60)
-    write_dataset_dir(a, recs, [], info(seed=1))
-    write_dataset_dir(b, list(reversed(recs)), [], info(seed=1))
-    write_dataset_dir(c, recs, [], info(seed=2))
+    write_dataset_dir(a, recs, [], info(seed=1), render_card=render_card)
+    write_dataset_dir(b, list(reversed(recs)), [], info(seed=1), render_card=render_card)
+    write_dataset_dir(c, recs, [], info(seed=2), render_card=render_card)
     files = sorted(p.relative_to(a) for p in (a / "data").iterdir())
     assert files == sorted(p.relative_to(b) for p in (b / "data").iterdir())
     for f in files:
@@ -79,7 +80,7 @@ def test_same_seed_same_bytes_other_seed_other_split(tmp_path: Path):
 
 def test_bounded_shards(tmp_path: Path):
     out = tmp_path / "ds"
-    write_dataset_dir(out, sft_records(200), [], info(val_size=0.0, max_shard_bytes=4000))
+    write_dataset_dir(out, sft_records(200), [], info(val_size=0.0, max_shard_bytes=4000), render_card=render_card)
     shards = sorted((out / "data").glob("train-*.parquet"))
     assert len(shards) > 3
     n = len(shards)
@@ -89,37 +90,41 @@ def test_bounded_shards(tmp_path: Path):
 
 def test_exact_duplicates_become_rejects(tmp_path: Path):
     recs = sft_records(5)
-    m = write_dataset_dir(tmp_path / "ds", recs + recs[:2], [], info(val_size=0.0))
+    m = write_dataset_dir(tmp_path / "ds", recs + recs[:2], [], info(val_size=0.0), render_card=render_card)
     assert m.records_total == 5
     assert m.rejects_by_reason == {"write/exact_duplicate": 2}
 
 
 def test_rewrite_replaces_data_and_keeps_foreign_files(tmp_path: Path):
     out = tmp_path / "ds"
-    write_dataset_dir(out, sft_records(200), [], info(val_size=0.0, max_shard_bytes=4000))
+    write_dataset_dir(out, sft_records(200), [], info(val_size=0.0, max_shard_bytes=4000), render_card=render_card)
     (out / "llm_cache.sqlite").write_bytes(b"cache")
-    write_dataset_dir(out, sft_records(10), [], info(val_size=0.0))
+    write_dataset_dir(out, sft_records(10), [], info(val_size=0.0), render_card=render_card)
     assert [p.name for p in (out / "data").iterdir()] == ["train-00000-of-00001.parquet"]
     assert (out / "llm_cache.sqlite").read_bytes() == b"cache"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ds.")]
 
 
-def test_failed_write_leaves_no_complete_looking_dir(tmp_path: Path, monkeypatch):
-    import medmill.builders.writer as writer
-
+def test_failed_write_leaves_no_complete_looking_dir(tmp_path: Path):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(writer, "render_card", boom)
     with pytest.raises(OSError):
-        write_dataset_dir(tmp_path / "ds", sft_records(5), [], info())
+        write_dataset_dir(tmp_path / "ds", sft_records(5), [], info(), render_card=boom)
     assert not (tmp_path / "ds" / "manifest.json").exists()
     assert os.listdir(tmp_path) == [] or not any((tmp_path / d / "manifest.json").exists() for d in os.listdir(tmp_path))
 
 
+def test_without_a_card_renderer_the_writer_writes_a_plain_card(tmp_path: Path):
+    """The writer needs nothing from publish/: with no renderer it still writes a README."""
+    write_dataset_dir(tmp_path / "ds", sft_records(3), [], info(val_size=0.0))
+    text = (tmp_path / "ds" / "README.md").read_text(encoding="utf-8")
+    assert "Records (sft): train: 3." in text and "---" not in text
+
+
 def test_card_yaml_header(tmp_path: Path):
     out = tmp_path / "ds"
-    write_dataset_dir(out, sft_records(30), [], info(license="cc-by-4.0"))
+    write_dataset_dir(out, sft_records(30), [], info(license="cc-by-4.0"), render_card=render_card)
     text = (out / "README.md").read_text(encoding="utf-8")
     assert text.startswith("---\n")
     header = yaml.safe_load(text.split("---\n")[1])
@@ -137,9 +142,9 @@ def test_preference_and_pretrain_kinds(tmp_path: Path):
     c = [Message(role="assistant", content="普通感冒多为病毒感染，一般不需要抗生素。")]
     r = [Message(role="assistant", content="一定要用抗生素。")]
     pref = PreferenceRecord(id=PreferenceRecord.make_id(p, c, r), prompt=p, chosen=c, rejected=r, source=Source(builder="t"))
-    write_dataset_dir(tmp_path / "pref", [pref], [], BuildInfo(kind="preference", builder="t", command="x"))
+    write_dataset_dir(tmp_path / "pref", [pref], [], BuildInfo(kind="preference", builder="t", command="x"), render_card=render_card)
     row = datasets.load_dataset(str(tmp_path / "pref"))["train"][0]
     assert row["chosen"] == [{"role": "assistant", "content": c[0].content}]
     t = PretrainRecord(id=PretrainRecord.make_id("传染病是…"), text="传染病是…", source=Source(builder="t"))
-    write_dataset_dir(tmp_path / "pt", [t], [], BuildInfo(kind="pretrain", builder="t", command="x"))
+    write_dataset_dir(tmp_path / "pt", [t], [], BuildInfo(kind="pretrain", builder="t", command="x"), render_card=render_card)
     assert datasets.load_dataset(str(tmp_path / "pt"))["train"][0]["text"] == "传染病是…"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from medmill.schemas.dataset_dir import is_dataset_dir, load_splits
 from medmill.schemas.errors import MedmillError
-from medmill.trainers.datadirs import is_dataset_dir, load_dir_splits
 
 
 def iter_texts(paths: list[Path]) -> Iterator[str]:
@@ -14,7 +14,7 @@ def iter_texts(paths: list[Path]) -> Iterator[str]:
     for path in paths:
         path = Path(path)
         if is_dataset_dir(path):
-            for table in load_dir_splits(path).values():
+            for table in load_splits(path).values():
                 yield from _texts_of_table(table)
         elif path.is_file():
             with path.open(encoding="utf-8", errors="replace") as f:

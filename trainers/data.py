@@ -8,7 +8,6 @@ groups (entity / paper / conversation from `source.group`) so near-copies never 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from collections import Counter
@@ -16,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmill.schemas.dataset_dir import detect_kind, is_dataset_dir, load_splits
 from medmill.schemas.errors import MedmillError
-from medmill.trainers.datadirs import dir_kind, is_dataset_dir, load_dir_splits
+from medmill.schemas.seeded import seeded_fraction
 from medmill.trainers.importers import CONVERTERS, BadRow, read_rows
 
 # The record kind a stage reads, and the dataset-dir kinds it accepts.
@@ -71,11 +71,11 @@ def _datasets_of_dir(path: Path, kind: str) -> dict[str, Any]:
     import pyarrow.compute as pc
     from datasets import Dataset
 
-    found = dir_kind(path)
+    found = detect_kind(path)
     if found not in DIR_KINDS[kind]:
         raise MedmillError(f"{path} holds {found} records; this stage needs {' or '.join(sorted(DIR_KINDS[kind]))}")
     out = {}
-    for split, table in load_dir_splits(path).items():
+    for split, table in load_splits(path).items():
         ids = table.column("id") if "id" in table.column_names else pa.array([f"{split}:{i}" for i in range(len(table))])
         group = pc.coalesce(pc.struct_field(table.column("source"), "group"), ids) if "source" in table.column_names else ids
         wanted = COLUMNS["sft"] if kind == "prompt" and found == "sft" else COLUMNS[kind]
@@ -113,8 +113,7 @@ def _rows_of_file(path: Path, kind: str, stats: SourceStats, data: TrainingData)
 
 
 def _in_validation(group: str, val_size: float, seed: int) -> bool:
-    digest = hashlib.sha256(f"{seed}\x00{group}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < val_size
+    return seeded_fraction(seed, group) < val_size
 
 
 def _weighted_indices(n: int, weight: float, rng: random.Random) -> list[int]:
@@ -144,7 +143,7 @@ def load_training_data(specs: list[DataSpec], kind: str, val_size: float = 0.0, 
         stats = SourceStats(str(spec.path), kind)
         if is_dataset_dir(spec.path):
             splits = _datasets_of_dir(spec.path, kind)
-            stats.kind = f"dir:{dir_kind(spec.path)}"
+            stats.kind = f"dir:{detect_kind(spec.path)}"
         elif spec.path.is_file():
             rows = _rows_of_file(spec.path, kind, stats, data)
             splits = {"train": Dataset.from_list(rows)} if rows else {}

@@ -84,7 +84,7 @@ def config_class(stage: str, algo: str = "ppo") -> type:
             from trl import GRPOConfig
 
             return GRPOConfig
-        from medmill.trainers.ppo import PPOConfig
+        from medmill.trainers.ppo_config import PPOConfig
 
         return PPOConfig
     raise MedmillError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")

@@ -49,8 +49,8 @@ def load_eval_texts(path: Path, field_name: str | None = None) -> list[EvalText]
     path = Path(path)
     if path.is_dir():
         from medmill.builders.curation.text import record_text
-        from medmill.builders.dataset_dir import detect_kind, iter_rows
         from medmill.schemas import record_class
+        from medmill.schemas.dataset_dir import detect_kind, iter_rows
 
         kind = detect_kind(path)
         cls = record_class(kind)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from medmill.builders.dataset_dir import detect_kind, split_files
 from medmill.schemas import Record, RejectRow, Source, record_class
+from medmill.schemas.dataset_dir import detect_kind, split_files
 from medmill.schemas.errors import MedmillError
 
 SPLIT_ORDER = ("test", "validation", "train")

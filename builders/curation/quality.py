@@ -17,7 +17,9 @@ from pathlib import Path
 import yaml
 
 from medmill.builders.curation.minhash import clean_for_shingles
-from medmill.builders.curation.text import is_cjk, rewrite
+from medmill.builders.curation.text import rewrite
+from medmill.builders.text.cjk import cjk_share, is_cjk
+from medmill.builders.text.meta_talk import meta_talk
 from medmill.schemas import PreferenceRecord, PretrainRecord, Record, SFTRecord
 from medmill.schemas.errors import MedmillError
 
@@ -62,13 +64,6 @@ def repeated_line_ratio(text: str) -> float:
     return 1.0 - len(set(lines)) / len(lines)
 
 
-def cjk_share(text: str) -> float:
-    letters = [c for c in text if c.isalpha()]
-    if not letters:
-        return 1.0
-    return sum(is_cjk(c) for c in letters) / len(letters)
-
-
 @dataclass
 class Boilerplate:
     openers: list[re.Pattern[str]] = field(default_factory=list)
@@ -86,7 +81,7 @@ class Boilerplate:
             return cls(
                 openers=[re.compile(p, re.I) for p in data.get("openers") or []],
                 closers=[re.compile(p, re.I) for p in data.get("closers") or []],
-                drop=[re.compile(p, re.I) for p in data.get("drop") or []],
+                drop=[re.compile(p, re.I) for p in [*meta_talk().ai_self, *(data.get("drop") or [])]],
                 version=str(data.get("version", "0")),
             )
         except (OSError, yaml.YAMLError, re.error, AttributeError) as e:
@@ -206,7 +201,7 @@ class QualityRules:
             if ratio > cfg.max_repeated_line_ratio:
                 return QualityVerdict(None, "repeated_lines", f"repeated line share {ratio:.2f}", touched)
         if cfg.min_cjk_share > 0:
-            share = cjk_share("".join(questions + answers))
+            share = cjk_share("".join(questions + answers), no_letters=1.0)
             if share < cfg.min_cjk_share:
                 return QualityVerdict(None, "low_cjk", f"CJK share {share:.2f} < {cfg.min_cjk_share}", touched)
         pair = _last_pair(record)

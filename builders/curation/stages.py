@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from medmill.builders.core.pipeline import Step, StepResult
 from medmill.builders.curation.decontam import EvalIndex
 from medmill.builders.curation.dedup import DedupConfig
 from medmill.builders.curation.pii import PIIScanner
@@ -27,7 +28,6 @@ from medmill.builders.curation.text import (
     rewrite,
     with_meta,
 )
-from medmill.builders.pipeline import Step, StepResult
 from medmill.schemas import Record, RejectRow
 
 __all__ = ["PII_TYPES", "CurationSettings", "curation_steps"]

@@ -1,4 +1,4 @@
-"""Text helpers shared by the curation stages: CJK test, which text of a record is compared, and
+"""Text helpers shared by the curation stages: which text of a record is compared, and
 rewriting a record's texts (redaction, boilerplate stripping) while keeping its id a content hash."""
 
 from __future__ import annotations
@@ -7,12 +7,6 @@ from collections.abc import Callable
 
 from medmill.schemas import Message, PreferenceRecord, PretrainRecord, Record, SFTRecord
 from medmill.schemas.errors import MedmillError
-
-
-def is_cjk(ch: str) -> bool:
-    o = ord(ch)
-    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x20000 <= o <= 0x2A6DF or 0xF900 <= o <= 0xFAFF
-
 
 # --- which text of a record is compared (dedup, decontamination) -------------------------------
 

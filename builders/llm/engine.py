@@ -45,6 +45,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from medmill.builders.core.progress import Progress, no_progress
 from medmill.schemas.errors import MedmillError
 
 from . import structured
@@ -71,8 +72,9 @@ class _Failed(Exception):
 class LLMEngine:
     """Runs lists of `LLMRequest`s against one backend; see the module docstring."""
 
-    def __init__(self, settings: LLMSettings, out_dir: Path) -> None:
+    def __init__(self, settings: LLMSettings, out_dir: Path, progress: Progress = no_progress) -> None:
         self.settings = settings
+        self.progress = progress
         try:
             self.backend = _make_backend(settings)
         except FatalCallError as e:
@@ -163,8 +165,6 @@ class LLMEngine:
     # --- the loop ---------------------------------------------------------------------------------
 
     async def _run(self, requests: list[LLMRequest], desc: str) -> list[LLMResult]:
-        from medmill.console import progress
-
         self._limiter = RateLimiter(*self._limiter_settings)
         self._inflight: dict[str, asyncio.Future[Completion | None]] = {}
         self._fatal: str | None = None
@@ -177,13 +177,12 @@ class LLMEngine:
         # a local model batches what is queued at once, so keep at least a batch in flight
         width = max(1, self.settings.concurrency, self.settings.batch_size if self.settings.backend == "transformers" else 1)
         try:
-            with progress() as bar:
-                task_id = bar.add_task(desc or "LLM", total=len(requests), status=self._status())
+            with self.progress(desc or "LLM", len(requests)) as advance:
 
                 async def worker() -> None:
                     for i in order:
                         results[i] = await self._one(requests[i])
-                        bar.update(task_id, advance=1, status=self._status())
+                        advance(1, self._status())
 
                 # a fixed pool of workers, not one task per request: memory and scheduling stay flat
                 # for 100k requests

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from medmill.builders.llm.engine import LLMEngine
+from medmill.builders.llm.prompts import PromptTemplate
 from medmill.builders.llm.types import LLMRequest, LLMResult, LLMSettings
-from medmill.builders.prefs.inputs import PromptItem
 from medmill.builders.prefs.judging import Candidate, PairVerdict, RubricScores, Scored
-from medmill.builders.prompts import PromptTemplate
+from medmill.builders.readers.prompt_items import PromptItem
 from medmill.schemas import Message, RejectRow
 from medmill.schemas.errors import MedmillError
 

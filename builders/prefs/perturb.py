@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from medmill.builders.prefs.inputs import PromptItem
+from medmill.builders.readers.prompt_items import PromptItem
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.records import normalise_for_compare
 

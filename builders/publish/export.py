@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmill.builders.dataset_dir import detect_kind, iter_rows, split_files
+from medmill.schemas.dataset_dir import detect_kind, iter_rows, split_files
 from medmill.schemas.errors import MedmillError
 
 SHAREGPT_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}

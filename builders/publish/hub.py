@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from medmill.builders.card import render_card, summary_of
-from medmill.builders.dataset_dir import SHARD_RE, read_manifest
-from medmill.builders.fileinfo import sha256_file
-from medmill.builders.manifest import Manifest
+from medmill.builders.core.fileinfo import sha256_file
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.publish.card import render_card, summary_of
 from medmill.builders.publish.plots import PLOTS_DIR, existing_plots
+from medmill.schemas.dataset_dir import SHARD_RE, read_manifest
 from medmill.schemas.errors import MedmillError
 from medmill.version import __version__
 

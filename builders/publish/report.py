@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from markupsafe import Markup, escape
 
 from medmill.builders.curation.pii import PIIScanner
-from medmill.builders.dataset_dir import detect_kind, read_manifest, split_files
 from medmill.builders.publish.stats import DatasetStats, Distribution, compute_stats
+from medmill.schemas.dataset_dir import detect_kind, read_manifest, split_files
 from medmill.schemas.errors import MedmillError
 
 _PII = PIIScanner()

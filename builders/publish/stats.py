@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from medmill.builders.dataset_dir import split_files
+from medmill.schemas.dataset_dir import split_files
 from medmill.schemas.errors import MedmillError
 
 TOKEN_PROXY_RE = r"\p{Han}|[A-Za-z]+|[0-9]+|[^\s\p{Han}A-Za-z0-9]"

@@ -17,15 +17,15 @@ import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
+from medmill.builders.core.pipeline import Step
 from medmill.builders.curation.dedup import DedupConfig
 from medmill.builders.curation.dedup_state import BatchState, batch_state
 from medmill.builders.curation.inputs import _SPLIT_KEY, ORIGIN_KEY
 from medmill.builders.curation.text import record_text
-from medmill.builders.pipeline import Step
 from medmill.builders.streaming.inputs import InputBatch
 from medmill.builders.streaming.sizes import RowSizes, TableSizer
-from medmill.builders.writer import ARROW_SCHEMAS
 from medmill.schemas import KIND_COLUMNS, RejectRow, Source, record_class
+from medmill.schemas.dataset_dir import ARROW_SCHEMAS
 from medmill.schemas.records import canonical_json
 
 # extra spill columns beside the record's own

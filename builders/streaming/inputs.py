@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medmill.builders.curation.inputs import SPLIT_ORDER, dir_label
-from medmill.builders.dataset_dir import detect_kind, split_files
+from medmill.schemas.dataset_dir import detect_kind, split_files
 from medmill.schemas.errors import MedmillError
 
 DEFAULT_BATCH_ROWS = 20_000
@@ -44,6 +44,18 @@ def ordered_files(d: Path) -> list[tuple[str, Path]]:
     files = split_files(Path(d))
     order = [s for s in SPLIT_ORDER if s in files] + sorted(s for s in files if s not in SPLIT_ORDER)
     return [(split, f) for split in order for f in files[split]]
+
+
+def count_rows(dirs: list[Path]) -> int:
+    """Records in every shard, from parquet footers (for progress bars)."""
+    total = 0
+    for d in dirs:
+        for _split, f in ordered_files(d):
+            try:
+                total += pq.ParquetFile(f).metadata.num_rows
+            except (OSError, pa.ArrowException) as e:
+                raise MedmillError(f"cannot read {f}: {e}") from None
+    return total
 
 
 def iter_batches(dirs: list[Path], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[InputBatch]:

@@ -23,12 +23,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medmill.builders.core.pipeline import Step
+from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.inputs import dir_label
-from medmill.builders.pipeline import Step
 from medmill.builders.streaming.batch import BatchOut, BatchWork
 from medmill.builders.streaming.inputs import DEFAULT_BATCH_ROWS, InputBatch, ordered_files
 from medmill.builders.streaming.run import DedupPlan, StreamRun, run_streaming
-from medmill.builders.writer import BuildInfo
 from medmill.schemas.errors import MedmillError
 
 

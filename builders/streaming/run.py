@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.pipeline import Step
+from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.dedup_state import DedupState
 from medmill.builders.curation.index import DedupIndex
-from medmill.builders.manifest import Manifest
-from medmill.builders.pipeline import Step
 from medmill.builders.streaming.batch import SPLIT_COL, BatchOut, BatchWork, DedupWork
 from medmill.builders.streaming.dedup import StreamDedupResult, run_dedup
 from medmill.builders.streaming.inputs import DEFAULT_BATCH_ROWS, InputBatch, iter_batches
@@ -34,7 +35,7 @@ from medmill.builders.streaming.sizes import RowSizes, TableSizer
 from medmill.builders.streaming.spill import Spill
 from medmill.builders.streaming.stats import merge_stats
 from medmill.builders.streaming.write import write_streamed
-from medmill.builders.writer import ARROW_SCHEMAS, BuildInfo
+from medmill.schemas.dataset_dir import ARROW_SCHEMAS
 
 _WORK: BatchWork | None = None  # set before the pool forks, so step closures need no pickling
 

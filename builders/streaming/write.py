@@ -26,19 +26,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from medmill.builders.manifest import Manifest, SplitInfo
+from medmill.builders.core.manifest import Manifest, SplitInfo
+from medmill.builders.core.writer import BuildInfo, check_out_dir, finish_dataset_dir, split_order
+from medmill.builders.publish.card import render_card
 from medmill.builders.streaming.batch import SPLIT_COL
 from medmill.builders.streaming.sizes import RowSizes, TableSizer
 from medmill.builders.streaming.spill import Spill
-from medmill.builders.writer import (
-    ARROW_SCHEMAS,
-    BuildInfo,
-    check_out_dir,
-    finish_dataset_dir,
-    shard_name,
-    split_order,
-)
 from medmill.schemas import KIND_COLUMNS, RejectRow
+from medmill.schemas.dataset_dir import ARROW_SCHEMAS, shard_name
 from medmill.schemas.errors import MedmillError
 
 
@@ -105,7 +100,7 @@ def write_streamed(
         base = len(shards)
         shards += [(split, i, count) for i in range(count)]
         dest[rows] = base + np.arange(len(rows)) // step
-        split_infos[split] = SplitInfo(records=len(rows), files=[shard_name(split, i, count) for i in range(count)])
+        split_infos[split] = SplitInfo(records=len(rows), files=[f"data/{shard_name(split, i, count)}" for i in range(count)])
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -135,13 +130,13 @@ def write_streamed(
             table = pq.read_table(parts[s])
             table = table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")])).select(columns)
             table = table.cast(schema).combine_chunks()
-            pq.write_table(table, tmp / shard_name(split, i, count), compression="zstd")
+            pq.write_table(table, tmp / "data" / shard_name(split, i, count), compression="zstd")
             parts[s].unlink()
         with open(tmp / "rejects.jsonl", "wb") as out:
             for f in [*reject_files, dup_file]:
                 with open(f, "rb") as src:
                     shutil.copyfileobj(src, out)
-        return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info)
+        return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info, render_card)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

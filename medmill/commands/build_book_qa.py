@@ -61,10 +61,10 @@ def build_book_qa(
     """Ask an LLM for diverse questions per text chunk, answer each from its chunk with verified references."""
     from pydantic import ValidationError
 
-    from medmill.builders.book_qa import BookQAConfig
-    from medmill.builders.book_qa_build import BookQABuild, run_book_qa
-    from medmill.builders.chunking import ChunkSettings
-    from medmill.builders.text_clean import CleanOptions
+    from medmill.builders.book_qa.build import BookQABuild, run_book_qa
+    from medmill.builders.book_qa.generate import BookQAConfig
+    from medmill.builders.text.chunking import ChunkSettings
+    from medmill.builders.text.clean import CleanOptions
 
     t0 = time.perf_counter()
     try:

@@ -59,8 +59,8 @@ def build_kg_qa(
     """Turn a medical knowledge graph into question/answer pairs (templates, every fact from the KG)."""
     from pydantic import ValidationError
 
-    from medmill.builders.kg_qa import TemplateQAConfig
-    from medmill.builders.kg_qa_build import KGQABuild, run_kg_qa
+    from medmill.builders.kg_qa.build import KGQABuild, run_kg_qa
+    from medmill.builders.kg_qa.template_qa import TemplateQAConfig
 
     t0 = time.perf_counter()
     if mode not in MODES:
@@ -68,7 +68,7 @@ def build_kg_qa(
     if val_size + test_size >= 1.0:
         raise MedmillError("--val-size plus --test-size must be below 1")
     if mode == "llm" or mix:
-        from medmill.builders.kg_qa_llm import KGQALLMBuild, LLMQAConfig, parse_mix, run_kg_qa_llm
+        from medmill.builders.kg_qa.scenario_qa import KGQALLMBuild, LLMQAConfig, parse_mix, run_kg_qa_llm
 
         try:
             llm_cfg = KGQALLMBuild(

@@ -52,8 +52,8 @@ def build_lit_qa(
     """Turn literature conclusions into grounded QA pairs or patient-doctor dialogues that cite the paper."""
     from pydantic import ValidationError
 
-    from medmill.builders.lit_qa import LitQAConfig
-    from medmill.builders.lit_qa_build import LitQABuild, run_lit_qa
+    from medmill.builders.lit_qa.build import LitQABuild, run_lit_qa
+    from medmill.builders.lit_qa.generate import LitQAConfig
     from medmill.builders.readers.literature import parse_field_map
 
     t0 = time.perf_counter()

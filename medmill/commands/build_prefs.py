@@ -62,8 +62,8 @@ def build_prefs(
     curation: CurationSettings,
 ) -> None:
     """Build preference pairs (prompt, chosen, rejected) for reward models, DPO and PPO."""
-    from medmill.builders.prefs.build import PrefsConfig
     from medmill.builders.prefs.build import build_prefs as run
+    from medmill.builders.prefs.config import PrefsConfig
     from medmill.builders.prefs.llm_steps import model_settings
 
     t0 = time.perf_counter()

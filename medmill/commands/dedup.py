@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -36,16 +37,16 @@ def dedup(
     reaches --threshold; its reject names that record and the similarity. No chains: a removed record
     never causes another removal. clusters.jsonl lists every kept record with its removed copies.
     """
+    from medmill.builders.core.pipeline import Step, StepResult
     from medmill.builders.curation.dedup import DedupConfig
     from medmill.builders.curation.index import DedupIndex
     from medmill.builders.curation.inputs import origin_of
-    from medmill.builders.curation.record_dedup import RecordDedup, dedup_records
+    from medmill.builders.curation.record_dedup import dedup_records
     from medmill.builders.curation.settings import curation_settings
     from medmill.builders.curation.text import check_fields
-    from medmill.builders.pipeline import Step, StepResult
     from medmill.builders.streaming.batch import DedupWork
     from medmill.builders.streaming.run import DedupPlan
-    from medmill.commands.filter_cmd import run_over_dirs
+    from medmill.commands._over_dirs import run_over_dirs
 
     if shingle not in ("char", "word"):
         raise MedmillError(f"--shingle must be char or word, got {shingle!r}")
@@ -65,7 +66,7 @@ def dedup(
     )
     field_list = [f.strip() for f in fields.split(",") if f.strip()]
     opened = DedupIndex.open(index, cfg) if index else None
-    done: dict[str, RecordDedup] = {}
+    done: dict[str, Any] = {}
 
     def make_steps(kind, info):
         chosen = check_fields(kind, field_list)
@@ -87,8 +88,7 @@ def dedup(
 
         return DedupPlan(DedupWork(check_fields(kind, field_list), cfg), opened, keep_result)
 
-    run = RunOptions(executor, workers, ray_address)
-    run_over_dirs("dedup", dirs, out, settings, params, make_steps, run=run, dedup=plan)
+    run_over_dirs("dedup", dirs, out, settings, params, make_steps, RunOptions(executor, workers, ray_address), plan)
     if opened is not None and "stream" in done:
         part = opened.append(**done["stream"].index_rows)
         typer.echo(f"index {index}: {opened.meta['records']} records" + (f" (added {part})" if part else ""))

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from medmill.builders.dataset_dir import split_files
 from medmill.builders.publish.export import FORMATS, export_dir
 from medmill.config import ConfigOption
 from medmill.console import console, summary_table
+from medmill.schemas.dataset_dir import split_files
 
 
 def export(

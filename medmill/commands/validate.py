@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from medmill.builders.validate import validate_dir
+from medmill.builders.core.validate import validate_dir
 from medmill.console import console, summary_table
 
 

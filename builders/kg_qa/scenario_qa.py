@@ -17,7 +17,6 @@ the answer states:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections import Counter
@@ -28,29 +27,28 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.build import finish_build
+from medmill.builders.core.build import finish_build
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.stages import curation_steps
-from medmill.builders.kg_qa import TemplateQAConfig, build_template_records, entity_source
-from medmill.builders.kg_qa_templates import load_templates
+from medmill.builders.kg_qa.template_qa import TemplateQAConfig, build_template_records, entity_source
+from medmill.builders.kg_qa.templates import load_templates
 from medmill.builders.llm.engine import LLMEngine
+from medmill.builders.llm.prompts import PromptTemplate, load_prompt
 from medmill.builders.llm.types import LLMRequest, LLMResult, LLMSettings
-from medmill.builders.manifest import Manifest
-from medmill.builders.prompts import PromptTemplate, load_prompt
 from medmill.builders.readers.kg import read_kg
-from medmill.builders.writer import BuildInfo
+from medmill.builders.text.cjk import cjk_share
+from medmill.builders.text.meta_talk import meta_talk
+from medmill.builders.text.ngrams import char_bigrams
 from medmill.schemas import Message, RejectRow, SFTRecord
 from medmill.schemas.errors import MedmillError
+from medmill.schemas.seeded import seeded_fraction
 from medmill.schemas.sources import KGEntity
 
 BUILDER = "kg_qa_llm"
 BUILDER_VERSION = "1"
 DEFAULT_PROMPT = "kg_qa_scenario"
 
-META_TALK = ("作为AI", "作为一个AI", "作为人工智能", "作为一个人工智能", "AI助手", "语言模型", "根据提供的信息",
-             "根据所提供", "根据以上信息", "根据上述信息", "根据上述知识", "根据给定", "提供的资料", "知识库",
-             "以下哪", "文本")
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
-_LETTER = re.compile(r"[A-Za-z\u3400-\u4dbf\u4e00-\u9fff]")
 _CLAUSE = re.compile(r"[，,。；;：:、\n（）()！？!?]+")
 
 
@@ -136,21 +134,11 @@ def build_requests(entities: Sequence[KGEntity], prompt: PromptTemplate, cfg: LL
     return requests
 
 
-def chinese_share(text: str) -> float:
-    letters = _LETTER.findall(text)
-    return len(_CJK.findall(text)) / len(letters) if letters else 0.0
-
-
-def _bigrams(text: str) -> set[str]:
-    t = re.sub(r"\s+", "", text)
-    return {t[i: i + 2] for i in range(len(t) - 1)}
-
-
 def restates(question: str, answer: str) -> bool:
     """The question carries the answer: most of the answer's character bigrams appear in it."""
     if answer.strip() in question:
         return True
-    a, q = _bigrams(answer), _bigrams(question)
+    a, q = char_bigrams(answer, raw=True), char_bigrams(question, raw=True)
     return bool(a) and len(a & q) / len(a) >= 0.7
 
 
@@ -162,10 +150,10 @@ def check_pair(question: str, answer: str, facts: EntityFacts, cfg: LLMQAConfig)
             return f"{who}_too_short", f"{who} has {len(text)} chars (< {lo})"
         if len(text) > hi:
             return f"{who}_too_long", f"{who} has {len(text)} chars (> {hi})"
-        share = chinese_share(text)
+        share = cjk_share(text, no_letters=0.0)
         if share < cfg.min_chinese:
             return "not_chinese", f"{who} is {share:.0%} Chinese (< {cfg.min_chinese:.0%})"
-        talk = next((w for w in META_TALK if w.lower() in text.lower()), None)
+        talk = meta_talk().scenario_word(text)
         if talk:
             return "meta_talk", f"{who} contains meta-talk {talk!r}"
     if not any(v in answer for v in facts.values):
@@ -253,8 +241,7 @@ def split_by_mix(entities: Sequence[KGEntity], mix: dict[str, float], seed: int,
     llm_share = mix.get("llm", 0.0)
     template, llm = [], []
     for e in entities:
-        h = int.from_bytes(hashlib.sha256(f"{seed}\x00{e.name}".encode()).digest()[:8], "big") / 2**64
-        (llm if h < llm_share else template).append(e)
+        (llm if seeded_fraction(seed, e.name) < llm_share else template).append(e)
     return template, llm
 
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.build import finish_build
+from medmill.builders.core.build import finish_build
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
-from medmill.builders.lit_qa import BUILDER, LitQAConfig, build_lit_qa
+from medmill.builders.lit_qa.generate import BUILDER, LitQAConfig, build_lit_qa
 from medmill.builders.llm.types import LLMSettings
-from medmill.builders.manifest import Manifest
 from medmill.builders.readers.literature import read_literature
-from medmill.builders.writer import BuildInfo
 from medmill.schemas.errors import MedmillError
 
 

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medmill.builders.manifest import Manifest
-from medmill.builders.pipeline import LocalExecutor, Step
-from medmill.builders.writer import BuildInfo, write_dataset_dir
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.pipeline import LocalExecutor, Step
+from medmill.builders.core.writer import BuildInfo, write_dataset_dir
+from medmill.builders.publish.card import render_card
 from medmill.schemas import Record, RejectRow
 from medmill.schemas.errors import MedmillError
 
@@ -44,7 +45,7 @@ def finish_build(
     if started is not None:
         info.timings["total"] = time.perf_counter() - started
     t1 = time.perf_counter()
-    manifest = write_dataset_dir(out_dir, result.records, all_rejects, info)
+    manifest = write_dataset_dir(out_dir, result.records, all_rejects, info, render_card)
     info.timings["write"] = time.perf_counter() - t1
     for commit in result.on_commit:
         commit()

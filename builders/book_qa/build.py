@@ -9,15 +9,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.book_qa import BUILDER, BookQAConfig, build_book_qa
-from medmill.builders.build import finish_build
-from medmill.builders.chunking import ChunkSettings, DocumentSummary, prepare_chunks
+from medmill.builders.book_qa.generate import BUILDER, BookQAConfig, build_book_qa
+from medmill.builders.core.build import finish_build
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
 from medmill.builders.llm.types import LLMSettings
-from medmill.builders.manifest import Manifest
-from medmill.builders.text_clean import CleanOptions
-from medmill.builders.writer import BuildInfo
+from medmill.builders.readers.chunks import DocumentSummary, prepare_chunks
+from medmill.builders.text.chunking import ChunkSettings
+from medmill.builders.text.clean import CleanOptions
 from medmill.schemas.errors import MedmillError
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.kg_qa_templates import KGQATemplates
+from medmill.builders.kg_qa.templates import KGQATemplates
 from medmill.schemas import Message, RejectRow, SFTRecord, Source
 from medmill.schemas.sources import KGEntity
 

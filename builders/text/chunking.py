@@ -10,18 +10,14 @@ document name, the offset and the text, so they are stable across runs and machi
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from medmill.builders.readers.documents import load_documents
-from medmill.builders.text_clean import CleanOptions, clean_text
-from medmill.builders.text_sections import Section, split_sections
-from medmill.schemas import RejectRow, Source, TextChunk
+from medmill.builders.text.sections import Section, split_sections
+from medmill.schemas import TextChunk
 from medmill.schemas.errors import MedmillError
 
 CHINESE_SEPARATORS = ["\n\n", "\n", "。", "！", "？", "；", "!", "?", ";", "，", ",", " ", ""]
@@ -246,60 +242,3 @@ def _token_counter(path: Path | None) -> Callable[[str], int]:
         return lambda s: len(slow.encode(s, add_special_tokens=False))
     except (OSError, ValueError, Exception) as e:  # tokenizers raises its own Exception subclass
         raise MedmillError(f"cannot load tokenizer from {path}: {str(e).splitlines()[0]}") from None
-
-
-@dataclass
-class DocumentSummary:
-    """One line of the card's source-document list."""
-
-    name: str
-    format: str
-    encoding: str | None
-    chars: int
-    chunks: int
-
-
-@dataclass
-class PreparedChunks:
-    chunks: list[TextChunk] = field(default_factory=list)
-    rejects: list[RejectRow] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-    documents: list[DocumentSummary] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)
-
-
-def prepare_chunks(
-    inputs: Sequence[Path],
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    text_field: str | None = None,
-    clean: CleanOptions | None = None,
-    settings: ChunkSettings | None = None,
-) -> PreparedChunks:
-    """Inputs -> documents -> cleaned text -> chunks, with every rejected input and cleaning count kept."""
-    loaded = load_documents(inputs, include, exclude, text_field)
-    chunker = Chunker(settings or ChunkSettings())
-    out = PreparedChunks(rejects=list(loaded.rejects), files=list(loaded.files))
-    out.counts.update(f"encoding.{enc}" for enc in loaded.encodings.values())
-    for doc in loaded.documents:
-        cleaned = clean_text(doc.text, clean)
-        out.counts.update({f"clean.{k}": v for k, v in cleaned.counts.items() if v})
-        out.counts["documents"] += 1
-        if not cleaned.text:
-            out.rejects.append(
-                RejectRow(
-                    stage="clean",
-                    reason="empty_after_cleaning",
-                    message=f"{doc.name}: nothing left after cleaning",
-                    source=Source(file=doc.name, line=doc.line, builder="chunking"),
-                )
-            )
-            continue
-        meta = {"format": doc.format, **({"line": doc.line} if doc.line else {})}
-        chunks = chunker.chunk(doc.name, cleaned.text, meta)
-        out.chunks.extend(chunks)
-        out.documents.append(
-            DocumentSummary(doc.name, doc.format, doc.encoding, len(cleaned.text), len(chunks))
-        )
-    out.counts["chunks"] = len(out.chunks)
-    return out

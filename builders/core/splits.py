@@ -6,18 +6,14 @@ was trained on leaks into its evaluation. Assignment depends only on the group k
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from medmill.schemas.errors import MedmillError
+from medmill.schemas.seeded import seeded_rank
 
 T = TypeVar("T")
-
-
-def _rank(seed: int, group: str) -> str:
-    return hashlib.sha256(f"{seed}\x00{group}".encode()).hexdigest()
 
 
 def split_by_group(
@@ -41,7 +37,7 @@ def split_by_group(
     groups: dict[str, list[T]] = defaultdict(list)
     for item in items:
         groups[group_of(item)].append(item)
-    order = sorted(groups, key=lambda g: _rank(seed, g))
+    order = sorted(groups, key=lambda g: seeded_rank(seed, g))
     total = len(items)
     targets = [("test", test_size * total), ("validation", val_size * total)]
     assignment: dict[str, str] = {}

@@ -18,15 +18,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.book_qa_checks import (
-    answer_problem,
-    containment,
-    near_duplicates,
-    question_problem,
-    verify_references,
-)
+from medmill.builders.llm.prompts import PromptTemplate, load_prompt
 from medmill.builders.llm.types import LLMRequest, LLMResult
-from medmill.builders.prompts import PromptTemplate, load_prompt
+from medmill.builders.text.grounding import answer_problem, question_problem, verify_references
+from medmill.builders.text.ngrams import containment, near_duplicates
 from medmill.schemas import Message, RejectRow, SFTRecord, Source, TextChunk
 
 BUILDER = "book-qa"

@@ -18,7 +18,7 @@ import jinja2
 import pyarrow.parquet as pq
 import yaml
 
-from medmill.builders.manifest import Manifest
+from medmill.builders.core.manifest import Manifest
 from medmill.builders.publish.plots import existing_plots
 from medmill.builders.publish.stats import TOKEN_PROXY_HELP, DatasetStats, compute_stats
 from medmill.schemas import KIND_COLUMNS

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from medmill.builders.dataset_dir import detect_kind, iter_rows, read_manifest
 from medmill.schemas import record_class
+from medmill.schemas.dataset_dir import detect_kind, iter_rows, read_manifest
 
 
 @dataclass

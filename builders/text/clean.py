@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from medmill.builders.text_sections import detect_heading
+from medmill.builders.text.sections import detect_heading
 
 CJK = r"\u3400-\u9fff\uf900-\ufaff"
 _CN_NUM = "一二三四五六七八九十百零〇两"

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,46 +18,21 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medmill.builders.card import render_card
-from medmill.builders.fileinfo import describe_inputs
-from medmill.builders.manifest import InputFile, Manifest, SplitInfo
-from medmill.builders.secrets import redact, redact_text
-from medmill.builders.splits import split_by_group
+from medmill.builders.core.fileinfo import describe_inputs
+from medmill.builders.core.manifest import InputFile, Manifest, SplitInfo
+from medmill.builders.core.secrets import redact, redact_text
+from medmill.builders.core.splits import split_by_group
 from medmill.schemas import KIND_COLUMNS, Record, RejectRow
+from medmill.schemas.dataset_dir import ARROW_SCHEMAS, shard_name
 from medmill.schemas.errors import MedmillError
 from medmill.version import __version__
 
 DEFAULT_MAX_SHARD_BYTES = 256 * 1024 * 1024
+# (manifest, the finished dir being written, description) -> README.md text; publish.card.render_card
+# is the real one, passed in by the build so the writer needs nothing from publish/
+CardRenderer = Callable[[Manifest, Path, str], str]
 # files and folders a build writes into its --out dir; anything else there (an LLM cache) is kept
 BUILD_OWNED = ("data", "README.md", "manifest.json", "rejects.jsonl", "plots", "clusters.jsonl")
-
-_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-_SOURCE = pa.struct(
-    [
-        ("file", pa.string()),
-        ("line", pa.int64()),
-        ("offset", pa.int64()),
-        ("ref", pa.string()),
-        ("group", pa.string()),
-        ("builder", pa.string()),
-        ("builder_version", pa.string()),
-    ]
-)
-ARROW_SCHEMAS: dict[str, pa.Schema] = {
-    "sft": pa.schema([("id", pa.string()), ("messages", _MESSAGES), ("source", _SOURCE), ("meta", pa.string())]),
-    "preference": pa.schema(
-        [
-            ("id", pa.string()),
-            ("prompt", _MESSAGES),
-            ("chosen", _MESSAGES),
-            ("rejected", _MESSAGES),
-            ("source", _SOURCE),
-            ("meta", pa.string()),
-        ]
-    ),
-    "pretrain": pa.schema([("id", pa.string()), ("text", pa.string()), ("source", _SOURCE), ("meta", pa.string())]),
-}
-
 
 @dataclass
 class BuildInfo:
@@ -120,12 +95,23 @@ def unique_rows(rows: list[dict[str, Any]], stage: str = "write") -> tuple[list[
     return list(seen.values()), rejects
 
 
+def plain_card(manifest: Manifest, _dir: Path, description: str) -> str:
+    """The README.md written when no card renderer is given: the description and the counts."""
+    counts = ", ".join(f"{k}: {v.records}" for k, v in manifest.splits.items()) or "no records"
+    return f"# {manifest.builder} dataset\n\n{description}\n\nRecords ({manifest.kind}): {counts}.\n"
+
+
 def write_dataset_dir(
-    out_dir: Path, records: Sequence[Record | dict[str, Any]], rejects: Sequence[RejectRow], info: BuildInfo
+    out_dir: Path,
+    records: Sequence[Record | dict[str, Any]],
+    rejects: Sequence[RejectRow],
+    info: BuildInfo,
+    render_card: CardRenderer = plain_card,
 ) -> Manifest:
     """Write the dataset dir in a temp dir beside `out_dir`, then swap it into place.
 
     `records` are schema objects (or rows as `Record.to_row()` makes them); ids must be content hashes.
+    `render_card` writes README.md (builds pass medmill.builders.publish.card.render_card).
     """
     if info.kind not in ARROW_SCHEMAS:
         raise MedmillError(f"unknown record kind {info.kind!r}")
@@ -155,7 +141,7 @@ def write_dataset_dir(
             parts = _shards(table, info.max_shard_bytes)
             names = []
             for i, part in enumerate(parts):
-                name = shard_name(split, i, len(parts))
+                name = f"data/{shard_name(split, i, len(parts))}"
                 pq.write_table(part, tmp / name, compression="zstd")
                 names.append(name)
             split_infos[split] = SplitInfo(records=len(split_rows), files=names)
@@ -163,7 +149,7 @@ def write_dataset_dir(
             for r in rejects:
                 f.write(r.to_json() + "\n")
         by_reason = Counter(f"{r.stage}/{r.reason}" for r in rejects)
-        return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info)
+        return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info, render_card)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -183,12 +169,13 @@ def split_order(splits: Iterable[str]) -> list[str]:
     return ["train", "validation", "test", *sorted(set(splits) - {"train", "validation", "test"})]
 
 
-def shard_name(split: str, i: int, n: int) -> str:
-    return f"data/{split}-{i:05d}-of-{n:05d}.parquet"
-
-
 def finish_dataset_dir(
-    tmp: Path, out_dir: Path, split_infos: dict[str, SplitInfo], by_reason: Counter, info: BuildInfo
+    tmp: Path,
+    out_dir: Path,
+    split_infos: dict[str, SplitInfo],
+    by_reason: Counter,
+    info: BuildInfo,
+    render_card: CardRenderer = plain_card,
 ) -> Manifest:
     """Everything after the shards and rejects.jsonl are in `tmp`: extra files, manifest, card, then
     the swap into `out_dir`. Shared by the in-memory writer and the streaming one."""

@@ -17,18 +17,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from medmill.builders.book_qa import Runner
-from medmill.builders.book_qa_checks import (
-    answer_problem,
-    containment,
-    near_duplicates,
-    normalise,
-    question_problem,
-    verify_references,
-)
+from medmill.builders.book_qa.generate import Runner
+from medmill.builders.llm.prompts import load_prompt
 from medmill.builders.llm.types import LLMRequest, LLMResult
-from medmill.builders.prompts import load_prompt
 from medmill.builders.readers.literature import paper_key
+from medmill.builders.text.grounding import answer_problem, question_problem, verify_references
+from medmill.builders.text.ngrams import containment, near_duplicates
+from medmill.builders.text.normalise import normalise
 from medmill.schemas import LiteratureRecord, Message, RejectRow, SFTRecord, Source
 
 BUILDER = "lit-qa"

@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.build import finish_build
+from medmill.builders.core.build import finish_build
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
-from medmill.builders.kg_qa import BUILDER, TemplateQAConfig, build_template_records
-from medmill.builders.kg_qa_templates import load_templates
-from medmill.builders.manifest import Manifest
+from medmill.builders.kg_qa.template_qa import BUILDER, TemplateQAConfig, build_template_records
+from medmill.builders.kg_qa.templates import load_templates
 from medmill.builders.readers.kg import read_kg
-from medmill.builders.writer import BuildInfo
 
 DESCRIPTION = (
     "Question/answer pairs generated from a medical knowledge graph with fixed paraphrase templates: "

@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from medmill.builders.dataset_dir import detect_kind, iter_rows
 from medmill.builders.readers.textio import DecodedText, iter_json_items, read_text, sniff_json_layout
 from medmill.schemas import Message, RejectRow, Source
+from medmill.schemas.dataset_dir import detect_kind, iter_rows
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.records import normalise_for_compare, turn_problems
 

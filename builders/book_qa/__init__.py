@@ -1,0 +1,1 @@
+"""build-book-qa: guideline / textbook chunks -> grounded question/answer SFT records."""

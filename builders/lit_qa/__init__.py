@@ -1,0 +1,1 @@
+"""build-lit-qa: literature conclusions -> grounded QA pairs or patient-doctor dialogues."""
