@@ -77,8 +77,11 @@ def make_input(path: Path, kind: str, seed: int, sizes: dict[str, int], broken: 
     (path / "data").mkdir(parents=True)
     for split, n in sizes.items():
         rows = _corpus(rng, n, kind, split)
-        if broken and kind == "sft":  # an assistant-first conversation: a read reject
+        if broken and kind == "sft":  # an assistant-first conversation and a broken meta: read rejects
             rows[3] = {**rows[3], "messages": [{"role": "assistant", "content": "先回答"}]}
+            rows[4] = {**rows[4], "meta": "{not json"}
+        rows[5] = {**rows[5], "meta": ""}  # empty meta reads as {}
+        rows[6] = {**rows[6], "meta": '{"source_dir": "elsewhere", "k": [1, 2]}'}
         half = len(rows) // 2
         for k, part in enumerate((rows[:half], rows[half:])):
             pq.write_table(pa.Table.from_pylist(part, schema=ARROW_SCHEMAS[kind]), path / f"data/{split}-{k:05d}-of-00002.parquet")

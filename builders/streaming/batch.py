@@ -8,12 +8,12 @@ results pickle cheaply and the parent never rebuilds record objects.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
@@ -84,7 +84,7 @@ class BatchWork:
         rejects: list[RejectRow] = []
         for i, row in enumerate(batch.table.to_pylist()):
             try:
-                rec = cls.from_row(row)
+                rec = cls.from_row(_with_origin(row, batch.origin, batch.split))
             except (ValidationError, ValueError, TypeError) as e:
                 msg = str(e).splitlines()[0] if str(e) else type(e).__name__
                 line = batch.first_row + i
@@ -93,7 +93,7 @@ class BatchWork:
                               source=Source(file=batch.file, line=line, builder="read"), raw=row)
                 )
                 continue
-            records.append(rec.model_copy(update={"meta": {**rec.meta, ORIGIN_KEY: batch.origin, _SPLIT_KEY: batch.split}}))
+            records.append(rec)
         _tally_rejects(read, rejects)
         read_ok = len(records)
         tallies = []
@@ -120,11 +120,12 @@ class BatchWork:
         columns = KIND_COLUMNS[self.kind]
         rows, splits, raw_meta, origins = [], [], [], []
         for r in records:
-            row = r.to_row()
+            row = r.model_dump(exclude={"kind", "meta"})
             meta = dict(r.meta)
             splits.append(str(meta.pop(_SPLIT_KEY, "train")))
-            raw_meta.append(row["meta"])
-            origins.append(str(r.meta.get(ORIGIN_KEY, "")))
+            if self.dedup is not None:
+                raw_meta.append(canonical_json(r.meta))
+                origins.append(str(r.meta.get(ORIGIN_KEY, "")))
             row["meta"] = canonical_json(meta)
             rows.append({c: row.get(c) for c in columns})
         table = pa.Table.from_pylist(rows, schema=schema)
@@ -136,9 +137,15 @@ class BatchWork:
         return table, sizes
 
 
-def empty_sizes(kind: str) -> RowSizes:
-    return RowSizes.concat([], len(TableSizer(ARROW_SCHEMAS[kind]).lists))
-
-
-def as_array(values: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(values) if values else np.zeros(0, np.int64)
+def _with_origin(row: dict[str, Any], origin: str, split: str) -> dict[str, Any]:
+    """The row with its dir and split in meta (as `curation.inputs.load_dirs` marks records), added
+    before validation so the record is built once. A meta that is not a JSON object is left for
+    `from_row` to reject."""
+    meta = row.get("meta")
+    try:
+        parsed = (json.loads(meta) if meta else {}) if isinstance(meta, str) else ({} if meta is None else meta)
+    except json.JSONDecodeError:
+        return row
+    if not isinstance(parsed, dict):
+        return row
+    return {**row, "meta": {**parsed, ORIGIN_KEY: origin, _SPLIT_KEY: split}}
