@@ -114,10 +114,7 @@ def _dedup_plan(threshold: float = 0.8):
     from medmill.builders.streaming.run import DedupPlan
 
     def plan(kind):
-        def keep(result, info):
-            info.extra_files["clusters.jsonl"] = result.clusters_file.read_text(encoding="utf-8")
-
-        return DedupPlan(DedupWork(check_fields(kind, []), DedupConfig(threshold=threshold)), None, keep)
+        return DedupPlan(DedupWork(check_fields(kind, []), DedupConfig(threshold=threshold)))
 
     return plan
 

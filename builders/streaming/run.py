@@ -81,7 +81,8 @@ class StreamRun:
 class DedupPlan:
     work: DedupWork
     index: DedupIndex | None = None
-    on_result: Callable[[StreamDedupResult, BuildInfo], None] | None = None  # e.g. add clusters.jsonl
+    on_result: Callable[[StreamDedupResult, BuildInfo], None] | None = None  # e.g. keep it for the index
+    clusters_file: str | None = "clusters.jsonl"  # the cluster report's name in the dataset dir (None: not written)
 
 
 def run_streaming(
@@ -197,7 +198,8 @@ def _run(out, kind, steps, info, dedup, workers, mapper, started, on_batch, work
     all_sizes = RowSizes.concat(sizes, len(empty.lists))
     id_array = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
     split_array = pa.concat_arrays(splits) if splits else pa.array([], pa.string())
-    manifest = write_streamed(out, spill, keep, id_array, split_array, all_sizes, reject_files, by_reason, info, work_dir)
+    extra = {dedup.clusters_file: dedup_result.clusters_file} if dedup and dedup_result and dedup.clusters_file else {}
+    manifest = write_streamed(out, spill, keep, id_array, split_array, all_sizes, reject_files, by_reason, info, work_dir, extra)
     timings["stream.write"] = time.perf_counter() - t2
     rates.append(("write", n_final, timings["stream.write"]))
     return StreamRun(manifest, read, rates, dedup_result, timings)

@@ -56,9 +56,11 @@ def write_streamed(
     by_reason: Counter,
     info: BuildInfo,
     work: Path,
+    extra_paths: dict[str, Path] | None = None,
 ) -> Manifest:
     """Write the dataset dir of the spill rows where `keep`; `reject_files` (JSON lines, in order) are
-    the rejects so far, `by_reason` their counts. `ids`, `splits`, `sizes` are per spill row."""
+    the rejects so far, `by_reason` their counts. `ids`, `splits`, `sizes` are per spill row;
+    `extra_paths` are files moved into the dir under the given names."""
     if info.kind not in ARROW_SCHEMAS:
         raise MedmillError(f"unknown record kind {info.kind!r}")
     out_dir = Path(out_dir)
@@ -136,6 +138,8 @@ def write_streamed(
             for f in [*reject_files, dup_file]:
                 with open(f, "rb") as src:
                     shutil.copyfileobj(src, out)
+        for name, path in (extra_paths or {}).items():  # large reports (clusters.jsonl): moved, not read
+            shutil.move(path, tmp / name)
         return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info, render_card)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -84,7 +84,6 @@ def dedup(
     def plan(kind: str) -> DedupPlan:
         def keep_result(result, info) -> None:
             done["stream"] = result
-            info.extra_files["clusters.jsonl"] = result.clusters_file.read_text(encoding="utf-8")
 
         return DedupPlan(DedupWork(check_fields(kind, field_list), cfg), opened, keep_result)
 
