@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from medmill.builders.book_qa.generate import (
-    BookQAConfig,
     GroundedAnswer,
+    QAConfig,
     QuestionItem,
     QuestionSet,
     build_book_qa,
@@ -194,7 +194,7 @@ def test_grounding_rejects_a_reference_that_is_not_in_the_chunk_and_keeps_ground
         "ACEI和ARB能否联合使用？": None,  # the engine gave up on this one
     }
     engine = ScriptedEngine(questions, answers)
-    out = build_book_qa([CHUNK, other], BookQAConfig(questions_per_chunk=5), engine)
+    out = build_book_qa([CHUNK, other], QAConfig(questions_per_chunk=5), engine)
 
     assert len(out.records) == 1
     rec = out.records[0]

@@ -57,7 +57,7 @@ def test_corrupt_from_a_kg_qa_dir_builds_a_valid_group_aware_preference_dir(tmp_
     assert {"fact_swap", "truncate", "unsafe_advice", "overconfident"} <= names
     for r in found:
         assert r["meta"]["strategy"] == "corrupt" and r["chosen"] != r["rejected"]
-        assert r["source"]["builder"] == "build-prefs" and r["source"]["group"].startswith("entity:")
+        assert r["source"]["builder"] == "prefs" and r["source"]["builder_version"] == "1" and r["source"]["group"].startswith("entity:")
     splits_of_group: dict[str, set] = {}
     for r in found:
         splits_of_group.setdefault(r["source"]["group"], set()).add(r["split"])

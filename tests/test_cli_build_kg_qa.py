@@ -65,11 +65,11 @@ def test_example_build_loads_and_validates(example_build, tmp_path):
 
 def test_example_manifest(example_build, examples_dir):
     m = json.loads((example_build / "manifest.json").read_text(encoding="utf-8"))
-    assert m["builder"] == "kg_qa" and m["kind"] == "sft"
+    assert m["builder"] == "kg-qa" and m["kind"] == "sft"
     assert m["counters"]["entities_read"] == 56  # 47 diseases + 9 drugs
     assert m["counters"]["files.entities"] == 1 and m["counters"]["files.csv_triples"] == 1
     assert m["records_total"] > 400
-    assert m["params"]["qa"]["seed"] == 42 and m["params"]["mode"] == "template"
+    assert m["params"]["template_qa"]["seed"] == 42 and m["params"]["seed"] == 42 and m["params"]["mode"] == "template"
     assert m["prompts"] == [{"id": "kg_qa_templates", "version": "1"}]
     assert {Path(i["path"]).name for i in m["inputs"]} == {"diseases.jsonl", "drugs.tsv"}
     assert all(len(i["sha256"]) == 64 for i in m["inputs"])
@@ -171,7 +171,7 @@ def test_config_file_and_custom_templates(tmp_path, examples_dir):
     _build(examples_dir / "kg" / "diseases.jsonl", "--out", out, "--config", cfg, "--no-dedup", "--no-reverse")
     m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert m["prompts"] == [{"id": "kg_qa_templates", "version": "7"}]
-    assert m["params"]["qa"]["per_entity"] == 2 and m["params"]["qa"]["reverse"] is False
+    assert m["params"]["template_qa"]["per_entity"] == 2 and m["params"]["template_qa"]["reverse"] is False
     assert m["records_total"] <= 2 * 47
 
 

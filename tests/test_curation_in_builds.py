@@ -24,7 +24,7 @@ def pair(chosen: str, rejected: str, prompt: str = "高血压患者能自己停�
 def run_steps(records, kind="preference", **kw):
     result = []
     for step in curation_steps(kind, CurationSettings(**kw)):
-        out = step.fn(records)
+        out = step(records)
         records = out.records
         result.append((step.name, out))
     return records, result

@@ -10,7 +10,7 @@ import pytest
 
 from medmill.builders.curation.decontam import EvalIndex, load_eval_texts
 from medmill.builders.curation.settings import CurationSettings
-from medmill.builders.curation.stages import decontaminate_step
+from medmill.builders.curation.stages import DecontaminateStep
 from medmill.schemas import Message, SFTRecord, Source
 from medmill.schemas.errors import MedmillError
 
@@ -50,7 +50,7 @@ def test_long_ngram_and_short_question_matches(eval_files):
 
 def test_step_removes_with_report(eval_files):
     records = [sft("请诊断：" + CASE, "考虑慢性阻塞性肺疾病。"), sft("头痛怎么办？", "注意休息，必要时就医。")]
-    result = decontaminate_step("sft", CurationSettings(decontaminate=eval_files)).fn(records)
+    result = DecontaminateStep(CurationSettings(decontaminate=eval_files))(records)
     assert [r.id for r in result.records] == [records[1].id]
     assert result.rejects[0].reason == "contaminated" and "medical_case.json" in result.rejects[0].message
     assert result.stats["removed"] == 1 and result.stats["matched_by_eval_file"] == {"medical_case.json": 1}

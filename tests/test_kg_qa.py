@@ -80,7 +80,7 @@ def test_every_answer_value_comes_from_the_kg(templates):
                 assert any(check in by_name[d].relations.get("检查", []) for d in meta["values"]["entities"])
         else:
             assert meta["entity"] in question
-        assert rec.source.file == "kg.jsonl" and rec.source.builder == "kg_qa"
+        assert rec.source.file == "kg.jsonl" and rec.source.builder == "kg-qa"
 
 
 def test_record_kinds_and_sources(templates):

@@ -170,9 +170,11 @@ def test_mix_builds_both_kinds(tmp_path: Path) -> None:
         asked = {re.search(r"「(.+?)」", b["messages"][1]["content"]).group(1) for b in server.bodies()}
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     rows = pq.read_table(tmp_path / "out" / manifest["splits"]["train"]["files"][0]).to_pylist()
-    llm_entities = {r["source"]["ref"] for r in rows if r["source"]["builder"] == "kg_qa_llm"}
+    assert {r["source"]["builder"] for r in rows} == {"kg-qa"}
+    mode = {r["id"]: json.loads(r["meta"])["mode"] for r in rows}
+    llm_entities = {r["source"]["ref"] for r in rows if mode[r["id"]] == "llm"}
     template_entities = {r["source"]["group"].removeprefix("entity:") for r in rows
-                         if r["source"]["builder"] == "kg_qa" and r["source"]["group"].startswith("entity:")}
+                         if mode[r["id"]] == "template" and r["source"]["group"].startswith("entity:")}
     assert llm_entities and template_entities
     assert llm_entities <= asked and template_entities.isdisjoint(asked)
     assert len(asked | template_entities) == len(_DISEASES)

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medmill.builders.core.validate import validate_dir
-from medmill.builders.lit_qa.generate import LitDialogue, LitQAConfig, LitQASet, build_lit_qa, turns_for
+from medmill.builders.lit_qa.generate import LitConfig, LitDialogue, LitQASet, build_lit_qa, turns_for
 from medmill.builders.llm.types import LLMRequest, LLMResult
 from medmill.builders.readers.literature import parse_field_map, read_literature
 from medmill.cli import _register, app
@@ -178,7 +178,7 @@ def test_qa_pairs_need_a_reference_from_the_paper():
             {"question": "本研究的结论是什么？", "answer": PAPER.conclusion, "reference": [PAPER.conclusion]},
         ]
     )
-    out = build_lit_qa([PAPER], LitQAConfig(style="qa"), Scripted([value]))
+    out = build_lit_qa([PAPER], LitConfig(style="qa"), Scripted([value]))
     assert len(out.records) == 1
     rec = out.records[0]
     assert rec.meta["cites_paper"] is True and rec.meta["paper"]["doi"] == "10.0000/x.1"
@@ -224,10 +224,10 @@ GOOD = (
 )
 def test_dialogue_validation(turns, reason):
     out = build_lit_qa(
-        [PAPER], LitQAConfig(style="dialogue", turns_min=2, turns_max=3), Scripted([_dialogue(*turns)])
+        [PAPER], LitConfig(style="dialogue", turns_min=2, turns_max=3), Scripted([_dialogue(*turns)])
     )
     if reason is None:
-        assert out.rejects == [] and len(out.records) == 1
+        assert list(out.rejects) == [] and len(out.records) == 1
         messages = out.records[0].messages
         assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
         assert out.records[0].meta["cites_paper"] is True and out.records[0].meta["turns"] == 2
@@ -236,7 +236,7 @@ def test_dialogue_validation(turns, reason):
 
 
 def test_turn_counts_are_spread_over_the_range_and_fixed_per_paper_and_sample():
-    cfg = LitQAConfig(style="dialogue", turns_min=2, turns_max=4)
+    cfg = LitConfig(style="dialogue", turns_min=2, turns_max=4)
     papers = [PAPER.model_copy(update={"doi": f"10.0000/x.{i}"}) for i in range(30)]
     counts = {turns_for(p, 0, cfg) for p in papers}
     assert counts == {2, 3, 4}

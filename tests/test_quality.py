@@ -6,7 +6,7 @@ import pytest
 
 from medmill.builders.curation.quality import Boilerplate, QualityConfig, QualityRules, garble_signals
 from medmill.builders.curation.settings import CurationSettings
-from medmill.builders.curation.stages import quality_step
+from medmill.builders.curation.stages import QualityStep
 from medmill.schemas import Message, PreferenceRecord, PretrainRecord, SFTRecord, Source
 
 GOOD = "高血压患者要控制食盐摄入，每天不超过6克，规律服用降压药，定期监测血压。"
@@ -92,7 +92,7 @@ def test_garble_signals_zero_on_clean_text():
 
 def test_step_counts_every_rule():
     records = [sft("高血压要注意什么？", GOOD), sft("无", GOOD), sft("头痛", "好"), sft("你好", "您好，" + GOOD)]
-    result = quality_step(CurationSettings(min_chars=2)).fn(records)
+    result = QualityStep(CurationSettings(min_chars=2))(records)
     assert {r.reason for r in result.rejects} == {"placeholder", "too_short"}
     assert result.counters == {"dropped.placeholder": 1, "dropped.too_short": 1, "boilerplate_stripped": 1}
     assert all(r.stage == "quality" and r.raw for r in result.rejects)

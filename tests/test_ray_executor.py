@@ -8,7 +8,7 @@ import pytest
 from medmill.builders.curation.settings import CurationSettings
 from medmill.commands._over_dirs import run_over_dirs
 from medmill.commands._run_options import RunOptions
-from tests.test_streaming import FILTER, _dedup_plan, digest, make_input
+from tests.test_streaming import FILTER, dedup_steps, digest, make_input
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -43,6 +43,6 @@ def test_ray_dedup_equals_local(ray_cluster, dirs, tmp_path):
     outs = {}
     for ex in ("local", "ray"):
         outs[ex] = tmp_path / ex
-        run_over_dirs("dedup", dirs, outs[ex], settings, {}, run=RunOptions(ex, 2, batch_rows=128), dedup=_dedup_plan())
+        run_over_dirs("dedup", dirs, outs[ex], settings, {}, make_steps=dedup_steps, run=RunOptions(ex, 2, batch_rows=128))
     assert digest(outs["ray"]) == digest(outs["local"])
     assert "near_duplicate" in (outs["ray"] / "rejects.jsonl").read_text(encoding="utf-8")

@@ -6,7 +6,7 @@ import pytest
 
 from medmill.builders.curation.safety import SafetyMatcher, default_lexicon, load_lexicon
 from medmill.builders.curation.settings import CurationSettings
-from medmill.builders.curation.stages import safety_step
+from medmill.builders.curation.stages import SafetyStep
 from medmill.schemas import Message, SFTRecord, Source
 from medmill.schemas.errors import MedmillError
 
@@ -94,15 +94,16 @@ def test_step_drops_and_flags_with_counts():
         sft("这个药包治百病吗", "没有任何药物能包治百病。"),
         sft("男性性激素低怎么办", "建议到内分泌科检查睾酮水平。"),
     ]
-    result = safety_step(CurationSettings()).fn(records)
+    step = SafetyStep(CurationSettings())
+    result = step(records)
     assert [r.reason for r in result.rejects] == ["safety_illegal_drugs"]
     assert len(result.records) == 2
     flagged = [r for r in result.records if "safety_flags" in r.meta]
     assert len(flagged) == 1 and flagged[0].meta["safety_flags"] == {"quackery": ["包治百病"]}
     assert result.counters == {"dropped.illegal_drugs": 1, "flagged.quackery": 1}
-    assert result.stats["lexicon_version"] == default_lexicon().version
+    assert step.summary(result.counters)["lexicon_version"] == default_lexicon().version
 
-    flag_only = safety_step(CurationSettings(safety_flag_only=True)).fn(records)
+    flag_only = SafetyStep(CurationSettings(safety_flag_only=True))(records)
     assert not flag_only.rejects and len(flag_only.records) == 3
 
 

@@ -108,32 +108,13 @@ def digest(out: Path) -> dict[str, str]:
 FILTER = CurationSettings(validate_records=False, dedup=False, decontaminate=[])
 
 
-def _dedup_plan(threshold: float = 0.8):
-    from medmill.builders.curation.text import check_fields
-    from medmill.builders.streaming.batch import DedupWork
-    from medmill.builders.streaming.run import DedupPlan
-
-    def plan(kind):
-        return DedupPlan(DedupWork(check_fields(kind, []), DedupConfig(threshold=threshold)))
-
-    return plan
-
-
-def _dedup_steps():
-    from medmill.builders.core.pipeline import Step, StepResult
+def dedup_steps(kind: str, clusters_file: bool = True) -> list:
+    """The step `medmill dedup` adds (what every executor runs)."""
     from medmill.builders.curation.inputs import origin_of
-    from medmill.builders.curation.record_dedup import dedup_records
+    from medmill.builders.curation.stages import DedupStep
     from medmill.builders.curation.text import check_fields
 
-    def make(kind, info):
-        def run(records):
-            r = dedup_records(records, check_fields(kind, []), DedupConfig(), origin_of)
-            info.extra_files["clusters.jsonl"] = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in r.clusters)
-            return StepResult(r.kept, r.rejects, r.counters, r.stats)
-
-        return [Step("dedup", run)]
-
-    return make
+    return [DedupStep(check_fields(kind, []), DedupConfig(), None, origin_of, clusters_file=clusters_file)]
 
 
 @pytest.fixture(scope="module")
@@ -148,11 +129,15 @@ def inputs(tmp_path_factory) -> dict[str, list[Path]]:
 
 @pytest.mark.parametrize("kind", ["sft", "pretrain"])
 @pytest.mark.parametrize("command", ["filter", "dedup"])
-def test_streamed_equals_in_memory(inputs, tmp_path, kind, command):
+def test_streamed_equals_in_memory(inputs, tmp_path, monkeypatch, kind, command):
+    from medmill.builders.core.steps import LocalExecutor
+
+    # the in-memory executor writes map-step rejects per chunk of records; small chunks test that order
+    monkeypatch.setattr(LocalExecutor.__init__, "__defaults__", (300,))
     dirs = inputs[kind]
     settings = FILTER if command == "filter" else CurationSettings(validate_records=False, quality=False, pii=False,
                                                                    safety=False, dedup=False)
-    extra = {} if command == "filter" else {"make_steps": _dedup_steps(), "dedup": _dedup_plan()}
+    extra = {} if command == "filter" else {"make_steps": dedup_steps}
     max_bytes = 40_000  # several shards per split
     base = tmp_path / "memory"
     run_over_dirs(command, dirs, base, settings, {}, run=RunOptions("memory", max_shard_bytes=max_bytes), **extra)

@@ -1,97 +1,74 @@
-"""The whole build-book-qa run: inputs -> chunks -> LLM questions and grounded answers -> curated dataset dir."""
+"""The book-qa builder (`medmill build-book-qa`): inputs -> cleaned chunks -> LLM questions and grounded
+answers; run_build curates and writes them."""
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from medmill.builders.book_qa.generate import BUILDER, BookQAConfig, build_book_qa
-from medmill.builders.core.build import finish_build
+from medmill.builders.book_qa import BUILDER, BUILDER_VERSION
+from medmill.builders.book_qa.generate import QAConfig, build_book_qa
+from medmill.builders.core.builder import BuildContext, Builder, Inputs
+from medmill.builders.core.collect import Collector
+from medmill.builders.core.config import LLMBuildConfig
 from medmill.builders.core.manifest import Manifest
-from medmill.builders.core.writer import BuildInfo
-from medmill.builders.curation.settings import CurationSettings
-from medmill.builders.curation.stages import curation_steps
-from medmill.builders.llm.types import LLMSettings
 from medmill.builders.readers.chunks import DocumentSummary, prepare_chunks
 from medmill.builders.text.chunking import ChunkSettings
 from medmill.builders.text.clean import CleanOptions
 from medmill.schemas.errors import MedmillError
 
 
-class BookQABuild(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: list[Path]
-    out: Path
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
-    text_field: str | None = None
+class BookQAConfig(LLMBuildConfig):
+    include: list[str] = Field(default_factory=list, description="Glob of files to read inside directories.")
+    exclude: list[str] = Field(default_factory=list, description="Glob of files to skip.")
+    text_field: str | None = Field(None, description="Text field of JSON/JSONL records (default: text/content/正文/内容).")
     clean: CleanOptions = Field(default_factory=CleanOptions)
     chunking: ChunkSettings = Field(default_factory=ChunkSettings)
-    qa: BookQAConfig = Field(default_factory=BookQAConfig)
-    llm: LLMSettings = Field(default_factory=LLMSettings)
-    curation: CurationSettings = Field(default_factory=CurationSettings)
-    limit_chunks: int | None = Field(None, ge=1)
-    seed: int = 42
-    val_size: float = Field(0.05, ge=0.0, lt=1.0)
-    test_size: float = Field(0.0, ge=0.0, lt=1.0)
-    license: str = "other"
+    qa: QAConfig = Field(default_factory=QAConfig)
+    val_size: float = Field(0.05, ge=0.0, lt=1.0, description="Share of records in the validation split (grouped by section).")
 
 
-def run_book_qa(cfg: BookQABuild, command: str = "medmill build-book-qa") -> Manifest:
-    from medmill.builders.llm.engine import LLMEngine
+class BookQABuilder(Builder[BookQAConfig]):
+    name = BUILDER
+    version = BUILDER_VERSION
+    kind = "sft"
+    config = BookQAConfig
 
-    if not cfg.llm.model:
-        raise MedmillError("--llm-model is required (the model the endpoint serves)")
-    t0 = time.perf_counter()
-    prepared = prepare_chunks(cfg.inputs, cfg.include, cfg.exclude, cfg.text_field, cfg.clean, cfg.chunking)
-    chunks = prepared.chunks[: cfg.limit_chunks] if cfg.limit_chunks else prepared.chunks
-    if not chunks:
-        raise MedmillError(
-            f"no text chunks in the inputs ({len(prepared.rejects)} input item(s) rejected"
-            + "".join(f"; {r.message}" for r in prepared.rejects[:3])
-            + ")"
-        )
-    t1 = time.perf_counter()
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    with LLMEngine(cfg.llm, cfg.out) as engine:
-        qa = build_book_qa(chunks, cfg.qa, engine)
-        llm_info, usage = engine.describe(), engine.usage
-    counters = Counter(prepared.counts)
-    counters.update(qa.counters)
-    info = BuildInfo(
-        kind="sft",
-        builder=BUILDER,
-        command=command,
-        params=_params(cfg),
-        inputs=prepared.files,
-        seed=cfg.seed,
-        val_size=cfg.val_size,
-        test_size=cfg.test_size,
-        license=cfg.license,
-        counters=counters,
-        prompts=qa.prompts,
-        llm=llm_info,
-        usage=usage,
-        timings={"read_and_chunk": t1 - t0, "llm": time.perf_counter() - t1},
-        description=describe(prepared.documents, cfg),
-    )
-    return finish_build(
-        cfg.out, qa.records, prepared.rejects + qa.rejects, info, curation_steps("sft", cfg.curation)
-    )
+    def read(self, cfg: BookQAConfig, ctx: BuildContext) -> Inputs:
+        if not cfg.llm.model:
+            raise MedmillError("--llm-model is required (the model the endpoint serves)")
+        prepared = prepare_chunks(cfg.inputs, cfg.include, cfg.exclude, cfg.text_field, cfg.clean, cfg.chunking,
+                                  skip=ctx.own_paths)
+        chunks = prepared.chunks[: cfg.limit] if cfg.limit else prepared.chunks
+        if not chunks:
+            raise MedmillError(
+                f"no text chunks in the inputs ({len(prepared.rejects)} input item(s) rejected"
+                + "".join(f"; {r.message}" for r in prepared.rejects[:3])
+                + ")"
+            )
+        return Inputs(chunks, prepared.files, prepared.rejects, prepared.counts, {"documents": prepared.documents})
+
+    def generate(self, cfg: BookQAConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+        with ctx.engine(cfg.llm, out) as engine:
+            build_book_qa(inputs.items, cfg.qa, engine, out)
+
+    def describe(self, cfg: BookQAConfig, inputs: Inputs, out: Collector) -> str:
+        return describe(inputs.extra["documents"], cfg)
+
+    def figures(self, cfg: BookQAConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
+        c = manifest.counters
+        rows: list[tuple[str, Any]] = [
+            ("documents", c.get("documents", 0)),
+            ("chunks", c.get("chunks", 0)),
+            ("questions generated", c.get("questions_generated", 0)),
+        ]
+        rows += [(f"files in {k.split('.', 1)[1]}", v) for k, v in sorted(c.items()) if k.startswith("encoding.")]
+        rows += [(k, v) for k, v in sorted(c.items()) if k.startswith("chunks_with_")]
+        return rows
 
 
-def _params(cfg: BookQABuild) -> dict[str, Any]:
-    data = cfg.model_dump(mode="json", exclude={"inputs", "out", "llm", "curation"})
-    data["curation"] = cfg.curation.model_dump(mode="json")
-    return data
-
-
-def describe(documents: list[DocumentSummary], cfg: BookQABuild) -> str:
+def describe(documents: list[DocumentSummary], cfg: BookQAConfig) -> str:
     """Card summary: the method and the source files with their texts and chunk counts."""
     files: dict[str, list[DocumentSummary]] = {}
     for d in documents:

@@ -13,19 +13,19 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medmill.builders.book_qa import BUILDER, BUILDER_VERSION
+from medmill.builders.core.collect import Collector
 from medmill.builders.llm.prompts import PromptTemplate, load_prompt
-from medmill.builders.llm.types import LLMRequest, LLMResult
+from medmill.builders.llm.types import LLMRequest, LLMResult, Runner
 from medmill.builders.text.grounding import answer_problem, question_problem, verify_references
 from medmill.builders.text.ngrams import containment, near_duplicates
 from medmill.schemas import Message, RejectRow, SFTRecord, Source, TextChunk
 
-BUILDER = "book-qa"
-BUILDER_VERSION = "1"
 QUESTION_TYPES = ["概念", "机制", "诊断", "鉴别诊断", "治疗", "用药剂量", "注意事项", "预后"]
 
 
@@ -54,7 +54,9 @@ class GroundedAnswer(BaseModel):
     reference: list[str] = Field(default_factory=list)
 
 
-class BookQAConfig(BaseModel):
+class QAConfig(BaseModel):
+    """How questions are asked and answers checked (the `qa` section of the build config)."""
+
     model_config = ConfigDict(extra="forbid")
 
     questions_per_chunk: int = Field(3, ge=1, le=20)
@@ -67,26 +69,10 @@ class BookQAConfig(BaseModel):
 
 
 @dataclass
-class QAOutput:
-    """Records plus everything the manifest reports about how they were made."""
-
-    records: list[SFTRecord] = field(default_factory=list)
-    rejects: list[RejectRow] = field(default_factory=list)
-    counters: Counter = field(default_factory=Counter)
-    prompts: list[dict[str, str]] = field(default_factory=list)
-
-
-@dataclass
 class _Candidate:
     chunk: TextChunk
     question: str
     type: str
-
-
-class Runner(Protocol):
-    """What the builder needs from the LLM engine: `run(requests, desc) -> results` in order."""
-
-    def run(self, requests: list[LLMRequest], desc: str = "") -> list[LLMResult]: ...
 
 
 def section_group(chunk: TextChunk) -> str:
@@ -119,14 +105,17 @@ def _llm_reject(stage: str, result: LLMResult, chunk: TextChunk, extra: dict | N
     )
 
 
-def build_book_qa(chunks: Sequence[TextChunk], config: BookQAConfig, engine: Runner) -> QAOutput:
-    """Questions, then grounded answers, for every chunk; see the module docstring."""
+def build_book_qa(chunks: Sequence[TextChunk], config: QAConfig, engine: Runner,
+                  out: Collector | None = None) -> Collector:
+    """Questions, then grounded answers, for every chunk, into `out`; see the module docstring."""
     q_prompt, a_prompt = load_prompt(config.question_prompt), load_prompt(config.answer_prompt)
-    out = QAOutput(prompts=[q_prompt.ref, a_prompt.ref])
+    out = out if out is not None else Collector()
+    out.prompt(q_prompt.ref)
+    out.prompt(a_prompt.ref)
     usable = []
     for chunk in chunks:
         if len(chunk.text) < config.min_chunk_chars:
-            out.rejects.append(
+            out.reject(
                 _reject("chunks", "chunk_too_short", f"{len(chunk.text)} characters", chunk, chunk.text)
             )
         else:
@@ -142,7 +131,7 @@ def build_book_qa(chunks: Sequence[TextChunk], config: BookQAConfig, engine: Run
 
 
 def _questions(
-    chunks: list[TextChunk], config: BookQAConfig, prompt: PromptTemplate, engine: Runner, out: QAOutput
+    chunks: list[TextChunk], config: QAConfig, prompt: PromptTemplate, engine: Runner, out: Collector
 ) -> list[_Candidate]:
     requests = [
         LLMRequest(
@@ -159,7 +148,7 @@ def _questions(
     wanted = set(config.question_types)
     for chunk, result in zip(chunks, engine.run(requests, desc="questions"), strict=True):
         if not result.ok:
-            out.rejects.append(_llm_reject("questions", result, chunk))
+            out.reject(_llm_reject("questions", result, chunk))
             continue
         seen: set[str] = set()
         kept = 0
@@ -174,7 +163,7 @@ def _questions(
             if problem is None and kept >= config.questions_per_chunk:
                 problem = ("beyond_requested", f"more than {config.questions_per_chunk} questions returned")
             if problem is not None:
-                out.rejects.append(_reject("questions", problem[0], problem[1], chunk, item.model_dump()))
+                out.reject(_reject("questions", problem[0], problem[1], chunk, item.model_dump()))
                 continue
             seen.add(question)
             kept += 1
@@ -183,12 +172,12 @@ def _questions(
 
 
 def _drop_near_duplicates(
-    candidates: list[_Candidate], config: BookQAConfig, out: QAOutput
+    candidates: list[_Candidate], config: QAConfig, out: Collector
 ) -> list[_Candidate]:
     dupes = near_duplicates([c.question for c in candidates], config.dedup_threshold)
     for i, j in sorted(dupes.items()):
         c, first = candidates[i], candidates[j]
-        out.rejects.append(
+        out.reject(
             _reject(
                 "dedup",
                 "near_duplicate_question",
@@ -202,11 +191,11 @@ def _drop_near_duplicates(
 
 def _answers(
     candidates: list[_Candidate],
-    config: BookQAConfig,
+    config: QAConfig,
     q_prompt: PromptTemplate,
     prompt: PromptTemplate,
     engine: Runner,
-    out: QAOutput,
+    out: Collector,
 ) -> None:
     requests = [
         LLMRequest(
@@ -221,30 +210,30 @@ def _answers(
         chunk = cand.chunk
         raw = {"question": cand.question}
         if not result.ok:
-            out.rejects.append(_llm_reject("answers", result, chunk, raw))
+            out.reject(_llm_reject("answers", result, chunk, raw))
             continue
         value: GroundedAnswer = result.value
         raw = {**raw, **value.model_dump()}
         if result.finish_reason == "length":
-            out.rejects.append(
+            out.reject(
                 _reject("answers", "truncated", "the answer was cut at max_tokens", chunk, raw)
             )
             continue
         if not value.answerable:
-            out.rejects.append(
+            out.reject(
                 _reject("answers", "unanswerable", "the model found no answer in the chunk", chunk, raw)
             )
             continue
         answer = value.answer.strip()
         problem = answer_problem(answer)
         if problem is not None:
-            out.rejects.append(_reject("answers", problem[0], problem[1], chunk, raw))
+            out.reject(_reject("answers", problem[0], problem[1], chunk, raw))
             continue
         refs = verify_references(value.reference, chunk.text)
         out.counters["references_unverified"] += len(refs.unverified)
         if not refs.verified:
             shown = value.reference[0][:60] if value.reference else "none given"
-            out.rejects.append(
+            out.reject(
                 _reject(
                     "answers",
                     "reference_not_in_chunk",
@@ -256,7 +245,7 @@ def _answers(
             continue
         overlap = containment(answer, chunk.text)
         if overlap < config.min_overlap:
-            out.rejects.append(
+            out.reject(
                 _reject(
                     "answers",
                     "low_overlap",
@@ -267,7 +256,7 @@ def _answers(
             )
             continue
         messages = [Message(role="user", content=cand.question), Message(role="assistant", content=answer)]
-        out.records.append(
+        out.add(
             SFTRecord(
                 id=SFTRecord.make_id(messages),
                 messages=messages,

@@ -1,5 +1,5 @@
-"""The end of every build: curation stages (validate -> quality -> PII/safety -> dedup), then the
-shard writer. Builders call `finish_build` with their records and rejects."""
+"""The end of every build: curation steps (validate -> quality -> PII/safety -> decontaminate ->
+dedup) run by an executor, then the shard writer (group-aware splits, shards, card, manifest)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medmill.builders.core.collect import RejectSink
 from medmill.builders.core.manifest import Manifest
-from medmill.builders.core.pipeline import LocalExecutor, Step
-from medmill.builders.core.writer import BuildInfo, write_dataset_dir
-from medmill.builders.publish.card import render_card
+from medmill.builders.core.steps import LocalExecutor, Step
+from medmill.builders.core.writer import BuildInfo, CardRenderer, write_dataset_dir
 from medmill.schemas import Record, RejectRow
 from medmill.schemas.errors import MedmillError
 
@@ -19,34 +19,48 @@ from medmill.schemas.errors import MedmillError
 def finish_build(
     out_dir: Path,
     records: Sequence[Record],
-    rejects: Sequence[RejectRow],
+    rejects: RejectSink | Sequence[RejectRow],
     info: BuildInfo,
     steps: Sequence[Step] = (),
     *,
     started: float | None = None,
     allow_empty: bool = False,
+    executor: LocalExecutor | None = None,
+    render_card: CardRenderer | None = None,
 ) -> Manifest:
     """Run curation `steps` over `records`, record what they did, and write the dataset dir.
 
     `started` (a `time.perf_counter()` value taken when the build began) sets `timings["total"]`
     to the time from then until the write starts, curation included. A build that keeps no record
-    is written (so its rejects can be read) and then raises MedmillError unless `allow_empty`."""
-    t0 = time.perf_counter()
-    result = LocalExecutor().run(list(records), list(steps))
-    all_rejects = list(rejects) + result.rejects
-    info.counters.update(result.counters)
-    curation: dict[str, Any] = dict(info.curation)
-    for name, stats in result.stats.items():
-        curation[name] = stats
-    info.curation = curation
-    for name, seconds in result.timings.items():
-        info.timings[f"curate.{name}"] = seconds
-    info.timings["curate"] = time.perf_counter() - t0
-    if started is not None:
-        info.timings["total"] = time.perf_counter() - started
-    t1 = time.perf_counter()
-    manifest = write_dataset_dir(out_dir, result.records, all_rejects, info, render_card)
-    info.timings["write"] = time.perf_counter() - t1
+    is written (so its rejects can be read) and then raises MedmillError unless `allow_empty`.
+    `render_card` defaults to the Hub card of medmill.builders.publish.card."""
+    if render_card is None:
+        from medmill.builders.publish.card import render_card
+    own_sink = not isinstance(rejects, RejectSink)
+    sink = RejectSink() if own_sink else rejects
+    try:
+        if own_sink:
+            sink.extend(rejects)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        result = (executor or LocalExecutor()).run(list(records), list(steps), sink)
+        info.counters.update(result.counters)
+        curation: dict[str, Any] = dict(info.curation)
+        curation.update(result.stats)
+        info.curation = curation
+        info.extra_files.update(result.files)
+        if result.splits is not None:
+            info.fixed_splits = result.splits
+        for name, seconds in result.timings.items():
+            info.timings[f"curate.{name}"] = seconds
+        info.timings["curate"] = time.perf_counter() - t0
+        if started is not None:
+            info.timings["total"] = time.perf_counter() - started
+        t1 = time.perf_counter()
+        manifest = write_dataset_dir(out_dir, result.records, sink, info, render_card)
+        info.timings["write"] = time.perf_counter() - t1
+    finally:
+        if own_sink:
+            sink.close()
     for commit in result.on_commit:
         commit()
     if manifest.records_total == 0 and not allow_empty:

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medmill.builders.core.collect import RejectSink
 from medmill.builders.core.fileinfo import describe_inputs
 from medmill.builders.core.manifest import InputFile, Manifest, SplitInfo
 from medmill.builders.core.secrets import redact, redact_text
@@ -104,7 +105,7 @@ def plain_card(manifest: Manifest, _dir: Path, description: str) -> str:
 def write_dataset_dir(
     out_dir: Path,
     records: Sequence[Record | dict[str, Any]],
-    rejects: Sequence[RejectRow],
+    rejects: RejectSink | Sequence[RejectRow],
     info: BuildInfo,
     render_card: CardRenderer = plain_card,
 ) -> Manifest:
@@ -119,7 +120,8 @@ def write_dataset_dir(
     check_out_dir(out_dir)
     rows = [r if isinstance(r, dict) else r.to_row() for r in records]
     rows, dup_rejects = unique_rows(rows)
-    rejects = list(rejects) + dup_rejects
+    by_reason = Counter(rejects.by_reason) if isinstance(rejects, RejectSink) else Counter(f"{r.stage}/{r.reason}" for r in rejects)
+    by_reason.update(f"{r.stage}/{r.reason}" for r in dup_rejects)
     if info.fixed_splits is not None:
         splits: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
@@ -146,9 +148,11 @@ def write_dataset_dir(
                 names.append(name)
             split_infos[split] = SplitInfo(records=len(split_rows), files=names)
         with open(tmp / "rejects.jsonl", "w", encoding="utf-8") as f:
-            for r in rejects:
-                f.write(r.to_json() + "\n")
-        by_reason = Counter(f"{r.stage}/{r.reason}" for r in rejects)
+            if isinstance(rejects, RejectSink):
+                f.writelines(rejects.lines())
+            else:
+                f.writelines(r.to_json() + "\n" for r in rejects)
+            f.writelines(r.to_json() + "\n" for r in dup_rejects)
         return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info, render_card)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,20 +1,23 @@
-"""The curation stages every build runs before writing: validate -> quality -> PII -> safety ->
-decontaminate -> dedup, each a `Step` (records in, kept records + rejects + counters + stats out).
+"""The curation stages every build runs before writing: validate -> quality -> PII -> safety (map
+steps, per batch) -> decontaminate -> dedup (global steps), each a picklable step (records in, kept
+records + rejects + counters out; see medmill.builders.core.steps).
 
-Builders call `curation_steps(kind, settings)` and pass the steps to `finish_build`, which puts each
-step's stats into manifest.json `curation` (and so into the card). `medmill filter` and `medmill dedup`
-run the same steps over existing dataset dirs.
+`run_build` asks `curation_steps(kind, settings)` for them and puts each step's stats into
+manifest.json `curation` (and so into the card). `medmill filter` and `medmill dedup` run the same
+steps over existing dataset dirs.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from medmill.builders.core.pipeline import Step, StepResult
+from medmill.builders.core.steps import GlobalStep, MapStep, Step, StepResult
 from medmill.builders.curation.decontam import EvalIndex
 from medmill.builders.curation.dedup import DedupConfig
 from medmill.builders.curation.pii import PIIScanner
@@ -36,8 +39,12 @@ def _reject(stage: str, reason: str, message: str, record: Record) -> RejectRow:
     return RejectRow(stage=stage, reason=reason, message=message, source=record.source, raw=record.to_row())
 
 
-def validate_step() -> Step:
-    def run(records: list[Record]) -> StepResult:
+class ValidateStep(MapStep):
+    """Re-validate records made in memory against their schema."""
+
+    name = "validate"
+
+    def __call__(self, records: list[Record]) -> StepResult:
         kept, rejects = [], []
         for r in records:
             try:
@@ -47,44 +54,56 @@ def validate_step() -> Step:
                 rejects.append(_reject("validate", "invalid_record", f"{'.'.join(map(str, first['loc']))}: {first['msg']}", r))
         return StepResult(kept, rejects, Counter({"invalid": len(rejects)}) if rejects else Counter())
 
-    return Step("validate", run)
 
+class QualityStep(MapStep):
+    name = "quality"
 
-def quality_step(settings: CurationSettings) -> Step:
-    rules = QualityRules(
-        QualityConfig(
-            min_chars=settings.min_chars,
-            max_chars=settings.max_chars,
-            min_cjk_share=settings.min_cjk_share,
-            strip_boilerplate=settings.strip_boilerplate,
-        )
-    )
+    def __init__(self, settings: CurationSettings) -> None:
+        self.settings = settings
 
-    def run(records: list[Record]) -> StepResult:
+    @property
+    def rules(self) -> QualityRules:
+        if "_rules" not in self.__dict__:
+            s = self.settings
+            self._rules = QualityRules(QualityConfig(min_chars=s.min_chars, max_chars=s.max_chars,
+                                                     min_cjk_share=s.min_cjk_share, strip_boilerplate=s.strip_boilerplate))
+        return self._rules
+
+    def __call__(self, records: list[Record]) -> StepResult:
         kept, rejects, counters = [], [], Counter()
         for r in records:
-            verdict = rules.check(r)
+            verdict = self.rules.check(r)
             counters.update(verdict.touched)
             if verdict.record is None:
                 counters[f"dropped.{verdict.reason}"] += 1
                 rejects.append(_reject("quality", verdict.reason, verdict.message, r))
             else:
                 kept.append(verdict.record)
-        return StepResult(kept, rejects, counters, {"rules": dict(sorted(counters.items()))})
+        return StepResult(kept, rejects, counters)
 
-    return Step("quality", run)
+    def summary(self, counters: Counter) -> dict[str, Any]:
+        return {"rules": dict(sorted(counters.items()))}
 
 
-def pii_step(settings: CurationSettings) -> Step:
-    scanner = PIIScanner(settings.pii_types)
+class PIIStep(MapStep):
+    name = "pii"
 
-    def run(records: list[Record]) -> StepResult:
+    def __init__(self, settings: CurationSettings) -> None:
+        self.settings = settings
+
+    @property
+    def scanner(self) -> PIIScanner:
+        if "_scanner" not in self.__dict__:
+            self._scanner = PIIScanner(self.settings.pii_types)
+        return self._scanner
+
+    def __call__(self, records: list[Record]) -> StepResult:
         kept, rejects, counters = [], [], Counter()
         for r in records:
             found: Counter = Counter()
 
             def redact(_role: str, text: str, found: Counter = found) -> str:
-                new, counts = scanner.redact(text)
+                new, counts = self.scanner.redact(text)
                 found.update(counts)
                 return new
 
@@ -94,15 +113,16 @@ def pii_step(settings: CurationSettings) -> Step:
                 continue
             counters.update({f"found.{k}": v for k, v in found.items()})
             kinds = ", ".join(f"{k}x{v}" for k, v in sorted(found.items()))
-            if settings.pii_action == "drop":
+            if self.settings.pii_action == "drop":
                 counters["records_dropped"] += 1
                 rejects.append(_reject("pii", "pii", f"contains {kinds}", r))
             else:
                 counters["records_redacted"] += 1
                 kept.append(with_meta(new, pii=dict(sorted(found.items()))))
-        return StepResult(kept, rejects, counters, {"action": settings.pii_action, **dict(sorted(counters.items()))})
+        return StepResult(kept, rejects, counters)
 
-    return Step("pii", run)
+    def summary(self, counters: Counter) -> dict[str, Any]:
+        return {"action": self.settings.pii_action, **dict(sorted(counters.items()))}
 
 
 def safety_matcher(settings: CurationSettings) -> SafetyMatcher:
@@ -112,10 +132,20 @@ def safety_matcher(settings: CurationSettings) -> SafetyMatcher:
     return SafetyMatcher(lexicon, flag_only=settings.safety_flag_only)
 
 
-def safety_step(settings: CurationSettings) -> Step:
-    matcher = safety_matcher(settings)
+class SafetyStep(MapStep):
+    name = "safety"
 
-    def run(records: list[Record]) -> StepResult:
+    def __init__(self, settings: CurationSettings) -> None:
+        self.settings = settings
+
+    @property
+    def matcher(self) -> SafetyMatcher:
+        if "_matcher" not in self.__dict__:
+            self._matcher = safety_matcher(self.settings)
+        return self._matcher
+
+    def __call__(self, records: list[Record]) -> StepResult:
+        matcher = self.matcher
         kept, rejects, counters = [], [], Counter()
         for r in records:
             hits: dict[str, set[str]] = {}
@@ -134,19 +164,26 @@ def safety_step(settings: CurationSettings) -> Step:
             for c in hits:
                 counters[f"flagged.{c}"] += 1
             kept.append(with_meta(r, safety_flags={c: sorted(t) for c, t in sorted(hits.items())}))
-        stats = {"lexicon": matcher.lexicon.name, "lexicon_version": matcher.lexicon.version, **dict(sorted(counters.items()))}
-        return StepResult(kept, rejects, counters, stats)
+        return StepResult(kept, rejects, counters)
 
-    return Step("safety", run)
+    def summary(self, counters: Counter) -> dict[str, Any]:
+        lexicon = self.matcher.lexicon
+        return {"lexicon": lexicon.name, "lexicon_version": lexicon.version, **dict(sorted(counters.items()))}
 
 
-def decontaminate_step(kind: str, settings: CurationSettings) -> Step:
-    state: dict[str, EvalIndex] = {}
+class DecontaminateStep(GlobalStep):
+    """Drop records sharing a long n-gram with an eval set (the eval index is built on first use)."""
 
-    def run(records: list[Record]) -> StepResult:
-        if "index" not in state:  # read the eval sets once, on first use
-            state["index"] = EvalIndex.build(settings.decontaminate, settings.decontam_ngram, field_name=settings.decontam_field)
-        index = state["index"]
+    name = "decontaminate"
+
+    def __init__(self, settings: CurationSettings) -> None:
+        self.settings = settings
+
+    def __call__(self, records: list[Record]) -> StepResult:
+        if "_index" not in self.__dict__:
+            s = self.settings
+            self._index = EvalIndex.build(s.decontaminate, s.decontam_ngram, field_name=s.decontam_field)
+        index = self._index
         texts = [record_text(r, ["all"]) for r in records]
         matches = {m.index: m for m in index.matches(texts)}
         kept = [r for i, r in enumerate(records) if i not in matches]
@@ -164,8 +201,6 @@ def decontaminate_step(kind: str, settings: CurationSettings) -> Step:
         }
         return StepResult(kept, rejects, Counter({"removed": len(matches)}), stats)
 
-    return Step("decontaminate", run)
-
 
 def dedup_config(settings: CurationSettings) -> DedupConfig:
     return DedupConfig(
@@ -180,44 +215,61 @@ CLUSTER_EXAMPLES = 20  # duplicate clusters a build keeps in manifest.json (the 
 CLUSTER_EXAMPLE_MEMBERS = 10
 
 
-def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record], str] | None = None) -> Step:
-    """Exact + near-duplicate removal; with `settings.dedup_index`, against earlier runs too (this
-    build's kept records are added to the index after the dataset is written)."""
-    fields = check_fields(kind, settings.dedup_fields)
-    config = dedup_config(settings)
-    origin_of = origin or (lambda r: r.source.builder)
+def builder_origin(record: Record) -> str:
+    """Where a record comes from, for dedup reports: the builder that made it."""
+    return record.source.builder or ""
 
-    def run(records: list[Record]) -> StepResult:
+
+class DedupStep(GlobalStep):
+    """Exact + near-duplicate removal; with an index, against earlier runs too (this run's kept records
+    are added to the index only after the dataset is written).
+
+    A build keeps its largest clusters in the manifest; `clusters_file` (medmill dedup) writes every
+    cluster to clusters.jsonl instead."""
+
+    name = "dedup"
+
+    def __init__(self, fields: list[str], config: DedupConfig, index: Path | None = None,
+                 origin: Callable[[Record], str] = builder_origin, clusters_file: bool = False) -> None:
+        self.fields, self.config, self.index, self.origin, self.clusters_file = fields, config, index, origin, clusters_file
+
+    def __call__(self, records: list[Record]) -> StepResult:
         from medmill.builders.curation.index import DedupIndex
         from medmill.builders.curation.record_dedup import dedup_records
 
-        index = DedupIndex.open(settings.dedup_index, config) if settings.dedup_index else None
-        out = dedup_records(records, fields, config, origin_of, index)
-        # a build writes no clusters.jsonl: the largest clusters go into the manifest for the report
-        largest = sorted(out.clusters, key=lambda c: -len(c["members"]))[:CLUSTER_EXAMPLES]
-        examples = [{**c, "members": c["members"][:CLUSTER_EXAMPLE_MEMBERS]} for c in largest]
-        result = StepResult(out.kept, out.rejects, out.counters, {**out.stats, "cluster_examples": examples})
+        index = DedupIndex.open(self.index, self.config) if self.index else None
+        out = dedup_records(records, self.fields, self.config, self.origin, index)
+        if self.clusters_file:
+            files = {"clusters.jsonl": "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in out.clusters)}
+            result = StepResult(out.kept, out.rejects, out.counters, out.stats, files=files)
+        else:
+            # a build writes no clusters.jsonl: the largest clusters go into the manifest for the report
+            largest = sorted(out.clusters, key=lambda c: -len(c["members"]))[:CLUSTER_EXAMPLES]
+            examples = [{**c, "members": c["members"][:CLUSTER_EXAMPLE_MEMBERS]} for c in largest]
+            result = StepResult(out.kept, out.rejects, out.counters, {**out.stats, "cluster_examples": examples})
         if index is not None:
             # only once the dataset is written: a failed build must not leave its records in the
             # index, or its re-run would find every record "already published"
             result.on_commit.append(lambda: out.add_to(index))
         return result
 
-    return Step("dedup", run)
+
+def dedup_step(kind: str, settings: CurationSettings, origin: Callable[[Record], str] = builder_origin) -> DedupStep:
+    return DedupStep(check_fields(kind, settings.dedup_fields), dedup_config(settings), settings.dedup_index, origin)
 
 
 def curation_steps(kind: str, settings: CurationSettings | None = None) -> list[Step]:
     """The steps a build of `kind` runs, as `settings` (defaults: all on, PII redacted) asks."""
     settings = settings or CurationSettings()
-    steps = [validate_step()] if settings.validate_records else []
+    steps: list[Step] = [ValidateStep()] if settings.validate_records else []
     if settings.quality:
-        steps.append(quality_step(settings))
+        steps.append(QualityStep(settings))
     if settings.pii:
-        steps.append(pii_step(settings))
+        steps.append(PIIStep(settings))
     if settings.safety:
-        steps.append(safety_step(settings))
+        steps.append(SafetyStep(settings))
     if settings.decontaminate:
-        steps.append(decontaminate_step(kind, settings))
+        steps.append(DecontaminateStep(settings))
     if settings.dedup:
         steps.append(dedup_step(kind, settings))
     return steps

@@ -11,32 +11,24 @@ An entity whose request failed is one reject with the engine's reason (retries_e
 invalid_output with the raw reply, ...). Records' `meta` name the prompt id/version and the KG values
 the answer states:
 
-    meta = {"builder": "kg_qa_llm", "mode": "llm", "prompt": "kg_qa_scenario@1", "entity": ...,
+    meta = {"builder": "kg-qa", "mode": "llm", "prompt": "kg_qa_scenario@1", "entity": ...,
             "entity_type": ..., "values": [KG values in the answer], "pair": i, "model": ...}
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.core.build import finish_build
-from medmill.builders.core.manifest import Manifest
-from medmill.builders.core.writer import BuildInfo
-from medmill.builders.curation.stages import curation_steps
-from medmill.builders.kg_qa.template_qa import TemplateQAConfig, build_template_records, entity_source
-from medmill.builders.kg_qa.templates import load_templates
-from medmill.builders.llm.engine import LLMEngine
-from medmill.builders.llm.prompts import PromptTemplate, load_prompt
-from medmill.builders.llm.types import LLMRequest, LLMResult, LLMSettings
-from medmill.builders.readers.kg import read_kg
+from medmill.builders.core.collect import Collector
+from medmill.builders.kg_qa import BUILDER
+from medmill.builders.kg_qa.template_qa import entity_source
+from medmill.builders.llm.prompts import PromptTemplate
+from medmill.builders.llm.types import LLMRequest, LLMResult
 from medmill.builders.text.cjk import cjk_share
 from medmill.builders.text.meta_talk import meta_talk
 from medmill.builders.text.ngrams import char_bigrams
@@ -45,8 +37,6 @@ from medmill.schemas.errors import MedmillError
 from medmill.schemas.seeded import seeded_fraction
 from medmill.schemas.sources import KGEntity
 
-BUILDER = "kg_qa_llm"
-BUILDER_VERSION = "1"
 DEFAULT_PROMPT = "kg_qa_scenario"
 
 _CLAUSE = re.compile(r"[，,。；;：:、\n（）()！？!?]+")
@@ -86,13 +76,6 @@ class EntityFacts:
 
     text: str
     values: list[str]
-
-
-@dataclass
-class LLMQAResult:
-    records: list[SFTRecord]
-    rejects: list[RejectRow] = field(default_factory=list)
-    counters: Counter = field(default_factory=Counter)
 
 
 def entity_facts(entity: KGEntity, cfg: LLMQAConfig) -> EntityFacts:
@@ -169,16 +152,17 @@ def build_llm_records(
     prompt: PromptTemplate,
     cfg: LLMQAConfig,
     model: str | None,
-) -> LLMQAResult:
-    """Records (in entity order) from the engine's results for `build_requests(entities, ...)`."""
-    out = LLMQAResult([])
+    out: Collector | None = None,
+) -> Collector:
+    """Records (in entity order) from the engine's results for `build_requests(entities, ...)`, into `out`."""
+    out = out if out is not None else Collector()
     tag = f"{prompt.id}@{prompt.version}"
     for entity, result in zip(entities, results, strict=True):
-        source = entity_source(entity, BUILDER, BUILDER_VERSION)
+        source = entity_source(entity)
         if not result.ok:
             out.counters[f"rejected.{result.error}"] += 1
-            out.rejects.append(RejectRow(stage="llm", reason=result.error or "llm_error", message=result.message,
-                                         source=source, raw=result.raw))
+            out.reject(RejectRow(stage="llm", reason=result.error or "llm_error", message=result.message,
+                                 source=source, raw=result.raw))
             continue
         facts = entity_facts(entity, cfg)
         seen: set[str] = set()
@@ -194,8 +178,8 @@ def build_llm_records(
             if problem is not None:
                 reason, message = problem
                 out.counters[f"rejected.{reason}"] += 1
-                out.rejects.append(RejectRow(stage="build", reason=reason, message=f"{entity.name}: {message}",
-                                             source=source, raw={"question": question, "answer": answer}))
+                out.reject(RejectRow(stage="build", reason=reason, message=f"{entity.name}: {message}",
+                                     source=source, raw={"question": question, "answer": answer}))
                 continue
             seen.add(question)
             messages = [Message(role="system", content=cfg.system_prompt)] if cfg.system_prompt else []
@@ -205,9 +189,10 @@ def build_llm_records(
                 "entity_type": entity.type, "values": [v for v in facts.values if v in answer], "pair": i,
                 "model": model,
             }
-            out.records.append(SFTRecord(id=SFTRecord.make_id(messages), messages=messages, source=source, meta=meta))
+            out.add(SFTRecord(id=SFTRecord.make_id(messages), messages=messages, source=source, meta=meta))
             kept += 1
-        out.counters["records.llm"] += kept
+        if kept:
+            out.counters["records.llm"] += kept
         if kept == 0:
             out.counters["entities_without_records"] += 1
     return out
@@ -252,98 +237,3 @@ DESCRIPTION = (
     "states at least one KG value, the question does not restate the answer). Answers can still contain "
     "model errors beyond what these checks catch; they are not reviewed by clinicians."
 )
-
-
-class KGQALLMBuild(BaseModel):
-    """The typed configuration of `build-kg-qa --mode llm` (and `--mix`); the manifest's params."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
-    inputs: list[Path] = Field(min_length=1)
-    out: Path
-    mix: dict[str, float] = Field(default_factory=lambda: {"llm": 1.0})
-    qa: LLMQAConfig = Field(default_factory=LLMQAConfig)
-    template_qa: TemplateQAConfig = Field(default_factory=TemplateQAConfig)
-    templates: Path | None = None
-    seed: int = 42
-    val_size: float = Field(0.0, ge=0.0, lt=1.0)
-    test_size: float = Field(0.0, ge=0.0, lt=1.0)
-    license: str = "other"
-    source_licenses: dict[str, str] = Field(default_factory=dict)
-    llm: LLMSettings
-    curation: Any = None  # CurationSettings (None: curation defaults)
-
-
-def _sqlite_siblings(path: Path) -> list[Path]:
-    """The files sqlite keeps beside a database in WAL mode."""
-    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
-
-
-def run_kg_qa_llm(cfg: KGQALLMBuild, *, command: str) -> tuple[Manifest, dict[str, Any]]:
-    """Read the KG, generate (LLM share + template share), curate, write `cfg.out`.
-
-    Re-running the same command (e.g. after a kill) replays finished LLM calls from the request cache
-    and ends with the same dataset."""
-    t0 = time.perf_counter()
-    # the output dir (and a --cache file) may sit inside an input folder: a re-run must not read them
-    own = [cfg.out] + ([cfg.llm.cache, *_sqlite_siblings(cfg.llm.cache)] if cfg.llm.cache else [])
-    read = read_kg(cfg.inputs, exclude=own)
-    template_part, llm_part = split_by_mix(read.entities, cfg.mix, cfg.seed)
-    records: list[SFTRecord] = []
-    rejects = list(read.rejects)
-    counters = Counter(read.counters)
-    counters["entities_read"] = len(read.entities)
-    prompts = []
-    if template_part:
-        templates = load_templates(cfg.templates)
-        done = build_template_records(template_part, templates, cfg.template_qa)
-        records += done.records
-        rejects += done.rejects
-        counters += done.counters
-        counters["entities_template"] = len(template_part)
-        prompts.append(templates.ref)
-    prompt = load_prompt(cfg.qa.prompt)
-    prompts.append(prompt.ref)
-    usable = []
-    for entity in llm_part:
-        if entity_facts(entity, cfg.qa).values:
-            usable.append(entity)
-            continue
-        counters["rejected.no_usable_facts"] += 1
-        rejects.append(RejectRow(stage="build", reason="no_usable_facts",
-                                 message=f"entity {entity.name!r} has no KG values to write questions from",
-                                 source=entity_source(entity, BUILDER, BUILDER_VERSION)))
-    counters["entities_llm"] = len(usable)
-    t1 = time.perf_counter()
-    built = LLMQAResult([])
-    llm_info: dict[str, Any] = {}
-    usage: dict[str, Any] = {"calls_sent": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                             "retries": 0, "reasks": 0}
-    if usable:  # `--mix template=1` (or a share with no usable entity) needs no LLM, model or endpoint
-        with LLMEngine(cfg.llm, cfg.out) as engine:
-            results = engine.run(build_requests(usable, prompt, cfg.qa), desc="scenario QA")
-            built = build_llm_records(usable, results, prompt, cfg.qa, cfg.llm.model)
-            llm_info, usage = engine.describe(), engine.usage
-    t2 = time.perf_counter()
-    records += built.records
-    rejects += built.rejects
-    counters += built.counters
-    # the LLM settings go to the manifest's `llm` entry (describe(): host only, never a full URL or key)
-    params = cfg.model_dump(mode="json", exclude={"out", "curation", "llm"})
-    if cfg.curation is not None and hasattr(cfg.curation, "model_dump"):
-        params["curation"] = cfg.curation.model_dump(mode="json")
-    info = BuildInfo(
-        kind="sft", builder=BUILDER, command=command, params=params, inputs=read.files, seed=cfg.seed,
-        val_size=cfg.val_size, test_size=cfg.test_size, license=cfg.license, source_licenses=cfg.source_licenses,
-        counters=counters, prompts=prompts, llm=llm_info, usage=usage,
-        timings={"read": t1 - t0, "generate": t2 - t1}, description=DESCRIPTION,
-    )
-    manifest = finish_build(cfg.out, records, rejects, info, curation_steps("sft", cfg.curation), started=t0)
-    figures = {
-        "entities read": len(read.entities),
-        "entities (llm / template)": f"{len(usable)} / {len(template_part)}",
-        "LLM calls sent / cached": f"{usage['calls_sent']} / {usage['cache_hits']}",
-        "LLM tokens (prompt + completion)": f"{usage['prompt_tokens']:,} + {usage['completion_tokens']:,}",
-        "LLM retries / re-asks": f"{usage['retries']} / {usage['reasks']}",
-    }
-    return manifest, figures

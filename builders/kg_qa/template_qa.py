@@ -5,7 +5,7 @@ seed), questions combining two relations (科室 + 检查, 症状 + 治疗), the
 from symptoms back to the diseases that list them. Answers are composed only from KG values, and each
 record's `meta` says which relations and values it states:
 
-    meta = {"builder": "kg_qa", "mode": "template", "qtype": "relation" | "attribute" | "combined" |
+    meta = {"builder": "kg-qa", "mode": "template", "qtype": "relation" | "attribute" | "combined" |
             "reverse_single" | "reverse_multi", "template": "<relation>:q<i>a<j>", "templates": "id@version",
             "entity": <subject>, "entity_type": ..., "relations": [KG labels used],
             "values": {label: [values stated in the answer]},   # reverse: {"entities": [...], "检查": [...]}
@@ -13,8 +13,8 @@ record's `meta` says which relations and values it states:
             "question_values": {label: [values in the question]},  # reverse questions only
             "truncated": bool, "by_value": true when a yes/no attribute (医保: 是/否) is said in words}
 
-`build_template_records(entities, templates, config)` is the reusable entry point (records + rejects
-+ counters); `entity_source` gives the provenance other KG builders should use too.
+`build_template_records(entities, templates, config)` is the reusable entry point (a Collector of
+records, rejects and counters); `entity_source` gives the provenance other KG builders should use too.
 """
 
 from __future__ import annotations
@@ -22,19 +22,19 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medmill.builders.core.collect import Collector
+from medmill.builders.kg_qa import BUILDER, BUILDER_VERSION
 from medmill.builders.kg_qa.templates import KGQATemplates
 from medmill.schemas import Message, RejectRow, SFTRecord, Source
 from medmill.schemas.sources import KGEntity
 
-BUILDER = "kg_qa"
-BUILDER_VERSION = "1"
 STAGE = "build"
 _LONG_VALUE = re.compile(r"[，,；;。：:]")
 _DOUBLE_STOP = re.compile(r"([。！？；])[。，；]+")
@@ -50,13 +50,6 @@ class TemplateQAConfig(BaseModel):
     system_prompt: str | None = None
     combined: bool = True
     reverse: bool = True
-
-
-@dataclass
-class KGQAResult:
-    records: list[SFTRecord]
-    rejects: list[RejectRow] = field(default_factory=list)
-    counters: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -115,11 +108,11 @@ def cut_text(text: str, limit: int) -> str | None:
 
 
 class _Builder:
-    def __init__(self, templates: KGQATemplates, config: TemplateQAConfig) -> None:
+    def __init__(self, templates: KGQATemplates, config: TemplateQAConfig, out: Collector) -> None:
         self.t = templates
         self.config = config
-        self.counters: Counter = Counter()
-        self.rejects: list[RejectRow] = []
+        self.out = out
+        self.counters: Counter = out.counters
         self.tref = f"{templates.id}@{templates.version}"
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -376,8 +369,7 @@ class _Builder:
 
     def reject(self, entity: KGEntity, reason: str, message: str, raw: Any = None) -> None:
         self.counters[f"rejected.{reason}"] += 1
-        self.rejects.append(RejectRow(stage=STAGE, reason=reason, message=message,
-                                      source=entity_source(entity), raw=raw))
+        self.out.reject(RejectRow(stage=STAGE, reason=reason, message=message, source=entity_source(entity), raw=raw))
 
     def cap(self, group: str, items: list[_Item]) -> list[_Item]:
         limit = self.config.per_entity
@@ -401,10 +393,12 @@ def _round_robin(lists: list[list[str]], limit: int) -> list[str]:
 
 def build_template_records(
     entities: Sequence[KGEntity], templates: KGQATemplates, config: TemplateQAConfig | None = None,
-    *, on_entity=None,
-) -> KGQAResult:
-    """Questions and answers for `entities` (records in input order; `on_entity()` ticks a progress bar)."""
-    b = _Builder(templates, config or TemplateQAConfig())
+    *, out: Collector | None = None, on_entity: Callable[[], None] | None = None,
+) -> Collector:
+    """Questions and answers for `entities` into `out` (records in input order; `on_entity()` ticks a
+    progress bar)."""
+    out = out if out is not None else Collector()
+    b = _Builder(templates, config or TemplateQAConfig(), out)
     grouped: dict[str, list[_Item]] = {}
     for entity in entities:
         items = b.entity_items(entity)
@@ -418,11 +412,10 @@ def build_template_records(
             on_entity()
     for item in b.reverse_items(entities):
         grouped.setdefault(item.group, []).append(item)
-    records = []
     for group, items in grouped.items():
         for item in b.cap(group, items):
             rec = b.record(item)
             if rec is not None:
-                records.append(rec)
+                out.add(rec)
                 b.counters[f"records.{item.meta['qtype']}"] += 1
-    return KGQAResult(records, b.rejects, b.counters)
+    return out

@@ -1,84 +1,64 @@
-"""The whole build-lit-qa run: literature files -> LLM QA pairs or dialogues -> curated dataset dir."""
+"""The lit-qa builder (`medmill build-lit-qa`): literature files -> LLM QA pairs or dialogues grounded in
+each paper; run_build curates and writes them."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from medmill.builders.core.build import finish_build
+from medmill.builders.core.builder import BuildContext, Builder, Inputs
+from medmill.builders.core.collect import Collector
+from medmill.builders.core.config import LLMBuildConfig
 from medmill.builders.core.manifest import Manifest
-from medmill.builders.core.writer import BuildInfo
-from medmill.builders.curation.settings import CurationSettings
-from medmill.builders.curation.stages import curation_steps
-from medmill.builders.lit_qa.generate import BUILDER, LitQAConfig, build_lit_qa
-from medmill.builders.llm.types import LLMSettings
+from medmill.builders.lit_qa import BUILDER, BUILDER_VERSION
+from medmill.builders.lit_qa.generate import LitConfig, build_lit_qa
 from medmill.builders.readers.literature import read_literature
 from medmill.schemas.errors import MedmillError
 
 
-class LitQABuild(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: list[Path]
-    out: Path
-    field_map: dict[str, str] = Field(default_factory=dict)
-    lit: LitQAConfig = Field(default_factory=LitQAConfig)
-    llm: LLMSettings = Field(default_factory=LLMSettings)
-    curation: CurationSettings = Field(default_factory=CurationSettings)
-    limit: int | None = Field(None, ge=1)
-    seed: int = 42
-    val_size: float = Field(0.05, ge=0.0, lt=1.0)
-    test_size: float = Field(0.0, ge=0.0, lt=1.0)
-    license: str = "other"
+class LitQAConfig(LLMBuildConfig):
+    field_map: dict[str, str] = Field(default_factory=dict, description="Map a field to your column: title=题目, conclusion=结论 ...")
+    lit: LitConfig = Field(default_factory=LitConfig)
+    val_size: float = Field(0.05, ge=0.0, lt=1.0, description="Share of records in the validation split (grouped by paper).")
 
 
-def run_lit_qa(cfg: LitQABuild, command: str = "medmill build-lit-qa") -> Manifest:
-    from medmill.builders.llm.engine import LLMEngine
+class LitQABuilder(Builder[LitQAConfig]):
+    name = BUILDER
+    version = BUILDER_VERSION
+    kind = "sft"
+    config = LitQAConfig
 
-    if not cfg.llm.model:
-        raise MedmillError("--llm-model is required (the model the endpoint serves)")
-    t0 = time.perf_counter()
-    read = read_literature(cfg.inputs, cfg.field_map)
-    papers = read.records[: cfg.limit] if cfg.limit else read.records
-    if not papers:
-        raise MedmillError(
-            f"no usable literature record in the inputs ({len(read.rejects)} rejected while reading"
-            + "".join(f"; {r.source.file}:{r.source.line or '-'} {r.message}" for r in read.rejects[:3])
-            + ")"
-        )
-    t1 = time.perf_counter()
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    with LLMEngine(cfg.llm, cfg.out) as engine:
-        result = build_lit_qa(papers, cfg.lit, engine)
-        llm_info, usage = engine.describe(), engine.usage
-    counters = Counter({"papers": len(papers), "papers_rejected_at_read": len(read.rejects)})
-    counters.update(result.counters)
-    info = BuildInfo(
-        kind="sft",
-        builder=BUILDER,
-        command=command,
-        params=cfg.model_dump(mode="json", exclude={"inputs", "out", "llm"}),
-        inputs=read.files,
-        seed=cfg.seed,
-        val_size=cfg.val_size,
-        test_size=cfg.test_size,
-        license=cfg.license,
-        counters=counters,
-        prompts=result.prompts,
-        llm=llm_info,
-        usage=usage,
-        timings={"read": t1 - t0, "llm": time.perf_counter() - t1},
-        description=_describe(cfg, len(papers)),
-    )
-    return finish_build(
-        cfg.out, result.records, read.rejects + result.rejects, info, curation_steps("sft", cfg.curation)
-    )
+    def read(self, cfg: LitQAConfig, ctx: BuildContext) -> Inputs:
+        if not cfg.llm.model:
+            raise MedmillError("--llm-model is required (the model the endpoint serves)")
+        read = read_literature(cfg.inputs, cfg.field_map, skip=ctx.own_paths)
+        papers = read.records[: cfg.limit] if cfg.limit else read.records
+        if not papers:
+            raise MedmillError(
+                f"no usable literature record in the inputs ({len(read.rejects)} rejected while reading"
+                + "".join(f"; {r.source.file}:{r.source.line or '-'} {r.message}" for r in read.rejects[:3])
+                + ")"
+            )
+        counters = {"papers": len(papers), "papers_rejected_at_read": len(read.rejects)}
+        return Inputs(papers, read.files, read.rejects, Counter(counters))
+
+    def generate(self, cfg: LitQAConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+        with ctx.engine(cfg.llm, out) as engine:
+            build_lit_qa(inputs.items, cfg.lit, engine, out)
+
+    def describe(self, cfg: LitQAConfig, inputs: Inputs, out: Collector) -> str:
+        return _describe(cfg, len(inputs.items))
+
+    def figures(self, cfg: LitQAConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
+        c = manifest.counters
+        rows: list[tuple[str, Any]] = [("style", cfg.lit.style), ("papers", c.get("papers", 0))]
+        rows += [(k, v) for k, v in sorted(c.items()) if k.startswith(("dialogues_", "pairs_"))]
+        return rows
 
 
-def _describe(cfg: LitQABuild, papers: int) -> str:
+def _describe(cfg: LitQAConfig, papers: int) -> str:
     if cfg.lit.style == "qa":
         what = (
             f"Question-answer pairs written by an LLM from the conclusions of {papers} papers; each answer was kept "

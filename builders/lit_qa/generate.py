@@ -10,24 +10,21 @@ are checked against the conclusion (verified references for QA, character-bigram
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from medmill.builders.book_qa.generate import Runner
+from medmill.builders.core.collect import Collector
+from medmill.builders.lit_qa import BUILDER, BUILDER_VERSION
 from medmill.builders.llm.prompts import load_prompt
-from medmill.builders.llm.types import LLMRequest, LLMResult
+from medmill.builders.llm.types import LLMRequest, LLMResult, Runner
 from medmill.builders.readers.literature import paper_key
 from medmill.builders.text.grounding import answer_problem, question_problem, verify_references
 from medmill.builders.text.ngrams import containment, near_duplicates
 from medmill.builders.text.normalise import normalise
 from medmill.schemas import LiteratureRecord, Message, RejectRow, SFTRecord, Source
 
-BUILDER = "lit-qa"
-BUILDER_VERSION = "1"
 _ROLES = {
     "patient": "user",
     "患者": "user",
@@ -74,7 +71,9 @@ class LitDialogue(BaseModel):
     turns: list[DialogueTurn]
 
 
-class LitQAConfig(BaseModel):
+class LitConfig(BaseModel):
+    """Style, counts and grounding thresholds (the `lit` section of the build config)."""
+
     model_config = ConfigDict(extra="forbid")
 
     style: Literal["qa", "dialogue"] = "qa"
@@ -89,18 +88,10 @@ class LitQAConfig(BaseModel):
     dialogue_prompt: str = "lit_qa_dialogue"
 
     @model_validator(mode="after")
-    def _turns(self) -> LitQAConfig:
+    def _turns(self) -> LitConfig:
         if self.turns_min > self.turns_max:
             raise ValueError(f"turns {self.turns_min}-{self.turns_max}: the minimum is above the maximum")
         return self
-
-
-@dataclass
-class LitOutput:
-    records: list[SFTRecord] = field(default_factory=list)
-    rejects: list[RejectRow] = field(default_factory=list)
-    counters: Counter = field(default_factory=Counter)
-    prompts: list[dict[str, str]] = field(default_factory=list)
 
 
 def paper_group(paper: LiteratureRecord) -> str:
@@ -148,22 +139,27 @@ def _llm_reject(stage: str, result: LLMResult, paper: LiteratureRecord) -> Rejec
     return _reject(stage, result.error or "llm_error", result.message, paper, {"raw": result.raw})
 
 
-def turns_for(paper: LiteratureRecord, sample: int, config: LitQAConfig) -> int:
+def turns_for(paper: LiteratureRecord, sample: int, config: LitConfig) -> int:
     """A patient-turn count in [turns_min, turns_max], fixed per paper and sample (so re-runs hit the cache)."""
     span = config.turns_max - config.turns_min + 1
     h = int(hashlib.sha256(f"{paper_key(paper)}\x00{sample}".encode()).hexdigest()[:8], 16)
     return config.turns_min + h % span
 
 
-def build_lit_qa(papers: Sequence[LiteratureRecord], config: LitQAConfig, engine: Runner) -> LitOutput:
+def build_lit_qa(papers: Sequence[LiteratureRecord], config: LitConfig, engine: Runner,
+                 out: Collector | None = None) -> Collector:
+    """QA pairs or dialogues (by `config.style`) for every paper, into `out`."""
+    out = out if out is not None else Collector()
     if config.style == "qa":
-        return _qa(papers, config, engine)
-    return _dialogues(papers, config, engine)
+        _qa(papers, config, engine, out)
+    else:
+        _dialogues(papers, config, engine, out)
+    return out
 
 
-def _qa(papers: Sequence[LiteratureRecord], config: LitQAConfig, engine: Runner) -> LitOutput:
+def _qa(papers: Sequence[LiteratureRecord], config: LitConfig, engine: Runner, out: Collector) -> None:
     prompt = load_prompt(config.qa_prompt)
-    out = LitOutput(prompts=[prompt.ref])
+    out.prompt(prompt.ref)
     requests = [
         LLMRequest(
             key=f"lit-qa:{paper_group(p)}",
@@ -176,7 +172,7 @@ def _qa(papers: Sequence[LiteratureRecord], config: LitQAConfig, engine: Runner)
     kept: list[tuple[LiteratureRecord, LitQAPair, list[str], float]] = []
     for paper, result in zip(papers, engine.run(requests, desc="literature QA"), strict=True):
         if not result.ok:
-            out.rejects.append(_llm_reject("qa", result, paper))
+            out.reject(_llm_reject("qa", result, paper))
             continue
         evidence = _evidence(paper)
         for n, pair in enumerate(result.value.pairs):
@@ -186,12 +182,12 @@ def _qa(papers: Sequence[LiteratureRecord], config: LitQAConfig, engine: Runner)
             if problem is None and n >= config.pairs_per_paper:
                 problem = ("beyond_requested", f"more than {config.pairs_per_paper} pairs returned")
             if problem is not None:
-                out.rejects.append(_reject("qa", problem[0], problem[1], paper, raw))
+                out.reject(_reject("qa", problem[0], problem[1], paper, raw))
                 continue
             refs = verify_references(pair.reference, evidence)
             out.counters["references_unverified"] += len(refs.unverified)
             if not refs.verified:
-                out.rejects.append(
+                out.reject(
                     _reject(
                         "qa",
                         "reference_not_in_paper",
@@ -204,14 +200,14 @@ def _qa(papers: Sequence[LiteratureRecord], config: LitQAConfig, engine: Runner)
             overlap = containment(pair.answer, evidence)
             if overlap < config.min_overlap:
                 msg = f"{overlap:.2f} of the answer's character bigrams are in the paper (min {config.min_overlap})"
-                out.rejects.append(_reject("qa", "low_overlap", msg, paper, raw))
+                out.reject(_reject("qa", "low_overlap", msg, paper, raw))
                 continue
             kept.append((paper, pair, refs.verified, overlap))
     dupes = near_duplicates([pair.question for _, pair, _, _ in kept], config.dedup_threshold)
     for i, j in sorted(dupes.items()):
         paper, pair = kept[i][0], kept[i][1]
         msg = f"near-duplicate of {kept[j][1].question!r}"
-        out.rejects.append(_reject("dedup", "near_duplicate_question", msg, paper, pair.model_dump()))
+        out.reject(_reject("dedup", "near_duplicate_question", msg, paper, pair.model_dump()))
     for i, (paper, pair, refs, overlap) in enumerate(kept):
         if i in dupes:
             continue
@@ -222,20 +218,19 @@ def _qa(papers: Sequence[LiteratureRecord], config: LitQAConfig, engine: Runner)
         meta = {"style": "qa", "paper": _paper_meta(paper), "reference": refs, "overlap": round(overlap, 3)}
         meta["cites_paper"] = _cites(paper, pair.answer)
         meta["prompt"] = prompt.ref
-        out.records.append(
+        out.add(
             SFTRecord(id=SFTRecord.make_id(messages), messages=messages, source=_source(paper), meta=meta)
         )
     out.counters["papers_with_records"] = len({r.source.group for r in out.records})
-    return out
 
 
 def _cites(paper: LiteratureRecord, text: str) -> bool:
     return normalise(paper.title) in normalise(text)
 
 
-def _dialogues(papers: Sequence[LiteratureRecord], config: LitQAConfig, engine: Runner) -> LitOutput:
+def _dialogues(papers: Sequence[LiteratureRecord], config: LitConfig, engine: Runner, out: Collector) -> None:
     prompt = load_prompt(config.dialogue_prompt)
-    out = LitOutput(prompts=[prompt.ref])
+    out.prompt(prompt.ref)
     jobs = [(p, s, turns_for(p, s, config)) for p in papers for s in range(config.dialogues_per_paper)]
     requests = [
         LLMRequest(
@@ -251,7 +246,7 @@ def _dialogues(papers: Sequence[LiteratureRecord], config: LitQAConfig, engine: 
         jobs, engine.run(requests, desc="literature dialogues"), strict=True
     ):
         if not result.ok:
-            out.rejects.append(_llm_reject("dialogue", result, paper))
+            out.reject(_llm_reject("dialogue", result, paper))
             continue
         out.counters["dialogues_generated"] += 1
         raw = result.value.model_dump()
@@ -265,7 +260,7 @@ def _dialogues(papers: Sequence[LiteratureRecord], config: LitQAConfig, engine: 
                     f"{overlap:.2f} of the doctor turns' bigrams are in the paper (min {config.dialogue_min_overlap})",
                 )
         if problem is not None:
-            out.rejects.append(_reject("dialogue", problem[0], problem[1], paper, raw))
+            out.reject(_reject("dialogue", problem[0], problem[1], paper, raw))
             continue
         cites = _cites(paper, doctor)
         out.counters["dialogues_citing_paper"] += int(cites)
@@ -279,15 +274,14 @@ def _dialogues(papers: Sequence[LiteratureRecord], config: LitQAConfig, engine: 
             "cites_paper": cites,
             "prompt": prompt.ref,
         }
-        out.records.append(
+        out.add(
             SFTRecord(id=SFTRecord.make_id(messages), messages=messages, source=_source(paper), meta=meta)
         )
         out.counters[f"dialogues_with_{len(messages) // 2}_turns"] += 1
-    return out
 
 
 def _dialogue_messages(
-    dialogue: LitDialogue, config: LitQAConfig
+    dialogue: LitDialogue, config: LitConfig
 ) -> tuple[list[Message], tuple[str, str] | None]:
     messages: list[Message] = []
     for i, turn in enumerate(dialogue.turns):

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -90,3 +90,9 @@ class LLMResult:
     attempts: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     finish_reason: str | None = None  # of the last completion ("length" = cut at max_tokens)
+
+
+class Runner(Protocol):
+    """What the builder needs from the LLM engine: `run(requests, desc) -> results` in order."""
+
+    def run(self, requests: list[LLMRequest], desc: str = "") -> list[LLMResult]: ...

@@ -1,4 +1,5 @@
-"""build-prefs end to end: read inputs, make one pair per prompt with the chosen strategy, curate, write.
+"""The prefs builder (`medmill build-prefs`): read inputs, make one pair per prompt with the chosen
+strategy (each in its own module); run_build curates and writes them.
 
 - corrupt (default, no LLM): rejected = the reference answer made worse by a recorded perturbation;
 - judge: candidates (models' answers, the reference, a given rejected) each scored alone by a judge;
@@ -10,16 +11,14 @@ Pairs read from preference files are kept as given under corrupt, and re-checked
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from medmill.builders.core.build import finish_build
+from medmill.builders.core.builder import BuildContext, Builder, Inputs
+from medmill.builders.core.collect import Collector
 from medmill.builders.core.manifest import Manifest
-from medmill.builders.core.writer import BuildInfo
-from medmill.builders.curation.stages import curation_steps
-from medmill.builders.prefs.config import BUILDER, PrefsConfig
+from medmill.builders.prefs.config import BUILDER, BUILDER_VERSION, PrefsConfig
 from medmill.builders.prefs.corrupt import corrupt
 from medmill.builders.prefs.judge import judge
 from medmill.builders.prefs.reference import reference
@@ -39,44 +38,41 @@ def _input_licenses(cfg: PrefsConfig) -> dict[str, str]:
     return licenses | cfg.source_licenses
 
 
-def build_prefs(cfg: PrefsConfig, command: str = "medmill build-prefs") -> Manifest:
-    t0 = time.perf_counter()
-    _check(cfg)
-    read = read_inputs(cfg.inputs, FieldNames(cfg.question_field, cfg.answer_field))
-    items, dup_rejects = _unique_prompts(read.items)
-    if cfg.limit is not None:
-        items = items[: cfg.limit]
-    if not items:
-        raise MedmillError(f"no usable prompt in the inputs ({len(read.rejects)} record(s) rejected while reading)")
-    t1 = time.perf_counter()
-    if cfg.strategy == "corrupt":
-        outcome = corrupt(cfg, items)
-    elif cfg.strategy == "judge":
-        outcome = judge(cfg, items)
-    else:
-        outcome = reference(cfg, items)
-    counters = Counter({"inputs.items": len(read.items), "inputs.duplicate_prompts": len(dup_rejects)})
-    counters.update(outcome.counters)
-    info = BuildInfo(
-        kind="preference",
-        builder=BUILDER,
-        command=command,
-        params=_params(cfg),
-        inputs=list(cfg.inputs),
-        seed=cfg.seed,
-        val_size=cfg.val_size,
-        test_size=cfg.test_size,
-        license=cfg.license,
-        source_licenses=_input_licenses(cfg),
-        counters=counters,
-        prompts=outcome.prompts,
-        llm=outcome.llm,
-        usage=outcome.usage,
-        timings={"read": t1 - t0, "pairs": time.perf_counter() - t1},
-        description=_DESCRIPTIONS[cfg.strategy],
-    )
-    steps = curation_steps("preference", cfg.curation)
-    return finish_build(cfg.out, outcome.records, read.rejects + dup_rejects + outcome.rejects, info, steps)
+class PrefsBuilder(Builder[PrefsConfig]):
+    name = BUILDER
+    version = BUILDER_VERSION
+    kind = "preference"
+    config = PrefsConfig
+
+    def read(self, cfg: PrefsConfig, ctx: BuildContext) -> Inputs:
+        _check(cfg)
+        if any(Path(p).resolve() == Path(cfg.out).resolve() for p in cfg.inputs):
+            raise MedmillError(f"--out {cfg.out} is one of the inputs; write to a new dir")
+        read = read_inputs(cfg.inputs, FieldNames(cfg.question_field, cfg.answer_field))
+        items, dup_rejects = _unique_prompts(read.items)
+        if cfg.limit is not None:
+            items = items[: cfg.limit]
+        if not items:
+            raise MedmillError(f"no usable prompt in the inputs ({len(read.rejects)} record(s) rejected while reading)")
+        counters = Counter({"inputs.items": len(read.items), "inputs.duplicate_prompts": len(dup_rejects)})
+        return Inputs(items, list(cfg.inputs), read.rejects + dup_rejects, counters)
+
+    def generate(self, cfg: PrefsConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+        strategy = {"corrupt": corrupt, "judge": judge, "reference": reference}[cfg.strategy]
+        strategy(cfg, inputs.items, ctx, out)
+
+    def describe(self, cfg: PrefsConfig, inputs: Inputs, out: Collector) -> str:
+        return _DESCRIPTIONS[cfg.strategy]
+
+    def figures(self, cfg: PrefsConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
+        rows: list[tuple[str, Any]] = [("strategy", cfg.strategy)]
+        return rows + [(k, v) for k, v in sorted(manifest.counters.items()) if k.startswith(("pairs.", "perturbation."))]
+
+    def params(self, cfg: PrefsConfig) -> dict[str, Any]:
+        return _params(cfg)
+
+    def source_licenses(self, cfg: PrefsConfig, inputs: Inputs) -> dict[str, str]:
+        return _input_licenses(cfg)
 
 
 _DESCRIPTIONS = {
@@ -119,7 +115,7 @@ def _unique_prompts(items: list[PromptItem]) -> tuple[list[PromptItem], list[Rej
 
 def _params(cfg: PrefsConfig) -> dict[str, Any]:
     """Build parameters for the manifest: models by name and endpoint host, never keys."""
-    params = cfg.model_dump(mode="json", exclude={"inputs", "out", "candidates", "judge", "curation"})
+    params = cfg.model_dump(mode="json", exclude={"out", "candidates", "judge", "curation"})
     params["candidates"] = [s.model for s in cfg.candidates]
     params["judge"] = cfg.judge.model if cfg.judge else None
     params["curation"] = cfg.curation.model_dump(mode="json")

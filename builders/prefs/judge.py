@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from medmill.builders.core.builder import BuildContext
+from medmill.builders.core.collect import Collector
 from medmill.builders.llm.prompts import load_prompt
-from medmill.builders.prefs.config import Outcome, PrefsConfig
+from medmill.builders.prefs.config import PrefsConfig, add_pair, reject_item
 from medmill.builders.prefs.judging import (
     Candidate,
     NoPair,
@@ -20,12 +22,13 @@ from medmill.builders.prefs.judging import (
 from medmill.builders.readers.prompt_items import PromptItem
 
 
-def judge(cfg: PrefsConfig, items: list[PromptItem]) -> Outcome:
+def judge(cfg: PrefsConfig, items: list[PromptItem], ctx: BuildContext, out: Collector) -> None:
     from medmill.builders.prefs import llm_steps
 
-    out = Outcome()
     answer_t, judge_t = load_prompt("prefs_answer"), load_prompt("prefs_judge")
-    out.prompts = [answer_t.ref, judge_t.ref] if cfg.candidates else [judge_t.ref]
+    if cfg.candidates:
+        out.prompt(answer_t.ref)
+    out.prompt(judge_t.ref)
     pools: list[list[Candidate]] = [[] for _ in items]
     for i, item in enumerate(items):
         if cfg.include_reference and item.reference:
@@ -33,7 +36,7 @@ def judge(cfg: PrefsConfig, items: list[PromptItem]) -> Outcome:
         if item.given_rejected:
             pools[i].append(Candidate(item.given_rejected, "given_rejected"))
     for settings in cfg.candidates:
-        generated, rejects, described = llm_steps.generate(settings, cfg.out, items, cfg.samples, answer_t)
+        generated, rejects, described = llm_steps.generate(settings, ctx, items, cfg.samples, answer_t)
         record_llm(out, f"candidate:{llm_steps.model_label(settings)}", described)
         out.rejects.extend(rejects)
         for pool, cands in zip(pools, generated, strict=True):
@@ -44,12 +47,12 @@ def judge(cfg: PrefsConfig, items: list[PromptItem]) -> Outcome:
         kept, dropped = unique_candidates(pool)
         out.counters["candidates.duplicates"] += dropped
         if len(kept) < 2:
-            out.reject("judge", "too_few_candidates", item, f"{len(kept)} distinct answer(s); a pair needs 2",
+            reject_item(out, "judge", "too_few_candidates", item, f"{len(kept)} distinct answer(s); a pair needs 2",
                        [c.model for c in pool])
             continue
         ready.append((item, kept))
         jobs.extend((item, c) for c in kept)
-    scored, described = llm_steps.judge(cfg.judge, cfg.out, jobs, judge_t)
+    scored, described = llm_steps.judge(cfg.judge, ctx, jobs, judge_t)
     record_llm(out, "judge", described)
     judge_name = llm_steps.model_label(cfg.judge)
     judged = []
@@ -59,16 +62,15 @@ def judge(cfg: PrefsConfig, items: list[PromptItem]) -> Outcome:
         choice = select_pair(group, cfg.min_margin)
         summary = [s.summary() for s in group]
         if isinstance(choice, NoPair):
-            out.reject("judge", choice.reason, item, choice.message, summary)
+            reject_item(out, "judge", choice.reason, item, choice.message, summary)
             continue
         meta = judged_meta("judge", choice, judge_name, cfg.min_margin)
         meta["candidates"] = summary
         judged.append((item, choice, meta))
-    add_judged(cfg, out, judged)
-    return out
+    add_judged(cfg, ctx, out, judged)
 
 
-def add_judged(cfg: PrefsConfig, out: Outcome, judged: list[tuple[PromptItem, PairChoice, dict[str, Any]]]) -> None:
+def add_judged(cfg: PrefsConfig, ctx: BuildContext, out: Collector, judged: list[tuple[PromptItem, PairChoice, dict[str, Any]]]) -> None:
     """Judged pairs become records; with --pairwise-check only those the judge also prefers side by side,
     in both orders (a verdict that follows the position rather than the answer drops the pair)."""
     from medmill.builders.prefs import llm_steps
@@ -78,17 +80,17 @@ def add_judged(cfg: PrefsConfig, out: Outcome, judged: list[tuple[PromptItem, Pa
         template = load_prompt("prefs_compare")
         out.prompts.append(template.ref)
         jobs = [(item, c.chosen.candidate.text, c.rejected.candidate.text) for item, c, _ in judged]
-        verdicts, described = llm_steps.compare(cfg.judge, cfg.out, jobs, template)
+        verdicts, described = llm_steps.compare(cfg.judge, ctx, jobs, template)
         record_llm(out, "judge_pairwise", described)
     for (item, choice, meta), (first, second) in zip(judged, verdicts, strict=True):
         if cfg.pairwise_check:
             problem = both_orders_agree(first, second)
             detail = {"chosen_first": first.model_dump() if first else None, "chosen_second": second.model_dump() if second else None}
             if problem is not None:
-                out.reject("judge", problem.reason, item, problem.message, detail)
+                reject_item(out, "judge", problem.reason, item, problem.message, detail)
                 continue
             meta = {**meta, "pairwise": detail}
-        out.pair(item, choice.chosen.candidate.text, choice.rejected.candidate.text, meta, "judge")
+        add_pair(out, item, choice.chosen.candidate.text, choice.rejected.candidate.text, meta, "judge")
 
 
 def judged_meta(strategy: str, choice: PairChoice, judge_name: str, min_margin: float) -> dict[str, Any]:
@@ -107,6 +109,6 @@ def judged_meta(strategy: str, choice: PairChoice, judge_name: str, min_margin: 
     }
 
 
-def record_llm(out: Outcome, name: str, described: dict[str, Any]) -> None:
+def record_llm(out: Collector, name: str, described: dict[str, Any]) -> None:
     out.llm[name] = described["llm"]
     out.usage[name] = described["usage"]

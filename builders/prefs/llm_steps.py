@@ -1,13 +1,12 @@
 """The LLM side of build-prefs: candidate answers from one or more models, and rubric scores from a judge.
 
-Each model is one `LLMEngine` (its own endpoint and settings); all share the build's request cache, so a
+Each model is one `LLMEngine` (its own endpoint and settings, opened through the build context); all share the build's request cache, so a
 re-run or a resumed run pays for nothing twice.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from medmill.builders.core.builder import BuildContext
 from medmill.builders.llm.engine import LLMEngine
 from medmill.builders.llm.prompts import PromptTemplate
 from medmill.builders.llm.types import LLMRequest, LLMResult, LLMSettings
@@ -36,7 +35,7 @@ def model_label(settings: LLMSettings) -> str:
 
 def generate(
     settings: LLMSettings,
-    out_dir: Path,
+    ctx: BuildContext,
     items: list[PromptItem],
     samples: int,
     template: PromptTemplate,
@@ -51,7 +50,7 @@ def generate(
             if settings.seed is not None:
                 params["seed"] = settings.seed + s
             requests.append(LLMRequest(key=f"{item.key}:{label}:{s}", messages=messages, prompt=template.ref, params=params))
-    results, described = _run(settings, out_dir, requests, f"answers from {label}")
+    results, described = _run(settings, ctx, requests, f"answers from {label}")
     per_item: list[list[Candidate]] = [[] for _ in items]
     rejects = []
     for n, result in enumerate(results):
@@ -65,7 +64,7 @@ def generate(
 
 def judge(
     settings: LLMSettings,
-    out_dir: Path,
+    ctx: BuildContext,
     jobs: list[tuple[PromptItem, Candidate]],
     template: PromptTemplate,
 ) -> tuple[list[Scored], dict]:
@@ -80,7 +79,7 @@ def judge(
         )
         for item, cand in jobs
     ]
-    results, described = _run(settings, out_dir, requests, f"judge {model_label(settings)}")
+    results, described = _run(settings, ctx, requests, f"judge {model_label(settings)}")
     scored = []
     for (_, cand), result in zip(jobs, results, strict=True):
         if result.ok and isinstance(result.value, RubricScores):
@@ -92,7 +91,7 @@ def judge(
 
 def compare(
     settings: LLMSettings,
-    out_dir: Path,
+    ctx: BuildContext,
     jobs: list[tuple[PromptItem, str, str]],
     template: PromptTemplate,
 ) -> tuple[list[tuple[PairVerdict | None, PairVerdict | None]], dict]:
@@ -110,13 +109,13 @@ def compare(
                     params={"temperature": 0.0},
                 )
             )
-    results, described = _run(settings, out_dir, requests, f"side-by-side {model_label(settings)}")
+    results, described = _run(settings, ctx, requests, f"side-by-side {model_label(settings)}")
     values = [r.value if r.ok and isinstance(r.value, PairVerdict) else None for r in results]
     return list(zip(values[0::2], values[1::2], strict=True)), described
 
 
-def _run(settings: LLMSettings, out_dir: Path, requests: list[LLMRequest], desc: str) -> tuple[list[LLMResult], dict]:
-    with LLMEngine(settings, out_dir) as engine:
+def _run(settings: LLMSettings, ctx: BuildContext, requests: list[LLMRequest], desc: str) -> tuple[list[LLMResult], dict]:
+    with LLMEngine(settings, ctx.out, progress=ctx.progress) as engine:
         results = engine.run(requests, desc=desc)
         return results, {"llm": engine.describe(), "usage": engine.usage}
 

@@ -41,9 +41,10 @@ def prepare_chunks(
     text_field: str | None = None,
     clean: CleanOptions | None = None,
     settings: ChunkSettings | None = None,
+    skip: Sequence[Path] = (),
 ) -> PreparedChunks:
     """Inputs -> documents -> cleaned text -> chunks, with every rejected input and cleaning count kept."""
-    loaded = load_documents(inputs, include, exclude, text_field)
+    loaded = load_documents(inputs, include, exclude, text_field, skip)
     chunker = Chunker(settings or ChunkSettings())
     out = PreparedChunks(rejects=list(loaded.rejects), files=list(loaded.files))
     out.counts.update(f"encoding.{enc}" for enc in loaded.encodings.values())

@@ -68,13 +68,15 @@ def _matches(rel: str, patterns: Sequence[str]) -> bool:
 
 
 def collect_files(
-    inputs: Iterable[Path], include: Sequence[str] = (), exclude: Sequence[str] = ()
+    inputs: Iterable[Path], include: Sequence[str] = (), exclude: Sequence[str] = (), skip: Iterable[Path] = ()
 ) -> list[tuple[Path, str]]:
     """(path, stable name) of every input file; directories are walked recursively.
 
     Files named directly are always read; inside directories `include` (default: the known text
-    formats) and `exclude` globs apply to the path relative to the directory, and hidden files are skipped.
+    formats) and `exclude` globs apply to the path relative to the directory, and hidden files and
+    anything under `skip` (the build's own out dir and LLM cache) are left out.
     """
+    skipped = [Path(x).resolve() for x in skip]
     found: list[tuple[Path, str]] = []
     for given in inputs:
         p = Path(given)
@@ -88,6 +90,8 @@ def collect_files(
                 if any(part.startswith(".") for part in rel.split("/")):
                     continue
                 if not _matches(rel, include or DEFAULT_INCLUDE) or (exclude and _matches(rel, exclude)):
+                    continue
+                if any(f.resolve().is_relative_to(x) for x in skipped):
                     continue
                 found.append((f, f"{p.resolve().name or p.resolve().as_posix()}/{rel}"))
         else:
@@ -108,10 +112,11 @@ def load_documents(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     text_field: str | None = None,
+    skip: Iterable[Path] = (),
 ) -> LoadedDocuments:
     """Read every input into documents; unreadable files and items become reject rows."""
     out = LoadedDocuments()
-    files = collect_files(inputs, include, exclude)
+    files = collect_files(inputs, include, exclude, skip)
     if not files:
         raise MedmillError("no input files found (check the paths and --include/--exclude globs)")
     for path, name in files:

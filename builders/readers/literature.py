@@ -59,9 +59,11 @@ def parse_field_map(pairs: Sequence[str]) -> dict[str, str]:
     return mapping
 
 
-def read_literature(inputs: Iterable[Path], field_map: Mapping[str, str] | None = None) -> LiteratureRead:
+def read_literature(inputs: Iterable[Path], field_map: Mapping[str, str] | None = None,
+                    skip: Iterable[Path] = ()) -> LiteratureRead:
+    """Literature records from every input file; `skip` leaves out the build's own out dir and cache."""
     out = LiteratureRead()
-    files = collect_files(inputs, include=INCLUDE)
+    files = collect_files(inputs, include=INCLUDE, skip=skip)
     if not files:
         raise MedmillError("no literature files found (JSON, JSON Lines or CSV)")
     seen: dict[str, str] = {}

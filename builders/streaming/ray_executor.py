@@ -23,12 +23,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medmill.builders.core.pipeline import Step
+from medmill.builders.core.steps import Step
 from medmill.builders.core.writer import BuildInfo
 from medmill.builders.curation.inputs import dir_label
 from medmill.builders.streaming.batch import BatchOut, BatchWork
 from medmill.builders.streaming.inputs import DEFAULT_BATCH_ROWS, InputBatch, ordered_files
-from medmill.builders.streaming.run import DedupPlan, StreamRun, run_streaming
+from medmill.builders.streaming.run import StreamRun, run_streaming
 from medmill.schemas.errors import MedmillError
 
 
@@ -128,7 +128,6 @@ def run_on_ray(
     kind: str,
     steps: list[Step],
     info: BuildInfo,
-    dedup: DedupPlan | None,
     workers: int,
     address: str = "",
     batch_rows: int = DEFAULT_BATCH_ROWS,
@@ -139,4 +138,4 @@ def run_on_ray(
 
     workers = workers or int(ray.cluster_resources().get("CPU", 1))
     mapper = ray_mapper(dirs, batch_rows, workers)
-    return run_streaming(dirs, Path(out), kind, steps, info, dedup, workers, batch_rows, started, mapper=mapper)
+    return run_streaming(dirs, Path(out), kind, steps, info, workers, batch_rows, started, mapper=mapper)

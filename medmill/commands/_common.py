@@ -3,9 +3,13 @@ parsing `--source-license FILE=LICENSE`."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from medmill.schemas.errors import MedmillError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def option_error(e: ValidationError) -> MedmillError:
@@ -14,6 +18,14 @@ def option_error(e: ValidationError) -> MedmillError:
     where = ".".join(map(str, err["loc"]))
     message = err["msg"].removeprefix("Value error, ")
     return MedmillError(f"bad option {where}: {message}" if where else f"bad option: {message}")
+
+
+def build_config(model: type[M], **values: Any) -> M:
+    """`model(**values)`, with a validation error turned into a one-line MedmillError naming the option."""
+    try:
+        return model(**values)
+    except ValidationError as e:
+        raise option_error(e) from None
 
 
 def parse_source_licenses(items: list[str]) -> dict[str, str]:

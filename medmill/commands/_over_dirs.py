@@ -14,19 +14,16 @@ from medmill.schemas.errors import MedmillError
 
 if TYPE_CHECKING:
     from medmill.builders.core.manifest import Manifest
-    from medmill.builders.core.pipeline import Step
-    from medmill.builders.core.writer import BuildInfo
+    from medmill.builders.core.steps import Step
     from medmill.builders.curation.settings import CurationSettings
-    from medmill.builders.streaming.run import DedupPlan
 
 
 def run_over_dirs(command: str, dirs: list[Path], out: Path, settings: CurationSettings, params: dict[str, Any],
-                  make_steps: Callable[[str, BuildInfo], list[Step]] | None = None, run: RunOptions | None = None,
-                  dedup: Callable[[str], DedupPlan] | None = None) -> Manifest:
+                  make_steps: Callable[[str], list[Step]] | None = None, run: RunOptions | None = None) -> Manifest:
     """Curate dataset dirs into `out` and print the summary table (shared by filter and dedup).
 
-    `run.executor` "local" (default) and "ray" stream (`dedup(kind)` gives their dedup step); "memory"
-    holds every record in memory (`make_steps` adds its dedup step) and is the reference they equal."""
+    The same steps run on every executor: "local" (default) streams them through processes in bounded
+    memory, "ray" on a Ray cluster, "memory" holds every record (the reference the others equal)."""
     run = run or RunOptions()
     line = invocation([command, *dirs, "--out", out])
     if run.executor == "memory":
@@ -40,6 +37,6 @@ def run_over_dirs(command: str, dirs: list[Path], out: Path, settings: CurationS
     else:
         from medmill.builders.streaming.over_dirs import stream_curate_dirs
 
-        manifest, rows, _ = stream_curate_dirs(command, dirs, out, settings, params, run, dedup, line, progress_bars)
+        manifest, rows, _ = stream_curate_dirs(command, dirs, out, settings, params, run, make_steps, line, progress_bars)
     build_summary(f"{command} {out}", manifest, rows)
     return manifest

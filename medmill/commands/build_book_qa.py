@@ -11,11 +11,11 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
-from medmill.commands._common import option_error
+from medmill.commands._common import build_config
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
-from medmill.console import build_summary
+from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 
 _TEXT = "Text"
@@ -59,51 +59,36 @@ def build_book_qa(
     curation: CurationSettings,
 ) -> None:
     """Ask an LLM for diverse questions per text chunk, answer each from its chunk with verified references."""
-    from pydantic import ValidationError
-
-    from medmill.builders.book_qa.build import BookQABuild, run_book_qa
-    from medmill.builders.book_qa.generate import BookQAConfig
-    from medmill.builders.text.chunking import ChunkSettings
-    from medmill.builders.text.clean import CleanOptions
+    from medmill.builders.book_qa.build import BookQABuilder, BookQAConfig
+    from medmill.builders.core.run import run_build
 
     t0 = time.perf_counter()
-    try:
-        cfg = BookQABuild(
-            inputs=inputs,
-            out=out,
-            include=include,
-            exclude=exclude,
-            text_field=text_field,
-            clean=CleanOptions(citations=citations),
-            chunking=ChunkSettings(chunk_size=chunk_size, chunk_overlap=chunk_overlap, unit=chunk_unit, tokenizer=tokenizer),
-            qa=BookQAConfig(
-                questions_per_chunk=questions_per_chunk,
-                question_types=parse_question_types(question_types),
-                min_overlap=min_overlap,
-                dedup_threshold=question_dedup,
-            ),
-            llm=llm,
-            curation=curation,
-            limit_chunks=limit_chunks,
-            seed=seed,
-            val_size=val_size,
-            test_size=test_size,
-            license=license,
-        )
-    except ValidationError as e:
-        raise option_error(e) from None
+    cfg = build_config(
+        BookQAConfig,
+        inputs=inputs,
+        out=out,
+        include=include,
+        exclude=exclude,
+        text_field=text_field,
+        clean={"citations": citations},
+        chunking={"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "unit": chunk_unit, "tokenizer": tokenizer},
+        qa={
+            "questions_per_chunk": questions_per_chunk,
+            "question_types": parse_question_types(question_types),
+            "min_overlap": min_overlap,
+            "dedup_threshold": question_dedup,
+        },
+        llm=llm,
+        curation=curation,
+        limit=limit_chunks,
+        seed=seed,
+        val_size=val_size,
+        test_size=test_size,
+        license=license,
+    )
     command = invocation(["build-book-qa", *map(str, inputs), "--out", str(out)])
-    manifest = run_book_qa(cfg, command=command)
-    c = manifest.counters
-    extra = [
-        ("documents", c.get("documents", 0)),
-        ("chunks", c.get("chunks", 0)),
-        ("questions generated", c.get("questions_generated", 0)),
-    ]
-    extra += [(f"files in {k.split('.', 1)[1]}", v) for k, v in sorted(c.items()) if k.startswith("encoding.")]
-    extra += [(k, v) for k, v in sorted(c.items()) if k.startswith("chunks_with_")]
-    extra.append(("time (s)", time.perf_counter() - t0))
-    build_summary(f"build-book-qa {out}", manifest, extra)
+    report = run_build(BookQABuilder(), cfg, command=command, progress=progress_bars)
+    build_summary(f"build-book-qa {out}", report.manifest, [*report.figures, ("time (s)", time.perf_counter() - t0)])
 
 
 def register(app: typer.Typer) -> None:

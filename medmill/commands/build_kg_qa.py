@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
-from medmill.commands._common import option_error, parse_source_licenses
+from medmill.commands._common import build_config, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
-from medmill.console import build_summary, progress
+from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
@@ -24,13 +22,6 @@ MODES = ("template", "llm")
 
 def _command_line(inputs: list[Path], out: Path) -> str:
     return invocation(["build-kg-qa", *map(str, inputs), "--out", str(out)])
-
-
-@contextmanager
-def _entity_bar(total: int) -> Iterator[Callable[[], None]]:
-    with progress() as bar:
-        task = bar.add_task("questions", total=total, status="entities")
-        yield lambda: bar.advance(task)
 
 
 def build_kg_qa(
@@ -57,54 +48,24 @@ def build_kg_qa(
     llm: LLMSettings,
 ) -> None:
     """Turn a medical knowledge graph into question/answer pairs (templates, every fact from the KG)."""
-    from pydantic import ValidationError
-
-    from medmill.builders.kg_qa.build import KGQABuild, run_kg_qa
-    from medmill.builders.kg_qa.template_qa import TemplateQAConfig
+    from medmill.builders.core.run import run_build
+    from medmill.builders.kg_qa.build import KGQABuilder, KGQAConfig
+    from medmill.builders.kg_qa.scenario_qa import parse_mix
 
     t0 = time.perf_counter()
     if mode not in MODES:
         raise MedmillError(f"unknown --mode {mode!r}; available: {', '.join(MODES)}")
-    if val_size + test_size >= 1.0:
-        raise MedmillError("--val-size plus --test-size must be below 1")
-    if mode == "llm" or mix:
-        from medmill.builders.kg_qa.scenario_qa import KGQALLMBuild, LLMQAConfig, parse_mix, run_kg_qa_llm
-
-        try:
-            llm_cfg = KGQALLMBuild(
-                inputs=inputs, out=out, mix=parse_mix(mix) or {"llm": 1.0}, seed=seed, templates=templates,
-                qa=LLMQAConfig(per_entity=per_entity or 3, system_prompt=system_prompt),
-                template_qa=TemplateQAConfig(per_entity=per_entity, seed=seed, system_prompt=system_prompt,
-                                             combined=combined, reverse=reverse),
-                val_size=val_size, test_size=test_size, license=license,
-                source_licenses=parse_source_licenses(source_license), llm=llm, curation=curation,
-            )
-        except ValidationError as e:
-            raise option_error(e) from None
-        manifest, figures = run_kg_qa_llm(llm_cfg, command=_command_line(inputs, out))
-        build_summary(f"build-kg-qa {out}", manifest, [*figures.items(), ("wall time incl. write (s)", time.perf_counter() - t0)])
-        return
-    try:
-        cfg = KGQABuild(
-            inputs=inputs,
-            out=out,
-            mode=mode,
-            templates=templates,
-            qa=TemplateQAConfig(
-                per_entity=per_entity, seed=seed, system_prompt=system_prompt, combined=combined, reverse=reverse
-            ),
-            val_size=val_size,
-            test_size=test_size,
-            license=license,
-            source_licenses=parse_source_licenses(source_license),
-            curation=curation,
-        )
-    except ValidationError as e:
-        raise option_error(e) from None
-    manifest, figures = run_kg_qa(cfg, command=_command_line(inputs, out), progress=_entity_bar)
-    extra = list(figures.items())
-    extra.append(("wall time incl. write (s)", time.perf_counter() - t0))
-    build_summary(f"build-kg-qa {out}", manifest, extra)
+    cfg = build_config(
+        KGQAConfig, inputs=inputs, out=out, mode=mode, mix=parse_mix(mix) or None, seed=seed, templates=templates,
+        template_qa={"per_entity": per_entity, "seed": seed, "system_prompt": system_prompt,
+                     "combined": combined, "reverse": reverse},
+        llm_qa={"per_entity": per_entity or 3, "system_prompt": system_prompt},
+        val_size=val_size, test_size=test_size, license=license,
+        source_licenses=parse_source_licenses(source_license), llm=llm, curation=curation,
+    )
+    report = run_build(KGQABuilder(), cfg, command=_command_line(inputs, out), progress=progress_bars)
+    build_summary(f"build-kg-qa {out}", report.manifest,
+                  [*report.figures, ("wall time incl. write (s)", time.perf_counter() - t0)])
 
 
 def register(app: typer.Typer) -> None:

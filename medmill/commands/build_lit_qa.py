@@ -11,11 +11,11 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
-from medmill.commands._common import option_error
+from medmill.commands._common import build_config
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
-from medmill.console import build_summary
+from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
@@ -50,10 +50,8 @@ def build_lit_qa(
     curation: CurationSettings,
 ) -> None:
     """Turn literature conclusions into grounded QA pairs or patient-doctor dialogues that cite the paper."""
-    from pydantic import ValidationError
-
-    from medmill.builders.lit_qa.build import LitQABuild, run_lit_qa
-    from medmill.builders.lit_qa.generate import LitQAConfig
+    from medmill.builders.core.run import run_build
+    from medmill.builders.lit_qa.build import LitQABuilder, LitQAConfig
     from medmill.builders.readers.literature import parse_field_map
 
     t0 = time.perf_counter()
@@ -67,29 +65,23 @@ def build_lit_qa(
         options["dialogues_per_paper"] = per_paper or 1
         if min_overlap is not None:
             options["dialogue_min_overlap"] = min_overlap
-    try:
-        cfg = LitQABuild(
-            inputs=inputs,
-            out=out,
-            field_map=parse_field_map(field),
-            lit=LitQAConfig(**options),
-            llm=llm,
-            curation=curation,
-            limit=limit,
-            seed=seed,
-            val_size=val_size,
-            test_size=test_size,
-            license=license,
-        )
-    except ValidationError as e:
-        raise option_error(e) from None
+    cfg = build_config(
+        LitQAConfig,
+        inputs=inputs,
+        out=out,
+        field_map=parse_field_map(field),
+        lit=options,
+        llm=llm,
+        curation=curation,
+        limit=limit,
+        seed=seed,
+        val_size=val_size,
+        test_size=test_size,
+        license=license,
+    )
     command = invocation(["build-lit-qa", *map(str, inputs), "--out", str(out), "--style", style])
-    manifest = run_lit_qa(cfg, command=command)
-    c = manifest.counters
-    extra = [("style", style), ("papers", c.get("papers", 0))]
-    extra += [(k, v) for k, v in sorted(c.items()) if k.startswith(("dialogues_", "pairs_"))]
-    extra.append(("time (s)", time.perf_counter() - t0))
-    build_summary(f"build-lit-qa {out}", manifest, extra)
+    report = run_build(LitQABuilder(), cfg, command=command, progress=progress_bars)
+    build_summary(f"build-lit-qa {out}", report.manifest, [*report.figures, ("time (s)", time.perf_counter() - t0)])
 
 
 def register(app: typer.Typer) -> None:

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Literal
 
 import typer
-from pydantic import ValidationError
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
-from medmill.commands._common import option_error, parse_source_licenses
+from medmill.commands._common import build_config, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
 from medmill.config import ConfigOption
-from medmill.console import build_summary
+from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 
 
@@ -62,7 +61,8 @@ def build_prefs(
     curation: CurationSettings,
 ) -> None:
     """Build preference pairs (prompt, chosen, rejected) for reward models, DPO and PPO."""
-    from medmill.builders.prefs.build import build_prefs as run
+    from medmill.builders.core.run import run_build
+    from medmill.builders.prefs.build import PrefsBuilder
     from medmill.builders.prefs.config import PrefsConfig
     from medmill.builders.prefs.llm_steps import model_settings
 
@@ -73,35 +73,31 @@ def build_prefs(
     judge = model_settings(judge_model, llm) if judge_model else None
     if judge is None and strategy == "judge" and llm.model:
         judge = llm
-    try:
-        cfg = PrefsConfig(
-            inputs=inputs,
-            out=out,
-            strategy=strategy,
-            question_field=question_field,
-            answer_field=answer_field,
-            perturbations=[p.strip() for p in perturbations.split(",") if p.strip()],
-            candidates=candidates if strategy != "corrupt" else [],
-            samples=samples,
-            judge=judge if strategy != "corrupt" else None,
-            min_margin=min_margin,
-            pairwise_check=pairwise_check,
-            include_reference=include_reference,
-            limit=limit,
-            seed=seed,
-            val_size=val_size,
-            test_size=test_size,
-            license=license,
-            source_licenses=parse_source_licenses(source_license),
-            curation=curation,
-        )
-    except ValidationError as e:
-        raise option_error(e) from None
-    manifest = run(cfg, command=invocation(["build-prefs", *inputs, "--out", out, "--strategy", strategy]))
-    extra = [("strategy", strategy)]
-    extra += [(k, v) for k, v in sorted(manifest.counters.items()) if k.startswith(("pairs.", "perturbation."))]
-    extra.append(("time (s)", time.perf_counter() - t0))
-    build_summary(f"build-prefs {out}", manifest, extra)
+    cfg = build_config(
+        PrefsConfig,
+        inputs=inputs,
+        out=out,
+        strategy=strategy,
+        question_field=question_field,
+        answer_field=answer_field,
+        perturbations=[p.strip() for p in perturbations.split(",") if p.strip()],
+        candidates=candidates if strategy != "corrupt" else [],
+        samples=samples,
+        judge=judge if strategy != "corrupt" else None,
+        min_margin=min_margin,
+        pairwise_check=pairwise_check,
+        include_reference=include_reference,
+        limit=limit,
+        seed=seed,
+        val_size=val_size,
+        test_size=test_size,
+        license=license,
+        source_licenses=parse_source_licenses(source_license),
+        curation=curation,
+    )
+    command = invocation(["build-prefs", *inputs, "--out", out, "--strategy", strategy])
+    report = run_build(PrefsBuilder(), cfg, command=command, progress=progress_bars)
+    build_summary(f"build-prefs {out}", report.manifest, [*report.figures, ("time (s)", time.perf_counter() - t0)])
 
 
 def register(app: typer.Typer) -> None:

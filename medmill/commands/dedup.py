@@ -3,12 +3,11 @@ optionally against a persisted index of earlier runs; writes clusters.jsonl besi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import typer
 
+from medmill.commands._over_dirs import run_over_dirs
 from medmill.commands._run_options import ExecutorOption, RayAddressOption, RunOptions, WorkersOption
 from medmill.config import ConfigOption
 from medmill.schemas.errors import MedmillError
@@ -37,16 +36,12 @@ def dedup(
     reaches --threshold; its reject names that record and the similarity. No chains: a removed record
     never causes another removal. clusters.jsonl lists every kept record with its removed copies.
     """
-    from medmill.builders.core.pipeline import Step, StepResult
     from medmill.builders.curation.dedup import DedupConfig
     from medmill.builders.curation.index import DedupIndex
     from medmill.builders.curation.inputs import origin_of
-    from medmill.builders.curation.record_dedup import dedup_records
     from medmill.builders.curation.settings import curation_settings
+    from medmill.builders.curation.stages import DedupStep
     from medmill.builders.curation.text import check_fields
-    from medmill.builders.streaming.batch import DedupWork
-    from medmill.builders.streaming.run import DedupPlan
-    from medmill.commands._over_dirs import run_over_dirs
 
     if shingle not in ("char", "word"):
         raise MedmillError(f"--shingle must be char or word, got {shingle!r}")
@@ -65,35 +60,19 @@ def dedup(
         decontam_ngram=decontam_ngram, dedup_threshold=threshold,
     )
     field_list = [f.strip() for f in fields.split(",") if f.strip()]
-    opened = DedupIndex.open(index, cfg) if index else None
-    done: dict[str, Any] = {}
+    if index:
+        DedupIndex.open(index, cfg)  # a bad index is an error before anything is read
 
-    def make_steps(kind, info):
-        chosen = check_fields(kind, field_list)
-
-        def run(records):
-            result = dedup_records(records, chosen, cfg, origin_of, opened)
-            done["result"] = result
-            info.extra_files["clusters.jsonl"] = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in result.clusters)
-            return StepResult(result.kept, result.rejects, result.counters, result.stats)
-
-        return [Step("dedup", run)]
+    def make_steps(kind: str) -> list:
+        return [DedupStep(check_fields(kind, field_list), cfg, index, origin_of, clusters_file=True)]
 
     params = {"threshold": threshold, "shingle": shingle, "ngram": cfg.params.ngram, "num_perm": num_perm,
               "fields": field_list, "index": str(index) if index else None, "decontaminate": [str(p) for p in decontaminate]}
-    def plan(kind: str) -> DedupPlan:
-        def keep_result(result, info) -> None:
-            done["stream"] = result
-
-        return DedupPlan(DedupWork(check_fields(kind, field_list), cfg), opened, keep_result)
-
-    run_over_dirs("dedup", dirs, out, settings, params, make_steps, RunOptions(executor, workers, ray_address), plan)
-    if opened is not None and "stream" in done:
-        part = opened.append(**done["stream"].index_rows)
-        typer.echo(f"index {index}: {opened.meta['records']} records" + (f" (added {part})" if part else ""))
-    if opened is not None and "result" in done:
-        part = done["result"].add_to(opened)
-        typer.echo(f"index {index}: {opened.meta['records']} records" + (f" (added {part})" if part else ""))
+    manifest = run_over_dirs("dedup", dirs, out, settings, params, make_steps, RunOptions(executor, workers, ray_address))
+    if index is not None:
+        grown = DedupIndex.open(index, cfg)
+        added = manifest.curation.get("dedup", {}).get("out", 0)
+        typer.echo(f"index {index}: {grown.meta['records']} records" + (f" (added {grown.meta['parts'][-1]})" if added else ""))
 
 
 def register(app: typer.Typer) -> None:

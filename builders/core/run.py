@@ -1,0 +1,80 @@
+"""`run_build(builder, cfg)`: the one way a build runs, for every builder.
+
+read (never the build's own out dir or LLM cache) -> generate (through the LLM engine when the
+builder needs one) -> curation steps (map steps per batch, then global steps) -> splits -> write
+-> summary figures. Rejects of every stage stream into one `RejectSink`; the manifest gets the
+builder's name and version, the typed config as params, and timings from the start of the build.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from medmill.builders.core.build import finish_build
+from medmill.builders.core.builder import BuildContext, Builder, C
+from medmill.builders.core.collect import Collector
+from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.progress import Progress, no_progress
+from medmill.builders.core.steps import LocalExecutor
+from medmill.builders.core.writer import BuildInfo, CardRenderer
+from medmill.builders.curation.stages import curation_steps
+
+
+@dataclass
+class BuildReport:
+    """What a finished build returns: its manifest and the rows of the summary table."""
+
+    manifest: Manifest
+    figures: list[tuple[str, Any]]
+
+
+def run_build(
+    builder: Builder[C],
+    cfg: C,
+    *,
+    command: str | None = None,
+    progress: Progress = no_progress,
+    executor: LocalExecutor | None = None,
+    render_card: CardRenderer | None = None,
+) -> BuildReport:
+    """Build the dataset dir `cfg.out` with `builder`; see the module docstring.
+
+    `command` is the command line the manifest records (default `medmill build-<name>`); a build
+    that keeps no record is written (its rejects say why) and then raises MedmillError."""
+    t0 = time.perf_counter()
+    ctx = BuildContext(cfg.out, progress, builder.own_paths(cfg))
+    out = Collector()
+    try:
+        inputs = builder.read(cfg, ctx)
+        out.rejects.extend(inputs.rejects)
+        t1 = time.perf_counter()
+        builder.generate(cfg, inputs, ctx, out)
+        t2 = time.perf_counter()
+        counters = Counter(inputs.counters)
+        counters.update(out.counters)
+        info = BuildInfo(
+            kind=builder.kind,
+            builder=builder.name,
+            command=command or f"medmill build-{builder.name}",
+            params=builder.params(cfg),
+            inputs=list(inputs.files),
+            seed=cfg.seed,
+            val_size=cfg.val_size,
+            test_size=cfg.test_size,
+            license=cfg.license,
+            source_licenses=builder.source_licenses(cfg, inputs),
+            counters=counters,
+            prompts=out.prompts,
+            llm=out.llm,
+            usage=out.usage,
+            timings={"read": t1 - t0, "generate": t2 - t1},
+            description=builder.describe(cfg, inputs, out),
+        )
+        manifest = finish_build(cfg.out, out.records, out.rejects, info, curation_steps(builder.kind, cfg.curation),
+                                started=t0, executor=executor, render_card=render_card)
+    finally:
+        out.rejects.close()
+    return BuildReport(manifest, builder.figures(cfg, inputs, out, manifest))

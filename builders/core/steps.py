@@ -1,0 +1,139 @@
+"""Steps and the executor that composes them.
+
+A step is a picklable object: a batch of records (or, for the first step of a build, source items)
+in, a `StepResult` out (kept records, rejects, counters). Two kinds:
+
+- `MapStep`: the result for a batch depends on that batch only (validate, quality, PII, safety,
+  per-item generation), so an executor may cut the input into batches and run them anywhere;
+  its manifest stats come from its counters summed over batches (`summary`).
+- `GlobalStep`: needs every record at once (dedup, decontamination, splits, generation that looks
+  across the whole input) and returns its own stats.
+
+Steps hold settings, not open resources: heavy state (a lexicon automaton, an eval index) is built on
+first use and dropped when pickled, so a Ray Data executor can ship the same steps to workers
+(`map_batches` for map steps). `LocalExecutor` runs them in this process, map steps batch by batch,
+and streams every step's rejects into a `RejectSink` as soon as the batch is done.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from medmill.builders.core.collect import RejectSink
+from medmill.schemas import RejectRow
+
+
+@dataclass
+class StepResult:
+    records: list[Any]
+    rejects: list[RejectRow] = field(default_factory=list)
+    counters: Counter = field(default_factory=Counter)
+    stats: dict[str, Any] = field(default_factory=dict)
+    # side effects that must wait until the dataset is safely written (e.g. growing a dedup index)
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
+    # extra files for the dataset dir (name -> text), e.g. clusters.jsonl
+    files: dict[str, str] = field(default_factory=dict)
+    # record id -> split, when the step decides splits
+    splits: dict[str, str] | None = None
+
+
+class Step:
+    """Base of all steps: `name` (manifest key) and `__call__(batch) -> StepResult`."""
+
+    name: str = "step"
+
+    def __call__(self, batch: list[Any]) -> StepResult:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        # cached heavy state (names starting with "_") is rebuilt on first use after unpickling
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+class MapStep(Step):
+    """A step whose result for a batch depends only on that batch."""
+
+    def summary(self, counters: Counter) -> dict[str, Any]:
+        """Manifest stats of the step from its counters summed over every batch."""
+        return {}
+
+
+class GlobalStep(Step):
+    """A step that needs every record at once."""
+
+
+@dataclass
+class RunResult:
+    records: list[Any]
+    counters: Counter
+    stats: dict[str, dict[str, Any]]
+    timings: dict[str, float]
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    splits: dict[str, str] | None = None
+
+
+class LocalExecutor:
+    """Runs steps in this process: consecutive map steps batch by batch (`batch_size` items at a
+    time), global steps over everything; steps may use all cores inside."""
+
+    def __init__(self, batch_size: int = 50_000) -> None:
+        self.batch_size = batch_size
+
+    def run(self, items: Sequence[Any], steps: Sequence[Step], rejects: RejectSink) -> RunResult:
+        run = RunResult(list(items), Counter(), {}, {})
+        i = 0
+        while i < len(steps):
+            if isinstance(steps[i], MapStep):
+                j = i
+                while j < len(steps) and isinstance(steps[j], MapStep):
+                    j += 1
+                self._map_stage(list(steps[i:j]), run, rejects)  # type: ignore[arg-type]
+                i = j
+            else:
+                self._global(steps[i], run, rejects)
+                i += 1
+        return run
+
+    def _map_stage(self, steps: list[MapStep], run: RunResult, rejects: RejectSink) -> None:
+        counters: dict[str, Counter] = {s.name: Counter() for s in steps}
+        sizes = {s.name: [0, 0] for s in steps}
+        timings = dict.fromkeys(counters, 0.0)
+        kept: list[Any] = []
+        for start in range(0, len(run.records), self.batch_size):
+            batch = run.records[start : start + self.batch_size]
+            for step in steps:
+                t0 = time.perf_counter()
+                sizes[step.name][0] += len(batch)
+                result = step(batch)
+                timings[step.name] += time.perf_counter() - t0
+                rejects.extend(result.rejects)
+                counters[step.name].update(result.counters)
+                run.on_commit.extend(result.on_commit)
+                batch = result.records
+                sizes[step.name][1] += len(batch)
+            kept.extend(batch)
+        run.records = kept
+        for step in steps:
+            n_in, n_out = sizes[step.name]
+            run.timings[step.name] = timings[step.name]
+            run.counters.update({f"{step.name}.{k}": v for k, v in counters[step.name].items()})
+            run.stats[step.name] = {"in": n_in, "out": n_out, "dropped": n_in - n_out, **step.summary(counters[step.name])}
+
+    def _global(self, step: Step, run: RunResult, rejects: RejectSink) -> None:
+        t0 = time.perf_counter()
+        before = len(run.records)
+        result = step(run.records)
+        run.timings[step.name] = time.perf_counter() - t0
+        rejects.extend(result.rejects)
+        run.records = result.records
+        run.on_commit.extend(result.on_commit)
+        run.files.update(result.files)
+        if result.splits is not None:
+            run.splits = result.splits
+        run.counters.update({f"{step.name}.{k}": v for k, v in result.counters.items()})
+        run.stats[step.name] = {"in": before, "out": len(run.records), "dropped": before - len(run.records), **result.stats}
