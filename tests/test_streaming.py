@@ -219,3 +219,18 @@ def test_compact_decision_equals_find_duplicates():
         got = decide(*state.arrays(), cfg, lambda pos, arr=arr: arr.take(pa.array(pos)), ref)
         assert (got.dup_of == want.dup_of).all() and (got.similarity == want.similarity).all()
         assert got.stats == want.stats and want.stats["near_duplicates"] > 100
+
+
+def test_streamed_decontamination_equals_in_memory(inputs, tmp_path):
+    """Decontamination is a global step in memory; streamed it judges batch by batch and its rejects
+    still come after every map step's."""
+    rows = pq.read_table(next((inputs["pretrain"][0] / "data").glob("train-*.parquet"))).to_pylist()
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("".join(json.dumps({"question": r["text"]}, ensure_ascii=False) + "\n" for r in rows[10:40]), encoding="utf-8")
+    settings = CurationSettings(validate_records=False, dedup=False, decontaminate=[eval_file])
+    outs = {}
+    for ex, workers in (("memory", 1), ("local", 2)):
+        outs[ex] = tmp_path / ex
+        run_over_dirs("filter", inputs["pretrain"], outs[ex], settings, {}, run=RunOptions(ex, workers, batch_rows=111))
+    assert digest(outs["local"]) == digest(outs["memory"])
+    assert '"decontaminate"' in (outs["local"] / "rejects.jsonl").read_text(encoding="utf-8")
