@@ -1,7 +1,11 @@
 """`--executor ray` gives the dataset dir the local executor gives (same survivors, representatives,
-splits, rejects: sha256 of every file) for a filter run and a dedup run, on a local 2-CPU Ray cluster."""
+splits, rejects: sha256 of every file) for a filter run, a dedup run, a KG-QA build and a book-QA build
+through the test LLM server, on a local 2-CPU Ray cluster."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +50,41 @@ def test_ray_dedup_equals_local(ray_cluster, dirs, tmp_path):
         run_over_dirs("dedup", dirs, outs[ex], settings, {}, make_steps=dedup_steps, run=RunOptions(ex, 2, batch_rows=128))
     assert digest(outs["ray"]) == digest(outs["local"])
     assert "near_duplicate" in (outs["ray"] / "rejects.jsonl").read_text(encoding="utf-8")
+
+
+def _kg_build(out, *flags):
+    from typer.testing import CliRunner
+
+    from medmill.cli import app
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "kg"
+    r = CliRunner().invoke(app, ["build-kg-qa", str(examples), "--out", str(out), "--val-size", "0.2", *flags])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+
+
+def test_ray_kg_qa_build_equals_local(ray_cluster, tmp_path):
+    _kg_build(tmp_path / "memory", "--executor", "memory")
+    _kg_build(tmp_path / "ray", "--executor", "ray", "--workers", "2")
+    _kg_build(tmp_path / "procs", "--workers", "2")
+    expected = digest(tmp_path / "memory")
+    assert digest(tmp_path / "ray") == expected
+    assert digest(tmp_path / "procs") == expected
+
+
+def test_ray_book_qa_build_through_the_test_server_equals_local(ray_cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from medmill.cli import app
+    from tests.llm_server import FakeLLMServer
+    from tests.test_book_qa import respond
+
+    texts = Path(__file__).resolve().parents[1] / "examples" / "texts"
+    outs = {}
+    with FakeLLMServer(responder=respond) as server:
+        for ex in ("memory", "ray"):
+            outs[ex] = tmp_path / ex
+            r = CliRunner().invoke(app, ["build-book-qa", str(texts), "--out", str(outs[ex]), "--llm-base-url", server.base_url,
+                                         "--llm-model", "fake", "--val-size", "0.2", "--executor", ex, "--workers", "2"])
+            assert r.exit_code == 0, r.output + repr(r.exception)
+    assert digest(outs["ray"]) == digest(outs["memory"])
+    assert json.loads((outs["ray"] / "manifest.json").read_text(encoding="utf-8"))["records_total"] > 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -90,17 +91,18 @@ def make_input(path: Path, kind: str, seed: int, sizes: dict[str, int], broken: 
 
 
 def digest(out: Path) -> dict[str, str]:
-    """sha256 of every file of a dataset dir; manifest.json without its timings and the command line."""
+    """sha256 of every file of a dataset dir; manifest.json and README.md without timings and the command line."""
     result = {}
-    for f in sorted(p for p in out.rglob("*") if p.is_file()):
+    for f in sorted(p for p in out.rglob("*") if p.is_file() and ".sqlite" not in p.name):  # not the LLM cache
         data = f.read_bytes()
         if f.name == "manifest.json":
             m = json.loads(data)
             m.pop("timings")
             m.pop("command")
+            m.get("usage", {}).pop("wall_time_s", None)  # LLM builds: wall time of the calls
             data = json.dumps(m, sort_keys=True).encode()
         elif f.name == "README.md":
-            data = b"\n".join(line for line in data.splitlines() if b"- Command:" not in line)
+            data = re.sub(rb"wall_time_s=[0-9.]+", b"", b"\n".join(line for line in data.splitlines() if b"- Command:" not in line))
         result[str(f.relative_to(out))] = hashlib.sha256(data).hexdigest()
     return result
 
