@@ -236,3 +236,14 @@ def test_streamed_decontamination_equals_in_memory(inputs, tmp_path):
         run_over_dirs("filter", inputs["pretrain"], outs[ex], settings, {}, run=RunOptions(ex, workers, batch_rows=111))
     assert digest(outs["local"]) == digest(outs["memory"])
     assert '"decontaminate"' in (outs["local"] / "rejects.jsonl").read_text(encoding="utf-8")
+
+
+def test_streamed_run_that_keeps_nothing_writes_its_rejects_and_fails_like_in_memory(inputs, tmp_path):
+    settings = CurationSettings(validate_records=False, dedup=False, min_chars=10_000, max_chars=20_000)
+    outs = {}
+    for ex in ("memory", "local"):
+        outs[ex] = tmp_path / ex
+        with pytest.raises(MedmillError, match="no records survived"):
+            run_over_dirs("filter", inputs["pretrain"], outs[ex], settings, {}, run=RunOptions(ex, 2, batch_rows=200))
+    assert digest(outs["local"]) == digest(outs["memory"])
+    assert not list((outs["local"] / "data").glob("*.parquet"))

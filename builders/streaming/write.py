@@ -77,7 +77,7 @@ def write_streamed(
     if len(order) > 1:
         starts[1:] = pc.not_equal(sorted_ids.slice(1), sorted_ids.slice(0, len(order) - 1)).to_numpy(zero_copy_only=False)
     start_at = np.flatnonzero(starts)
-    end_at = np.append(start_at[1:], len(order))
+    end_at = np.append(start_at[1:], len(order)) if len(start_at) else start_at
     first = survivors[order[start_at]]  # in id order
     last = survivors[order[end_at - 1]]
     split_codes = pc.dictionary_encode(splits).combine_chunks() if isinstance(splits, pa.ChunkedArray) else pc.dictionary_encode(splits)
