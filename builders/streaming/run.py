@@ -131,9 +131,14 @@ def run_streaming(
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{Path(out).name}.stream-", dir=Path(out).parent))
     mapper = mapper or (lambda work: ordered_map(work, iter_batches(dirs, batch_rows), workers))
+    # the system allocator hands freed buffers back; arrow's default pool keeps them, which raised the
+    # writer's peak by ~25 % (bench/scale.py)
+    pool = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
     try:
         return _run(out, kind, plan_steps(list(steps)), info, workers, mapper, started or t_start, on_batch, work_dir)
     finally:
+        pa.set_memory_pool(pool)
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
