@@ -191,20 +191,23 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
 
 
 def stage_rates(out_dir: Path, n_in: int) -> str:
-    """records/s per stage from the manifest's timings (records entering each stage / its seconds)."""
+    """records/s per stage from the manifest: curate.<step> is process time (summed over workers when
+    streamed); stream.* are wall times of the streamed phases (map = read + map steps + signatures)."""
     try:
         m = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
     except OSError:
         return "-"
+    t = m.get("timings", {})
     parts = []
-    for name, secs in m.get("timings", {}).items():
+    for name, secs in t.items():
         if not name.startswith("curate.") or secs <= 0:
             continue
         step = name.removeprefix("curate.")
         n = m.get("curation", {}).get(step, {}).get("in", n_in)
-        parts.append(f"{step} {n / secs / 1000:.0f}k")
-    if m.get("timings", {}).get("write"):
-        parts.append(f"write {m['records_total'] / m['timings']['write'] / 1000:.0f}k")
+        parts.append(f"{step} {n / secs / 1000:.1f}k")
+    for phase in ("map", "dedup", "write"):
+        if t.get(f"stream.{phase}"):
+            parts.append(f"[wall] {phase} {n_in / t[f'stream.{phase}'] / 1000:.1f}k")
     return ", ".join(parts)
 
 
