@@ -4,7 +4,7 @@ dedup) run by an executor, then the shard writer (group-aware splits, shards, ca
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,14 @@ def finish_build(
 def _no_records_survived(out_dir: Path, sink: RejectSink) -> MedmillError:
     """A build that kept nothing fails without touching --out (a previous dataset there stays as it
     was); its rejects go beside it so the user can read why."""
-    top = sorted(sink.by_reason.items(), key=lambda kv: -kv[1])[:3]
+    return no_records_error(out_dir, sink.by_reason, write_failed_rejects(out_dir, sink))
+
+
+def no_records_error(out_dir: Path, by_reason: Mapping[str, int], rejects_at: Path | None) -> MedmillError:
+    """The error of a build that kept nothing; `rejects_at` is where its rejects were written (None: nowhere)."""
+    top = sorted(by_reason.items(), key=lambda kv: -kv[1])[:3]
     why = ", ".join(f"{k} {v}" for k, v in top) or "no input records"
-    where = write_failed_rejects(out_dir, sink)
-    see = f"its rejects are in {where}" if where else "its rejects could not be written beside --out"
+    see = f"its rejects are in {rejects_at}" if rejects_at else "its rejects could not be written beside --out"
     return MedmillError(f"no records survived the build ({why}); {out_dir} was left as it was; {see}")
 
 

@@ -40,11 +40,13 @@ def run_build(
     progress: Progress = no_progress,
     executor: LocalExecutor | None = None,
     render_card: CardRenderer | None = None,
+    max_shard_bytes: int | None = None,
 ) -> BuildReport:
     """Build the dataset dir `cfg.out` with `builder`; see the module docstring.
 
     `command` is the command line the manifest records (default `medmill build-<name>`); a build
-    that keeps no record is written (its rejects say why) and then raises MedmillError."""
+    that keeps no record is written (its rejects say why) and then raises MedmillError.
+    `max_shard_bytes` overrides the writer's shard size (tests use it to get many shards)."""
     t0 = time.perf_counter()
     check_out_not_input(cfg.out, cfg.inputs)
     ctx = BuildContext(cfg.out, progress, builder.own_paths(cfg))
@@ -79,6 +81,8 @@ def run_build(
             timings={"read": t1 - t0, "generate": t2 - t1},
             description=builder.describe(cfg, inputs, out),
         )
+        if max_shard_bytes is not None:
+            info.max_shard_bytes = max_shard_bytes
         steps = builder.steps(cfg, kind, builder.protected_terms(cfg, inputs))
         manifest = finish_build(cfg.out, out.records, out.rejects, info, steps,
                                 started=t0, executor=executor, render_card=render_card)

@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ class BuildInfo:
     fixed_splits: dict[str, str] | None = None
 
 
-def _shard_info(root: Path, name: str) -> ShardInfo:
+def shard_info(root: Path, name: str) -> ShardInfo:
     path = root / name
     return ShardInfo(file=name, bytes=path.stat().st_size, sha256=sha256_file(path))
 
@@ -121,12 +121,7 @@ def write_dataset_dir(
     if info.kind not in ARROW_SCHEMAS:
         raise MedmillError(f"unknown record kind {info.kind!r}")
     out_dir = Path(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MedmillError(f"cannot create --out {out_dir}: {describe_os_error(out_dir, e)}") from None
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MedmillError(f"--out {out_dir} exists and is not a directory")
+    check_out_dir(out_dir)
     rows = [r if isinstance(r, dict) else r.to_row() for r in records]
     rows, dup_rejects = unique_rows(rows)
     by_reason = Counter(rejects.by_reason) if isinstance(rejects, RejectSink) else Counter(f"{r.stage}/{r.reason}" for r in rejects)
@@ -140,11 +135,11 @@ def write_dataset_dir(
     schema = ARROW_SCHEMAS[info.kind]
     columns = KIND_COLUMNS[info.kind]
 
-    tmp, created = _staging_dir(out_dir)
+    tmp, created = staging_dir(out_dir)
     try:
         (tmp / "data").mkdir()
         split_infos: dict[str, SplitInfo] = {}
-        for split in ("train", "validation", "test", *sorted(set(splits) - {"train", "validation", "test"})):
+        for split in split_order(splits):
             split_rows = sorted(splits.get(split, []), key=lambda r: r["id"])
             if not split_rows:
                 continue
@@ -155,55 +150,82 @@ def write_dataset_dir(
                 name = f"data/{shard_name(split, i, len(parts))}"
                 pq.write_table(part, tmp / name, compression="zstd")
                 names.append(name)
-            split_infos[split] = SplitInfo(records=len(split_rows), files=names, shards=[_shard_info(tmp, n) for n in names])
+            split_infos[split] = SplitInfo(records=len(split_rows), files=names, shards=[shard_info(tmp, n) for n in names])
         with open(tmp / "rejects.jsonl", "w", encoding="utf-8") as f:
             if isinstance(rejects, RejectSink):
                 f.writelines(rejects.lines())
             else:
                 f.writelines(r.to_json() + "\n" for r in rejects)
             f.writelines(r.to_json() + "\n" for r in dup_rejects)
-        for name, text in info.extra_files.items():
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_text(text, encoding="utf-8")
-        manifest = Manifest(
-            version=__version__,
-            kind=info.kind,
-            builder=info.builder,
-            command=printable_name(redact_text(info.command)),
-            params=printable_value(redact(info.params)),
-            seed=info.seed,
-            inputs=[InputFile(**d) for d in describe_inputs(info.inputs)],
-            splits=split_infos,
-            records_total=sum(s.records for s in split_infos.values()),
-            rejects_total=sum(by_reason.values()),
-            rejects_by_reason=dict(sorted(by_reason.items())),
-            counters=dict(sorted(info.counters.items())),
-            curation=info.curation,
-            prompts=info.prompts,
-            llm=redact(info.llm),
-            usage=info.usage,
-            timings={k: round(v, 3) for k, v in info.timings.items()},
-            license=info.license,
-            source_licenses=printable_value(info.source_licenses),
-        )
-        (tmp / "README.md").write_text(printable_name(render_card(manifest, tmp, info.description)), encoding="utf-8")
-        # manifest last: its presence marks a finished dir
-        (tmp / "manifest.json").write_text(
-            json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
-        _swap_into_place(tmp, out_dir)
+        return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info, render_card)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if created:
-            _rmdir_if_empty(out_dir)
+            rmdir_if_empty(out_dir)
         raise
+
+
+def check_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MedmillError(f"cannot create --out {out_dir}: {describe_os_error(out_dir, e)}") from None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MedmillError(f"--out {out_dir} exists and is not a directory")
+
+
+def split_order(splits: Iterable[str]) -> list[str]:
+    """The order splits are written in: train, validation, test, then any other by name."""
+    return ["train", "validation", "test", *sorted(set(splits) - {"train", "validation", "test"})]
+
+
+def finish_dataset_dir(
+    tmp: Path,
+    out_dir: Path,
+    split_infos: dict[str, SplitInfo],
+    by_reason: Counter,
+    info: BuildInfo,
+    render_card: CardRenderer = plain_card,
+) -> Manifest:
+    """Everything after the shards and rejects.jsonl are in `tmp`: extra files, manifest, card, then
+    the swap into `out_dir`. Shared by the in-memory writer and the streaming one."""
+    for name, text in info.extra_files.items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_text(text, encoding="utf-8")
+    manifest = Manifest(
+        version=__version__,
+        kind=info.kind,
+        builder=info.builder,
+        command=printable_name(redact_text(info.command)),
+        params=printable_value(redact(info.params)),
+        seed=info.seed,
+        inputs=[InputFile(**d) for d in describe_inputs(info.inputs)],
+        splits=split_infos,
+        records_total=sum(s.records for s in split_infos.values()),
+        rejects_total=sum(by_reason.values()),
+        rejects_by_reason=dict(sorted(by_reason.items())),
+        counters=dict(sorted(info.counters.items())),
+        curation=info.curation,
+        prompts=info.prompts,
+        llm=redact(info.llm),
+        usage=info.usage,
+        timings={k: round(v, 3) for k, v in info.timings.items()},
+        license=info.license,
+        source_licenses=printable_value(info.source_licenses),
+    )
+    (tmp / "README.md").write_text(printable_name(render_card(manifest, tmp, info.description)), encoding="utf-8")
+    # manifest last: its presence marks a finished dir
+    (tmp / "manifest.json").write_text(
+        json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
+    _swap_into_place(tmp, out_dir)
     return manifest
 
 
 STAGING_PREFIX = ".medmill-staging-"
 
 
-def _staging_dir(out_dir: Path) -> tuple[Path, bool]:
+def staging_dir(out_dir: Path) -> tuple[Path, bool]:
     """A temp dir INSIDE `out_dir` (created if missing; True when this call made it), so the final
     moves stay on one file system even when `out_dir` is a mount point (a rename from its parent
     fails there with EXDEV). Staging left by an interrupted build is removed first."""
@@ -217,7 +239,7 @@ def _staging_dir(out_dir: Path) -> tuple[Path, bool]:
         raise MedmillError(f"cannot write into --out {out_dir}: {e.strerror or e}") from None
 
 
-def _rmdir_if_empty(path: Path) -> None:
+def rmdir_if_empty(path: Path) -> None:
     try:
         path.rmdir()
     except OSError:

@@ -134,6 +134,25 @@ def _exact_keys_block(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return keys, lengths
 
 
+def verify_pair(
+    kept_text: str,
+    text: str,
+    config: DedupConfig,
+    kept_set: np.ndarray | None = None,
+    text_set: np.ndarray | None = None,
+) -> float | None:
+    """The one check that turns an LSH candidate pair into a near-duplicate: the exact Jaccard of the
+    two texts' shingle sets when it reaches `config.threshold`, else None. Every dedup path (in memory,
+    streaming, Ray) calls this with the two texts; the sets may be passed when already computed."""
+    params = config.params
+    if kept_set is None:
+        kept_set = mh.unique_sets(*params.shingles([kept_text]))[0]
+    if text_set is None:
+        text_set = mh.unique_sets(*params.shingles([text]))[0]
+    sim = mh.jaccard(kept_set, text_set)
+    return sim if sim >= config.threshold else None
+
+
 def _sig_chunk(args: tuple[list[str], mh.MinHashParams]) -> np.ndarray:
     texts, params = args
     hashes, offsets = params.shingles(texts)
@@ -253,9 +272,10 @@ def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference 
             best, best_sim = -1, -1.0
             above: list[tuple[float, int]] = []
             for g in sorted(candidates)[: config.max_compare]:
-                sim = mh.jaccard(set_of[g], set_of[me])
+                kept_text = reference.texts[g] if g < n_ref and reference is not None else texts[g - n_ref]
+                sim = verify_pair(kept_text, texts[i], config, set_of[g], set_of[me])
                 compared += 1
-                if sim >= config.threshold:
+                if sim is not None:
                     above.append((-sim, g))
             for neg_sim, g in sorted(above):  # most similar first, earliest on ties
                 other = text_of.get(g, texts[g - n_ref] if g >= n_ref else "")

@@ -214,6 +214,29 @@ def _pick_categories(counters: dict[str, Counter], rows: int) -> dict[str, Count
     return dict(sorted(good.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
+STATS_BATCH_ROWS = 65_536
+
+
+def _add_batch(stats: DatasetStats, table: pa.Table, split: str, kind: str, fields, schema_names: set[str],
+               chars: dict[str, list[np.ndarray]], toks: dict[str, list[np.ndarray]], turns: list[np.ndarray],
+               meta_counters: dict[str, Counter]) -> None:
+    stats.records[split] = stats.records.get(split, 0) + table.num_rows
+    for column in dict.fromkeys(c for _, c, _ in fields):
+        if column in schema_names:
+            wanted = [(name, roles) for name, c, roles in fields if c == column]
+            for name, (c, t) in _column_lengths(table, column, wanted).items():
+                chars[name].append(c)
+                toks[name].append(t)
+    if kind == "sft" and "messages" in schema_names:
+        turns.append(_turn_counts(table))
+    if "meta" in schema_names and stats.meta_rows_read < MAX_META_ROWS:
+        take = min(table.num_rows, MAX_META_ROWS - stats.meta_rows_read)
+        for meta in table.column("meta").slice(0, take).to_pylist():
+            for k, values in _meta_values(meta).items():
+                meta_counters.setdefault(k, Counter()).update(values)
+        stats.meta_rows_read += take
+
+
 def compute_stats(path: Path, kind: str) -> DatasetStats:
     """Read the shards of a dataset dir column-wise and summarise them."""
     stats = DatasetStats(kind=kind)
@@ -232,22 +255,11 @@ def compute_stats(path: Path, kind: str) -> DatasetStats:
             with shard_errors(f):
                 parquet = pq.ParquetFile(f)  # not pq.read_table: that imports pyarrow.dataset (~0.3 s)
                 schema_names = set(parquet.schema_arrow.names)
-                table = parquet.read(columns=[c for c in columns if c in schema_names])
-            stats.records[split] = stats.records.get(split, 0) + table.num_rows
-            for column in dict.fromkeys(c for _, c, _ in fields):
-                if column in schema_names:
-                    wanted = [(name, roles) for name, c, roles in fields if c == column]
-                    for name, (c, t) in _column_lengths(table, column, wanted).items():
-                        chars[name].append(c)
-                        toks[name].append(t)
-            if kind == "sft" and "messages" in schema_names:
-                turns.append(_turn_counts(table))
-            if "meta" in schema_names and stats.meta_rows_read < MAX_META_ROWS:
-                take = min(table.num_rows, MAX_META_ROWS - stats.meta_rows_read)
-                for meta in table.column("meta").slice(0, take).to_pylist():
-                    for k, values in _meta_values(meta).items():
-                        meta_counters.setdefault(k, Counter()).update(values)
-                stats.meta_rows_read += take
+                # in batches: the per-byte arrays of token_proxy cost ~8x the text bytes, so a whole 256 MB
+                # shard at once would need GBs (the per-record results are the same either way)
+                batches = parquet.iter_batches(batch_size=STATS_BATCH_ROWS, columns=[c for c in columns if c in schema_names])
+                for batch in batches:
+                    _add_batch(stats, pa.Table.from_batches([batch]), split, kind, fields, schema_names, chars, toks, turns, meta_counters)
     for name in chars:
         stats.chars[name] = Distribution(np.concatenate(chars[name]) if chars[name] else np.zeros(0, np.int64))
         stats.tokens[name] = Distribution(np.concatenate(toks[name]) if toks[name] else np.zeros(0, np.int64))

@@ -9,9 +9,11 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
+from medmill.builders.streaming.executors import build_executor
 from medmill.commands._common import build_config, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
+from medmill.commands._run_options import ExecutorOption, RayAddressOption, RunOptions, WorkersOption
 from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
@@ -42,6 +44,9 @@ def build_kg_qa(
     reverse: bool = typer.Option(True, "--reverse/--no-reverse", help="Questions from symptoms back to diseases, across the graph."),
     license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
     source_license: list[str] = typer.Option([], "--source-license", help="FILE=LICENSE of an input; repeatable."),
+    workers: int = WorkersOption,
+    executor: str = ExecutorOption,
+    ray_address: str = RayAddressOption,
     config: Path | None = ConfigOption,
     *,
     curation: CurationSettings,
@@ -63,7 +68,9 @@ def build_kg_qa(
         val_size=val_size, test_size=test_size, license=license,
         source_licenses=parse_source_licenses(source_license), llm=llm, curation=curation,
     )
-    report = run_build(KGQABuilder(), cfg, command=_command_line(inputs, out), progress=progress_bars)
+    run = RunOptions(executor, workers, ray_address)
+    report = run_build(KGQABuilder(), cfg, command=_command_line(inputs, out), progress=progress_bars,
+                       executor=build_executor(run.executor, run.workers, run.ray_address))
     build_summary(f"build-kg-qa {out}", report.manifest,
                   [*report.figures, ("wall time incl. write (s)", time.perf_counter() - t0)])
 

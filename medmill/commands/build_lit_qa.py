@@ -11,9 +11,11 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
+from medmill.builders.streaming.executors import build_executor
 from medmill.commands._common import build_config
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
+from medmill.commands._run_options import ExecutorOption, RayAddressOption, RunOptions, WorkersOption
 from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
@@ -44,6 +46,9 @@ def build_lit_qa(
     val_size: float = typer.Option(0.05, "--val-size", help="Share of records in the validation split (grouped by paper)."),
     test_size: float = typer.Option(0.0, "--test-size", help="Share of records in the test split (grouped by paper)."),
     license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
+    workers: int = WorkersOption,
+    executor: str = ExecutorOption,
+    ray_address: str = RayAddressOption,
     config: Path | None = ConfigOption,
     *,
     llm: LLMSettings,
@@ -80,7 +85,9 @@ def build_lit_qa(
         license=license,
     )
     command = invocation(["build-lit-qa", *map(str, inputs), "--out", str(out), "--style", style])
-    report = run_build(LitQABuilder(), cfg, command=command, progress=progress_bars)
+    run = RunOptions(executor, workers, ray_address)
+    report = run_build(LitQABuilder(), cfg, command=command, progress=progress_bars,
+                       executor=build_executor(run.executor, run.workers, run.ray_address))
     build_summary(f"build-lit-qa {out}", report.manifest, [*report.figures, ("time (s)", time.perf_counter() - t0)])
 
 

@@ -10,9 +10,11 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
+from medmill.builders.streaming.executors import build_executor
 from medmill.commands._common import build_config, parse_source_licenses
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
+from medmill.commands._run_options import ExecutorOption, RayAddressOption, RunOptions, WorkersOption
 from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
@@ -55,6 +57,9 @@ def build_prefs(
     source_license: list[str] = typer.Option(
         [], "--source-license", help="FILE=LICENSE of an input; repeatable (dataset dirs default to their manifest's)."
     ),
+    workers: int = WorkersOption,
+    executor: str = ExecutorOption,
+    ray_address: str = RayAddressOption,
     config: Path | None = ConfigOption,
     *,
     llm: LLMSettings,
@@ -96,7 +101,9 @@ def build_prefs(
         curation=curation,
     )
     command = invocation(["build-prefs", *inputs, "--out", out, "--strategy", strategy])
-    report = run_build(PrefsBuilder(), cfg, command=command, progress=progress_bars)
+    run = RunOptions(executor, workers, ray_address)
+    report = run_build(PrefsBuilder(), cfg, command=command, progress=progress_bars,
+                       executor=build_executor(run.executor, run.workers, run.ray_address))
     build_summary(f"build-prefs {out}", report.manifest, [*report.figures, ("time (s)", time.perf_counter() - t0)])
 
 

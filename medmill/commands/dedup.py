@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from medmill.commands._run_options import ExecutorOption, RayAddressOption, RunOptions, WorkersOption
 from medmill.config import ConfigOption
 from medmill.schemas.errors import MedmillError
 
@@ -24,7 +25,9 @@ def dedup(
     index: Path | None = typer.Option(None, "--index", help="Persisted index dir: dedup against earlier runs, then add this run's survivors."),
     decontaminate: list[Path] = typer.Option([], "--decontaminate", help="Eval set (dataset dir, JSON/JSONL/CSV) to decontaminate against; repeatable."),
     decontam_ngram: int = typer.Option(13, "--decontam-ngram", help="Shared character n-gram length that counts as contamination."),
-    workers: int = typer.Option(0, "--workers", help="Processes for signatures (0 = all cores)."),
+    workers: int = WorkersOption,
+    executor: str = ExecutorOption,
+    ray_address: str = RayAddressOption,
     config: Path | None = ConfigOption,
 ) -> None:
     """Remove exact and near-duplicate records across dataset dirs (MinHash LSH + exact Jaccard check).
@@ -72,7 +75,7 @@ def dedup(
     params = {"threshold": threshold, "fact_guard": fact_guard, "protect": [str(p) for p in protect], "shingle": shingle,
               "ngram": cfg.params.ngram, "num_perm": num_perm, "fields": field_list, "index": str(index) if index else None,
               "decontaminate": [str(p) for p in decontaminate]}
-    manifest = run_over_dirs("dedup", dirs, out, settings, params, make_steps)
+    manifest = run_over_dirs("dedup", dirs, out, settings, params, make_steps, RunOptions(executor, workers, ray_address))
     if index is not None:
         grown = DedupIndex.open(index, cfg)
         added = manifest.curation.get("dedup", {}).get("out", 0)

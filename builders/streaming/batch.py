@@ -1,0 +1,176 @@
+"""The work done on one input batch, in a worker process: rows -> records (bad rows -> read rejects)
+-> the map steps (validate, quality, PII, safety, decontaminate) -> surviving rows as an arrow table,
+their size figures for the writer and, when dedup follows, their compact dedup state.
+
+Everything that leaves a worker is plain data (arrow tables, numpy arrays, JSON lines, counters), so
+results pickle cheaply and the parent never rebuilds record objects.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from pydantic import ValidationError
+
+from medmill.builders.core.steps import Step
+from medmill.builders.curation.dedup import DedupConfig
+from medmill.builders.curation.dedup_state import BatchState, batch_state
+from medmill.builders.curation.inputs import _SPLIT_KEY, ORIGIN_KEY
+from medmill.builders.curation.stages import builder_origin
+from medmill.builders.curation.text import record_text
+from medmill.builders.streaming.inputs import InputBatch
+from medmill.builders.streaming.sizes import RowSizes, TableSizer
+from medmill.schemas import KIND_COLUMNS, RejectRow, Source, record_class
+from medmill.schemas.dataset_dir import ARROW_SCHEMAS
+from medmill.schemas.records import canonical_json
+
+# extra spill columns beside the record's own
+SPLIT_COL, RAW_META_COL, TEXT_COL, ORIGIN_COL = "_split", "_raw_meta", "_compared", "_origin"
+
+
+@dataclass
+class StepTally:
+    name: str
+    n_in: int = 0
+    n_out: int = 0
+    seconds: float = 0.0
+    counters: Counter = field(default_factory=Counter)
+    stats: dict[str, Any] = field(default_factory=dict)
+    rejects: list[str] = field(default_factory=list)  # JSON lines
+    by_reason: Counter = field(default_factory=Counter)
+    ordinals: list[int] = field(default_factory=list)  # per reject: its record's index among the batch's read records
+
+
+@dataclass
+class BatchOut:
+    seq: int
+    origin: str
+    read_ok: int
+    read: StepTally
+    steps: list[StepTally]
+    survivors: pa.Table  # kind columns (final meta) + SPLIT_COL [+ RAW_META_COL, TEXT_COL, ORIGIN_COL]
+    sizes: RowSizes
+    dedup: BatchState | None = None
+
+
+@dataclass
+class DedupWork:
+    fields: list[str]
+    config: DedupConfig
+    origin: Callable[[Any], str] = builder_origin  # what a dedup reject names as the kept record's origin
+    with_sigs: bool = False
+
+
+def _dropped(inputs: list, rejects: list[RejectRow]) -> list[int]:
+    """Positions of the inputs a step rejected. Steps reject in input order and a reject's raw row is
+    its record, so walking both in order pairs them (records with equal ids are equal in content, so
+    an ambiguous pairing gives the same positions' fate)."""
+    out, j = [], 0
+    for i, r in enumerate(inputs):
+        if j < len(rejects) and isinstance(rejects[j].raw, dict) and rejects[j].raw.get("id") == r.id:
+            out.append(i)
+            j += 1
+    if j != len(rejects):
+        raise RuntimeError("a step's rejects do not follow its input order")
+    return out
+
+
+def _tally_rejects(tally: StepTally, rejects: list[RejectRow]) -> None:
+    for r in rejects:
+        tally.rejects.append(r.to_json())
+        tally.by_reason[f"{r.stage}/{r.reason}"] += 1
+
+
+@dataclass
+class BatchWork:
+    """Callable on an InputBatch: the map steps, then the record-wise global steps (decontamination),
+    then the dedup state. Steps are the picklable classes of `builders/core/steps.py`."""
+
+    kind: str
+    steps: list[Step]  # MapSteps, in order
+    late_steps: list[Step] = field(default_factory=list)  # global steps that judge record by record
+    dedup: DedupWork | None = None
+
+    def __call__(self, batch: InputBatch) -> BatchOut:
+        cls = record_class(self.kind)
+        read = StepTally("read")
+        records = []
+        rejects: list[RejectRow] = []
+        for i, row in enumerate(batch.table.to_pylist()):
+            try:
+                rec = cls.from_row(_with_origin(row, batch.origin, batch.split))
+            except (ValidationError, ValueError, TypeError) as e:
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                line = batch.first_row + i
+                rejects.append(
+                    RejectRow(stage="read", reason="invalid_record", message=f"{batch.file} row {line}: {msg}",
+                              source=Source(file=batch.file, line=line, builder="read"), raw=row)
+                )
+                continue
+            records.append(rec)
+        _tally_rejects(read, rejects)
+        read_ok = len(records)
+        positions = list(range(read_ok))  # each current record's index among this batch's read records
+        tallies = []
+        for step in [*self.steps, *self.late_steps]:
+            t0 = time.perf_counter()
+            result = step(records)
+            tally = StepTally(step.name, len(records), len(result.records), time.perf_counter() - t0,
+                              Counter(result.counters), dict(result.stats))
+            if result.on_commit or result.files or result.splits is not None:
+                raise RuntimeError(f"step {step.name} needs every record at once; it cannot run per batch")
+            _tally_rejects(tally, result.rejects)
+            dropped = _dropped(records, result.rejects)
+            tally.ordinals = [positions[i] for i in dropped]
+            gone = set(dropped)
+            positions = [p for i, p in enumerate(positions) if i not in gone]
+            tallies.append(tally)
+            records = result.records
+        survivors, sizes = self._survivors(records)
+        state = None
+        if self.dedup is not None:
+            texts = [record_text(r, self.dedup.fields) for r in records]
+            state = batch_state(texts, self.dedup.config, self.dedup.with_sigs)
+            survivors = survivors.append_column(TEXT_COL, pa.array(texts, pa.string()))
+            origin = self.dedup.origin
+            survivors = survivors.append_column(ORIGIN_COL, pa.array([origin(r) for r in records], pa.string()))
+        return BatchOut(batch.seq, batch.origin, read_ok, read, tallies, survivors, sizes, state)
+
+    def _survivors(self, records: list) -> tuple[pa.Table, RowSizes]:
+        schema = ARROW_SCHEMAS[self.kind]
+        columns = KIND_COLUMNS[self.kind]
+        rows, splits, raw_meta = [], [], []
+        for r in records:
+            row = r.model_dump(exclude={"kind", "meta"})
+            meta = dict(r.meta)
+            splits.append(str(meta.pop(_SPLIT_KEY, "train")))
+            if self.dedup is not None:
+                raw_meta.append(canonical_json(r.meta))
+            row["meta"] = canonical_json(meta)
+            rows.append({c: row.get(c) for c in columns})
+        table = pa.Table.from_pylist(rows, schema=schema)
+        sizes = TableSizer(schema).row_sizes(table)
+        table = table.append_column(SPLIT_COL, pa.array(splits, pa.string()))
+        if self.dedup is not None:
+            table = table.append_column(RAW_META_COL, pa.array(raw_meta, pa.string()))
+        return table, sizes
+
+
+def _with_origin(row: dict[str, Any], origin: str, split: str) -> dict[str, Any]:
+    """The row with its dir and split in meta (as `curation.inputs.load_dirs` marks records), added
+    before validation so the record is built once. A meta that is not a JSON object is left for
+    `from_row` to reject."""
+    meta = row.get("meta")
+    try:
+        parsed = (json.loads(meta) if meta else {}) if isinstance(meta, str) else ({} if meta is None else meta)
+    except json.JSONDecodeError:
+        return row
+    if not isinstance(parsed, dict):
+        return row
+    return {**row, "meta": {**parsed, ORIGIN_KEY: origin, _SPLIT_KEY: split}}

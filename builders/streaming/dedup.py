@@ -1,0 +1,147 @@
+"""The global dedup step of a streamed run: decide from the compact state, then turn the decision into
+the reject rows, cluster report and stats `curation.record_dedup.dedup_records` gives, reading back
+from the spill only the rows that were removed and the kept rows they name."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from medmill.builders.curation.dedup_state import Decision, DedupState, decide
+from medmill.builders.curation.index import DedupIndex
+from medmill.builders.curation.record_dedup import PREVIEW
+from medmill.builders.streaming.batch import ORIGIN_COL, RAW_META_COL, TEXT_COL, DedupWork
+from medmill.builders.streaming.spill import Spill
+from medmill.schemas import KIND_COLUMNS, RejectRow
+
+CHUNK = 50_000  # removed records read back per block
+
+
+@dataclass
+class StreamDedupResult:
+    decision: Decision
+    stats: dict[str, Any]
+    counters: Counter
+    clusters_file: Path
+    index_rows: dict[str, Any] = field(default_factory=dict)
+    by_reason: Counter = field(default_factory=Counter)
+
+
+def _fetch_texts(spill: Spill):
+    def fetch(positions: np.ndarray) -> pa.Array:
+        return spill.take(positions, [TEXT_COL]).column(0).combine_chunks()
+
+    return fetch
+
+
+def run_dedup(
+    spill: Spill,
+    state: DedupState,
+    work: DedupWork,
+    kind: str,
+    index: DedupIndex | None,
+    rejects_file: Path,
+    clusters_file: Path,
+) -> StreamDedupResult:
+    exact, units, keys = state.arrays()
+    reference = index.reference if index is not None and len(index) else None
+    decision = decide(exact, units, keys, work.config, _fetch_texts(spill), reference)
+    n_ref = len(index) if index is not None else 0
+    removed = np.flatnonzero(~decision.keep)
+    targets = decision.dup_of[removed]
+    columns = [*KIND_COLUMNS[kind], RAW_META_COL, TEXT_COL, ORIGIN_COL]
+
+    def describe(target_positions: np.ndarray) -> Iterator[tuple[str, str, str]]:
+        inputs = target_positions[target_positions >= n_ref] - n_ref
+        got = spill.take(inputs, ["id", TEXT_COL, ORIGIN_COL]).to_pylist() if len(inputs) else []
+        it = iter(got)
+        for t in target_positions.tolist():
+            if t < n_ref:
+                assert index is not None
+                yield index.ids[t], index.reference.texts[t], index.origins[t]
+            else:
+                row = next(it)
+                yield row["id"], row[TEXT_COL], row[ORIGIN_COL]
+
+    by_reason: Counter = Counter()
+    with open(rejects_file, "w", encoding="utf-8") as out:
+        for c in range(0, len(removed), CHUNK):
+            pos, tgt = removed[c : c + CHUNK], targets[c : c + CHUNK]
+            rows = spill.take(pos, columns).to_pylist()
+            for row, (kept_id, _, kept_origin), i in zip(rows, describe(tgt), pos.tolist(), strict=True):
+                sim = float(decision.similarity[i])
+                reason = "exact_duplicate" if decision.exact[i] else "near_duplicate"
+                where = f" in {kept_origin}" if kept_origin != row[ORIGIN_COL] else ""
+                raw = {k: row[k] for k in KIND_COLUMNS[kind]} | {"meta": row[RAW_META_COL]}
+                reject = RejectRow(stage="dedup", reason=reason, message=f"duplicate of {kept_id}{where} (similarity {sim:.3f})",
+                                   source=row["source"], raw=raw)
+                out.write(reject.to_json() + "\n")
+                by_reason[f"dedup/{reason}"] += 1
+
+    # clusters: by kept record (position order), members in input order
+    order = np.lexsort((removed, targets))
+    sorted_targets = targets[order]
+    group_starts = np.flatnonzero(np.r_[True, sorted_targets[1:] != sorted_targets[:-1]]) if len(order) else np.zeros(0, np.int64)
+    clusters = 0
+    with open(clusters_file, "w", encoding="utf-8") as out:
+        c = 0
+        while c < len(order):
+            at = int(np.searchsorted(group_starts, c + CHUNK))  # blocks end where a cluster starts
+            end = int(group_starts[at]) if at < len(group_starts) else len(order)
+            block = order[c:end]
+            pos, tgt = removed[block], targets[block]
+            members = spill.take(pos, ["id", TEXT_COL, ORIGIN_COL]).to_pylist()
+            uniq, first = np.unique(tgt, return_index=True)
+            bounds = np.append(first, len(tgt))
+            for k, (t, (kept_id, kept_text, kept_origin)) in enumerate(zip(uniq.tolist(), describe(uniq), strict=True)):
+                group = []
+                for j in range(bounds[k], bounds[k + 1]):
+                    i, m = int(pos[j]), members[j]
+                    group.append({"id": m["id"], "text": m[TEXT_COL][:PREVIEW], "similarity": round(float(decision.similarity[i]), 4),
+                                  "exact": bool(decision.exact[i]), "origin": m[ORIGIN_COL]})
+                cluster = {"kept_id": kept_id, "kept_text": kept_text[:PREVIEW], "kept_origin": kept_origin,
+                           "in_index": t < n_ref, "members": group}
+                out.write(json.dumps(cluster, ensure_ascii=False) + "\n")
+                clusters += 1
+            c = end
+
+    index_rows: dict[str, Any] = {}
+    if index is not None:
+        kept_pos = np.flatnonzero(decision.keep)
+        got = spill.take(kept_pos, ["id", ORIGIN_COL, TEXT_COL])
+        index_rows = {
+            "ids": got.column("id").to_pylist(),
+            "origins": got.column(ORIGIN_COL).to_pylist(),
+            "texts": got.column(TEXT_COL).to_pylist(),
+            "exact": decision.keys[decision.keep],
+            "sigs": state.signatures(kept_pos),
+        }
+    n_exact = int(decision.exact.sum())
+    near = int((~decision.keep & ~decision.exact).sum())
+    examples = decision.stats.get("fact_guarded_examples", [])
+    guarded_examples = []
+    if examples:
+        others = spill.take(np.array([ex["other"] for ex in examples], dtype=np.int64), ["id", TEXT_COL]).to_pylist()
+        kept = describe(np.array([ex["kept"] for ex in examples], dtype=np.int64))
+        for ex, other, (kept_id, kept_text, _) in zip(examples, others, kept, strict=True):
+            guarded_examples.append({"kept_id": kept_id, "kept_text": kept_text[:PREVIEW], "other_id": other["id"],
+                                     "other_text": other[TEXT_COL][:PREVIEW], "similarity": ex["similarity"],
+                                     "difference": ex["difference"]})
+    stats = {
+        **decision.stats,
+        "fact_guarded_examples": guarded_examples,
+        "fields": work.fields,
+        "index_records": n_ref,
+        "clusters": clusters,
+        "removed_exact": n_exact,
+        "removed_near": near,
+        "representative": "first_seen",
+    }
+    return StreamDedupResult(decision, stats, Counter({"exact": n_exact, "near": near}), clusters_file, index_rows, by_reason)

@@ -1,0 +1,161 @@
+"""Executors for `run_build` (the skeleton's `LocalExecutor` contract: `run(items, steps, sink)`), with
+the map steps spread over workers: `ProcessExecutor` (`--workers N` on one machine) and `RayExecutor`
+(`--executor ray`: Ray Data `map_batches`). Global steps run in the driver, as locally.
+
+The dataset dir is the one `LocalExecutor` writes: each chunk of `batch_size` records is cut into
+`sub_batch` slices that run in parallel, and the results are put back per chunk, step by step, so
+rejects stream into the sink in the same order and counters add up to the same numbers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from medmill.builders.core.collect import RejectSink
+from medmill.builders.core.steps import LocalExecutor, MapStep, RunResult
+from medmill.schemas import RejectRow
+
+SUB_BATCH = 5_000
+
+
+@dataclass
+class _StepOut:
+    n_in: int
+    n_out: int
+    seconds: float
+    rejects: list[RejectRow]
+    counters: Counter
+    on_commit: list = field(default_factory=list)
+
+
+def run_map_steps(steps: list[MapStep], batch: list[Any]) -> tuple[list[Any], list[_StepOut]]:
+    """One slice through consecutive map steps: its survivors and what each step did."""
+    outs = []
+    for step in steps:
+        t0 = time.perf_counter()
+        result = step(batch)
+        outs.append(_StepOut(len(batch), len(result.records), time.perf_counter() - t0, result.rejects,
+                             Counter(result.counters), result.on_commit))
+        batch = result.records
+    return batch, outs
+
+
+def _run_pickled(blob: bytes) -> bytes:
+    steps, batch = pickle.loads(blob)
+    return pickle.dumps(run_map_steps(steps, batch), protocol=5)
+
+
+class _ParallelMapExecutor(LocalExecutor):
+    """LocalExecutor whose map stages run slices elsewhere (`_map_slices`), in order."""
+
+    def __init__(self, workers: int, batch_size: int = 50_000, sub_batch: int = SUB_BATCH) -> None:
+        super().__init__(batch_size)
+        self.workers = max(1, workers)
+        self.sub_batch = sub_batch
+
+    def _map_slices(self, steps: list[MapStep], slices: list[list[Any]]) -> Iterator[tuple[list[Any], list[_StepOut]]]:
+        raise NotImplementedError
+
+    def _map_stage(self, steps: list[MapStep], run: RunResult, rejects: RejectSink) -> None:  # type: ignore[override]
+        counters: dict[str, Counter] = {s.name: Counter() for s in steps}
+        sizes = {s.name: [0, 0] for s in steps}
+        timings = dict.fromkeys(counters, 0.0)
+        chunks = [run.records[i : i + self.batch_size] for i in range(0, len(run.records), self.batch_size)]
+        slices = [(c, chunk[j : j + self.sub_batch]) for c, chunk in enumerate(chunks) for j in range(0, len(chunk), self.sub_batch)]
+        kept: list[Any] = []
+        done: list[tuple[list[Any], list[_StepOut]]] = []
+        current = 0
+        results = self._map_slices(steps, [s for _, s in slices]) if slices else iter(())
+        for (chunk, _), result in zip(slices, results, strict=True):
+            if chunk != current:
+                kept += self._put_back(steps, done, rejects, counters, sizes, timings, run)
+                done, current = [], chunk
+            done.append(result)
+        kept += self._put_back(steps, done, rejects, counters, sizes, timings, run)
+        run.records = kept
+        for step in steps:
+            n_in, n_out = sizes[step.name]
+            run.timings[step.name] = timings[step.name]
+            run.counters.update({f"{step.name}.{k}": v for k, v in counters[step.name].items()})
+            run.stats[step.name] = {"in": n_in, "out": n_out, "dropped": n_in - n_out, **step.summary(counters[step.name])}
+
+    @staticmethod
+    def _put_back(steps, done, rejects, counters, sizes, timings, run) -> list[Any]:
+        """One chunk's slices: rejects step by step (as LocalExecutor writes a chunk), survivors in order."""
+        for k, step in enumerate(steps):
+            for _, outs in done:
+                o = outs[k]
+                rejects.extend(o.rejects)
+                counters[step.name].update(o.counters)
+                run.on_commit.extend(o.on_commit)
+                sizes[step.name][0] += o.n_in
+                sizes[step.name][1] += o.n_out
+                timings[step.name] += o.seconds
+        return [r for records, _ in done for r in records]
+
+
+class ProcessExecutor(_ParallelMapExecutor):
+    """Map steps over `workers` local processes (steps are pickled, so they may hold no open resources)."""
+
+    def _map_slices(self, steps, slices):
+        if self.workers <= 1:
+            for s in slices:
+                yield run_map_steps(steps, s)
+            return
+        with ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork")) as pool:
+            pending = []
+            for s in slices:
+                pending.append(pool.submit(_run_pickled, pickle.dumps((steps, s), protocol=5)))
+                if len(pending) >= 2 * self.workers:
+                    yield pickle.loads(pending.pop(0).result())
+            for f in pending:
+                yield pickle.loads(f.result())
+
+
+class _RayMap:
+    def __init__(self, steps: list[MapStep]) -> None:
+        self.steps = steps
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {"result": [pickle.dumps(run_map_steps(self.steps, pickle.loads(b)), protocol=5) for b in batch["slice"]]}
+
+
+class RayExecutor(_ParallelMapExecutor):
+    """Map steps as a Ray Data `map_batches` over slices (order kept), on the cluster `connect` joined."""
+
+    def __init__(self, workers: int = 0, address: str = "", batch_size: int = 50_000, sub_batch: int = SUB_BATCH) -> None:
+        from medmill.builders.streaming.ray_executor import connect
+
+        connect(address, workers)
+        import ray
+
+        super().__init__(workers or int(ray.cluster_resources().get("CPU", 1)), batch_size, sub_batch)
+
+    def _map_slices(self, steps, slices: Sequence[list[Any]]):
+        import ray
+
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        ds = ray.data.from_items([{"slice": pickle.dumps(s, protocol=5)} for s in slices], override_num_blocks=len(slices))
+        ds = ds.map_batches(_RayMap, fn_constructor_args=(steps,), batch_size=1, concurrency=self.workers, num_cpus=1,
+                            batch_format="numpy")
+        for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=self.workers):
+            for blob in batch["result"]:
+                yield pickle.loads(blob)
+
+
+def build_executor(executor: str, workers: int, address: str = "") -> LocalExecutor | None:
+    """The executor a build command asked for (None: run_build's default, one process)."""
+    if executor == "ray":
+        return RayExecutor(workers, address)
+    if executor == "local" and workers != 1:
+        import os
+
+        return ProcessExecutor(workers or len(os.sched_getaffinity(0)))
+    return None

@@ -1,0 +1,141 @@
+"""`--executor ray`: the streamed run with its batch work on a Ray cluster, as a Ray Data pipeline.
+
+    read plan (one item per input slice) ──map_batches(BatchWork: read rows, map steps, MinHash
+    signatures + band keys)──> ordered results ──> driver: spill, rejects, dedup decision, writer
+
+- The map steps, the signature work and the read itself run in Ray tasks (`map_batches`, one slice of
+  `batch_rows` records per call, `workers` at a time); workers read their slice straight from the input
+  path, so a shared or object-store path (s3://, gs://, hdfs:// through pyarrow) never passes through
+  the driver.
+- Results come back in input order (Ray Data `preserve_order`), so first-seen dedup and the writer give
+  the same dataset dir as the local executor; the driver holds only the compact state the local one holds.
+- Outputs are written by the driver (`--out` may be a pyarrow filesystem URI: see `outputs.py`).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medmill.builders.core.steps import Step
+from medmill.builders.core.writer import BuildInfo
+from medmill.builders.curation.inputs import dir_label
+from medmill.builders.streaming.batch import BatchOut, BatchWork
+from medmill.builders.streaming.inputs import DEFAULT_BATCH_ROWS, InputBatch, ordered_files
+from medmill.builders.streaming.run import StreamRun, run_streaming
+from medmill.schemas.errors import MedmillError
+
+
+@dataclass
+class Slice:
+    seq: int
+    file: str
+    split: str
+    origin: str
+    start: int
+    stop: int
+
+
+def read_plan(dirs: list[Path], batch_rows: int) -> list[Slice]:
+    """Slices of `batch_rows` records of every shard, in the order the local executor reads them."""
+    out: list[Slice] = []
+    for d in dirs:
+        label = dir_label(d)
+        for split, f in ordered_files(d):
+            try:
+                rows = pq.ParquetFile(f).metadata.num_rows
+            except (OSError, pa.ArrowException) as e:
+                raise MedmillError(f"cannot read {f}: {e}") from None
+            for start in range(0, rows, batch_rows):
+                out.append(Slice(len(out), str(f), split, label, start, min(rows, start + batch_rows)))
+    return out
+
+
+def read_slice(s: Slice) -> InputBatch:
+    """Rows start..stop of one shard, reading only the row groups that hold them."""
+    pf = pq.ParquetFile(s.file)
+    groups, first, at = [], None, 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if at + n > s.start and at < s.stop:
+            groups.append(g)
+            first = at if first is None else first
+        at += n
+    table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
+    offset = s.start - (first or 0)
+    return InputBatch(s.seq, table.slice(offset, s.stop - s.start), s.file, s.split, s.origin, s.start)
+
+
+class _RayBatchWork:
+    """The map_batches callable: one read slice in, one pickled BatchOut out."""
+
+    def __init__(self, work: BatchWork) -> None:
+        self.work = work
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        outs = []
+        for blob in batch["slice"]:
+            result = self.work(read_slice(pickle.loads(blob)))
+            outs.append(pickle.dumps(result, protocol=5))
+        return {"result": outs}
+
+
+def connect(address: str, workers: int) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise MedmillError("--executor ray needs Ray: pip install 'medmill[ray]'") from None
+    if ray.is_initialized():
+        return
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise MedmillError(f"cannot start or join the Ray cluster {address or '(local)'}: {str(e).splitlines()[0]}") from None
+
+
+def ray_mapper(dirs: list[Path], batch_rows: int, workers: int):
+    import ray
+
+    plan = read_plan(dirs, batch_rows)
+
+    def mapper(work: BatchWork) -> Iterator[BatchOut]:
+        if not plan:
+            return
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ds = ray.data.from_items([{"slice": pickle.dumps(s)} for s in plan], override_num_blocks=len(plan))
+        ds = ds.map_batches(_RayBatchWork, fn_constructor_args=(work,), batch_size=1, concurrency=max(1, workers),
+                            num_cpus=1, batch_format="numpy")
+        for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=max(1, workers)):
+            for blob in batch["result"]:
+                yield pickle.loads(blob)
+
+    return mapper
+
+
+def run_on_ray(
+    dirs: list[Path],
+    out: Path,
+    kind: str,
+    steps: list[Step],
+    info: BuildInfo,
+    workers: int,
+    address: str = "",
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    started: float | None = None,
+) -> StreamRun:
+    connect(address, workers)
+    import ray
+
+    workers = workers or int(ray.cluster_resources().get("CPU", 1))
+    mapper = ray_mapper(dirs, batch_rows, workers)
+    return run_streaming(dirs, Path(out), kind, steps, info, workers, batch_rows, started, mapper=mapper)

@@ -1,0 +1,137 @@
+"""How many bytes an arrow table of a subset of rows will take (`pa.Table.nbytes` of the table the
+in-memory writer builds), from small per-row figures, so the streaming writer cuts the same number of
+shards without building the table.
+
+For a freshly built table, every node of the type tree (a column, a struct field, a list's items)
+costs: a validity bitmap of ceil(N / 8) bytes when it holds a null, N x 4 offset bytes (as `nbytes` counts them) when it
+is a string or a list, and its data (string bytes, 8 bytes per int64). N is the rows for top-level
+nodes and struct fields, the total item count for a list's items. Per row we keep: data bytes over
+all nodes, item count per list node, and a bitmask of the nodes where this row has a null.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+@dataclass(frozen=True)
+class _Node:
+    path: str
+    type: pa.DataType
+    list_depth: int  # 0: one value per row; 1: one per item of the enclosing list
+    list_index: int  # which list node counts this node's values (-1: rows)
+
+
+def _nodes(schema: pa.Schema) -> tuple[list[_Node], list[str]]:
+    nodes: list[_Node] = []
+    lists: list[str] = []
+
+    def walk(path: str, typ: pa.DataType, depth: int, list_index: int) -> None:
+        nodes.append(_Node(path, typ, depth, list_index))
+        if pa.types.is_struct(typ):
+            for i in range(typ.num_fields):
+                f = typ.field(i)
+                walk(f"{path}.{f.name}", f.type, depth, list_index)
+        elif pa.types.is_list(typ):
+            if depth:
+                raise ValueError(f"nested lists are not supported: {path}")
+            lists.append(path)
+            walk(f"{path}[]", typ.value_type, depth + 1, len(lists) - 1)
+        elif not (pa.types.is_string(typ) or pa.types.is_int64(typ)):
+            raise ValueError(f"unsupported column type {typ} at {path}")
+
+    for f in schema:
+        walk(f.name, f.type, 0, -1)
+    if len(nodes) > 63:
+        raise ValueError("too many nodes for a 64-bit null mask")
+    return nodes, lists
+
+
+@dataclass
+class RowSizes:
+    """Per-row figures of one batch (arrays of equal length)."""
+
+    data: np.ndarray  # int64 bytes of data of the row, all nodes
+    items: np.ndarray  # (rows, lists) int64 item count per list node
+    nulls: np.ndarray  # uint64 bitmask: nodes where the row has a null
+
+    @staticmethod
+    def concat(parts: list[RowSizes], n_lists: int) -> RowSizes:
+        if not parts:
+            return RowSizes(np.zeros(0, np.int64), np.zeros((0, n_lists), np.int64), np.zeros(0, np.uint64))
+        return RowSizes(
+            np.concatenate([p.data for p in parts]),
+            np.concatenate([p.items for p in parts]),
+            np.concatenate([p.nulls for p in parts]),
+        )
+
+    def take(self, positions: np.ndarray) -> RowSizes:
+        return RowSizes(self.data[positions], self.items[positions], self.nulls[positions])
+
+
+class TableSizer:
+    """Row figures for a schema, and the table size of any subset of rows."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.nodes, self.lists = _nodes(schema)
+
+    def row_sizes(self, table: pa.Table) -> RowSizes:
+        n = table.num_rows
+        data = np.zeros(n, np.int64)
+        items = np.zeros((n, len(self.lists)), np.int64)
+        nulls = np.zeros(n, np.uint64)
+        arrays: dict[str, pa.Array] = {}
+        parents: dict[int, np.ndarray] = {}  # list index -> row of each item
+        for bit, node in enumerate(self.nodes):
+            arr = self._array(table, node, arrays)
+            owner = parents.get(node.list_index) if node.list_depth else None
+            if pa.types.is_list(node.type):
+                li = self.lists.index(node.path)
+                items[:, li] = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
+                parents[li] = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+            if pa.types.is_string(node.type):
+                per_value = pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+            elif pa.types.is_int64(node.type):
+                per_value = np.full(len(arr), 8, np.int64)
+            else:
+                per_value = None
+            if per_value is not None:
+                data += per_value if owner is None else np.bincount(owner, weights=per_value, minlength=n).astype(np.int64)
+            if arr.null_count:
+                isnull = pc.is_null(arr).to_numpy(zero_copy_only=False)
+                rows_with = isnull if owner is None else np.bincount(owner, weights=isnull, minlength=n) > 0
+                nulls[rows_with] |= np.uint64(1 << bit)
+        return RowSizes(data, items, nulls)
+
+    def _array(self, table: pa.Table, node: _Node, arrays: dict[str, pa.Array]) -> pa.Array:
+        if node.path in arrays:
+            return arrays[node.path]
+        if "." not in node.path and not node.path.endswith("[]"):
+            arr = table.column(node.path).combine_chunks()
+        elif node.path.endswith("[]"):
+            arr = arrays[node.path[:-2]].flatten()
+        else:
+            parent, name = node.path.rsplit(".", 1)
+            arr = arrays[parent].field(name)
+        arrays[node.path] = arr
+        return arr
+
+    def nbytes(self, sizes: RowSizes) -> int:
+        """`pa.Table.nbytes` of the table made of exactly these rows."""
+        rows = len(sizes.data)
+        total = int(sizes.data.sum())
+        item_totals = sizes.items.sum(axis=0) if rows else np.zeros(len(self.lists), np.int64)
+        mask = int(np.bitwise_or.reduce(sizes.nulls)) if rows else 0
+        for bit, node in enumerate(self.nodes):
+            count = int(item_totals[node.list_index]) if node.list_depth else rows
+            if pa.types.is_string(node.type) or pa.types.is_list(node.type):
+                total += count * 4  # arrow counts the offsets a table references: 4 bytes per value
+            if mask >> bit & 1:
+                total += math.ceil(count / 8)
+        return total

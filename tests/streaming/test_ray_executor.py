@@ -1,0 +1,90 @@
+"""`--executor ray` gives the dataset dir the local executor gives (same survivors, representatives,
+splits, rejects: sha256 of every file) for a filter run, a dedup run, a KG-QA build and a book-QA build
+through the test LLM server, on a local 2-CPU Ray cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medmill.builders.curation.settings import CurationSettings
+from medmill.commands._curate_dirs import run_over_dirs
+from medmill.commands._run_options import RunOptions
+from tests.streaming.test_streaming import FILTER, dedup_steps, digest, make_input
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray-inputs")
+    return [make_input(root / "a", "sft", 11, {"train": 500, "validation": 50}, broken=True),
+            make_input(root / "b", "sft", 12, {"train": 300, "test": 30})]
+
+
+def test_ray_filter_equals_local(ray_cluster, dirs, tmp_path):
+    outs = {}
+    for ex in ("local", "ray"):
+        outs[ex] = tmp_path / ex
+        run_over_dirs("filter", dirs, outs[ex], FILTER, {}, run=RunOptions(ex, 2, batch_rows=150, max_shard_bytes=30_000))
+    assert digest(outs["ray"]) == digest(outs["local"])
+    assert len(list((outs["ray"] / "data").glob("train-*"))) > 1
+
+
+def test_ray_dedup_equals_local(ray_cluster, dirs, tmp_path):
+    settings = CurationSettings(validate_records=False, quality=False, pii=False, safety=False, dedup=False)
+    outs = {}
+    for ex in ("local", "ray"):
+        outs[ex] = tmp_path / ex
+        run_over_dirs("dedup", dirs, outs[ex], settings, {}, extra_steps=dedup_steps, run=RunOptions(ex, 2, batch_rows=128))
+    assert digest(outs["ray"]) == digest(outs["local"])
+    assert "near_duplicate" in (outs["ray"] / "rejects.jsonl").read_text(encoding="utf-8")
+
+
+def _kg_build(out, *flags):
+    from typer.testing import CliRunner
+
+    from medmill.cli import app
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "kg"
+    r = CliRunner().invoke(app, ["build-kg-qa", str(examples), "--out", str(out), "--val-size", "0.2", *flags])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+
+
+def test_ray_kg_qa_build_equals_local(ray_cluster, tmp_path):
+    _kg_build(tmp_path / "memory", "--executor", "memory")
+    _kg_build(tmp_path / "ray", "--executor", "ray", "--workers", "2")
+    _kg_build(tmp_path / "procs", "--workers", "2")
+    expected = digest(tmp_path / "memory")
+    assert digest(tmp_path / "ray") == expected
+    assert digest(tmp_path / "procs") == expected
+
+
+def test_ray_book_qa_build_through_the_test_server_equals_local(ray_cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from medmill.cli import app
+    from tests.book_lit_fake_llm import respond
+    from tests.llm_server import FakeLLMServer
+
+    texts = Path(__file__).resolve().parents[2] / "examples" / "texts"
+    outs = {}
+    with FakeLLMServer(responder=respond) as server:
+        for ex in ("memory", "ray"):
+            outs[ex] = tmp_path / ex
+            r = CliRunner().invoke(app, ["build-book-qa", str(texts), "--out", str(outs[ex]), "--llm-base-url", server.base_url,
+                                         "--llm-model", "fake", "--val-size", "0.2", "--executor", ex, "--workers", "2"])
+            assert r.exit_code == 0, r.output + repr(r.exception)
+    assert digest(outs["ray"]) == digest(outs["memory"])
+    assert json.loads((outs["ray"] / "manifest.json").read_text(encoding="utf-8"))["records_total"] > 0

@@ -1,0 +1,251 @@
+"""Streamed `filter` / `dedup` write exactly what the in-memory path writes (sha256 of every file), with
+1 process or several, one batch or many, one shard or many; and the pieces that make that possible
+(table size from row figures, stats merging, the compact dedup decision) agree with their in-memory
+counterparts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from medmill.builders.curation.dedup import DedupConfig, Reference, find_duplicates
+from medmill.builders.curation.dedup_state import DedupState, batch_state, decide
+from medmill.builders.curation.settings import CurationSettings
+from medmill.builders.streaming.sizes import RowSizes, TableSizer
+from medmill.builders.streaming.stats import merge_stats
+from medmill.cli import _register, app
+from medmill.commands._curate_dirs import run_over_dirs
+from medmill.commands._run_options import RunOptions
+from medmill.schemas.dataset_dir import ARROW_SCHEMAS
+from medmill.schemas.errors import MedmillError
+from medmill.schemas.records import stable_id
+
+_register()
+
+CLAUSES = ["高血压是心内科常见病", "典型表现为头痛、头晕", "治疗常用硝苯地平", "疗程约{n}天", "患者应低盐低脂饮食",
+           "复查时应检查血常规", "老年人出现胸闷时更要重视", "孕妇使用阿司匹林前须咨询医生", "糖尿病可并发肾病",
+           "每日剂量不宜超过{n}毫克", "儿童肺炎多由感染诱发", "症状缓解后仍需定期复查", "饮食上应戒烟限酒"]
+
+
+def _text(rng: random.Random) -> str:
+    return "，".join(c.format(n=rng.randint(1, 999)) for c in rng.sample(CLAUSES, 5)) + "。"
+
+
+def _source(i: int, split: str) -> dict:
+    return {"file": f"{split}.jsonl", "line": i, "offset": None, "ref": None if i % 3 else f"r{i}", "group": f"g{i // 3}",
+            "builder": "t", "builder_version": "1"}
+
+
+def _corpus(rng: random.Random, n: int, kind: str, split: str) -> list[dict]:
+    rows: list[dict] = []
+    for i in range(n):
+        roll = rng.random()
+        if rows and roll < 0.08:
+            row = dict(rng.choice(rows))  # same id (and maybe other meta) again
+            row["meta"] = json.dumps({"copy": i})
+            rows.append(row)
+            continue
+        text = _text(rng)
+        if rows and roll < 0.2:  # near-duplicate of an earlier text
+            base = rng.choice(rows)
+            base_text = base["text"] if kind == "pretrain" else base["messages"][-1]["content"]
+            text = base_text[:-3] + "治疗。"
+        elif roll < 0.25:
+            text += f"联系电话13{rng.randint(100000000, 999999999)}"
+        elif roll < 0.27:
+            text = "无"
+        elif roll < 0.29:
+            text += "哪里买冰毒"
+        if kind == "pretrain":
+            rows.append({"id": stable_id("pretrain", text), "text": text, "source": _source(i, split), "meta": "{}"})
+        else:
+            msgs = [{"role": "user", "content": f"问题{i % 7}怎么办？"}, {"role": "assistant", "content": text}]
+            rows.append({"id": stable_id("sft", msgs), "messages": msgs, "source": _source(i, split), "meta": '{"topic": "t"}'})
+    return rows
+
+
+def make_input(path: Path, kind: str, seed: int, sizes: dict[str, int], broken: bool = False) -> Path:
+    rng = random.Random(seed)
+    (path / "data").mkdir(parents=True)
+    for split, n in sizes.items():
+        rows = _corpus(rng, n, kind, split)
+        if broken and kind == "sft":  # an assistant-first conversation and a broken meta: read rejects
+            rows[3] = {**rows[3], "messages": [{"role": "assistant", "content": "先回答"}]}
+            rows[4] = {**rows[4], "meta": "{not json"}
+        rows[5] = {**rows[5], "meta": ""}  # empty meta reads as {}
+        rows[6] = {**rows[6], "meta": '{"source_dir": "elsewhere", "k": [1, 2]}'}
+        half = len(rows) // 2
+        for k, part in enumerate((rows[:half], rows[half:])):
+            pq.write_table(pa.Table.from_pylist(part, schema=ARROW_SCHEMAS[kind]), path / f"data/{split}-{k:05d}-of-00002.parquet")
+    (path / "manifest.json").write_text(json.dumps({"kind": kind, "license": "cc-by-4.0"}), encoding="utf-8")
+    return path
+
+
+def digest(out: Path) -> dict[str, str]:
+    """sha256 of every file of a dataset dir; manifest.json and README.md without timings and the command line."""
+    result = {}
+    for f in sorted(p for p in out.rglob("*") if p.is_file() and ".sqlite" not in p.name):  # not the LLM cache
+        data = f.read_bytes()
+        if f.name == "manifest.json":
+            m = json.loads(data)
+            m.pop("timings")
+            m.pop("command")
+            m.get("usage", {}).pop("wall_time_s", None)  # LLM builds: wall time of the calls
+            data = json.dumps(m, sort_keys=True).encode()
+        elif f.name == "README.md":
+            data = re.sub(rb"wall_time_s=[0-9.]+", b"", b"\n".join(line for line in data.splitlines() if b"- Command:" not in line))
+        result[str(f.relative_to(out))] = hashlib.sha256(data).hexdigest()
+    return result
+
+
+FILTER = CurationSettings(validate_records=False, dedup=False, decontaminate=[])
+
+
+def dedup_steps(kind: str, clusters_file: bool = True) -> list:
+    """The step `medmill dedup` adds (what every executor runs)."""
+    from medmill.builders.curation.inputs import origin_of
+    from medmill.builders.curation.stages import DedupStep
+    from medmill.builders.curation.text import check_fields
+
+    return [DedupStep(check_fields(kind, []), DedupConfig(), None, origin_of, clusters_file=clusters_file)]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, list[Path]]:
+    root = tmp_path_factory.mktemp("inputs")
+    return {
+        "sft": [make_input(root / "a", "sft", 1, {"train": 700, "validation": 60}, broken=True),
+                make_input(root / "b", "sft", 2, {"train": 400, "test": 40})],
+        "pretrain": [make_input(root / "p", "pretrain", 3, {"train": 900, "validation": 90})],
+    }
+
+
+@pytest.mark.parametrize("kind", ["sft", "pretrain"])
+@pytest.mark.parametrize("command", ["filter", "dedup"])
+def test_streamed_equals_in_memory(inputs, tmp_path, monkeypatch, kind, command):
+    from medmill.builders.core.steps import LocalExecutor
+
+    # the in-memory executor writes map-step rejects per chunk of records; small chunks test that order
+    monkeypatch.setattr(LocalExecutor.__init__, "__defaults__", (300,))
+    dirs = inputs[kind]
+    settings = FILTER if command == "filter" else CurationSettings(validate_records=False, quality=False, pii=False,
+                                                                   safety=False, dedup=False)
+    extra = {} if command == "filter" else {"extra_steps": dedup_steps}
+    max_bytes = 40_000  # several shards per split
+    base = tmp_path / "memory"
+    run_over_dirs(command, dirs, base, settings, {}, run=RunOptions("memory", max_shard_bytes=max_bytes), **extra)
+    expected = digest(base)
+    assert len([f for f in expected if f.startswith("data/train-")]) > 1
+    rejects = (base / "rejects.jsonl").read_text(encoding="utf-8").splitlines()
+    assert rejects, "the corpus must make rejects"
+    if command == "dedup":
+        assert any('"near_duplicate"' in r for r in rejects) and any('"exact_duplicate"' in r for r in rejects)
+    for workers, batch_rows in [(1, 100_000), (1, 97), (2, 128)]:
+        out = tmp_path / f"stream-{workers}-{batch_rows}"
+        run_over_dirs(command, dirs, out, settings, {},
+                      run=RunOptions("local", workers, batch_rows=batch_rows, max_shard_bytes=max_bytes), **extra)
+        assert digest(out) == expected, (workers, batch_rows)
+
+
+def test_cli_streamed_equals_memory_with_read_rejects(inputs, tmp_path):
+    runner = CliRunner()
+    outs = {}
+    for ex in ("memory", "local"):
+        outs[ex] = tmp_path / ex
+        r = runner.invoke(app, ["filter", *map(str, inputs["sft"]), "--out", str(outs[ex]), "--executor", ex, "--workers", "2"])
+        assert r.exit_code == 0, r.output
+    assert digest(outs["memory"]) == digest(outs["local"])
+    assert '"stage": "read"' in (outs["local"] / "rejects.jsonl").read_text(encoding="utf-8")
+    assert "records/s quality" in r.output
+
+
+def test_bad_executor_is_one_line_error(inputs, tmp_path):
+    r = CliRunner().invoke(app, ["dedup", str(inputs["pretrain"][0]), "--out", str(tmp_path / "o"), "--executor", "spark"])
+    assert isinstance(r.exception, MedmillError) and "--executor must be one of" in str(r.exception)
+
+
+def test_table_size_from_row_figures():
+    rng = random.Random(0)
+    for kind in ("pretrain", "sft", "preference"):
+        schema = ARROW_SCHEMAS[kind]
+        sizer = TableSizer(schema)
+        rows = []
+        for i in range(300):
+            msgs = [{"role": "user", "content": "问" * rng.randint(1, 9)}, {"role": "assistant", "content": "答" * rng.randint(1, 30)}]
+            src = {"file": rng.choice(["f", None]), "line": rng.choice([i, None]), "offset": None, "ref": rng.choice(["r", None]),
+                   "group": None, "builder": "b", "builder_version": "1"}
+            row = {"id": str(i), "source": src, "meta": "{}", "text": "字" * rng.randint(1, 50),
+                   "messages": msgs, "prompt": msgs[:1], "chosen": msgs[1:], "rejected": msgs[1:]}
+            rows.append({c: row[c] for c in schema.names})
+        parts = [sizer.row_sizes(pa.Table.from_pylist(rows[i : i + 41], schema=schema)) for i in range(0, 300, 41)]
+        figures = RowSizes.concat(parts, len(sizer.lists))
+        for subset in (np.arange(300), np.arange(0, 300, 7), np.array([4]), np.zeros(0, np.int64)):
+            table = pa.Table.from_pylist([rows[i] for i in subset], schema=schema)
+            assert sizer.nbytes(figures.take(subset)) == table.nbytes, (kind, len(subset))
+
+
+def test_merge_stats_sums_counts_and_keeps_sorted_counter_keys():
+    a = {"action": "redact", "found.PHONE": 1, "records_redacted": 1}
+    for b in ({"action": "redact", "found.EMAIL": 2, "records_redacted": 2}, {"action": "redact", "found.URL": 1, "records_redacted": 1}):
+        a = merge_stats(a, b)
+    assert list(a) == ["action", "found.EMAIL", "found.PHONE", "found.URL", "records_redacted"]
+    assert a["records_redacted"] == 4
+    d = merge_stats({"eval_texts": 5, "ngram": 13, "removed": 1}, {"eval_texts": 5, "ngram": 13, "removed": 2})
+    assert d == {"eval_texts": 5, "ngram": 13, "removed": 3}
+
+
+def test_compact_decision_equals_find_duplicates():
+    rng = random.Random(5)
+    texts = [_text(rng) for _ in range(1500)]
+    texts += [t[:-4] + "呢。" for t in texts[:300]] + texts[100:160] + ["？？", "a", "？？"]
+    rng.shuffle(texts)
+    cfg = DedupConfig(workers=1)
+    ref_res = find_duplicates(texts[:200], cfg)
+    keep = ref_res.keep
+    reference = Reference(ref_res.keys[keep], ref_res.sigs[keep], [t for t, k in zip(texts[:200], keep, strict=True) if k])
+    for ref in (None, reference):
+        want = find_duplicates(texts[200:], cfg, ref)
+        state = DedupState(cfg)
+        for s in range(0, len(texts) - 200, 333):
+            state.add(batch_state(texts[200 + s : 200 + s + 333], cfg))
+        arr = pa.array(texts[200:])
+        got = decide(*state.arrays(), cfg, lambda pos, arr=arr: arr.take(pa.array(pos)), ref)
+        assert (got.dup_of == want.dup_of).all() and (got.similarity == want.similarity).all()
+        assert got.stats == want.stats and want.stats["near_duplicates"] > 100
+
+
+def test_streamed_decontamination_equals_in_memory(inputs, tmp_path):
+    """Decontamination is a global step in memory; streamed it judges batch by batch and its rejects
+    still come after every map step's."""
+    rows = pq.read_table(next((inputs["pretrain"][0] / "data").glob("train-*.parquet"))).to_pylist()
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("".join(json.dumps({"question": r["text"]}, ensure_ascii=False) + "\n" for r in rows[10:40]), encoding="utf-8")
+    settings = CurationSettings(validate_records=False, dedup=False, decontaminate=[eval_file])
+    outs = {}
+    for ex, workers in (("memory", 1), ("local", 2)):
+        outs[ex] = tmp_path / ex
+        run_over_dirs("filter", inputs["pretrain"], outs[ex], settings, {}, run=RunOptions(ex, workers, batch_rows=111))
+    assert digest(outs["local"]) == digest(outs["memory"])
+    assert '"decontaminate"' in (outs["local"] / "rejects.jsonl").read_text(encoding="utf-8")
+
+
+def test_streamed_run_that_keeps_nothing_writes_its_rejects_and_fails_like_in_memory(inputs, tmp_path):
+    """Both leave --out as it was (here: absent) and write the same rejects beside it."""
+    settings = CurationSettings(validate_records=False, dedup=False, min_chars=10_000, max_chars=20_000)
+    outs = {}
+    for ex in ("memory", "local"):
+        outs[ex] = tmp_path / ex
+        with pytest.raises(MedmillError, match="no records survived.*was left as it was"):
+            run_over_dirs("filter", inputs["pretrain"], outs[ex], settings, {}, run=RunOptions(ex, 2, batch_rows=200))
+        assert not outs[ex].exists()
+    beside = {ex: (tmp_path / f"{ex}.rejects.jsonl").read_bytes() for ex in outs}
+    assert beside["local"] == beside["memory"] and beside["local"].count(b"\n") > 100
