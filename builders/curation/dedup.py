@@ -24,14 +24,18 @@ Only texts that share a bucket with another text enter the Python loop; the rest
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medmill.builders.curation import minhash as mh
 from medmill.builders.curation.fact_guard import FactGuard
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 PARALLEL_MIN_DOCS = 20_000  # below this, processes cost more than they save
 CHUNK_DOCS = 10_000
@@ -173,58 +177,132 @@ def compute_signatures(texts: list[str], params: mh.MinHashParams, workers: int 
         return np.concatenate(list(pool.map(_sig_chunk, chunks)))
 
 
-def _shared_bucket_mask(keys: np.ndarray) -> np.ndarray:
+def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference | None = None) -> DedupResult:
+    """The decision over texts held in memory: their compact state (exact keys, band keys), then
+    `decide` - the same function the streamed and Ray runs call with texts read back from a spill."""
+    import pyarrow as pa
+
+    params = config.params
+    bands, rows = config.bands_rows
+    keys, units = exact_keys(texts)
+    sigs = np.zeros((len(texts), params.num_perm), dtype=np.uint32)
+    todo = np.flatnonzero(units > 0)  # a text without letters or digits ("？？") has only its exact form
+    sigs[todo] = compute_signatures([texts[i] for i in todo], params, config.workers)
+    band = mh.band_keys(sigs, bands, rows)
+    band[units == 0] = 0
+    decision = decide(keys, units, band, config, lambda pos: pa.array([texts[i] for i in pos.tolist()], pa.string()), reference)
+    sigs[decision.exact] = 0
+    return DedupResult(decision.dup_of, decision.similarity, decision.exact, sigs, keys, decision.stats)
+
+
+# --- the decision from compact state ----------------------------------------------------------------
+
+TEXT_CHUNK = 50_000  # candidate texts shingled per block
+TextFetch = Callable[[np.ndarray], "pa.Array"]  # sorted input positions -> their compared texts
+
+
+@dataclass
+class Decision:
+    """Per input record: `dup_of` -1 (kept) or the position of the kept one (reference positions
+    0..R-1 first, then inputs R..), `similarity`, `exact`; like `DedupResult` without signatures."""
+
+    dup_of: np.ndarray
+    similarity: np.ndarray
+    exact: np.ndarray
+    keys: np.ndarray  # exact keys of the inputs
+    stats: dict[str, Any]
+
+    @property
+    def keep(self) -> np.ndarray:
+        return self.dup_of < 0
+
+
+def _exact_pass(keys: np.ndarray, reference: Reference | None, n_ref: int) -> tuple[np.ndarray, np.ndarray]:
+    """dup_of and exact flags for exact copies: of a reference text, else of the first input with the key."""
+    n = len(keys)
+    dup_of = np.full(n, -1, dtype=np.int64)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    first_pos = first[inverse.reshape(-1)]
+    later = first_pos != np.arange(n)
+    dup_of[later] = n_ref + first_pos[later]
+    if reference is not None and n_ref:
+        ref_keys, ref_first = np.unique(reference.exact, return_index=True)
+        at = np.minimum(np.searchsorted(ref_keys, keys), len(ref_keys) - 1)
+        hit = ref_keys[at] == keys
+        dup_of[hit] = ref_first[at[hit]]
+    return dup_of, dup_of >= 0
+
+
+def _shared_mask(keys: np.ndarray) -> np.ndarray:
     """(docs,) bool: the doc shares at least one band bucket with another doc."""
     shared = np.zeros(keys.shape[0], dtype=bool)
     for band in range(keys.shape[1]):
         _, inverse, counts = np.unique(keys[:, band], return_inverse=True, return_counts=True)
-        shared |= counts[inverse] > 1
+        shared |= counts[inverse.reshape(-1)] > 1
     return shared
 
 
-def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference | None = None) -> DedupResult:
+def _bucket_ids(keys: np.ndarray) -> np.ndarray:
+    """(rows, bands) int64 dense bucket ids; -1 where nobody else is in the bucket."""
+    out = np.full(keys.shape, -1, dtype=np.int64)
+    base = 0
+    for band in range(keys.shape[1]):
+        uniq, inverse, counts = np.unique(keys[:, band], return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+        out[:, band] = np.where(counts[inverse] > 1, base + inverse, -1)
+        base += len(uniq)
+    return out
+
+
+class _Sets:
+    """Shingle sets of a list of texts, flat (one array + bounds), sliced on demand."""
+
+    def __init__(self, texts: pa.Array, config: DedupConfig) -> None:
+        params = config.params
+        flats, bounds, at = [], [np.zeros(1, np.int64)], 0
+        for start in range(0, len(texts), TEXT_CHUNK):
+            chunk = texts.slice(start, TEXT_CHUNK).to_pylist()
+            sets = mh.unique_sets(*params.shingles(chunk))
+            sizes = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
+            flats.append(np.concatenate(sets) if sets else np.zeros(0, np.uint32))
+            bounds.append(at + np.cumsum(sizes))
+            at += int(sizes.sum())
+        self.flat = np.concatenate(flats) if flats else np.zeros(0, np.uint32)
+        self.bounds = np.concatenate(bounds)
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        return self.flat[self.bounds[j] : self.bounds[j + 1]]
+
+
+def decide(
+    exact_keys_: np.ndarray,
+    units: np.ndarray,
+    band_keys: np.ndarray,
+    config: DedupConfig,
+    fetch: TextFetch,
+    reference: Reference | None = None,
+) -> Decision:
+    """The one dedup decision (module docstring, steps 1-4), from compact per-record state: exact keys,
+    letter counts, LSH band keys. Only the texts of LSH candidates are asked for, through `fetch`."""
+    import pyarrow as pa
+
     params = config.params
-    n_ref = len(reference.texts) if reference else 0
-    n = len(texts)
-    dup_of = np.full(n, -1, dtype=np.int64)
-    similarity = np.zeros(n, dtype=np.float64)
-    exact = np.zeros(n, dtype=bool)
-    keys, units = exact_keys(texts)
-
-    # 1. exact copies: of a reference text, else of an earlier input
-    ref_pos: dict[int, int] = {}
-    if reference is not None and n_ref:
-        hit = np.isin(keys, reference.exact)
-        if hit.any():
-            wanted = set(keys[hit].tolist())
-            for i, k in enumerate(reference.exact.tolist()):
-                if k in wanted and k not in ref_pos:
-                    ref_pos[k] = i
-    _, first = np.unique(keys, return_index=True)
-    first_of = dict(zip(keys[first].tolist(), first.tolist(), strict=True))
-    for i, k in enumerate(keys.tolist()):
-        if k in ref_pos:
-            dup_of[i], exact[i] = ref_pos[k], True
-        elif first_of[k] != i:
-            dup_of[i], exact[i] = n_ref + first_of[k], True
-    similarity[exact] = 1.0
-
-    # 2. signatures and band keys of the distinct inputs (a text without letters or digits, such as
-    # "？？", has nothing to compare but its exact form)
-    todo = np.flatnonzero(~exact & (units > 0))
-    sigs = np.zeros((n, params.num_perm), dtype=np.uint32)
-    sigs[todo] = compute_signatures([texts[i] for i in todo], params, config.workers)
     bands, rows = config.bands_rows
-    ref_sigs = reference.sigs if reference is not None else np.zeros((0, params.num_perm), np.uint32)
-    all_keys = mh.band_keys(np.concatenate([ref_sigs, sigs[todo]]), bands, rows)
-    ref_keys, new_keys = all_keys[:n_ref], all_keys[n_ref:]
+    n_ref = len(reference.texts) if reference is not None else 0
+    n = len(exact_keys_)
+    dup_of, exact = _exact_pass(exact_keys_, reference, n_ref)
+    similarity = np.where(exact, 1.0, 0.0)
+
     # inputs sharing a bucket with another input or with the index; index texts sharing one with an input
-    new_shared = _shared_bucket_mask(new_keys)
+    todo = np.flatnonzero(~exact & (units > 0))
+    new_keys = band_keys[todo]
+    ref_keys = mh.band_keys(reference.sigs, bands, rows) if n_ref and reference is not None else np.zeros((0, bands), np.uint64)
+    new_shared = _shared_mask(new_keys) if len(todo) else np.zeros(0, bool)
     ref_touched = np.zeros(n_ref, dtype=bool)
     for b in range(bands) if n_ref else ():
         new_shared |= np.isin(new_keys[:, b], ref_keys[:, b])
         ref_touched |= np.isin(ref_keys[:, b], new_keys[:, b])
-    cand_new = todo[new_shared]
+    cand = todo[new_shared]
     stats: dict[str, Any] = {
         "shingle": params.shingle,
         "ngram": params.ngram,
@@ -235,66 +313,60 @@ def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference 
         "fact_guard": config.fact_guard,
         "protected_terms": len(config.protected_terms),
         "exact_duplicates": int(exact.sum()),
-        "lsh_candidates": int(len(cand_new)),
+        "lsh_candidates": int(len(cand)),
     }
-
-    # 3. greedy pass over candidate texts in order, verifying with exact Jaccard
-    if len(cand_new):
+    compared = verified = 0
+    guard = config.guard()
+    guarded: list[dict[str, Any]] = []
+    if len(cand):
         ref_cand = np.flatnonzero(ref_touched)
-        glob_keys = {int(g): all_keys[g] for g in ref_cand}  # reference rows are 0..n_ref-1
-        row_of_new = {int(i): n_ref + j for j, i in enumerate(todo)}
-        ref_texts = [reference.texts[g] for g in ref_cand] if reference is not None else []
-        cand_texts = ref_texts + [texts[i] for i in cand_new]
-        sets = mh.unique_sets(*params.shingles(cand_texts))
-        set_of: dict[int, np.ndarray] = {}
-        for j, g in enumerate(ref_cand):
-            set_of[int(g)] = sets[j]
-        for j, i in enumerate(cand_new):
-            set_of[n_ref + int(i)] = sets[len(ref_cand) + j]
-        buckets: dict[tuple[int, int], list[int]] = {}
-        for g, k in glob_keys.items():
-            for b, key in enumerate(k.tolist()):
-                buckets.setdefault((b, key), []).append(g)
-        text_of: dict[int, str] = {int(g): t for g, t in zip(ref_cand, ref_texts, strict=True)}
-        guard = config.guard()
-        guarded: list[dict[str, Any]] = []
-        compared = verified = 0
-        for i in cand_new.tolist():
-            me = n_ref + i
-            my_keys = all_keys[row_of_new[i]].tolist()
+        texts = pa.concat_arrays(
+            [pa.array([reference.texts[g] for g in ref_cand] if reference is not None else [], pa.string()), fetch(cand)]
+        )
+        sets = _Sets(texts, config)
+        # rows of the candidate table: reference candidates first, then input candidates
+        glob = np.concatenate([ref_cand, n_ref + cand])
+        bucket = _bucket_ids(np.concatenate([ref_keys[ref_cand], band_keys[cand]]))
+        row_of = {int(g): j for j, g in enumerate(glob.tolist())}
+        members: dict[int, list[int]] = {}
+        for j in range(len(ref_cand)):
+            for bid in bucket[j].tolist():
+                if bid >= 0:
+                    members.setdefault(bid, []).append(int(glob[j]))
+        for j in range(len(ref_cand), len(glob)):
+            me = int(glob[j])
+            my_buckets = [bid for bid in bucket[j].tolist() if bid >= 0]
             seen: set[int] = set()
-            candidates: list[int] = []
-            for b, key in enumerate(my_keys):
-                for g in buckets.get((b, key), ()):
-                    if g not in seen:
-                        seen.add(g)
-                        candidates.append(g)
+            for bid in my_buckets:
+                seen.update(members.get(bid, ()))
             best, best_sim = -1, -1.0
-            above: list[tuple[float, int]] = []
-            for g in sorted(candidates)[: config.max_compare]:
-                kept_text = reference.texts[g] if g < n_ref and reference is not None else texts[g - n_ref]
-                sim = verify_pair(kept_text, texts[i], config, set_of[g], set_of[me])
-                compared += 1
-                if sim is not None:
-                    above.append((-sim, g))
-            for neg_sim, g in sorted(above):  # most similar first, earliest on ties
-                other = text_of.get(g, texts[g - n_ref] if g >= n_ref else "")
-                why = guard.difference(other, texts[i]) if guard is not None else None
-                if why is None:
-                    best, best_sim = g, -neg_sim
-                    break
-                guarded.append({"kept": g, "other": i, "similarity": round(-neg_sim, 4), "difference": why})
+            if seen:
+                text = texts[j].as_py()
+                my_set = sets[j]
+                above: list[tuple[float, int]] = []
+                for g in sorted(seen)[: config.max_compare]:
+                    k = row_of[g]
+                    sim = verify_pair(texts[k].as_py(), text, config, sets[k], my_set)
+                    compared += 1
+                    if sim is not None:
+                        above.append((-sim, g))
+                for neg_sim, g in sorted(above):  # most similar first, earliest on ties
+                    why = guard.difference(texts[row_of[g]].as_py(), text) if guard is not None else None
+                    if why is None:
+                        best, best_sim = g, -neg_sim
+                        break
+                    guarded.append({"kept": g, "other": me - n_ref, "similarity": round(-neg_sim, 4), "difference": why})
+            i = me - n_ref
             if best >= 0:
                 dup_of[i], similarity[i] = best, best_sim
                 verified += 1
             else:
-                for b, key in enumerate(my_keys):
-                    buckets.setdefault((b, key), []).append(me)
-        stats["exact_comparisons"] = compared
-        stats["near_duplicates"] = verified
-        stats["fact_guarded_pairs"] = len(guarded)
-        stats["fact_guarded_texts"] = len({p["other"] for p in guarded if dup_of[p["other"]] < 0})
-        stats["fact_guarded_examples"] = guarded[:GUARD_EXAMPLES]
-    else:
-        stats.update(exact_comparisons=0, near_duplicates=0, fact_guarded_pairs=0, fact_guarded_texts=0, fact_guarded_examples=[])
-    return DedupResult(dup_of, similarity, exact, sigs, keys, stats)
+                for bid in my_buckets:
+                    members.setdefault(bid, []).append(me)
+    stats["exact_comparisons"] = compared
+    stats["near_duplicates"] = verified
+    stats["fact_guarded_pairs"] = len(guarded)
+    stats["fact_guarded_texts"] = len({p["other"] for p in guarded if dup_of[p["other"]] < 0})
+    stats["fact_guarded_examples"] = guarded[:GUARD_EXAMPLES]
+    assert len(dup_of) == n
+    return Decision(dup_of, similarity, exact, exact_keys_, stats)

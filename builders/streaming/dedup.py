@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from medmill.builders.curation.dedup_state import Decision, DedupState, decide
+from medmill.builders.curation.dedup import Decision, decide
+from medmill.builders.curation.dedup_state import DedupState
 from medmill.builders.curation.index import DedupIndex
 from medmill.builders.curation.record_dedup import PREVIEW
 from medmill.builders.streaming.batch import ORIGIN_COL, RAW_META_COL, TEXT_COL, DedupWork

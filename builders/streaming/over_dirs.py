@@ -17,10 +17,9 @@ from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
 from medmill.builders.streaming.inputs import count_rows, dirs_kind
 from medmill.builders.streaming.options import RunOptions
-from medmill.builders.streaming.outputs import staged_output
+from medmill.builders.streaming.outputs import as_uri, staged_output
 from medmill.builders.streaming.run import StreamRun
-from medmill.schemas.dataset_dir import read_manifest
-from medmill.schemas.errors import MedmillError
+from medmill.schemas.dataset_dir import check_out_not_input, read_manifest
 
 
 def _info(command: str, dirs: list[Path], kind: str, params: dict[str, Any], command_line: str | None) -> BuildInfo:
@@ -49,8 +48,8 @@ def stream_curate_dirs(
     """Curate `dirs` into `out` (a path or a pyarrow filesystem URI) with the curation steps plus
     `make_steps(kind)` (the same steps `curate_dirs` runs in memory). Returns the manifest, the summary rows (records/s per stage included) and the run."""
     t0 = time.perf_counter()
-    if any(Path(out).resolve() == Path(d).resolve() for d in dirs):
-        raise MedmillError(f"--out {out} is one of the inputs; write to a new dir")
+    if as_uri(out) is None:
+        check_out_not_input(Path(out), dirs)
     kind = dirs_kind(dirs)
     info = _info(command, dirs, kind, params, command_line)
     info.max_shard_bytes = run.max_shard_bytes

@@ -131,6 +131,9 @@ def run_streaming(
     t_start = time.perf_counter()
     out = Path(out)
     check_out_dir(out)
+    plan = plan_steps(list(steps))
+    if plan.dedup is not None and plan.dedup.index:
+        _open_index(plan.dedup, kind)  # a bad or other-kind index is an error before anything is written
     created = not out.exists()
     work_dir = _work_dir(out)
     mapper = mapper or (lambda work: ordered_map(work, iter_batches(dirs, batch_rows), workers))
@@ -139,12 +142,19 @@ def run_streaming(
     pool = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())
     try:
-        return _run(out, kind, plan_steps(list(steps)), info, workers, mapper, started or t_start, on_batch, work_dir)
+        return _run(out, kind, plan, info, workers, mapper, started or t_start, on_batch, work_dir)
     finally:
         pa.set_memory_pool(pool)
         shutil.rmtree(work_dir, ignore_errors=True)
         if created:
             rmdir_if_empty(out)
+
+
+def _open_index(dedup: DedupStep, kind: str) -> DedupIndex:
+    """The dedup index, refusing records of another kind than it holds (as the in-memory DedupStep)."""
+    index = DedupIndex.open(dedup.index, dedup.config)
+    index.check_kind(dedup.kind or kind)
+    return index
 
 
 WORK_PREFIX = ".medmill-work-"
@@ -238,7 +248,7 @@ def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, wo
     if dedup is not None and state is not None and dedup_work is not None:
         t1 = time.perf_counter()
         dedup_rejects = work_dir / "rejects-dedup.jsonl"
-        index = DedupIndex.open(dedup.index, dedup.config) if dedup.index else None
+        index = _open_index(dedup, kind) if dedup.index else None
         dedup_result = run_dedup(spill, state, dedup_work, kind, index, dedup_rejects, work_dir / "clusters.jsonl")
         keep = dedup_result.decision.keep
         reject_files.append(dedup_rejects)

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from medmill.builders.curation.dedup import DedupConfig, Reference, find_duplicates
-from medmill.builders.curation.dedup_state import DedupState, batch_state, decide
+from medmill.builders.curation.dedup import DedupConfig, Reference, decide, find_duplicates
+from medmill.builders.curation.dedup_state import DedupState, batch_state
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.streaming.sizes import RowSizes, TableSizer
 from medmill.builders.streaming.stats import merge_stats
