@@ -9,8 +9,11 @@
         def read(self, cfg, ctx) -> Inputs: ...              # reader: source items, files, read rejects
         def generate(self, cfg, inputs, ctx, out) -> None: ...   # generator: records/rejects into `out`
 
-`describe` (the card's method text), `figures` (rows of the summary table) and `params` (the
-manifest's params) have defaults. Builders never import medmill.commands or medmill.console.
+`finish` (final statistics tables into `out.stats`), `describe` (the card's method text), `figures`
+(rows of the summary table) and `params` (the manifest's params) have defaults. `finish` and `describe`
+run after curation: `out.records` are then the records to be written and `out.rejects` every reject.
+A builder holds no state of a run on itself (what a run finds lives in `Inputs` or the `Collector`),
+so it pickles without data. Builders never import medmill.commands or medmill.console.
 """
 
 from __future__ import annotations
@@ -106,8 +109,12 @@ class Builder(Generic[C]):
     def generate(self, cfg: C, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
         raise NotImplementedError
 
+    def finish(self, cfg: C, inputs: Inputs, out: Collector) -> None:
+        """After curation: put tables that need final figures (records kept, rejects by reason) into
+        `out.stats`; `out.records` are the records to be written, `out.rejects` holds every reject."""
+
     def describe(self, cfg: C, inputs: Inputs, out: Collector) -> str:
-        """The card's description of how the records were made."""
+        """The card's description of how the records were made (after `finish`: final figures)."""
         return self.description
 
     def figures(self, cfg: C, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:

@@ -1,7 +1,8 @@
 """`run_build(builder, cfg)`: the one way a build runs, for every builder.
 
 read (never the build's own out dir or LLM cache) -> generate (through the LLM engine when the
-builder needs one) -> curation steps (map steps per batch, then global steps) -> splits -> write
+builder needs one) -> curation steps (map steps per batch, then global steps) -> the builder's final
+statistics (`finish`) and card text (`describe`), with the records to be written -> splits -> write
 -> summary figures. Rejects of every stage stream into one `RejectSink`; the manifest gets the
 builder's name and version, the typed config as params, and timings from the start of the build.
 """
@@ -13,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from medmill.builders.core.build import finish_build
+from medmill.builders.core.build import curate, write_build
 from medmill.builders.core.builder import BuildContext, Builder, C
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.manifest import Manifest
@@ -56,6 +57,7 @@ def run_build(
         t1 = time.perf_counter()
         builder.generate(cfg, inputs, ctx, out)
         t2 = time.perf_counter()
+        out.generated = len(out.records)
         counters = Counter(inputs.counters)
         counters.update(out.counters)
         if skipped_dirs:
@@ -77,11 +79,14 @@ def run_build(
             llm=out.llm,
             usage=out.usage,
             timings={"read": t1 - t0, "generate": t2 - t1},
-            description=builder.describe(cfg, inputs, out),
         )
         steps = builder.steps(cfg, kind, builder.protected_terms(cfg, inputs))
-        manifest = finish_build(cfg.out, out.records, out.rejects, info, steps,
-                                started=t0, executor=executor, render_card=render_card)
+        result = curate(out.records, out.rejects, info, steps, executor)
+        out.records = result.records  # what will be written: finish/describe/figures see final figures
+        builder.finish(cfg, inputs, out)
+        info.stats = dict(out.stats)
+        info.description = builder.describe(cfg, inputs, out)
+        manifest = write_build(cfg.out, result, out.rejects, info, started=t0, render_card=render_card)
     finally:
         out.rejects.close()
     figures = list(builder.figures(cfg, inputs, out, manifest))

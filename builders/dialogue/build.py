@@ -2,19 +2,18 @@
 run_build curates, splits (grouped by conversation) and writes them.
 
 Per input file the summary and the card say: format detected, encoding, rows read, records kept,
-rejected by reason. Records kept are only known after curation, so the card hook (`render_card`)
-counts them in the finished dir (shards + rejects.jsonl) before the card is written, and puts the
-table into the card's summary (kept when the card is re-rendered at push) and the manifest.
+rejected by reason. Generation puts each file's row into `out.stats["inputs"]`; records kept and the
+curation drops are only known after curation, so `finish` counts them in the records to be written
+and the reject stream; `describe` puts the table into the card's summary (kept when the card is
+re-rendered at push), the manifest has it under `stats.inputs`.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from medmill.builders.core.builder import BuildContext, Builder, Inputs
@@ -24,8 +23,9 @@ from medmill.builders.core.manifest import Manifest
 from medmill.builders.dialogue import BUILDER, BUILDER_VERSION
 from medmill.builders.dialogue.clean import Lexicon
 from medmill.builders.dialogue.config import CleanConfig, PromptConfig, ReadConfig
-from medmill.builders.dialogue.generate import FileReport, build_dialogue_records
+from medmill.builders.dialogue.generate import build_dialogue_records
 from medmill.builders.readers.dialogue import ReaderOptions, collect_dialogue_inputs, read_dialogue_file
+from medmill.schemas import RejectRow, SFTRecord
 
 DESCRIPTION = (
     "Multi-turn doctor–patient conversations read from public dialogue corpora and cleaned: templated "
@@ -49,11 +49,6 @@ class DialogueBuilder(Builder[DialogueConfig]):
     version = BUILDER_VERSION
     kind = "sft"
     config = DialogueConfig
-    description = DESCRIPTION
-
-    def __init__(self) -> None:
-        self.reports: list[FileReport] = []
-        self.per_file: list[dict[str, Any]] = []
 
     def read(self, cfg: DialogueConfig, ctx: BuildContext) -> Inputs:
         found = collect_dialogue_inputs(cfg.inputs, exclude=ctx.own_paths)
@@ -79,42 +74,35 @@ class DialogueBuilder(Builder[DialogueConfig]):
         out.rejects.extend(built.rejects)
         out.counters.update(built.counters)
         out.prompt({"id": "dialogue_lexicon", "version": lexicon.version})
-        self.reports = built.reports
+        out.stats["inputs"] = [report.as_dict() for report in built.reports]
+
+    def finish(self, cfg: DialogueConfig, inputs: Inputs, out: Collector) -> None:
+        """Records kept and rejects by reason per input file, counted after curation."""
+        out.stats["inputs"] = per_file_rows(out.stats.get("inputs", []), out.records, out.rejects)  # type: ignore[arg-type]
+
+    def describe(self, cfg: DialogueConfig, inputs: Inputs, out: Collector) -> str:
+        return DESCRIPTION + "\n\n" + per_file_markdown(out.stats.get("inputs", []))  # type: ignore[arg-type]
 
     def figures(self, cfg: DialogueConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
         c = manifest.counters
-        return [("input files", len(self.reports)), ("rows read", c.get("rows_read", 0)),
+        return [("input files", len(out.stats.get("inputs", []))), ("rows read", c.get("rows_read", 0)),
                 ("prefix copies merged", c.get("prefix_copies_merged", 0))]
 
-    def render_card(self, manifest: Manifest, out_dir: Path, description: str) -> str:
-        """Card hook: the per-file table from the finished dir, into the manifest and the card summary."""
-        from medmill.builders.publish.card import render_card
 
-        self.per_file = per_file_rows(self.reports, Path(out_dir))
-        manifest.curation["inputs"] = self.per_file
-        return render_card(manifest, out_dir, description + "\n\n" + per_file_markdown(self.per_file))
-
-
-def per_file_rows(reports: list[FileReport], out_dir: Path) -> list[dict[str, Any]]:
-    """Each input file's report with records kept (counted in the shards) and every reject of it by reason."""
-    kept: Counter = Counter()
-    for shard in sorted((out_dir / "data").glob("*.parquet")):
-        for src in pq.read_table(shard, columns=["source"]).column("source").to_pylist():
-            kept[(src or {}).get("file")] += 1
-    rejected: dict[str, Counter] = {}
-    rejects = out_dir / "rejects.jsonl"
-    if rejects.exists():
-        with open(rejects, encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                name = (row.get("source") or {}).get("file")
-                key = row["reason"] if row["stage"] in OWN_STAGES else f"{row['stage']}:{row['reason']}"
-                rejected.setdefault(name, Counter())[key] += 1
+def per_file_rows(reports: list[dict[str, Any]], records: Iterable[SFTRecord], rejects: Iterable[RejectRow]) -> list[dict[str, Any]]:
+    """Each input file's row (`FileReport.as_dict`) with records kept (counted in the records to be
+    written) and every reject of it by reason (the builder's own stages by reason, others as stage:reason)."""
+    kept = Counter(r.source.file for r in records)
+    rejected: dict[str | None, Counter] = {}
+    for row in rejects:
+        name = row.source.file if row.source is not None else None
+        key = row.reason if row.stage in OWN_STAGES else f"{row.stage}:{row.reason}"
+        rejected.setdefault(name, Counter())[key] += 1
     rows = []
-    for rep in reports:
-        row = rep.as_dict()
-        row["records_kept"] = kept.get(rep.name, 0)
-        row["rejected"] = dict(sorted(rejected.get(rep.name, Counter()).items()))
+    for report in reports:
+        row = dict(report)
+        row["records_kept"] = kept.get(report["file"], 0)
+        row["rejected"] = dict(sorted(rejected.get(report["file"], Counter()).items()))
         rows.append(row)
     return rows
 

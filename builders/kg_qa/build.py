@@ -121,7 +121,7 @@ class KGQABuilder(Builder[KGQAConfig]):
     def figures(self, cfg: KGQAConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
         if not cfg.uses_llm:
             return [("files read", len(inputs.files)), ("entities read", len(inputs.items)),
-                    ("records generated", len(out.records))]
+                    ("records generated", out.generated)]
         u = out.usage
         return [
             ("entities read", len(inputs.items)),

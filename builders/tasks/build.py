@@ -161,6 +161,6 @@ class TasksBuilder(Builder[TasksConfig]):
         else:
             u = out.usage
             rows += [("text chunks", len(inputs.items)), ("LLM calls sent / cached", f"{u['calls_sent']} / {u['cache_hits']}"),
-                     ("answer spans verified", len(out.records))]
-        rows.append(("records generated", len(out.records)))
+                     ("answer spans verified", out.generated)]
+        rows.append(("records generated", out.generated))
         return rows
