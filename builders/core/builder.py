@@ -51,6 +51,9 @@ class Inputs:
     counters: Counter = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)
     kind: str | None = None  # the record kind, when the reader decides it (dataset dirs); else Builder.kind
+    # how many items the reader gave: run_build hands `items` to the generation steps (a global step
+    # gets them back in `items`), so figures and card text after generation count with this
+    items_read: int = 0
 
 
 def sqlite_siblings(path: Path) -> list[Path]:
@@ -175,6 +178,7 @@ class GenerateInDriver(GlobalStep):
         self.builder, self.cfg, self.inputs, self.ctx, self.out = builder, cfg, inputs, ctx, out
 
     def __call__(self, batch: list[Any]) -> StepResult:
+        self.inputs.items = batch  # run_build handed the items to the executor; `generate` reads them here
         self.builder.generate(self.cfg, self.inputs, self.ctx, self.out)
         records, self.out.records = self.out.records, []
         return StepResult(records)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,13 +106,23 @@ def generate(builder: Builder[C], cfg: C, inputs: Inputs, ctx: BuildContext, out
     steps = builder.generation(cfg, inputs, ctx, out)
     if any(isinstance(step, MapStep) for step in steps):
         with ctx.progress("generating", len(inputs.items)) as advance:
-            result = executor.run(inputs.items, steps, out.rejects, on_batch=lambda n: advance(n, "items"))
+            result = executor.run(_hand_over(inputs), steps, out.rejects, on_batch=lambda n: advance(n, "items"))
     else:
-        result = executor.run(inputs.items, steps, out.rejects)
+        result = executor.run(_hand_over(inputs), steps, out.rejects)
     if result.splits is not None:
         raise ValueError(f"{builder.name}: generation steps may not decide splits (a curation step does)")
     prefixes = [f"{step.name}." for step in steps]
     for key, n in result.counters.items():
         out.counters[next(key[len(p):] for p in prefixes if key.startswith(p))] += n
+    for step in steps:  # what a step reports beyond its sizes is a table of the builder's
+        out.stats.update({k: v for k, v in result.stats.get(step.name, {}).items() if k not in ("in", "out", "dropped")})
     out.records.extend(result.records)
     return result
+
+
+def _hand_over(inputs: Inputs) -> Iterator[Any]:
+    """The source items, moved out of `inputs` into the executor: once it has taken them, the items
+    live only as long as the run needs them (not through curation)."""
+    items, inputs.items = inputs.items, []
+    inputs.items_read = len(items)
+    yield from items

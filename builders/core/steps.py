@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +86,7 @@ class LocalExecutor:
     def __init__(self, batch_size: int = 50_000) -> None:
         self.batch_size = batch_size
 
-    def run(self, items: Sequence[Any], steps: Sequence[Step], rejects: RejectSink,
+    def run(self, items: Iterable[Any], steps: Sequence[Step], rejects: RejectSink,
             on_batch: Callable[[int], None] | None = None) -> RunResult:
         """Run `steps` over `items` (source items when the first steps generate records); `on_batch(n)`
         hears of every batch of n items a map stage finished."""

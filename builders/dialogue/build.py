@@ -2,7 +2,8 @@
 run_build curates, splits (grouped by conversation) and writes them.
 
 Per input file the summary and the card say: format detected, encoding, rows read, records kept,
-rejected by reason. Generation puts each file's row into `out.stats["inputs"]`; records kept and the
+rejected by reason. Generation (a map step cleaning rows, a global step merging prefix copies) puts
+each file's row into `out.stats["inputs"]`; records kept and the
 curation drops are only known after curation, so `finish` counts them in the records to be written
 and the reject stream; `describe` puts the table into the card's summary (kept when the card is
 re-rendered at push), the manifest has it under `stats.inputs`.
@@ -20,10 +21,11 @@ from medmill.builders.core.builder import BuildContext, Builder, Inputs
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import BuildConfig
 from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.steps import Step
 from medmill.builders.dialogue import BUILDER, BUILDER_VERSION
 from medmill.builders.dialogue.clean import Lexicon
 from medmill.builders.dialogue.config import CleanConfig, PromptConfig, ReadConfig
-from medmill.builders.dialogue.generate import build_dialogue_records
+from medmill.builders.dialogue.generate import CleanStep, MergeStep, input_rows
 from medmill.builders.readers.dialogue import ReaderOptions, collect_dialogue_inputs, read_dialogue_file
 from medmill.schemas import RejectRow, SFTRecord
 
@@ -51,6 +53,7 @@ class DialogueBuilder(Builder[DialogueConfig]):
     config = DialogueConfig
 
     def read(self, cfg: DialogueConfig, ctx: BuildContext) -> Inputs:
+        """Every row of every input file as one item (`DialogueRow`); the files' descriptions in `extra`."""
         found = collect_dialogue_inputs(cfg.inputs, exclude=ctx.own_paths)
         options = ReaderOptions(answer_field=cfg.read.answer_field)
         files = [read_dialogue_file(path, name, cfg.read.format, options) for path, name, _ in found]
@@ -58,23 +61,18 @@ class DialogueBuilder(Builder[DialogueConfig]):
             left = cfg.limit
             for f in files:
                 f.items, left = f.items[:left], max(0, left - len(f.items))
-        return Inputs(files, [path for path, _, _ in found], counters=Counter(input_files=len(files)))
+        described, rows = input_rows(files)
+        return Inputs(rows, [path for path, _, _ in found], counters=Counter(input_files=len(files)),
+                      extra={"files": described})
 
-    def generate(self, cfg: DialogueConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+    def generation(self, cfg: DialogueConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
+        """Cleaning row by row (a map step), then language checks, prefix merging and records (a global
+        step); the per-file table goes to `out.stats["inputs"]` (completed by `finish`)."""
         lexicon = Lexicon.load(cfg.clean.lexicon)
-        total = sum(f.rows_read for f in inputs.items)
-        with ctx.progress("cleaning", total) as advance:
-            built = build_dialogue_records(
-                inputs.items, cfg.clean, cfg.prompts, merge_prefixes=cfg.read.merge_prefixes, lexicon=lexicon,
-                on_row=lambda: advance(1, ""),
-            )
-        inputs.items.clear()  # the rows are records or rejects now; free them before curation
-        for record in built.records:
-            out.add(record)
-        out.rejects.extend(built.rejects)
-        out.counters.update(built.counters)
         out.prompt({"id": "dialogue_lexicon", "version": lexicon.version})
-        out.stats["inputs"] = [report.as_dict() for report in built.reports]
+        files = inputs.extra["files"]
+        return [CleanStep(cfg.clean, lexicon, [f.name for f in files]),
+                MergeStep(files, cfg.clean, cfg.prompts, merge_prefixes=cfg.read.merge_prefixes)]
 
     def finish(self, cfg: DialogueConfig, inputs: Inputs, out: Collector) -> None:
         """Records kept and rejects by reason per input file, counted after curation."""

@@ -120,11 +120,11 @@ class KGQABuilder(Builder[KGQAConfig]):
 
     def figures(self, cfg: KGQAConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
         if not cfg.uses_llm:
-            return [("files read", len(inputs.files)), ("entities read", len(inputs.items)),
+            return [("files read", len(inputs.files)), ("entities read", inputs.items_read),
                     ("records generated", out.generated)]
         u = out.usage
         return [
-            ("entities read", len(inputs.items)),
+            ("entities read", inputs.items_read),
             ("entities (llm / template)", f"{out.counters['entities_llm']} / {out.counters['entities_template']}"),
             ("LLM calls sent / cached", f"{u['calls_sent']} / {u['cache_hits']}"),
             ("LLM tokens (prompt + completion)", f"{u['prompt_tokens']:,} + {u['completion_tokens']:,}"),

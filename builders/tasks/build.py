@@ -164,15 +164,15 @@ class TasksBuilder(Builder[TasksConfig]):
         c = out.counters
         rows: list[tuple[str, Any]] = [("task", cfg.task)]
         if cfg.task == "mcq":
-            rows += [("entities read", len(inputs.items)), ("answer keys verified", c["keys_verified"])]
+            rows += [("entities read", inputs.items_read), ("answer keys verified", c["keys_verified"])]
         elif cfg.task == "ner":
-            rows += [("lexicon terms", c["lexicon.terms"]), ("text chunks", len(inputs.items)),
+            rows += [("lexicon terms", c["lexicon.terms"]), ("text chunks", inputs.items_read),
                      ("entities tagged", c["entities_tagged"])]
         elif cfg.task == "cls":
-            rows += [("questions read", len(inputs.items)), ("labels", c["labels"])]
+            rows += [("questions read", inputs.items_read), ("labels", c["labels"])]
         else:
             u = out.usage
-            rows += [("text chunks", len(inputs.items)), ("LLM calls sent / cached", f"{u['calls_sent']} / {u['cache_hits']}"),
+            rows += [("text chunks", inputs.items_read), ("LLM calls sent / cached", f"{u['calls_sent']} / {u['cache_hits']}"),
                      ("answer spans verified", out.generated)]
         rows.append(("records generated", out.generated))
         return rows
