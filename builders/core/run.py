@@ -57,6 +57,7 @@ def run_build(
         out.rejects.extend(inputs.rejects)
         t1 = time.perf_counter()
         executor = executor or LocalExecutor()
+        protected = builder.protected_terms(cfg, inputs)  # from the items, before generation takes them
         generated = generate(builder, cfg, inputs, ctx, out, executor)
         t2 = time.perf_counter()
         out.generated = len(out.records)
@@ -82,7 +83,7 @@ def run_build(
             usage=out.usage,
             timings={"read": t1 - t0, "generate": t2 - t1},
         )
-        steps = builder.steps(cfg, kind, builder.protected_terms(cfg, inputs))
+        steps = builder.steps(cfg, kind, protected)
         info.extra_files.update(generated.files)
         result = curate(out.records, out.rejects, info, steps, executor)
         result.on_commit[:0] = generated.on_commit
