@@ -122,6 +122,8 @@ def test_pretrain_builders_keep_their_reports_in_the_collector(tmp_path: Path):
         out = tmp_path / name
         report = run_build(builder, PretrainConfig(inputs=[write_corpus(tmp_path / f"{name}.jsonl", n, topics, seed=1)], out=out, val_size=0))
         assert report.manifest.stats["boilerplate"]["min_docs"] >= 1 and "boilerplate" not in report.manifest.curation
+        card = (out / "README.md").read_text(encoding="utf-8")
+        assert "### Build statistics" in card and "| boilerplate | paragraphs_removed |" in card
         _assert_stateless(builder)
         dirs.append(out)
     mix = MixBuilder()
@@ -129,6 +131,9 @@ def test_pretrain_builders_keep_their_reports_in_the_collector(tmp_path: Path):
     assert set(report.manifest.stats["mix"]["sources"]) == {str(d) for d in dirs} and "mix" not in report.manifest.curation
     assert "share reached" in (tmp_path / "mix" / "README.md").read_text(encoding="utf-8")
     _assert_stateless(mix)
+    from medmill.builders.publish.report import render_report
+
+    assert "mix (build)" in render_report([tmp_path / "mix"])  # the report page lists the builder's tables too
 
 
 def test_every_builder_starts_without_state_and_pickles():
