@@ -9,8 +9,11 @@
         def read(self, cfg, ctx) -> Inputs: ...              # reader: source items, files, read rejects
         def generate(self, cfg, inputs, ctx, out) -> None: ...   # generator: records/rejects into `out`
 
-`describe` (the card's method text), `figures` (rows of the summary table) and `params` (the
-manifest's params) have defaults. Builders never import medmill.commands or medmill.console.
+`finish` (final statistics tables into `out.stats`), `describe` (the card's method text), `figures`
+(rows of the summary table) and `params` (the manifest's params) have defaults. `finish` and `describe`
+run after curation: `out.records` are then the records to be written and `out.rejects` every reject.
+A builder holds no state of a run on itself (what a run finds lives in `Inputs` or the `Collector`),
+so it pickles without data. Builders never import medmill.commands or medmill.console.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import BuildConfig
 from medmill.builders.core.progress import Progress, no_progress
-from medmill.builders.core.steps import Step
+from medmill.builders.core.steps import GlobalStep, Step, StepResult
 from medmill.builders.curation.stages import curation_steps
 from medmill.schemas import RejectRow, Source
 
@@ -48,6 +51,9 @@ class Inputs:
     counters: Counter = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)
     kind: str | None = None  # the record kind, when the reader decides it (dataset dirs); else Builder.kind
+    # how many items the reader gave: run_build hands `items` to the generation steps (a global step
+    # gets them back in `items`), so figures and card text after generation count with this
+    items_read: int = 0
 
 
 def sqlite_siblings(path: Path) -> list[Path]:
@@ -103,11 +109,28 @@ class Builder(Generic[C]):
     def read(self, cfg: C, ctx: BuildContext) -> Inputs:
         raise NotImplementedError
 
+    def generation(self, cfg: C, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
+        """The steps that turn `inputs.items` into records; the executor runs them like curation steps.
+
+        Item-wise generation returns picklable `MapStep`s (named "generate", no dot in a name) holding
+        what they need from the whole input (a lexicon, option pools), computed here in the driver, so
+        the executor batches the items and may run the batches in workers; generation that needs the
+        whole input at once or the LLM engine is a `GlobalStep` run in the driver. The default is one
+        GlobalStep calling `generate`. Steps' counters become the build's counters without a step prefix;
+        prompts, LLM usage and `out.stats` are noted on `out` here or in a global step."""
+        return [GenerateInDriver(self, cfg, inputs, ctx, out)]
+
     def generate(self, cfg: C, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+        """Whole-input generation in the driver (the default `generation`): records via `out.add`,
+        rejects via `out.reject`, counters via `out.count`, prompts via `out.prompt`."""
         raise NotImplementedError
 
+    def finish(self, cfg: C, inputs: Inputs, out: Collector) -> None:
+        """After curation: put tables that need final figures (records kept, rejects by reason) into
+        `out.stats`; `out.records` are the records to be written, `out.rejects` holds every reject."""
+
     def describe(self, cfg: C, inputs: Inputs, out: Collector) -> str:
-        """The card's description of how the records were made."""
+        """The card's description of how the records were made (after `finish`: final figures)."""
         return self.description
 
     def figures(self, cfg: C, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
@@ -142,3 +165,20 @@ class Builder(Generic[C]):
     def source(self, **fields: Any) -> Source:
         """Provenance stamped with this builder's name and version."""
         return Source(builder=self.name, builder_version=self.version, **fields)
+
+
+class GenerateInDriver(GlobalStep):
+    """`Builder.generate` as a global step: runs once in the driver, with the build's context (LLM
+    engine, progress) and its `Collector`; records come back as the step's result, rejects and
+    counters went into `out` directly. Not meant to be pickled: global steps never leave the driver."""
+
+    name = "generate"
+
+    def __init__(self, builder: Builder[Any], cfg: BuildConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+        self.builder, self.cfg, self.inputs, self.ctx, self.out = builder, cfg, inputs, ctx, out
+
+    def __call__(self, batch: list[Any]) -> StepResult:
+        self.inputs.items = batch  # run_build handed the items to the executor; `generate` reads them here
+        self.builder.generate(self.cfg, self.inputs, self.ctx, self.out)
+        records, self.out.records = self.out.records, []
+        return StepResult(records)

@@ -1,5 +1,5 @@
-"""What a build produces, in one type: `Collector` (records, the reject stream, counters, prompts and
-LLM usage). Rejects leave every stage through a `RejectSink`, a temp file that grows on disk and is
+"""What a build produces, in one type: `Collector` (records, the reject stream, counters, the builder's
+own statistics tables, prompts and LLM usage). Rejects leave every stage through a `RejectSink`, a temp file that grows on disk and is
 copied into rejects.jsonl at the end, so memory does not grow with the number of rejects."""
 
 from __future__ import annotations
@@ -10,9 +10,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 from medmill.schemas import Record, RejectRow
+
+# One table of a builder's own statistics (manifest `stats`, the card's "Build statistics"): measures by
+# name (values may nest one level), or rows of a per-item table (per input file, per source).
+StatsTable: TypeAlias = dict[str, Any] | list[dict[str, Any]]
 
 
 class RejectSink:
@@ -52,13 +56,19 @@ class RejectSink:
 
 @dataclass
 class Collector:
-    """Records, rejects (a stream), counters, and what the build used (prompts, LLM settings, usage).
+    """Records, rejects (a stream), counters, the builder's statistics tables, and what the build used
+    (prompts, LLM settings, usage).
 
-    Readers, generators and strategies all fill one of these; `run_build` turns it into the manifest."""
+    Generators and strategies fill one of these; `run_build` turns it into the manifest. After curation
+    `records` holds the records that will be written and `rejects` every reject, so `Builder.finish` and
+    `Builder.describe` can report final figures. `stats` (name -> `StatsTable`) goes to the manifest's
+    `stats` and the card; it is where a builder keeps what its run found (never on the builder object)."""
 
     records: list[Record] = field(default_factory=list)
     rejects: RejectSink = field(default_factory=RejectSink)
     counters: Counter = field(default_factory=Counter)
+    stats: dict[str, StatsTable] = field(default_factory=dict)
+    generated: int = 0  # records generation made (set by run_build; `records` shrink in curation)
     prompts: list[dict[str, str]] = field(default_factory=list)
     llm: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)

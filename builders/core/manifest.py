@@ -42,6 +42,8 @@ class Manifest(BaseModel):
     rejects_by_reason: dict[str, int] = Field(default_factory=dict)
     counters: dict[str, int] = Field(default_factory=dict)
     curation: dict[str, Any] = Field(default_factory=dict)
+    # the builder's own tables (Collector.stats): per-input-file figures, repeated paragraphs, a mixture
+    stats: dict[str, Any] = Field(default_factory=dict)
     prompts: list[dict[str, str]] = Field(default_factory=list)
     llm: dict[str, Any] = Field(default_factory=dict)
     usage: dict[str, Any] = Field(default_factory=dict)

@@ -1,7 +1,8 @@
 """`run_build(builder, cfg)`: the one way a build runs, for every builder.
 
-read (never the build's own out dir or LLM cache) -> generate (through the LLM engine when the
-builder needs one) -> curation steps (map steps per batch, then global steps) -> splits -> write
+read (never the build's own out dir or LLM cache) -> generate (the builder's generation steps, run
+by the executor: item-wise map steps batch by batch, or a global step through the LLM engine) -> curation steps (map steps per batch, then global steps) -> the builder's final
+statistics (`finish`) and card text (`describe`), with the records to be written -> splits -> write
 -> summary figures. Rejects of every stage stream into one `RejectSink`; the manifest gets the
 builder's name and version, the typed config as params, and timings from the start of the build.
 """
@@ -10,15 +11,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from medmill.builders.core.build import finish_build
-from medmill.builders.core.builder import BuildContext, Builder, C
+from medmill.builders.core.build import curate, write_build
+from medmill.builders.core.builder import BuildContext, Builder, C, Inputs
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.progress import Progress, no_progress
-from medmill.builders.core.steps import LocalExecutor
+from medmill.builders.core.steps import LocalExecutor, MapStep, RunResult
 from medmill.builders.core.writer import BuildInfo, CardRenderer
 from medmill.builders.readers.walk import nested_dataset_dirs
 from medmill.schemas.dataset_dir import check_out_not_input
@@ -56,8 +58,11 @@ def run_build(
         inputs = builder.read(cfg, ctx)
         out.rejects.extend(inputs.rejects)
         t1 = time.perf_counter()
-        builder.generate(cfg, inputs, ctx, out)
+        executor = executor or LocalExecutor()
+        protected = builder.protected_terms(cfg, inputs)  # from the items, before generation takes them
+        generated = generate(builder, cfg, inputs, ctx, out, executor)
         t2 = time.perf_counter()
+        out.generated = len(out.records)
         counters = Counter(inputs.counters)
         counters.update(out.counters)
         if skipped_dirs:
@@ -79,16 +84,50 @@ def run_build(
             llm=out.llm,
             usage=out.usage,
             timings={"read": t1 - t0, "generate": t2 - t1},
-            description=builder.describe(cfg, inputs, out),
         )
         if max_shard_bytes is not None:
             info.max_shard_bytes = max_shard_bytes
-        steps = builder.steps(cfg, kind, builder.protected_terms(cfg, inputs))
-        manifest = finish_build(cfg.out, out.records, out.rejects, info, steps,
-                                started=t0, executor=executor, render_card=render_card)
+        steps = builder.steps(cfg, kind, protected)
+        info.extra_files.update(generated.files)
+        result = curate(out.records, out.rejects, info, steps, executor)
+        result.on_commit[:0] = generated.on_commit
+        out.records = result.records  # what will be written: finish/describe/figures see final figures
+        builder.finish(cfg, inputs, out)
+        info.stats = dict(out.stats)
+        info.description = builder.describe(cfg, inputs, out)
+        manifest = write_build(cfg.out, result, out.rejects, info, started=t0, render_card=render_card)
     finally:
         out.rejects.close()
     figures = list(builder.figures(cfg, inputs, out, manifest))
     if skipped_dirs:
         figures.append(("dataset dirs skipped (inside inputs)", len(skipped_dirs)))
     return BuildReport(manifest, figures)
+
+
+def generate(builder: Builder[C], cfg: C, inputs: Inputs, ctx: BuildContext, out: Collector, executor: LocalExecutor) -> RunResult:
+    """The builder's generation steps over `inputs.items`, run by `executor` (map steps batch by batch,
+    a progress bar over the items; global steps once, in the driver); the records land in `out.records`,
+    rejects in `out.rejects`, the steps' counters in `out.counters` without their step prefix."""
+    steps = builder.generation(cfg, inputs, ctx, out)
+    if any(isinstance(step, MapStep) for step in steps):
+        with ctx.progress("generating", len(inputs.items)) as advance:
+            result = executor.run(_hand_over(inputs), steps, out.rejects, on_batch=lambda n: advance(n, "items"))
+    else:
+        result = executor.run(_hand_over(inputs), steps, out.rejects)
+    if result.splits is not None:
+        raise ValueError(f"{builder.name}: generation steps may not decide splits (a curation step does)")
+    prefixes = [f"{step.name}." for step in steps]
+    for key, n in result.counters.items():
+        out.counters[next(key[len(p):] for p in prefixes if key.startswith(p))] += n
+    for step in steps:  # what a step reports beyond its sizes is a table of the builder's
+        out.stats.update({k: v for k, v in result.stats.get(step.name, {}).items() if k not in ("in", "out", "dropped")})
+    out.records.extend(result.records)
+    return result
+
+
+def _hand_over(inputs: Inputs) -> Iterator[Any]:
+    """The source items, moved out of `inputs` into the executor: once it has taken them, the items
+    live only as long as the run needs them (not through curation)."""
+    items, inputs.items = inputs.items, []
+    inputs.items_read = len(items)
+    yield from items

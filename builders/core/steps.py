@@ -1,13 +1,13 @@
 """Steps and the executor that composes them.
 
-A step is a picklable object: a batch of records (or, for the first step of a build, source items)
-in, a `StepResult` out (kept records, rejects, counters). Two kinds:
+A step is a picklable object: a batch of records (or, for a builder's generation steps, source
+items) in, a `StepResult` out (kept records, rejects, counters). Two kinds:
 
 - `MapStep`: the result for a batch depends on that batch only (validate, quality, PII, safety,
-  per-item generation), so an executor may cut the input into batches and run them anywhere;
+  per-item record generation), so an executor may cut the input into batches and run them anywhere;
   its manifest stats come from its counters summed over batches (`summary`).
 - `GlobalStep`: needs every record at once (dedup, decontamination, splits, generation that looks
-  across the whole input) and returns its own stats.
+  across the whole input or calls the LLM engine) and returns its own stats; it runs in the driver.
 
 Steps hold settings, not open resources: heavy state (a lexicon automaton, an eval index) is built on
 first use and dropped when pickled, so a Ray Data executor can ship the same steps to workers
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,8 @@ class RunResult:
     on_commit: list[Callable[[], None]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     splits: dict[str, str] | None = None
+    # called with the number of items a map stage has finished, batch by batch (a progress bar)
+    on_batch: Callable[[int], None] | None = None
 
 
 class LocalExecutor:
@@ -84,8 +86,11 @@ class LocalExecutor:
     def __init__(self, batch_size: int = 50_000) -> None:
         self.batch_size = batch_size
 
-    def run(self, items: Sequence[Any], steps: Sequence[Step], rejects: RejectSink) -> RunResult:
-        run = RunResult(list(items), Counter(), {}, {})
+    def run(self, items: Iterable[Any], steps: Sequence[Step], rejects: RejectSink,
+            on_batch: Callable[[int], None] | None = None) -> RunResult:
+        """Run `steps` over `items` (source items when the first steps generate records); `on_batch(n)`
+        hears of every batch of n items a map stage finished."""
+        run = RunResult(list(items), Counter(), {}, {}, on_batch=on_batch)
         i = 0
         while i < len(steps):
             if isinstance(steps[i], MapStep):
@@ -117,7 +122,15 @@ class LocalExecutor:
                 batch = result.records
                 sizes[step.name][1] += len(batch)
             kept.extend(batch)
+            if run.on_batch is not None:
+                run.on_batch(min(self.batch_size, len(run.records) - start))
         run.records = kept
+        self._record_stage(steps, run, counters, sizes, timings)
+
+    @staticmethod
+    def _record_stage(steps: list[MapStep], run: RunResult, counters: dict[str, Counter],
+                      sizes: dict[str, list[int]], timings: dict[str, float]) -> None:
+        """What a map stage did, per step, into the run: timings, prefixed counters, in/out stats."""
         for step in steps:
             n_in, n_out = sizes[step.name]
             run.timings[step.name] = timings[step.name]

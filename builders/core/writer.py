@@ -33,6 +33,7 @@ DEFAULT_MAX_SHARD_BYTES = 256 * 1024 * 1024
 # (manifest, the finished dir being written, description) -> README.md text; publish.card.render_card
 # is the real one, passed in by the build so the writer needs nothing from publish/
 CardRenderer = Callable[[Manifest, Path, str], str]
+Row = Record | dict[str, Any]
 
 @dataclass
 class BuildInfo:
@@ -50,6 +51,7 @@ class BuildInfo:
     source_licenses: dict[str, str] = field(default_factory=dict)
     counters: Counter = field(default_factory=Counter)
     curation: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)  # the builder's own tables (Collector.stats)
     prompts: list[dict[str, str]] = field(default_factory=list)
     llm: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
@@ -80,23 +82,26 @@ def _shards(table: pa.Table, max_bytes: int) -> list[pa.Table]:
     return [table.slice(i, step) for i in range(0, table.num_rows, step)]
 
 
-def unique_rows(rows: list[dict[str, Any]], stage: str = "write") -> tuple[list[dict[str, Any]], list[RejectRow]]:
-    """Keep the first record of each id (ids are content hashes, so a repeat is an exact duplicate)."""
-    seen: dict[str, dict[str, Any]] = {}
+def unique_rows(rows: Sequence[Row], stage: str = "write") -> tuple[list[Row], list[RejectRow]]:
+    """Keep the first record of each id (ids are content hashes, so a repeat is an exact duplicate).
+    `rows` are schema records or rows as `Record.to_row()` makes them; a reject keeps the row."""
+    seen: dict[str, Row] = {}
     rejects: list[RejectRow] = []
     for row in rows:
-        if row["id"] in seen:
+        rid = row["id"] if isinstance(row, dict) else row.id
+        if rid in seen:
+            raw = row if isinstance(row, dict) else row.to_row()
             rejects.append(
                 RejectRow(
                     stage=stage,
                     reason="exact_duplicate",
-                    message=f"same content as record {row['id']}",
-                    source=row.get("source"),
-                    raw=row,
+                    message=f"same content as record {rid}",
+                    source=raw.get("source"),
+                    raw=raw,
                 )
             )
             continue
-        seen[row["id"]] = row
+        seen[rid] = row
     return list(seen.values()), rejects
 
 
@@ -206,6 +211,7 @@ def finish_dataset_dir(
         rejects_by_reason=dict(sorted(by_reason.items())),
         counters=dict(sorted(info.counters.items())),
         curation=info.curation,
+        stats=info.stats,
         prompts=info.prompts,
         llm=redact(info.llm),
         usage=info.usage,

@@ -74,5 +74,5 @@ class CurateDirsBuilder(Builder[CurateDirsConfig]):
         return f"`medmill {self.name}` over {', '.join(str(d) for d in cfg.inputs)}."
 
     def figures(self, cfg: CurateDirsConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
-        rows: list[tuple[str, Any]] = [("kind", manifest.kind), ("records read", len(inputs.items) + len(inputs.rejects))]
+        rows: list[tuple[str, Any]] = [("kind", manifest.kind), ("records read", inputs.items_read + len(inputs.rejects))]
         return rows + [(name, n) for name, n in sorted(manifest.counters.items()) if not name.startswith("read.")]

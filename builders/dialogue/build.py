@@ -2,30 +2,32 @@
 run_build curates, splits (grouped by conversation) and writes them.
 
 Per input file the summary and the card say: format detected, encoding, rows read, records kept,
-rejected by reason. Records kept are only known after curation, so the card hook (`render_card`)
-counts them in the finished dir (shards + rejects.jsonl) before the card is written, and puts the
-table into the card's summary (kept when the card is re-rendered at push) and the manifest.
+rejected by reason. Generation (a map step cleaning rows, a global step merging prefix copies) puts
+each file's row into `out.stats["inputs"]`; records kept and the
+curation drops are only known after curation, so `finish` counts them in the records to be written
+and the reject stream; `describe` puts the table into the card's summary (kept when the card is
+re-rendered at push), the manifest has it under `stats.inputs`.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from medmill.builders.core.builder import BuildContext, Builder, Inputs
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import BuildConfig
 from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.steps import Step
 from medmill.builders.dialogue import BUILDER, BUILDER_VERSION
 from medmill.builders.dialogue.clean import Lexicon
 from medmill.builders.dialogue.config import CleanConfig, PromptConfig, ReadConfig
-from medmill.builders.dialogue.generate import FileReport, build_dialogue_records
+from medmill.builders.dialogue.generate import CleanStep, MergeStep, input_rows
 from medmill.builders.readers.dialogue import ReaderOptions, collect_dialogue_inputs, read_dialogue_file
+from medmill.schemas import RejectRow, SFTRecord
 
 DESCRIPTION = (
     "Multi-turn doctor–patient conversations read from public dialogue corpora and cleaned: templated "
@@ -49,13 +51,9 @@ class DialogueBuilder(Builder[DialogueConfig]):
     version = BUILDER_VERSION
     kind = "sft"
     config = DialogueConfig
-    description = DESCRIPTION
-
-    def __init__(self) -> None:
-        self.reports: list[FileReport] = []
-        self.per_file: list[dict[str, Any]] = []
 
     def read(self, cfg: DialogueConfig, ctx: BuildContext) -> Inputs:
+        """Every row of every input file as one item (`DialogueRow`); the files' descriptions in `extra`."""
         found = collect_dialogue_inputs(cfg.inputs, exclude=ctx.own_paths)
         options = ReaderOptions(answer_field=cfg.read.answer_field)
         files = [read_dialogue_file(path, name, cfg.read.format, options) for path, name, _ in found]
@@ -63,58 +61,46 @@ class DialogueBuilder(Builder[DialogueConfig]):
             left = cfg.limit
             for f in files:
                 f.items, left = f.items[:left], max(0, left - len(f.items))
-        return Inputs(files, [path for path, _, _ in found], counters=Counter(input_files=len(files)))
+        described, rows = input_rows(files)
+        return Inputs(rows, [path for path, _, _ in found], counters=Counter(input_files=len(files)),
+                      extra={"files": described})
 
-    def generate(self, cfg: DialogueConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+    def generation(self, cfg: DialogueConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
+        """Cleaning row by row (a map step), then language checks, prefix merging and records (a global
+        step); the per-file table goes to `out.stats["inputs"]` (completed by `finish`)."""
         lexicon = Lexicon.load(cfg.clean.lexicon)
-        total = sum(f.rows_read for f in inputs.items)
-        with ctx.progress("cleaning", total) as advance:
-            built = build_dialogue_records(
-                inputs.items, cfg.clean, cfg.prompts, merge_prefixes=cfg.read.merge_prefixes, lexicon=lexicon,
-                on_row=lambda: advance(1, ""),
-            )
-        inputs.items.clear()  # the rows are records or rejects now; free them before curation
-        for record in built.records:
-            out.add(record)
-        out.rejects.extend(built.rejects)
-        out.counters.update(built.counters)
         out.prompt({"id": "dialogue_lexicon", "version": lexicon.version})
-        self.reports = built.reports
+        files = inputs.extra["files"]
+        return [CleanStep(cfg.clean, lexicon, [f.name for f in files]),
+                MergeStep(files, cfg.clean, cfg.prompts, merge_prefixes=cfg.read.merge_prefixes)]
+
+    def finish(self, cfg: DialogueConfig, inputs: Inputs, out: Collector) -> None:
+        """Records kept and rejects by reason per input file, counted after curation."""
+        out.stats["inputs"] = per_file_rows(out.stats.get("inputs", []), out.records, out.rejects)  # type: ignore[arg-type]
+
+    def describe(self, cfg: DialogueConfig, inputs: Inputs, out: Collector) -> str:
+        return DESCRIPTION + "\n\n" + per_file_markdown(out.stats.get("inputs", []))  # type: ignore[arg-type]
 
     def figures(self, cfg: DialogueConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
         c = manifest.counters
-        return [("input files", len(self.reports)), ("rows read", c.get("rows_read", 0)),
+        return [("input files", len(out.stats.get("inputs", []))), ("rows read", c.get("rows_read", 0)),
                 ("prefix copies merged", c.get("prefix_copies_merged", 0))]
 
-    def render_card(self, manifest: Manifest, out_dir: Path, description: str) -> str:
-        """Card hook: the per-file table from the finished dir, into the manifest and the card summary."""
-        from medmill.builders.publish.card import render_card
 
-        self.per_file = per_file_rows(self.reports, Path(out_dir))
-        manifest.curation["inputs"] = self.per_file
-        return render_card(manifest, out_dir, description + "\n\n" + per_file_markdown(self.per_file))
-
-
-def per_file_rows(reports: list[FileReport], out_dir: Path) -> list[dict[str, Any]]:
-    """Each input file's report with records kept (counted in the shards) and every reject of it by reason."""
-    kept: Counter = Counter()
-    for shard in sorted((out_dir / "data").glob("*.parquet")):
-        for src in pq.read_table(shard, columns=["source"]).column("source").to_pylist():
-            kept[(src or {}).get("file")] += 1
-    rejected: dict[str, Counter] = {}
-    rejects = out_dir / "rejects.jsonl"
-    if rejects.exists():
-        with open(rejects, encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                name = (row.get("source") or {}).get("file")
-                key = row["reason"] if row["stage"] in OWN_STAGES else f"{row['stage']}:{row['reason']}"
-                rejected.setdefault(name, Counter())[key] += 1
+def per_file_rows(reports: list[dict[str, Any]], records: Iterable[SFTRecord], rejects: Iterable[RejectRow]) -> list[dict[str, Any]]:
+    """Each input file's row (`FileReport.as_dict`) with records kept (counted in the records to be
+    written) and every reject of it by reason (the builder's own stages by reason, others as stage:reason)."""
+    kept = Counter(r.source.file for r in records)
+    rejected: dict[str | None, Counter] = {}
+    for row in rejects:
+        name = row.source.file if row.source is not None else None
+        key = row.reason if row.stage in OWN_STAGES else f"{row.stage}:{row.reason}"
+        rejected.setdefault(name, Counter())[key] += 1
     rows = []
-    for rep in reports:
-        row = rep.as_dict()
-        row["records_kept"] = kept.get(rep.name, 0)
-        row["rejected"] = dict(sorted(rejected.get(rep.name, Counter()).items()))
+    for report in reports:
+        row = dict(report)
+        row["records_kept"] = kept.get(report["file"], 0)
+        row["rejected"] = dict(sorted(rejected.get(report["file"], Counter()).items()))
         rows.append(row)
     return rows
 

@@ -12,6 +12,7 @@ from medmill.builders.core.builder import BuildContext, Builder, Inputs
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import LLMBuildConfig
 from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.steps import Step
 from medmill.builders.kg_qa import BUILDER, BUILDER_VERSION
 from medmill.builders.kg_qa.scenario_qa import (
     DESCRIPTION as SCENARIO_DESCRIPTION,
@@ -24,7 +25,9 @@ from medmill.builders.kg_qa.scenario_qa import (
     split_by_mix,
 )
 from medmill.builders.kg_qa.template_qa import (
+    ReverseStep,
     TemplateQAConfig,
+    TemplateStep,
     build_template_records,
     entity_source,
     protected_terms,
@@ -83,13 +86,23 @@ class KGQABuilder(Builder[KGQAConfig]):
     def protected_terms(self, cfg: KGQAConfig, inputs: Inputs) -> frozenset[str]:
         return protected_terms(inputs.items)
 
+    def generation(self, cfg: KGQAConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
+        """Template mode: a map step over batches of entities, then the questions across the graph (a
+        global step holding every entity). LLM and mixed modes call the engine: `generate`, in the driver."""
+        if cfg.uses_llm:
+            return super().generation(cfg, inputs, ctx, out)
+        templates = load_templates(cfg.templates)
+        out.prompt(templates.ref)
+        return [TemplateStep(templates, cfg.template_qa), ReverseStep(templates, cfg.template_qa, inputs.items)]
+
     def generate(self, cfg: KGQAConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+        """LLM or mixed mode: the template share as in template mode, the LLM share through the engine."""
         template_part, llm_part = split_by_mix(inputs.items, cfg.shares, cfg.seed)
         if template_part:
             templates = load_templates(cfg.templates)
             with ctx.progress("questions", len(template_part)) as advance:
-                build_template_records(template_part, templates, cfg.template_qa, out=out,
-                                       on_entity=lambda: advance(1, "entities"))
+                build_template_records(template_part, templates, cfg.template_qa, out=out)
+                advance(len(template_part), "entities")
             if cfg.uses_llm:
                 out.counters["entities_template"] = len(template_part)
             out.prompt(templates.ref)
@@ -120,11 +133,11 @@ class KGQABuilder(Builder[KGQAConfig]):
 
     def figures(self, cfg: KGQAConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
         if not cfg.uses_llm:
-            return [("files read", len(inputs.files)), ("entities read", len(inputs.items)),
-                    ("records generated", len(out.records))]
+            return [("files read", len(inputs.files)), ("entities read", inputs.items_read),
+                    ("records generated", out.generated)]
         u = out.usage
         return [
-            ("entities read", len(inputs.items)),
+            ("entities read", inputs.items_read),
             ("entities (llm / template)", f"{out.counters['entities_llm']} / {out.counters['entities_template']}"),
             ("LLM calls sent / cached", f"{u['calls_sent']} / {u['cache_hits']}"),
             ("LLM tokens (prompt + completion)", f"{u['prompt_tokens']:,} + {u['completion_tokens']:,}"),

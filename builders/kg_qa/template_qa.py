@@ -14,7 +14,8 @@ record's `meta` says which relations and values it states:
             "truncated": bool, "by_value": true when a yes/no attribute (医保: 是/否) is said in words}
 
 `build_template_records(entities, templates, config)` is the reusable entry point (a Collector of
-records, rejects and counters); `entity_source` gives the provenance other KG builders should use too.
+records, rejects and counters); a build runs the same as `TemplateStep` (a map step over batches of
+entities) and `ReverseStep` (a global step: it needs every entity); `entity_source` gives the provenance other KG builders should use too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from medmill.builders.core.collect import Collector
+from medmill.builders.core.steps import GlobalStep, MapStep, StepResult
 from medmill.builders.kg_qa import BUILDER, BUILDER_VERSION
 from medmill.builders.kg_qa.templates import KGQATemplates
 from medmill.schemas import Message, RejectRow, SFTRecord, Source
@@ -108,7 +110,7 @@ def cut_text(text: str, limit: int) -> str | None:
 
 
 class _Builder:
-    def __init__(self, templates: KGQATemplates, config: TemplateQAConfig, out: Collector) -> None:
+    def __init__(self, templates: KGQATemplates, config: TemplateQAConfig, out: Collector | _Batch) -> None:
         self.t = templates
         self.config = config
         self.out = out
@@ -408,12 +410,68 @@ def protected_terms(entities: Sequence[KGEntity], longest: int = 30) -> frozense
 
 def build_template_records(
     entities: Sequence[KGEntity], templates: KGQATemplates, config: TemplateQAConfig | None = None,
-    *, out: Collector | None = None, on_entity: Callable[[], None] | None = None,
+    *, out: Collector | None = None,
 ) -> Collector:
-    """Questions and answers for `entities` into `out` (records in input order; `on_entity()` ticks a
-    progress bar)."""
+    """Questions and answers for `entities` into `out` (records in input order), in one call: what the
+    build runs as `TemplateStep` over batches of entities, then `ReverseStep`."""
     out = out if out is not None else Collector()
     b = _Builder(templates, config or TemplateQAConfig(), out)
+    _emit(b, _entity_groups(b, entities), out)
+    _emit(b, _reverse_groups(b, entities), out)
+    return out
+
+
+class _Batch:
+    """What a step's `_Builder` writes into: records, rejects and counters of one batch."""
+
+    def __init__(self) -> None:
+        self.records: list[SFTRecord] = []
+        self.rejects: list[RejectRow] = []
+        self.counters: Counter = Counter()
+
+    def add(self, record: SFTRecord) -> None:
+        self.records.append(record)
+
+    def reject(self, row: RejectRow) -> None:
+        self.rejects.append(row)
+
+
+class TemplateStep(MapStep):
+    """Template generation as a map step: a batch of entities -> their questions (one group per entity,
+    capped per entity), rejects and counters. Holds the templates and settings."""
+
+    name = "generate"
+
+    def __init__(self, templates: KGQATemplates, config: TemplateQAConfig) -> None:
+        self.templates = templates
+        self.config = config
+
+    def __call__(self, batch: list[KGEntity]) -> StepResult:
+        out = _Batch()
+        b = _Builder(self.templates, self.config, out)
+        _emit(b, _entity_groups(b, batch), out)
+        return StepResult(out.records, out.rejects, out.counters)
+
+
+class ReverseStep(GlobalStep):
+    """The questions across the graph (symptoms back to the diseases listing them): needs every entity,
+    so a global step; appends its records to the entity records it is given."""
+
+    name = "generate_reverse"
+
+    def __init__(self, templates: KGQATemplates, config: TemplateQAConfig, entities: Sequence[KGEntity]) -> None:
+        self.templates = templates
+        self.config = config
+        self.entities = entities
+
+    def __call__(self, batch: list[SFTRecord]) -> StepResult:
+        out = _Batch()
+        b = _Builder(self.templates, self.config, out)
+        _emit(b, _reverse_groups(b, self.entities), out)
+        return StepResult(batch + out.records, out.rejects, out.counters)
+
+
+def _entity_groups(b: _Builder, entities: Sequence[KGEntity]) -> dict[str, list[_Item]]:
     grouped: dict[str, list[_Item]] = {}
     for entity in entities:
         items = b.entity_items(entity)
@@ -423,14 +481,21 @@ def build_template_records(
                      {"relations": sorted(entity.relations), "attributes": sorted(entity.attributes)})
         for item in items:
             grouped.setdefault(item.group, []).append(item)
-        if on_entity is not None:
-            on_entity()
+    return grouped
+
+
+def _reverse_groups(b: _Builder, entities: Sequence[KGEntity]) -> dict[str, list[_Item]]:
+    grouped: dict[str, list[_Item]] = {}
     for item in b.reverse_items(entities):
         grouped.setdefault(item.group, []).append(item)
+    return grouped
+
+
+def _emit(b: _Builder, grouped: dict[str, list[_Item]], out: Collector | _Batch) -> None:
+    """Every group's items (capped per group) as records, in group order."""
     for group, items in grouped.items():
         for item in b.cap(group, items):
             rec = b.record(item)
             if rec is not None:
                 out.add(rec)
                 b.counters[f"records.{item.meta['qtype']}"] += 1
-    return out

@@ -49,7 +49,7 @@ class LitQABuilder(Builder[LitQAConfig]):
             build_lit_qa(inputs.items, cfg.lit, engine, out)
 
     def describe(self, cfg: LitQAConfig, inputs: Inputs, out: Collector) -> str:
-        return _describe(cfg, len(inputs.items))
+        return _describe(cfg, inputs.items_read)
 
     def figures(self, cfg: LitQAConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
         c = manifest.counters

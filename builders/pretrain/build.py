@@ -1,7 +1,8 @@
 """The pt builders (`medmill build-pt`): `PretrainBuilder` turns texts into documents (read: load,
 normalise, clean, cut, count paragraphs; generate: remove repeated paragraphs; curation: running-text
 rules, quality, PII, safety, dedup, then token counts); `MixBuilder` mixes pretrain dirs by token
-share. run_build curates, splits and writes both."""
+share. What generation found (repeated paragraphs, the mixture's figures) goes to `out.stats`, so the
+manifest's `stats` and the card; run_build curates, splits and writes both."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 from medmill.builders.core.builder import BuildContext, Builder, Inputs
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.manifest import Manifest
-from medmill.builders.core.steps import GlobalStep, Step, StepResult
+from medmill.builders.core.steps import Step
 from medmill.builders.curation.stages import ValidateStep, curation_steps
 from medmill.builders.curation.text_quality import RunningTextStep
 from medmill.builders.pretrain import BUILDER, BUILDER_VERSION
@@ -60,7 +61,7 @@ class PretrainBuilder(Builder[PretrainConfig]):
     def generate(self, cfg: PretrainConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
         kept, rejects, stats = strip_repeated_paragraphs(inputs.items, inputs.extra["paragraphs"], cfg.min_doc_chars)
         inputs.items = []
-        inputs.extra["boilerplate"] = self._boilerplate = stats
+        out.stats["boilerplate"] = stats
         out.rejects.extend(rejects)
         out.count("boilerplate.paragraphs_removed", stats["paragraphs_removed"])
         out.count("boilerplate.repeated_paragraphs", stats["repeated_paragraphs"])
@@ -72,10 +73,10 @@ class PretrainBuilder(Builder[PretrainConfig]):
         steps: list[Step] = curation_steps(kind, cfg.curation, protected_terms)
         at = 1 if steps and steps[0].name == "validate" else 0
         steps.insert(at, RunningTextStep(cfg.text_quality.rules()))
-        return [Report("boilerplate", getattr(self, "_boilerplate", {})), *steps, TokenStep(cfg.tokenizer)]
+        return [*steps, TokenStep(cfg.tokenizer)]
 
     def describe(self, cfg: PretrainConfig, inputs: Inputs, out: Collector) -> str:
-        return describe_build(cfg, inputs.extra.get("boilerplate", {}))
+        return describe_build(cfg, out.stats.get("boilerplate", {}))
 
     def figures(self, cfg: PretrainConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
         c, tokens = manifest.counters, manifest.curation.get("tokens", {})
@@ -159,7 +160,7 @@ class MixBuilder(Builder[MixConfig]):
             out.count(f"mix.{plan.name}.documents_after", plan.docs_selected)
         total = sum(p.tokens_selected for p in plans)
         out.count("mix.tokens_total", total)
-        self._report = inputs.extra["mix"] = {
+        out.stats["mix"] = {
             "token_method": inputs.extra["method"],
             "estimate": not inputs.extra["exact"],
             "max_epochs": cfg.max_epochs,
@@ -171,13 +172,13 @@ class MixBuilder(Builder[MixConfig]):
 
     def steps(self, cfg: MixConfig, kind: str, protected_terms: frozenset[str] = frozenset()) -> list[Step]:
         # inputs are curated pretrain dirs; dedup would remove the repeats the mixture asks for
-        return [ValidateStep(), Report("mix", getattr(self, "_report", {}))]
+        return [ValidateStep()]
 
     def describe(self, cfg: MixConfig, inputs: Inputs, out: Collector) -> str:
-        return describe_mix(inputs.extra["mix"])
+        return describe_mix(out.stats["mix"])
 
     def figures(self, cfg: MixConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
-        mix = inputs.extra["mix"]
+        mix = out.stats["mix"]
         rows: list[tuple[str, Any]] = []
         for name, r in mix["sources"].items():
             rows.append((f"{name}: share asked / reached", f"{r['share_requested']:.3f} / {r['share_reached']:.4f}"))
@@ -188,19 +189,6 @@ class MixBuilder(Builder[MixConfig]):
 
     def params(self, cfg: MixConfig) -> dict[str, Any]:
         return cfg.model_dump(mode="json", exclude={"out"})
-
-
-class Report(GlobalStep):
-    """Puts what generation did (repeated paragraphs removed with their counts; a mixture's shares,
-    tokens, documents and epochs per source) into the manifest's curation stats and so the card;
-    records pass unchanged."""
-
-    def __init__(self, name: str, report: dict[str, Any]) -> None:
-        self.name = name
-        self.report = report
-
-    def __call__(self, records: list[Any]) -> StepResult:
-        return StepResult(records, [], Counter(), dict(self.report))
 
 
 def mixed_record(row: dict[str, Any], tokens: int, source: str, epoch: int) -> PretrainRecord:

@@ -365,6 +365,8 @@ def render_card(
             plots=plot_links,
             example=_example_json(_example(out_dir, m)),
             curation=[(stage, _flatten(s)) for stage, s in m.curation.items()],
+            # the builder's own tables; per-item tables (rows of dicts) are in the builder's summary text
+            build_stats=[(name, _flatten(s)) for name, s in m.stats.items() if isinstance(s, dict)],
             bibkey=re.sub(r"\W+", "_", f"medmill_{m.builder}_{config_name}").strip("_"),
         )
     )

@@ -218,7 +218,9 @@ def load_view(path: Path) -> DatasetView:
         clusters_total=n_clusters,
         clusters_unreadable=bad_clusters,
         pii_safety=_pii_safety(manifest),
-        curation=[(stage, _flat(s)) for stage, s in (manifest.get("curation") or {}).items()],
+        # the builder's own tables (manifest `stats`; per-item tables are in the card) beside the curation stages
+        curation=[(f"{name} (build)", _flat(s)) for name, s in (manifest.get("stats") or {}).items() if isinstance(s, dict)]
+        + [(stage, _flat(s)) for stage, s in (manifest.get("curation") or {}).items()],
     )
 
 

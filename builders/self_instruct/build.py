@@ -67,7 +67,7 @@ class SelfInstructBuilder(Builder[SelfInstructConfig]):
     def figures(self, cfg: SelfInstructConfig, inputs: Inputs, out: Collector, manifest: Manifest) -> list[tuple[str, Any]]:
         c, u = out.counters, out.usage
         rows: list[tuple[str, Any]] = [
-            ("seed tasks", len(inputs.items)),
+            ("seed tasks", inputs.items_read),
             ("requests (this run: sent / cached)", f"{inputs.extra['requests']} ({u['calls_sent']} / {u['cache_hits']})"),
             ("tasks accepted / target", f"{c['accepted']} / {cfg.generation.num}"),
             ("near-copies rejected", c.get("rejected.near_copy", 0)),

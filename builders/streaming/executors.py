@@ -80,11 +80,7 @@ class _ParallelMapExecutor(LocalExecutor):
             done.append(result)
         kept += self._put_back(steps, done, rejects, counters, sizes, timings, run)
         run.records = kept
-        for step in steps:
-            n_in, n_out = sizes[step.name]
-            run.timings[step.name] = timings[step.name]
-            run.counters.update({f"{step.name}.{k}": v for k, v in counters[step.name].items()})
-            run.stats[step.name] = {"in": n_in, "out": n_out, "dropped": n_in - n_out, **step.summary(counters[step.name])}
+        self._record_stage(steps, run, counters, sizes, timings)
 
     @staticmethod
     def _put_back(steps, done, rejects, counters, sizes, timings, run) -> list[Any]:
@@ -98,6 +94,8 @@ class _ParallelMapExecutor(LocalExecutor):
                 sizes[step.name][0] += o.n_in
                 sizes[step.name][1] += o.n_out
                 timings[step.name] += o.seconds
+        if run.on_batch is not None and done:
+            run.on_batch(sum(outs[0].n_in for _, outs in done if outs))
         return [r for records, _ in done for r in records]
 
 

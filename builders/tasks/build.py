@@ -13,6 +13,7 @@ from medmill.builders.core.builder import BuildContext, Builder, Inputs
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import LLMBuildConfig
 from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.steps import Step
 from medmill.builders.readers.kg import read_kg
 from medmill.builders.tasks import BUILDER, BUILDER_VERSION
 from medmill.builders.tasks.cls import ClsConfig
@@ -101,23 +102,34 @@ class TasksBuilder(Builder[TasksConfig]):
 
     # --- generate -----------------------------------------------------------------------------------
 
-    def generate(self, cfg: TasksConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+    def generation(self, cfg: TasksConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
+        """mcq, ner, cls: map steps over the items (option pools, the lexicon, the label set made here,
+        from the whole input); rc calls the LLM engine, so it runs in the driver (`generate`)."""
         if cfg.task == "mcq":
-            from medmill.builders.tasks.mcq import build_mcq
+            from medmill.builders.tasks.mcq import MCQStep, option_pools
 
-            result = build_mcq(inputs.items, cfg.mcq.model_copy(update={"seed": cfg.seed}))
-        elif cfg.task == "ner":
-            from medmill.builders.tasks.ner import build_ner
+            mcq = cfg.mcq.model_copy(update={"seed": cfg.seed})
+            return [MCQStep(mcq, option_pools(inputs.items, mcq))]
+        if cfg.task == "ner":
+            from medmill.builders.tasks.ner import NERStep, build_lexicon
 
-            result = build_ner(inputs.items, inputs.extra["entities"], cfg.ner)
-        elif cfg.task == "cls":
-            from medmill.builders.tasks.cls import build_cls
+            lexicon = TaskOutput()
+            step = NERStep(cfg.ner, build_lexicon(inputs.extra["entities"], cfg.ner, lexicon))
+            out.counters.update(lexicon.counters)
+            return [step]
+        if cfg.task == "cls":
+            from medmill.builders.tasks.cls import ClsFilterStep, ClsRecordsStep, label_set
 
-            result = build_cls(inputs.items, cfg.cls.model_copy(update={"seed": cfg.seed}))
-            if not result.records and not result.rejects:
+            cls = cfg.cls.model_copy(update={"seed": cfg.seed})
+            labels, counts = label_set(inputs.items, cls)
+            if not labels:
                 raise MedmillError(f"no department has {cfg.cls.min_per_label} questions; lower --min-per-label")
-        else:
-            result = self._rc(cfg, inputs, ctx, out)
+            return [ClsFilterStep(cls, counts), ClsRecordsStep(cls, labels)]
+        return super().generation(cfg, inputs, ctx, out)
+
+    def generate(self, cfg: TasksConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
+        """rc: questions from the LLM engine, verified against their chunks."""
+        result = self._rc(cfg, inputs, ctx, out)
         for record in result.records:
             out.add(record)
         for row in result.rejects:
@@ -152,15 +164,15 @@ class TasksBuilder(Builder[TasksConfig]):
         c = out.counters
         rows: list[tuple[str, Any]] = [("task", cfg.task)]
         if cfg.task == "mcq":
-            rows += [("entities read", len(inputs.items)), ("answer keys verified", c["keys_verified"])]
+            rows += [("entities read", inputs.items_read), ("answer keys verified", c["keys_verified"])]
         elif cfg.task == "ner":
-            rows += [("lexicon terms", c["lexicon.terms"]), ("text chunks", len(inputs.items)),
+            rows += [("lexicon terms", c["lexicon.terms"]), ("text chunks", inputs.items_read),
                      ("entities tagged", c["entities_tagged"])]
         elif cfg.task == "cls":
-            rows += [("questions read", len(inputs.items)), ("labels", c["labels"])]
+            rows += [("questions read", inputs.items_read), ("labels", c["labels"])]
         else:
             u = out.usage
-            rows += [("text chunks", len(inputs.items)), ("LLM calls sent / cached", f"{u['calls_sent']} / {u['cache_hits']}"),
-                     ("answer spans verified", len(out.records))]
-        rows.append(("records generated", len(out.records)))
+            rows += [("text chunks", inputs.items_read), ("LLM calls sent / cached", f"{u['calls_sent']} / {u['cache_hits']}"),
+                     ("answer spans verified", out.generated)]
+        rows.append(("records generated", out.generated))
         return rows

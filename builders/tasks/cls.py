@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medmill.builders.core.steps import GlobalStep, MapStep, StepResult
 from medmill.builders.readers.department_csv import DepartmentQuestion
 from medmill.builders.tasks.common import TaskOutput, chat_record, source
 
@@ -36,36 +37,81 @@ def prompt_for(question: str, labels: Sequence[str]) -> str:
             f"只回答科室名称。\n可选科室：{'、'.join(labels)}\n患者问题：{question}")
 
 
-def build_cls(questions: Sequence[DepartmentQuestion], cfg: ClsConfig) -> TaskOutput:
-    out = TaskOutput()
+def label_set(questions: Sequence[DepartmentQuestion], cfg: ClsConfig) -> tuple[list[str], Counter]:
+    """The labels (departments with at least `min_per_label` questions, most questions first) and the
+    question count of every department."""
     counts = Counter(q.department for q in questions)
     labels = sorted((d for d, n in counts.items() if n >= cfg.min_per_label), key=lambda d: (-counts[d], d))
+    return labels, counts
+
+
+def build_cls(questions: Sequence[DepartmentQuestion], cfg: ClsConfig) -> TaskOutput:
+    """The classification records (what `ClsFilterStep` + `ClsRecordsStep` do, in one call)."""
+    labels, counts = label_set(questions, cfg)
     if not labels:
-        out.counters["labels"] = 0
-        return out
-    by_label: dict[str, list[DepartmentQuestion]] = defaultdict(list)
-    for q in questions:
-        src = source(ref=f"{q.file}:{q.line}", group=None, file=q.file, line=q.line)
-        if counts[q.department] < cfg.min_per_label:
-            out.reject("build", "rare_label", f"{q.department}: {counts[q.department]} question(s) (< {cfg.min_per_label})",
-                       src, raw={"department": q.department, "title": q.title})
-            continue
-        if len(q.question) > cfg.max_question_chars:
-            out.reject("build", "question_too_long", f"{len(q.question)} chars (> {cfg.max_question_chars})", src,
-                       raw={"department": q.department, "title": q.title})
-            continue
-        by_label[q.department].append(q)
-    for label in labels:
-        kept = by_label[label]
-        if cfg.max_per_label is not None and len(kept) > cfg.max_per_label:
-            rng = random.Random(f"{cfg.seed}\x00{label}")
-            chosen = set(rng.sample(range(len(kept)), cfg.max_per_label))
-            out.counters["skipped.over_max_per_label"] += len(kept) - cfg.max_per_label
-            kept = [q for i, q in enumerate(kept) if i in chosen]
-        for q in kept:
-            meta = {"task": TASK, "label": label, "labels": labels, "category": label}
+        return TaskOutput(counters=Counter(labels=0))
+    kept = ClsFilterStep(cfg, counts)(list(questions))
+    made = ClsRecordsStep(cfg, labels)(kept.records)
+    counters = Counter(kept.counters)
+    counters.update(made.counters)
+    return TaskOutput(made.records, kept.rejects, counters)
+
+
+class ClsFilterStep(MapStep):
+    """Generation, per question: a question of a rare department or too long is a reject; the others
+    pass on (as questions) to `ClsRecordsStep`. Holds the departments' question counts of the input."""
+
+    name = "generate"
+
+    def __init__(self, cfg: ClsConfig, counts: Counter) -> None:
+        self.cfg = cfg
+        self.counts = counts
+
+    def __call__(self, batch: list[DepartmentQuestion]) -> StepResult:
+        out = TaskOutput()
+        kept: list[DepartmentQuestion] = []
+        for q in batch:
             src = source(ref=f"{q.file}:{q.line}", group=None, file=q.file, line=q.line)
-            out.records.append(chat_record(prompt_for(q.question, labels), label, meta, src, cfg.system_prompt))
-            out.counters[f"label.{label}"] += 1
-    out.counters["labels"] = len(labels)
-    return out
+            n = self.counts[q.department]
+            if n < self.cfg.min_per_label:
+                out.reject("build", "rare_label", f"{q.department}: {n} question(s) (< {self.cfg.min_per_label})",
+                           src, raw={"department": q.department, "title": q.title})
+                continue
+            if len(q.question) > self.cfg.max_question_chars:
+                out.reject("build", "question_too_long", f"{len(q.question)} chars (> {self.cfg.max_question_chars})", src,
+                           raw={"department": q.department, "title": q.title})
+                continue
+            kept.append(q)
+        return StepResult(kept, out.rejects, out.counters)
+
+
+class ClsRecordsStep(GlobalStep):
+    """Generation over every kept question: at most `max_per_label` per label (seeded sample), records
+    label by label (most questions first), each listing the whole label set."""
+
+    name = "generate_labels"
+
+    def __init__(self, cfg: ClsConfig, labels: list[str]) -> None:
+        self.cfg = cfg
+        self.labels = labels
+
+    def __call__(self, batch: list[DepartmentQuestion]) -> StepResult:
+        out = TaskOutput()
+        by_label: dict[str, list[DepartmentQuestion]] = defaultdict(list)
+        for q in batch:
+            by_label[q.department].append(q)
+        labels, cfg = self.labels, self.cfg
+        for label in labels:
+            kept = by_label[label]
+            if cfg.max_per_label is not None and len(kept) > cfg.max_per_label:
+                rng = random.Random(f"{cfg.seed}\x00{label}")
+                chosen = set(rng.sample(range(len(kept)), cfg.max_per_label))
+                out.counters["skipped.over_max_per_label"] += len(kept) - cfg.max_per_label
+                kept = [q for i, q in enumerate(kept) if i in chosen]
+            for q in kept:
+                meta = {"task": TASK, "label": label, "labels": labels, "category": label}
+                src = source(ref=f"{q.file}:{q.line}", group=None, file=q.file, line=q.line)
+                out.records.append(chat_record(prompt_for(q.question, labels), label, meta, src, cfg.system_prompt))
+                out.counters[f"label.{label}"] += 1
+        out.counters["labels"] = len(labels)
+        return StepResult(out.records, out.rejects, out.counters)

@@ -25,6 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medmill.builders.core.steps import MapStep, StepResult
 from medmill.builders.tasks.common import TaskOutput, chat_record, source
 from medmill.schemas import SFTRecord
 from medmill.schemas.sources import KGEntity
@@ -81,38 +82,42 @@ def stem_for(entity: KGEntity, relation: str, style: Style) -> str:
     return f"以下哪一项是{entity.name}的{relation}？"
 
 
-def make_items(entities: Sequence[KGEntity], cfg: MCQConfig, out: TaskOutput) -> list[MCQItem]:
-    """One question per (entity, relation) that has a value and enough distractors."""
+def option_pools(entities: Sequence[KGEntity], cfg: MCQConfig) -> dict[str, set[str]]:
+    """Relation -> every short value any entity holds for it (the distractors are drawn from these)."""
     pools: dict[str, set[str]] = defaultdict(set)
     for e in entities:
         for rel, values in e.relations.items():
             pools[rel].update(v for v in values if len(v) <= cfg.max_option_chars)
+    return dict(pools)
+
+
+def entity_items(e: KGEntity, pools: dict[str, set[str]], cfg: MCQConfig, out: TaskOutput) -> list[MCQItem]:
+    """The questions of one entity, distractors from `pools` (`option_pools` of the whole KG)."""
     wanted = set(cfg.relations)
     items: list[MCQItem] = []
-    for e in entities:
-        made = 0
-        for rel, values in e.relations.items():
-            if wanted and rel not in wanted:
-                continue
-            if cfg.per_entity is not None and made >= cfg.per_entity:
-                out.counters["skipped.over_per_entity"] += 1
-                continue
-            own = {norm(v) for v in values}
-            correct = sorted(v for v in values if len(v) <= cfg.max_option_chars)
-            if not correct:
-                out.counters["skipped.no_short_value"] += 1
-                continue
-            distractors = sorted(v for v in pools[rel] if not conflicts(v, own))
-            if len(distractors) < cfg.options - 1:
-                out.counters["skipped.too_few_distractors"] += 1
-                continue
-            rng = random.Random(f"{cfg.seed}\x00{e.name}\x00{rel}")
-            picked = [rng.choice(correct), *rng.sample(distractors, cfg.options - 1)]
-            rng.shuffle(picked)
-            options = {LETTERS[i]: text for i, text in enumerate(picked)}
-            answer = next(k for k, v in options.items() if norm(v) in own)
-            items.append(MCQItem(e.name, e.type, rel, stem_for(e, rel, cfg.style), options, answer))
-            made += 1
+    made = 0
+    for rel, values in e.relations.items():
+        if wanted and rel not in wanted:
+            continue
+        if cfg.per_entity is not None and made >= cfg.per_entity:
+            out.counters["skipped.over_per_entity"] += 1
+            continue
+        own = {norm(v) for v in values}
+        correct = sorted(v for v in values if len(v) <= cfg.max_option_chars)
+        if not correct:
+            out.counters["skipped.no_short_value"] += 1
+            continue
+        distractors = sorted(v for v in pools.get(rel, ()) if not conflicts(v, own))
+        if len(distractors) < cfg.options - 1:
+            out.counters["skipped.too_few_distractors"] += 1
+            continue
+        rng = random.Random(f"{cfg.seed}\x00{e.name}\x00{rel}")
+        picked = [rng.choice(correct), *rng.sample(distractors, cfg.options - 1)]
+        rng.shuffle(picked)
+        options = {LETTERS[i]: text for i, text in enumerate(picked)}
+        answer = next(k for k, v in options.items() if norm(v) in own)
+        items.append(MCQItem(e.name, e.type, rel, stem_for(e, rel, cfg.style), options, answer))
+        made += 1
     return items
 
 
@@ -152,11 +157,16 @@ def verify_record(record: SFTRecord, index: KGIndex) -> tuple[str, str] | None:
 
 
 def build_mcq(entities: Sequence[KGEntity], cfg: MCQConfig) -> TaskOutput:
-    out = TaskOutput()
-    index = kg_index(entities)
-    by_name = {e.name: e for e in entities}
-    for item in make_items(entities, cfg, out):
-        entity = by_name[item.entity]
+    """Every entity's verified questions (what `MCQStep` does batch by batch, in one call)."""
+    step = MCQStep(cfg, option_pools(entities, cfg))
+    result = step(list(entities))
+    return TaskOutput(result.records, result.rejects, result.counters)
+
+
+def entity_records(entity: KGEntity, pools: dict[str, set[str]], cfg: MCQConfig, out: TaskOutput) -> None:
+    """One entity's questions rendered, each verified against the entity's KG values before it is kept."""
+    index = kg_index([entity])  # entity names are unique (the KG reader merges same-name entities)
+    for item in entity_items(entity, pools, cfg, out):
         values = [v for v in entity.relations[item.relation]]
         user, assistant = render(item, values, cfg)
         meta = {"task": TASK, "question": item.stem, "options": item.options, "answer": item.answer,
@@ -167,7 +177,23 @@ def build_mcq(entities: Sequence[KGEntity], cfg: MCQConfig) -> TaskOutput:
                      line=ref.line if ref else None)
         record = chat_record(user, assistant, meta, src, cfg.system_prompt)
         keep_verified(record, index, out)
-    return out
+
+
+class MCQStep(MapStep):
+    """Generation as a map step: a batch of KG entities -> their verified questions (+ rejects,
+    counters). Holds the settings and the option pools of the whole KG, computed in the driver."""
+
+    name = "generate"
+
+    def __init__(self, cfg: MCQConfig, pools: dict[str, set[str]]) -> None:
+        self.cfg = cfg
+        self.pools = pools
+
+    def __call__(self, batch: list[KGEntity]) -> StepResult:
+        out = TaskOutput()
+        for entity in batch:
+            entity_records(entity, self.pools, self.cfg, out)
+        return StepResult(out.records, out.rejects, out.counters)
 
 
 def keep_verified(record: SFTRecord, index: KGIndex, out: TaskOutput) -> None:

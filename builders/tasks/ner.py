@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medmill.builders.core.steps import MapStep, StepResult
 from medmill.builders.tasks.common import TaskOutput, chat_record, source
 from medmill.schemas.sources import KGEntity, TextChunk
 
@@ -111,19 +112,38 @@ def render_answer(spans: Sequence[Span]) -> str:
 
 
 def build_ner(chunks: Sequence[TextChunk], entities: Sequence[KGEntity], cfg: NERConfig) -> TaskOutput:
+    """Every chunk's example (what `NERStep` does batch by batch, in one call)."""
     out = TaskOutput()
-    lexicon = build_lexicon(entities, cfg, out)
-    types = list(dict.fromkeys(lexicon.values()))  # in the order the KG first gives each type
-    for chunk in chunks:
-        text = chunk.text.strip()
-        spans = find_spans(text, lexicon)
-        if not spans:
-            out.counters["texts_without_entities"] += 1
-            continue
-        user = f"{INSTRUCTION}请找出文本中的{'、'.join(types)}实体，按“类型:实体，实体；类型:实体”的格式输出。\n文本：{text}"
-        meta = {"task": TASK, "types": types, "chunk": chunk.id,
-                "entities": [{"text": s.text, "type": s.type, "start": s.start, "end": s.end} for s in spans]}
-        src = source(ref=chunk.id, group=f"chunk:{chunk.id}", file=chunk.file, offset=chunk.offset)
-        out.records.append(chat_record(user, render_answer(spans), meta, src, cfg.system_prompt))
-        out.counters["entities_tagged"] += len(spans)
+    step = NERStep(cfg, build_lexicon(entities, cfg, out))
+    result = step(list(chunks))
+    out.records += result.records
+    out.counters.update(result.counters)
     return out
+
+
+class NERStep(MapStep):
+    """Generation as a map step: a batch of text chunks -> one tagged example per chunk with an entity.
+    Holds the settings and the lexicon of the whole KG (built in the driver)."""
+
+    name = "generate"
+
+    def __init__(self, cfg: NERConfig, lexicon: dict[str, str]) -> None:
+        self.cfg = cfg
+        self.lexicon = lexicon
+        self.types = list(dict.fromkeys(lexicon.values()))  # in the order the KG first gives each type
+
+    def __call__(self, batch: list[TextChunk]) -> StepResult:
+        out = TaskOutput()
+        for chunk in batch:
+            text = chunk.text.strip()
+            spans = find_spans(text, self.lexicon)
+            if not spans:
+                out.counters["texts_without_entities"] += 1
+                continue
+            user = f"{INSTRUCTION}请找出文本中的{'、'.join(self.types)}实体，按“类型:实体，实体；类型:实体”的格式输出。\n文本：{text}"
+            meta = {"task": TASK, "types": self.types, "chunk": chunk.id,
+                    "entities": [{"text": s.text, "type": s.type, "start": s.start, "end": s.end} for s in spans]}
+            src = source(ref=chunk.id, group=f"chunk:{chunk.id}", file=chunk.file, offset=chunk.offset)
+            out.records.append(chat_record(user, render_answer(spans), meta, src, self.cfg.system_prompt))
+            out.counters["entities_tagged"] += len(spans)
+        return StepResult(out.records, out.rejects, out.counters)

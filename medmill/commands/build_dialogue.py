@@ -58,10 +58,9 @@ def build_dialogue(
         source_licenses=parse_source_licenses(source_license),
         curation=curation.model_copy(update={"min_chars": min_chars, "max_chars": max(max_chars, min_chars)}),
     )
-    builder = DialogueBuilder()
     command = invocation(["build-dialogue", *map(str, inputs), "--out", str(out)])
-    report = run_build(builder, cfg, command=command, progress=progress_bars, render_card=builder.render_card)
-    _files_table(builder.per_file)
+    report = run_build(DialogueBuilder(), cfg, command=command, progress=progress_bars)
+    _files_table(report.manifest.stats.get("inputs", []))
     build_summary(f"build-dialogue {out}", report.manifest,
                   [*report.figures, ("wall time incl. write (s)", time.perf_counter() - t0)])
 

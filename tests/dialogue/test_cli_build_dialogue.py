@@ -62,7 +62,7 @@ def test_samples_build_passes_validate_and_loads(samples_out: Path):
     total = sum(len(ds[s]) for s in ds)
     manifest = json.loads((samples_out / "manifest.json").read_text(encoding="utf-8"))
     assert total == manifest["records_total"] > 250
-    per_file = {r["file"]: r for r in manifest["curation"]["inputs"]}
+    per_file = {r["file"]: r for r in manifest["stats"]["inputs"]}
     assert per_file["toyhom_IM_sample.csv"]["format"] == "toyhom"
     assert per_file["toyhom_IM_sample.csv"]["encoding"] == "gb18030"
     for r in per_file.values():  # every row is kept or rejected with a reason
@@ -118,7 +118,7 @@ def test_generated_corpora_in_one_run_with_folder(tmp_path: Path):
     result = build(corpus, "--out", out, "--no-dedup")
     assert "ragged_row" in result.output
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    per_file = {r["file"]: r for r in manifest["curation"]["inputs"]}
+    per_file = {r["file"]: r for r in manifest["stats"]["inputs"]}
     toyhom = per_file["corpus/内科.csv"]
     assert toyhom["rejected"]["ragged_row"] == wrote["ragged"] == 6
     assert toyhom["rows_read"] == 1200 and toyhom["records_kept"] == 1200 - 6
@@ -139,7 +139,7 @@ def test_limit_reads_only_the_first_rows(tmp_path: Path):
     out = tmp_path / "out"
     build(src, "--out", out, "--limit", "40", "--no-dedup")
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["curation"]["inputs"][0]["rows_read"] == 40
+    assert manifest["stats"]["inputs"][0]["rows_read"] == 40
     assert manifest["records_total"] + manifest["rejects_total"] == 40
 
 

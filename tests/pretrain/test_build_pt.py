@@ -99,7 +99,7 @@ def test_textbooks_come_out_clean_and_load(tmp_path):
     assert all(t.rstrip()[-1] == "。" for t in texts)
     assert any("大肠埃希菌和某些真菌。" in t for t in texts)  # a word broken over two lines, joined
     m = manifest(out)
-    bp = m["curation"]["boilerplate"]
+    bp = m["stats"]["boilerplate"]
     assert bp["paragraphs_removed"] == 6 and bp["top"][0]["documents"] == 6
     assert m["counters"]["clean.repeated_header_lines"] >= 6 * 8
     assert m["curation"]["tokens"]["estimate"] is True
@@ -260,7 +260,7 @@ def test_mix_cli_ratios_epochs_and_reproducible(tmp_path):
     build("--mix", spec, "--max-epochs", "2", "--out", b, "--seed", "5", "--val-size", "0.1")
     build("--mix", spec, "--max-epochs", "2", "--out", c, "--seed", "6", "--val-size", "0.1")
     m = manifest(a)
-    sources = m["curation"]["mix"]["sources"]
+    sources = m["stats"]["mix"]["sources"]
     for name, share in ((str(domain), 0.3), (str(general), 0.7)):
         assert abs(sources[name]["share_reached"] - share) / share <= 0.01
     assert sources[str(domain)]["epochs"] == pytest.approx(2.0, rel=0.01)  # the scarce source, up to the cap
@@ -277,7 +277,7 @@ def test_mix_cli_ratios_epochs_and_reproducible(tmp_path):
             split_of.setdefault(r["text"], set()).add(split)
     assert all(len(s) == 1 for s in split_of.values())
     total = sum(json.loads(r["meta"])["tokens"] for r in all_rows(a))
-    assert total == m["curation"]["mix"]["tokens_total"]
+    assert total == m["stats"]["mix"]["tokens_total"]
     card = (a / "README.md").read_text(encoding="utf-8")
     assert "share reached" in card and "epochs" in card
     assert run("validate", a).exit_code == 0
