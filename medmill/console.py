@@ -78,6 +78,21 @@ def build_summary(title: str, manifest: Any, extra: Iterable[tuple[str, Any]] = 
     guarded = (getattr(manifest, "curation", None) or {}).get("dedup", {}).get("fact_guarded_pairs")
     if guarded:
         rows.append(("dedup: kept as different facts (pairs)", guarded))
+    if not any(str(name).startswith("records/s") for name, _ in rows):
+        rows += stage_rates(manifest)
     if "total" in manifest.timings:
         rows.append(("time (s)", float(manifest.timings["total"])))
     summary_table(title, rows)
+
+
+def stage_rates(manifest: Any) -> list[tuple[str, Any]]:
+    """records/s of each curation step, from the manifest's timings (process time of the step, summed
+    over workers) and the records the step was given."""
+    curation = getattr(manifest, "curation", None) or {}
+    rows: list[tuple[str, Any]] = []
+    for name, seconds in manifest.timings.items():
+        step = name.removeprefix("curate.")
+        n = curation.get(step, {}).get("in") if isinstance(curation.get(step), dict) else None
+        if name.startswith("curate.") and n and seconds > 0:
+            rows.append((f"records/s {step}", round(n / float(seconds))))
+    return rows
