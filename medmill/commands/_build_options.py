@@ -4,11 +4,12 @@ The common `BuildConfig` fields (limit, seed, split sizes, licences) become flag
 and spelling come from the config class: `BuildConfig` declares them once, a builder's config redeclares
 the ones it words or defaults otherwise (`BookQAConfig.val_size`: "grouped by section", 0.05) and
 spells a flag otherwise through `json_schema_extra={"flag": "--limit-chunks"}`. The run flags
-(--workers, --executor, --ray-address) follow. The command receives one `CommonBuildOptions`:
+(--workers, --executor, --ray-address) and --config FILE.yaml follow. The command receives one
+`CommonBuildOptions`:
 
     @build_options(BookQAConfig)
     def build_book_qa(inputs: ..., out: ..., ..., common: CommonBuildOptions = GENERATED,
-                      config: Path | None = ConfigOption, *, llm: LLMSettings, curation: CurationSettings):
+                      *, llm: LLMSettings, curation: CurationSettings):
         cfg = common.config(BookQAConfig, inputs=inputs, out=out, ..., llm=llm, curation=curation)
         report = run_build(BookQABuilder(), cfg, ..., executor=common.executor())
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
@@ -29,6 +31,7 @@ from medmill.builders.streaming.options import RunOptions
 from medmill.commands._common import build_config, parse_source_licenses
 from medmill.commands._run_options import RayAddressOption, WorkersOption
 from medmill.commands._signature import Flag, field_flag, field_option, flag_parameter, swap_parameter
+from medmill.config import ConfigOption
 
 if TYPE_CHECKING:
     from medmill.builders.core.steps import LocalExecutor
@@ -45,7 +48,7 @@ BuildExecutorOption = typer.Option(
          "(pip install 'medmill[ray]'). Same dataset dir with each.",
 )
 RUN_FLAGS: tuple[Flag, ...] = (("workers", int, WorkersOption), ("executor", str, BuildExecutorOption),
-                               ("ray_address", str, RayAddressOption))
+                               ("ray_address", str, RayAddressOption), ("config", Path | None, ConfigOption))
 
 GENERATED: Any = None  # the default of a command's `common` parameter: @build_options replaces it
 
@@ -91,10 +94,18 @@ def build_options(
     generated = [field_option(config_cls, f, help=(help or {}).get(f), int_range=True) for f in fields] + list(RUN_FLAGS)
 
     def make(values: dict[str, Any]) -> CommonBuildOptions:
+        values.pop("config", None)  # --config did its work as the flags' defaults
         run = RunOptions(values.pop("executor"), values.pop("workers"), values.pop("ray_address"))
         chosen = {by_param[param]: value for param, value in values.items()}
         if "source_licenses" in chosen:
             chosen["source_licenses"] = parse_source_licenses(chosen["source_licenses"])
         return CommonBuildOptions(chosen, flags_of, run)
 
-    return lambda fn: swap_parameter(fn, "common", generated, make, "build_options")
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        command = swap_parameter(fn, "common", generated, make, "build_options")
+        # what the flags were made from, for tests and docs that walk the build commands
+        command.build_options = (config_cls, tuple(fields))  # type: ignore[attr-defined]
+        command.build_options_help = dict(help or {})  # type: ignore[attr-defined]
+        return command
+
+    return decorate

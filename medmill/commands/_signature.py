@@ -76,7 +76,7 @@ def field_option(model: type[BaseModel], field: str, *, panel: str | None = None
     `int_range`: an int field's ge/le bounds are also the flag's range (shown in --help, checked by click)."""
     info = model.model_fields[field]
     bounds: dict[str, Any] = {}
-    if int_range and int in (annotation_args := {info.annotation, *get_args(info.annotation)}) and float not in annotation_args:
+    if int_range and int in {info.annotation, *get_args(info.annotation)}:  # int or int | None
         bounds = {key: getattr(m, attr) for m in info.metadata for attr, key in (("ge", "min"), ("le", "max")) if hasattr(m, attr)}
     annotation: Any = info.annotation
     default = info.get_default(call_default_factory=True)

@@ -15,7 +15,6 @@ from medmill.builders.llm.types import LLMSettings
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 
@@ -50,7 +49,6 @@ def build_book_qa(
     min_overlap: float = typer.Option(0.5, "--min-overlap", min=0.0, max=1.0, help="Least share of an answer's character bigrams found in its chunk."),
     question_dedup: float = typer.Option(0.7, "--question-dedup", min=0.01, max=1.0, help="Bigram Jaccard at which questions count as near-duplicates."),
     common: CommonBuildOptions = GENERATED,
-    config: Path | None = ConfigOption,
     *,
     llm: LLMSettings,
     curation: CurationSettings,

@@ -12,7 +12,6 @@ from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.dialogue.build import DialogueConfig
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, console, progress_bars
 from medmill.invocation import invocation
 
@@ -41,7 +40,6 @@ def build_dialogue(
     lexicon: Path | None = typer.Option(None, "--lexicon", help="Your own openers / sign-offs / placeholders YAML (shape of medmill's dialogue lexicon.yaml)."),
     merge_prefixes: bool = typer.Option(True, "--merge-prefixes/--keep-prefixes", help="Keep each conversation once, in its longest form."),
     common: CommonBuildOptions = GENERATED,
-    config: Path | None = ConfigOption,
     *,
     curation: CurationSettings,
 ) -> None:

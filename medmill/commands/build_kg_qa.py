@@ -13,7 +13,6 @@ from medmill.builders.llm.types import LLMSettings
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -39,7 +38,6 @@ def build_kg_qa(
     combined: bool = typer.Option(True, "--combined/--no-combined", help="Questions combining two relations (科室+检查, 症状+治疗)."),
     reverse: bool = typer.Option(True, "--reverse/--no-reverse", help="Questions from symptoms back to diseases, across the graph."),
     common: CommonBuildOptions = GENERATED,
-    config: Path | None = ConfigOption,
     *,
     llm: LLMSettings,
     curation: CurationSettings,

@@ -15,7 +15,6 @@ from medmill.builders.llm.types import LLMSettings
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -41,7 +40,6 @@ def build_lit_qa(
     field: list[str] = typer.Option([], "--field", help="Map a field to your column: title=题目, conclusion=结论, year=年份 ...; repeatable."),
     min_overlap: float | None = typer.Option(None, "--min-overlap", min=0.0, max=1.0, help="Least share of answer (qa, default 0.5) or doctor-turn (dialogue, default 0.35) character bigrams found in the paper."),
     common: CommonBuildOptions = GENERATED,
-    config: Path | None = ConfigOption,
     *,
     llm: LLMSettings,
     curation: CurationSettings,

@@ -14,7 +14,6 @@ from medmill.builders.prefs.config import PrefsConfig
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 
@@ -49,7 +48,6 @@ def build_prefs(
     ),
     include_reference: bool = typer.Option(True, "--include-reference/--no-include-reference", help="judge: the reference answer competes as a candidate."),
     common: CommonBuildOptions = GENERATED,
-    config: Path | None = ConfigOption,
     *,
     llm: LLMSettings,
     curation: CurationSettings,

@@ -12,7 +12,6 @@ from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.pretrain.config import PretrainConfig
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -50,7 +49,6 @@ def build_pt(
     mix_tokens: int | None = typer.Option(None, "--mix-tokens", min=1, help="Total tokens of the mixture (default: the most no source exceeds --max-epochs for).", rich_help_panel=_MIX),
     max_epochs: float = typer.Option(3.0, "--max-epochs", min=0.01, help="Most epochs (repeats) of any source in a mixture.", rich_help_panel=_MIX),
     common: CommonBuildOptions = GENERATED,
-    config: Path | None = ConfigOption,
     *,
     curation: CurationSettings,
 ) -> None:

@@ -13,7 +13,6 @@ from medmill.builders.self_instruct.build import SelfInstructConfig
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -35,7 +34,6 @@ def build_self_instruct(
     prompt: str = typer.Option("self_instruct", "--prompt", help="Prompt id shipped with medmill or your own YAML file."),
     system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message put before every record."),
     common: CommonBuildOptions = GENERATED,
-    config: Path | None = ConfigOption,
     *,
     llm: LLMSettings,
     curation: CurationSettings,

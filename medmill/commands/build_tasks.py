@@ -14,7 +14,6 @@ from medmill.commands._build_options import GENERATED, CommonBuildOptions, build
 from medmill.commands._common import parse_pairs
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -40,7 +39,6 @@ def build_tasks(
     max_per_label: int | None = typer.Option(None, "--max-per-label", min=1, help="cls: at most N questions per department (seeded sample)."),
     system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message put before every record."),
     common: CommonBuildOptions = GENERATED,
-    config: Path | None = ConfigOption,
     *,
     llm: LLMSettings,
     curation: CurationSettings,
