@@ -47,7 +47,8 @@ def _register() -> None:
     # Each module adds its command(s) to `app`; the order here is the order of `medmill --help`.
     from medmill.commands import register_all
 
-    register_all(app)
+    if not app.registered_commands:  # once per process (tests call main() many times)
+        register_all(app)
 
 
 def main() -> None:

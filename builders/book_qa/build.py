@@ -26,7 +26,10 @@ class BookQAConfig(LLMBuildConfig):
     clean: CleanOptions = Field(default_factory=CleanOptions)
     chunking: ChunkSettings = Field(default_factory=ChunkSettings)
     qa: QAConfig = Field(default_factory=QAConfig)
+    seed: int = Field(42, description="Seed of the splits.")
     val_size: float = Field(0.05, ge=0.0, lt=1.0, description="Share of records in the validation split (grouped by section).")
+    test_size: float = Field(0.0, ge=0.0, lt=1.0, description="Share of records in the test split (grouped by section).")
+    limit: int | None = Field(None, ge=1, description="Use only the first N chunks (trial runs).", json_schema_extra={"flag": "--limit-chunks"})
 
 
 class BookQABuilder(Builder[BookQAConfig]):

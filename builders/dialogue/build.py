@@ -41,6 +41,10 @@ OWN_STAGES = ("read", "clean", "merge")
 
 
 class DialogueConfig(BuildConfig):
+    limit: int | None = Field(None, ge=1, description="Use only the first N rows of the inputs (trial runs).")
+    seed: int = Field(42, description="Seed of the splits.")
+    val_size: float = Field(0.0, ge=0.0, lt=1.0, description="Share of records in the validation split (grouped by conversation).")
+    test_size: float = Field(0.0, ge=0.0, lt=1.0, description="Share of records in the test split (grouped by conversation).")
     read: ReadConfig = Field(default_factory=ReadConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     prompts: PromptConfig = Field(default_factory=PromptConfig)

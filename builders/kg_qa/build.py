@@ -51,6 +51,9 @@ class KGQAConfig(LLMBuildConfig):
     mode: Literal["template", "llm"] = Field("template", description="How questions are made: template (no LLM) or llm (patient-scenario QA from each entity's facts).")
     mix: dict[str, float] | None = Field(None, description="Shares of entities per mode, e.g. {template: 0.5, llm: 0.5}.")
     templates: Path | None = Field(None, description="Your own templates YAML (default: medmill's kg_qa_templates.yaml).")
+    seed: int = Field(42, description="Seed of template choice, sampling and splits.")
+    val_size: float = Field(0.0, ge=0.0, lt=1.0, description="Share of records in the validation split (grouped by entity).")
+    test_size: float = Field(0.0, ge=0.0, lt=1.0, description="Share of records in the test split (grouped by entity).")
     template_qa: TemplateQAConfig = Field(default_factory=TemplateQAConfig)
     llm_qa: LLMQAConfig = Field(default_factory=LLMQAConfig)
 

@@ -21,7 +21,10 @@ from medmill.schemas.errors import MedmillError
 class LitQAConfig(LLMBuildConfig):
     field_map: dict[str, str] = Field(default_factory=dict, description="Map a field to your column: title=题目, conclusion=结论 ...")
     lit: LitConfig = Field(default_factory=LitConfig)
+    seed: int = Field(42, description="Seed of the splits.")
     val_size: float = Field(0.05, ge=0.0, lt=1.0, description="Share of records in the validation split (grouped by paper).")
+    test_size: float = Field(0.0, ge=0.0, lt=1.0, description="Share of records in the test split (grouped by paper).")
+    limit: int | None = Field(None, ge=1, description="Use only the first N papers (trial runs).")
 
 
 class LitQABuilder(Builder[LitQAConfig]):

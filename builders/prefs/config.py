@@ -31,7 +31,13 @@ class PrefsConfig(BuildConfig):
     min_margin: float = Field(1.0, ge=0.0)
     pairwise_check: bool = False
     include_reference: bool = True
+    seed: int = Field(42, description="Seed of perturbation choice and splits.")
     val_size: float = Field(0.05, ge=0.0, lt=1.0, description="Share of records in the validation split (group-aware).")
+    source_licenses: dict[str, str] = Field(
+        default_factory=dict, description="FILE=LICENSE of an input; repeatable (dataset dirs default to their manifest's).",
+        json_schema_extra={"flag": "--source-license"},
+    )
+    limit: int | None = Field(None, ge=1, description="Use only the first N distinct prompts.")
 
 
 def add_pair(out: Collector, item: PromptItem, chosen: str, rejected: str, meta: dict[str, Any], stage: str) -> None:

@@ -45,7 +45,9 @@ class PretrainConfig(BuildConfig):
     boilerplate_min_docs: int = Field(5, ge=0, description="Remove paragraphs found in at least this many documents (0 = off).")
     boilerplate_min_chars: int = Field(8, ge=1, description="Shorter paragraphs (letters and digits) are never counted as boilerplate.")
     text_quality: TextQualitySettings = Field(default_factory=TextQualitySettings)
+    seed: int = Field(42, description="Seed of mixing and splits.")
     val_size: float = Field(0.02, ge=0.0, lt=1.0, description="Share of documents in the validation split (grouped by file and section).")
+    test_size: float = Field(0.0, ge=0.0, lt=1.0, description="Share of documents in the test split.")
 
     @model_validator(mode="after")
     def _doc_sizes(self) -> PretrainConfig:

@@ -33,6 +33,10 @@ class SelfInstructConfig(LLMBuildConfig):
 
     generation: GenerationSettings
     prompt: str = Field("self_instruct", description="Prompt id shipped with medmill or your own YAML file.")
+    seed: int = Field(42, description="Seed of seed sampling and splits.")
+    val_size: float = Field(0.0, ge=0.0, lt=1.0, description="Share of records in the validation split (grouped by request).")
+    test_size: float = Field(0.0, ge=0.0, lt=1.0, description="Share of records in the test split (grouped by request).")
+    limit: int | None = Field(None, ge=1, description="Use only the first N seed tasks (trial runs).")
 
 
 class SelfInstructBuilder(Builder[SelfInstructConfig]):

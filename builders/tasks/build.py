@@ -52,7 +52,12 @@ class TasksConfig(LLMBuildConfig):
     rc: RCConfig = Field(default_factory=RCConfig)
     cls: ClsConfig = Field(default_factory=ClsConfig)
     chunking: ChunkSettings = Field(default_factory=lambda: ChunkSettings(chunk_size=400, chunk_overlap=0))
-    test_size: float = Field(0.1, ge=0.0, lt=1.0, description="Share of records in the test (eval) split (group-aware).")
+    seed: int = Field(42, description="Seed of option order, sampling and splits.")
+    test_size: float = Field(
+        0.1, ge=0.0, lt=1.0,
+        description="Share of records in the test (eval) split; grouped by entity (mcq), chunk (ner/rc) or row (cls).",
+    )
+    limit: int | None = Field(None, ge=1, description="Use only the first N entities / chunks / questions (trial runs).")
 
     @model_validator(mode="after")
     def _needs(self) -> TasksConfig:

@@ -1,5 +1,5 @@
 """Small pieces every build command shares: turning a settings validation error into one line, and
-parsing `--source-license FILE=LICENSE`."""
+parsing repeated `KEY=VALUE` flags (`--source-license FILE=LICENSE`)."""
 
 from __future__ import annotations
 
@@ -35,11 +35,16 @@ def build_config(config_cls: type[M], flags: Mapping[str, str] | None = None, /,
         raise option_error(e, flags) from None
 
 
-def parse_source_licenses(items: list[str]) -> dict[str, str]:
+def parse_pairs(items: list[str], flag: str, shape: str = "KEY=VALUE") -> dict[str, str]:
+    """Repeated `KEY=VALUE` flag values as a mapping; a malformed one is a one-line error naming the flag."""
     result: dict[str, str] = {}
     for item in items:
-        file, sep, lic = item.partition("=")
-        if not sep or not file.strip() or not lic.strip():
-            raise MedmillError(f"--source-license expects FILE=LICENSE, got {item!r}")
-        result[file.strip()] = lic.strip()
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise MedmillError(f"{flag} expects {shape}, got {item!r}")
+        result[key.strip()] = value.strip()
     return result
+
+
+def parse_source_licenses(items: list[str]) -> dict[str, str]:
+    return parse_pairs(items, "--source-license", "FILE=LICENSE")

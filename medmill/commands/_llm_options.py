@@ -6,17 +6,14 @@
     def build_book_qa(inputs: ..., out: ..., config: Path | None = ConfigOption, *, llm: LLMSettings) -> None:
         with LLMEngine(llm, out) as engine: ...
 
-`llm_options` removes the `llm` parameter from what typer sees, appends the `--llm-*` options below
-to the command's signature (typer reads `__signature__`), and calls the command with a validated
-`LLMSettings` instead. The options are ordinary click options, so `--config FILE.yaml` sets their
+`llm_options` puts the `--llm-*` options below where the `llm` parameter stands in the command's
+signature (`_signature.swap_parameter`), and calls the command with a validated `LLMSettings`. The options are ordinary click options, so `--config FILE.yaml` sets their
 defaults like any other (keys are the parameter names: `llm_model: qwen-plus`, `concurrency: 32`;
 `extra_body` as a mapping inside the command's section, or as a JSON string).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +23,7 @@ import typer
 
 from medmill.builders.llm.types import LLMSettings
 from medmill.commands._common import build_config
+from medmill.commands._signature import swap_parameter
 
 _PANEL = "LLM"
 
@@ -81,30 +79,5 @@ def settings_from_options(values: dict[str, Any]) -> LLMSettings:
 
 def llm_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a typer command that takes `llm: LLMSettings`; see the module docstring."""
-    sig = inspect.signature(fn, eval_str=True)
-    if "llm" not in sig.parameters:
-        raise TypeError(f"{fn.__name__} needs an `llm` parameter to receive LLMSettings")
-    clash = set(_OPTIONS) & set(sig.parameters)
-    if clash:
-        raise TypeError(f"{fn.__name__} already has parameter(s) {sorted(clash)} that llm_options adds")
-    kept = [p for name, p in sig.parameters.items() if name != "llm"]
-    added = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
-        for name, (annotation, option, _field) in _OPTIONS.items()
-    ]
-    # keyword-only parameters must come after positional ones; typer passes everything by name anyway
-    positional = [p for p in kept if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    keyword = [p for p in kept if p.kind == p.KEYWORD_ONLY]
-
-    @functools.wraps(fn)
-    def command(*args: Any, **kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name) for name in _OPTIONS if name in kwargs}
-        return fn(*args, llm=settings_from_options(values), **kwargs)
-
-    new_sig = sig.replace(parameters=positional + keyword + added)
-    command.__signature__ = new_sig  # type: ignore[attr-defined]
-    # typer also reads type hints: give it the evaluated ones (the command's module may defer annotations)
-    command.__annotations__ = {p.name: p.annotation for p in new_sig.parameters.values() if p.annotation is not p.empty}
-    if new_sig.return_annotation is not new_sig.empty:
-        command.__annotations__["return"] = new_sig.return_annotation
-    return command
+    flags = [(name, annotation, option) for name, (annotation, option, _field) in _OPTIONS.items()]
+    return swap_parameter(fn, "llm", flags, settings_from_options, "llm_options")

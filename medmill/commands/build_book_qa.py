@@ -9,14 +9,12 @@ from typing import Literal
 
 import typer
 
+from medmill.builders.book_qa.build import BookQAConfig
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
-from medmill.builders.streaming.executors import build_executor
-from medmill.commands._common import build_config
+from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.commands._run_options import ExecutorOption, RayAddressOption, RunOptions, WorkersOption
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 
@@ -50,25 +48,17 @@ def build_book_qa(
     citations: Literal["keep", "strip"] = typer.Option("strip", "--citations", help="Citation marks like [11]: strip (default) or keep.", rich_help_panel=_TEXT),
     min_overlap: float = typer.Option(0.5, "--min-overlap", min=0.0, max=1.0, help="Least share of an answer's character bigrams found in its chunk."),
     question_dedup: float = typer.Option(0.7, "--question-dedup", min=0.01, max=1.0, help="Bigram Jaccard at which questions count as near-duplicates."),
-    limit_chunks: int | None = typer.Option(None, "--limit-chunks", min=1, help="Use only the first N chunks (trial runs)."),
-    seed: int = typer.Option(42, "--seed", help="Seed of the splits."),
-    val_size: float = typer.Option(0.05, "--val-size", help="Share of records in the validation split (grouped by section)."),
-    test_size: float = typer.Option(0.0, "--test-size", help="Share of records in the test split (grouped by section)."),
-    license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
-    workers: int = WorkersOption,
-    executor: str = ExecutorOption,
-    ray_address: str = RayAddressOption,
-    config: Path | None = ConfigOption,
+    common: CommonBuildOptions = GENERATED,
     *,
     llm: LLMSettings,
     curation: CurationSettings,
 ) -> None:
     """Ask an LLM for diverse questions per text chunk, answer each from its chunk with verified references."""
-    from medmill.builders.book_qa.build import BookQABuilder, BookQAConfig
+    from medmill.builders.book_qa.build import BookQABuilder
     from medmill.builders.core.run import run_build
 
     t0 = time.perf_counter()
-    cfg = build_config(
+    cfg = common.config(
         BookQAConfig,
         inputs=inputs,
         out=out,
@@ -85,18 +75,11 @@ def build_book_qa(
         },
         llm=llm,
         curation=curation,
-        limit=limit_chunks,
-        seed=seed,
-        val_size=val_size,
-        test_size=test_size,
-        license=license,
     )
     command = invocation(["build-book-qa", *map(str, inputs), "--out", str(out)])
-    run = RunOptions(executor, workers, ray_address)
-    report = run_build(BookQABuilder(), cfg, command=command, progress=progress_bars,
-                       executor=build_executor(run.executor, run.workers, run.ray_address))
+    report = run_build(BookQABuilder(), cfg, command=command, progress=progress_bars, executor=common.executor())
     build_summary(f"build-book-qa {out}", report.manifest, [*report.figures, ("time (s)", time.perf_counter() - t0)])
 
 
 def register(app: typer.Typer) -> None:
-    app.command("build-book-qa")(curation_options(llm_options(build_book_qa)))
+    app.command("build-book-qa")(build_options(BookQAConfig, omit=("source_licenses",))(curation_options(llm_options(build_book_qa))))

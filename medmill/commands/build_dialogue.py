@@ -9,12 +9,13 @@ from typing import Any
 import typer
 
 from medmill.builders.curation.settings import CurationSettings
-from medmill.commands._common import build_config, parse_source_licenses
+from medmill.builders.dialogue.build import DialogueConfig
+from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, console, progress_bars
 from medmill.invocation import invocation
 
+# DialogueConfig (builders/dialogue/, another change's) does not word these for dialogues yet
 FORMAT_HELP = ("auto (detected from content), toyhom (CSV or .txt), alpaca, icliniq, sharegpt, openai, bentsao, "
                "medicalgpt-reward, dataset (a medmill sft dir)")
 
@@ -32,34 +33,26 @@ def build_dialogue(
     strip_templates: bool = typer.Option(True, "--strip-templates/--keep-templates", help="Remove templated greetings and sign-offs from doctor turns."),
     lexicon: Path | None = typer.Option(None, "--lexicon", help="Your own openers / sign-offs / placeholders YAML (shape of medmill's dialogue lexicon.yaml)."),
     merge_prefixes: bool = typer.Option(True, "--merge-prefixes/--keep-prefixes", help="Keep each conversation once, in its longest form."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N rows of the inputs (trial runs)."),
-    seed: int = typer.Option(42, "--seed", help="Seed of the splits."),
-    val_size: float = typer.Option(0.0, "--val-size", help="Share of records in the validation split (grouped by conversation)."),
-    test_size: float = typer.Option(0.0, "--test-size", help="Share of records in the test split (grouped by conversation)."),
-    license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
-    source_license: list[str] = typer.Option([], "--source-license", help="FILE=LICENSE of an input; repeatable."),
-    config: Path | None = ConfigOption,
+    common: CommonBuildOptions = GENERATED,
     *,
     curation: CurationSettings,
 ) -> None:
     """Turn doctor–patient dialogue corpora into clean multi-turn conversations (formats detected per file)."""
     from medmill.builders.core.run import run_build
-    from medmill.builders.dialogue.build import DialogueBuilder, DialogueConfig
+    from medmill.builders.dialogue.build import DialogueBuilder
 
     t0 = time.perf_counter()
-    cfg = build_config(
+    cfg = common.config(
         DialogueConfig,
         inputs=inputs, out=out,
         read={"format": format, "answer_field": answer_field, "merge_prefixes": merge_prefixes},
         clean={"min_chars": min_chars, "max_chars": max_chars, "language": language,
                "strip_templates": strip_templates, "lexicon": lexicon},
         prompts={"system_prompt": system_prompt, "department_prompt": department_prompt},
-        seed=seed, val_size=val_size, test_size=test_size, license=license, limit=limit,
-        source_licenses=parse_source_licenses(source_license),
         curation=curation.model_copy(update={"min_chars": min_chars, "max_chars": max(max_chars, min_chars)}),
     )
     command = invocation(["build-dialogue", *map(str, inputs), "--out", str(out)])
-    report = run_build(DialogueBuilder(), cfg, command=command, progress=progress_bars)
+    report = run_build(DialogueBuilder(), cfg, command=command, progress=progress_bars, executor=common.executor())
     _files_table(report.manifest.stats.get("inputs", []))
     build_summary(f"build-dialogue {out}", report.manifest,
                   [*report.figures, ("wall time incl. write (s)", time.perf_counter() - t0)])
@@ -79,4 +72,4 @@ def _files_table(rows: list[dict[str, Any]]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("build-dialogue")(curation_options(build_dialogue))
+    app.command("build-dialogue")(build_options(DialogueConfig)(curation_options(build_dialogue)))

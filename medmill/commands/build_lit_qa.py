@@ -10,13 +10,11 @@ from typing import Literal
 import typer
 
 from medmill.builders.curation.settings import CurationSettings
+from medmill.builders.lit_qa.build import LitQAConfig
 from medmill.builders.llm.types import LLMSettings
-from medmill.builders.streaming.executors import build_executor
-from medmill.commands._common import build_config
+from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.commands._run_options import ExecutorOption, RayAddressOption, RunOptions, WorkersOption
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -41,22 +39,14 @@ def build_lit_qa(
     per_paper: int | None = typer.Option(None, "--per-paper", min=1, max=20, help="qa: pairs per paper (default 3); dialogue: dialogues per paper (default 1)."),
     field: list[str] = typer.Option([], "--field", help="Map a field to your column: title=题目, conclusion=结论, year=年份 ...; repeatable."),
     min_overlap: float | None = typer.Option(None, "--min-overlap", min=0.0, max=1.0, help="Least share of answer (qa, default 0.5) or doctor-turn (dialogue, default 0.35) character bigrams found in the paper."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N papers (trial runs)."),
-    seed: int = typer.Option(42, "--seed", help="Seed of the splits."),
-    val_size: float = typer.Option(0.05, "--val-size", help="Share of records in the validation split (grouped by paper)."),
-    test_size: float = typer.Option(0.0, "--test-size", help="Share of records in the test split (grouped by paper)."),
-    license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
-    workers: int = WorkersOption,
-    executor: str = ExecutorOption,
-    ray_address: str = RayAddressOption,
-    config: Path | None = ConfigOption,
+    common: CommonBuildOptions = GENERATED,
     *,
     llm: LLMSettings,
     curation: CurationSettings,
 ) -> None:
     """Turn literature conclusions into grounded QA pairs or patient-doctor dialogues that cite the paper."""
     from medmill.builders.core.run import run_build
-    from medmill.builders.lit_qa.build import LitQABuilder, LitQAConfig
+    from medmill.builders.lit_qa.build import LitQABuilder
     from medmill.builders.readers.literature import parse_field_map
 
     t0 = time.perf_counter()
@@ -70,7 +60,7 @@ def build_lit_qa(
         options["dialogues_per_paper"] = per_paper or 1
         if min_overlap is not None:
             options["dialogue_min_overlap"] = min_overlap
-    cfg = build_config(
+    cfg = common.config(
         LitQAConfig,
         inputs=inputs,
         out=out,
@@ -78,18 +68,11 @@ def build_lit_qa(
         lit=options,
         llm=llm,
         curation=curation,
-        limit=limit,
-        seed=seed,
-        val_size=val_size,
-        test_size=test_size,
-        license=license,
     )
     command = invocation(["build-lit-qa", *map(str, inputs), "--out", str(out), "--style", style])
-    run = RunOptions(executor, workers, ray_address)
-    report = run_build(LitQABuilder(), cfg, command=command, progress=progress_bars,
-                       executor=build_executor(run.executor, run.workers, run.ray_address))
+    report = run_build(LitQABuilder(), cfg, command=command, progress=progress_bars, executor=common.executor())
     build_summary(f"build-lit-qa {out}", report.manifest, [*report.figures, ("time (s)", time.perf_counter() - t0)])
 
 
 def register(app: typer.Typer) -> None:
-    app.command("build-lit-qa")(curation_options(llm_options(build_lit_qa)))
+    app.command("build-lit-qa")(build_options(LitQAConfig, omit=("source_licenses",))(curation_options(llm_options(build_lit_qa))))

@@ -10,12 +10,10 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
-from medmill.builders.streaming.executors import build_executor
-from medmill.commands._common import build_config, parse_source_licenses
+from medmill.builders.prefs.config import PrefsConfig
+from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.commands._run_options import ExecutorOption, RayAddressOption, RunOptions, WorkersOption
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 
@@ -49,18 +47,7 @@ def build_prefs(
         help="Also compare chosen and rejected side by side in both orders; keep a pair only when both prefer chosen.",
     ),
     include_reference: bool = typer.Option(True, "--include-reference/--no-include-reference", help="judge: the reference answer competes as a candidate."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N distinct prompts."),
-    seed: int = typer.Option(42, "--seed", help="Seed of perturbation choice and splits."),
-    val_size: float = typer.Option(0.05, "--val-size", help="Share of records in the validation split (group-aware)."),
-    test_size: float = typer.Option(0.0, "--test-size", help="Share of records in the test split (group-aware)."),
-    license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
-    source_license: list[str] = typer.Option(
-        [], "--source-license", help="FILE=LICENSE of an input; repeatable (dataset dirs default to their manifest's)."
-    ),
-    workers: int = WorkersOption,
-    executor: str = ExecutorOption,
-    ray_address: str = RayAddressOption,
-    config: Path | None = ConfigOption,
+    common: CommonBuildOptions = GENERATED,
     *,
     llm: LLMSettings,
     curation: CurationSettings,
@@ -68,7 +55,6 @@ def build_prefs(
     """Build preference pairs (prompt, chosen, rejected) for reward models, DPO and PPO."""
     from medmill.builders.core.run import run_build
     from medmill.builders.prefs.build import PrefsBuilder
-    from medmill.builders.prefs.config import PrefsConfig
     from medmill.builders.prefs.llm_steps import model_settings
 
     t0 = time.perf_counter()
@@ -78,7 +64,7 @@ def build_prefs(
     judge = model_settings(judge_model, llm) if judge_model else None
     if judge is None and strategy == "judge" and llm.model:
         judge = llm
-    cfg = build_config(
+    cfg = common.config(
         PrefsConfig,
         inputs=inputs,
         out=out,
@@ -92,20 +78,12 @@ def build_prefs(
         min_margin=min_margin,
         pairwise_check=pairwise_check,
         include_reference=include_reference,
-        limit=limit,
-        seed=seed,
-        val_size=val_size,
-        test_size=test_size,
-        license=license,
-        source_licenses=parse_source_licenses(source_license),
         curation=curation,
     )
     command = invocation(["build-prefs", *inputs, "--out", out, "--strategy", strategy])
-    run = RunOptions(executor, workers, ray_address)
-    report = run_build(PrefsBuilder(), cfg, command=command, progress=progress_bars,
-                       executor=build_executor(run.executor, run.workers, run.ray_address))
+    report = run_build(PrefsBuilder(), cfg, command=command, progress=progress_bars, executor=common.executor())
     build_summary(f"build-prefs {out}", report.manifest, [*report.figures, ("time (s)", time.perf_counter() - t0)])
 
 
 def register(app: typer.Typer) -> None:
-    app.command("build-prefs")(curation_options(llm_options(build_prefs)))
+    app.command("build-prefs")(build_options(PrefsConfig)(curation_options(llm_options(build_prefs))))

@@ -9,13 +9,14 @@ from typing import Literal
 import typer
 
 from medmill.builders.curation.settings import CurationSettings
-from medmill.commands._common import build_config, parse_source_licenses
+from medmill.builders.pretrain.config import PretrainConfig
+from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
 
+# PretrainConfig (builders/pretrain/, another change's) does not word these for documents yet
 _DOCS = "Documents"
 _QUALITY = "Running text"
 _MIX = "Mixing"
@@ -46,34 +47,28 @@ def build_pt(
     mix: str | None = typer.Option(None, "--mix", help="Mix pretrain dirs by token share: DIR=0.3,DIR=0.7 (no INPUTs then).", rich_help_panel=_MIX),
     mix_tokens: int | None = typer.Option(None, "--mix-tokens", min=1, help="Total tokens of the mixture (default: the most no source exceeds --max-epochs for).", rich_help_panel=_MIX),
     max_epochs: float = typer.Option(3.0, "--max-epochs", min=0.01, help="Most epochs (repeats) of any source in a mixture.", rich_help_panel=_MIX),
-    seed: int = typer.Option(42, "--seed", help="Seed of mixing and splits."),
-    val_size: float = typer.Option(0.02, "--val-size", help="Share of documents in the validation split (grouped by file and chapter)."),
-    test_size: float = typer.Option(0.0, "--test-size", help="Share of documents in the test split."),
-    license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
-    source_license: list[str] = typer.Option([], "--source-license", help="FILE=LICENSE of an input; repeatable."),
-    config: Path | None = ConfigOption,
+    common: CommonBuildOptions = GENERATED,
     *,
     curation: CurationSettings,
 ) -> None:
     """Clean pretraining documents with repeated-paragraph removal, running-text rules, dedup and token counts; or mix pretrain dirs by token share."""
     from medmill.builders.core.run import run_build
     from medmill.builders.pretrain.build import MixBuilder, PretrainBuilder
-    from medmill.builders.pretrain.config import MixConfig, PretrainConfig
+    from medmill.builders.pretrain.config import MixConfig
     from medmill.builders.pretrain.mixing import parse_mix
 
-    common = dict(out=out, curation=curation, seed=seed, val_size=val_size, test_size=test_size, license=license,
-                  source_licenses=parse_source_licenses(source_license), tokenizer=tokenizer)
+    shared = dict(out=out, curation=curation, tokenizer=tokenizer)
     if mix:
         if inputs or literature:
             raise MedmillError("--mix mixes existing pretrain dirs; build them first, then mix them without INPUTs")
         entries = parse_mix(mix)
-        cfg = build_config(MixConfig, inputs=[Path(e.name) for e in entries], shares={e.name: e.weight for e in entries},
-                           total_tokens=mix_tokens, max_epochs=max_epochs, **common)
+        cfg = common.config(MixConfig, inputs=[Path(e.name) for e in entries], shares={e.name: e.weight for e in entries},
+                            total_tokens=mix_tokens, max_epochs=max_epochs, **shared)
         builder: MixBuilder | PretrainBuilder = MixBuilder()
     else:
         if not inputs and not literature:
             raise MedmillError("give INPUT files or directories (or --literature FILE, or --mix DIR=SHARE,...)")
-        cfg = build_config(
+        cfg = common.config(
             PretrainConfig,
             inputs=list(inputs or []) + list(literature),
             literature=literature,
@@ -90,13 +85,13 @@ def build_pt(
                 "min_cjk_share": min_cjk_share, "max_symbol_share": max_symbol_share, "max_digit_share": max_digit_share,
                 "max_dup_line_share": max_dup_line_share, "min_mean_line_chars": min_mean_line_chars,
             },
-            **common,
+            **shared,
         )
         builder = PretrainBuilder()
     command = invocation(["build-pt", *map(str, inputs or []), "--out", str(out)])
-    report = run_build(builder, cfg, command=command, progress=progress_bars)
+    report = run_build(builder, cfg, command=command, progress=progress_bars, executor=common.executor())
     build_summary(f"build-pt {out}", report.manifest, report.figures)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("build-pt")(curation_options(build_pt))
+    app.command("build-pt")(build_options(PretrainConfig, omit=("limit",))(curation_options(build_pt)))

@@ -9,10 +9,10 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
-from medmill.commands._common import build_config, parse_source_licenses
+from medmill.builders.self_instruct.build import SelfInstructConfig
+from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -33,42 +33,34 @@ def build_self_instruct(
     recent_per_request: int = typer.Option(6, "--recent-per-request", min=0, max=50, help="Recently accepted tasks shown in each request."),
     prompt: str = typer.Option("self_instruct", "--prompt", help="Prompt id shipped with medmill or your own YAML file."),
     system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message put before every record."),
-    seed: int = typer.Option(42, "--seed", help="Seed of seed sampling and splits."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N seed tasks (trial runs)."),
-    val_size: float = typer.Option(0.0, "--val-size", help="Share of records in the validation split (grouped by request)."),
-    test_size: float = typer.Option(0.0, "--test-size", help="Share of records in the test split (grouped by request)."),
-    license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
-    source_license: list[str] = typer.Option([], "--source-license", help="FILE=LICENSE of an input; repeatable."),
-    config: Path | None = ConfigOption,
+    common: CommonBuildOptions = GENERATED,
     *,
-    curation: CurationSettings,
     llm: LLMSettings,
+    curation: CurationSettings,
 ) -> None:
     """Grow new medical instruction data (QA or dialogues) from seed tasks, balanced across categories."""
     from medmill.builders.core.run import run_build
     from medmill.builders.self_instruct.balance import merge_categories
-    from medmill.builders.self_instruct.build import SelfInstructBuilder, SelfInstructConfig
+    from medmill.builders.self_instruct.build import SelfInstructBuilder
 
     t0 = time.perf_counter()
     extra = [c for item in categories for c in item.replace("，", ",").split(",")]
     if only_categories and not [c for c in extra if c.strip()]:
         raise MedmillError("--only-categories needs at least one --categories value")
-    cfg = build_config(
-        SelfInstructConfig,
-        inputs=seeds, out=out, prompt=prompt, seed=seed, val_size=val_size, test_size=test_size, license=license,
-        source_licenses=parse_source_licenses(source_license), llm=llm, curation=curation, limit=limit,
+    cfg = common.config(
+        SelfInstructConfig, inputs=seeds, out=out, prompt=prompt, llm=llm, curation=curation,
         generation=dict(
             num=num, per_request=per_request, round_size=round_size, max_requests=max_requests, turns=turns,
             categories=merge_categories(extra, replace=only_categories), seeds_per_request=seeds_per_request,
-            recent_per_request=recent_per_request, novelty_threshold=novelty_threshold, seed=seed,
+            recent_per_request=recent_per_request, novelty_threshold=novelty_threshold, seed=common.fields["seed"],
             system_prompt=system_prompt,
         ),
     )
     command = invocation(["build-self-instruct", "--out", str(out), "--num", str(num)])
-    report = run_build(SelfInstructBuilder(), cfg, command=command, progress=progress_bars)
+    report = run_build(SelfInstructBuilder(), cfg, command=command, progress=progress_bars, executor=common.executor())
     build_summary(f"build-self-instruct {out}", report.manifest,
                   [*report.figures, ("wall time incl. write (s)", time.perf_counter() - t0)])
 
 
 def register(app: typer.Typer) -> None:
-    app.command("build-self-instruct")(curation_options(llm_options(build_self_instruct)))
+    app.command("build-self-instruct")(build_options(SelfInstructConfig)(curation_options(llm_options(build_self_instruct))))

@@ -9,10 +9,11 @@ import typer
 
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.llm.types import LLMSettings
-from medmill.commands._common import build_config, parse_source_licenses
+from medmill.builders.tasks.build import TasksConfig
+from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
+from medmill.commands._common import parse_pairs
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
-from medmill.config import ConfigOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -20,16 +21,6 @@ from medmill.schemas.errors import MedmillError
 _TASK_HELP = ("mcq: single-choice questions from a KG (no LLM); ner: entity extraction from texts with a KG lexicon "
               "(no LLM, needs --kg); rc: reading comprehension from texts (LLM); cls: department classification "
               "from Toyhom-style department,title,ask,answer CSVs (no LLM).")
-
-
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise MedmillError(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def build_tasks(
@@ -47,42 +38,35 @@ def build_tasks(
     min_per_label: int = typer.Option(5, "--min-per-label", min=1, help="cls: departments with fewer questions are left out (rejected)."),
     max_per_label: int | None = typer.Option(None, "--max-per-label", min=1, help="cls: at most N questions per department (seeded sample)."),
     system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message put before every record."),
-    seed: int = typer.Option(42, "--seed", help="Seed of option order, sampling and splits."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N entities / chunks / questions (trial runs)."),
-    val_size: float = typer.Option(0.0, "--val-size", help="Share of records in the validation split."),
-    test_size: float = typer.Option(0.1, "--test-size", help="Share of records in the test (eval) split; grouped by entity (mcq), chunk (ner/rc) or row (cls)."),
-    license: str = typer.Option("other", "--license", help="License id written to the dataset card."),
-    source_license: list[str] = typer.Option([], "--source-license", help="FILE=LICENSE of an input; repeatable."),
-    config: Path | None = ConfigOption,
+    common: CommonBuildOptions = GENERATED,
     *,
-    curation: CurationSettings,
     llm: LLMSettings,
+    curation: CurationSettings,
 ) -> None:
     """Build task-format datasets (multiple choice, NER, reading comprehension, classification) with an eval split."""
     from medmill.builders.core.run import run_build
-    from medmill.builders.tasks.build import TASKS, TasksBuilder, TasksConfig
+    from medmill.builders.tasks.build import TASKS, TasksBuilder
 
     t0 = time.perf_counter()
     if task not in TASKS:
         raise MedmillError(f"unknown --task {task!r}; available: {', '.join(TASKS)}")
     if style not in ("tcmchat", "cmexam"):
         raise MedmillError(f"unknown --style {style!r}; available: tcmchat, cmexam")
-    cfg = build_config(
-        TasksConfig,
-        task=task, inputs=inputs, out=out, kg=kg, seed=seed, val_size=val_size, test_size=test_size, limit=limit,
-        license=license, source_licenses=parse_source_licenses(source_license), curation=curation, llm=llm,
+    seed = common.fields["seed"]
+    cfg = common.config(
+        TasksConfig, task=task, inputs=inputs, out=out, kg=kg, curation=curation, llm=llm,
         mcq=dict(options=options, style=style, relations=relations, per_entity=per_entity, seed=seed,
                  system_prompt=system_prompt),
-        ner=dict(relation_types=_pairs(ner_type, "--ner-type"), system_prompt=system_prompt),
+        ner=dict(relation_types=parse_pairs(ner_type, "--ner-type"), system_prompt=system_prompt),
         rc=dict(per_chunk=per_chunk, system_prompt=system_prompt),
         cls=dict(min_per_label=min_per_label, max_per_label=max_per_label, seed=seed, system_prompt=system_prompt),
         chunking=dict(chunk_size=chunk_size, chunk_overlap=0, min_chunk_chars=min(50, chunk_size // 2)),
     )
     command = invocation(["build-tasks", "--task", task, *map(str, inputs), "--out", str(out)])
-    report = run_build(TasksBuilder(), cfg, command=command, progress=progress_bars)
+    report = run_build(TasksBuilder(), cfg, command=command, progress=progress_bars, executor=common.executor())
     build_summary(f"build-tasks --task {task} {out}", report.manifest,
                   [*report.figures, ("wall time incl. write (s)", time.perf_counter() - t0)])
 
 
 def register(app: typer.Typer) -> None:
-    app.command("build-tasks")(curation_options(llm_options(build_tasks)))
+    app.command("build-tasks")(build_options(TasksConfig)(curation_options(llm_options(build_tasks))))
