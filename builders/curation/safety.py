@@ -16,6 +16,7 @@ from typing import Literal
 import ahocorasick
 import yaml
 
+from medmill.builders.text.fold import nfkc_lower, nfkc_lower_many
 from medmill.schemas.errors import MedmillError
 
 Action = Literal["drop", "flag"]
@@ -157,7 +158,15 @@ class SafetyMatcher:
     def scan(self, text: str) -> list[SafetyHit]:
         if self._empty:
             return []
-        norm = unicodedata.normalize("NFKC", text).lower()
+        return self._scan_folded(nfkc_lower(text))
+
+    def scan_many(self, texts: list[str]) -> list[list[SafetyHit]]:
+        """[scan(t) for t in texts], with the NFKC + lower-case folding done for the whole batch."""
+        if self._empty:
+            return [[] for _ in texts]
+        return [self._scan_folded(norm) for norm in nfkc_lower_many(texts)]
+
+    def _scan_folded(self, norm: str) -> list[SafetyHit]:
         hits: list[tuple[str, str, int, int]] = []
         allowed: dict[str, list[tuple[int, int]]] = {}
         for end, (key, roles) in self._auto.iter(norm):
@@ -167,6 +176,8 @@ class SafetyMatcher:
                     allowed.setdefault(cat, []).append((start, end))
                 else:
                     hits.append((cat, key, start, end))
+        if not hits:
+            return []
         return [
             SafetyHit(cat, key, s)
             for cat, key, s, e in hits
