@@ -17,6 +17,7 @@ characters' own forms (tests/text/test_fold.py checks this against unicodedata).
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -64,10 +65,20 @@ def nfkc_lower(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 
 
-def nfkc_lower_many(texts: list[str]) -> list[str]:
-    """[nfkc_lower(t) for t in texts], folded in one numpy pass where every character is simple."""
-    if not texts:
-        return []
+@dataclass
+class Folded:
+    """A batch folded: `texts[i]` is nfkc_lower of the i-th input; where `in_codes[i]`, the same text
+    is also `codes[starts[i]:ends[i]]` (code points), so batch-wide numpy checks can read it."""
+
+    texts: list[str]
+    codes: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    in_codes: np.ndarray
+
+
+def fold_many(texts: list[str]) -> Folded:
+    """nfkc_lower of every text, in one numpy pass over the texts whose characters are all simple."""
     simple, folded = _tables()
     cps = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     if len(cps) and int(cps.max()) >= 0x10000:  # astral characters: not simple, kept as they are
@@ -85,9 +96,16 @@ def nfkc_lower_many(texts: list[str]) -> list[str]:
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     ends = np.cumsum(lengths)
     starts = ends - lengths
-    # texts holding a character that is not simple (an empty text holds none)
-    bad = set(np.flatnonzero(lengths > 0)[np.add.reduceat(not_simple, starts[lengths > 0]) > 0].tolist()) if not_simple.any() else ()
+    in_codes = np.ones(len(texts), dtype=bool)
+    nonempty = lengths > 0
+    if not_simple.any():  # texts holding a character that is not simple (an empty text holds none)
+        in_codes[np.flatnonzero(nonempty)[np.add.reduceat(not_simple, starts[nonempty]) > 0]] = False
     result = [mapped[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
-    for i in bad:
+    for i in np.flatnonzero(~in_codes).tolist():
         result[i] = nfkc_lower(texts[i])
-    return result
+    return Folded(result, out, starts, ends, in_codes)
+
+
+def nfkc_lower_many(texts: list[str]) -> list[str]:
+    """[nfkc_lower(t) for t in texts], folded in one numpy pass where every character is simple."""
+    return fold_many(texts).texts if texts else []
