@@ -177,9 +177,12 @@ def run_steps(corpus: str, n: int, batch: int, repeat: int) -> dict:
     kinds: dict[str, list] = {}
     for r in records:
         kinds.setdefault(type(r).__name__, []).append(r)
+    from medmill.builders.curation.text_quality import RunningTextConfig, RunningTextStep
+
     for kind_name, recs in kinds.items():
         kind = {"PretrainRecord": "pretrain", "SFTRecord": "sft"}[kind_name]
         steps = curation_steps(kind, CurationSettings(dedup=False))
+        steps.append(RunningTextStep(RunningTextConfig()))  # build-pt's running-text rules
         for s in steps:  # build lazy state (automaton, boilerplate) outside the timing
             s(recs[:10])
         for step in steps:

@@ -25,7 +25,12 @@ _CHUNK_CELLS = 1 << 19  # shingles x permutations per numpy block (2 MB of uint3
 
 
 def clean_for_shingles(text: str) -> str:
-    return _DROP.sub("", unicodedata.normalize("NFKC", text).lower())
+    return clean_folded(unicodedata.normalize("NFKC", text).lower())
+
+
+def clean_folded(folded: str) -> str:
+    """clean_for_shingles of a text already NFKC-normalised and lower-cased."""
+    return _DROP.sub("", folded)
 
 
 @cache

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from medmill.builders.curation.minhash import clean_for_shingles
+from medmill.builders.curation.minhash import clean_folded, clean_for_shingles
 from medmill.builders.curation.text import rewrite
 from medmill.builders.text.cjk import cjk_share, is_cjk
+from medmill.builders.text.fold import nfkc_lower_many
 from medmill.builders.text.meta_talk import meta_talk
 from medmill.schemas import PreferenceRecord, PretrainRecord, Record, SFTRecord
 from medmill.schemas.errors import MedmillError
@@ -218,7 +219,16 @@ class QualityRules:
         self.config = config
         self.boilerplate = boilerplate or Boilerplate.load()
 
-    def check(self, record: Record) -> QualityVerdict:
+    def check_many(self, records: list[Record]) -> list[QualityVerdict]:
+        """[check(r) for r in records]; the NFKC folding the answer-equals-question rule needs is done
+        for the whole batch at once (texts the rules rewrite are folded one by one, as in `check`)."""
+        pairs = [_last_pair(r) for r in records]
+        texts = list(dict.fromkeys(t for p in pairs if p for t in (p[0], *p[1])))
+        folded = dict(zip(texts, nfkc_lower_many(texts), strict=True))
+        return [self.check(r, folded) for r in records]
+
+    def check(self, record: Record, folded: dict[str, str] | None = None) -> QualityVerdict:
+        """The verdict on one record; `folded` may hold nfkc_lower of its texts, computed beforehand."""
         cfg = self.config
         touched: Counter = Counter()
         if cfg.strip_boilerplate and not isinstance(record, PretrainRecord):  # only assistant turns are stripped
@@ -263,7 +273,13 @@ class QualityRules:
         pair = _last_pair(record)
         if pair:
             question, replies = pair
-            q = clean_for_shingles(question)
-            if any(clean_for_shingles(r) == q for r in replies):
+            known = folded or {}
+
+            def clean(text: str) -> str:  # = clean_for_shingles(text)
+                norm = known.get(text)
+                return clean_for_shingles(text) if norm is None else clean_folded(norm)
+
+            q = clean(question)
+            if any(clean(r) == q for r in replies):
                 return QualityVerdict(None, "answer_equals_question", "the answer repeats the question", touched)
         return QualityVerdict(record, touched=touched)

@@ -72,8 +72,7 @@ class QualityStep(MapStep):
 
     def __call__(self, records: list[Record]) -> StepResult:
         kept, rejects, counters = [], [], Counter()
-        for r in records:
-            verdict = self.rules.check(r)
+        for r, verdict in zip(records, self.rules.check_many(records), strict=True):
             counters.update(verdict.touched)
             if verdict.record is None:
                 counters[f"dropped.{verdict.reason}"] += 1

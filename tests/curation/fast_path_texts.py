@@ -30,7 +30,7 @@ QUALITY = [
     "希望我的回答对您有帮助", "以上仅供参考。", "Regards, Dr. Smith", "hope this helps!", "chatdoctor.", "take care.",
     "作为一个AI语言模型", "我是人工智能助手", "As an AI language model", "我是由OpenAI", "作为智能助手",
     "无", "暂无", "N/A", "...", "？", "test", "0", "锟斤拷", "烫烫烫", "Ã©", "â€™", "\\xe4\\xbd", "\ufffd", "\ue000", "\x07",
-    "ï»¿", "屯屯屯", "哈哈哈哈哈哈哈哈哈哈哈哈", "同一行\n同一行\n同一行\n", "\n\n", "　", "ABC abc", "ＡＢＣ",
+    "ï»¿", "屯屯屯", "哈哈哈哈哈哈哈哈哈哈哈哈", "多喝水多休息" * 8, "哈" * 40, "abcdefghij" * 4, "同一行\n同一行\n同一行\n", "\n\n", "　", "ABC abc", "ＡＢＣ",
 ]
 QUALITY_ALPHABET = "ab哈哈嘿。，！ \n\t锟斤拷烫屯ÃÂ©€™\\x8f\ufffd\ue001\x01ï»¿您好祝作为AI"
 

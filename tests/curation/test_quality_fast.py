@@ -97,7 +97,7 @@ def plain_check(rules: q.QualityRules, record):
     return (record, "", "", touched)
 
 
-CORPUS = [t for t in texts(11, 6_000, QUALITY, QUALITY_ALPHABET) if t.strip()]
+CORPUS = [t for t in texts(11, 3_000, QUALITY, QUALITY_ALPHABET) if t.strip()]
 SRC = Source(builder="t")
 
 
@@ -126,8 +126,12 @@ def records():
 def test_verdicts_equal_the_plain_rules(config):
     rules = q.QualityRules(config)
     reasons = Counter()
-    for r in records():
-        got = rules.check(r)
+    recs = records()
+    verdicts = rules.check_many(recs)  # batch folding for answer_equals_question
+    for i, (r, got) in enumerate(zip(recs, verdicts, strict=True)):
+        if i % 7 == 0:
+            single = rules.check(r)
+            assert (single.record, single.reason, single.message) == (got.record, got.reason, got.message)
         want = plain_check(rules, r)
         assert (got.record, got.reason, got.message, got.touched) == want, r
         reasons[got.reason] += 1
