@@ -180,9 +180,10 @@ _FULLWIDTH = {ord(c): ord(c) - 0xFEE0 for c in "０１２３４５６７８９�
 
 
 _FULLWIDTH_CHAR = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_FULLWIDTH)) + "]")
-# every detector needs (after the fullwidth mapping) a digit, an @ (email), a : (https://) or a w (www.):
-# a text with none of these, nor a fullwidth form of one, holds no PII
-_MAY_HOLD_PII = re.compile(r"[\d@:wW＠ｗＷ]")
+# every detector needs (after the fullwidth mapping, which makes no digit) three digits in a row, a
+# digit-dot-digit (IP), an @ (email), a : (https://) or a w (www.): a text with none of these, nor a
+# fullwidth form of one, holds no PII
+_MAY_HOLD_PII = re.compile(r"\d(?:\d\d|[.．]\d)|[@:wW＠ｗＷ]")
 
 
 @dataclass(frozen=True)

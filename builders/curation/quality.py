@@ -113,12 +113,12 @@ class Boilerplate:
     def _gates(self) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None, re.Pattern[str] | None]:
         """One combined pattern per list (opener, closer, drop), found where any of the list is found;
         a text none matches skips the list. Rebuilt when the lists are replaced or changed."""
-        lists = (tuple(self.openers), tuple(self.closers), tuple(self.drop))
         cached = self.__dict__.get("_gate_cache")
-        if cached is None or cached[0] != lists:
-            cached = (lists, tuple(_any_of(ps) for ps in lists))
+        if cached is None or cached[0] != self.openers or cached[1] != self.closers or cached[2] != self.drop:
+            lists = (list(self.openers), list(self.closers), list(self.drop))
+            cached = (*lists, tuple(_any_of(tuple(ps)) for ps in lists))
             self.__dict__["_gate_cache"] = cached
-        return cached[1]
+        return cached[3]
 
     def strip(self, text: str) -> str:
         """Remove openers and (repeatedly) closers; returns the text unchanged when nothing matched."""

@@ -73,7 +73,8 @@ class QualityStep(MapStep):
     def __call__(self, records: list[Record]) -> StepResult:
         kept, rejects, counters = [], [], Counter()
         for r, verdict in zip(records, self.rules.check_many(records), strict=True):
-            counters.update(verdict.touched)
+            if verdict.touched:
+                counters.update(verdict.touched)
             if verdict.record is None:
                 counters[f"dropped.{verdict.reason}"] += 1
                 rejects.append(_reject("quality", verdict.reason, verdict.message, r))

@@ -169,4 +169,5 @@ def test_changed_lists_rebuild_the_gates():
     bp.drop.append(re.compile("请勿转载", re.I))
     assert bp.should_drop("请勿转载本文") == "请勿转载"
     bp.closers = [re.compile("[。]*再见。?$")]
-    assert bp.strip("多喝水。再见。") == "多喝水。"
+    text = "多喝水。再见。"
+    assert bp.strip(text) == "多喝水。"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from medmill.builders.curation.safety import SafetyHit, default_lexicon, SafetyMatcher
+from medmill.builders.curation.safety import SafetyHit, SafetyMatcher, default_lexicon
 from tests.curation.fast_path_texts import SAFETY, SAFETY_ALPHABET, texts
 
 
