@@ -338,6 +338,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per step in one process; the best is reported")
     ap.add_argument("--rounds", type=int, default=2, help="processes per tree, alternating with the baseline's")
     ap.add_argument("--baseline-tree", help="another checkout of medmill (e.g. git archive main | tar -x -C DIR)")
+    ap.add_argument("--tree", help="the checkout measured as 'this tree' (default: the installed one)")
     ap.add_argument("--commands", default="filter,dedup")
     ap.add_argument("--no-commands", action="store_true")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "medmill-curation-steps")
@@ -351,7 +352,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     mine, base = None, None
     for _ in range(args.rounds):  # trees alternate, so both see the same load; each step's best is kept
-        mine = best_of(mine, child_steps(None, args))
+        mine = best_of(mine, child_steps(args.tree, args))
         if args.baseline_tree:
             base = best_of(base, child_steps(args.baseline_tree, args))
     print(f"\n{args.corpus} corpus, {mine['records']:,} records, one core, batches of {args.batch:,}")
@@ -379,7 +380,7 @@ def main() -> None:
         for command in args.commands.split(","):
             mine_runs, base_runs = [], []
             for _ in range(args.rounds):
-                mine_runs.append(run_command(None, command, src, args.work / f"out-{command}-this"))
+                mine_runs.append(run_command(args.tree, command, src, args.work / f"out-{command}-this"))
                 if args.baseline_tree:
                     base_runs.append(run_command(args.baseline_tree, command, src, args.work / f"out-{command}-base"))
             wall, cpu = min(r[0] for r in mine_runs), min(r[1] for r in mine_runs)
