@@ -25,7 +25,7 @@ def test_neighbours_that_compose_reorder_or_change_case():
         "AaEeOoUuİıΣσςΑΩ\u0301\u0308\u0327\u0323\u0345\u03020̸=<>",
         "\u1100\u1161\u11a8\uac00\uac01\u3131\u314f\u3163\uffa1\uffc2\u11c2가각",
         "かカｶﾞﾟ\u3099\u309a\u309b\u309cはﾊ",
-        "ﬁﬀ…㎏①Ａａ０，。\u3000\u2010\u2212〸\uf900\ufa30中文",
+        "ﬁﬀ…㎏①Ａａ０，。\u3000\u2010\u2212〸\uf900\ufa30中文℃Ⅱ㈠¼\u0301",
         "\u0b47\u0b3e\u0bc6\u0bbe\u0cbf\u0cd5\u0dd9\u0dcf\u102e\u1025\u1b05\u1b35",
         "\ud800\udfff\U00020000\U0001d15e\U0001109a\U00011099\U000110ba",
     ]
@@ -43,6 +43,7 @@ def test_neighbours_that_compose_reorder_or_change_case():
 def test_lexicon_texts_and_that_the_table_is_used():
     batch = texts(3, 20_000, SAFETY, SAFETY_ALPHABET) + ["患者头痛，服用布洛芬（每日３次）ＯＫ！"]
     assert nfkc_lower_many(batch) == [plain(t) for t in batch]
-    simple, folded = _tables()
-    assert simple[ord("，")] and folded[ord("，")] == ord(",") and folded[ord("Ａ")] == ord("a")
-    assert not simple[ord("\u0301")] and not simple[ord("\u314f")] and not simple[ord("Σ")] and not simple[ord("…")]
+    tab = _tables()
+    assert tab.simple[ord("，")] and tab.folded[ord("，")] == ord(",") and tab.folded[ord("Ａ")] == ord("a")
+    assert not tab.inert[ord("\u0301")] and not tab.inert[ord("\u314f")] and not tab.inert[ord("Σ")]
+    assert tab.inert[ord("…")] and not tab.simple[ord("…")] and tab.expand["℃"] == "°c"
