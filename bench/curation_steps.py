@@ -189,14 +189,16 @@ def run_steps(corpus: str, n: int, batch: int, repeat: int) -> dict:
             best, h, kept = float("inf"), None, []
             for _ in range(repeat):
                 digest = hashlib.sha256()
-                t = time.process_time()
+                spent = 0.0
                 kept = []
                 for i in range(0, len(recs), batch):
+                    t = time.process_time()
                     res = step(recs[i : i + batch])
+                    spent += time.process_time() - t
                     kept.extend(res.records)
-                    if _ == 0:
+                    if _ == 0:  # outside the timing
                         _digest(digest, res)
-                best = min(best, time.process_time() - t)
+                best = min(best, spent)
                 h = h or digest.hexdigest()
             out["steps"][f"{kind}.{step.name}"] = {"n": len(recs), "s": best, "out": h, "kept": len(kept)}
             recs = kept
@@ -341,6 +343,7 @@ def main() -> None:
     ap.add_argument("--tree", help="the checkout measured as 'this tree' (default: the installed one)")
     ap.add_argument("--commands", default="filter,dedup")
     ap.add_argument("--no-commands", action="store_true")
+    ap.add_argument("--no-steps", action="store_true", help="only the whole commands")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "medmill-curation-steps")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -351,10 +354,19 @@ def main() -> None:
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     mine, base = None, None
-    for _ in range(args.rounds):  # trees alternate, so both see the same load; each step's best is kept
+    for _ in range(0 if args.no_steps else args.rounds):  # trees alternate, so both see the same load; each step's best is kept
         mine = best_of(mine, child_steps(args.tree, args))
         if args.baseline_tree:
             base = best_of(base, child_steps(args.baseline_tree, args))
+    if mine is not None:
+        print_steps(args, mine, base)
+    if not args.no_commands and args.corpus == "generated":
+        run_commands(args)
+    load = os.getloadavg()
+    print(f"\nload average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def print_steps(args: argparse.Namespace, mine: dict, base: dict | None) -> None:
     print(f"\n{args.corpus} corpus, {mine['records']:,} records, one core, batches of {args.batch:,}")
     print("CPU time of the process per record (best of the rounds)")
     print(f"{'step':34} {'µs/rec':>8} {'rec/s':>10}" + (f" {'base µs':>8} {'base rec/s':>10} {'speed-up':>8}  same output" if base else ""))
@@ -374,25 +386,24 @@ def main() -> None:
         line += f" {btotal / base['records'] * 1e6:8.2f} {base['records'] / btotal:10,.0f} {btotal / total:7.2f}x"
     print(line)
 
-    if not args.no_commands and args.corpus == "generated":
-        src = write_input_dir(args.work / f"in-{args.n}", args.n)
-        print(f"\nwhole commands on {src} ({args.n:,} records): wall and CPU (user+sys) time of the process, best of {args.rounds}")
-        for command in args.commands.split(","):
-            mine_runs, base_runs = [], []
-            for _ in range(args.rounds):
-                mine_runs.append(run_command(args.tree, command, src, args.work / f"out-{command}-this"))
-                if args.baseline_tree:
-                    base_runs.append(run_command(args.baseline_tree, command, src, args.work / f"out-{command}-base"))
-            wall, cpu = min(r[0] for r in mine_runs), min(r[1] for r in mine_runs)
-            line = f"{command:8} this tree wall {wall:6.1f} s ({args.n / wall:7,.0f} rec/s), cpu {cpu:6.1f} s"
-            if base_runs:
-                b_wall, b_cpu = min(r[0] for r in base_runs), min(r[1] for r in base_runs)
-                same = len({r[2] for r in mine_runs + base_runs}) == 1
-                line += (f" | baseline wall {b_wall:6.1f} s ({args.n / b_wall:7,.0f} rec/s), cpu {b_cpu:6.1f} s"
-                         f" | speed-up wall {b_wall / wall:.2f}x cpu {b_cpu / cpu:.2f}x | same output: {'yes' if same else 'NO'}")
-            print(line, flush=True)
-    load = os.getloadavg()
-    print(f"\nload average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+def run_commands(args: argparse.Namespace) -> None:
+    src = write_input_dir(args.work / f"in-{args.n}", args.n)
+    print(f"\nwhole commands on {src} ({args.n:,} records): wall and CPU (user+sys) time of the process, best of {args.rounds}")
+    for command in args.commands.split(","):
+        mine_runs, base_runs = [], []
+        for _ in range(args.rounds):
+            mine_runs.append(run_command(args.tree, command, src, args.work / f"out-{command}-this"))
+            if args.baseline_tree:
+                base_runs.append(run_command(args.baseline_tree, command, src, args.work / f"out-{command}-base"))
+        wall, cpu = min(r[0] for r in mine_runs), min(r[1] for r in mine_runs)
+        line = f"{command:8} this tree wall {wall:6.1f} s ({args.n / wall:7,.0f} rec/s), cpu {cpu:6.1f} s"
+        if base_runs:
+            b_wall, b_cpu = min(r[0] for r in base_runs), min(r[1] for r in base_runs)
+            same = len({r[2] for r in mine_runs + base_runs}) == 1
+            line += (f" | baseline wall {b_wall:6.1f} s ({args.n / b_wall:7,.0f} rec/s), cpu {b_cpu:6.1f} s"
+                     f" | speed-up wall {b_wall / wall:.2f}x cpu {b_cpu / cpu:.2f}x | same output: {'yes' if same else 'NO'}")
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
