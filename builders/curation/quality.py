@@ -163,10 +163,13 @@ def _any_of(patterns: tuple[re.Pattern[str], ...]) -> re.Pattern[str] | None:
     if not patterns or any(not isinstance(p.pattern, str) or p.groups for p in patterns):
         return None
     flags = {p.flags for p in patterns}
-    if len(flags) != 1 or flags & {f for f in flags if f & re.VERBOSE}:
+    if len(flags) != 1:
+        return None
+    flag = flags.pop()
+    if flag & re.VERBOSE:
         return None
     try:
-        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns), flags.pop())
+        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns), flag)
     except re.error:
         return None
 
