@@ -20,11 +20,17 @@ import numpy as np
 
 DEFAULT_NGRAM = {"char": 3, "word": 3}  # char 3: measured in bench/dedup.py (catches <=4 % edits at J 0.8)
 _DROP = re.compile(r"[\W_]+")  # whitespace and punctuation: not part of any shingle
+_count_nonzero = np.count_nonzero
 _CHUNK_CELLS = 1 << 19  # shingles x permutations per numpy block (2 MB of uint32: stays in cache)
 
 
 def clean_for_shingles(text: str) -> str:
-    return _DROP.sub("", unicodedata.normalize("NFKC", text).lower())
+    return clean_folded(unicodedata.normalize("NFKC", text).lower())
+
+
+def clean_folded(folded: str) -> str:
+    """clean_for_shingles of a text already NFKC-normalised and lower-cased."""
+    return _DROP.sub("", folded)
 
 
 @cache
@@ -203,12 +209,17 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard of two sorted unique shingle-hash arrays."""
-    if not len(a) or not len(b):
-        return 1.0 if len(a) == len(b) else 0.0
-    pos = np.searchsorted(a, b)
-    inter = int(np.count_nonzero(a[np.minimum(pos, len(a) - 1)] == b))
-    return inter / (len(a) + len(b) - inter)
+    """Exact Jaccard of two sorted unique shingle-hash arrays.
+
+    Dedup calls this once per candidate pair (millions of times), so it is a few numpy calls: in the
+    merged, sorted arrays a shared hash is the one value that appears twice, next to itself."""
+    la, lb = len(a), len(b)
+    if not la or not lb:
+        return 1.0 if la == lb else 0.0
+    merged = np.concatenate((a, b))
+    merged.sort()
+    inter = int(_count_nonzero(merged[1:] == merged[:-1]))
+    return inter / (la + lb - inter)
 
 
 def unique_sets(hashes: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:

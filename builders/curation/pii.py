@@ -4,6 +4,11 @@ Each detector is a regex plus, where the number carries one, a validator (ID num
 checksum and a real birth date; bank cards: Luhn), so dosages, dates, lab values and order numbers
 are left alone. Detectors run in a fixed priority order and a span taken by one is not re-taken by
 another (a URL's digits are not a phone, an ID number is not a bank card).
+
+Most texts hold no PII, so each detector also names cheap necessary conditions (`needs`: a run of
+three digits, an `@`, ...), each one regex scan shared by the detectors that need it; a detector whose
+conditions fail cannot match and is not run. tests/curation/test_pii_fast.py checks the result equals
+running every detector.
 """
 
 from __future__ import annotations
@@ -76,16 +81,33 @@ class Detector:
     valid: Callable[[str], bool] = lambda _s: True
     group: str | int = 0  # the part of the match that is replaced (patient ids keep their label)
     not_after: re.Pattern[str] | None = None  # words just before that make the number something else
+    # patterns every match of `pattern` contains (each found by `search`): when one is absent from a
+    # text, the detector cannot match it and is skipped
+    needs: tuple[re.Pattern[str], ...] = ()
 
 
 _NOT_DIGIT_BEFORE = r"(?<![0-9A-Za-z])"
+# necessary conditions (see Detector.needs); \d as in the detectors (any Unicode decimal digit)
+_DIGITS3 = re.compile(r"\d{3}")
+_DIGITS6 = re.compile(r"\d{6}")
+_DIGITS10 = re.compile(r"\d{10}")
+_DIGITS4_4 = re.compile(r"\d{4}[ -]?\d{4}")
+_DIGIT_DOT_DIGIT = re.compile(r"\d\.\d")
+_AT = re.compile("@")
+_URL_START = re.compile(r"://|www\.", re.I)
+_PATIENT_WORDS = (
+    r"(?:住院号|病历号|病案号|门诊号|就诊号|就诊卡号|诊疗卡号|医保卡号|医保号|社保卡号|患者编号|患者ID|病人ID|检查号|登记号|床号)"
+)
+_PATIENT_WORD = re.compile(_PATIENT_WORDS, re.I)
 _NOT_DIGIT_AFTER = r"(?![0-9A-Za-z])"
 
 DETECTORS: list[Detector] = [
-    Detector("EMAIL", re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")),
+    Detector("EMAIL", re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+             needs=(_AT,)),
     Detector(
         "URL",
         re.compile(r"(?:(?:https?|ftp)://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'*+,;=%]+(?<![.,;:!?'\])])", re.I),
+        needs=(_URL_START,),
     ),
     Detector(
         "ID_CARD",
@@ -93,21 +115,23 @@ DETECTORS: list[Detector] = [
             _NOT_DIGIT_BEFORE + r"[1-9]\d{5}( ?)(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\1\d{3}[0-9Xx]" + _NOT_DIGIT_AFTER
         ),
         lambda s: valid_resident_id(s.replace(" ", "")),
+        needs=(_DIGITS3, _DIGITS6),
     ),
     Detector(
         "PATIENT_ID",
         re.compile(
-            r"(?:住院号|病历号|病案号|门诊号|就诊号|就诊卡号|诊疗卡号|医保卡号|医保号|社保卡号|患者编号|患者ID|病人ID|检查号|登记号|床号)"
-            r"\s*(?:[:：]|是|为)?\s*(?P<num>[A-Za-z]{0,3}[-]?\d{3,20}(?:[ -]\d{3,10}(?![\d年月日岁天周次个])){0,4})" + _NOT_DIGIT_AFTER,
+            _PATIENT_WORDS + r"\s*(?:[:：]|是|为)?\s*(?P<num>[A-Za-z]{0,3}[-]?\d{3,20}(?:[ -]\d{3,10}(?![\d年月日岁天周次个])){0,4})" + _NOT_DIGIT_AFTER,
             re.I,
         ),
         group="num",
+        needs=(_DIGITS3, _PATIENT_WORD),
     ),
     Detector(
         "BANK_CARD",
         re.compile(_NOT_DIGIT_BEFORE + r"[3-6]\d{3}(?:[ -]?\d{4}){3}(?:[ -]?\d{1,3})?" + _NOT_DIGIT_AFTER),
         _bank_card_ok,
         not_after=re.compile(r"(?:订单|单号|编号|流水|快递|运单|发票|批号|条码|样本|标本|序列号)[号:：\s为是]*$"),
+        needs=(_DIGITS3, _DIGITS4_4),
     ),
     Detector(
         "PHONE",
@@ -118,6 +142,7 @@ DETECTORS: list[Detector] = [
             r"|0(?:10|2\d|[3-9]\d{2})\.[2-9]\d{2,3}\.?\d{4}"  # landline with dots: 0571.8888.8888
             r")(?:[-转]\d{1,5})?(?![0-9A-Za-z]|\.\d)"
         ),
+        needs=(_DIGITS3,),  # every form holds 1[3-9]\d or 0 and two more digits
     ),
     Detector(  # a landline written without separator counts only after a phone word (else: sample ids)
         "PHONE",
@@ -127,17 +152,20 @@ DETECTORS: list[Detector] = [
             re.I,
         ),
         group="num",
+        needs=(_DIGITS3, _DIGITS10),
     ),
     Detector(  # section numbers (3.1.1.2) look like IPs: bare ones need two multi-digit parts
         "IP",
         re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.]|\.\d)"),
         lambda s: _ipv4_ok(s) and sum(len(p) > 1 for p in s.split(".")) >= 2,
+        needs=(_DIGIT_DOT_DIGIT,),
     ),
     Detector(
         "IP",
         re.compile(r"(?:ip|IP|地址|服务器|主机|host)[^0-9A-Za-z]{0,4}(?P<num>\d{1,3}(?:\.\d{1,3}){3})(?![\d.]|\.\d)"),
         _ipv4_ok,
         group="num",
+        needs=(_DIGIT_DOT_DIGIT,),
     ),
 ]
 DETECTOR_NAMES = list(dict.fromkeys(d.name for d in DETECTORS))
@@ -149,6 +177,13 @@ _FULLWIDTH = {ord(c): ord(c) - 0xFEE0 for c in "０１２３４５６７８９�
     0x3000: 0x20,
     **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2212"), ord("-")),  # dashes a Chinese IME types for -
 }
+
+
+_FULLWIDTH_CHAR = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_FULLWIDTH)) + "]")
+# every detector needs (after the fullwidth mapping, which makes no digit) three digits in a row, a
+# digit-dot-digit (IP), an @ (email), a : (https://) or a w (www.): a text with none of these, nor a
+# fullwidth form of one, holds no PII
+_MAY_HOLD_PII = re.compile(r"\d(?:\d\d|[.．]\d)|[@:wW＠ｗＷ]")
 
 
 @dataclass(frozen=True)
@@ -170,10 +205,25 @@ class PIIScanner:
         self.detectors = [d for d in DETECTORS if d.name in wanted]
 
     def find(self, text: str) -> list[PIIMatch]:
-        original, text = text, text.translate(_FULLWIDTH)  # same length: spans stay valid
+        original = text
+        if _MAY_HOLD_PII.search(text) is None:
+            return []
+        if _FULLWIDTH_CHAR.search(text) is not None:
+            text = text.translate(_FULLWIDTH)  # same length: spans stay valid
         taken: list[tuple[int, int]] = []
         found: list[PIIMatch] = []
+        present: dict[re.Pattern[str], bool] = {}
         for det in self.detectors:
+            runnable = True
+            for need in det.needs:
+                hit = present.get(need)
+                if hit is None:
+                    hit = present[need] = need.search(text) is not None
+                if not hit:
+                    runnable = False
+                    break
+            if not runnable:
+                continue
             for m in det.pattern.finditer(text):
                 start, end = m.span(det.group)
                 value = m.group(det.group)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from medmill.builders.curation.minhash import clean_for_shingles
+from medmill.builders.curation.minhash import clean_folded, clean_for_shingles
 from medmill.builders.curation.text import rewrite
 from medmill.builders.text.cjk import cjk_share, is_cjk
+from medmill.builders.text.fold import nfkc_lower_many
 from medmill.builders.text.meta_talk import meta_talk
 from medmill.schemas import PreferenceRecord, PretrainRecord, Record, SFTRecord
 from medmill.schemas.errors import MedmillError
@@ -28,6 +29,8 @@ PLACEHOLDERS = {
     "none", "null", "nan", "nil", "undefined", "todo", "tbd", "...", "…", "……", "-", "--", "?", "？", "0",
 }
 _PLACEHOLDER_STRIP = re.compile(r"[\s。.，,！!；;：:\"'“”]+")
+_PLACEHOLDER_MAX = max(map(len, PLACEHOLDERS))
+_PLACEHOLDER_PREFIX = 32  # a text whose first characters already hold more than that is no placeholder
 
 # mojibake: UTF-8 read as Latin-1/cp1252 (Ã©, â€™), GBK/UTF-8 swaps (锟斤拷, 烫烫烫), escaped bytes
 _LATIN_MOJIBAKE = re.compile(
@@ -40,8 +43,14 @@ _CONTROL_OR_PRIVATE = re.compile("[\ue000-\uf8ff\x00-\x08\x0b\x0c\x0e-\x1f]")
 _TAIL = 120  # sign-offs are looked for in the last characters only
 
 
+# every signal above starts with one of these characters: a text without any has none
+_GARBLE_START = re.compile("[\ufffd\u00c2-\u00ef\\\\锟烫屯\ue000-\uf8ff\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def garble_signals(text: str) -> int:
     """How many mojibake signals a text holds (0 for clean text)."""
+    if _GARBLE_START.search(text) is None:
+        return 0
     n = text.count("\ufffd") + len(_LATIN_MOJIBAKE.findall(text)) + len(_ESCAPED_BYTES.findall(text))
     n += sum(text.count(m) * 3 for m in _GBK_MARKERS)
     n += len(_CONTROL_OR_PRIVATE.findall(text))
@@ -55,6 +64,20 @@ def repeated_ngram_ratio(text: str, n: int = 10) -> float:
     if total < 2 * n:
         return 0.0
     return 1.0 - len({compact[i : i + n] for i in range(total)}) / total
+
+
+def repeated_ngram_ratio_above(text: str, limit: float, n: int = 10) -> float | None:
+    """repeated_ngram_ratio(text, n) when it is above `limit`, else None; most texts are settled
+    without building the n-gram set: n-grams starting with different characters differ, so the
+    distinct characters at n-gram starts bound the distinct n-grams from below, and the ratio from above."""
+    compact = "".join(text.split())
+    total = len(compact) - n + 1
+    if total < 2 * n:
+        return None if 0.0 <= limit else 0.0
+    if 1.0 - len(set(compact[:total])) / total <= limit:
+        return None
+    ratio = 1.0 - len({compact[i : i + n] for i in range(total)}) / total
+    return ratio if ratio > limit else None
 
 
 def repeated_line_ratio(text: str) -> float:
@@ -87,9 +110,23 @@ class Boilerplate:
         except (OSError, yaml.YAMLError, re.error, AttributeError) as e:
             raise MedmillError(f"cannot load boilerplate patterns {path}: {e}") from None
 
+    def _gates(self) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None, re.Pattern[str] | None]:
+        """One combined pattern per list (opener, closer, drop), found where any of the list is found;
+        a text none matches skips the list. Rebuilt when the lists are replaced or changed."""
+        cached = self.__dict__.get("_gate_cache")
+        if cached is None or cached[0] != self.openers or cached[1] != self.closers or cached[2] != self.drop:
+            lists = (list(self.openers), list(self.closers), list(self.drop))
+            cached = (*lists, tuple(_any_of(tuple(ps)) for ps in lists))
+            self.__dict__["_gate_cache"] = cached
+        return cached[3]
+
     def strip(self, text: str) -> str:
         """Remove openers and (repeatedly) closers; returns the text unchanged when nothing matched."""
         out = text.strip()
+        any_opener, any_closer, _ = self._gates()
+        if (any_opener is not None and any_opener.search(out) is None
+                and any_closer is not None and any_closer.search(out[-_TAIL:]) is None):
+            return text  # no opener and no closer anywhere: nothing would change
         changed = True
         while changed and out:
             changed = False
@@ -113,7 +150,28 @@ class Boilerplate:
         return out
 
     def should_drop(self, text: str) -> str | None:
+        any_drop = self._gates()[2]
+        if any_drop is not None and any_drop.search(text) is None:
+            return None
         return next((p.pattern for p in self.drop if p.search(text)), None)
+
+
+def _any_of(patterns: tuple[re.Pattern[str], ...]) -> re.Pattern[str] | None:
+    """`(?:p1)|(?:p2)|...`: it matches at a position exactly when one of the patterns does, given one
+    set of flags, no groups (a group number would shift) and no verbose mode (a comment would eat the
+    closing parenthesis); else None (no gate: every pattern is tried)."""
+    if not patterns or any(not isinstance(p.pattern, str) or p.groups for p in patterns):
+        return None
+    flags = {p.flags for p in patterns}
+    if len(flags) != 1:
+        return None
+    flag = flags.pop()
+    if flag & re.VERBOSE:
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns), flag)
+    except re.error:
+        return None
 
 
 @dataclass
@@ -164,10 +222,19 @@ class QualityRules:
         self.config = config
         self.boilerplate = boilerplate or Boilerplate.load()
 
-    def check(self, record: Record) -> QualityVerdict:
+    def check_many(self, records: list[Record]) -> list[QualityVerdict]:
+        """[check(r) for r in records]; the NFKC folding the answer-equals-question rule needs is done
+        for the whole batch at once (texts the rules rewrite are folded one by one, as in `check`)."""
+        pairs = [_last_pair(r) for r in records]
+        texts = list(dict.fromkeys(t for p in pairs if p for t in (p[0], *p[1])))
+        folded = dict(zip(texts, nfkc_lower_many(texts), strict=True))
+        return [self.check(r, folded) for r in records]
+
+    def check(self, record: Record, folded: dict[str, str] | None = None) -> QualityVerdict:
+        """The verdict on one record; `folded` may hold nfkc_lower of its texts, computed beforehand."""
         cfg = self.config
         touched: Counter = Counter()
-        if cfg.strip_boilerplate:
+        if cfg.strip_boilerplate and not isinstance(record, PretrainRecord):  # only assistant turns are stripped
             try:
                 stripped = rewrite(record, lambda role, t: self.boilerplate.strip(t) if role in ("assistant",) else t)
             except ValueError:
@@ -181,6 +248,8 @@ class QualityRules:
             if pattern:
                 return QualityVerdict(None, "llm_artifact", f"matches {pattern!r}", touched)
         for text in questions + answers:
+            if len(_PLACEHOLDER_STRIP.sub("", text[:_PLACEHOLDER_PREFIX])) > _PLACEHOLDER_MAX:
+                continue  # too much text to be a placeholder (lower case never shortens a text)
             key = _PLACEHOLDER_STRIP.sub("", text).lower()
             if key in PLACEHOLDERS or not key:
                 return QualityVerdict(None, "placeholder", f"placeholder content {text.strip()[:20]!r}", touched)
@@ -194,8 +263,8 @@ class QualityRules:
             signals = garble_signals(text)
             if signals > cfg.max_garble_signals:
                 return QualityVerdict(None, "garbled", f"{signals} mojibake signals", touched)
-            ratio = repeated_ngram_ratio(text)
-            if ratio > cfg.max_repeated_ngram_ratio:
+            ratio = repeated_ngram_ratio_above(text, cfg.max_repeated_ngram_ratio)
+            if ratio is not None:
                 return QualityVerdict(None, "repeated_chars", f"repeated 10-gram share {ratio:.2f}", touched)
             ratio = repeated_line_ratio(text)
             if ratio > cfg.max_repeated_line_ratio:
@@ -207,7 +276,13 @@ class QualityRules:
         pair = _last_pair(record)
         if pair:
             question, replies = pair
-            q = clean_for_shingles(question)
-            if any(clean_for_shingles(r) == q for r in replies):
+            known = folded or {}
+
+            def clean(text: str) -> str:  # = clean_for_shingles(text)
+                norm = known.get(text)
+                return clean_for_shingles(text) if norm is None else clean_folded(norm)
+
+            q = clean(question)
+            if any(clean(r) == q for r in replies):
                 return QualityVerdict(None, "answer_equals_question", "the answer repeats the question", touched)
         return QualityVerdict(record, touched=touched)

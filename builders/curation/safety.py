@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 import ahocorasick
+import numpy as np
 import yaml
 
+from medmill.builders.text.fold import Folded, fold_many, nfkc_lower
 from medmill.schemas.errors import MedmillError
 
 Action = Literal["drop", "flag"]
@@ -153,11 +155,23 @@ class SafetyMatcher:
         self._empty = not entries
         if entries:
             self._auto.make_automaton()
+        self._gate = _TermGate([k for k, roles in entries.items() if any(not is_allow for _c, is_allow in roles)])
 
     def scan(self, text: str) -> list[SafetyHit]:
         if self._empty:
             return []
-        norm = unicodedata.normalize("NFKC", text).lower()
+        return self._scan_folded(nfkc_lower(text))
+
+    def scan_many(self, texts: list[str]) -> list[list[SafetyHit]]:
+        """[scan(t) for t in texts], with the NFKC + lower-case folding done for the whole batch, and
+        the automaton run only on texts where a term may occur."""
+        if self._empty or not texts:
+            return [[] for _ in texts]
+        folded = fold_many(texts)
+        maybe = self._gate.may_occur(folded).tolist()
+        return [self._scan_folded(norm) if m else [] for norm, m in zip(folded.texts, maybe, strict=True)]
+
+    def _scan_folded(self, norm: str) -> list[SafetyHit]:
         hits: list[tuple[str, str, int, int]] = []
         allowed: dict[str, list[tuple[int, int]]] = {}
         for end, (key, roles) in self._auto.iter(norm):
@@ -167,8 +181,41 @@ class SafetyMatcher:
                     allowed.setdefault(cat, []).append((start, end))
                 else:
                     hits.append((cat, key, start, end))
+        if not hits:
+            return []
         return [
             SafetyHit(cat, key, s)
             for cat, key, s, e in hits
             if not any(a <= s and e <= b for a, b in allowed.get(cat, ()))
         ]
+
+
+class _TermGate:
+    """Which folded texts may hold a term: a term of one character occurs only where that character
+    does, a longer one only where its first two characters do. One numpy pass over a batch's code
+    points; texts folded by unicodedata (not in the code array) always may."""
+
+    def __init__(self, terms: list[str]) -> None:
+        bmp = [t for t in terms if all(ord(c) < 0x10000 for c in t)]  # others need an astral character,
+        # which only texts outside the code array hold
+        self.single = np.zeros(0x10000, dtype=bool)
+        self.first = np.zeros(0x10000, dtype=bool)
+        for t in bmp:
+            (self.single if len(t) == 1 else self.first)[ord(t[0])] = True
+        self.pairs = np.unique(np.array([(ord(t[0]) << 32) | ord(t[1]) for t in bmp if len(t) > 1], dtype=np.uint64))
+
+    def may_occur(self, f: Folded) -> np.ndarray:
+        maybe = ~f.in_codes
+        codes = f.codes
+        if not len(codes):
+            return maybe
+        low = np.minimum(codes, 0xFFFF)
+        at = np.flatnonzero(self.single.take(low))
+        if len(self.pairs) and len(codes) > 1:
+            starts = np.flatnonzero(self.first.take(low[:-1]))
+            pairs = (codes[starts].astype(np.uint64) << np.uint64(32)) | codes[starts + 1].astype(np.uint64)
+            pos = np.minimum(np.searchsorted(self.pairs, pairs), len(self.pairs) - 1)
+            at = np.concatenate([at, starts[self.pairs[pos] == pairs]])
+        if len(at):  # the text each position lies in (a pair across two texts marks the first: harmless)
+            maybe[np.searchsorted(f.ends, at, side="right")] = True
+        return maybe

@@ -25,6 +25,7 @@ from medmill.builders.curation.quality import QualityConfig, QualityRules
 from medmill.builders.curation.safety import SafetyMatcher, default_lexicon, load_lexicon
 from medmill.builders.curation.settings import PII_TYPES, CurationSettings
 from medmill.builders.curation.text import (
+    all_texts,
     check_fields,
     judged_texts,
     record_text,
@@ -71,9 +72,9 @@ class QualityStep(MapStep):
 
     def __call__(self, records: list[Record]) -> StepResult:
         kept, rejects, counters = [], [], Counter()
-        for r in records:
-            verdict = self.rules.check(r)
-            counters.update(verdict.touched)
+        for r, verdict in zip(records, self.rules.check_many(records), strict=True):
+            if verdict.touched:
+                counters.update(verdict.touched)
             if verdict.record is None:
                 counters[f"dropped.{verdict.reason}"] += 1
                 rejects.append(_reject("quality", verdict.reason, verdict.message, r))
@@ -99,7 +100,11 @@ class PIIStep(MapStep):
 
     def __call__(self, records: list[Record]) -> StepResult:
         kept, rejects, counters = [], [], Counter()
+        find = self.scanner.find
         for r in records:
+            if not any(find(text) for _role, text in all_texts(r)):  # most records: nothing to redact
+                kept.append(r)
+                continue
             found: Counter = Counter()
 
             def redact(_role: str, text: str, found: Counter = found) -> str:
@@ -147,10 +152,12 @@ class SafetyStep(MapStep):
     def __call__(self, records: list[Record]) -> StepResult:
         matcher = self.matcher
         kept, rejects, counters = [], [], Counter()
-        for r in records:
+        texts = [judged_texts(r) for r in records]
+        found = iter(matcher.scan_many([text for judged in texts for _role, text in judged]))
+        for r, judged in zip(records, texts, strict=True):
             hits: dict[str, set[str]] = {}
-            for _role, text in judged_texts(r):
-                for h in matcher.scan(text):
+            for _ in judged:
+                for h in next(found):
                     hits.setdefault(h.category, set()).add(h.term)
             if not hits:
                 kept.append(r)

@@ -59,6 +59,28 @@ def char_class_counts(text: str) -> dict[int, int]:
     return {f: int(np.count_nonzero(flags & f)) for f in (LETTER, CJK, DIGIT, SYMBOL, SPACE)}
 
 
+def char_class_counts_many(texts: list[str]) -> list[dict[int, int]]:
+    """[char_class_counts(t) for t in texts] in one numpy pass over the whole batch (one lookup and
+    one segmented sum per class instead of a dozen small numpy calls per text)."""
+    if not texts:
+        return []
+    cps = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    flags = _classes()[cps & 0xFFFF]
+    astral = cps > 0xFFFF
+    if astral.any():
+        flags[astral] = np.where((cps[astral] >= 0x20000) & (cps[astral] <= 0x3134F), CJK | LETTER, LETTER)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    starts = np.cumsum(lengths) - lengths
+    nonempty = np.flatnonzero(lengths > 0)
+    per_class = {}
+    for f in (LETTER, CJK, DIGIT, SYMBOL, SPACE):
+        counts = np.zeros(len(texts), dtype=np.int64)
+        if len(nonempty):
+            counts[nonempty] = np.add.reduceat((flags & f) != 0, starts[nonempty], dtype=np.int64)
+        per_class[f] = counts.tolist()
+    return [{f: per_class[f][i] for f in per_class} for i in range(len(texts))]
+
+
 @dataclass
 class TextSignals:
     chars: int  # non-whitespace characters
@@ -70,8 +92,9 @@ class TextSignals:
     lines: int
 
 
-def text_signals(text: str) -> TextSignals:
-    counts = char_class_counts(text)
+def text_signals(text: str, counts: dict[int, int] | None = None) -> TextSignals:
+    """`counts`: char_class_counts(text) when already known (a batch counts them at once)."""
+    counts = counts if counts is not None else char_class_counts(text)
     chars = len(text) - counts[SPACE]
     letters, cjk = counts[LETTER], counts[CJK]
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
@@ -99,9 +122,9 @@ class RunningTextConfig:
     min_lines: int = 3
 
 
-def check_running_text(text: str, cfg: RunningTextConfig) -> tuple[str, str] | None:
+def check_running_text(text: str, cfg: RunningTextConfig, counts: dict[int, int] | None = None) -> tuple[str, str] | None:
     """(reason, message) of the first rule `text` fails, else None."""
-    s = text_signals(text)
+    s = text_signals(text, counts)
     if cfg.min_cjk_share and s.cjk_share < cfg.min_cjk_share:
         return "low_cjk_share", f"CJK share of letters {s.cjk_share:.2f} < {cfg.min_cjk_share}"
     if cfg.max_symbol_share and s.symbol_share > cfg.max_symbol_share:
@@ -126,8 +149,9 @@ class RunningTextStep(MapStep):
 
     def __call__(self, records: list[Record]) -> StepResult:
         kept, rejects, counters = [], [], Counter()
-        for r in records:
-            failed = check_running_text(record_text(r, ["all"]), self.config)
+        texts = [record_text(r, ["all"]) for r in records]
+        for r, text, counts in zip(records, texts, char_class_counts_many(texts), strict=True):
+            failed = check_running_text(text, self.config, counts)
             if failed is None:
                 kept.append(r)
                 continue

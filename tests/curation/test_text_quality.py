@@ -57,3 +57,12 @@ def test_running_text_rules_can_be_turned_off():
     assert check_running_text(english, RunningTextConfig(min_cjk_share=0)) is None
     s = text_signals("高血压 120/80")
     assert s.cjk_share == 1.0 and 0.4 < s.digit_share < 0.6
+
+
+def test_batch_counts_equal_text_by_text():
+    from medmill.builders.curation.text_quality import char_class_counts_many
+    from tests.curation.fast_path_texts import QUALITY, SAFETY, texts
+
+    batch = texts(2, 3000, QUALITY + SAFETY, "高血压 BP 120±5 mmHg ■ 𠀀\U0001f600\ud800#*|\n") + ["", "𠀀", " "]
+    assert char_class_counts_many(batch) == [char_class_counts(t) for t in batch]
+    assert char_class_counts_many([]) == []
