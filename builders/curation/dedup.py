@@ -145,9 +145,9 @@ def verify_pair(
     kept_set: np.ndarray | None = None,
     text_set: np.ndarray | None = None,
 ) -> float | None:
-    """The one check that turns an LSH candidate pair into a near-duplicate: the exact Jaccard of the
-    two texts' shingle sets when it reaches `config.threshold`, else None. Every dedup path (in memory,
-    streaming, Ray) calls this with the two texts; the sets may be passed when already computed."""
+    """The check that turns an LSH candidate pair into a near-duplicate: the exact Jaccard of the two
+    texts' shingle sets when it reaches `config.threshold`, else None. `decide` (every dedup path: in
+    memory, streamed, Ray) runs the same check as `verify_many`, one text against its kept candidates."""
     params = config.params
     if kept_set is None:
         kept_set = mh.unique_sets(*params.shingles([kept_text]))[0]
@@ -155,6 +155,12 @@ def verify_pair(
         text_set = mh.unique_sets(*params.shingles([text]))[0]
     sim = mh.jaccard(kept_set, text_set)
     return sim if sim >= config.threshold else None
+
+
+def verify_many(kept_sets: list[np.ndarray], text_set: np.ndarray, config: DedupConfig) -> np.ndarray:
+    """`verify_pair` of one text against several kept texts at once, from their shingle sets: the exact
+    Jaccard of each pair (a pair is a near-duplicate where it reaches `config.threshold`)."""
+    return mh.jaccard_many(kept_sets, text_set)
 
 
 def _sig_chunk(args: tuple[list[str], mh.MinHashParams]) -> np.ndarray:
@@ -273,6 +279,12 @@ class _Sets:
     def __getitem__(self, j: int) -> np.ndarray:
         return self.flat[self.bounds[j] : self.bounds[j + 1]]
 
+    def many(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sets of `rows` end to end, and their lengths (one gather, no per-row arrays)."""
+        starts, lens = self.bounds[rows], self.bounds[rows + 1] - self.bounds[rows]
+        offsets = np.cumsum(lens) - lens
+        return self.flat[np.repeat(starts - offsets, lens) + np.arange(int(lens.sum()))], lens
+
 
 def decide(
     exact_keys_: np.ndarray,
@@ -327,7 +339,6 @@ def decide(
         # rows of the candidate table: reference candidates first, then input candidates
         glob = np.concatenate([ref_cand, n_ref + cand])
         bucket = _bucket_ids(np.concatenate([ref_keys[ref_cand], band_keys[cand]]))
-        row_of = {int(g): j for j, g in enumerate(glob.tolist())}
         members: dict[int, list[int]] = {}
         for j in range(len(ref_cand)):
             for bid in bucket[j].tolist():
@@ -341,17 +352,14 @@ def decide(
                 seen.update(members.get(bid, ()))
             best, best_sim = -1, -1.0
             if seen:
-                text = texts[j].as_py()
                 my_set = sets[j]
-                above: list[tuple[float, int]] = []
-                for g in sorted(seen)[: config.max_compare]:
-                    k = row_of[g]
-                    sim = verify_pair(texts[k].as_py(), text, config, sets[k], my_set)
-                    compared += 1
-                    if sim is not None:
-                        above.append((-sim, g))
+                kept_rows = sorted(seen)[: config.max_compare]
+                flat, lens = sets.many(np.searchsorted(glob, kept_rows))  # glob is sorted: its row of each
+                sims = mh.jaccard_flat(flat, lens, my_set)  # verify_many, from the gathered sets
+                compared += len(kept_rows)
+                above = [(-sim, g) for sim, g in zip(sims.tolist(), kept_rows, strict=True) if sim >= config.threshold]
                 for neg_sim, g in sorted(above):  # most similar first, earliest on ties
-                    why = guard.difference(texts[row_of[g]].as_py(), text) if guard is not None else None
+                    why = guard.difference(texts[int(np.searchsorted(glob, g))].as_py(), texts[j].as_py()) if guard is not None else None
                     if why is None:
                         best, best_sim = g, -neg_sim
                         break

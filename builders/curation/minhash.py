@@ -222,6 +222,28 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (la + lb - inter)
 
 
+def jaccard_many(sets: list[np.ndarray], b: np.ndarray) -> np.ndarray:
+    """`[jaccard(a, b) for a in sets]` as float64, in a handful of numpy calls whatever len(sets): dedup
+    verifies each candidate against all its kept bucket-mates at once."""
+    lens = np.fromiter((len(a) for a in sets), dtype=np.int64, count=len(sets))
+    flat = np.concatenate(sets) if len(sets) else np.zeros(0, b.dtype)
+    return jaccard_flat(flat, lens, b)
+
+
+def jaccard_flat(flat: np.ndarray, lens: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`jaccard_many` with the sets given end to end (`flat`, split by `lens`)."""
+    lb = len(b)
+    if not len(lens):
+        return np.zeros(0, dtype=np.float64)
+    if not lb:
+        return np.where(lens == 0, 1.0, 0.0)
+    at = np.minimum(np.searchsorted(b, flat), lb - 1)
+    hits = np.concatenate(([0], np.cumsum(b[at] == flat)))
+    ends = np.cumsum(lens)
+    inter = hits[ends] - hits[ends - lens]
+    return inter / (lens + lb - inter)
+
+
 def unique_sets(hashes: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     """Each document's shingle hashes, sorted and unique (one sort for the whole batch)."""
     counts = np.diff(np.append(offsets, len(hashes)))
