@@ -349,7 +349,9 @@ def decide(
             my_buckets = [bid for bid in bucket[j].tolist() if bid >= 0]
             seen: set[int] = set()
             for bid in my_buckets:
-                seen.update(members.get(bid, ()))
+                # each bucket's kept list grows in visiting order (ascending), so the max_compare smallest
+                # of the union are among each list's first max_compare: no pass over a crowded bucket
+                seen.update(members.get(bid, ())[: config.max_compare])
             best, best_sim = -1, -1.0
             if seen:
                 my_set = sets[j]

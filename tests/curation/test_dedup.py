@@ -182,3 +182,45 @@ def test_lsh_params_favour_recall():
     assert bands * rows <= 128
     assert 1 - (1 - 0.8**rows) ** bands > 0.97  # P(candidate | J = 0.8)
     assert 1 - (1 - 0.4**rows) ** bands < 0.05  # P(candidate | J = 0.4)
+
+
+def _rule_by_hand(texts: list[str], cfg: DedupConfig) -> tuple[list[int], list[float]]:
+    """The representative rule written plainly (no exact pass needed: the texts are distinct): visit in
+    order; the candidates of a text are the kept texts sharing an LSH bucket with it, the max_compare
+    earliest of them; it duplicates the most similar at or above the threshold (earliest on ties)."""
+    params = cfg.params
+    bands, rows = cfg.bands_rows
+    sets = mh.unique_sets(*params.shingles(texts))
+    keys = mh.band_keys(mh.signatures(*params.shingles(texts), params.num_perm, params.seed), bands, rows)
+    kept: list[int] = []
+    dup_of, sims = [-1] * len(texts), [0.0] * len(texts)
+    for i in range(len(texts)):
+        cands = [g for g in kept if (keys[g] == keys[i]).any()][: cfg.max_compare]
+        scored = [(mh.jaccard(sets[g], sets[i]), g) for g in cands]
+        above = sorted((-s, g) for s, g in scored if s >= cfg.threshold)
+        if above:
+            dup_of[i], sims[i] = above[0][1], -above[0][0]
+        else:
+            kept.append(i)
+    return dup_of, sims
+
+
+def test_crowded_buckets_follow_the_rule_with_a_small_max_compare():
+    """Hundreds of texts share buckets; only the max_compare earliest kept bucket-mates are compared."""
+    import random
+
+    rng = random.Random(3)
+    stem = "高血压患者应低盐低脂饮食，规律作息，按时服用降压药物并定期复查血压"
+    texts = []
+    for k in range(400):
+        chars = list(stem)
+        for _ in range(rng.randint(1, 3)):
+            chars[rng.randrange(len(chars))] = rng.choice("心肝脾肺肾胃肠骨血糖脂尿")
+        texts.append("".join(chars) + str(k))
+    texts = list(dict.fromkeys(texts))
+    cfg = DedupConfig(threshold=0.6, max_compare=3, fact_guard=False, workers=1)
+    result = find_duplicates(texts, cfg)
+    want_dup, want_sim = _rule_by_hand(texts, cfg)
+    assert result.stats["lsh_candidates"] == len(texts) and 50 < int((~result.keep).sum()) < len(texts) - 50
+    assert [int(d) for d in result.dup_of] == want_dup
+    assert result.similarity.tolist() == want_sim
