@@ -164,6 +164,7 @@ def test_writing_into_a_mount_point_never_renames_across_it(tmp_path, monkeypatc
     assert not any(p.name.startswith(".") for p in mount.iterdir())
 
 
+@pytest.mark.slow  # `train sft` imports transformers and trl before it looks at --out (~10 s of CPU)
 def test_train_refuses_checkpoints_inside_its_dataset_dir(built):
     before = _snapshot(built)
     result = _run("train", "sft", "--model", "no_such_model", "--data", built, "--out", built / "ckpt")

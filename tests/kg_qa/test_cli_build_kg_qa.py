@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,9 +12,9 @@ from typer.testing import CliRunner
 
 import medmill.cli
 from medmill.schemas.dataset_dir import split_files
+from tests.hardening_cli import run_medmill
 
-if not any(c.name == "build-kg-qa" for c in medmill.cli.app.registered_commands):
-    medmill.cli._register()
+medmill.cli._register()
 
 
 def _run(*args) -> object:
@@ -175,13 +173,8 @@ def test_config_file_and_custom_templates(tmp_path, examples_dir):
     assert m["records_total"] <= 2 * 47
 
 
-def _medmill(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "medmill.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
-
-
 @pytest.mark.parametrize("case", ["missing", "unreadable", "mode"])
-def test_user_errors_are_one_line(tmp_path, case):
+def test_user_errors_are_one_line(tmp_path, monkeypatch, capsys, case):
     out = tmp_path / "out"
     if case == "missing":
         args = [tmp_path / "nope.json", "--out", out]
@@ -193,7 +186,7 @@ def test_user_errors_are_one_line(tmp_path, case):
         kg = tmp_path / "kg.jsonl"
         kg.write_text('{"中心词": "感冒", "症状": ["鼻塞"]}\n', encoding="utf-8")
         args = [kg, "--out", out, "--mode", "bogus"]
-    proc = _medmill("build-kg-qa", *args)
+    proc = run_medmill(monkeypatch, capsys, "build-kg-qa", *args)  # the console entry point, in-process
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
