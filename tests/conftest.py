@@ -72,3 +72,32 @@ def _identical_plots_drawn_once(request, monkeypatch):
     from medmill.builders.publish import plots
 
     monkeypatch.setattr(plots, "write_plots", _write_plots_once(plots.write_plots))
+
+
+# ---- the click command behind `medmill` is built once per set of registered commands ----------------
+# typer turns the app into a click command on every call (`app()`, CliRunner.invoke): ~40 ms of
+# signature and type-hint inspection for 19 commands, paid again by hundreds of in-process runs. The
+# result depends only on what is registered, so it is kept while the registrations stay the same.
+@pytest.fixture(autouse=True, scope="session")
+def _click_command_built_once():
+    import typer.main
+    import typer.testing
+
+    real = typer.main.get_command
+    built: dict[tuple, object] = {}
+
+    def get_command(app):
+        key = (
+            id(app),
+            tuple(map(id, app.registered_commands)),
+            tuple(map(id, app.registered_groups)),
+            id(app.registered_callback),
+        )
+        if key not in built:
+            built[key] = real(app)
+        return built[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(typer.main, "get_command", get_command)
+        mp.setattr(typer.testing, "_get_command", get_command)
+        yield

@@ -108,6 +108,7 @@ def test_card_yaml(example_build):
         "train": "data/train-*", "validation": "data/validation-*", "test": "data/test-*"}
 
 
+@pytest.mark.slow  # a second full build of the example KG; same-seed bytes of the writer: core/test_writer.py (fast)
 def test_same_seed_gives_identical_bytes(tmp_path, examples_dir, example_build):
     out = tmp_path / "again"
     _build(examples_dir / "kg", "--out", out, "--val-size", "0.1", "--test-size", "0.1")
@@ -118,6 +119,8 @@ def test_same_seed_gives_identical_bytes(tmp_path, examples_dir, example_build):
         assert a.read_bytes() == b.read_bytes(), a.name
 
 
+# three builds of the real KG samples in ../shared (the bundled example and the readers' unit tests stay fast)
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sample, fmt",
     [("qasystem_medical_sample.json", "qasystem"), ("cmekg_train_example_sample.json", "spo"),

@@ -207,6 +207,7 @@ def test_pairwise_check_drops_pairs_whose_verdict_follows_the_position(tmp_path,
     assert "judge_pairwise" in read_manifest(out)["llm"]
 
 
+@pytest.mark.slow  # judge round trips on top of a reference build; both halves have fast tests of their own
 def test_reference_strategy_with_judge_confirmation(tmp_path, llm_server):
     def reply(body: dict) -> str:
         user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
