@@ -29,11 +29,11 @@ def run(monkeypatch, capsys):
     return lambda *args: run_medmill(monkeypatch, capsys, *args)
 
 
-def test_help_lists_commands_and_version():
-    out = run_process("--help")
+def test_help_lists_commands_and_version(run):
+    out = run_process("--help")  # the real `python -m medmill.cli`, in a fresh interpreter
     assert out.returncode == 0
     assert "validate" in out.stdout
-    v = run_process("--version")
+    v = run("--version")
     assert v.returncode == 0 and v.stdout.strip() == f"medmill {__version__}"
 
 
