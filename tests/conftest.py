@@ -84,18 +84,14 @@ def _click_command_built_once():
     import typer.testing
 
     real = typer.main.get_command
-    built: dict[tuple, object] = {}
+    built: dict[tuple, tuple[tuple, object]] = {}
 
     def get_command(app):
-        key = (
-            id(app),
-            tuple(map(id, app.registered_commands)),
-            tuple(map(id, app.registered_groups)),
-            id(app.registered_callback),
-        )
+        registered = (app, *app.registered_commands, "|", *app.registered_groups, "|", app.registered_callback)
+        key = tuple(map(id, registered))
         if key not in built:
-            built[key] = real(app)
-        return built[key]
+            built[key] = (registered, real(app))  # the references keep the ids in the key from being reused
+        return built[key][1]
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(typer.main, "get_command", get_command)
