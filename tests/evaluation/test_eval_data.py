@@ -65,7 +65,6 @@ def test_parse_generated_letters():
     assert parse_letters("正确答案为 A,C,D", multi) == "ACD"
 
 
-@pytest.mark.slow  # imports rouge_score (nltk), sacrebleu and jieba: seconds of imports that no other fast test needs
 def test_rouge_l_on_chinese():
     from medmill.evaluation.metrics import corpus_bleu, rouge_l
 
