@@ -43,12 +43,20 @@ def root(
     )
 
 
+_registered = False
+
+
 def _register() -> None:
+    """Add every command to `app`, once per process: a second `main()` in the same process (tests,
+    embedding) must not add them all again, or each run would rebuild an ever longer command list."""
+    global _registered
+    if _registered:
+        return
     # Each module adds its command(s) to `app`; the order here is the order of `medmill --help`.
     from medmill.commands import register_all
 
-    if not app.registered_commands:  # once per process (tests call main() many times)
-        register_all(app)
+    register_all(app)
+    _registered = True
 
 
 def main() -> None:

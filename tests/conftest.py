@@ -31,3 +31,69 @@ def llm_server():
 
     with FakeLLMServer() as server:
         yield server
+
+
+# ---- card plots: identical inputs are drawn once per worker ------------------------------------------
+# Drawing a card's PNGs costs about a third of a second of CPU per build (matplotlib text layout with a
+# CJK font), which was the largest single cost of the fast lane. Plots are a pure function of the
+# dataset statistics (same stats -> same bytes; tests/publish checks that), so tests that do not test
+# the plots themselves get the bytes an earlier call drew for the very same statistics; any statistics
+# not seen before are drawn for real. Tests of plotting, and tests that compare the bytes of two builds,
+# are marked `fresh_plots` and always draw.
+_drawn_plots: dict[str, list[tuple[str, str, bytes]]] = {}
+plot_draws = {"drawn": 0, "reused": 0}
+
+
+def _write_plots_once(real):
+    import hashlib
+    import pickle
+
+    def write_plots(stats, out_dir: Path, max_category_plots: int = 3) -> list[tuple[str, str]]:
+        key = hashlib.sha256(pickle.dumps((stats, max_category_plots), protocol=4)).hexdigest()
+        if key not in _drawn_plots:
+            plot_draws["drawn"] += 1
+            result = real(stats, out_dir, max_category_plots)
+            _drawn_plots[key] = [(title, rel, (Path(out_dir) / rel).read_bytes()) for title, rel in result]
+            return result
+        plot_draws["reused"] += 1
+        for _, rel, data in _drawn_plots[key]:
+            path = Path(out_dir) / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        return [(title, rel) for title, rel, _ in _drawn_plots[key]]
+
+    return write_plots
+
+
+@pytest.fixture(autouse=True)
+def _identical_plots_drawn_once(request, monkeypatch):
+    if request.node.get_closest_marker("fresh_plots"):
+        return
+    from medmill.builders.publish import plots
+
+    monkeypatch.setattr(plots, "write_plots", _write_plots_once(plots.write_plots))
+
+
+# ---- the click command behind `medmill` is built once per set of registered commands ----------------
+# typer turns the app into a click command on every call (`app()`, CliRunner.invoke): ~40 ms of
+# signature and type-hint inspection for 19 commands, paid again by hundreds of in-process runs. The
+# result depends only on what is registered, so it is kept while the registrations stay the same.
+@pytest.fixture(autouse=True, scope="session")
+def _click_command_built_once():
+    import typer.main
+    import typer.testing
+
+    real = typer.main.get_command
+    built: dict[tuple, tuple[tuple, object]] = {}
+
+    def get_command(app):
+        registered = (app, *app.registered_commands, "|", *app.registered_groups, "|", app.registered_callback)
+        key = tuple(map(id, registered))
+        if key not in built:
+            built[key] = (registered, real(app))  # the references keep the ids in the key from being reused
+        return built[key][1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(typer.main, "get_command", get_command)
+        mp.setattr(typer.testing, "_get_command", get_command)
+        yield

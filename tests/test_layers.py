@@ -4,6 +4,7 @@ an import that goes the wrong way or closes a cycle."""
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import tomllib
@@ -51,6 +52,7 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     return out
 
 
+@cache  # every test reads the same graph: parse the package once
 def _graph() -> dict[str, set[str]]:
     mods = _modules()
     return {name: _imports(name, path, set(mods)) for name, path in mods.items()}

@@ -9,19 +9,28 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from medmill.builders.core.writer import ARROW_SCHEMAS, BuildInfo, write_dataset_dir
 from medmill.builders.publish.card import render_card
 from medmill.schemas import Message, SFTRecord, Source
 from medmill.version import __version__
+from tests.hardening_cli import run_medmill
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medmill.cli", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_help_lists_commands_and_version():
-    out = run("--help")
+@pytest.fixture
+def run(monkeypatch, capsys):
+    """`medmill ARGS` in this process (a fresh interpreter per call costs a second or two of imports);
+    the real `python -m medmill.cli` is run by test_help_lists_commands_and_version."""
+    return lambda *args: run_medmill(monkeypatch, capsys, *args)
+
+
+def test_help_lists_commands_and_version(run):
+    out = run_process("--help")  # the real `python -m medmill.cli`, in a fresh interpreter
     assert out.returncode == 0
     assert "validate" in out.stdout
     v = run("--version")
@@ -37,13 +46,13 @@ def _good_dir(path: Path) -> Path:
     return path
 
 
-def test_validate_ok(tmp_path: Path):
+def test_validate_ok(run, tmp_path: Path):
     out = run("validate", str(_good_dir(tmp_path / "ds")))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK:" in out.stdout and "6 records" in out.stdout
 
 
-def test_validate_reports_bad_records_with_location(tmp_path: Path):
+def test_validate_reports_bad_records_with_location(run, tmp_path: Path):
     d = _good_dir(tmp_path / "ds")
     bad = [
         {"id": "a", "messages": [{"role": "user", "content": "问"}], "source": {"builder": "t"}, "meta": "{}"},
@@ -61,14 +70,14 @@ def test_validate_reports_bad_records_with_location(tmp_path: Path):
     assert "FAILED" in out.stdout
 
 
-def test_validate_wrong_path_is_one_line_error(tmp_path: Path):
+def test_validate_wrong_path_is_one_line_error(run, tmp_path: Path):
     out = run("validate", str(tmp_path / "missing"))
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "not a directory" in out.stderr
 
 
-def test_validate_detects_manifest_mismatch(tmp_path: Path):
+def test_validate_detects_manifest_mismatch(run, tmp_path: Path):
     d = _good_dir(tmp_path / "ds")
     m = json.loads((d / "manifest.json").read_text())
     m["splits"]["train"]["records"] = 99
@@ -77,7 +86,7 @@ def test_validate_detects_manifest_mismatch(tmp_path: Path):
     assert out.returncode == 1 and "manifest says train has 99 records" in out.stdout
 
 
-def test_bad_config_section_key_is_a_usage_error_not_a_traceback(tmp_path: Path, examples_dir: Path):
+def test_bad_config_section_key_is_a_usage_error_not_a_traceback(run, tmp_path: Path, examples_dir: Path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("build-kg-qa:\n  no_dedup: true\n", encoding="utf-8")
     out = run("build-kg-qa", str(examples_dir / "kg"), "--out", str(tmp_path / "o"), "--config", str(cfg))
@@ -85,7 +94,7 @@ def test_bad_config_section_key_is_a_usage_error_not_a_traceback(tmp_path: Path,
     assert "Traceback" not in out.stderr and "no_dedup" in out.stderr
 
 
-def test_out_below_a_regular_file_is_one_line_error(tmp_path: Path, examples_dir: Path):
+def test_out_below_a_regular_file_is_one_line_error(run, tmp_path: Path, examples_dir: Path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     out = run("build-kg-qa", str(examples_dir / "kg"), "--out", str(blocker / "sub"))
@@ -93,7 +102,7 @@ def test_out_below_a_regular_file_is_one_line_error(tmp_path: Path, examples_dir
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
-def test_build_that_keeps_nothing_fails_but_leaves_its_rejects(tmp_path: Path):
+def test_build_that_keeps_nothing_fails_but_leaves_its_rejects(run, tmp_path: Path):
     kg = tmp_path / "kg.jsonl"
     kg.write_text('{"中心词": "感冒"}\n{"中心词": \n', encoding="utf-8")
     out = run("build-kg-qa", str(kg), "--out", str(tmp_path / "o"))
@@ -104,8 +113,6 @@ def test_build_that_keeps_nothing_fails_but_leaves_its_rejects(tmp_path: Path):
 
 
 def test_ctrl_c_says_how_to_resume(monkeypatch, capsys, tmp_path):
-    import pytest
-
     import medmill.builders.llm.cache as cache
     import medmill.cli as cli
 
@@ -132,7 +139,7 @@ def test_rebuild_removes_reports_of_the_previous_build(tmp_path: Path):
     assert (d / "llm_cache.sqlite").read_bytes() == b"keep me"
 
 
-def test_file_system_refusals_are_one_line_errors_for_llm_builders(tmp_path: Path, examples_dir: Path):
+def test_file_system_refusals_are_one_line_errors_for_llm_builders(run, tmp_path: Path, examples_dir: Path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     out = run(

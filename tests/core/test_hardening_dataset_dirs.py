@@ -71,6 +71,7 @@ def test_literature_reader_skips_a_dataset_dir_inside_its_folder(tmp_path):
     assert len(again.rejects) == len(alone.rejects)
 
 
+@pytest.mark.slow  # three builds of the example KG; the rule itself: kg_qa's test_output_dir_inside_the_input_dir_is_not_read_back (fast)
 def test_kg_build_with_out_inside_its_input_folder_reads_the_same_on_every_run(tmp_path):
     kg = tmp_path / "kg"
     shutil.copytree(EXAMPLES / "kg", kg)

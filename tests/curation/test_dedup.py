@@ -133,6 +133,7 @@ def assert_matches_exact_jaccard(texts: list[str], result, config: DedupConfig) 
             assert mh.jaccard(s[x], s[y]) < config.threshold
 
 
+@pytest.mark.slow  # jieba segments the whole corpus (character shingles, the default, stay fast)
 def test_word_shingles():
     texts = corpus(2)
     config = DedupConfig(shingle="word")

@@ -68,6 +68,7 @@ def test_guard_names_the_differing_fact_and_forgives_edits():
     assert guard.difference("血压150/90，心率80", "血压150/90，心x率80") is None
 
 
+@pytest.mark.slow  # builds the whole example KG; the same guard on a small KG: test_kg_of_numbered_disease_names_loses_no_record
 def test_example_kg_build_loses_no_record_and_counts_guarded_pairs(tmp_path, examples_dir):
     out = tmp_path / "kg"
     result = CliRunner().invoke(app, ["build-kg-qa", str(examples_dir / "kg"), "--out", str(out)])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,9 +12,9 @@ from typer.testing import CliRunner
 
 import medmill.cli
 from medmill.schemas.dataset_dir import split_files
+from tests.hardening_cli import run_medmill
 
-if not any(c.name == "build-kg-qa" for c in medmill.cli.app.registered_commands):
-    medmill.cli._register()
+medmill.cli._register()
 
 
 def _run(*args) -> object:
@@ -110,6 +108,7 @@ def test_card_yaml(example_build):
         "train": "data/train-*", "validation": "data/validation-*", "test": "data/test-*"}
 
 
+@pytest.mark.slow  # a second full build of the example KG; same-seed bytes of the writer: core/test_writer.py (fast)
 def test_same_seed_gives_identical_bytes(tmp_path, examples_dir, example_build):
     out = tmp_path / "again"
     _build(examples_dir / "kg", "--out", out, "--val-size", "0.1", "--test-size", "0.1")
@@ -120,6 +119,8 @@ def test_same_seed_gives_identical_bytes(tmp_path, examples_dir, example_build):
         assert a.read_bytes() == b.read_bytes(), a.name
 
 
+# three builds of the real KG samples in ../shared (the bundled example and the readers' unit tests stay fast)
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sample, fmt",
     [("qasystem_medical_sample.json", "qasystem"), ("cmekg_train_example_sample.json", "spo"),
@@ -175,13 +176,8 @@ def test_config_file_and_custom_templates(tmp_path, examples_dir):
     assert m["records_total"] <= 2 * 47
 
 
-def _medmill(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "medmill.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
-
-
 @pytest.mark.parametrize("case", ["missing", "unreadable", "mode"])
-def test_user_errors_are_one_line(tmp_path, case):
+def test_user_errors_are_one_line(tmp_path, monkeypatch, capsys, case):
     out = tmp_path / "out"
     if case == "missing":
         args = [tmp_path / "nope.json", "--out", out]
@@ -193,7 +189,7 @@ def test_user_errors_are_one_line(tmp_path, case):
         kg = tmp_path / "kg.jsonl"
         kg.write_text('{"中心词": "感冒", "症状": ["鼻塞"]}\n', encoding="utf-8")
         args = [kg, "--out", out, "--mode", "bogus"]
-    proc = _medmill("build-kg-qa", *args)
+    proc = run_medmill(monkeypatch, capsys, "build-kg-qa", *args)  # the console entry point, in-process
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr

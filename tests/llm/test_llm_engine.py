@@ -55,6 +55,7 @@ def test_results_in_order_usage_and_cache_replay(llm_server: FakeLLMServer, tmp_
     assert sum(llm_server.served.values()) == served
 
 
+@pytest.mark.slow  # waits out real 2 s client timeouts: seconds of wall time, and sensitive to machine load
 def test_every_transient_fault_is_retried_and_nothing_is_paid_twice(tmp_path: Path) -> None:
     kinds = ["429", "500", "drop", "invalid_json", "truncated", "timeout"]
 

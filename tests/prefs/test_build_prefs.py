@@ -17,6 +17,7 @@ import medmill.cli
 from medmill.builders.core.validate import validate_dir
 from medmill.schemas.dataset_dir import iter_rows, read_manifest
 from medmill.schemas.errors import MedmillError
+from tests.hardening_cli import run_medmill
 from tests.prefs.test_prefs_support import KG, kg_qa_dir, write_jsonl
 
 medmill.cli._register()
@@ -206,6 +207,7 @@ def test_pairwise_check_drops_pairs_whose_verdict_follows_the_position(tmp_path,
     assert "judge_pairwise" in read_manifest(out)["llm"]
 
 
+@pytest.mark.slow  # judge round trips on top of a reference build; both halves have fast tests of their own
 def test_reference_strategy_with_judge_confirmation(tmp_path, llm_server):
     def reply(body: dict) -> str:
         user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
@@ -242,7 +244,7 @@ def test_reference_without_llm_revalidates_given_pairs(samples_dir, tmp_path):
 # ---- errors -------------------------------------------------------------------------------------
 
 
-def test_user_errors_are_one_line(tmp_path):
+def test_user_errors_are_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(MedmillError, match="no such file"):
         invoke(tmp_path / "missing.jsonl", "--out", tmp_path / "o")
     (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
@@ -255,8 +257,7 @@ def test_user_errors_are_one_line(tmp_path):
         invoke(f, "--out", tmp_path / "o", "--pairwise-check")
     with pytest.raises(MedmillError, match="unknown perturbation"):
         invoke(f, "--out", tmp_path / "o", "--perturbations", "fact_swap,typo")
-    proc = subprocess.run([sys.executable, "-m", "medmill.cli", "build-prefs", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_medmill(monkeypatch, capsys, "build-prefs", tmp_path / "nope", "--out", tmp_path / "o")  # entry point, in-process
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert re.search(r"error: .*no such file", proc.stderr) and len(proc.stderr.strip().splitlines()) == 1
 

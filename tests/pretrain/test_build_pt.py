@@ -192,6 +192,7 @@ def test_t2s_and_fullwidth_punctuation(tmp_path):
     assert manifest(out)["counters"]["t2s_chars"] > 5
 
 
+@pytest.mark.slow  # trains a tokenizer, imports transformers, builds; counting itself: test_pt_parts.py (fast)
 def test_tokenizer_counts_exactly(tmp_path):
     from medmill.trainers.init_model import train_tokenizer
 
@@ -312,6 +313,7 @@ def test_train_pt_on_a_build_pt_mixture(tmp_path):
     assert result.history["loss"][-1] < 0.8 * result.history["loss"][0]
 
 
+@pytest.mark.slow  # builds the real samples in ../shared
 def test_real_samples_come_out_clean(samples_dir, tmp_path):
     """The textbook, guideline and book_data samples of ../shared/samples (skipped when absent)."""
     import re

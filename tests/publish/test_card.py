@@ -18,6 +18,8 @@ from medmill.builders.core.writer import BuildInfo, write_dataset_dir
 from medmill.builders.publish.card import SIZE_CATEGORIES, card_metadata, render_card, summary_of
 from medmill.schemas import Message, PreferenceRecord, PretrainRecord, RejectRow, SFTRecord, Source
 
+pytestmark = pytest.mark.fresh_plots  # cards and their plots are what this file tests: always draw
+
 RELATIONS = ["症状", "治疗药物", "所属科室"]
 
 

@@ -8,11 +8,14 @@ import warnings
 from collections import Counter
 
 import numpy as np
+import pytest
 from matplotlib import font_manager
 from matplotlib.ft2font import FT2Font
 from matplotlib.image import imread
 
 from medmill.builders.publish import plots
+
+pytestmark = pytest.mark.fresh_plots  # these tests are about drawing: never reuse earlier bytes
 
 LABELS = ["糖尿病", "高血压", "冠心病", "慢性胃炎"]
 
@@ -77,3 +80,17 @@ def test_a_build_prints_no_glyph_warnings(tmp_path, examples_dir, recwarn):
     assert "Glyph" not in result.output
     assert not [w for w in recwarn if "Glyph" in str(w.message)]
     assert list((tmp_path / "kg" / "plots").glob("meta_*.png"))
+
+
+def test_same_statistics_draw_the_same_bytes(tmp_path):
+    """What tests/conftest.py relies on when it reuses plots drawn for identical statistics."""
+    from medmill.builders.publish.stats import compute_stats
+    from tests.publish.test_card import make_dir
+
+    d = make_dir(tmp_path, "sft", n=30)
+    stats = compute_stats(d, "sft")
+    first = plots.write_plots(stats, tmp_path / "a")
+    second = plots.write_plots(compute_stats(d, "sft"), tmp_path / "b")
+    assert first == second and len(first) >= 2
+    for _, rel in first:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel

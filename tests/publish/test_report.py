@@ -133,6 +133,7 @@ def test_unwritable_out_is_a_one_line_error(dirs, tmp_path):
         write_report([dirs[0]], tmp_path)
 
 
+@pytest.mark.slow  # starts a headless Chromium
 def test_console_check_catches_script_errors(tmp_path):
     """The browser check below can fail: a page with a script error is caught."""
     page = tmp_path / "bad.html"
@@ -141,6 +142,7 @@ def test_console_check_catches_script_errors(tmp_path):
     assert any("missingFn" in line for line in console_lines(run.stderr))
 
 
+@pytest.mark.slow  # starts a headless Chromium
 def test_report_renders_in_chromium_without_console_errors(dirs, tmp_path):
     page = write_report(dirs, tmp_path / "report.html")
     run = run_chromium(page, tmp_path, "--dump-dom")
