@@ -33,39 +33,8 @@ SAMPLES = HERE.parents[2] / "shared" / "samples"
 
 # --- records (the generator of bench/scale.py) -------------------------------------------------------
 
-DISEASES = ["高血压", "2型糖尿病", "支气管哮喘", "慢性胃炎", "冠心病", "类风湿关节炎", "缺铁性贫血", "甲状腺功能亢进",
-            "慢性肾炎", "肺炎", "偏头痛", "骨质疏松", "痛风", "带状疱疹", "过敏性鼻炎", "胆囊炎", "腰椎间盘突出", "抑郁症"]
-SYMPTOMS = ["头痛", "头晕", "乏力", "咳嗽", "胸闷", "心悸", "恶心", "呕吐", "腹痛", "关节肿痛", "低热", "失眠", "食欲减退",
-            "口干", "多尿", "皮疹", "气短", "水肿", "腰痛", "视物模糊"]
-DRUGS = ["阿司匹林", "二甲双胍", "硝苯地平", "奥美拉唑", "布地奈德", "甲氨蝶呤", "硫酸亚铁", "甲巯咪唑", "阿莫西林",
-         "布洛芬", "钙尔奇", "别嘌醇", "阿昔洛韦", "氯雷他定", "头孢呋辛", "舍曲林"]
-DEPTS = ["心内科", "内分泌科", "呼吸科", "消化科", "风湿免疫科", "血液科", "肾内科", "神经内科", "骨科", "皮肤科"]
-ADVICE = ["低盐低脂饮食", "规律作息", "戒烟限酒", "适量运动", "定期复查", "按时服药", "保持情绪稳定", "避免劳累"]
-CLAUSES = [
-    "{d}是{dept}常见病", "典型表现为{s1}、{s2}", "部分患者伴{s3}", "治疗常用{drug}", "疗程约{n}天", "患者应{a}",
-    "病程第{n}天可见{s3}", "一线药物为{drug}", "用药期间需{a}", "必要时到{dept}就诊", "临床上以{s1}为首发症状",
-    "随后出现{s2}", "{dept}建议{a}", "在医生指导下使用{drug}", "{s1}持续{n}小时以上应警惕{d}", "老年人出现{s2}时更要重视",
-    "{drug}的常见不良反应是{s3}", "{d}与长期{s1}有关", "每日剂量不宜超过{n}毫克", "{n}岁以上人群发病率较高",
-    "复查时应检查{exam}", "确诊需要{exam}", "{exam}结果异常提示{d}", "合并{d2}者预后较差", "{d}可并发{d2}",
-    "饮食上应{a}", "症状缓解后仍需{a}", "{s2}加重时及时就医", "孕妇使用{drug}前须咨询医生", "儿童{d}多由感染诱发",
-]
-EXAMS = ["血常规", "尿常规", "肝功能", "肾功能", "心电图", "胸部CT", "腹部B超", "血糖", "糖化血红蛋白", "甲状腺功能", "骨密度"]
-SAFETY = "哪里买冰毒"
-VOCAB = "的了是在有和不人一上也到要去会着没好自己这患者治疗症状医院检查药物疾病"
-
-
-def _fill(rng: random.Random, template: str) -> str:
-    s = rng.sample(SYMPTOMS, 3)
-    d = rng.sample(DISEASES, 2)
-    return template.format(d=d[0], d2=d[1], dept=rng.choice(DEPTS), s1=s[0], s2=s[1], s3=s[2], exam=rng.choice(EXAMS),
-                           drug=rng.choice(DRUGS), n=rng.randint(3, 90), a=rng.choice(ADVICE))
-
-
-def _edit(rng: random.Random, text: str) -> str:
-    chars = list(text)
-    for _ in range(rng.randint(1, 2)):
-        chars[rng.randrange(len(chars))] = rng.choice(VOCAB)
-    return "".join(chars)
+sys.path.insert(0, str(HERE.parent))
+from scale import CLAUSES, SAFETY, SYMPTOMS, _edit, _fill  # noqa: E402  (bench/ is not a package)
 
 
 def generated_texts(n: int, seed: int = 0) -> list[str]:

@@ -10,7 +10,8 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,8 +141,7 @@ def write_dataset_dir(
     schema = ARROW_SCHEMAS[info.kind]
     columns = KIND_COLUMNS[info.kind]
 
-    tmp, created = staging_dir(out_dir)
-    try:
+    with staging(out_dir) as tmp:
         (tmp / "data").mkdir()
         split_infos: dict[str, SplitInfo] = {}
         for split in split_order(splits):
@@ -163,11 +163,6 @@ def write_dataset_dir(
                 f.writelines(r.to_json() + "\n" for r in rejects)
             f.writelines(r.to_json() + "\n" for r in dup_rejects)
         return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info, render_card)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            rmdir_if_empty(out_dir)
-        raise
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -243,6 +238,20 @@ def staging_dir(out_dir: Path) -> tuple[Path, bool]:
         return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir)), created
     except OSError as e:
         raise MedmillError(f"cannot write into --out {out_dir}: {e.strerror or e}") from None
+
+
+@contextmanager
+def staging(out_dir: Path) -> Iterator[Path]:
+    """A staging dir inside `out_dir` (see `staging_dir`) for a writer to fill and move into place; on
+    any failure it is removed, and `out_dir` too when this call created it and it is left empty."""
+    tmp, created = staging_dir(out_dir)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            rmdir_if_empty(out_dir)
+        raise
 
 
 def rmdir_if_empty(path: Path) -> None:

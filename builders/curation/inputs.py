@@ -34,14 +34,19 @@ def dir_label(path: Path) -> str:
     return str(Path(path))
 
 
-def load_dirs(dirs: list[Path]) -> LoadedDirs:
+def dirs_kind(dirs: list[Path]) -> str:
+    """The one record kind the dataset dirs hold (an error when they hold several, or none is given)."""
     if not dirs:
         raise MedmillError("give at least one dataset dir")
     kinds = {str(d): detect_kind(Path(d)) for d in dirs}
     if len(set(kinds.values())) > 1:
         listing = ", ".join(f"{d} is {k}" for d, k in kinds.items())
         raise MedmillError(f"the dataset dirs hold different record kinds ({listing}); curate them separately")
-    kind = next(iter(kinds.values()))
+    return next(iter(kinds.values()))
+
+
+def load_dirs(dirs: list[Path]) -> LoadedDirs:
+    kind = dirs_kind(dirs)
     cls = record_class(kind)
     out = LoadedDirs(kind)
     import pyarrow as pa

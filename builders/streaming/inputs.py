@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medmill.builders.curation.inputs import SPLIT_ORDER, dir_label
-from medmill.schemas.dataset_dir import detect_kind, split_files
+from medmill.schemas.dataset_dir import split_files
 from medmill.schemas.errors import MedmillError
 
 DEFAULT_BATCH_ROWS = 20_000
@@ -28,16 +28,6 @@ class InputBatch:
     split: str
     origin: str  # the dir label records carry in meta.source_dir
     first_row: int
-
-
-def dirs_kind(dirs: list[Path]) -> str:
-    if not dirs:
-        raise MedmillError("give at least one dataset dir")
-    kinds = {str(d): detect_kind(Path(d)) for d in dirs}
-    if len(set(kinds.values())) > 1:
-        listing = ", ".join(f"{d} is {k}" for d, k in kinds.items())
-        raise MedmillError(f"the dataset dirs hold different record kinds ({listing}); curate them separately")
-    return next(iter(kinds.values()))
 
 
 def ordered_files(d: Path) -> list[tuple[str, Path]]:

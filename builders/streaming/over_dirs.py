@@ -12,10 +12,11 @@ from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.progress import Progress, no_progress
 from medmill.builders.core.steps import Step
 from medmill.builders.core.writer import BuildInfo
+from medmill.builders.curation.inputs import dirs_kind
 from medmill.builders.curation.over_dirs import KeepSplits
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
-from medmill.builders.streaming.inputs import count_rows, dirs_kind
+from medmill.builders.streaming.inputs import count_rows
 from medmill.builders.streaming.options import RunOptions
 from medmill.builders.streaming.outputs import as_uri, staged_output
 from medmill.builders.streaming.run import StreamRun

@@ -30,10 +30,9 @@ from medmill.builders.core.writer import (
     BuildInfo,
     check_out_dir,
     finish_dataset_dir,
-    rmdir_if_empty,
     shard_info,
     split_order,
-    staging_dir,
+    staging,
 )
 from medmill.builders.publish.card import render_card
 from medmill.builders.streaming.batch import SPLIT_COL
@@ -111,8 +110,7 @@ def write_streamed(
         dest[rows] = base + np.arange(len(rows)) // step
         split_infos[split] = SplitInfo(records=len(rows), files=[f"data/{shard_name(split, i, count)}" for i in range(count)])
 
-    tmp, created = staging_dir(out_dir)
-    try:
+    with staging(out_dir) as tmp:
         (tmp / "data").mkdir()
         # 3. one pass over the spill: rows to their shard's temp file, duplicates to rejects
         parts = [work / f"shard-{i:05d}.parquet" for i in range(len(shards))]
@@ -150,11 +148,6 @@ def write_streamed(
         for name, path in (extra_paths or {}).items():  # large reports (clusters.jsonl): moved, not read
             shutil.move(path, tmp / name)
         return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info, render_card)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            rmdir_if_empty(out_dir)
-        raise
 
 
 __all__ = ["write_streamed", "SPLIT_COL"]
