@@ -13,6 +13,7 @@ from typing import Any
 
 from medmill.schemas.dataset_dir import detect_kind, is_dataset_dir, load_splits
 from medmill.schemas.errors import MedmillError
+from medmill.schemas.records import meta_of
 
 EVAL_SPLITS = ("test", "validation")
 
@@ -51,14 +52,8 @@ def dir_rows(path: Path, wanted: str | None = None) -> tuple[str, str, list[dict
     split = eval_split(path, wanted)
     rows = load_splits(path)[split].to_pylist()
     for row in rows:
-        meta = row.get("meta")
-        if isinstance(meta, str):
-            try:
-                row["meta"] = json.loads(meta) if meta else {}
-            except json.JSONDecodeError:
-                row["meta"] = {"_unreadable": meta}
-        elif meta is None:
-            row["meta"] = {}
+        meta = meta_of(row.get("meta"))
+        row["meta"] = meta if meta is not None else {"_unreadable": row.get("meta")}
     return kind, split, rows
 
 

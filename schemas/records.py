@@ -25,6 +25,18 @@ KIND_COLUMNS: dict[str, list[str]] = {
 }
 
 
+def meta_of(value: Any) -> dict[str, Any] | None:
+    """A shard's `meta` cell as a dict: JSON text parsed ("" and null are {}); None when it is not a JSON object."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value else {}
+        except json.JSONDecodeError:
+            return None
+    return value if isinstance(value, dict) else None
+
+
 def _not_blank(value: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("content is empty or whitespace-only")

@@ -23,6 +23,17 @@ def examples_dir() -> Path:
     return EXAMPLES
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Model tests run two processes on two cores beside other jobs: one torch thread each avoids thrashing."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def llm_server():
     """A started local OpenAI-compatible server (tests/llm_server.py); set `.responder`, `.faults`,

@@ -41,6 +41,8 @@ import argparse
 import hashlib
 import json
 import random
+import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -362,6 +364,33 @@ def main() -> None:
             threading.Event().wait()
         except KeyboardInterrupt:
             pass
+
+
+class KillSwitch:
+    """Fault script for kill -9 tests: `rates` faults until `after` requests were answered; from then on
+    every request is dropped unanswered (nothing more is "paid"), and after a moment (so the client can
+    store what it already received, even on a loaded machine) the build process `proc` gets SIGKILL."""
+
+    def __init__(self, server: FakeLLMServer, after: int, rates: Faults) -> None:
+        self.server, self.after, self.rates = server, after, rates
+        self.proc: subprocess.Popen | None = None
+        self.state = "running"
+        self.lock = threading.Lock()
+
+    def __call__(self, body: dict, seen: int) -> str | None:
+        with self.lock:
+            if self.state == "running" and self.proc is not None and sum(self.server.served.values()) >= self.after:
+                self.state = "dying"
+                threading.Thread(target=self._kill, daemon=True).start()
+            if self.state != "running":
+                return "drop"
+        return self.rates.draw(body, seen)
+
+    def _kill(self) -> None:
+        time.sleep(1.0)
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.state = "killed"
 
 
 if __name__ == "__main__":

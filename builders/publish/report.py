@@ -22,6 +22,7 @@ from medmill.builders.curation.pii import PIIScanner
 from medmill.builders.publish.stats import DatasetStats, Distribution, compute_stats
 from medmill.schemas.dataset_dir import detect_kind, read_manifest, shard_errors, split_files
 from medmill.schemas.errors import MedmillError
+from medmill.schemas.records import meta_of
 
 _PII = PIIScanner()
 SAMPLE_RECORDS = 8
@@ -95,12 +96,9 @@ def _samples(path: Path, n: int = SAMPLE_RECORDS) -> list[dict[str, Any]]:
     picks = sorted({int(i * total / min(n, total)) for i in range(min(n, total))})
     rows = table.take(picks).to_pylist()
     for row in rows:
-        meta = row.get("meta")
-        if isinstance(meta, str):
-            try:
-                row["meta"] = json.loads(meta) if meta else {}
-            except json.JSONDecodeError:
-                pass
+        meta = meta_of(row.get("meta"))
+        if meta is not None:
+            row["meta"] = meta
     return rows
 
 

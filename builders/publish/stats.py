@@ -7,7 +7,6 @@ unit per CJK character, per Latin word, per number and per other symbol.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 
 from medmill.schemas.dataset_dir import shard_errors, split_files
 from medmill.schemas.errors import MedmillError
+from medmill.schemas.records import meta_of
 
 TOKEN_PROXY_RE = r"\p{Han}|[A-Za-z]+|[0-9]+|[^\s\p{Han}A-Za-z0-9]"
 TOKEN_PROXY_HELP = "≈ tokens: 1 per CJK character, Latin word, number or symbol (tokenizer-free proxy)"
@@ -179,12 +179,8 @@ def _short(v: Any) -> bool:
 def _meta_values(meta: Any) -> dict[str, list[str]]:
     """Short string values of `meta` by key: lists count each item, nested dicts one level deep
     (`input_meta.qtype` of preference pairs built from an sft dir)."""
-    if isinstance(meta, str):
-        try:
-            meta = json.loads(meta) if meta else {}
-        except json.JSONDecodeError:
-            return {}
-    if not isinstance(meta, dict):
+    meta = meta_of(meta)
+    if meta is None:
         return {}
     out: dict[str, list[str]] = {}
     for key, value in meta.items():

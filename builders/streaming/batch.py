@@ -8,7 +8,6 @@ results pickle cheaply and the parent never rebuilds record objects.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from medmill.builders.streaming.inputs import InputBatch
 from medmill.builders.streaming.sizes import RowSizes, TableSizer
 from medmill.schemas import KIND_COLUMNS, RejectRow, Source, record_class
 from medmill.schemas.dataset_dir import ARROW_SCHEMAS
-from medmill.schemas.records import canonical_json
+from medmill.schemas.records import canonical_json, meta_of
 
 # extra spill columns beside the record's own
 SPLIT_COL, RAW_META_COL, TEXT_COL, ORIGIN_COL = "_split", "_raw_meta", "_compared", "_origin"
@@ -166,11 +165,7 @@ def _with_origin(row: dict[str, Any], origin: str, split: str) -> dict[str, Any]
     """The row with its dir and split in meta (as `curation.inputs.load_dirs` marks records), added
     before validation so the record is built once. A meta that is not a JSON object is left for
     `from_row` to reject."""
-    meta = row.get("meta")
-    try:
-        parsed = (json.loads(meta) if meta else {}) if isinstance(meta, str) else ({} if meta is None else meta)
-    except json.JSONDecodeError:
-        return row
-    if not isinstance(parsed, dict):
+    parsed = meta_of(row.get("meta"))
+    if parsed is None:
         return row
     return {**row, "meta": {**parsed, ORIGIN_KEY: origin, _SPLIT_KEY: split}}

@@ -26,17 +26,7 @@ from tests.evaluation.eval_support import (
 )
 
 _register()
-pytestmark = pytest.mark.slow  # every test loads a tiny model (torch + transformers)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # every test loads a tiny model (torch + transformers)
 
 
 @pytest.fixture(scope="module")

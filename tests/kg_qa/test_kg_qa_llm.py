@@ -8,8 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,7 +25,7 @@ from medmill.builders.kg_qa.scenario_qa import (
 from medmill.cli import _register, app
 from medmill.schemas.errors import MedmillError
 from medmill.schemas.sources import KGEntity
-from tests.llm_server import FakeLLMServer, Faults
+from tests.llm_server import FakeLLMServer, Faults, KillSwitch
 
 # A small cMeKG-style KG written for these tests: (name, symptoms, department, checks, treatments)
 _DISEASES = [
@@ -203,35 +201,6 @@ def test_401_is_one_line_and_leaks_no_key(tmp_path: Path, monkeypatch: pytest.Mo
 # --- kill -9 and resume ------------------------------------------------------------------------------
 
 
-class KillSwitch:
-    """Fault script: 10 % 429, 5 % 500, 5 % invalid JSON; after `after` answered requests, kill the build.
-
-    From the moment it decides to kill, every request is dropped unanswered (nothing more is "paid"),
-    then it waits a moment so the client can store what it already received, then sends SIGKILL."""
-
-    def __init__(self, server: FakeLLMServer, after: int) -> None:
-        self.server, self.after = server, after
-        self.rates = Faults(rate_429=0.10, rate_500=0.05, rate_invalid_json=0.05, seed=11)
-        self.proc: subprocess.Popen | None = None
-        self.state = "running"
-        self.lock = threading.Lock()
-
-    def __call__(self, body: dict, seen: int) -> str | None:
-        with self.lock:
-            if self.state == "running" and self.proc is not None and sum(self.server.served.values()) >= self.after:
-                self.state = "dying"
-                threading.Thread(target=self._kill, daemon=True).start()
-            if self.state != "running":
-                return "drop"
-        return self.rates.draw(body, seen)
-
-    def _kill(self) -> None:
-        time.sleep(1.0)  # answers already delivered get time to reach the cache, even on a loaded machine
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.state = "killed"
-
-
 def dataset_rows(out: Path) -> list[dict]:
     manifest = json.loads((out / "manifest.json").read_text())
     rows = [row for split in manifest["splits"].values() for f in split["files"] for row in pq.read_table(out / f).to_pylist()]
@@ -248,7 +217,7 @@ def test_killed_build_resumes_without_paying_twice_and_equals_an_uninterrupted_r
     env = {**os.environ, "OPENAI_API_KEY": "k"}
     extra = ["--concurrency", "3", "--val-size", "0.2", "--max-reasks", "1"]
     with FakeLLMServer(responder=scenario_model, latency=0.15) as server:
-        switch = KillSwitch(server, after=5)
+        switch = KillSwitch(server, after=5, rates=Faults(rate_429=0.10, rate_500=0.05, rate_invalid_json=0.05, seed=11))
         server.faults = Faults(script=switch)
         cmd = [sys.executable, "-m", "medmill.cli", *llm_args(server, kg, tmp_path / "out"), *extra]
         switch.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

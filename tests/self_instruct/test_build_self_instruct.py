@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medmill.cli import _register, app
-from tests.llm_server import FakeLLMServer, Faults
+from tests.llm_server import FakeLLMServer, Faults, KillSwitch
 from tests.self_instruct.fake_model import self_instruct_model, write_seeds
 
 
@@ -73,39 +71,13 @@ def test_dialogues_with_turns(tmp_path: Path) -> None:
     assert len(rows) == 6 and all([m["role"] for m in r["messages"]] == ["user", "assistant"] * 3 for r in rows)
 
 
-class KillAfter:
-    """Fault script: some 429/500; once `after` completions were answered, drop everything and SIGKILL."""
-
-    def __init__(self, server: FakeLLMServer, after: int) -> None:
-        self.server, self.after = server, after
-        self.rates = Faults(rate_429=0.1, rate_500=0.05, seed=5)
-        self.proc: subprocess.Popen | None = None
-        self.state = "running"
-        self.lock = threading.Lock()
-
-    def __call__(self, body: dict, seen: int) -> str | None:
-        with self.lock:
-            if self.state == "running" and self.proc is not None and sum(self.server.served.values()) >= self.after:
-                self.state = "dying"
-                threading.Thread(target=self._kill, daemon=True).start()
-            if self.state != "running":
-                return "drop"
-        return self.rates.draw(body, seen)
-
-    def _kill(self) -> None:
-        time.sleep(1.0)  # let delivered answers reach the cache
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.state = "killed"
-
-
 @pytest.mark.slow
 def test_kill_9_then_rerun_pays_nothing_twice_and_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.json")
     env = {**os.environ, "OPENAI_API_KEY": "k"}
     extra = ["--max-retries", "8", "--test-size", "0.1"]
     with FakeLLMServer(responder=self_instruct_model, latency=0.1) as server:
-        switch = KillAfter(server, after=4)
+        switch = KillSwitch(server, after=4, rates=Faults(rate_429=0.1, rate_500=0.05, seed=5))
         server.faults = Faults(script=switch)
         cmd = [sys.executable, "-m", "medmill.cli", *args_for(server, seeds, tmp_path / "out", num=30), *extra]
         switch.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -11,18 +11,7 @@ from medmill.trainers.options import TrainOptions
 from medmill.trainers.run import run_training
 from tests.trainers.test_train_support import QA, build_dirs, fast_args
 
-pytestmark = pytest.mark.slow  # every test trains a tiny model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tests run two processes on two cores beside other jobs: one torch thread each avoids thrashing."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # every test trains a tiny model
 
 
 @pytest.fixture(scope="session")
