@@ -8,11 +8,20 @@ from typing import Any
 from pydantic import Field
 
 from medmill.builders.book_qa import BUILDER, BUILDER_VERSION
-from medmill.builders.book_qa.generate import QAConfig, build_book_qa
+from medmill.builders.book_qa.generate import (
+    AnswerWork,
+    QAConfig,
+    QuestionWork,
+    coverage,
+    drop_near_duplicates,
+    prompt_refs,
+    usable_chunk_ids,
+)
 from medmill.builders.core.builder import BuildContext, Builder, Inputs
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import LLMBuildConfig
 from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.steps import GlobalStep, Step, StepResult
 from medmill.builders.readers.chunks import DocumentSummary, prepare_chunks
 from medmill.builders.text.chunking import ChunkSettings
 from medmill.builders.text.clean import CleanOptions
@@ -52,9 +61,16 @@ class BookQABuilder(Builder[BookQAConfig]):
             )
         return Inputs(chunks, prepared.files, prepared.rejects, prepared.counts, {"documents": prepared.documents})
 
-    def generate(self, cfg: BookQAConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
-        with ctx.engine(cfg.llm, out) as engine:
-            build_book_qa(inputs.items, cfg.qa, engine, out)
+    def generation(self, cfg: BookQAConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
+        """Questions per chunk (LLM, item-wise) -> near-duplicate questions across chunks (whole input)
+        -> grounded answers per question (LLM, item-wise) -> chunk coverage counters."""
+        prompts = prompt_refs(cfg.qa)
+        return [
+            ctx.llm_step("questions", QuestionWork(cfg.qa), cfg.llm, out, prompts=prompts),
+            QuestionDedup(cfg.qa),
+            ctx.llm_step("answers", AnswerWork(cfg.qa), cfg.llm, out),
+            Coverage(usable_chunk_ids(inputs.items, cfg.qa)),
+        ]
 
     def describe(self, cfg: BookQAConfig, inputs: Inputs, out: Collector) -> str:
         return describe(inputs.extra["documents"], cfg)
@@ -96,3 +112,28 @@ def describe(documents: list[DocumentSummary], cfg: BookQAConfig) -> str:
     if len(files) > 200:
         lines.append(f"| … {len(files) - 200} more files | | | | | |")
     return "\n".join(lines)
+
+
+class QuestionDedup(GlobalStep):
+    """Near-duplicate questions across every chunk: needs all candidates at once, so it runs in the driver."""
+
+    name = "question_dedup"
+
+    def __init__(self, config: QAConfig) -> None:
+        self.config = config
+
+    def __call__(self, batch: list[Any]) -> StepResult:
+        kept, rejects = drop_near_duplicates(batch, self.config)
+        return StepResult(kept, rejects)
+
+
+class Coverage(GlobalStep):
+    """`chunks_with_<n>_qa` counters over the usable chunks, once every answer is in."""
+
+    name = "coverage"
+
+    def __init__(self, usable: list[str]) -> None:
+        self.usable = usable
+
+    def __call__(self, batch: list[Any]) -> StepResult:
+        return StepResult(batch, counters=coverage(self.usable, batch))

@@ -107,27 +107,64 @@ def _llm_reject(stage: str, result: LLMResult, chunk: TextChunk, extra: dict | N
 
 def build_book_qa(chunks: Sequence[TextChunk], config: QAConfig, engine: Runner,
                   out: Collector | None = None) -> Collector:
-    """Questions, then grounded answers, for every chunk, into `out`; see the module docstring."""
-    q_prompt, a_prompt = load_prompt(config.question_prompt), load_prompt(config.answer_prompt)
+    """Questions, then grounded answers, for every chunk, into `out`, with one engine; see the module
+    docstring (a build runs the same stages as steps: `QuestionWork`, `drop_near_duplicates`,
+    `AnswerWork`, `coverage`)."""
     out = out if out is not None else Collector()
-    out.prompt(q_prompt.ref)
-    out.prompt(a_prompt.ref)
-    usable = []
-    for chunk in chunks:
-        if len(chunk.text) < config.min_chunk_chars:
-            out.reject(
-                _reject("chunks", "chunk_too_short", f"{len(chunk.text)} characters", chunk, chunk.text)
-            )
-        else:
-            usable.append(chunk)
-    out.counters["chunks_used"] = len(usable)
-    candidates = _questions(usable, config, q_prompt, engine, out)
-    candidates = _drop_near_duplicates(candidates, config, out)
-    _answers(candidates, config, q_prompt, a_prompt, engine, out)
-    per_chunk = Counter(r.meta["chunk_id"] for r in out.records)
-    for chunk in usable:
-        out.counters[f"chunks_with_{per_chunk.get(chunk.id, 0)}_qa"] += 1
+    for ref in prompt_refs(config):
+        out.prompt(ref)
+    QuestionWork(config)(list(chunks), engine, out)
+    candidates, out.records = out.records, []
+    kept, rejects = drop_near_duplicates(candidates, config)  # type: ignore[arg-type]
+    out.rejects.extend(rejects)
+    AnswerWork(config)(kept, engine, out)
+    out.counters.update(coverage(usable_chunk_ids(chunks, config), out.records))
     return out
+
+
+def prompt_refs(config: QAConfig) -> list[dict[str, str]]:
+    return [load_prompt(config.question_prompt).ref, load_prompt(config.answer_prompt).ref]
+
+
+def usable_chunk_ids(chunks: Sequence[TextChunk], config: QAConfig) -> list[str]:
+    """The chunks long enough to ask about (the others are rejected by `QuestionWork`)."""
+    return [c.id for c in chunks if len(c.text) >= config.min_chunk_chars]
+
+
+def coverage(usable: Sequence[str], records: Sequence[SFTRecord]) -> Counter:
+    """`chunks_with_<n>_qa`: how many usable chunks got n pairs."""
+    per_chunk = Counter(r.meta["chunk_id"] for r in records)
+    return Counter(f"chunks_with_{per_chunk.get(chunk_id, 0)}_qa" for chunk_id in usable)
+
+
+@dataclass
+class QuestionWork:
+    """Item-wise step 1 (picklable): chunks in, question candidates (`out.records`) out; short chunks
+    and bad questions rejected."""
+
+    config: QAConfig
+
+    def __call__(self, chunks: list[TextChunk], engine: Runner, out: Collector) -> None:
+        config = self.config
+        usable = []
+        for chunk in chunks:
+            if len(chunk.text) < config.min_chunk_chars:
+                out.reject(_reject("chunks", "chunk_too_short", f"{len(chunk.text)} characters", chunk, chunk.text))
+            else:
+                usable.append(chunk)
+        out.counters["chunks_used"] += len(usable)
+        out.records.extend(_questions(usable, config, load_prompt(config.question_prompt), engine, out))  # type: ignore[arg-type]
+
+
+@dataclass
+class AnswerWork:
+    """Item-wise step 2 (picklable): question candidates in, grounded QA records out."""
+
+    config: QAConfig
+
+    def __call__(self, candidates: list[_Candidate], engine: Runner, out: Collector) -> None:
+        config = self.config
+        _answers(candidates, config, load_prompt(config.question_prompt), load_prompt(config.answer_prompt), engine, out)
 
 
 def _questions(
@@ -171,13 +208,14 @@ def _questions(
     return candidates
 
 
-def _drop_near_duplicates(
-    candidates: list[_Candidate], config: QAConfig, out: Collector
-) -> list[_Candidate]:
+def drop_near_duplicates(candidates: list[_Candidate], config: QAConfig) -> tuple[list[_Candidate], list[RejectRow]]:
+    """Near-duplicate questions across every chunk (the whole-input stage between the two LLM steps):
+    the first of each group stays."""
     dupes = near_duplicates([c.question for c in candidates], config.dedup_threshold)
+    rejects = []
     for i, j in sorted(dupes.items()):
         c, first = candidates[i], candidates[j]
-        out.reject(
+        rejects.append(
             _reject(
                 "dedup",
                 "near_duplicate_question",
@@ -186,7 +224,7 @@ def _drop_near_duplicates(
                 {"question": c.question},
             )
         )
-    return [c for i, c in enumerate(candidates) if i not in dupes]
+    return [c for i, c in enumerate(candidates) if i not in dupes], rejects
 
 
 def _answers(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from medmill.schemas import RejectRow, Source
 if TYPE_CHECKING:
     from medmill.builders.core.manifest import Manifest
     from medmill.builders.llm.engine import LLMEngine
+    from medmill.builders.llm.map_step import LLMMapStep, Work
     from medmill.builders.llm.types import LLMSettings
 
 C = TypeVar("C", bound=BuildConfig)
@@ -85,6 +86,16 @@ class BuildContext:
             out.usage.update(usage)
         else:
             out.llm[label], out.usage[label] = described, usage
+
+    def llm_step(self, name: str, work: Work, settings: LLMSettings, out: Collector, *, label: str | None = None,
+                 prompts: Sequence[dict[str, str]] = ()) -> LLMMapStep:
+        """Item-wise LLM generation as a map step (`work(batch, engine, collector)` per batch, each worker
+        with its own engine and share of the limits, all caching into this build's request cache); what
+        the engines did lands in `out.llm` / `out.usage` once the stage is done, `prompts` in `out.prompts`."""
+        from medmill.builders.llm.map_step import LLMMapStep
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        return LLMMapStep(name, work, settings, self.out, out=out, label=label, prompts=prompts)
 
 
 class Builder(Generic[C]):

@@ -55,7 +55,22 @@ class Step:
 
 
 class MapStep(Step):
-    """A step whose result for a batch depends only on that batch."""
+    """A step whose result for a batch depends only on that batch.
+
+    Counters whose names start with "_" are private to the step: summed over batches and handed to
+    `summary`, never made the build's counters (an LLM step's usage travels this way)."""
+
+    # the most items an executor hands one worker at a time (None: the executor's own slice size);
+    # an LLM step asks for small slices so that every worker gets some
+    slice_items: int | None = None
+    # the most workers that may run the step at once (None: all); an LLM step says its concurrency
+    max_workers: int | None = None
+
+    def for_workers(self, workers: int, remote: bool) -> MapStep:
+        """The step as each of `workers` workers running at once runs it (`remote`: on a Ray cluster,
+        whose workers may not see this machine's disk). An LLM step returns a copy with its share of
+        the concurrency and rate limits; the default is the step itself."""
+        return self
 
     def summary(self, counters: Counter) -> dict[str, Any]:
         """Manifest stats of the step from its counters summed over every batch."""
@@ -134,7 +149,7 @@ class LocalExecutor:
         for step in steps:
             n_in, n_out = sizes[step.name]
             run.timings[step.name] = timings[step.name]
-            run.counters.update({f"{step.name}.{k}": v for k, v in counters[step.name].items()})
+            run.counters.update({f"{step.name}.{k}": v for k, v in counters[step.name].items() if not k.startswith("_")})
             run.stats[step.name] = {"in": n_in, "out": n_out, "dropped": n_in - n_out, **step.summary(counters[step.name])}
 
     def _global(self, step: Step, run: RunResult, rejects: RejectSink) -> None:

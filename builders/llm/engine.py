@@ -49,7 +49,7 @@ from medmill.builders.core.progress import Progress, no_progress
 from medmill.schemas.errors import MedmillError
 
 from . import structured
-from .cache import Completion, RequestCache, call_key
+from .cache import CacheLike, Completion, RequestCache, call_key
 from .errors import CallError, FatalCallError, FormatUnsupported, RequestRejected
 from .limits import RateLimiter
 from .types import LLMRequest, LLMResult, LLMSettings
@@ -72,23 +72,21 @@ class _Failed(Exception):
 class LLMEngine:
     """Runs lists of `LLMRequest`s against one backend; see the module docstring."""
 
-    def __init__(self, settings: LLMSettings, out_dir: Path, progress: Progress = no_progress) -> None:
+    def __init__(self, settings: LLMSettings, out_dir: Path, progress: Progress = no_progress, *,
+                 cache: CacheLike | None = None, share: int = 1) -> None:
+        """`cache`: where completions are kept (default: the sqlite file `cache_path(settings, out_dir)`);
+        `share`: how many engines run at once on these settings (workers of one build): this one takes
+        its share of the limits, see `worker_limits`."""
         self.settings = settings
         self.progress = progress
         try:
             self.backend = _make_backend(settings)
         except FatalCallError as e:
             raise MedmillError(str(e)) from None
-        self.cache = RequestCache(settings.cache or Path(out_dir) / "llm_cache.sqlite")
-        modes = [m for m in structured.MODES if m in self.backend.modes]
-        if settings.structured != "auto":
-            if settings.structured not in modes:
-                raise MedmillError(
-                    f"--structured-output {settings.structured} is not available with the {settings.backend} backend"
-                )
-            modes = [settings.structured]
-        self._modes: list[structured.Mode] = modes
-        self._limiter_settings = (settings.rpm, settings.tpm)
+        self.cache: CacheLike = cache if cache is not None else RequestCache(cache_path(settings, Path(out_dir)))
+        self._modes: list[structured.Mode] = structured_modes(settings, self.backend.modes)
+        self._concurrency, rpm, tpm = worker_limits(settings, share)
+        self._limiter_settings = (rpm, tpm)
         self._counts: Counter = Counter()
         self._errors: Counter = Counter()
         self._failed: Counter = Counter()
@@ -130,27 +128,12 @@ class LLMEngine:
 
     def describe(self) -> dict[str, Any]:
         """What generated the data, for the manifest's `llm` entry (never the key)."""
-        s = self.settings
-        # a local model is named by its directory, not its full path (a card may be published)
-        model = Path(s.model).name if s.backend == "transformers" and s.model else s.model
-        info: dict[str, Any] = {"backend": s.backend, "model": model}
-        if s.backend == "openai":
-            info["base_url_host"] = self.backend.host
-            info["api_key_env"] = s.api_key_env
-        info["params"] = {
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "max_tokens": s.max_tokens,
-            "seed": s.seed,
-            **({"extra_body": s.extra_body} if s.extra_body else {}),
-        }
-        info["structured_output"] = self._modes[0]
-        info["concurrency"] = s.concurrency
-        info["max_retries"] = s.max_retries
-        info["max_reasks"] = s.max_reasks
-        if s.rpm or s.tpm:
-            info["rate_limits"] = {"rpm": s.rpm, "tpm": s.tpm}
-        return info
+        return describe_llm(self.settings, self._modes[0])
+
+    @property
+    def structured_mode(self) -> structured.Mode:
+        """The response format in use now (after any step down the server forced)."""
+        return self._modes[0]
 
     def close(self) -> None:
         self.cache.close()
@@ -175,7 +158,7 @@ class LLMEngine:
         results: list[LLMResult | None] = [None] * len(requests)
         order = iter(range(len(requests)))  # shared by the workers: each takes the next request
         # a local model batches what is queued at once, so keep at least a batch in flight
-        width = max(1, self.settings.concurrency, self.settings.batch_size if self.settings.backend == "transformers" else 1)
+        width = max(1, self._concurrency, self.settings.batch_size if self.settings.backend == "transformers" else 1)
         try:
             with self.progress(desc or "LLM", len(requests)) as advance:
 
@@ -396,3 +379,58 @@ def _make_backend(settings: LLMSettings) -> Any:
     from .transformers_backend import TransformersBackend
 
     return TransformersBackend(settings)
+
+
+def cache_path(settings: LLMSettings, out_dir: Path) -> Path:
+    """The request cache of a build: `settings.cache`, else llm_cache.sqlite in the out dir."""
+    return Path(settings.cache) if settings.cache else Path(out_dir) / "llm_cache.sqlite"
+
+
+def structured_modes(settings: LLMSettings, available: tuple[str, ...]) -> list[structured.Mode]:
+    """The response formats to try, best first (only the one asked for when not "auto")."""
+    modes = [m for m in structured.MODES if m in available]
+    if settings.structured != "auto":
+        if settings.structured not in modes:
+            raise MedmillError(
+                f"--structured-output {settings.structured} is not available with the {settings.backend} backend"
+            )
+        modes = [settings.structured]
+    return modes
+
+
+def worker_limits(settings: LLMSettings, share: int) -> tuple[int, float | None, float | None]:
+    """One engine's share when `share` engines run on the same settings at once (a build's workers):
+    concurrency floor(concurrency / share) but at least 1 (the executors run at most `concurrency`
+    LLM workers at once, so the total never passes the setting); rpm and tpm divided exactly (the
+    limiter takes fractions), so the totals never pass --rpm / --tpm either."""
+    share = max(1, share)
+    rpm = settings.rpm / share if settings.rpm else None
+    tpm = settings.tpm / share if settings.tpm else None
+    return max(1, settings.concurrency // share), rpm, tpm
+
+
+def describe_llm(settings: LLMSettings, mode: str) -> dict[str, Any]:
+    """The manifest's `llm` entry for `settings` answered in response format `mode` (never the key)."""
+    s = settings
+    # a local model is named by its directory, not its full path (a card may be published)
+    model = Path(s.model).name if s.backend == "transformers" and s.model else s.model
+    info: dict[str, Any] = {"backend": s.backend, "model": model}
+    if s.backend == "openai":
+        from .openai_backend import host_of, resolve_base_url
+
+        info["base_url_host"] = host_of(resolve_base_url(s))
+        info["api_key_env"] = s.api_key_env
+    info["params"] = {
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "max_tokens": s.max_tokens,
+        "seed": s.seed,
+        **({"extra_body": s.extra_body} if s.extra_body else {}),
+    }
+    info["structured_output"] = mode
+    info["concurrency"] = s.concurrency
+    info["max_retries"] = s.max_retries
+    info["max_reasks"] = s.max_reasks
+    if s.rpm or s.tpm:
+        info["rate_limits"] = {"rpm": s.rpm, "tpm": s.tpm}
+    return info

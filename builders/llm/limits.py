@@ -9,7 +9,7 @@ import time
 
 
 class RateLimiter:
-    def __init__(self, rpm: int | None = None, tpm: int | None = None) -> None:
+    def __init__(self, rpm: float | None = None, tpm: float | None = None) -> None:
         self.interval = 60.0 / rpm if rpm else 0.0
         self.tpm = tpm
         self._next_start = 0.0

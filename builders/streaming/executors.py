@@ -9,6 +9,7 @@ rejects stream into the sink in the same order and counters add up to the same n
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import pickle
 import time
@@ -55,6 +56,8 @@ def _run_pickled(blob: bytes) -> bytes:
 class _ParallelMapExecutor(LocalExecutor):
     """LocalExecutor whose map stages run slices elsewhere (`_map_slices`), in order."""
 
+    remote = False  # True: workers may run on other machines (they do not see this one's disk)
+
     def __init__(self, workers: int, batch_size: int = 50_000, sub_batch: int = SUB_BATCH) -> None:
         super().__init__(batch_size)
         self.workers = max(1, workers)
@@ -68,11 +71,13 @@ class _ParallelMapExecutor(LocalExecutor):
         sizes = {s.name: [0, 0] for s in steps}
         timings = dict.fromkeys(counters, 0.0)
         chunks = [run.records[i : i + self.batch_size] for i in range(0, len(run.records), self.batch_size)]
-        slices = [(c, chunk[j : j + self.sub_batch]) for c, chunk in enumerate(chunks) for j in range(0, len(chunk), self.sub_batch)]
+        sub = min([self.sub_batch, *(s.slice_items for s in steps if s.slice_items)])
+        slices = [(c, chunk[j : j + sub]) for c, chunk in enumerate(chunks) for j in range(0, len(chunk), sub)]
+        steps, runner = self._for_workers(steps, len(slices))
         kept: list[Any] = []
         done: list[tuple[list[Any], list[_StepOut]]] = []
         current = 0
-        results = self._map_slices(steps, [s for _, s in slices]) if slices else iter(())
+        results = runner._map_slices(steps, [s for _, s in slices]) if slices else iter(())
         for (chunk, _), result in zip(slices, results, strict=True):
             if chunk != current:
                 kept += self._put_back(steps, done, rejects, counters, sizes, timings, run)
@@ -81,6 +86,17 @@ class _ParallelMapExecutor(LocalExecutor):
         kept += self._put_back(steps, done, rejects, counters, sizes, timings, run)
         run.records = kept
         self._record_stage(steps, run, counters, sizes, timings)
+
+    def _for_workers(self, steps: list[MapStep], n_slices: int) -> tuple[list[MapStep], _ParallelMapExecutor]:
+        """Engine-per-worker hook: the stage runs on as many workers as it has slices, and no more than
+        any step allows (an LLM step: its concurrency); each step learns how many run at once."""
+        width = max(1, min([self.workers, n_slices, *(s.max_workers for s in steps if s.max_workers)]))
+        steps = [s.for_workers(width, self.remote) for s in steps]
+        if width == self.workers:
+            return steps, self
+        runner = copy.copy(self)
+        runner.workers = width
+        return steps, runner
 
     @staticmethod
     def _put_back(steps, done, rejects, counters, sizes, timings, run) -> list[Any]:
@@ -127,6 +143,8 @@ class _RayMap:
 
 class RayExecutor(_ParallelMapExecutor):
     """Map steps as a Ray Data `map_batches` over slices (order kept), on the cluster `connect` joined."""
+
+    remote = True
 
     def __init__(self, workers: int = 0, address: str = "", batch_size: int = 50_000, sub_batch: int = SUB_BATCH) -> None:
         from medmill.builders.streaming.ray_executor import connect
