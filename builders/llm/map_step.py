@@ -18,6 +18,8 @@ across workers and equal a one-worker run's (apart from `wall_time_s`, the engin
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,6 +52,7 @@ class LLMMapStep(MapStep):
         self.label = label
         self.workers = workers
         self.cache_server = cache_server
+        self.driver_pid = os.getpid()  # where the step was made: a worker process must not outlive it
         # slices of a few rounds of the whole concurrency: enough to keep an engine busy, small enough
         # that every worker gets some
         self.slice_items = 4 * max(1, settings.concurrency)
@@ -72,6 +75,7 @@ class LLMMapStep(MapStep):
         step = LLMMapStep(self.name, self.work, self.settings, self.cache_path.parent, label=self.label,
                           workers=workers, cache_server=server)
         step.cache_path = self.cache_path
+        step.driver_pid = self.driver_pid
         step._out = self._out
         return step
 
@@ -80,6 +84,7 @@ class LLMMapStep(MapStep):
         try:
             if not batch:
                 return StepResult([])
+            _die_with(self.driver_pid)
             cache = None
             if self.cache_server is not None:
                 from medmill.builders.llm.cache import RemoteCache
@@ -109,6 +114,23 @@ class LLMMapStep(MapStep):
                 self._out.llm[self.label] = described
                 add_usage(self._out.usage.setdefault(self.label, {}), usage)
         return {}
+
+
+def _die_with(driver_pid: int) -> None:
+    """In a worker process forked by the driver (`--workers N`): die when the driver dies (kill -9
+    included), so no orphan goes on paying for calls a resumed run will make again. Linux only; Ray
+    ends a dead driver's workers itself."""
+    if os.getpid() == driver_pid or os.getppid() != driver_pid or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != driver_pid:  # the driver died before the line above
+        os._exit(1)
 
 
 def _backend_modes(settings: LLMSettings) -> tuple[str, ...]:

@@ -1,0 +1,169 @@
+"""LLM generation on workers (`--workers N`, `--executor ray`): each worker runs its own engine with
+its share of the limits, all of them cache into the build's one request cache, and the dataset dir
+(records, order, rejects, manifest usage) is the one a single process writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medmill.builders.book_qa.generate import AnswerWork
+from medmill.builders.book_qa.generate import QAConfig as BookQAConfig
+from medmill.builders.core.collect import Collector
+from medmill.builders.llm.engine import worker_limits
+from medmill.builders.llm.map_step import LLMMapStep, add_usage, usage_counters, usage_from_counters
+from medmill.builders.llm.types import LLMSettings
+from medmill.cli import app
+from tests.book_lit_fake_llm import respond
+from tests.llm_server import FakeLLMServer, Faults, KillSwitch
+from tests.streaming.test_streaming import digest
+
+TEXTS = Path(__file__).resolve().parents[2] / "examples" / "texts"
+KEY = "sk-test-9f8e7d6c5b4aQWERTYzxcv1234"
+
+
+def book_qa_args(server: FakeLLMServer, out: Path, *flags: str) -> list[str]:
+    return ["build-book-qa", str(TEXTS), "--out", str(out), "--llm-base-url", server.base_url, "--llm-model", "fake",
+            "--val-size", "0.2", *flags]
+
+
+def build(server: FakeLLMServer, out: Path, *flags: str, env: dict | None = None) -> None:
+    r = CliRunner().invoke(app, book_qa_args(server, out, *flags), env=env)
+    assert r.exit_code == 0, r.output + repr(r.exception)
+
+
+# --- the share rule ---------------------------------------------------------------------------------
+
+
+def test_each_worker_takes_its_share_of_the_limits_and_never_zero():
+    s = LLMSettings(model="m", concurrency=16, rpm=90, tpm=10_000)
+    assert worker_limits(s, 1) == (16, 90, 10_000)
+    assert worker_limits(s, 2) == (8, 45, 5_000)
+    assert worker_limits(s, 3) == (5, 30, 10_000 / 3)  # floor for concurrency, exact fractions for rates
+    assert worker_limits(LLMSettings(model="m", concurrency=1, rpm=1), 2) == (1, 0.5, None)
+
+
+def test_the_step_pickles_settings_never_the_key_and_takes_its_share(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_KEY", KEY)
+    out = Collector()
+    step = LLMMapStep("answers", AnswerWork(BookQAConfig()), LLMSettings(model="m", api_key_env="MY_KEY", concurrency=5),
+                      tmp_path, out=out)
+    worker = step.for_workers(2, remote=False)
+    blob = pickle.dumps(worker)
+    assert KEY.encode() not in blob and b"MY_KEY" in blob
+    again = pickle.loads(blob)
+    assert again.workers == 2 and again.cache_path == tmp_path / "llm_cache.sqlite"
+    assert not hasattr(again, "_out")  # the driver's collector stays in the driver
+    assert (step.max_workers, step.slice_items) == (5, 20)
+
+
+def test_usage_of_two_workers_adds_up_to_one_workers():
+    one = {"requests": 5, "calls_sent": 6, "cache_hits": 1, "prompt_tokens": 100, "completion_tokens": 40, "retries": 1,
+           "reasks": 0, "errors": {"429": 1}, "failed_requests": {"invalid_output": 1}, "wall_time_s": 1.5}
+    two = dict(one, errors={"500": 2}, failed_requests={}, wall_time_s=0.25)
+    counters = usage_counters(one, "json_schema") + usage_counters(two, "json_object")
+    usage = usage_from_counters(counters)
+    assert usage["requests"] == 10 and usage["calls_sent"] == 12 and usage["prompt_tokens"] == 200
+    assert usage["errors"] == {"429": 1, "500": 2} and usage["failed_requests"] == {"invalid_output": 1}
+    assert usage["wall_time_s"] == 1.75
+    total: dict = {}
+    add_usage(total, usage)
+    add_usage(total, usage)
+    assert total["requests"] == 20 and total["errors"] == {"429": 2, "500": 4}
+
+
+# --- book-qa on workers -----------------------------------------------------------------------------
+
+
+def test_book_qa_on_two_workers_equals_one_process_and_stays_within_the_concurrency(tmp_path):
+    with FakeLLMServer(responder=respond, latency=0.05) as server:
+        build(server, tmp_path / "one", "--executor", "memory", "--concurrency", "4")
+        paid = sum(server.served.values())
+        server.reset()
+        server.peak_in_flight = 0
+        build(server, tmp_path / "two", "--workers", "2", "--concurrency", "4")
+        assert server.peak_in_flight <= 4  # two engines of 2, not two of 4
+        assert sum(server.served.values()) == paid and server.duplicates() == {}
+    assert digest(tmp_path / "two") == digest(tmp_path / "one")  # records, order, rejects, manifest usage
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["usage"]["requests"] == paid and manifest["usage"]["calls_sent"] == paid
+    assert manifest["llm"]["concurrency"] == 4 and manifest["records_total"] > 0
+    assert not any(k.startswith("_llm") or k.startswith("llm.") for k in manifest["counters"])
+
+
+def test_a_concurrency_below_the_worker_count_runs_fewer_workers(tmp_path):
+    with FakeLLMServer(responder=respond, latency=0.02) as server:
+        build(server, tmp_path / "out", "--workers", "2", "--concurrency", "1", "--limit-chunks", "4")
+        assert server.peak_in_flight == 1
+
+
+def test_no_key_in_any_output_file_with_workers(tmp_path):
+    with FakeLLMServer(responder=respond, api_key=KEY) as server:
+        build(server, tmp_path / "out", "--workers", "2", "--llm-api-key-env", "BOOK_QA_KEY", "--limit-chunks", "6",
+              env={"BOOK_QA_KEY": KEY})
+        assert server.served  # the workers found the key in their environment
+    files = [f for f in (tmp_path / "out").rglob("*") if f.is_file()]
+    assert any(f.name == "llm_cache.sqlite" for f in files)
+    for f in files:
+        assert KEY.encode() not in f.read_bytes(), f
+
+
+@pytest.mark.slow
+def test_a_killed_two_worker_build_resumed_pays_no_request_twice(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "OPENAI_API_KEY": "k", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    with FakeLLMServer(responder=respond, latency=0.1) as server:
+        switch = KillSwitch(server, after=15, rates=Faults(rate_429=0.05, rate_500=0.05, seed=3))
+        server.faults = Faults(script=switch)
+        cmd = [sys.executable, "-m", "medmill.cli", *book_qa_args(server, out, "--workers", "2", "--concurrency", "4")]
+        switch.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        switch.proc.wait(timeout=120)
+        assert switch.proc.returncode == -signal.SIGKILL and switch.state == "killed"
+        assert not (out / "manifest.json").exists()
+        paid_before = sum(server.served.values())
+        assert 15 <= paid_before < 42  # killed midway (the full build pays 42)
+
+        switch.state = "resumed"
+        server.faults = Faults(rate_429=0.05, rate_500=0.05, seed=4)
+        resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert server.duplicates() == {}  # nothing paid twice, across both runs and all workers
+        assert sum(server.served.values()) == 42
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        assert manifest["usage"]["cache_hits"] >= paid_before
+
+    with FakeLLMServer(responder=respond) as fresh:  # the uninterrupted one-process run
+        build(fresh, tmp_path / "clean", "--executor", "memory", "--concurrency", "4")
+    # the same records, order and rejects (the manifests differ in what was paid: retries, cache hits)
+    data = {k: v for k, v in digest(out).items() if k not in ("README.md", "manifest.json")}
+    assert data == {k: v for k, v in digest(tmp_path / "clean").items() if k not in ("README.md", "manifest.json")}
+
+
+# --- Ray --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_book_qa_on_ray_equals_one_process_and_caches_on_the_drivers_disk(tmp_path):
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with FakeLLMServer(responder=respond, latency=0.05) as server:
+        build(server, tmp_path / "one", "--executor", "memory", "--concurrency", "4")
+        paid = sum(server.served.values())
+        server.reset()
+        server.peak_in_flight = 0
+        build(server, tmp_path / "ray", "--executor", "ray", "--workers", "2", "--concurrency", "4")
+        assert server.peak_in_flight <= 4 and sum(server.served.values()) == paid
+        assert digest(tmp_path / "ray") == digest(tmp_path / "one")
+        build(server, tmp_path / "ray", "--executor", "ray", "--workers", "2", "--concurrency", "4")
+        assert sum(server.served.values()) == paid  # the re-run found every completion in the driver's cache
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["usage"]["cache_hits"] == paid and manifest["usage"]["calls_sent"] == 0
