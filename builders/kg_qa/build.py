@@ -3,6 +3,7 @@ patient-scenario mode, or a seeded mix of both, then run_build curates and write
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ from medmill.builders.core.builder import BuildContext, Builder, Inputs
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import LLMBuildConfig
 from medmill.builders.core.manifest import Manifest
-from medmill.builders.core.steps import Step
+from medmill.builders.core.steps import GlobalStep, Step, StepResult
 from medmill.builders.kg_qa import BUILDER, BUILDER_VERSION
 from medmill.builders.kg_qa.scenario_qa import (
     DESCRIPTION as SCENARIO_DESCRIPTION,
@@ -34,8 +35,9 @@ from medmill.builders.kg_qa.template_qa import (
 )
 from medmill.builders.kg_qa.templates import load_templates
 from medmill.builders.llm.prompts import load_prompt
+from medmill.builders.llm.types import Runner
 from medmill.builders.readers.kg import read_kg
-from medmill.schemas import RejectRow
+from medmill.schemas import KGEntity, RejectRow
 
 TEMPLATE_DESCRIPTION = (
     "Question/answer pairs generated from a medical knowledge graph with fixed paraphrase templates: "
@@ -91,45 +93,26 @@ class KGQABuilder(Builder[KGQAConfig]):
 
     def generation(self, cfg: KGQAConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
         """Template mode: a map step over batches of entities, then the questions across the graph (a
-        global step holding every entity). LLM and mixed modes call the engine: `generate`, in the driver."""
-        if cfg.uses_llm:
-            return super().generation(cfg, inputs, ctx, out)
-        templates = load_templates(cfg.templates)
-        out.prompt(templates.ref)
-        return [TemplateStep(templates, cfg.template_qa), ReverseStep(templates, cfg.template_qa, inputs.items)]
-
-    def generate(self, cfg: KGQAConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
-        """LLM or mixed mode: the template share as in template mode, the LLM share through the engine."""
-        template_part, llm_part = split_by_mix(inputs.items, cfg.shares, cfg.seed)
-        if template_part:
-            templates = load_templates(cfg.templates)
-            with ctx.progress("questions", len(template_part)) as advance:
-                build_template_records(template_part, templates, cfg.template_qa, out=out)
-                advance(len(template_part), "entities")
-            if cfg.uses_llm:
-                out.counters["entities_template"] = len(template_part)
-            out.prompt(templates.ref)
+        global step holding every entity). LLM and mixed modes: the template share and the entities with
+        no usable fact in the driver (`MixSplit`), one LLM request per usable entity on the workers
+        (`ScenarioWork`), then the template records put back in front (`MixJoin`)."""
         if not cfg.uses_llm:
-            return
-        prompt = load_prompt(cfg.llm_qa.prompt)
-        out.prompt(prompt.ref)
-        usable = []
-        for entity in llm_part:
-            if entity_facts(entity, cfg.llm_qa).values:
-                usable.append(entity)
-                continue
-            out.counters["rejected.no_usable_facts"] += 1
-            out.reject(RejectRow(stage="build", reason="no_usable_facts",
-                                 message=f"entity {entity.name!r} has no KG values to write questions from",
-                                 source=entity_source(entity)))
-        out.counters["entities_llm"] = len(usable)
+            templates = load_templates(cfg.templates)
+            out.prompt(templates.ref)
+            return [TemplateStep(templates, cfg.template_qa), ReverseStep(templates, cfg.template_qa, inputs.items)]
         out.usage.update({"calls_sent": 0, "cache_hits": 0, "prompt_tokens": 0, "completion_tokens": 0,
                           "retries": 0, "reasks": 0})
-        if not usable:  # `--mix template=1` (or a share with no usable entity) needs no LLM, model or endpoint
-            return
-        with ctx.engine(cfg.llm, out) as engine:
-            results = engine.run(build_requests(usable, prompt, cfg.llm_qa), desc="scenario QA")
-        build_llm_records(usable, results, prompt, cfg.llm_qa, cfg.llm.model, out)
+        template_part, llm_part = split_by_mix(inputs.items, cfg.shares, cfg.seed)
+        split = MixSplit(cfg, load_templates(cfg.templates) if template_part else None)
+        if split.templates is not None:
+            out.prompt(split.templates.ref)
+        prompt = load_prompt(cfg.llm_qa.prompt)
+        out.prompt(prompt.ref)
+        steps: list[Step] = [split]
+        if any(entity_facts(e, cfg.llm_qa).values for e in llm_part):  # `--mix template=1` needs no LLM, model or endpoint
+            steps.append(ctx.llm_step("scenario", ScenarioWork(cfg.llm_qa, cfg.llm.model), cfg.llm, out))
+        steps.append(MixJoin(split))
+        return steps
 
     def describe(self, cfg: KGQAConfig, inputs: Inputs, out: Collector) -> str:
         return SCENARIO_DESCRIPTION if cfg.uses_llm else TEMPLATE_DESCRIPTION
@@ -146,3 +129,63 @@ class KGQABuilder(Builder[KGQAConfig]):
             ("LLM tokens (prompt + completion)", f"{u['prompt_tokens']:,} + {u['completion_tokens']:,}"),
             ("LLM retries / re-asks", f"{u['retries']} / {u['reasks']}"),
         ]
+
+
+class MixSplit(GlobalStep):
+    """LLM and mixed modes, in the driver: each entity to its mode (a seeded hash of its name); the
+    template share's records are made here and held for `MixJoin`; entities with no usable fact are
+    rejected; the usable LLM entities go on to the LLM step."""
+
+    name = "mix"
+
+    def __init__(self, cfg: KGQAConfig, templates: Any) -> None:
+        self.cfg, self.templates = cfg, templates
+        self.template_records: list[Any] = []
+
+    def __call__(self, batch: list[Any]) -> StepResult:
+        cfg, out = self.cfg, Collector()
+        try:
+            template_part, llm_part = split_by_mix(batch, cfg.shares, cfg.seed)
+            if template_part and self.templates is not None:
+                build_template_records(template_part, self.templates, cfg.template_qa, out=out)
+                out.counters["entities_template"] = len(template_part)
+            usable = []
+            for entity in llm_part:
+                if entity_facts(entity, cfg.llm_qa).values:
+                    usable.append(entity)
+                    continue
+                out.counters["rejected.no_usable_facts"] += 1
+                out.reject(RejectRow(stage="build", reason="no_usable_facts",
+                                     message=f"entity {entity.name!r} has no KG values to write questions from",
+                                     source=entity_source(entity)))
+            out.counters["entities_llm"] = len(usable)
+            self.template_records = out.records
+            return StepResult(usable, list(out.rejects), out.counters)
+        finally:
+            out.rejects.close()
+
+
+class MixJoin(GlobalStep):
+    """The template records in front of the LLM records, as one process writes them."""
+
+    name = "join"
+
+    def __init__(self, split: MixSplit) -> None:
+        self.split = split
+
+    def __call__(self, batch: list[Any]) -> StepResult:
+        records, self.split.template_records = self.split.template_records + batch, []
+        return StepResult(records)
+
+
+@dataclass
+class ScenarioWork:
+    """The LLM step's work on a batch of usable entities (picklable): one request each, checked pairs."""
+
+    cfg: LLMQAConfig
+    model: str | None
+
+    def __call__(self, entities: list[KGEntity], engine: Runner, out: Collector) -> None:
+        prompt = load_prompt(self.cfg.prompt)
+        results = engine.run(build_requests(entities, prompt, self.cfg), desc="scenario QA")
+        build_llm_records(entities, results, prompt, self.cfg, self.model, out)

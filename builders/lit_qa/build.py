@@ -12,8 +12,9 @@ from medmill.builders.core.builder import BuildContext, Builder, Inputs
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import LLMBuildConfig
 from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.steps import GlobalStep, Step, StepResult
 from medmill.builders.lit_qa import BUILDER, BUILDER_VERSION
-from medmill.builders.lit_qa.generate import LitConfig, build_lit_qa
+from medmill.builders.lit_qa.generate import LitConfig, LitWork, prompt_ref, qa_records
 from medmill.builders.readers.literature import read_literature
 from medmill.schemas.errors import MedmillError
 
@@ -47,9 +48,13 @@ class LitQABuilder(Builder[LitQAConfig]):
         counters = {"papers": len(papers), "papers_rejected_at_read": len(read.rejects)}
         return Inputs(papers, read.files, read.rejects, Counter(counters))
 
-    def generate(self, cfg: LitQAConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
-        with ctx.engine(cfg.llm, out) as engine:
-            build_lit_qa(inputs.items, cfg.lit, engine, out)
+    def generation(self, cfg: LitQAConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
+        """One LLM request per paper (item-wise, on the workers); for style "qa" then the dedup of
+        questions across papers (whole input, in the driver)."""
+        steps: list[Step] = [ctx.llm_step("papers", LitWork(cfg.lit), cfg.llm, out, prompts=[prompt_ref(cfg.lit)])]
+        if cfg.lit.style == "qa":
+            steps.append(QARecords(cfg.lit))
+        return steps
 
     def describe(self, cfg: LitQAConfig, inputs: Inputs, out: Collector) -> str:
         return _describe(cfg, inputs.items_read)
@@ -79,3 +84,20 @@ def _describe(cfg: LitQAConfig, papers: int) -> str:
         f"{what} Splits are grouped by paper (`source.group`), so no paper straddles train and validation; "
         "`meta.paper` names the paper (title, year, journal, DOI) each record rests on."
     )
+
+
+class QARecords(GlobalStep):
+    """Style "qa": near-duplicate questions across papers, then the records (needs every pair at once)."""
+
+    name = "qa_dedup"
+
+    def __init__(self, config: LitConfig) -> None:
+        self.config = config
+
+    def __call__(self, batch: list[Any]) -> StepResult:
+        out = Collector()
+        try:
+            qa_records(batch, self.config, out)
+            return StepResult(out.records, list(out.rejects), out.counters)  # type: ignore[arg-type]
+        finally:
+            out.rejects.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -160,6 +161,34 @@ def build_lit_qa(papers: Sequence[LiteratureRecord], config: LitConfig, engine: 
 def _qa(papers: Sequence[LiteratureRecord], config: LitConfig, engine: Runner, out: Collector) -> None:
     prompt = load_prompt(config.qa_prompt)
     out.prompt(prompt.ref)
+    qa_records(qa_pairs(papers, config, engine, out), config, out)
+
+
+# a checked pair waiting for the dedup across papers: (paper, pair, verified references, overlap)
+QAPair = tuple[LiteratureRecord, LitQAPair, list[str], float]
+
+
+@dataclass
+class LitWork:
+    """The item-wise LLM step of a build (picklable): papers in; for style "qa" checked pairs
+    (`QAPair`, deduplicated across papers by `qa_records` afterwards), for "dialogue" the records."""
+
+    config: LitConfig
+
+    def __call__(self, papers: list[LiteratureRecord], engine: Runner, out: Collector) -> None:
+        if self.config.style == "qa":
+            out.records.extend(qa_pairs(papers, self.config, engine, out))  # type: ignore[arg-type]
+        else:
+            _dialogues(papers, self.config, engine, out)
+
+
+def prompt_ref(config: LitConfig) -> dict[str, str]:
+    return load_prompt(config.qa_prompt if config.style == "qa" else config.dialogue_prompt).ref
+
+
+def qa_pairs(papers: Sequence[LiteratureRecord], config: LitConfig, engine: Runner, out: Collector) -> list[QAPair]:
+    """One QA request per paper; the pairs that pass the checks (rejects into `out`)."""
+    prompt = load_prompt(config.qa_prompt)
     requests = [
         LLMRequest(
             key=f"lit-qa:{paper_group(p)}",
@@ -169,7 +198,7 @@ def _qa(papers: Sequence[LiteratureRecord], config: LitConfig, engine: Runner, o
         )
         for p in papers
     ]
-    kept: list[tuple[LiteratureRecord, LitQAPair, list[str], float]] = []
+    kept: list[QAPair] = []
     for paper, result in zip(papers, engine.run(requests, desc="literature QA"), strict=True):
         if not result.ok:
             out.reject(_llm_reject("qa", result, paper))
@@ -203,6 +232,13 @@ def _qa(papers: Sequence[LiteratureRecord], config: LitConfig, engine: Runner, o
                 out.reject(_reject("qa", "low_overlap", msg, paper, raw))
                 continue
             kept.append((paper, pair, refs.verified, overlap))
+    return kept
+
+
+def qa_records(kept: Sequence[QAPair], config: LitConfig, out: Collector) -> None:
+    """The whole-input end of style "qa": near-duplicate questions across papers dropped (the first
+    stays), records for the rest, `papers_with_records`."""
+    prompt = load_prompt(config.qa_prompt)
     dupes = near_duplicates([pair.question for _, pair, _, _ in kept], config.dedup_threshold)
     for i, j in sorted(dupes.items()):
         paper, pair = kept[i][0], kept[i][1]

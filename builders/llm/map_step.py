@@ -85,20 +85,26 @@ class LLMMapStep(MapStep):
             if not batch:
                 return StepResult([])
             _die_with(self.driver_pid)
-            cache = None
-            if self.cache_server is not None:
-                from medmill.builders.llm.cache import RemoteCache
-
-                cache = RemoteCache(self.cache_server)
-            with LLMEngine(self.settings, self.cache_path.parent, cache=cache, share=self.workers) as engine:
+            engine = _OnFirstCall(self)
+            try:
                 self.work(batch, engine, out)
-                mode = engine.structured_mode
-                usage = engine.usage
+            finally:
+                engine.close()
             counters = Counter(out.counters)
-            counters.update(usage_counters(usage, mode))
+            if engine.opened is not None:
+                counters.update(usage_counters(engine.opened.usage, engine.opened.structured_mode))
             return StepResult(out.records, list(out.rejects), counters)
         finally:
             out.rejects.close()
+
+    def open_engine(self) -> LLMEngine:
+        """This worker's engine: its share of the limits, the build's cache (through the actor on Ray)."""
+        cache = None
+        if self.cache_server is not None:
+            from medmill.builders.llm.cache import RemoteCache
+
+            cache = RemoteCache(self.cache_server)
+        return LLMEngine(self.settings, self.cache_path.parent, cache=cache, share=self.workers)
 
     def summary(self, counters: Counter) -> dict[str, Any]:
         """In the driver, once the stage is done: the engines' summed usage and the settings into the
@@ -114,6 +120,26 @@ class LLMMapStep(MapStep):
                 self._out.llm[self.label] = described
                 add_usage(self._out.usage.setdefault(self.label, {}), usage)
         return {}
+
+
+class _OnFirstCall:
+    """The `Runner` a batch's work gets: the engine opens on the first call that has requests, so a
+    batch that needs no call (every item rejected before asking) opens no client and no cache."""
+
+    def __init__(self, step: LLMMapStep) -> None:
+        self.step = step
+        self.opened: LLMEngine | None = None
+
+    def run(self, requests: list[Any], desc: str = "") -> list[Any]:
+        if not requests:
+            return []
+        if self.opened is None:
+            self.opened = self.step.open_engine()
+        return self.opened.run(requests, desc)
+
+    def close(self) -> None:
+        if self.opened is not None:
+            self.opened.close()
 
 
 def _die_with(driver_pid: int) -> None:
