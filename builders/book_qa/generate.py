@@ -146,14 +146,7 @@ class QuestionWork:
 
     def __call__(self, chunks: list[TextChunk], engine: Runner, out: Collector) -> None:
         config = self.config
-        usable = []
-        for chunk in chunks:
-            if len(chunk.text) < config.min_chunk_chars:
-                out.reject(_reject("chunks", "chunk_too_short", f"{len(chunk.text)} characters", chunk, chunk.text))
-            else:
-                usable.append(chunk)
-        out.counters["chunks_used"] += len(usable)
-        out.records.extend(_questions(usable, config, load_prompt(config.question_prompt), engine, out))  # type: ignore[arg-type]
+        out.records.extend(_questions(chunks, config, load_prompt(config.question_prompt), engine, out))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -180,10 +173,17 @@ def _questions(
             prompt=prompt.ref,
         )
         for c in chunks
+        if len(c.text) >= config.min_chunk_chars
     ]
+    results = iter(engine.run(requests, desc="questions"))
     candidates: list[_Candidate] = []
     wanted = set(config.question_types)
-    for chunk, result in zip(chunks, engine.run(requests, desc="questions"), strict=True):
+    for chunk in chunks:  # rejects in chunk order, so any cut of the chunks into batches gives the same rows
+        if len(chunk.text) < config.min_chunk_chars:
+            out.reject(_reject("chunks", "chunk_too_short", f"{len(chunk.text)} characters", chunk, chunk.text))
+            continue
+        out.counters["chunks_used"] += 1
+        result = next(results)
         if not result.ok:
             out.reject(_llm_reject("questions", result, chunk))
             continue

@@ -109,7 +109,7 @@ class TasksBuilder(Builder[TasksConfig]):
 
     def generation(self, cfg: TasksConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
         """mcq, ner, cls: map steps over the items (option pools, the lexicon, the label set made here,
-        from the whole input); rc calls the LLM engine, so it runs in the driver (`generate`)."""
+        from the whole input); rc: an LLM map step, one request per chunk, on the workers."""
         if cfg.task == "mcq":
             from medmill.builders.tasks.mcq import MCQStep, option_pools
 
@@ -130,28 +130,10 @@ class TasksBuilder(Builder[TasksConfig]):
             if not labels:
                 raise MedmillError(f"no department has {cfg.cls.min_per_label} questions; lower --min-per-label")
             return [ClsFilterStep(cls, counts), ClsRecordsStep(cls, labels)]
-        return super().generation(cfg, inputs, ctx, out)
-
-    def generate(self, cfg: TasksConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
-        """rc: questions from the LLM engine, verified against their chunks."""
-        result = self._rc(cfg, inputs, ctx, out)
-        for record in result.records:
-            out.add(record)
-        for row in result.rejects:
-            out.reject(row)
-        for key, value in result.counters.items():
-            out.counters[key] += value
-
-    @staticmethod
-    def _rc(cfg: TasksConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> TaskOutput:
         from medmill.builders.llm.prompts import load_prompt
-        from medmill.builders.tasks.rc import build_rc, requests_for
+        from medmill.builders.tasks.rc import RCWork
 
-        prompt = load_prompt(cfg.rc.prompt)
-        out.prompt(prompt.ref)
-        with ctx.engine(cfg.llm, out) as engine:
-            results = engine.run(requests_for(inputs.items, prompt, cfg.rc), desc="reading comprehension")
-        return build_rc(inputs.items, results, prompt, cfg.rc, cfg.llm.model)
+        return [ctx.llm_step("rc", RCWork(cfg.rc, cfg.llm.model), cfg.llm, out, prompts=[load_prompt(cfg.rc.prompt).ref])]
 
     # --- report -------------------------------------------------------------------------------------
 

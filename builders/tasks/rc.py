@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmill.builders.llm.prompts import PromptTemplate
+from medmill.builders.core.collect import Collector
+from medmill.builders.llm.prompts import PromptTemplate, load_prompt
 from medmill.builders.llm.types import LLMRequest, LLMResult
 from medmill.builders.tasks.common import TaskOutput, chat_record, source
 from medmill.schemas.sources import TextChunk
@@ -114,3 +116,19 @@ def build_rc(chunks: Sequence[TextChunk], results: Sequence[LLMResult], prompt: 
                     "pair": i, "prompt": tag, "model": model}
             out.records.append(chat_record(user, answer, meta, src, cfg.system_prompt))
     return out
+
+
+@dataclass
+class RCWork:
+    """The rc LLM step's work on a batch of chunks (picklable): one request per chunk, verified spans."""
+
+    cfg: RCConfig
+    model: str | None
+
+    def __call__(self, chunks: list[TextChunk], engine: Runner, out: Collector) -> None:
+        prompt = load_prompt(self.cfg.prompt)
+        result = build_rc(chunks, engine.run(requests_for(chunks, prompt, self.cfg), desc="reading comprehension"),
+                          prompt, self.cfg, self.model)
+        out.records.extend(result.records)
+        out.rejects.extend(result.rejects)
+        out.counters.update(result.counters)

@@ -99,10 +99,35 @@ def test_book_qa_on_two_workers_equals_one_process_and_stays_within_the_concurre
     assert not any(k.startswith("_llm") or k.startswith("llm.") for k in manifest["counters"])
 
 
-def test_a_concurrency_below_the_worker_count_runs_fewer_workers(tmp_path):
+def test_a_concurrency_below_the_worker_count_runs_fewer_workers_on_many_slices(tmp_path):
     with FakeLLMServer(responder=respond, latency=0.02) as server:
-        build(server, tmp_path / "out", "--workers", "2", "--concurrency", "1", "--limit-chunks", "4")
+        build(server, tmp_path / "one", "--executor", "memory", "--concurrency", "1")
+        server.peak_in_flight = 0
+        build(server, tmp_path / "two", "--workers", "2", "--concurrency", "1")
         assert server.peak_in_flight == 1
+    # slices of 4 items (rejects of a short chunk among them) give the rows of one batch, in order
+    assert digest(tmp_path / "two") == digest(tmp_path / "one")
+
+
+def test_book_qa_steps_cut_into_slices_give_the_rows_of_one_batch(tmp_path):
+    """Short chunks (rejected before asking) fall in several slices: rows stay in chunk order."""
+    from medmill.builders.book_qa.build import BookQABuilder, BookQAConfig
+    from medmill.builders.core.builder import BuildContext
+    from medmill.builders.core.steps import LocalExecutor
+    from medmill.builders.streaming.executors import ProcessExecutor
+
+    builder, seen = BookQABuilder(), {}
+    with FakeLLMServer(responder=respond) as server:
+        for name, executor in (("one", LocalExecutor()), ("two", ProcessExecutor(2))):
+            cfg = BookQAConfig(inputs=[TEXTS], out=tmp_path / name, qa=BookQAConfig.model_fields["qa"].default_factory().model_copy(update={"min_chunk_chars": 155}),
+                               llm=LLMSettings(base_url=server.base_url, model="fake", concurrency=1))
+            ctx = BuildContext(cfg.out, own_paths=builder.own_paths(cfg))
+            inputs, out = builder.read(cfg, ctx), Collector()
+            run = executor.run(inputs.items, builder.generation(cfg, inputs, ctx, out), out.rejects)
+            seen[name] = ([r.id for r in run.records], list(out.rejects.lines()), out.usage["requests"], run.counters)
+    one, two = seen["one"], seen["two"]
+    assert sum('"chunk_too_short"' in line for line in one[1]) == 6 and one[0]
+    assert two == one
 
 
 def test_no_key_in_any_output_file_with_workers(tmp_path):
