@@ -88,14 +88,15 @@ class BuildContext:
             out.llm[label], out.usage[label] = described, usage
 
     def llm_step(self, name: str, work: Work, settings: LLMSettings, out: Collector, *, label: str | None = None,
-                 prompts: Sequence[dict[str, str]] = ()) -> LLMMapStep:
+                 prompts: Sequence[dict[str, str]] = (), optional: bool = False) -> LLMMapStep:
         """Item-wise LLM generation as a map step (`work(batch, engine, collector)` per batch, each worker
         with its own engine and share of the limits, all caching into this build's request cache); what
-        the engines did lands in `out.llm` / `out.usage` once the stage is done, `prompts` in `out.prompts`."""
+        the engines did lands in `out.llm` / `out.usage` once the stage is done, `prompts` in `out.prompts`
+        (`optional`: only if the step made a request)."""
         from medmill.builders.llm.map_step import LLMMapStep
 
         self.out.mkdir(parents=True, exist_ok=True)
-        return LLMMapStep(name, work, settings, self.out, out=out, label=label, prompts=prompts)
+        return LLMMapStep(name, work, settings, self.out, out=out, label=label, prompts=prompts, optional=optional)
 
 
 class Builder(Generic[C]):

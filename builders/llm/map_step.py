@@ -44,8 +44,12 @@ class LLMMapStep(MapStep):
 
     def __init__(self, name: str, work: Work, settings: LLMSettings, out_dir: Path, *,
                  out: Collector | None = None, label: str | None = None, prompts: Sequence[dict[str, str]] = (),
-                 workers: int = 1, cache_server: Any = None) -> None:
+                 optional: bool = False, workers: int = 1, cache_server: Any = None) -> None:
+        """`optional`: the model and `prompts` are noted only when a request was made (a step that may
+        have nothing to ask); otherwise they are noted now, and the model when the stage is done."""
         self.name = name
+        self.optional = optional
+        self.prompts = list(prompts)
         self.work = work
         self.settings = settings
         self.cache_path = cache_path(settings, out_dir)
@@ -59,7 +63,7 @@ class LLMMapStep(MapStep):
         # a local model is loaded by each worker: one at a time
         self.max_workers = 1 if settings.backend == "transformers" else max(1, settings.concurrency)
         self._out = out  # the driver's Collector (never pickled: names with "_" stay behind)
-        if out is not None:
+        if out is not None and not optional:
             for ref in prompts:
                 out.prompt(ref)
 
@@ -73,7 +77,7 @@ class LLMMapStep(MapStep):
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             server = start_cache_server(self.cache_path)
         step = LLMMapStep(self.name, self.work, self.settings, self.cache_path.parent, label=self.label,
-                          workers=workers, cache_server=server)
+                          prompts=self.prompts, optional=self.optional, workers=workers, cache_server=server)
         step.cache_path = self.cache_path
         step.driver_pid = self.driver_pid
         step._out = self._out
@@ -109,6 +113,11 @@ class LLMMapStep(MapStep):
     def summary(self, counters: Counter) -> dict[str, Any]:
         """In the driver, once the stage is done: the engines' summed usage and the settings into the
         build's `usage` / `llm` entries (under `label` when the build uses several models)."""
+        if self._out is not None and self.optional:
+            if not counters.get(f"{PRIVATE}requests"):
+                return {}
+            for ref in self.prompts:
+                self._out.prompt(ref)
         if self._out is not None:
             usage = usage_from_counters(counters)
             default = structured_modes(self.settings, _backend_modes(self.settings))[0]

@@ -18,10 +18,11 @@ from typing import Any
 from medmill.builders.core.builder import BuildContext, Builder, Inputs
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.manifest import Manifest
+from medmill.builders.core.steps import Step
 from medmill.builders.prefs.config import BUILDER, BUILDER_VERSION, PrefsConfig
 from medmill.builders.prefs.corrupt import corrupt
-from medmill.builders.prefs.judge import judge
-from medmill.builders.prefs.reference import reference
+from medmill.builders.prefs.judge import judge_steps
+from medmill.builders.prefs.reference import reference_steps
 from medmill.builders.readers.prompt_items import FieldNames, PromptItem, read_inputs
 from medmill.schemas import RejectRow
 from medmill.schemas.dataset_dir import read_manifest
@@ -55,9 +56,17 @@ class PrefsBuilder(Builder[PrefsConfig]):
         counters = Counter({"inputs.items": len(read.items), "inputs.duplicate_prompts": len(dup_rejects)})
         return Inputs(items, list(cfg.inputs), read.rejects + dup_rejects, counters)
 
+    def generation(self, cfg: PrefsConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
+        """judge and reference: item-wise steps whose LLM calls run on the workers (steps.py); corrupt
+        (no LLM, a lexicon over the whole input) in the driver."""
+        if cfg.strategy == "judge":
+            return judge_steps(cfg, ctx, out)
+        if cfg.strategy == "reference":
+            return reference_steps(cfg, inputs.items, ctx, out)
+        return super().generation(cfg, inputs, ctx, out)
+
     def generate(self, cfg: PrefsConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
-        strategy = {"corrupt": corrupt, "judge": judge, "reference": reference}[cfg.strategy]
-        strategy(cfg, inputs.items, ctx, out)
+        corrupt(cfg, inputs.items, ctx, out)
 
     def describe(self, cfg: PrefsConfig, inputs: Inputs, out: Collector) -> str:
         return _DESCRIPTIONS[cfg.strategy]

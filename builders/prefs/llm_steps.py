@@ -1,15 +1,14 @@
 """The LLM side of build-prefs: candidate answers from one or more models, and rubric scores from a judge.
 
-Each model is one `LLMEngine` (its own endpoint and settings, opened through the build context); all share the build's request cache, so a
-re-run or a resumed run pays for nothing twice.
+Each function takes the engine of one model (its own endpoint and settings; on workers, each worker's
+engine: see `steps.py`); all share the build's request cache, so a re-run or a resumed run pays for
+nothing twice. Results come in item order.
 """
 
 from __future__ import annotations
 
-from medmill.builders.core.builder import BuildContext
-from medmill.builders.llm.engine import LLMEngine
 from medmill.builders.llm.prompts import PromptTemplate
-from medmill.builders.llm.types import LLMRequest, LLMResult, LLMSettings
+from medmill.builders.llm.types import LLMRequest, LLMResult, LLMSettings, Runner
 from medmill.builders.prefs.judging import Candidate, PairVerdict, RubricScores, Scored
 from medmill.builders.readers.prompt_items import PromptItem
 from medmill.schemas import Message, RejectRow
@@ -34,23 +33,23 @@ def model_label(settings: LLMSettings) -> str:
 
 
 def generate(
-    settings: LLMSettings,
-    ctx: BuildContext,
+    engine: Runner,
     items: list[PromptItem],
     samples: int,
     template: PromptTemplate,
-) -> tuple[list[list[Candidate]], list[RejectRow], dict]:
-    """`samples` answers per item from one model: (candidates per item, rejects, engine description+usage)."""
-    label = model_label(settings)
+    label: str,
+    seed: int | None,
+) -> tuple[list[list[Candidate]], list[RejectRow]]:
+    """`samples` answers per item from the model `label`: (candidates per item, rejects)."""
     requests = []
     for item in items:
         messages = _with_system(item.prompt, template)
         for s in range(samples):
             params: dict = {"sample": s}
-            if settings.seed is not None:
-                params["seed"] = settings.seed + s
+            if seed is not None:
+                params["seed"] = seed + s
             requests.append(LLMRequest(key=f"{item.key}:{label}:{s}", messages=messages, prompt=template.ref, params=params))
-    results, described = _run(settings, ctx, requests, f"answers from {label}")
+    results = engine.run(requests, desc=f"answers from {label}")
     per_item: list[list[Candidate]] = [[] for _ in items]
     rejects = []
     for n, result in enumerate(results):
@@ -59,15 +58,10 @@ def generate(
             per_item[i].append(Candidate(text=str(result.value).strip(), model=label, sample=s))
         else:
             rejects.append(_failure("generate", items[i], result, label))
-    return per_item, rejects, described
+    return per_item, rejects
 
 
-def judge(
-    settings: LLMSettings,
-    ctx: BuildContext,
-    jobs: list[tuple[PromptItem, Candidate]],
-    template: PromptTemplate,
-) -> tuple[list[Scored], dict]:
+def judge(engine: Runner, jobs: list[tuple[PromptItem, Candidate]], template: PromptTemplate, label: str) -> list[Scored]:
     """Score every (item, answer) alone on the rubric; a failed call is a Scored without scores."""
     requests = [
         LLMRequest(
@@ -79,22 +73,19 @@ def judge(
         )
         for item, cand in jobs
     ]
-    results, described = _run(settings, ctx, requests, f"judge {model_label(settings)}")
+    results = engine.run(requests, desc=f"judge {label}")
     scored = []
     for (_, cand), result in zip(jobs, results, strict=True):
         if result.ok and isinstance(result.value, RubricScores):
             scored.append(Scored(cand, result.value))
         else:
             scored.append(Scored(cand, None, error=result.error or "invalid_output"))
-    return scored, described
+    return scored
 
 
 def compare(
-    settings: LLMSettings,
-    ctx: BuildContext,
-    jobs: list[tuple[PromptItem, str, str]],
-    template: PromptTemplate,
-) -> tuple[list[tuple[PairVerdict | None, PairVerdict | None]], dict]:
+    engine: Runner, jobs: list[tuple[PromptItem, str, str]], template: PromptTemplate, label: str
+) -> list[tuple[PairVerdict | None, PairVerdict | None]]:
     """Each (item, chosen, rejected) judged side by side twice: chosen shown first (A), then second (B)."""
     requests = []
     for item, chosen, rejected in jobs:
@@ -109,15 +100,9 @@ def compare(
                     params={"temperature": 0.0},
                 )
             )
-    results, described = _run(settings, ctx, requests, f"side-by-side {model_label(settings)}")
+    results = engine.run(requests, desc=f"side-by-side {label}")
     values = [r.value if r.ok and isinstance(r.value, PairVerdict) else None for r in results]
-    return list(zip(values[0::2], values[1::2], strict=True)), described
-
-
-def _run(settings: LLMSettings, ctx: BuildContext, requests: list[LLMRequest], desc: str) -> tuple[list[LLMResult], dict]:
-    with LLMEngine(settings, ctx.out, progress=ctx.progress) as engine:
-        results = engine.run(requests, desc=desc)
-        return results, {"llm": engine.describe(), "usage": engine.usage}
+    return list(zip(values[0::2], values[1::2], strict=True))
 
 
 def conversation_text(prompt: list[Message]) -> str:
