@@ -40,6 +40,24 @@ def build(server: FakeLLMServer, out: Path, *flags: str, env: dict | None = None
     assert r.exit_code == 0, r.output + repr(r.exception)
 
 
+def digest_without_wall_times(out: Path) -> dict[str, str]:
+    """`digest`, also without the per-model wall times of a build with several models."""
+    import hashlib
+    import re
+
+    found = {k: v for k, v in digest(out).items() if k not in ("manifest.json", "README.md")}
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    for key in ("timings", "command"):
+        manifest.pop(key)
+    for usage in manifest["usage"].values():
+        usage.pop("wall_time_s", None)
+    found["manifest.json"] = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    card = re.sub(r"'wall_time_s': [0-9.]+", "", (out / "README.md").read_text(encoding="utf-8"))
+    card = "\n".join(line for line in card.splitlines() if "- Command:" not in line)
+    found["README.md"] = hashlib.sha256(card.encode()).hexdigest()
+    return found
+
+
 # --- the share rule ---------------------------------------------------------------------------------
 
 
@@ -192,3 +210,38 @@ def test_book_qa_on_ray_equals_one_process_and_caches_on_the_drivers_disk(tmp_pa
         assert sum(server.served.values()) == paid  # the re-run found every completion in the driver's cache
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["usage"]["cache_hits"] == paid and manifest["usage"]["calls_sent"] == 0
+
+
+# --- prefs on workers --------------------------------------------------------------------------------
+
+
+def test_prefs_judge_with_pairwise_check_on_two_workers_equals_one_process(tmp_path):
+    from tests.prefs.test_build_prefs import GOOD, QUESTIONS, responder
+    from tests.prefs.test_prefs_support import write_jsonl
+
+    def reply(body: dict) -> str:
+        user = body["messages"][-1]["content"]
+        if "【回答A】" in user:  # side by side: position-biased for every third prompt
+            a = user.split("【回答A】\n", 1)[1].split("\n\n【回答B】", 1)[0]
+            return json.dumps({"better": "A" if a == GOOD or "3" in user else "B", "rationale": "r"}, ensure_ascii=False)
+        return responder(body)
+
+    questions = [f"{q}（第{n}位患者）" for n in range(6) for q in QUESTIONS]  # ties, missing scores, in every slice
+    prompts = write_jsonl(tmp_path / "q.jsonl", [{"question": q, "answer": f"参考答案：{q}"} for q in questions])
+    digests = {}
+    with FakeLLMServer(responder=reply) as server:
+        url = server.base_url
+        for name, run in (("one", ["--executor", "memory"]), ("two", ["--workers", "2"])):
+            out = tmp_path / name
+            r = CliRunner().invoke(app, ["build-prefs", str(prompts), "--out", str(out), "--strategy", "judge",
+                                         "--candidate-model", f"good-model@{url}", "--candidate-model", f"bad-model@{url}",
+                                         "--judge-model", f"judge@{url}", "--pairwise-check", "--max-reasks", "0",
+                                         "--max-retries", "0", "--concurrency", "2", "--no-dedup", "--val-size", "0", *run])
+            assert r.exit_code == 0, r.output + repr(r.exception)
+            digests[name] = digest_without_wall_times(out)
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text(encoding="utf-8"))
+    assert set(manifest["llm"]) == {"candidate:good-model", "candidate:bad-model", "judge", "judge_pairwise"}
+    assert manifest["usage"]["judge"]["requests"] == 3 * len(questions)
+    reasons = {json.loads(line)["reason"] for line in (tmp_path / "two" / "rejects.jsonl").read_text().splitlines()}
+    assert {"tie", "missing_score", "position_inconsistent"} <= reasons
+    assert digests["two"] == digests["one"]
