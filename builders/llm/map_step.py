@@ -57,9 +57,9 @@ class LLMMapStep(MapStep):
         self.workers = workers
         self.cache_server = cache_server
         self.driver_pid = os.getpid()  # where the step was made: a worker process must not outlive it
-        # slices of a few rounds of the whole concurrency: enough to keep an engine busy, small enough
-        # that every worker gets some
-        self.slice_items = 4 * max(1, settings.concurrency)
+        # slices of twice the whole concurrency: a worker with its share runs a slice in 2W rounds, so
+        # the slices of a stage spread evenly over the workers while each engine stays busy
+        self.slice_items = 2 * max(1, settings.concurrency)
         # a local model is loaded by each worker: one at a time
         self.max_workers = 1 if settings.backend == "transformers" else max(1, settings.concurrency)
         self._out = out  # the driver's Collector (never pickled: names with "_" stay behind)
@@ -71,6 +71,8 @@ class LLMMapStep(MapStep):
         """The step as each of `workers` workers runs it: its share of the limits, and on Ray (`remote`)
         the driver's cache served by an actor, since a worker may not see the driver's disk."""
         server = None
+        if self.settings.backend == "openai" and not remote:
+            import openai  # noqa: F401  (once here, not once per forked worker: ~1 s each on a busy machine)
         if remote:
             from medmill.builders.llm.cache import start_cache_server
 

@@ -80,7 +80,7 @@ def test_the_step_pickles_settings_never_the_key_and_takes_its_share(tmp_path, m
     again = pickle.loads(blob)
     assert again.workers == 2 and again.cache_path == tmp_path / "llm_cache.sqlite"
     assert not hasattr(again, "_out")  # the driver's collector stays in the driver
-    assert (step.max_workers, step.slice_items) == (5, 20)
+    assert (step.max_workers, step.slice_items) == (5, 10)
 
 
 def test_usage_of_two_workers_adds_up_to_one_workers():
