@@ -161,9 +161,14 @@ class RayExecutor(_ParallelMapExecutor):
         ds = ray.data.from_items([{"slice": pickle.dumps(s, protocol=5)} for s in slices], override_num_blocks=len(slices))
         ds = ds.map_batches(_RayMap, fn_constructor_args=(steps,), batch_size=1, concurrency=self.workers, num_cpus=1,
                             batch_format="numpy")
-        for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=self.workers):
-            for blob in batch["result"]:
-                yield pickle.loads(blob)
+        try:
+            for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=self.workers):
+                for blob in batch["result"]:
+                    yield pickle.loads(blob)
+        except Exception as e:  # a worker's fatal LLM error (bad key, unknown model): its one line
+            from medmill.builders.streaming.ray_executor import user_error
+
+            raise user_error(e) from None
 
 
 def build_executor(executor: str, workers: int, address: str = "") -> LocalExecutor | None:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,29 @@ def connect(address: str, workers: int) -> None:
             ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise MedmillError(f"cannot start or join the Ray cluster {address or '(local)'}: {str(e).splitlines()[0]}") from None
+
+
+def user_error(error: BaseException) -> BaseException:
+    """The MedmillError a Ray task raised (a worker's fatal LLM error: bad key, unknown model), found
+    inside Ray's wrappers, so the command shows its one line instead of Ray's traceback; else `error`."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, MedmillError):
+            return MedmillError(str(e))
+        # Ray sends the worker's traceback as text (its exception object does not survive the trip)
+        found = _MEDMILL_ERROR.search(f"{getattr(e, 'traceback_str', '')}\n{e}")
+        if found:
+            return MedmillError(found.group(1).strip())
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return error
+
+
+_MEDMILL_ERROR = re.compile(r"medmill\.schemas\.errors\.MedmillError: ([^\n]+)")
 
 
 def ray_mapper(dirs: list[Path], batch_rows: int, workers: int):

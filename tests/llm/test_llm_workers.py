@@ -245,3 +245,21 @@ def test_prefs_judge_with_pairwise_check_on_two_workers_equals_one_process(tmp_p
     reasons = {json.loads(line)["reason"] for line in (tmp_path / "two" / "rejects.jsonl").read_text().splitlines()}
     assert {"tie", "missing_score", "position_inconsistent"} <= reasons
     assert digests["two"] == digests["one"]
+
+
+def test_a_workers_fatal_llm_error_reaches_the_command_as_its_one_line():
+    from medmill.builders.streaming.ray_executor import user_error
+    from medmill.schemas.errors import MedmillError
+
+    class RayLikeError(Exception):  # Ray sends a worker's traceback as text, not the exception object
+        traceback_str = ('Traceback (most recent call last):\n  File "engine.py", line 180\n'
+                         "medmill.schemas.errors.MedmillError: host (model m) rejected the API key (401): check X\n")
+
+    found = user_error(RayLikeError("UDF failed to process a data block."))
+    assert isinstance(found, MedmillError) and str(found) == "host (model m) rejected the API key (401): check X"
+    try:
+        raise RuntimeError("wrapper") from MedmillError("the line")
+    except RuntimeError as e:
+        assert str(user_error(e)) == "the line"
+    other = ValueError("not ours")
+    assert user_error(other) is other
