@@ -52,7 +52,8 @@ class LLMMapStep(MapStep):
         self.prompts = list(prompts)
         self.work = work
         self.settings = settings
-        self.cache_path = cache_path(settings, out_dir)
+        # absolute: a Ray worker or the cache actor runs in a directory of its own
+        self.cache_path = cache_path(settings, out_dir).absolute()
         self.label = label
         self.workers = workers
         self.cache_server = cache_server
