@@ -4,14 +4,11 @@ Also the judged-pair helpers the reference strategy shares (optional side-by-sid
 
 from __future__ import annotations
 
-from typing import Any
-
 from medmill.builders.core.builder import BuildContext
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.steps import Step
 from medmill.builders.llm.prompts import load_prompt
 from medmill.builders.prefs.config import PrefsConfig
-from medmill.builders.prefs.judging import PairChoice, Scored
 from medmill.builders.prefs.steps import (
     CandidateWork,
     JudgedPairs,
@@ -51,19 +48,3 @@ def judged_steps(cfg: PrefsConfig, ctx: BuildContext, out: Collector) -> list[St
     work = PairwiseWork(llm_steps.model_label(cfg.judge))
     return [ctx.llm_step("pairwise", work, cfg.judge, out, label="judge_pairwise",
                          prompts=[load_prompt("prefs_compare").ref], optional=True)]
-
-
-def judged_meta(strategy: str, choice: PairChoice, judge_name: str, min_margin: float) -> dict[str, Any]:
-    def side(s: Scored) -> dict[str, Any]:
-        return {"model": s.candidate.model, "sample": s.candidate.sample, "score": s.overall,
-                "rubric": s.scores.model_dump() if s.scores else None}
-
-    return {
-        "strategy": strategy,
-        "judge": judge_name,
-        "models": sorted({choice.chosen.candidate.model, choice.rejected.candidate.model}),
-        "chosen_model": choice.chosen.candidate.model,
-        "rejected_model": choice.rejected.candidate.model,
-        "scores": {"chosen": side(choice.chosen), "rejected": side(choice.rejected), "margin": choice.margin},
-        "min_margin": min_margin,
-    }

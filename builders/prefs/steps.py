@@ -22,6 +22,7 @@ from medmill.builders.prefs.judging import (
     Candidate,
     NoPair,
     PairChoice,
+    Scored,
     both_orders_agree,
     confirm_reference,
     select_pair,
@@ -124,8 +125,6 @@ class JudgeWork:
     judge: str
 
     def __call__(self, pools: list[Pool], engine: Runner, out: Collector) -> None:
-        from medmill.builders.prefs.judge import judged_meta
-
         jobs = [(p.item, c) for p in pools for c in p.candidates]
         scored = llm_steps.judge(engine, jobs, load_prompt("prefs_judge"), self.judge)
         cursor = 0
@@ -192,8 +191,6 @@ class ConfirmWork:
     judge: str
 
     def __call__(self, pools: list[Pool], engine: Runner, out: Collector) -> None:
-        from medmill.builders.prefs.judge import judged_meta
-
         jobs = [(p.item, c) for p in pools for c in p.candidates]
         scored = llm_steps.judge(engine, jobs, load_prompt("prefs_judge"), self.judge)
         for n, pool in enumerate(pools):
@@ -235,3 +232,19 @@ class JudgedPairs(MapStep):
 
 def _add_judged(out: Collector, j: Judged, meta: dict[str, Any]) -> None:
     add_pair(out, j.item, j.choice.chosen.candidate.text, j.choice.rejected.candidate.text, meta, "judge")
+
+
+def judged_meta(strategy: str, choice: PairChoice, judge_name: str, min_margin: float) -> dict[str, Any]:
+    def side(s: Scored) -> dict[str, Any]:
+        return {"model": s.candidate.model, "sample": s.candidate.sample, "score": s.overall,
+                "rubric": s.scores.model_dump() if s.scores else None}
+
+    return {
+        "strategy": strategy,
+        "judge": judge_name,
+        "models": sorted({choice.chosen.candidate.model, choice.rejected.candidate.model}),
+        "chosen_model": choice.chosen.candidate.model,
+        "rejected_model": choice.rejected.candidate.model,
+        "scores": {"chosen": side(choice.chosen), "rejected": side(choice.rejected), "margin": choice.margin},
+        "min_margin": min_margin,
+    }
