@@ -396,6 +396,73 @@ class _FlatSets:
         return out
 
 
+_BLOCK_JOB: tuple[BucketTable, Sketches, int, float] | None = None  # set before the pool forks
+
+
+def _block_job(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """P of rows lo..hi-1 (mates, ends, complete) and the pairs whose bound reaches the threshold."""
+    assert _BLOCK_JOB is not None
+    table, sk, depth, threshold = _BLOCK_JOB
+    lo, hi = span
+    m, e, c = table.block_pairs(lo, hi, depth)
+    rows = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(np.r_[0, e]))
+    ok = np.flatnonzero(bound_pass(sk, rows, m, threshold))
+    return m, e, c, ok, rows[ok]
+
+
+def _map_blocks(table: BucketTable, sk: Sketches, depth: int, config: DedupConfig):
+    """`_block_job` over every block of input rows, in order; on `config.workers` forked processes when
+    the table is large (each block is independent: the result does not depend on the split)."""
+    global _BLOCK_JOB
+    spans = table.blocks(table.n_ref_rows, depth)
+    workers = min(config.workers or len(os.sched_getaffinity(0)), len(spans))
+    _BLOCK_JOB = (table, sk, depth, config.threshold)
+    try:
+        if workers <= 1 or table.size < PARALLEL_MIN_DOCS or _in_ray_driver():
+            yield from map(_block_job, spans)
+            return
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            yield from pool.map(_block_job, spans)
+    finally:
+        _BLOCK_JOB = None
+
+
+_GUARD_JOB: FactGuard | None = None
+GUARD_CHUNK = 2_000  # text pairs per fact-guard job
+
+
+def _guard_job(pairs: list[tuple[str, str]]) -> list[str | None]:
+    assert _GUARD_JOB is not None
+    return [_GUARD_JOB.difference(a, b) for a, b in pairs]
+
+
+def _map_guard(guard: FactGuard, pairs: list[tuple[str, str]], config: DedupConfig) -> list[str | None]:
+    """`guard.difference(kept, other)` of every pair, in order, on `config.workers` forked processes."""
+    global _GUARD_JOB
+    chunks = [pairs[c : c + GUARD_CHUNK] for c in range(0, len(pairs), GUARD_CHUNK)]
+    workers = min(config.workers or len(os.sched_getaffinity(0)), len(chunks))
+    _GUARD_JOB = guard
+    try:
+        if workers <= 1 or _in_ray_driver():
+            return [why for c in chunks for why in _guard_job(c)]
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            return [why for part in pool.map(_guard_job, chunks) for why in part]
+    finally:
+        _GUARD_JOB = None
+
+
+def _in_ray_driver() -> bool:
+    """Forking a Ray driver is unsafe (its gRPC threads): there the blocks run in the driver."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
+
+
 PAIR_JACCARD_CHUNK = 20_000  # pairs compared shingle by shingle per numpy step
 
 
@@ -421,15 +488,12 @@ class _Resolver:
 
     def _pairs(self) -> None:
         """P (`mates` split by `ends`), `complete`, and the pairs at or above the threshold."""
-        table, depth, r0 = self.table, self.k + SLACK, self.r0
+        table, depth = self.table, self.k + SLACK
         mates, ends, complete, maybe_at, maybe_row = [], [], [], [], []
         base = 0
-        for lo, hi in table.blocks(r0, depth):
-            m, e, c = table.block_pairs(lo, hi, depth)
-            rows = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(np.r_[0, e]))
-            ok = np.flatnonzero(bound_pass(self.sk, rows, m, self.config.threshold))
+        for m, e, c, ok, ok_rows in _map_blocks(table, self.sk, depth, self.config):
             maybe_at.append(base + ok)
-            maybe_row.append(rows[ok])
+            maybe_row.append(ok_rows)
             mates.append(m)
             ends.append(base + e)
             complete.append(c)
@@ -448,6 +512,13 @@ class _Resolver:
         above_rows = sorted_unique(np.concatenate([a[above], b[above]]))
         self.texts.keep(above_rows, [got[i] for i in np.searchsorted(need, above_rows).tolist()])
         self.stats_pairs = {"pairs": len(self.mates), "bound_passed": len(at), "above": int(above.sum())}
+        # the fact guard of every pair at or above the threshold, on every core (most open rows need
+        # exactly the one); a pair `_decide_row` meets past P_i is checked there
+        self.above_why: dict[tuple[int, int], str | None] = {}
+        if self.guard is not None and len(self.above_at):
+            pairs = list(zip(b[above].tolist(), a[above].tolist(), strict=True))
+            texts = [(self.texts.text(j), self.texts.text(i)) for j, i in pairs]
+            self.above_why = dict(zip(pairs, _map_guard(self.guard, texts, self.config), strict=True))
 
     def run(self) -> _Resolved:
         self._pairs()
@@ -503,7 +574,12 @@ class _Resolver:
             above = sorted((-s, j) for s, j in zip(sims.tolist(), s_rows.tolist(), strict=True) if s >= self.config.threshold)
         me = self.texts.glob(np.array([row]))[0] - self.texts.n_ref
         for neg_sim, j in above:
-            why = self.guard.difference(self.texts.text(j), self.texts.text(row)) if self.guard is not None else None
+            if self.guard is None:
+                why = None
+            elif (j, row) in self.above_why:
+                why = self.above_why[(j, row)]
+            else:
+                why = self.guard.difference(self.texts.text(j), self.texts.text(row))
             if why is None:
                 self.kept[row], self.dup_row[row], self.dup_sim[row] = False, j, -neg_sim
                 return
