@@ -572,7 +572,6 @@ class _Resolver:
             self.texts.keep(np.sort(need), got)
             sims = _flat_sets(got, self.params).jaccard(np.full(len(s_rows), order[-1]), order[:-1])
             above = sorted((-s, j) for s, j in zip(sims.tolist(), s_rows.tolist(), strict=True) if s >= self.config.threshold)
-        me = self.texts.glob(np.array([row]))[0] - self.texts.n_ref
         for neg_sim, j in above:
             if self.guard is None:
                 why = None
@@ -583,5 +582,5 @@ class _Resolver:
             if why is None:
                 self.kept[row], self.dup_row[row], self.dup_sim[row] = False, j, -neg_sim
                 return
-            kept_at = int(self.texts.glob(np.array([j]))[0])
-            self.guarded.append((row, {"kept": kept_at, "other": int(me), "similarity": round(-neg_sim, 4), "difference": why}))
+            kept_at, me = self.texts.glob(np.array([j, row])).tolist()
+            self.guarded.append((row, {"kept": kept_at, "other": me - self.texts.n_ref, "similarity": round(-neg_sim, 4), "difference": why}))

@@ -72,6 +72,13 @@ def sketches(hashes: np.ndarray, offsets: np.ndarray) -> Sketches:
 _POP8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """(k,) uint64 -> (k,) int32 set bits."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return np.bitwise_count(x).astype(np.int32)
+    return _POP8[x.view(np.uint8)].reshape(len(x), 8).sum(axis=1, dtype=np.int32)
+
+
 def _popcount_rows(x: np.ndarray) -> np.ndarray:
     """(k, words) uint64 -> (k,) int64 set bits per row."""
     if hasattr(np, "bitwise_count"):  # numpy >= 2
@@ -83,14 +90,17 @@ def bound_pass(sk: Sketches, a: np.ndarray, b: np.ndarray, threshold: float) -> 
     """(pairs,) bool: the pair's Jaccard may reach `threshold` (False is certain: it does not). The
     float bound is at least the float Jaccard, as x / (s - x) rises with x and rounding keeps order."""
     out = np.empty(len(a), dtype=bool)
-    ones = _popcount_rows(sk.bits)
-    excess = sk.sizes.astype(np.int64) - ones
+    sizes = sk.sizes.astype(np.int32)
+    excess = sizes - _popcount_rows(sk.bits).astype(np.int32)
+    words = [np.ascontiguousarray(sk.bits[:, w]) for w in range(sk.bits.shape[1])]  # 1-D gathers are faster
     for c in range(0, len(a), BOUND_CHUNK):
         x, y = a[c : c + BOUND_CHUNK], b[c : c + BOUND_CHUNK]
-        sx, sy = sk.sizes[x].astype(np.int64), sk.sizes[y].astype(np.int64)
-        shared = _popcount_rows(sk.bits[x] & sk.bits[y]) + np.minimum(excess[x], excess[y])
+        shared = np.minimum(excess[x], excess[y])
+        for w in words:
+            shared += _popcount(w[x] & w[y])
+        sx, sy = sizes[x], sizes[y]
         shared = np.minimum(shared, np.minimum(sx, sy))
-        out[c : c + BOUND_CHUNK] = shared / (sx + sy - shared) >= threshold
+        out[c : c + BOUND_CHUNK] = shared / (sx + sy - shared).astype(np.float64) >= threshold
     return out
 
 
@@ -116,7 +126,7 @@ class BucketTable:
             col = new_column(b)
             if n_ref:
                 col = np.concatenate([ref_keys[:, b], col])
-            order = np.argsort(col, kind="stable")
+            order = np.argsort(col)  # not stable: rows are put in order inside each bucket below
             sk = col[order]
             del col
             first = np.r_[True, sk[1:] != sk[:-1]] if len(sk) else np.zeros(0, bool)
@@ -124,13 +134,16 @@ class BucketTable:
             gid = np.cumsum(first) - 1
             starts = np.flatnonzero(first)
             size = np.diff(np.append(starts, len(order)))
+            crowded = size[gid] >= 2
+            if crowded.any():  # rows ascending inside a bucket (a stable sort of the whole band is slower)
+                inside = np.flatnonzero(crowded)
+                order[inside] = order[inside][np.argsort(gid[inside].astype(np.int64) * len(order) + order[inside])]
             is_ref = order < n_ref
             refs_in = np.add.reduceat(is_ref.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
             news_in = size - refs_in
             new_shared = ~is_ref & ((news_in[gid] >= 2) | (refs_in[gid] >= 1))
             shared[order[new_shared] - n_ref] = True
             touched[order[is_ref & (news_in[gid] >= 1)]] = True
-            crowded = size[gid] >= 2
             groups.append((order[crowded].astype(np.int32), gid[crowded].astype(np.int32)))
         self.ref_rows = np.flatnonzero(touched)
         self.new_rows = np.flatnonzero(shared)
