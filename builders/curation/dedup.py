@@ -39,6 +39,7 @@ from medmill.builders.curation.dedup_pairs import (
     BucketTable,
     Sketches,
     bound_pass,
+    fork_map,
     sketches,
     sorted_unique,
 )
@@ -276,7 +277,7 @@ def decide(
     # inputs sharing a bucket with another input or with the index; index texts sharing one with an input
     todo = np.flatnonzero(~exact & (units > 0))
     ref_keys = mh.band_keys(reference.sigs, bands, rows) if reference is not None and n_ref else np.zeros((0, bands), np.uint64)
-    table = BucketTable(ref_keys, lambda b: band_keys[todo, b], len(todo), bands)
+    table = BucketTable(ref_keys, lambda b: band_keys[todo, b], len(todo), bands, _workers(config, len(todo)))
     cand = todo[table.new_rows]
     stats: dict[str, Any] = {
         "shingle": params.shingle,
@@ -396,71 +397,33 @@ class _FlatSets:
         return out
 
 
-_BLOCK_JOB: tuple[BucketTable, Sketches, int, float] | None = None  # set before the pool forks
-
-
-def _block_job(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """P of rows lo..hi-1 (mates, ends, complete) and the pairs whose bound reaches the threshold."""
-    assert _BLOCK_JOB is not None
-    table, sk, depth, threshold = _BLOCK_JOB
-    lo, hi = span
-    m, e, c = table.block_pairs(lo, hi, depth)
-    rows = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(np.r_[0, e]))
-    ok = np.flatnonzero(bound_pass(sk, rows, m, threshold))
-    return m, e, c, ok, rows[ok]
-
-
-def _map_blocks(table: BucketTable, sk: Sketches, depth: int, config: DedupConfig):
-    """`_block_job` over every block of input rows, in order; on `config.workers` forked processes when
-    the table is large (each block is independent: the result does not depend on the split)."""
-    global _BLOCK_JOB
-    spans = table.blocks(table.n_ref_rows, depth)
-    workers = min(config.workers or len(os.sched_getaffinity(0)), len(spans))
-    _BLOCK_JOB = (table, sk, depth, config.threshold)
-    try:
-        if workers <= 1 or table.size < PARALLEL_MIN_DOCS or _in_ray_driver():
-            yield from map(_block_job, spans)
-            return
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-            yield from pool.map(_block_job, spans)
-    finally:
-        _BLOCK_JOB = None
-
-
-_GUARD_JOB: FactGuard | None = None
 GUARD_CHUNK = 2_000  # text pairs per fact-guard job
 
 
-def _guard_job(pairs: list[tuple[str, str]]) -> list[str | None]:
-    assert _GUARD_JOB is not None
-    return [_GUARD_JOB.difference(a, b) for a, b in pairs]
+def _workers(config: DedupConfig, size: int) -> int:
+    """Processes for the decision's parallel parts: none for small inputs (forking costs more)."""
+    return 1 if size < PARALLEL_MIN_DOCS else (config.workers or len(os.sched_getaffinity(0)))
+
+
+def _map_blocks(table: BucketTable, sk: Sketches, depth: int, config: DedupConfig) -> list:
+    """P of every block of input rows (mates, ends, complete) and the pairs of each whose bound reaches
+    the threshold, in order; blocks are independent, so the result does not depend on the split."""
+
+    def block(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        lo, hi = span
+        m, e, c = table.block_pairs(lo, hi, depth)
+        rows = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(np.r_[0, e]))
+        ok = np.flatnonzero(bound_pass(sk, rows, m, config.threshold))
+        return m, e, c, ok, rows[ok]
+
+    return fork_map(block, table.blocks(table.n_ref_rows, depth), _workers(config, table.size))
 
 
 def _map_guard(guard: FactGuard, pairs: list[tuple[str, str]], config: DedupConfig) -> list[str | None]:
-    """`guard.difference(kept, other)` of every pair, in order, on `config.workers` forked processes."""
-    global _GUARD_JOB
+    """`guard.difference(kept, other)` of every pair, in order."""
     chunks = [pairs[c : c + GUARD_CHUNK] for c in range(0, len(pairs), GUARD_CHUNK)]
-    workers = min(config.workers or len(os.sched_getaffinity(0)), len(chunks))
-    _GUARD_JOB = guard
-    try:
-        if workers <= 1 or _in_ray_driver():
-            return [why for c in chunks for why in _guard_job(c)]
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-            return [why for part in pool.map(_guard_job, chunks) for why in part]
-    finally:
-        _GUARD_JOB = None
-
-
-def _in_ray_driver() -> bool:
-    """Forking a Ray driver is unsafe (its gRPC threads): there the blocks run in the driver."""
-    import sys
-
-    ray = sys.modules.get("ray")
-    return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
+    parts = fork_map(lambda chunk: [guard.difference(a, b) for a, b in chunk], chunks, _workers(config, PARALLEL_MIN_DOCS))
+    return [why for part in parts for why in part]
 
 
 PAIR_JACCARD_CHUNK = 20_000  # pairs compared shingle by shingle per numpy step

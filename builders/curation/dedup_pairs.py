@@ -104,6 +104,40 @@ def bound_pass(sk: Sketches, a: np.ndarray, b: np.ndarray, threshold: float) -> 
     return out
 
 
+_JOB = None  # the function fork_map runs, set before the pool forks (closures need no pickling)
+
+
+def _call_job(item):
+    assert _JOB is not None
+    return _JOB(item)
+
+
+def fork_map(fn, items, workers: int) -> list:
+    """`[fn(x) for x in items]`, on `workers` forked processes when there are several items. In a Ray
+    driver it runs in the driver: forking a process with Ray's gRPC threads is unsafe."""
+    global _JOB
+    items = list(items)
+    workers = min(workers, len(items))
+    if workers <= 1 or in_ray_driver():
+        return [fn(x) for x in items]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    _JOB = fn
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            return list(pool.map(_call_job, items))
+    finally:
+        _JOB = None
+
+
+def in_ray_driver() -> bool:
+    import sys
+
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
+
+
 @dataclass
 class _Band:
     rows: np.ndarray  # int32 rows in a shared bucket of this band, ascending
@@ -117,12 +151,13 @@ class BucketTable:
     an input; `new_rows`: inputs sharing one with another input or an index text), and per band the
     buckets two or more of them share. One stable sort per band; only shared buckets are kept."""
 
-    def __init__(self, ref_keys: np.ndarray, new_column, n_new: int, bands: int) -> None:
+    def __init__(self, ref_keys: np.ndarray, new_column, n_new: int, bands: int, workers: int = 1) -> None:
         n_ref = len(ref_keys)
         shared = np.zeros(n_new, dtype=bool)
         touched = np.zeros(n_ref, dtype=bool)
         groups: list[tuple[np.ndarray, np.ndarray]] = []  # per band: positions (refs, then inputs), bucket numbers
-        for b in range(bands):
+
+        def band(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             col = new_column(b)
             if n_ref:
                 col = np.concatenate([ref_keys[:, b], col])
@@ -142,9 +177,13 @@ class BucketTable:
             refs_in = np.add.reduceat(is_ref.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
             news_in = size - refs_in
             new_shared = ~is_ref & ((news_in[gid] >= 2) | (refs_in[gid] >= 1))
-            shared[order[new_shared] - n_ref] = True
-            touched[order[is_ref & (news_in[gid] >= 1)]] = True
-            groups.append((order[crowded].astype(np.int32), gid[crowded].astype(np.int32)))
+            return (order[new_shared] - n_ref, order[is_ref & (news_in[gid] >= 1)],
+                    order[crowded].astype(np.int32), gid[crowded].astype(np.int32))
+
+        for new_shared, ref_touched, pos, gid in fork_map(band, range(bands), workers):
+            shared[new_shared] = True
+            touched[ref_touched] = True
+            groups.append((pos, gid))
         self.ref_rows = np.flatnonzero(touched)
         self.new_rows = np.flatnonzero(shared)
         self.n_ref_rows = len(self.ref_rows)
@@ -212,8 +251,9 @@ class BucketTable:
                 parts.append(band.members[band.start[at] : band.start[at] + band.rank[at]])
         return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int32)
 
-    def blocks(self, lo: int, depth: int, budget: int = PAIR_BLOCK) -> list[tuple[int, int]]:
-        """Row ranges from `lo` to the end, each generating about `budget` pairs at most."""
+    def blocks(self, lo: int, depth: int, budget: int | None = None) -> list[tuple[int, int]]:
+        """Row ranges from `lo` to the end, each generating about `budget` (PAIR_BLOCK) pairs at most."""
+        budget = budget or PAIR_BLOCK
         cost = np.zeros(self.size + 1, dtype=np.int64)
         for band in self.bands:
             cost[1:] += np.bincount(band.rows, weights=np.minimum(band.rank, depth), minlength=self.size).astype(np.int64)
