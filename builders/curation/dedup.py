@@ -18,7 +18,8 @@ How a duplicate is decided (deterministic, documented in the README of `medmill 
    text (earliest on ties). Otherwise it is kept. A removed text never makes another one a duplicate,
    so there are no chains: every removal is within the threshold of the text it names.
 
-Only texts that share a bucket with another text enter the Python loop; the rest are kept by numpy.
+Only texts that share a bucket with another text are candidates; pairs are listed, bounded and compared in
+numpy blocks (`dedup_pairs.py`), and only texts with a pair at or above the threshold are decided one by one.
 """
 
 from __future__ import annotations

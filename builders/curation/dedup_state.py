@@ -2,11 +2,13 @@
 back on demand. The decision itself is `dedup.decide`, the one `dedup.find_duplicates` runs in memory;
 here it runs without holding texts or record objects.
 
-Memory, per record of the input: exact key (8 B) + letter count (4 B) + one 64-bit key per LSH band
-(8 B x 17 bands at the defaults) = 148 B while the stream is read, plus 17 B per record (dup_of,
-similarity, exact flag) during the decision. Only LSH candidates (records sharing a band bucket with
-another one; about a quarter of the records in bench/scale.py's corpus) cost more: their compared text
-(UTF-8) and shingle set (4 B per shingle) are read back from the spill, plus a bucket id per band.
+Memory, per record of the input, while the stream is read: exact key (8 B) + letter count (4 B) + one
+64-bit key per LSH band (8 B x 32 bands at the defaults) + shingle-set sketch (4 B size + 32 B bits)
+= 304 B; during the decision 17 B per record more (dup_of, similarity, exact flag) and, per LSH
+candidate (records sharing a band bucket with another one), P_i: up to max_compare + 32 row numbers
+(4 B each, 384 B at the defaults) plus 16 B per band bucket it shares (`dedup_pairs.BucketTable`).
+Texts are read back from the spill only for the pairs whose sketch bound reaches the threshold
+(`dedup_pairs.bound_pass`) and for the rows the fact guard compares.
 Signatures (4 B x num_perm per record) are kept only when a persisted index needs them, and then on
 disk (`sig_file`), not in memory.
 """
@@ -22,7 +24,7 @@ from medmill.builders.curation import minhash as mh
 from medmill.builders.curation.dedup import DedupConfig, exact_keys, exact_keys_of_units
 from medmill.builders.curation.dedup_pairs import Sketches, sketches
 
-STATE_BYTES_PER_RECORD = "8 B exact key + 4 B letter count + 8 B per LSH band (148 B at 17 bands)"
+STATE_BYTES_PER_RECORD = "8 B exact key + 4 B letter count + 8 B per LSH band + 36 B set sketch (304 B at 32 bands)"
 
 
 @dataclass
