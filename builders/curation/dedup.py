@@ -36,10 +36,12 @@ import pyarrow as pa
 
 from medmill.builders.curation import minhash as mh
 from medmill.builders.curation.dedup_pairs import (
+    BOUND_CHUNK,
     SLACK,
     BucketTable,
     Sketches,
     bound_pass,
+    fork_imap,
     fork_map,
     sketches,
     sorted_unique,
@@ -417,7 +419,7 @@ def _map_blocks(table: BucketTable, sk: Sketches, depth: int, config: DedupConfi
         ok = np.flatnonzero(bound_pass(sk, rows, m, config.threshold))
         return m, e, c, ok, rows[ok]
 
-    return fork_map(block, table.blocks(table.n_ref_rows, depth), _workers(config, table.size))
+    return fork_imap(block, table.blocks(table.n_ref_rows, depth), _workers(config, table.size))
 
 
 def _map_guard(guard: FactGuard, pairs: list[tuple[str, str]], config: DedupConfig) -> list[str | None]:
@@ -453,16 +455,17 @@ class _Resolver:
     def _pairs(self) -> None:
         """P (`mates` split by `ends`), `complete`, and the pairs at or above the threshold."""
         table, depth = self.table, self.k + SLACK
-        mates, ends, complete, maybe_at, maybe_row = [], [], [], [], []
+        ends, complete, maybe_at, maybe_row = [], [], [], []
+        mates = np.empty(table.capacity(table.n_ref_rows, depth), dtype=np.int32)  # filled block by block: no second copy
         base = 0
         for m, e, c, ok, ok_rows in _map_blocks(table, self.sk, depth, self.config):
             maybe_at.append(base + ok)
             maybe_row.append(ok_rows)
-            mates.append(m)
+            mates[base : base + len(m)] = m
             ends.append(base + e)
             complete.append(c)
             base += len(m)
-        self.mates = np.concatenate(mates) if mates else np.zeros(0, np.int32)
+        self.mates = mates[:base]
         self.starts = np.concatenate([[0], *ends]).astype(np.int64) if ends else np.zeros(1, np.int64)
         self.complete = np.concatenate(complete) if complete else np.zeros(0, bool)
         at = np.concatenate(maybe_at) if maybe_at else np.zeros(0, np.int64)
@@ -500,8 +503,7 @@ class _Resolver:
         while True:
             for row in np.flatnonzero(is_open[start:]).tolist():
                 self._decide_row(start + row)
-            removed = np.concatenate([[0], np.cumsum(~self.kept[self.mates])])
-            kept_in_p = count - (removed[self.starts[1:]] - removed[self.starts[:-1]])
+            kept_in_p = count - self._removed_in_p()
             late = np.flatnonzero(~self.complete & (kept_in_p < k) & ~is_open[r0:]) + r0
             if not len(late):
                 break
@@ -514,6 +516,20 @@ class _Resolver:
         closed = ~is_open[r0:]
         compared = int(np.where(self.complete, np.minimum(kept_in_p, k), k)[closed].sum()) + sum(self.n_compared.values())
         return _Resolved(self.dup_row, self.dup_sim, compared, [g for _, g in self.guarded])
+
+    def _removed_in_p(self) -> np.ndarray:
+        """Per input row: how many rows of P_i are removed (few are: no pass over P of 8 B per pair)."""
+        gone = np.flatnonzero(~self.kept)
+        n = len(self.starts) - 1
+        if not len(gone):
+            return np.zeros(n, dtype=np.int64)
+        where = np.zeros(0, np.int64)
+        parts = []
+        for c in range(0, len(self.mates), BOUND_CHUNK):  # np.isin over all of P at once would copy it
+            hit = np.flatnonzero(np.isin(self.mates[c : c + BOUND_CHUNK], gone))
+            parts.append(c + hit)
+        where = np.concatenate(parts) if parts else where
+        return np.bincount(np.searchsorted(self.starts, where, side="right") - 1, minlength=n)
 
     def _decide_row(self, row: int) -> None:
         lo, hi = int(self.starts[row - self.r0]), int(self.starts[row - self.r0 + 1])

@@ -113,20 +113,34 @@ def _call_job(item):
 
 
 def fork_map(fn, items, workers: int) -> list:
-    """`[fn(x) for x in items]`, on `workers` forked processes when there are several items. In a Ray
-    driver it runs in the driver: forking a process with Ray's gRPC threads is unsafe."""
+    """`[fn(x) for x in items]`, on `workers` forked processes when there are several items."""
+    return list(fork_imap(fn, items, workers))
+
+
+def fork_imap(fn, items, workers: int):
+    """`fn(x) for x in items`, in order, on `workers` forked processes when there are several items (at
+    most 2 x workers results wait in the parent). In a Ray driver it runs in the driver: forking a
+    process with Ray's gRPC threads is unsafe."""
     global _JOB
     items = list(items)
     workers = min(workers, len(items))
     if workers <= 1 or in_ray_driver():
-        return [fn(x) for x in items]
+        yield from map(fn, items)
+        return
     import multiprocessing as mp
+    from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
     _JOB = fn
     try:
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-            return list(pool.map(_call_job, items))
+            pending: deque = deque()
+            for x in items:
+                pending.append(pool.submit(_call_job, x))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
     finally:
         _JOB = None
 
@@ -207,6 +221,17 @@ class BucketTable:
             by_row = np.argsort(rows, kind="stable")
             self.bands.append(_Band(rows[by_row], start[by_row], rank[by_row], rows))
 
+    def _cost(self, depth: int) -> np.ndarray:
+        """(rows,) int64: pairs `block_pairs` generates for each row."""
+        cost = np.zeros(self.size, dtype=np.int64)
+        for band in self.bands:
+            cost += np.bincount(band.rows, weights=np.minimum(band.rank, depth), minlength=self.size).astype(np.int64)
+        return cost
+
+    def capacity(self, lo: int, depth: int) -> int:
+        """At least the length of P for rows lo..: each P_i is at most `depth` and at most its cost."""
+        return int(np.minimum(self._cost(depth)[lo:], depth).sum())
+
     def entries(self) -> int:
         return sum(len(b.rows) for b in self.bands)
 
@@ -254,10 +279,7 @@ class BucketTable:
     def blocks(self, lo: int, depth: int, budget: int | None = None) -> list[tuple[int, int]]:
         """Row ranges from `lo` to the end, each generating about `budget` (PAIR_BLOCK) pairs at most."""
         budget = budget or PAIR_BLOCK
-        cost = np.zeros(self.size + 1, dtype=np.int64)
-        for band in self.bands:
-            cost[1:] += np.bincount(band.rows, weights=np.minimum(band.rank, depth), minlength=self.size).astype(np.int64)
-        total = np.cumsum(cost)
+        total = np.cumsum(np.r_[0, self._cost(depth)])
         out, at = [], lo
         while at < self.size:
             end = int(np.searchsorted(total, total[at] + budget, side="right")) - 1
