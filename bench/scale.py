@@ -224,8 +224,10 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     stop.set()
     sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"wall": wall, "maxrss_mb": usage.ru_maxrss / 1024, "tree_pss_mb": peak["pss"] / 1024,
-            "rc": proc.returncode, "output": out.decode(errors="replace")}
+    # CPU seconds of the child and every process it waited for (its --workers pools): unlike wall time,
+    # a figure other load on a shared machine barely moves
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_mb": usage.ru_maxrss / 1024,
+            "tree_pss_mb": peak["pss"] / 1024, "rc": proc.returncode, "output": out.decode(errors="replace")}
 
 
 def stage_rates(out_dir: Path, n_in: int) -> str:
@@ -277,8 +279,8 @@ def main() -> None:
         for command in args.commands.split(","):
             runs: list[tuple[str, list[str]]] = []
             if not args.no_baseline and n <= args.baseline_max:
-                if args.baseline_python:
-                    runs.append(("in-memory (baseline)", [args.baseline_python, "-m", "medmill.cli"]))
+                if args.baseline_python:  # another checkout's default path, with the same --workers
+                    runs.append(("baseline", [args.baseline_python, "-m", "medmill.cli", "--", "--workers", str(args.workers)]))
                 else:
                     runs.append(("in-memory", [sys.executable, "-m", "medmill.cli", "--", "--executor", "memory"]))
             for ex in args.executors.split(","):
@@ -292,19 +294,21 @@ def main() -> None:
                 if r["rc"] != 0:
                     print(f"  {label} {command} failed (exit {r['rc']}):\n{r['output'][-2000:]}")
                     continue
-                rows.append((n, command, label, r["wall"], n / r["wall"], r["maxrss_mb"], r["tree_pss_mb"], stage_rates(out, n)))
-                print(f"  {command:6} {label:18} {r['wall']:7.1f} s {n / r['wall']:9,.0f} rec/s  maxrss {r['maxrss_mb']:7,.0f} MB"
-                      f"  tree PSS {r['tree_pss_mb']:7,.0f} MB  [{rows[-1][-1]}]", flush=True)
+                rows.append((n, command, label, r["wall"], n / r["wall"], r["cpu"], r["maxrss_mb"], r["tree_pss_mb"], stage_rates(out, n)))
+                print(f"  {command:6} {label:18} {r['wall']:7.1f} s {n / r['wall']:9,.0f} rec/s  cpu {r['cpu']:7.1f} s"
+                      f"  maxrss {r['maxrss_mb']:7,.0f} MB  tree PSS {r['tree_pss_mb']:7,.0f} MB  [{rows[-1][-1]}]", flush=True)
     load = os.getloadavg()
     print(f"\nload average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print("| records | command | path | wall s | records/s | peak RSS MB (largest process) | peak PSS MB (process tree) | records/s per stage |")
-    print("|---|---|---|---|---|---|---|---|")
-    for n, command, label, wall, rate, rss, pss, stages in rows:
-        print(f"| {n:,} | {command} | {label} | {wall:.1f} | {rate:,.0f} | {rss:,.0f} | {pss:,.0f} | {stages} |")
-    base = {(n, c): w for n, c, lbl, w, *_ in rows if lbl.startswith("in-memory")}
-    for n, command, label, wall, *_ in rows:
-        if not label.startswith("in-memory") and (n, command) in base:
-            print(f"speed-up {command} {n:,} {label}: {base[(n, command)] / wall:.2f}x")
+    print("| records | command | path | wall s | records/s | CPU s (process tree) | peak RSS MB (largest process) | peak PSS MB (process tree) | records/s per stage |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n, command, label, wall, rate, cpu, rss, pss, stages in rows:
+        print(f"| {n:,} | {command} | {label} | {wall:.1f} | {rate:,.0f} | {cpu:.1f} | {rss:,.0f} | {pss:,.0f} | {stages} |")
+    is_base = ("in-memory", "baseline")
+    base = {(n, c): (w, cpu) for n, c, lbl, w, _, cpu, *_ in rows if lbl.startswith(is_base)}
+    for n, command, label, wall, _, cpu, *_ in rows:
+        if not label.startswith(is_base) and (n, command) in base:
+            w0, c0 = base[(n, command)]
+            print(f"speed-up {command} {n:,} {label}: wall {w0 / wall:.2f}x, CPU {c0 / cpu:.2f}x")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ How a duplicate is decided (deterministic, documented in the README of `medmill 
    text (earliest on ties). Otherwise it is kept. A removed text never makes another one a duplicate,
    so there are no chains: every removal is within the threshold of the text it names.
 
-Only texts that share a bucket with another text enter the Python loop; the rest are kept by numpy.
+Only texts that share a bucket with another text are candidates; pairs are listed, bounded and compared in
+numpy blocks (`dedup_pairs.py`), and only texts with a pair at or above the threshold are decided one by one.
 """
 
 from __future__ import annotations
@@ -27,20 +28,35 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import cache
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from medmill.builders.curation import minhash as mh
+from medmill.builders.curation.dedup_pairs import (
+    BOUND_CHUNK,
+    SLACK,
+    BucketTable,
+    Sketches,
+    bound_pass,
+    fork_imap,
+    fork_map,
+    sketches,
+    sorted_unique,
+)
 from medmill.builders.curation.fact_guard import FactGuard
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 PARALLEL_MIN_DOCS = 20_000  # below this, processes cost more than they save
 CHUNK_DOCS = 10_000
 DEFAULT_THRESHOLD = 0.6  # bench/dedup.py: recall of 1-5 % edit copies ~0.72 at 0.8; the fact guard keeps precision
 GUARD_EXAMPLES = 20  # fact-guarded pairs kept in the stats (manifest) as examples
+
+
+@cache
+def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    return mh.lsh_params(threshold, num_perm)  # a 128 x 128 search: once per process, not per batch
 
 
 @dataclass
@@ -65,7 +81,7 @@ class DedupConfig:
 
     @property
     def bands_rows(self) -> tuple[int, int]:
-        return mh.lsh_params(max(0.05, self.threshold - self.candidate_margin), self.num_perm)
+        return _lsh_params(max(0.05, self.threshold - self.candidate_margin), self.num_perm)
 
 
 @dataclass
@@ -120,9 +136,13 @@ def exact_keys(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _exact_keys_block(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return exact_keys_of_units(texts, *mh.char_units(texts))
+
+
+def exact_keys_of_units(texts: list[str], seq: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`exact_keys` from the texts' letters and digits (`mh.char_units`), when the caller has them."""
     import xxhash
 
-    seq, lengths = mh.char_units(texts)
     n = len(texts)
     keys = np.zeros(n, dtype=np.uint64)
     if len(seq):
@@ -186,8 +206,6 @@ def compute_signatures(texts: list[str], params: mh.MinHashParams, workers: int 
 def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference | None = None) -> DedupResult:
     """The decision over texts held in memory: their compact state (exact keys, band keys), then
     `decide` - the same function the streamed and Ray runs call with texts read back from a spill."""
-    import pyarrow as pa
-
     params = config.params
     bands, rows = config.bands_rows
     keys, units = exact_keys(texts)
@@ -239,53 +257,6 @@ def _exact_pass(keys: np.ndarray, reference: Reference | None, n_ref: int) -> tu
     return dup_of, dup_of >= 0
 
 
-def _shared_mask(keys: np.ndarray) -> np.ndarray:
-    """(docs,) bool: the doc shares at least one band bucket with another doc."""
-    shared = np.zeros(keys.shape[0], dtype=bool)
-    for band in range(keys.shape[1]):
-        _, inverse, counts = np.unique(keys[:, band], return_inverse=True, return_counts=True)
-        shared |= counts[inverse.reshape(-1)] > 1
-    return shared
-
-
-def _bucket_ids(keys: np.ndarray) -> np.ndarray:
-    """(rows, bands) int64 dense bucket ids; -1 where nobody else is in the bucket."""
-    out = np.full(keys.shape, -1, dtype=np.int64)
-    base = 0
-    for band in range(keys.shape[1]):
-        uniq, inverse, counts = np.unique(keys[:, band], return_inverse=True, return_counts=True)
-        inverse = inverse.reshape(-1)
-        out[:, band] = np.where(counts[inverse] > 1, base + inverse, -1)
-        base += len(uniq)
-    return out
-
-
-class _Sets:
-    """Shingle sets of a list of texts, flat (one array + bounds), sliced on demand."""
-
-    def __init__(self, texts: pa.Array, config: DedupConfig) -> None:
-        params = config.params
-        flats, bounds, at = [], [np.zeros(1, np.int64)], 0
-        for start in range(0, len(texts), TEXT_CHUNK):
-            chunk = texts.slice(start, TEXT_CHUNK).to_pylist()
-            sets = mh.unique_sets(*params.shingles(chunk))
-            sizes = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
-            flats.append(np.concatenate(sets) if sets else np.zeros(0, np.uint32))
-            bounds.append(at + np.cumsum(sizes))
-            at += int(sizes.sum())
-        self.flat = np.concatenate(flats) if flats else np.zeros(0, np.uint32)
-        self.bounds = np.concatenate(bounds)
-
-    def __getitem__(self, j: int) -> np.ndarray:
-        return self.flat[self.bounds[j] : self.bounds[j + 1]]
-
-    def many(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The sets of `rows` end to end, and their lengths (one gather, no per-row arrays)."""
-        starts, lens = self.bounds[rows], self.bounds[rows + 1] - self.bounds[rows]
-        offsets = np.cumsum(lens) - lens
-        return self.flat[np.repeat(starts - offsets, lens) + np.arange(int(lens.sum()))], lens
-
-
 def decide(
     exact_keys_: np.ndarray,
     units: np.ndarray,
@@ -293,11 +264,12 @@ def decide(
     config: DedupConfig,
     fetch: TextFetch,
     reference: Reference | None = None,
+    sketch: Sketches | None = None,
 ) -> Decision:
     """The one dedup decision (module docstring, steps 1-4), from compact per-record state: exact keys,
-    letter counts, LSH band keys. Only the texts of LSH candidates are asked for, through `fetch`."""
-    import pyarrow as pa
-
+    letter counts, LSH band keys and, when the caller has them, shingle-set sketches (else they are
+    made from the candidates' texts). Only the texts of some LSH candidates are asked for, through
+    `fetch`. How it runs without a Python step per record: `dedup_pairs.py`."""
     params = config.params
     bands, rows = config.bands_rows
     n_ref = len(reference.texts) if reference is not None else 0
@@ -307,14 +279,9 @@ def decide(
 
     # inputs sharing a bucket with another input or with the index; index texts sharing one with an input
     todo = np.flatnonzero(~exact & (units > 0))
-    new_keys = band_keys[todo]
-    ref_keys = mh.band_keys(reference.sigs, bands, rows) if n_ref and reference is not None else np.zeros((0, bands), np.uint64)
-    new_shared = _shared_mask(new_keys) if len(todo) else np.zeros(0, bool)
-    ref_touched = np.zeros(n_ref, dtype=bool)
-    for b in range(bands) if n_ref else ():
-        new_shared |= np.isin(new_keys[:, b], ref_keys[:, b])
-        ref_touched |= np.isin(ref_keys[:, b], new_keys[:, b])
-    cand = todo[new_shared]
+    ref_keys = mh.band_keys(reference.sigs, bands, rows) if reference is not None and n_ref else np.zeros((0, bands), np.uint64)
+    table = BucketTable(ref_keys, lambda b: band_keys[todo, b], len(todo), bands, _workers(config, len(todo)))
+    cand = todo[table.new_rows]
     stats: dict[str, Any] = {
         "shingle": params.shingle,
         "ngram": params.ngram,
@@ -327,52 +294,19 @@ def decide(
         "exact_duplicates": int(exact.sum()),
         "lsh_candidates": int(len(cand)),
     }
-    compared = verified = 0
-    guard = config.guard()
     guarded: list[dict[str, Any]] = []
+    compared = verified = 0
     if len(cand):
-        ref_cand = np.flatnonzero(ref_touched)
-        texts = pa.concat_arrays(
-            [pa.array([reference.texts[g] for g in ref_cand] if reference is not None else [], pa.string()), fetch(cand)]
-        )
-        sets = _Sets(texts, config)
-        # rows of the candidate table: reference candidates first, then input candidates
-        glob = np.concatenate([ref_cand, n_ref + cand])
-        bucket = _bucket_ids(np.concatenate([ref_keys[ref_cand], band_keys[cand]]))
-        members: dict[int, list[int]] = {}
-        for j in range(len(ref_cand)):
-            for bid in bucket[j].tolist():
-                if bid >= 0:
-                    members.setdefault(bid, []).append(int(glob[j]))
-        for j in range(len(ref_cand), len(glob)):
-            me = int(glob[j])
-            my_buckets = [bid for bid in bucket[j].tolist() if bid >= 0]
-            seen: set[int] = set()
-            for bid in my_buckets:
-                # each bucket's kept list grows in visiting order (ascending), so the max_compare smallest
-                # of the union are among each list's first max_compare: no pass over a crowded bucket
-                seen.update(members.get(bid, ())[: config.max_compare])
-            best, best_sim = -1, -1.0
-            if seen:
-                my_set = sets[j]
-                kept_rows = sorted(seen)[: config.max_compare]
-                flat, lens = sets.many(np.searchsorted(glob, kept_rows))  # glob is sorted: its row of each
-                sims = mh.jaccard_flat(flat, lens, my_set)  # verify_many, from the gathered sets
-                compared += len(kept_rows)
-                above = [(-sim, g) for sim, g in zip(sims.tolist(), kept_rows, strict=True) if sim >= config.threshold]
-                for neg_sim, g in sorted(above):  # most similar first, earliest on ties
-                    why = guard.difference(texts[int(np.searchsorted(glob, g))].as_py(), texts[j].as_py()) if guard is not None else None
-                    if why is None:
-                        best, best_sim = g, -neg_sim
-                        break
-                    guarded.append({"kept": g, "other": me - n_ref, "similarity": round(-neg_sim, 4), "difference": why})
-            i = me - n_ref
-            if best >= 0:
-                dup_of[i], similarity[i] = best, best_sim
-                verified += 1
-            else:
-                for bid in my_buckets:
-                    members.setdefault(bid, []).append(me)
+        texts = _CandidateTexts(table, cand, fetch, reference)
+        new_sketch = sketch.take(cand) if sketch is not None else text_sketches(texts.get(np.arange(table.n_ref_rows, table.size)), params)
+        ref_sketch = text_sketches(texts.get(np.arange(table.n_ref_rows)), params)
+        resolved = _Resolver(table, Sketches.concat([ref_sketch, new_sketch]), texts, config).run()
+        removed = np.flatnonzero(resolved.dup_row >= 0)
+        where = cand[removed - table.n_ref_rows]
+        dup_of[where] = texts.glob(resolved.dup_row[removed])
+        similarity[where] = resolved.dup_sim[removed]
+        compared, verified = resolved.compared, len(removed)
+        guarded = resolved.guarded
     stats["exact_comparisons"] = compared
     stats["near_duplicates"] = verified
     stats["fact_guarded_pairs"] = len(guarded)
@@ -380,3 +314,253 @@ def decide(
     stats["fact_guarded_examples"] = guarded[:GUARD_EXAMPLES]
     assert len(dup_of) == n
     return Decision(dup_of, similarity, exact, exact_keys_, stats)
+
+
+def text_sketches(texts: list[str], params: mh.MinHashParams) -> Sketches:
+    return sketches(*params.shingles(texts)) if texts else Sketches.empty()
+
+
+class _CandidateTexts:
+    """Texts of candidate rows: index texts from the reference, inputs through `fetch` (cached)."""
+
+    def __init__(self, table: BucketTable, cand: np.ndarray, fetch: TextFetch, reference: Reference | None) -> None:
+        self.table, self.cand, self.fetch, self.reference = table, cand, fetch, reference
+        self.n_ref = len(reference.texts) if reference is not None else 0
+        self.cache: dict[int, str] = {}
+
+    def glob(self, rows: np.ndarray) -> np.ndarray:
+        """Decision positions (index texts 0..R-1, then inputs) of candidate rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        r0 = self.table.n_ref_rows
+        out = np.empty(len(rows), dtype=np.int64)
+        is_ref = rows < r0
+        out[is_ref] = self.table.ref_rows[rows[is_ref]]
+        out[~is_ref] = self.n_ref + self.cand[rows[~is_ref] - r0]
+        return out
+
+    def get(self, rows: np.ndarray) -> list[str]:
+        """Texts of ascending candidate rows (kept for `text`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        r0 = self.table.n_ref_rows
+        refs, news = rows[rows < r0], rows[rows >= r0]
+        out = [self.reference.texts[g] for g in self.table.ref_rows[refs].tolist()] if self.reference is not None and len(refs) else []
+        if len(news):
+            out += self.fetch(self.cand[news - r0]).to_pylist()
+        return out
+
+    def keep(self, rows: np.ndarray, texts: list[str]) -> None:
+        self.cache.update(zip(np.asarray(rows).tolist(), texts, strict=True))
+
+    def text(self, row: int) -> str:
+        got = self.cache.get(row)
+        if got is None:
+            got = self.cache[row] = self.get(np.array([row]))[0]
+        return got
+
+
+def _flat_sets(texts: list[str], params: mh.MinHashParams) -> _FlatSets:
+    return _FlatSets(pa.array(texts, pa.string()), params)
+
+
+class _FlatSets:
+    """Shingle sets of a list of texts, end to end (one array + bounds)."""
+
+    def __init__(self, texts: pa.Array, params: mh.MinHashParams) -> None:
+        flats, bounds, at = [], [np.zeros(1, np.int64)], 0
+        for start in range(0, len(texts), TEXT_CHUNK):
+            chunk = texts.slice(start, TEXT_CHUNK).to_pylist()
+            sets = mh.unique_sets(*params.shingles(chunk))
+            sizes = np.fromiter((len(x) for x in sets), dtype=np.int64, count=len(sets))
+            flats.append(np.concatenate(sets) if sets else np.zeros(0, np.uint32))
+            bounds.append(at + np.cumsum(sizes))
+            at += int(sizes.sum())
+        self.flat = np.concatenate(flats) if flats else np.zeros(0, np.uint32)
+        self.bounds = np.concatenate(bounds)
+
+    def many(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sets of `rows` end to end, and their lengths (one gather)."""
+        starts, lens = self.bounds[rows], self.bounds[rows + 1] - self.bounds[rows]
+        offsets = np.cumsum(lens) - lens
+        return self.flat[np.repeat(starts - offsets, lens) + np.arange(int(lens.sum()))], lens
+
+    def jaccard(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Exact Jaccard of the sets a[k], b[k] for every k (as `mh.jaccard`: shared / union, float64)."""
+        out = np.empty(len(a), dtype=np.float64)
+        for c in range(0, len(a), PAIR_JACCARD_CHUNK):
+            x, y = a[c : c + PAIR_JACCARD_CHUNK], b[c : c + PAIR_JACCARD_CHUNK]
+            fx, lx = self.many(x)
+            fy, ly = self.many(y)
+            ids = np.arange(len(x), dtype=np.uint64)
+            kx = (np.repeat(ids, lx) << np.uint64(32)) | fx.astype(np.uint64)
+            ky = (np.repeat(ids, ly) << np.uint64(32)) | fy.astype(np.uint64)
+            at = np.minimum(np.searchsorted(ky, kx), max(0, len(ky) - 1))
+            hit = ky[at] == kx if len(ky) else np.zeros(len(kx), bool)
+            shared = np.bincount((kx[hit] >> np.uint64(32)).astype(np.int64), minlength=len(x))
+            out[c : c + PAIR_JACCARD_CHUNK] = shared / (lx + ly - shared)
+        return out
+
+
+GUARD_CHUNK = 2_000  # text pairs per fact-guard job
+
+
+def _workers(config: DedupConfig, size: int) -> int:
+    """Processes for the decision's parallel parts: none for small inputs (forking costs more)."""
+    return 1 if size < PARALLEL_MIN_DOCS else (config.workers or len(os.sched_getaffinity(0)))
+
+
+def _map_blocks(table: BucketTable, sk: Sketches, depth: int, config: DedupConfig) -> list:
+    """P of every block of input rows (mates, ends, complete) and the pairs of each whose bound reaches
+    the threshold, in order; blocks are independent, so the result does not depend on the split."""
+
+    def block(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        lo, hi = span
+        m, e, c = table.block_pairs(lo, hi, depth)
+        rows = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(np.r_[0, e]))
+        ok = np.flatnonzero(bound_pass(sk, rows, m, config.threshold))
+        return m, e, c, ok, rows[ok]
+
+    return fork_imap(block, table.blocks(table.n_ref_rows, depth), _workers(config, table.size))
+
+
+def _map_guard(guard: FactGuard, pairs: list[tuple[str, str]], config: DedupConfig) -> list[str | None]:
+    """`guard.difference(kept, other)` of every pair, in order."""
+    chunks = [pairs[c : c + GUARD_CHUNK] for c in range(0, len(pairs), GUARD_CHUNK)]
+    parts = fork_map(lambda chunk: [guard.difference(a, b) for a, b in chunk], chunks, _workers(config, PARALLEL_MIN_DOCS))
+    return [why for part in parts for why in part]
+
+
+PAIR_JACCARD_CHUNK = 20_000  # pairs compared shingle by shingle per numpy step
+
+
+@dataclass
+class _Resolved:
+    dup_row: np.ndarray  # per candidate row: the kept row it duplicates, -1 if kept
+    dup_sim: np.ndarray
+    compared: int
+    guarded: list[dict[str, Any]]
+
+
+class _Resolver:
+    """Step 4 of the rule over the candidate table. P_i and the exact Jaccard of every pair that may
+    reach the threshold come in numpy blocks; a row with no such pair among the rows it compares is
+    kept, and only the other ("open") rows are decided one by one, in order, as the rule says."""
+
+    def __init__(self, table: BucketTable, sk: Sketches, texts: _CandidateTexts, config: DedupConfig) -> None:
+        self.table, self.sk, self.texts, self.config = table, sk, texts, config
+        self.params = config.params
+        self.k = config.max_compare
+        self.guard = config.guard()
+        self.r0 = table.n_ref_rows
+
+    def _pairs(self) -> None:
+        """P (`mates` split by `ends`), `complete`, and the pairs at or above the threshold."""
+        table, depth = self.table, self.k + SLACK
+        ends, complete, maybe_at, maybe_row = [], [], [], []
+        mates = np.empty(table.capacity(table.n_ref_rows, depth), dtype=np.int32)  # filled block by block: no second copy
+        base = 0
+        for m, e, c, ok, ok_rows in _map_blocks(table, self.sk, depth, self.config):
+            maybe_at.append(base + ok)
+            maybe_row.append(ok_rows)
+            mates[base : base + len(m)] = m
+            ends.append(base + e)
+            complete.append(c)
+            base += len(m)
+        self.mates = mates[:base]
+        self.starts = np.concatenate([[0], *ends]).astype(np.int64) if ends else np.zeros(1, np.int64)
+        self.complete = np.concatenate(complete) if complete else np.zeros(0, bool)
+        at = np.concatenate(maybe_at) if maybe_at else np.zeros(0, np.int64)
+        a = np.concatenate(maybe_row) if maybe_row else np.zeros(0, np.int64)
+        b = self.mates[at].astype(np.int64)
+        need = sorted_unique(np.concatenate([a, b]))
+        got = self.texts.get(need)
+        sims = _flat_sets(got, self.params).jaccard(np.searchsorted(need, a), np.searchsorted(need, b))
+        above = sims >= self.config.threshold
+        self.above_at, self.above_sim = at[above], sims[above]
+        above_rows = sorted_unique(np.concatenate([a[above], b[above]]))
+        self.texts.keep(above_rows, [got[i] for i in np.searchsorted(need, above_rows).tolist()])
+        self.stats_pairs = {"pairs": len(self.mates), "bound_passed": len(at), "above": int(above.sum())}
+        # the fact guard of every pair at or above the threshold, on every core (most open rows need
+        # exactly the one); a pair `_decide_row` meets past P_i is checked there
+        self.above_why: dict[tuple[int, int], str | None] = {}
+        if self.guard is not None and len(self.above_at):
+            pairs = list(zip(b[above].tolist(), a[above].tolist(), strict=True))
+            texts = [(self.texts.text(j), self.texts.text(i)) for j, i in pairs]
+            self.above_why = dict(zip(pairs, _map_guard(self.guard, texts, self.config), strict=True))
+
+    def run(self) -> _Resolved:
+        self._pairs()
+        table, r0, k = self.table, self.r0, self.k
+        self.kept = np.ones(table.size, dtype=bool)
+        self.dup_row = np.full(table.size, -1, dtype=np.int64)
+        self.dup_sim = np.zeros(table.size, dtype=np.float64)
+        self.n_compared: dict[int, int] = {}
+        self.guarded: list[tuple[int, dict[str, Any]]] = []
+        is_open = np.zeros(table.size, dtype=bool)
+        if len(self.above_at):
+            is_open[np.searchsorted(self.starts, self.above_at, side="right") - 1 + r0] = True
+        start = r0
+        count = np.diff(self.starts)
+        while True:
+            for row in np.flatnonzero(is_open[start:]).tolist():
+                self._decide_row(start + row)
+            kept_in_p = count - self._removed_in_p()
+            late = np.flatnonzero(~self.complete & (kept_in_p < k) & ~is_open[r0:]) + r0
+            if not len(late):
+                break
+            # S_i of these rows reaches past P_i: decide them one by one too, again from the first
+            start = int(late[0])
+            redo = np.flatnonzero(is_open[start:]) + start
+            self.kept[redo], self.dup_row[redo], self.dup_sim[redo] = True, -1, 0.0
+            self.guarded = [g for g in self.guarded if g[0] < start]
+            is_open[late] = True
+        closed = ~is_open[r0:]
+        compared = int(np.where(self.complete, np.minimum(kept_in_p, k), k)[closed].sum()) + sum(self.n_compared.values())
+        return _Resolved(self.dup_row, self.dup_sim, compared, [g for _, g in self.guarded])
+
+    def _removed_in_p(self) -> np.ndarray:
+        """Per input row: how many rows of P_i are removed (few are: no pass over P of 8 B per pair)."""
+        gone = np.flatnonzero(~self.kept)
+        n = len(self.starts) - 1
+        if not len(gone):
+            return np.zeros(n, dtype=np.int64)
+        where = np.zeros(0, np.int64)
+        parts = []
+        for c in range(0, len(self.mates), BOUND_CHUNK):  # np.isin over all of P at once would copy it
+            hit = np.flatnonzero(np.isin(self.mates[c : c + BOUND_CHUNK], gone))
+            parts.append(c + hit)
+        where = np.concatenate(parts) if parts else where
+        return np.bincount(np.searchsorted(self.starts, where, side="right") - 1, minlength=n)
+
+    def _decide_row(self, row: int) -> None:
+        lo, hi = int(self.starts[row - self.r0]), int(self.starts[row - self.r0 + 1])
+        mates = self.mates[lo:hi]
+        kept = self.kept[mates]
+        if self.complete[row - self.r0] or int(np.count_nonzero(kept)) >= self.k:
+            in_s = kept & (np.cumsum(kept) <= self.k)
+            self.n_compared[row] = int(np.count_nonzero(in_s))
+            a, z = np.searchsorted(self.above_at, [lo, hi])
+            local = self.above_at[a:z] - lo
+            chosen = in_s[local]
+            above = sorted(zip((-self.above_sim[a:z][chosen]).tolist(), mates[local[chosen]].tolist(), strict=True))
+        else:
+            union = self.table.union(row)
+            s_rows = union[self.kept[union]][: self.k].astype(np.int64)
+            self.n_compared[row] = len(s_rows)
+            need = np.append(s_rows, row)
+            got = self.texts.get(np.sort(need))
+            order = np.searchsorted(np.sort(need), need)
+            self.texts.keep(np.sort(need), got)
+            sims = _flat_sets(got, self.params).jaccard(np.full(len(s_rows), order[-1]), order[:-1])
+            above = sorted((-s, j) for s, j in zip(sims.tolist(), s_rows.tolist(), strict=True) if s >= self.config.threshold)
+        for neg_sim, j in above:
+            if self.guard is None:
+                why = None
+            elif (j, row) in self.above_why:
+                why = self.above_why[(j, row)]
+            else:
+                why = self.guard.difference(self.texts.text(j), self.texts.text(row))
+            if why is None:
+                self.kept[row], self.dup_row[row], self.dup_sim[row] = False, j, -neg_sim
+                return
+            kept_at, me = self.texts.glob(np.array([j, row])).tolist()
+            self.guarded.append((row, {"kept": kept_at, "other": me - self.texts.n_ref, "similarity": round(-neg_sim, 4), "difference": why}))

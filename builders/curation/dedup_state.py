@@ -2,11 +2,13 @@
 back on demand. The decision itself is `dedup.decide`, the one `dedup.find_duplicates` runs in memory;
 here it runs without holding texts or record objects.
 
-Memory, per record of the input: exact key (8 B) + letter count (4 B) + one 64-bit key per LSH band
-(8 B x 17 bands at the defaults) = 148 B while the stream is read, plus 17 B per record (dup_of,
-similarity, exact flag) during the decision. Only LSH candidates (records sharing a band bucket with
-another one; about a quarter of the records in bench/scale.py's corpus) cost more: their compared text
-(UTF-8) and shingle set (4 B per shingle) are read back from the spill, plus a bucket id per band.
+Memory, per record of the input, while the stream is read: exact key (8 B) + letter count (4 B) + one
+64-bit key per LSH band (8 B x 32 bands at the defaults) + shingle-set sketch (4 B size + 32 B bits)
+= 304 B; during the decision 17 B per record more (dup_of, similarity, exact flag) and, per LSH
+candidate (records sharing a band bucket with another one), P_i: up to max_compare + 32 row numbers
+(4 B each, 384 B at the defaults) plus 16 B per band bucket it shares (`dedup_pairs.BucketTable`).
+Texts are read back from the spill only for the pairs whose sketch bound reaches the threshold
+(`dedup_pairs.bound_pass`) and for the rows the fact guard compares.
 Signatures (4 B x num_perm per record) are kept only when a persisted index needs them, and then on
 disk (`sig_file`), not in memory.
 """
@@ -19,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from medmill.builders.curation import minhash as mh
-from medmill.builders.curation.dedup import DedupConfig, exact_keys
+from medmill.builders.curation.dedup import DedupConfig, exact_keys, exact_keys_of_units
+from medmill.builders.curation.dedup_pairs import Sketches, sketches
 
-STATE_BYTES_PER_RECORD = "8 B exact key + 4 B letter count + 8 B per LSH band (148 B at 17 bands)"
+STATE_BYTES_PER_RECORD = "8 B exact key + 4 B letter count + 8 B per LSH band + 36 B set sketch (304 B at 32 bands)"
 
 
 @dataclass
@@ -32,21 +35,32 @@ class BatchState:
     units: np.ndarray  # (n,) int32 letters and digits per text (0: only exact dedup applies)
     keys: np.ndarray  # (n, bands) uint64 LSH band keys (zeros where units == 0)
     sigs: np.ndarray | None = None  # (n, num_perm) uint32, only when asked for (index)
+    sketch: Sketches | None = None  # shingle-set sizes and 256-bit sketches (dedup_pairs.py)
 
 
 def batch_state(texts: list[str], config: DedupConfig, with_sigs: bool = False) -> BatchState:
-    """Exact keys, signatures and band keys of one batch; a text's state does not depend on the batch."""
+    """Exact keys, signatures, band keys and set sketches of one batch; a text's state does not depend
+    on the batch. Character shingles reuse the letters the exact keys are made of."""
     params = config.params
     bands, rows = config.bands_rows
-    exact, units = exact_keys(texts)
-    sigs = np.zeros((len(texts), params.num_perm), dtype=np.uint32)
-    todo = np.flatnonzero(units > 0)
-    if len(todo):
+    if params.shingle == "char":
+        seq, lengths = mh.char_units(texts)
+        exact, units = exact_keys_of_units(texts, seq, lengths)
+        todo = np.flatnonzero(units > 0)
+        hashes, offsets = mh.ngram_hashes(seq, lengths[todo], params.ngram)
+    else:
+        exact, units = exact_keys(texts)
+        todo = np.flatnonzero(units > 0)
         hashes, offsets = params.shingles([texts[i] for i in todo])
+    sigs = np.zeros((len(texts), params.num_perm), dtype=np.uint32)
+    sketch = Sketches.empty(len(texts))
+    if len(todo):
         sigs[todo] = mh.signatures(hashes, offsets, params.num_perm, params.seed)
+        part = sketches(hashes, offsets)
+        sketch.sizes[todo], sketch.bits[todo] = part.sizes, part.bits
     keys = mh.band_keys(sigs, bands, rows)
     keys[units == 0] = 0
-    return BatchState(exact, units.astype(np.int32), keys, sigs if with_sigs else None)
+    return BatchState(exact, units.astype(np.int32), keys, sigs if with_sigs else None, sketch)
 
 
 @dataclass
@@ -57,13 +71,14 @@ class DedupState:
     sig_file: Path | None = None
     _parts: list[BatchState] = field(default_factory=list)
     _sig_rows: int = 0
+    _sketch: Sketches | None = None
 
     def add(self, state: BatchState) -> None:
         if self.sig_file is not None and state.sigs is not None:
             with open(self.sig_file, "ab") as f:
                 f.write(np.ascontiguousarray(state.sigs, dtype=np.uint32).tobytes())
             self._sig_rows += len(state.sigs)
-        self._parts.append(BatchState(state.exact, state.units, state.keys))
+        self._parts.append(BatchState(state.exact, state.units, state.keys, sketch=state.sketch))
 
     def __len__(self) -> int:
         return sum(len(p.exact) for p in self._parts)
@@ -76,8 +91,14 @@ class DedupState:
         exact = np.concatenate([p.exact for p in self._parts])
         units = np.concatenate([p.units for p in self._parts])
         keys = np.concatenate([p.keys for p in self._parts])
+        if all(p.sketch is not None for p in self._parts):
+            self._sketch = Sketches.concat([p.sketch for p in self._parts if p.sketch is not None])
         self._parts = []
         return exact, units, keys
+
+    def sketch(self) -> Sketches | None:
+        """The set sketches of every record, once `arrays` took the parts (None if a batch had none)."""
+        return self._sketch
 
     def signatures(self, positions: np.ndarray) -> np.ndarray:
         """Signatures of the records at `positions`, read from `sig_file`."""

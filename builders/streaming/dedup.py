@@ -53,7 +53,7 @@ def run_dedup(
 ) -> StreamDedupResult:
     exact, units, keys = state.arrays()
     reference = index.reference if index is not None and len(index) else None
-    decision = decide(exact, units, keys, work.config, _fetch_texts(spill), reference)
+    decision = decide(exact, units, keys, work.config, _fetch_texts(spill), reference, state.sketch())
     n_ref = len(index) if index is not None else 0
     removed = np.flatnonzero(~decision.keep)
     targets = decision.dup_of[removed]

@@ -1,0 +1,289 @@
+"""The dedup decision's candidate pairs, from compact state, in numpy blocks instead of a Python step per
+record (`dedup.decide` runs the rule of `dedup.py`'s docstring with them).
+
+Rows of the candidate table are in visiting order: index texts first, then inputs. U_i = the earlier rows
+sharing an LSH bucket with row i; the rule compares row i with S_i = the first `max_compare` *kept*
+rows of U_i (a removed row never counts).
+
+1. `BucketTable`: per band, the buckets of two or more rows, each bucket's rows ascending; a row's
+   first T rows of U_i are among the first T of each of its buckets, so `block_pairs` lists
+   P_i = the first T = max_compare + SLACK rows of U_i for a block of rows at once (no kept status
+   needed: P_i assumes every earlier row kept; SLACK rows may be removed before S_i reaches past P_i).
+2. `Sketches`: per text its shingle-set size and a 256-bit sketch (bit `h >> 24` of every shingle
+   hash h). Two sets share at most popcount(a & b) + min(excess a, excess b) shingles (excess: shingles
+   that share a sketch bit with another shingle of the same set), so `bound_pass` rules out, exactly,
+   the pairs whose Jaccard cannot reach the threshold; only the rest are compared shingle by shingle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SLACK = 32  # rows of P_i beyond max_compare: removed rows S_i may skip before it reaches past P_i
+SKETCH_WORDS = 4  # 256-bit sketch per text: bound_pass rules out >99 % of bench/scale.py's LSH pairs
+PAIR_BLOCK = 3_000_000  # pairs generated per block (bounds the temporaries: ~40 B each)
+BOUND_CHUNK = 1_000_000  # pairs per bound_pass step
+
+
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """np.unique by sorting: numpy 2's hash-based unique is ~10x slower on millions of 64-bit keys."""
+    x = np.sort(x)
+    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
+
+
+@dataclass
+class Sketches:
+    sizes: np.ndarray  # (n,) int32: shingle-set size
+    bits: np.ndarray  # (n, SKETCH_WORDS) uint64
+
+    @classmethod
+    def empty(cls, n: int = 0) -> Sketches:
+        return cls(np.zeros(n, np.int32), np.zeros((n, SKETCH_WORDS), np.uint64))
+
+    @classmethod
+    def concat(cls, parts: list[Sketches]) -> Sketches:
+        if not parts:
+            return cls.empty()
+        return cls(np.concatenate([p.sizes for p in parts]), np.concatenate([p.bits for p in parts]))
+
+    def take(self, rows: np.ndarray) -> Sketches:
+        return Sketches(self.sizes[rows], self.bits[rows])
+
+
+def sketches(hashes: np.ndarray, offsets: np.ndarray) -> Sketches:
+    """Sketches of the documents whose shingle hashes (32-bit, with repeats) start at `offsets`."""
+    n = len(offsets)
+    counts = np.diff(np.append(offsets, len(hashes))).astype(np.int64)
+    doc = np.repeat(np.arange(n, dtype=np.uint64), counts)
+    keyed = sorted_unique((doc << np.uint64(32)) | hashes.astype(np.uint64))  # by doc, then hash
+    ds = (keyed >> np.uint64(32)).astype(np.int64)
+    bit = (keyed & np.uint64(0xFFFFFFFF)) >> np.uint64(32 - 8)  # top 8 bits: one of 256
+    cell = ds * SKETCH_WORDS + (bit >> np.uint64(6)).astype(np.int64)  # ascending (hashes ascend per doc)
+    values = np.left_shift(np.uint64(1), bit & np.uint64(63))
+    bits = np.zeros(n * SKETCH_WORDS, np.uint64)
+    if len(cell):
+        starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+        bits[cell[starts]] = np.bitwise_or.reduceat(values, starts)
+    return Sketches(np.bincount(ds, minlength=n).astype(np.int32), bits.reshape(n, SKETCH_WORDS))
+
+
+_POP8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """(k,) uint64 -> (k,) int32 set bits."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return np.bitwise_count(x).astype(np.int32)
+    return _POP8[x.view(np.uint8)].reshape(len(x), 8).sum(axis=1, dtype=np.int32)
+
+
+def _popcount_rows(x: np.ndarray) -> np.ndarray:
+    """(k, words) uint64 -> (k,) int64 set bits per row."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2
+        return np.bitwise_count(x).sum(axis=1, dtype=np.int64)
+    return _POP8[np.ascontiguousarray(x).view(np.uint8)].sum(axis=1, dtype=np.int64)
+
+
+def bound_pass(sk: Sketches, a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
+    """(pairs,) bool: the pair's Jaccard may reach `threshold` (False is certain: it does not). The
+    float bound is at least the float Jaccard, as x / (s - x) rises with x and rounding keeps order."""
+    out = np.empty(len(a), dtype=bool)
+    sizes = sk.sizes.astype(np.int32)
+    excess = sizes - _popcount_rows(sk.bits).astype(np.int32)
+    words = [np.ascontiguousarray(sk.bits[:, w]) for w in range(sk.bits.shape[1])]  # 1-D gathers are faster
+    for c in range(0, len(a), BOUND_CHUNK):
+        x, y = a[c : c + BOUND_CHUNK], b[c : c + BOUND_CHUNK]
+        shared = np.minimum(excess[x], excess[y])
+        for w in words:
+            shared += _popcount(w[x] & w[y])
+        sx, sy = sizes[x], sizes[y]
+        shared = np.minimum(shared, np.minimum(sx, sy))
+        out[c : c + BOUND_CHUNK] = shared / (sx + sy - shared).astype(np.float64) >= threshold
+    return out
+
+
+_JOB = None  # the function fork_map runs, set before the pool forks (closures need no pickling)
+
+
+def _call_job(item):
+    assert _JOB is not None
+    return _JOB(item)
+
+
+def fork_map(fn, items, workers: int) -> list:
+    """`[fn(x) for x in items]`, on `workers` forked processes when there are several items."""
+    return list(fork_imap(fn, items, workers))
+
+
+def fork_imap(fn, items, workers: int):
+    """`fn(x) for x in items`, in order, on `workers` forked processes when there are several items (at
+    most 2 x workers results wait in the parent). In a Ray driver it runs in the driver: forking a
+    process with Ray's gRPC threads is unsafe."""
+    global _JOB
+    items = list(items)
+    workers = min(workers, len(items))
+    if workers <= 1 or in_ray_driver():
+        yield from map(fn, items)
+        return
+    import multiprocessing as mp
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    _JOB = fn
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            pending: deque = deque()
+            for x in items:
+                pending.append(pool.submit(_call_job, x))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+    finally:
+        _JOB = None
+
+
+def in_ray_driver() -> bool:
+    import sys
+
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
+
+
+@dataclass
+class _Band:
+    rows: np.ndarray  # int32 rows in a shared bucket of this band, ascending
+    start: np.ndarray  # int32 per row: where its bucket starts in `members`
+    rank: np.ndarray  # int32 per row: earlier rows in its bucket
+    members: np.ndarray  # int32 rows, bucket after bucket, ascending inside one
+
+
+class BucketTable:
+    """The candidate table: which rows enter the decision (`ref_rows`: index texts sharing a bucket with
+    an input; `new_rows`: inputs sharing one with another input or an index text), and per band the
+    buckets two or more of them share. One stable sort per band; only shared buckets are kept."""
+
+    def __init__(self, ref_keys: np.ndarray, new_column, n_new: int, bands: int, workers: int = 1) -> None:
+        n_ref = len(ref_keys)
+        shared = np.zeros(n_new, dtype=bool)
+        touched = np.zeros(n_ref, dtype=bool)
+        groups: list[tuple[np.ndarray, np.ndarray]] = []  # per band: positions (refs, then inputs), bucket numbers
+
+        def band(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            col = new_column(b)
+            if n_ref:
+                col = np.concatenate([ref_keys[:, b], col])
+            order = np.argsort(col)  # not stable: rows are put in order inside each bucket below
+            sk = col[order]
+            del col
+            first = np.r_[True, sk[1:] != sk[:-1]] if len(sk) else np.zeros(0, bool)
+            del sk
+            gid = np.cumsum(first) - 1
+            starts = np.flatnonzero(first)
+            size = np.diff(np.append(starts, len(order)))
+            crowded = size[gid] >= 2
+            if crowded.any():  # rows ascending inside a bucket (a stable sort of the whole band is slower)
+                inside = np.flatnonzero(crowded)
+                order[inside] = order[inside][np.argsort(gid[inside].astype(np.int64) * len(order) + order[inside])]
+            is_ref = order < n_ref
+            refs_in = np.add.reduceat(is_ref.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
+            news_in = size - refs_in
+            new_shared = ~is_ref & ((news_in[gid] >= 2) | (refs_in[gid] >= 1))
+            return (order[new_shared] - n_ref, order[is_ref & (news_in[gid] >= 1)],
+                    order[crowded].astype(np.int32), gid[crowded].astype(np.int32))
+
+        for new_shared, ref_touched, pos, gid in fork_map(band, range(bands), workers):
+            shared[new_shared] = True
+            touched[ref_touched] = True
+            groups.append((pos, gid))
+        self.ref_rows = np.flatnonzero(touched)
+        self.new_rows = np.flatnonzero(shared)
+        self.n_ref_rows = len(self.ref_rows)
+        self.size = len(self.ref_rows) + len(self.new_rows)
+        row_of = np.full(n_ref + n_new, -1, dtype=np.int64)  # position -> candidate row
+        row_of[self.ref_rows] = np.arange(len(self.ref_rows))
+        row_of[n_ref + self.new_rows] = len(self.ref_rows) + np.arange(len(self.new_rows))
+        self.bands: list[_Band] = []
+        for pos, gid in groups:
+            rows = row_of[pos]
+            keep = rows >= 0
+            rows, gid = rows[keep].astype(np.int32), gid[keep]
+            first = np.r_[True, gid[1:] != gid[:-1]] if len(gid) else np.zeros(0, bool)
+            starts = np.flatnonzero(first)
+            size = np.diff(np.append(starts, len(rows)))
+            many = np.repeat(size >= 2, size)
+            rows, first = rows[many], first[many]
+            starts = np.flatnonzero(first).astype(np.int32)
+            start = np.repeat(starts, np.diff(np.append(starts, len(rows))))
+            rank = (np.arange(len(rows), dtype=np.int32) - start).astype(np.int32)
+            by_row = np.argsort(rows, kind="stable")
+            self.bands.append(_Band(rows[by_row], start[by_row], rank[by_row], rows))
+
+    def _cost(self, depth: int) -> np.ndarray:
+        """(rows,) int64: pairs `block_pairs` generates for each row."""
+        cost = np.zeros(self.size, dtype=np.int64)
+        for band in self.bands:
+            cost += np.bincount(band.rows, weights=np.minimum(band.rank, depth), minlength=self.size).astype(np.int64)
+        return cost
+
+    def capacity(self, lo: int, depth: int) -> int:
+        """At least the length of P for rows lo..: each P_i is at most `depth` and at most its cost."""
+        return int(np.minimum(self._cost(depth)[lo:], depth).sum())
+
+    def entries(self) -> int:
+        return sum(len(b.rows) for b in self.bands)
+
+    def block_pairs(self, lo: int, hi: int, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For rows lo..hi-1: P_i (the first `depth` earlier rows sharing a bucket with row i) end to end,
+        the end of each row's part, and whether P_i is all of U_i."""
+        rows_p, mates_p = [], []
+        cut = np.zeros(hi - lo, dtype=bool)
+        for band in self.bands:
+            a, z = np.searchsorted(band.rows, [lo, hi])
+            rows, start, rank = band.rows[a:z], band.start[a:z], band.rank[a:z]
+            cut[rows[rank > depth] - lo] = True
+            take = np.minimum(rank, depth).astype(np.int64)
+            total = int(take.sum())
+            if not total:
+                continue
+            ends = np.cumsum(take)
+            which = np.repeat(np.arange(len(take)), take)
+            within = np.arange(total, dtype=np.int64) - (ends - take)[which]
+            mates_p.append(band.members[start[which].astype(np.int64) + within])
+            rows_p.append(rows[which])
+        n = np.int64(self.size)
+        if rows_p:
+            key = sorted_unique(np.concatenate(rows_p).astype(np.int64) * n + np.concatenate(mates_p))
+            rows, mates = key // n, (key % n).astype(np.int32)
+        else:
+            rows, mates = np.zeros(0, np.int64), np.zeros(0, np.int32)
+        bounds = np.searchsorted(rows, np.arange(lo, hi + 1))
+        count = np.diff(bounds)
+        place = np.arange(len(rows)) - np.repeat(bounds[:-1], count)
+        keep = place < depth
+        complete = ~cut & (count <= depth)
+        return mates[keep], np.cumsum(np.minimum(count, depth)), complete
+
+    def union(self, row: int) -> np.ndarray:
+        """U_row: every earlier row sharing a bucket with `row`, ascending (for the rare row whose S_i
+        reaches past P_i)."""
+        parts = []
+        for band in self.bands:
+            at = np.searchsorted(band.rows, row)
+            if at < len(band.rows) and band.rows[at] == row:
+                parts.append(band.members[band.start[at] : band.start[at] + band.rank[at]])
+        return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int32)
+
+    def blocks(self, lo: int, depth: int, budget: int | None = None) -> list[tuple[int, int]]:
+        """Row ranges from `lo` to the end, each generating about `budget` (PAIR_BLOCK) pairs at most."""
+        budget = budget or PAIR_BLOCK
+        total = np.cumsum(np.r_[0, self._cost(depth)])
+        out, at = [], lo
+        while at < self.size:
+            end = int(np.searchsorted(total, total[at] + budget, side="right")) - 1
+            end = min(self.size, max(end, at + 1))
+            out.append((at, end))
+            at = end
+        return out

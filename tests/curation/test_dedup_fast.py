@@ -1,0 +1,197 @@
+"""The fast dedup decision (`dedup.decide` over `dedup_pairs.py`) equals the plain reference loop
+(`dedup_reference.py`, the decision as it was written one text at a time) record for record and stat
+for stat, also where its shortcuts are weakest: crowded buckets with a tiny max_compare, many copies
+of one text (removed rows fill P_i, so S_i reaches past it), an index, the fact guard, word shingles."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from medmill.builders.curation import dedup as dd
+from medmill.builders.curation import dedup_pairs as dp
+from medmill.builders.curation import minhash as mh
+from medmill.builders.curation.dedup import DedupConfig, Reference, decide, exact_keys, find_duplicates
+from medmill.builders.curation.dedup_state import DedupState, batch_state
+from tests.curation.dedup_reference import decide_reference
+
+STEM = "高血压患者应低盐低脂饮食，规律作息，按时服用降压药物并定期复查血压"
+CLAUSES = ["{d}是常见病", "典型表现为{s}", "治疗常用{m}", "疗程约{n}天", "患者应{a}", "每日剂量不超过{n}毫克", "必要时到{dept}就诊",
+           "{s}持续{n}小时应警惕{d}", "复查时应检查{e}"]
+FILL = {"d": ["高血压", "糖尿病", "肺炎", "胃炎"], "s": ["头痛", "咳嗽", "乏力", "恶心"], "m": ["阿司匹林", "二甲双胍"],
+        "a": ["低盐饮食", "规律作息"], "dept": ["心内科", "呼吸科"], "e": ["血常规", "肝功能"]}
+
+
+def _templated(rng: random.Random) -> str:
+    parts = []
+    for c in rng.sample(CLAUSES, 5):
+        parts.append(c.format(n=rng.randint(1, 30), **{k: rng.choice(v) for k, v in FILL.items()}))
+    return "，".join(parts) + "。"
+
+
+def _edit(rng: random.Random, text: str, edits: int) -> str:
+    chars = list(text)
+    for _ in range(edits):
+        chars[rng.randrange(len(chars))] = rng.choice("的了是在有和不人一上也到要去会")
+    return "".join(chars)
+
+
+def _corpus(seed: int, n: int, copies_of_one: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    texts: list[str] = []
+    for _ in range(n):
+        roll = rng.random()
+        if texts and roll < 0.05:
+            texts.append(rng.choice(texts))  # exact copy
+        elif texts and roll < 0.3:
+            texts.append(_edit(rng, rng.choice(texts[-50:]), rng.randint(1, 3)))
+        else:
+            texts.append(_templated(rng))
+    texts += [_edit(rng, STEM, rng.randint(1, 4)) + str(k) for k in range(copies_of_one)]
+    rng.shuffle(texts)
+    return texts + ["？？", "a"]
+
+
+def _state(texts: list[str], cfg: DedupConfig, batch: int = 97) -> tuple[np.ndarray, np.ndarray, np.ndarray, dp.Sketches | None]:
+    state = DedupState(cfg)
+    for s in range(0, len(texts), batch):
+        state.add(batch_state(texts[s : s + batch], cfg))
+    return (*state.arrays(), state.sketch())
+
+
+def _fetch(texts: list[str]):
+    arr = pa.array(texts, pa.string())
+    return lambda pos: arr.take(pa.array(pos))
+
+
+class _Spy(dd._Resolver):
+    """The resolver, counting how often the rare paths ran (so a test knows it reached them)."""
+
+    seen: list[_Spy] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.past_p = 0
+        _Spy.seen.append(self)
+
+    def _decide_row(self, row: int) -> None:
+        lo, hi = int(self.starts[row - self.r0]), int(self.starts[row - self.r0 + 1])
+        if not self.complete[row - self.r0] and int(np.count_nonzero(self.kept[self.mates[lo:hi]])) < self.k:
+            self.past_p += 1
+        super()._decide_row(row)
+
+
+def _assert_same(texts: list[str], cfg: DedupConfig, reference: Reference | None = None, with_sketch: bool = True) -> dict:
+    exact, units, keys, sketch = _state(texts, cfg)
+    want = decide_reference(exact, units, keys, cfg, _fetch(texts), reference)
+    got = decide(exact, units, keys, cfg, _fetch(texts), reference, sketch if with_sketch else None)
+    assert got.dup_of.tolist() == want.dup_of.tolist()
+    assert got.similarity.tolist() == want.similarity.tolist()
+    assert got.exact.tolist() == want.exact.tolist()
+    assert got.stats == want.stats
+    return got.stats
+
+
+@pytest.mark.parametrize("max_compare", [3, 64])
+def test_equals_reference_on_templated_texts(max_compare):
+    texts = _corpus(1, 1500)
+    stats = _assert_same(texts, DedupConfig(max_compare=max_compare, workers=1))
+    assert stats["near_duplicates"] > 50 and stats["exact_duplicates"] > 30
+
+
+def test_equals_reference_without_sketches_and_with_word_shingles():
+    texts = _corpus(2, 600)
+    _assert_same(texts, DedupConfig(workers=1), with_sketch=False)
+    _assert_same(texts[:300], DedupConfig(shingle="word", workers=1))
+
+
+def test_many_copies_of_one_text_make_s_reach_past_p(monkeypatch):
+    """Hundreds of near-copies share every bucket: removed ones fill P_i, the rule goes on past them."""
+    monkeypatch.setattr(dd, "SLACK", 0)
+    monkeypatch.setattr(dd, "_Resolver", _Spy)
+    _Spy.seen = []
+    texts = _corpus(3, 300, copies_of_one=400)
+    for max_compare, threshold in ((3, 0.6), (8, 0.5), (64, 0.7)):
+        _assert_same(texts, DedupConfig(max_compare=max_compare, threshold=threshold, fact_guard=False, workers=1))
+    assert sum(s.past_p for s in _Spy.seen) > 20
+
+
+def test_equals_reference_with_an_index_and_the_fact_guard():
+    texts = _corpus(4, 900)
+    # records about different facts: same template, another number or drug (the guard keeps both)
+    texts += [f"患者每日服用{d}{n}毫克，连续服用{n}天后复查血常规和肝功能，如有不适及时就医。" for d in ("阿司匹林", "二甲双胍") for n in (5, 10, 20)]
+    cfg = DedupConfig(workers=1)
+    first = find_duplicates(texts[:300], cfg)
+    keep = first.keep
+    reference = Reference(first.keys[keep], first.sigs[keep], [t for t, k in zip(texts[:300], keep, strict=True) if k])
+    stats = _assert_same(texts[300:], cfg, reference)
+    assert stats["fact_guarded_pairs"] > 0
+    _assert_same(texts[300:], DedupConfig(workers=1, max_compare=2), reference)
+
+
+def test_parallel_blocks_and_guard_equal_serial(monkeypatch):
+    texts = _corpus(5, 1200)
+    exact, units, keys, sketch = _state(texts, DedupConfig())
+    serial = decide(exact, units, keys, DedupConfig(workers=1), _fetch(texts), None, sketch)
+    monkeypatch.setattr(dd, "PARALLEL_MIN_DOCS", 0)
+    monkeypatch.setattr(dd, "GUARD_CHUNK", 7)
+    monkeypatch.setattr(dp, "PAIR_BLOCK", 5_000)
+    parallel = decide(exact, units, keys, DedupConfig(workers=2), _fetch(texts), None, sketch)
+    assert parallel.dup_of.tolist() == serial.dup_of.tolist() and parallel.stats == serial.stats
+
+
+def test_bound_never_rules_out_a_pair_at_the_threshold():
+    """The sketch bound against exact Jaccard, on sets built to collide in the sketch (few distinct top
+    bits) as well as on real shingle sets."""
+    rng = np.random.default_rng(0)
+    params = DedupConfig().params
+    texts = _corpus(6, 300)
+    hashes, offsets = params.shingles(texts)
+    sets = mh.unique_sets(hashes, offsets)
+    crafted = []
+    for _ in range(300):
+        top = rng.integers(0, 256, size=rng.integers(1, 6)).astype(np.uint32) << np.uint32(24)
+        crafted.append(np.unique(top[rng.integers(0, len(top), 60)] | rng.integers(0, 1 << 10, 60).astype(np.uint32)))
+    for group in (sets, crafted):
+        flat = np.concatenate(group)
+        starts = np.cumsum([0] + [len(s) for s in group[:-1]])
+        sk = dp.sketches(flat, starts)
+        assert sk.sizes.tolist() == [len(s) for s in group]
+        a = rng.integers(0, len(group), 20_000)
+        b = rng.integers(0, len(group), 20_000)
+        exact = np.array([mh.jaccard(group[x], group[y]) for x, y in zip(a.tolist(), b.tolist(), strict=True)])
+        for threshold in (0.3, 0.6, 0.8, 1.0):
+            passed = dp.bound_pass(sk, a, b, threshold)
+            assert passed[exact >= threshold].all()
+        if group is sets:  # and on real shingle sets it does rule pairs out
+            assert dp.bound_pass(sk, a, b, 0.6)[exact < 0.2].mean() < 0.05
+
+
+def test_block_pairs_are_the_first_rows_of_each_union():
+    """P_i against U_i written plainly: every earlier row sharing a band key, first `depth` of them."""
+    texts = _corpus(7, 800)
+    cfg = DedupConfig()
+    exact, units, keys, _ = _state(texts, cfg)
+    bands, _ = cfg.bands_rows
+    todo = np.flatnonzero(units > 0)
+    table = dp.BucketTable(np.zeros((0, bands), np.uint64), lambda b: keys[todo, b], len(todo), bands)
+    rows = todo[table.new_rows]
+    for depth in (2, 5, 1000):
+        for lo, hi in table.blocks(0, depth, budget=500):
+            mates, ends, complete = table.block_pairs(lo, hi, depth)
+            for r in range(lo, hi):
+                union = [g for g in range(r) if (keys[rows[g]] == keys[rows[r]]).any()]
+                part = mates[(ends[r - lo - 1] if r > lo else 0) : ends[r - lo]]
+                assert part.tolist() == union[:depth]
+                assert bool(complete[r - lo]) == (len(union) <= depth), (r, depth)
+                assert table.union(r).tolist() == union
+
+
+def test_exact_keys_of_units_equal_exact_keys():
+    texts = _corpus(8, 200) + ["", "   ", "？？！", "ＡＢＣ"]
+    want = exact_keys(texts)
+    got = dd.exact_keys_of_units(texts, *mh.char_units(texts))
+    assert (want[0] == got[0]).all() and (want[1] == got[1]).all()
