@@ -36,6 +36,20 @@ def _share_the_cores_among_xdist_workers() -> None:
     os.sched_setaffinity(0, share)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`-n N` hands out whole test files (xdist's loadscope), largest first, instead of single tests.
+
+    Many files build a dataset dir once in a module-scoped fixture (an example build, a set of dirs
+    with cards and plots) and read it in several tests; spread test by test over two workers, each
+    worker built it again (about 11 s of CPU in the fast lane). A file's tests still run in their
+    order; balance holds because there are ~100 files and a worker takes the next one when it is
+    almost done with its own."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    return LoadScopeScheduling(config, log)
+
+
 @pytest.fixture
 def samples_dir() -> Path:
     if not SHARED_SAMPLES.is_dir():
