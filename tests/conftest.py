@@ -38,7 +38,7 @@ def _share_the_cores_among_xdist_workers() -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`-n N` hands out whole test files (xdist's loadscope), largest first, instead of single tests.
+    """`-n N` hands out whole test files (xdist's loadscope; files with the most tests first) instead of single tests.
 
     Many files build a dataset dir once in a module-scoped fixture (an example build, a set of dirs
     with cards and plots) and read it in several tests; spread test by test over two workers, each
