@@ -11,6 +11,45 @@ SHARED_SAMPLES = REPO.parent / "shared" / "samples"
 EXAMPLES = REPO / "examples"
 
 
+def pytest_configure(config) -> None:
+    _share_the_cores_among_xdist_workers()
+
+
+def _share_the_cores_among_xdist_workers() -> None:
+    """Under `pytest -n N`, worker i may use only its share of the cores (cores i, i+N, ...).
+
+    Builds default to `--workers 0` = every core this process may use. Without this, each of the N
+    workers would start a process pool of all the machine's cores for every build: on 2 cores, 2 xdist
+    workers x 2 forked processes per map stage, oversubscribed, and about 0.5 s of CPU per build lost
+    to forking a large test process (~180 pools in the fast lane). With its share, a worker on a 2-core
+    machine has one core, so a build's default is what it is on a one-core machine: the steps run in
+    the process. The pool itself stays tested where tests ask for `--workers 2` (tests/streaming,
+    tests/cli/test_build_options.py)."""
+    import os
+
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit()) or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index, count = int(worker[2:]), int(count)
+    share = cores[index % len(cores) :: count] or cores
+    os.sched_setaffinity(0, share)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`-n N` hands out whole test files (xdist's loadscope; files with the most tests first) instead of single tests.
+
+    Many files build a dataset dir once in a module-scoped fixture (an example build, a set of dirs
+    with cards and plots) and read it in several tests; spread test by test over two workers, each
+    worker built it again (about 11 s of CPU in the fast lane). A file's tests still run in their
+    order; balance holds because there are ~100 files and a worker takes the next one when it is
+    almost done with its own."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    return LoadScopeScheduling(config, log)
+
+
 @pytest.fixture
 def samples_dir() -> Path:
     if not SHARED_SAMPLES.is_dir():
@@ -83,6 +122,21 @@ def _identical_plots_drawn_once(request, monkeypatch):
     from medmill.builders.publish import plots
 
     monkeypatch.setattr(plots, "write_plots", _write_plots_once(plots.write_plots))
+
+
+# ---- LSH band/row choice: computed once per (threshold, num_perm, weights) per worker -------------------
+# `minhash.lsh_params` scans every (bands, rows) pair of num_perm with two numpy integrals each: 0.1-0.2 s
+# per call, paid by every dedup run (about 240 calls, 25 s of CPU in the fast lane). It is a pure function
+# of its arguments, so each distinct call is computed for real once and its answer reused after that.
+@pytest.fixture(autouse=True, scope="session")
+def _lsh_params_computed_once():
+    from functools import lru_cache
+
+    from medmill.builders.curation import minhash
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(minhash, "lsh_params", lru_cache(maxsize=None)(minhash.lsh_params))
+        yield
 
 
 # ---- the click command behind `medmill` is built once per set of registered commands ----------------

@@ -14,12 +14,14 @@ from medmill.commands._curate_dirs import run_over_dirs
 from medmill.commands._run_options import RunOptions
 from tests.streaming.test_streaming import FILTER, dedup_steps, digest, make_input
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
+    # imported here, not at module level: collecting this file for the fast lane (where its tests are
+    # deselected) would otherwise cost every xdist worker the 0.6 s import of ray
+    ray = pytest.importorskip("ray")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
