@@ -124,21 +124,6 @@ def _identical_plots_drawn_once(request, monkeypatch):
     monkeypatch.setattr(plots, "write_plots", _write_plots_once(plots.write_plots))
 
 
-# ---- LSH band/row choice: computed once per (threshold, num_perm, weights) per worker -------------------
-# `minhash.lsh_params` scans every (bands, rows) pair of num_perm with two numpy integrals each: 0.1-0.2 s
-# per call, paid by every dedup run (about 240 calls, 25 s of CPU in the fast lane). It is a pure function
-# of its arguments, so each distinct call is computed for real once and its answer reused after that.
-@pytest.fixture(autouse=True, scope="session")
-def _lsh_params_computed_once():
-    from functools import lru_cache
-
-    from medmill.builders.curation import minhash
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(minhash, "lsh_params", lru_cache(maxsize=None)(minhash.lsh_params))
-        yield
-
-
 # ---- the click command behind `medmill` is built once per set of registered commands ----------------
 # typer turns the app into a click command on every call (`app()`, CliRunner.invoke): ~40 ms of
 # signature and type-hint inspection for 19 commands, paid again by hundreds of in-process runs. The

@@ -28,7 +28,6 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -54,11 +53,6 @@ DEFAULT_THRESHOLD = 0.6  # bench/dedup.py: recall of 1-5 % edit copies ~0.72 at 
 GUARD_EXAMPLES = 20  # fact-guarded pairs kept in the stats (manifest) as examples
 
 
-@cache
-def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    return mh.lsh_params(threshold, num_perm)  # a 128 x 128 search: once per process, not per batch
-
-
 @dataclass
 class DedupConfig:
     threshold: float = DEFAULT_THRESHOLD
@@ -81,7 +75,7 @@ class DedupConfig:
 
     @property
     def bands_rows(self) -> tuple[int, int]:
-        return _lsh_params(max(0.05, self.threshold - self.candidate_margin), self.num_perm)
+        return mh.lsh_params(max(0.05, self.threshold - self.candidate_margin), self.num_perm)
 
 
 @dataclass

@@ -175,6 +175,7 @@ def signatures(hashes: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int
     return out
 
 
+@cache  # a 128 x 128 search (0.1-0.2 s): once per argument set and process, not per batch or run
 def lsh_params(threshold: float, num_perm: int, fp_weight: float = 0.02, fn_weight: float = 0.98) -> tuple[int, int]:
     """(bands, rows) minimising the weighted false-positive / false-negative area of the S-curve.
 
