@@ -1,0 +1,180 @@
+"""Streamed builds write exactly the dataset dir the in-memory build writes (sha256 of every file; the
+manifest without timings), with 1 process or 2, many batches, many shards; and the pieces that make that
+possible (splits from group sizes, the reject order per chunk) agree with their in-memory counterparts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from medmill.builders.core.run import run_build
+from medmill.builders.core.splits import assign_groups, split_by_group
+from medmill.builders.core.steps import LocalExecutor
+from medmill.builders.pretrain.build import PretrainBuilder
+from medmill.builders.pretrain.config import PretrainConfig
+from medmill.builders.streaming.build_stream import CHUNK, StreamExecutor, _ChunkedRejects
+from medmill.builders.streaming.batch import StepTally
+from medmill.schemas.seeded import seeded_rank
+from tests.pretrain.corpus import GENERAL, MEDICAL, sentence
+
+FOOTER = "本资料仅供医学专业人员参考，不能替代医生的诊断与治疗建议。"
+COPYRIGHT = "版权所有，侵权必究。本书由示例医学出版社出版，未经许可不得复制。"
+
+
+def dir_digest(out: Path) -> dict[str, str]:
+    """sha256 of every file of a dataset dir; the manifest without its timings (wall clock)."""
+    got = {}
+    for f in sorted(out.rglob("*")):
+        if not f.is_file():
+            continue
+        data = f.read_bytes()
+        if f.name == "manifest.json":
+            m = json.loads(data)
+            m.pop("timings")
+            data = json.dumps(m, ensure_ascii=False, sort_keys=True).encode()
+        got[str(f.relative_to(out))] = hashlib.sha256(data).hexdigest()
+    return got
+
+
+def _pt_inputs(root: Path, docs: int = 220) -> list[Path]:
+    """JSON Lines with repeated footers (boilerplate), phone numbers (PII), exact and near copies
+    across files (dedup, split of a repeated id), too-short and empty texts, a broken line; and a
+    plain text book with a copyright page in many sections."""
+    rng = random.Random(7)
+    root.mkdir(parents=True, exist_ok=True)
+    texts: list[str] = []
+    files = []
+    for f in range(3):
+        path = root / f"part{f}.jsonl"
+        lines = []
+        for i in range(docs // 3):
+            roll = rng.random()
+            if texts and roll < 0.06:
+                text = rng.choice(texts)  # the same text again, maybe in another file (another split group)
+            elif texts and roll < 0.12:
+                text = rng.choice(texts)[:-6] + "需要复查。"
+            else:
+                text = "".join(sentence(rng, MEDICAL if i % 2 else GENERAL) for _ in range(rng.randint(2, 7)))
+                if roll < 0.3:
+                    text += "\n" + FOOTER
+                elif roll < 0.34:
+                    text += f"联系电话13{rng.randint(100000000, 999999999)}。"
+                elif roll < 0.37:
+                    text = "短文本。"
+                elif roll < 0.39:
+                    text = FOOTER
+            texts.append(text)
+            lines.append(json.dumps({"text": text}, ensure_ascii=False))
+        if f == 1:
+            lines.insert(5, "{not json")
+            lines.insert(9, json.dumps({"text": "   "}))
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        files.append(path)
+    book = root / "book.txt"
+    sections = []
+    for s in range(12):
+        body = "".join(sentence(rng, MEDICAL) for _ in range(rng.randint(4, 9)))
+        sections.append(f"第{s + 1}节 疾病{s}\n{COPYRIGHT}\n{body}")
+    book.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    files.append(book)
+    return files
+
+
+def _build(tmp: Path, inputs: list[Path], name: str, executor, **cfg) -> Path:
+    out = tmp / name
+    config = PretrainConfig(inputs=inputs, out=out, val_size=0.1, test_size=0.05, boilerplate_min_docs=4, **cfg)
+    report = run_build(PretrainBuilder(), config, executor=executor, max_shard_bytes=3_000)
+    assert report.manifest.records_total > 0
+    return out
+
+
+def test_pt_streamed_equals_in_memory(tmp_path: Path) -> None:
+    inputs = _pt_inputs(tmp_path / "in")
+    memory = _build(tmp_path, inputs, "memory", None)
+    reference = dir_digest(memory)
+    m = json.loads((memory / "manifest.json").read_text(encoding="utf-8"))
+    # the corpus exercises what must agree: every kind of reject, boilerplate, several splits and shards
+    reasons = set(m["rejects_by_reason"])
+    assert {"boilerplate/boilerplate_only", "dedup/exact_duplicate", "dedup/near_duplicate"} <= reasons, reasons
+    assert any(r.startswith("read/") for r in reasons), reasons
+    assert m["counters"]["boilerplate.paragraphs_removed"] > 0 and m["counters"]["pii.records_redacted"] > 0
+    assert {"train", "validation", "test"} <= set(m["splits"]) and len(m["splits"]["train"]["files"]) > 3
+    for workers, batch in ((1, 7), (2, 5), (2, 2_000)):
+        out = _build(tmp_path, inputs, f"stream-{workers}-{batch}", StreamExecutor(workers, batch))
+        assert not list(out.glob(".medmill-*")), "work files left behind"
+        got = dir_digest(out)
+        assert got == reference, {k for k in reference.keys() | got.keys() if reference.get(k) != got.get(k)}
+
+
+def test_pt_streamed_without_dedup_keeps_exact_copies_in_their_first_split(tmp_path: Path) -> None:
+    """With dedup off, the writer drops repeated ids: a repeat in another file (group) must follow its
+    first copy's split, as the in-memory writer does."""
+    inputs = _pt_inputs(tmp_path / "in", docs=150)
+    off = {"curation": {"dedup": False}, "limit": 120}
+    reference = dir_digest(_build(tmp_path, inputs, "memory", None, **off))
+    m = json.loads((tmp_path / "memory" / "manifest.json").read_text(encoding="utf-8"))
+    assert m["rejects_by_reason"].get("write/exact_duplicate", 0) > 0
+    assert dir_digest(_build(tmp_path, inputs, "stream", StreamExecutor(2, 3), **off)) == reference
+
+
+def test_memory_executor_keeps_the_in_memory_path(tmp_path: Path) -> None:
+    """Without the stream executor the build runs in memory (its records go through `finish`)."""
+    seen = []
+
+    class Spy(PretrainBuilder):
+        def finish(self, cfg, inputs, out):
+            seen.append(len(out.records))
+
+    inputs = _pt_inputs(tmp_path / "in", docs=60)
+    run_build(Spy(), PretrainConfig(inputs=inputs, out=tmp_path / "a"), executor=LocalExecutor())
+    run_build(Spy(), PretrainConfig(inputs=inputs, out=tmp_path / "b"), executor=StreamExecutor(1, 10))
+    assert seen[0] > 0 and seen[1] == 0
+
+
+def test_assign_groups_is_split_by_group() -> None:
+    rng = random.Random(3)
+    items = [(f"g{rng.randint(0, 80)}", i) for i in range(500)]
+    for val, test, seed in ((0.1, 0.05, 1), (0.3, 0.0, 7), (0.0, 0.2, 42), (0.0, 0.0, 5)):
+        splits = split_by_group(items, lambda t: t[0], val_size=val, test_size=test, seed=seed)
+        names, sizes = [], {}
+        for g, _ in items:
+            if g not in sizes:
+                names.append(g)
+                sizes[g] = 0
+            sizes[g] += 1
+        chosen = assign_groups(names, [sizes[g] for g in names], val_size=val, test_size=test, seed=seed)
+        expect = {split: [it for it in items if chosen.get(names.index(it[0]), "train") == split] for split in ("train", "validation", "test")}
+        assert splits == {k: v for k, v in expect.items() if v}
+        # the test split starts with the lowest-ranked group (the seeded order, written by hand)
+        if test:
+            assert min(names, key=lambda g: seeded_rank(seed, g)) in {g for g, _ in splits["test"]}
+
+
+def test_chunked_rejects_follow_the_in_memory_order(tmp_path: Path) -> None:
+    """Rejects of two map steps come out per CHUNK inputs, step by step, whatever the batches."""
+    sink = _ChunkedRejects(tmp_path / "r.jsonl", 2)
+    seen = 0
+    expect_by_chunk: dict[int, list[list[str]]] = {}
+    rng = random.Random(1)
+    while seen < 2 * CHUNK + 10:
+        n = rng.randint(1, CHUNK // 2)
+        tallies = [StepTally("a"), StepTally("b")]
+        for k, t in enumerate(tallies):
+            for at in sorted(rng.sample(range(n), min(n, 3))):
+                line = f"{k}:{seen + at}"
+                t.rejects.append(line)
+                t.ordinals.append(at)
+                expect_by_chunk.setdefault((seen + at) // CHUNK, [[], []])[k].append(line)
+        sink.add(tallies, n, ordinals=True)
+        seen += n
+    lines = sink.close().read_text().splitlines()
+    assert lines == [line for c in sorted(expect_by_chunk) for step in expect_by_chunk[c] for line in step]
+
+
+@pytest.mark.parametrize("batch", [1, 7, 2_000, 60_000])
+def test_batches_never_straddle_chunks(batch: int) -> None:
+    assert CHUNK % StreamExecutor(1, batch).batch_items == 0
