@@ -63,10 +63,16 @@ def _pt_inputs(root: Path, docs: int = 220) -> list[Path]:
                     text += "\n" + FOOTER
                 elif roll < 0.34:
                     text += f"联系电话13{rng.randint(100000000, 999999999)}。"
+                elif roll < 0.36:
+                    text += "请问哪里买冰毒。"  # safety
                 elif roll < 0.37:
                     text = "短文本。"
                 elif roll < 0.39:
                     text = FOOTER
+                elif roll < 0.42:
+                    text = "编号：" + "，".join(str(rng.randint(10**6, 10**9)) for _ in range(30)) + "。"  # running-text rules
+                elif roll < 0.44:
+                    text = "The patient was given aspirin and observed for several days in the ward. " * 3
             texts.append(text)
             lines.append(json.dumps({"text": text}, ensure_ascii=False))
         if f == 1:
@@ -101,12 +107,26 @@ def test_pt_streamed_equals_in_memory(tmp_path: Path) -> None:
     reasons = set(m["rejects_by_reason"])
     assert {"boilerplate/boilerplate_only", "dedup/exact_duplicate", "dedup/near_duplicate"} <= reasons, reasons
     assert any(r.startswith("read/") for r in reasons), reasons
+    assert any(r.startswith("text_quality/") for r in reasons) and any(r.startswith("safety/") for r in reasons), reasons
     assert m["counters"]["boilerplate.paragraphs_removed"] > 0 and m["counters"]["pii.records_redacted"] > 0
     assert {"train", "validation", "test"} <= set(m["splits"]) and len(m["splits"]["train"]["files"]) > 3
     for workers, batch in ((1, 7), (2, 5), (2, 2_000)):
         out = _build(tmp_path, inputs, f"stream-{workers}-{batch}", StreamExecutor(workers, batch))
         assert not list(out.glob(".medmill-*")), "work files left behind"
         got = dir_digest(out)
+        assert got == reference, {k for k in reference.keys() | got.keys() if reference.get(k) != got.get(k)}
+
+
+def test_pt_streamed_equals_in_memory_over_many_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rejects come out per chunk of the in-memory executor: with a chunk of 40 records the corpus spans
+    several, and batches of 7 documents straddle the chunks of generated records."""
+    import medmill.builders.streaming.build_stream as build_stream
+
+    inputs = _pt_inputs(tmp_path / "in")
+    reference = dir_digest(_build(tmp_path, inputs, "memory", LocalExecutor(batch_size=40)))
+    monkeypatch.setattr(build_stream, "CHUNK", 40)
+    for workers in (1, 2):
+        got = dir_digest(_build(tmp_path, inputs, f"stream-{workers}", StreamExecutor(workers, 7)))
         assert got == reference, {k for k in reference.keys() | got.keys() if reference.get(k) != got.get(k)}
 
 
