@@ -61,7 +61,7 @@ def run_build(
     if builder_streams(builder, executor, render_card):
         streamed = stream_build(builder, cfg, ctx, executor, command, max_shard_bytes, t0, skipped_dirs)  # type: ignore[arg-type]
         if streamed is not None:
-            return streamed
+            return BuildReport(*streamed)
     out = Collector()
     try:
         inputs = builder.read(cfg, ctx)

@@ -68,8 +68,10 @@ from medmill.schemas.dataset_dir import ARROW_SCHEMAS
 from medmill.schemas.records import canonical_json
 
 if TYPE_CHECKING:
-    from medmill.builders.core.run import BuildReport
+    from medmill.builders.core.manifest import Manifest
     from medmill.builders.core.writer import CardRenderer
+
+Figures = list[tuple[str, Any]]
 
 CHUNK = LocalExecutor().batch_size  # the in-memory executor's chunk: its rejects come out chunk by chunk
 DEFAULT_BATCH_ITEMS = 2_000
@@ -293,8 +295,8 @@ def builder_streams(builder: Builder[Any], executor: Any, render_card: CardRende
 def stream_build(
     builder: Builder[C], cfg: C, ctx: BuildContext, executor: StreamExecutor, command: str | None,
     max_shard_bytes: int | None, started: float, skipped_dirs: list[Path],
-) -> BuildReport | None:
-    """Build `cfg.out` streamed (see the module docstring); None when the curation steps need every
+) -> tuple[Manifest, Figures] | None:
+    """Build `cfg.out` streamed (see the module docstring): its manifest and summary rows; None when the curation steps need every
     record in memory (the caller then builds in memory)."""
     if plan_build_steps(builder.steps(cfg, builder.kind, frozenset())) is None:
         return None
@@ -320,9 +322,7 @@ def _jobs(stream: ItemStream) -> Iterator[tuple[int, list[Any] | bytes]]:
 
 
 def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamExecutor, command, max_shard_bytes,
-         started: float, skipped_dirs: list[Path], work: Path) -> BuildReport:
-    from medmill.builders.core.run import BuildReport
-
+         started: float, skipped_dirs: list[Path], work: Path) -> tuple[Manifest, Figures]:
     inputs: Inputs = stream.inputs
     inputs.items_read = stream.items
     out = Collector()
@@ -475,7 +475,7 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
     seconds = max(1e-9, t3 - t2)
     figures.append(("executor", f"streaming, {executor.workers} processes"))
     figures.append(("records/s (generate + curation map steps)", round(generated / seconds)))
-    return BuildReport(manifest, figures)
+    return manifest, figures
 
 
 def _splits(ids: pa.Array, groups: pa.Array, keep: np.ndarray, cfg: Any) -> pa.Array:
