@@ -24,7 +24,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -39,6 +39,7 @@ from medmill.builders.core.splits import assign_groups
 from medmill.builders.core.steps import LocalExecutor, MapStep, Step
 from medmill.builders.core.writer import BuildInfo, rmdir_if_empty
 from medmill.builders.curation.dedup_state import BatchState, DedupState, batch_state
+from medmill.builders.curation.record_dedup import meta_terms
 from medmill.builders.curation.stages import DecontaminateStep, DedupStep
 from medmill.builders.curation.text import record_text
 from medmill.builders.streaming.batch import (
@@ -140,6 +141,7 @@ class BuildBatchOut:
     groups: pa.Array  # split group of every survivor
     facts: list[pa.Table]  # per post step
     dedup: BatchState | None = None
+    terms: frozenset[str] = frozenset()  # facts the records carry in meta, for dedup's fact guard
 
 
 def group_of(record: Record) -> str:
@@ -197,13 +199,16 @@ class BuildWork:
             facts.append(table)
         survivors, sizes = self._survivors(records, written)
         state = None
+        terms: frozenset[str] = frozenset()
         if self.dedup is not None:
+            if self.dedup.config.fact_guard:
+                terms = meta_terms(records)  # as the in-memory dedup adds them (record_dedup.py)
             texts = [record_text(r, self.dedup.fields) for r in records]
             state = batch_state(texts, self.dedup.config, self.dedup.with_sigs)
             survivors = survivors.append_column(TEXT_COL, pa.array(texts, pa.string()))
             survivors = survivors.append_column(ORIGIN_COL, pa.array([self.dedup.origin(r) for r in records], pa.string()))
         groups = pa.array([group_of(r) for r in records], pa.string())
-        return BuildBatchOut(seq, n_items, gen, n_generated, tallies, survivors, sizes, groups, facts, state)
+        return BuildBatchOut(seq, n_items, gen, n_generated, tallies, survivors, sizes, groups, facts, state, terms)
 
     def _survivors(self, records: list[Record], written: list[Record]) -> tuple[pa.Table, RowSizes]:
         """The rows as written (after the record-wise global steps) and, for dedup rejects, each
@@ -285,6 +290,18 @@ class _Totals:
         self.seconds[tally.name] += tally.seconds
 
 
+def list_stream(inputs: Inputs, batch_items: int) -> ItemStream:
+    """A stream over items a reader holds in memory anyway (a KG, text chunks): `inputs.items` stay for
+    `generation` to look at (option pools, label sets); the records they make never pile up."""
+    items = inputs.items
+
+    def batches() -> Iterator[list[Any]]:
+        for start in range(0, len(items), batch_items):
+            yield items[start : start + batch_items]
+
+    return ItemStream(inputs, batches, len(items))
+
+
 def builder_streams(builder: Builder[Any], executor: Any, render_card: CardRenderer | None) -> bool:
     """True when this build runs streamed: the stream executor, a builder offering a stream, and the
     standard card (the streaming writer renders it)."""
@@ -362,6 +379,7 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
     sizes: list[RowSizes] = []
     facts: list[list[pa.Table]] = [[] for _ in plan.post_steps]
     generated = 0
+    terms: set[str] = set()
     n_map = len(plan.map_steps)
     t2 = time.perf_counter()
     try:
@@ -386,6 +404,7 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
                     facts[k].append(table)
                 if state is not None and res.dedup is not None:
                     state.add(res.dedup)
+                terms |= res.terms
                 advance(res.n_items, "items")
     finally:
         reject_files = [work / "rejects-driver.jsonl", gen_rejects.close(), map_rejects.close()]
@@ -433,6 +452,9 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
     if dedup is not None and state is not None and dedup_work is not None:
         t4 = time.perf_counter()
         index = _open_index(dedup, kind) if dedup.index else None
+        if terms:
+            config = dedup_work.config
+            dedup_work = replace(dedup_work, config=replace(config, protected_terms=config.protected_terms | terms))
         dedup_result = run_dedup(spill, state, dedup_work, kind, index, work / "rejects-dedup.jsonl", work / "clusters.jsonl")
         keep = dedup_result.decision.keep
         reject_files.append(work / "rejects-dedup.jsonl")

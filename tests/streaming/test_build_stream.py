@@ -16,8 +16,8 @@ from medmill.builders.core.splits import assign_groups, split_by_group
 from medmill.builders.core.steps import LocalExecutor
 from medmill.builders.pretrain.build import PretrainBuilder
 from medmill.builders.pretrain.config import PretrainConfig
-from medmill.builders.streaming.build_stream import CHUNK, StreamExecutor, _ChunkedRejects
 from medmill.builders.streaming.batch import StepTally
+from medmill.builders.streaming.build_stream import CHUNK, StreamExecutor, _ChunkedRejects
 from medmill.schemas.seeded import seeded_rank
 from tests.pretrain.corpus import GENERAL, MEDICAL, sentence
 
@@ -198,3 +198,36 @@ def test_chunked_rejects_follow_the_in_memory_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize("batch", [1, 7, 2_000, 60_000])
 def test_batches_never_straddle_chunks(batch: int) -> None:
     assert CHUNK % StreamExecutor(1, batch).batch_items == 0
+
+
+def _tasks(tmp: Path, name: str, executor, **cfg) -> Path:
+    from medmill.builders.tasks.build import TasksBuilder, TasksConfig
+
+    out = tmp / name
+    run_build(TasksBuilder(), TasksConfig(out=out, val_size=0.1, **cfg), executor=executor, max_shard_bytes=2_000)
+    return out
+
+
+@pytest.mark.parametrize("task", ["mcq", "ner"])
+def test_tasks_streamed_equal_in_memory(tmp_path: Path, examples_dir: Path, task: str) -> None:
+    """The map-only tasks stream their records: mcq over the example KG (its records' meta facts reach
+    the dedup fact guard), ner over the example texts with its lexicon."""
+    if task == "mcq":
+        cfg = {"task": "mcq", "inputs": [examples_dir / "kg"]}
+    else:
+        cfg = {"task": "ner", "inputs": [examples_dir / "texts"], "kg": [examples_dir / "kg"]}
+    memory = _tasks(tmp_path, "memory", None, **cfg)
+    m = json.loads((memory / "manifest.json").read_text(encoding="utf-8"))
+    assert m["records_total"] >= 10 and len(m["splits"]["train"]["files"]) >= 2, m["splits"]
+    reference = dir_digest(memory)
+    for workers, batch in ((1, 3), (2, 16)):
+        got = dir_digest(_tasks(tmp_path, f"stream-{workers}", StreamExecutor(workers, batch), **cfg))
+        assert got == reference, {k for k in reference.keys() | got.keys() if reference.get(k) != got.get(k)}
+
+
+def test_tasks_cls_builds_in_memory(tmp_path: Path) -> None:
+    """cls samples per label across the whole input (a global generation step): no stream offered."""
+    from medmill.builders.tasks.build import TasksBuilder, TasksConfig
+
+    cfg = TasksConfig(task="cls", inputs=[tmp_path / "x.csv"], out=tmp_path / "o")
+    assert TasksBuilder().read_stream(cfg, None, tmp_path, 10) is None  # type: ignore[arg-type]
