@@ -19,6 +19,7 @@ what they report must come from `out.stats`, counters and the manifest, accumula
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import time
@@ -64,7 +65,7 @@ from medmill.builders.streaming.sizes import RowSizes, TableSizer
 from medmill.builders.streaming.spill import Spill
 from medmill.builders.streaming.stats import merge_stats
 from medmill.builders.streaming.write import write_streamed
-from medmill.schemas import KIND_COLUMNS, Record, RejectRow
+from medmill.schemas import KIND_COLUMNS, Record, RejectRow, record_class
 from medmill.schemas.dataset_dir import ARROW_SCHEMAS
 from medmill.schemas.records import canonical_json
 
@@ -341,7 +342,7 @@ def _jobs(stream: ItemStream) -> Iterator[tuple[int, list[Any] | bytes]]:
 def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamExecutor, command, max_shard_bytes,
          started: float, skipped_dirs: list[Path], work: Path) -> tuple[Manifest, Figures]:
     inputs: Inputs = stream.inputs
-    inputs.items_read = stream.items
+    inputs.items_read = inputs.items_read or stream.items
     out = Collector()
     t1 = time.perf_counter()
     try:
@@ -368,7 +369,13 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
     job = BuildWork(kind, list(generation), plan, dedup_work)
     spill = Spill(work / "spill.parquet")
     state = DedupState(dedup.config, work / "sigs.u32" if dedup.index is not None else None) if dedup else None
-    gen_rejects = _ChunkedRejects(work / "rejects-generate.jsonl", len(generation))
+    # generation steps whose rejects follow every earlier reject (a global step's, in memory) come last
+    n_chunked = sum(1 for s in generation if not getattr(s, "whole_input_order", False))
+    if any(not getattr(s, "whole_input_order", False) for s in generation[n_chunked:]):
+        raise RuntimeError(f"{builder.name}: generation steps with whole_input_order must come last")
+    gen_rejects = _ChunkedRejects(work / "rejects-generate.jsonl", n_chunked)
+    whole_paths = [work / f"rejects-generate-{i}.jsonl" for i in range(len(generation) - n_chunked)]
+    whole_files = [open(p, "w", encoding="utf-8") for p in whole_paths]  # noqa: SIM115 (closed below)
     map_rejects = _ChunkedRejects(work / "rejects-map.jsonl", len(plan.map_steps))
     late_paths = [work / f"rejects-late-{i}.jsonl" for i in range(len(plan.late_steps))]
     late_files = [open(p, "w", encoding="utf-8") for p in late_paths]  # noqa: SIM115 (closed below)
@@ -385,7 +392,9 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
     try:
         with ctx.progress(f"building (streaming, {executor.workers} processes)", stream.items) as advance:
             for res in ordered_map(job, _jobs(stream), executor.workers):  # type: ignore[arg-type]
-                gen_rejects.add(res.generation, res.n_items, ordinals=False)
+                gen_rejects.add(res.generation[:n_chunked], res.n_items, ordinals=False)
+                for f, tally in zip(whole_files, res.generation[n_chunked:], strict=True):
+                    f.writelines(line + "\n" for line in tally.rejects)
                 map_rejects.add(res.steps[:n_map], res.n_generated, ordinals=True)
                 for f, tally in zip(late_files, res.steps[n_map:], strict=True):
                     f.writelines(line + "\n" for line in tally.rejects)
@@ -407,8 +416,8 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
                 terms |= res.terms
                 advance(res.n_items, "items")
     finally:
-        reject_files = [work / "rejects-driver.jsonl", gen_rejects.close(), map_rejects.close()]
-        for f in late_files:
+        reject_files = [work / "rejects-driver.jsonl", gen_rejects.close(), *whole_paths, map_rejects.close()]
+        for f in [*whole_files, *late_files]:
             f.close()
         reject_files += late_paths
         spill.close()
@@ -473,10 +482,12 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
         info.counters.update({f"{step.name}.{k}": v for k, v in step_counters.items()})
     info.curation = curation
     id_array = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
-    split_array = _splits(id_array, pa.concat_arrays(groups) if groups else pa.array([], pa.string()), keep, cfg)
+    split_array, first = _splits(id_array, pa.concat_arrays(groups) if groups else pa.array([], pa.string()), keep, cfg)
     info.timings["curate"] = time.perf_counter() - t3
 
-    # the builder's final figures: from stats and counters, never from records
+    # the builder's final figures: `out.records` and `out.rejects` are read back from disk when iterated
+    out.records = _KeptRecords(spill, first, kind)  # type: ignore[assignment]
+    out.rejects = _AllRejects(list(reject_files), by_reason, spill, keep & ~first, kind)  # type: ignore[assignment]
     builder.finish(cfg, inputs, out)
     info.stats = dict(out.stats)
     info.description = builder.describe(cfg, inputs, out)
@@ -500,12 +511,14 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
     return manifest, figures
 
 
-def _splits(ids: pa.Array, groups: pa.Array, keep: np.ndarray, cfg: Any) -> pa.Array:
+def _splits(ids: pa.Array, groups: pa.Array, keep: np.ndarray, cfg: Any) -> tuple[pa.Array, np.ndarray]:
     """Every spill row's split, as the in-memory writer decides: records kept by dedup, first of each id
     (later ones are exact duplicates the writer rejects), grouped; a duplicate gets its first's split,
-    since the streaming writer takes an id's split from its last survivor."""
+    since the streaming writer takes an id's split from its last survivor. Also which rows are written
+    (kept, first of their id)."""
     n = len(ids)
     split_of_row = np.zeros(n, dtype=np.int8)  # 0 train, 1 validation, 2 test
+    first_mask = np.zeros(n, dtype=bool)
     kept = np.flatnonzero(keep)
     if len(kept):
         kept_ids = ids.take(pa.array(kept))
@@ -522,12 +535,62 @@ def _splits(ids: pa.Array, groups: pa.Array, keep: np.ndarray, cfg: Any) -> pa.A
         for g, split in chosen.items():
             code_split[g] = 1 if split == "validation" else 2
         split_of_row[kept] = code_split[codes[of_id]]
+        first_mask[kept[first]] = True
     labels = pa.array(["train", "validation", "test"], pa.string())
-    return labels.take(pa.array(split_of_row.astype(np.int32)))
+    return labels.take(pa.array(split_of_row.astype(np.int32))), first_mask
 
 
 def _as_str_list(values: pa.Array) -> Iterable[str]:
     return values.to_pylist()
+
+
+class _KeptRecords:
+    """The records to be written, read back from the spill batch by batch when iterated."""
+
+    def __init__(self, spill: Spill, written: np.ndarray, kind: str) -> None:
+        self.spill, self.written, self.kind = spill, written, kind
+
+    def __len__(self) -> int:
+        return int(self.written.sum())
+
+    def __iter__(self) -> Iterator[Record]:
+        cls = record_class(self.kind)
+        for at, table in self.spill.groups(KIND_COLUMNS[self.kind]):
+            mask = self.written[at : at + table.num_rows]
+            if mask.any():
+                for row in table.filter(pa.array(mask)).to_pylist():
+                    yield cls.from_row(row)
+
+
+class _AllRejects:
+    """Every reject of the build, as `out.rejects` holds them after curation in memory: the stage files
+    in order, then the exact duplicates the writer will reject; read back when iterated."""
+
+    def __init__(self, files: list[Path], by_reason: Counter, spill: Spill, duplicate: np.ndarray, kind: str) -> None:
+        self.files, self.spill, self.duplicate, self.kind = files, spill, duplicate, kind
+        self.by_reason = Counter(by_reason)
+        if duplicate.any():
+            self.by_reason["write/exact_duplicate"] += int(duplicate.sum())
+
+    def __len__(self) -> int:
+        return sum(self.by_reason.values())
+
+    def __iter__(self) -> Iterator[RejectRow]:
+        for path in self.files:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    yield RejectRow.model_validate(json.loads(line))
+        for at, table in self.spill.groups(KIND_COLUMNS[self.kind]):
+            mask = self.duplicate[at : at + table.num_rows]
+            if mask.any():
+                for row in table.filter(pa.array(mask)).to_pylist():
+                    yield RejectRow(stage="write", reason="exact_duplicate", message=f"same content as record {row['id']}",
+                                    source=row.get("source"), raw=row)
+
+    def write(self, row: RejectRow) -> None:
+        raise RuntimeError("a streamed build takes no rejects after curation")
+
+    extend = write
 
 
 class _NoRejects:

@@ -147,12 +147,12 @@ def test_memory_executor_keeps_the_in_memory_path(tmp_path: Path) -> None:
 
     class Spy(PretrainBuilder):
         def finish(self, cfg, inputs, out):
-            seen.append(len(out.records))
+            seen.append(isinstance(out.records, list))
 
     inputs = _pt_inputs(tmp_path / "in", docs=60)
     run_build(Spy(), PretrainConfig(inputs=inputs, out=tmp_path / "a"), executor=LocalExecutor())
     run_build(Spy(), PretrainConfig(inputs=inputs, out=tmp_path / "b"), executor=StreamExecutor(1, 10))
-    assert seen[0] > 0 and seen[1] == 0
+    assert seen == [True, False]  # streamed, `finish` reads the records back from the spill
 
 
 def test_assign_groups_is_split_by_group() -> None:
@@ -231,3 +231,53 @@ def test_tasks_cls_builds_in_memory(tmp_path: Path) -> None:
 
     cfg = TasksConfig(task="cls", inputs=[tmp_path / "x.csv"], out=tmp_path / "o")
     assert TasksBuilder().read_stream(cfg, None, tmp_path, 10) is None  # type: ignore[arg-type]
+
+
+def _dialogue_inputs(root: Path) -> list[Path]:
+    """Toyhom CSV (ragged rows, exact duplicates, cleaning), BenTsao (prefix copies across the file),
+    GenMedGPT (an English file), Huatuo JSON Lines with English strays (wrong_language)."""
+    from tests.dialogue.corpora import (
+        write_bentsao,
+        write_genmedgpt,
+        write_toyhom_csv,
+    )
+
+    root.mkdir(parents=True, exist_ok=True)
+    write_toyhom_csv(root / "toyhom.csv", 90, seed=1, ragged_every=13, duplicate_every=9)
+    write_bentsao(root / "bentsao.json", 40, seed=2)
+    write_genmedgpt(root / "genmed.json", 25, seed=3)
+    rng = random.Random(4)
+    lines = []
+    for i in range(70):
+        if i % 23 == 5:
+            rec = {"instruction": f"Doctor, what should I do about case {i}?", "input": "", "output": f"Rest and fluids for case {i}."}
+        else:
+            rec = {"instruction": f"第{i}例{sentence(rng, MEDICAL)}该怎么办？", "input": "", "output": sentence(rng, MEDICAL) * 2}
+        lines.append(json.dumps(rec, ensure_ascii=False))
+    (root / "huatuo.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [root / n for n in ("toyhom.csv", "bentsao.json", "genmed.json", "huatuo.jsonl")]
+
+
+def _dialogue(tmp: Path, inputs: list[Path], name: str, executor, **cfg) -> Path:
+    from medmill.builders.dialogue.build import DialogueBuilder, DialogueConfig
+
+    out = tmp / name
+    run_build(DialogueBuilder(), DialogueConfig(inputs=inputs, out=out, val_size=0.1, test_size=0.1, **cfg),
+              executor=executor, max_shard_bytes=3_000)
+    return out
+
+
+@pytest.mark.parametrize("cfg", [{}, {"read": {"merge_prefixes": False}, "limit": 250}], ids=["defaults", "no-merge-limit"])
+def test_dialogue_streamed_equals_in_memory(tmp_path: Path, cfg: dict) -> None:
+    inputs = _dialogue_inputs(tmp_path / "in")
+    memory = _dialogue(tmp_path, inputs, "memory", None, **cfg)
+    m = json.loads((memory / "manifest.json").read_text(encoding="utf-8"))
+    reasons = set(m["rejects_by_reason"])
+    assert "clean/wrong_language" in reasons and any(r.startswith("read/") for r in reasons), reasons
+    if not cfg:
+        assert "merge/prefix_copy" in reasons and m["counters"]["prefix_copies_merged"] > 0, reasons
+    assert len(m["stats"]["inputs"]) == 4 and len(m["splits"]["train"]["files"]) > 2
+    reference = dir_digest(memory)
+    for workers, batch in ((1, 4), (2, 25)):
+        got = dir_digest(_dialogue(tmp_path, inputs, f"stream-{workers}", StreamExecutor(workers, batch), **cfg))
+        assert got == reference, {k for k in reference.keys() | got.keys() if reference.get(k) != got.get(k)}
