@@ -13,11 +13,10 @@ Memory per record kept in the driver: its id and group key (arrow strings), the 
 the dedup state (`curation/dedup_state.py`) and what a record-wise global step keeps (see
 `RecordwiseStep`); at most `2 x workers` batches are in flight.
 
-In `finish`, `out.records` (the records to be written) and `out.rejects` (every reject, the writer's
+In `finish` and `figures`, `out.records` (the records to be written) and `out.rejects` (every reject, the writer's
 exact duplicates included) are read back from the spill and the reject files when iterated; a builder
 should rather report from `out.stats` and counters, accumulated batch by batch (generation map steps
-may fold their per-batch stats: `fold_stats(acc, part)` / `final_stats(acc)`). `out.records` is empty
-in `figures`.
+may fold their per-batch stats: `fold_stats(acc, part)` / `final_stats(acc)`).
 """
 
 from __future__ import annotations
