@@ -281,3 +281,21 @@ def test_dialogue_streamed_equals_in_memory(tmp_path: Path, cfg: dict) -> None:
     for workers, batch in ((1, 4), (2, 25)):
         got = dir_digest(_dialogue(tmp_path, inputs, f"stream-{workers}", StreamExecutor(workers, batch), **cfg))
         assert got == reference, {k for k in reference.keys() | got.keys() if reference.get(k) != got.get(k)}
+
+
+def test_pt_streamed_without_survivors_fails_as_in_memory(tmp_path: Path) -> None:
+    """Nothing survives (every document is the same footer): the same one-line error, --out left as it
+    was (here: never created), the same rejects beside it."""
+    from medmill.schemas.errors import MedmillError
+
+    src = tmp_path / "in" / "footers.jsonl"
+    src.parent.mkdir()
+    src.write_text("".join(json.dumps({"text": f"{FOOTER}\n{COPYRIGHT}"}, ensure_ascii=False) + "\n" for _ in range(12)), encoding="utf-8")
+    got = {}
+    for name, executor in (("memory", None), ("stream", StreamExecutor(2, 5))):
+        out = tmp_path / name
+        with pytest.raises(MedmillError) as e:
+            run_build(PretrainBuilder(), PretrainConfig(inputs=[src], out=out, boilerplate_min_docs=3), executor=executor)
+        assert not out.exists()
+        got[name] = (str(e.value).replace(str(out), "OUT"), (tmp_path / f"{name}.rejects.jsonl").read_bytes())
+    assert "no records survived" in got["memory"][0] and got["memory"] == got["stream"]
