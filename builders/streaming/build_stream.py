@@ -26,7 +26,7 @@ import pickle
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -532,7 +532,7 @@ def _splits(ids: pa.Array, groups: pa.Array, keep: np.ndarray, cfg: Any) -> tupl
         names = encoded.dictionary
         codes = encoded.indices.to_numpy(zero_copy_only=False)
         group_sizes = np.bincount(codes, minlength=len(names))
-        chosen = assign_groups(_as_str_list(names), group_sizes.tolist(), val_size=cfg.val_size, test_size=cfg.test_size, seed=cfg.seed)
+        chosen = assign_groups(names.to_pylist(), group_sizes.tolist(), val_size=cfg.val_size, test_size=cfg.test_size, seed=cfg.seed)
         code_split = np.zeros(len(names), dtype=np.int8)
         for g, split in chosen.items():
             code_split[g] = 1 if split == "validation" else 2
@@ -540,10 +540,6 @@ def _splits(ids: pa.Array, groups: pa.Array, keep: np.ndarray, cfg: Any) -> tupl
         first_mask[kept[first]] = True
     labels = pa.array(["train", "validation", "test"], pa.string())
     return labels.take(pa.array(split_of_row.astype(np.int32))), first_mask
-
-
-def _as_str_list(values: pa.Array) -> Iterable[str]:
-    return values.to_pylist()
 
 
 class _KeptRecords:
