@@ -155,23 +155,40 @@ def test_memory_executor_keeps_the_in_memory_path(tmp_path: Path) -> None:
     assert seen == [True, False]  # streamed, `finish` reads the records back from the spill
 
 
-def test_assign_groups_is_split_by_group() -> None:
+def _reference_assignment(sizes: dict[str, int], val: float, test: float, seed: int) -> dict[str, str]:
+    """The split rule as `split_by_group` wrote it before `assign_groups` (groups sorted by hex rank)."""
+    order = sorted(sizes, key=lambda g: seeded_rank(seed, g))
+    total = sum(sizes.values())
+    assignment: dict[str, str] = {}
+    cursor = 0
+    for split, target in (("test", test * total), ("validation", val * total)):
+        if target <= 0:
+            continue
+        taken = 0
+        while cursor < len(order) - 1 and (taken == 0 or taken < target):
+            g = order[cursor]
+            if taken > 0 and taken + sizes[g] > target * 1.5:
+                break
+            assignment[g] = split
+            taken += sizes[g]
+            cursor += 1
+    return assignment
+
+
+def test_assign_groups_is_the_split_rule() -> None:
     rng = random.Random(3)
-    items = [(f"g{rng.randint(0, 80)}", i) for i in range(500)]
-    for val, test, seed in ((0.1, 0.05, 1), (0.3, 0.0, 7), (0.0, 0.2, 42), (0.0, 0.0, 5)):
-        splits = split_by_group(items, lambda t: t[0], val_size=val, test_size=test, seed=seed)
-        names, sizes = [], {}
+    for n_groups, val, test, seed in ((80, 0.1, 0.05, 1), (300, 0.3, 0.0, 7), (5, 0.0, 0.2, 42), (40, 0.0, 0.0, 5), (2, 0.5, 0.4, 9)):
+        items = [(f"g{rng.randint(0, n_groups)}", i) for i in range(500)]
+        sizes: dict[str, int] = {}
         for g, _ in items:
-            if g not in sizes:
-                names.append(g)
-                sizes[g] = 0
-            sizes[g] += 1
+            sizes[g] = sizes.get(g, 0) + 1
+        names = list(sizes)
         chosen = assign_groups(names, [sizes[g] for g in names], val_size=val, test_size=test, seed=seed)
-        expect = {split: [it for it in items if chosen.get(names.index(it[0]), "train") == split] for split in ("train", "validation", "test")}
-        assert splits == {k: v for k, v in expect.items() if v}
-        # the test split starts with the lowest-ranked group (the seeded order, written by hand)
-        if test:
-            assert min(names, key=lambda g: seeded_rank(seed, g)) in {g for g, _ in splits["test"]}
+        expect = _reference_assignment(sizes, val, test, seed)
+        assert {names[i]: split for i, split in chosen.items()} == expect
+        splits = split_by_group(items, lambda t: t[0], val_size=val, test_size=test, seed=seed)
+        for split, members in splits.items():
+            assert all(expect.get(g, "train") == split for g, _ in members)
 
 
 def test_chunked_rejects_follow_the_in_memory_order(tmp_path: Path) -> None:
