@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +55,22 @@ class Inputs:
     # how many items the reader gave: run_build hands `items` to the generation steps (a global step
     # gets them back in `items`), so figures and card text after generation count with this
     items_read: int = 0
+
+
+@dataclass
+class ItemStream:
+    """A reader's items as a stream of batches (`Builder.read_stream`), for builds that stream.
+
+    `inputs` is what `read` returns without the items (files, read rejects, counters, `extra` such as
+    compact whole-input knowledge); it is complete when `read_stream` returns (a builder that must see
+    the whole input first reads it then, keeping only compact state or spilling the items to `work`).
+    `batches()` yields the items once, in `read`'s order, in lists of exactly the `batch_items` given to
+    `read_stream` (the last may be shorter); a batch may be a pickled list (bytes), which the workers
+    unpickle themselves."""
+
+    inputs: Inputs
+    batches: Callable[[], Iterator[list[Any] | bytes]]
+    items: int  # how many items `batches` yields (progress bars, `Inputs.items_read`)
 
 
 def sqlite_siblings(path: Path) -> list[Path]:
@@ -120,6 +136,12 @@ class Builder(Generic[C]):
 
     def read(self, cfg: C, ctx: BuildContext) -> Inputs:
         raise NotImplementedError
+
+    def read_stream(self, cfg: C, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream | None:
+        """The items as batches (see `ItemStream`), for a streamed build: then `generation` is called
+        with the stream's `inputs` (no items) and must return map steps only. None (the default): the
+        builder reads with `read` and builds in memory. `work` is a scratch dir removed after the build."""
+        return None
 
     def generation(self, cfg: C, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
         """The steps that turn `inputs.items` into records; the executor runs them like curation steps.

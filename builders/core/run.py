@@ -48,11 +48,20 @@ def run_build(
 
     `command` is the command line the manifest records (default `medmill build-<name>`); a build
     that keeps no record is written (its rejects say why) and then raises MedmillError.
-    `max_shard_bytes` overrides the writer's shard size (tests use it to get many shards)."""
+    `max_shard_bytes` overrides the writer's shard size (tests use it to get many shards).
+    With a `StreamExecutor` (`--executor local`), a builder that offers its items as a stream
+    (`Builder.read_stream`) builds streamed (builders/streaming/build_stream.py): the same dataset dir
+    in bounded memory; every other build runs here, in memory."""
     t0 = time.perf_counter()
     check_out_not_input(cfg.out, cfg.inputs)
     ctx = BuildContext(cfg.out, progress, builder.own_paths(cfg))
     skipped_dirs = nested_dataset_dirs(cfg.inputs)  # the readers leave these out (builders/readers/walk.py)
+    from medmill.builders.streaming.build_stream import builder_streams, stream_build
+
+    if builder_streams(builder, executor, render_card):
+        streamed = stream_build(builder, cfg, ctx, executor, command, max_shard_bytes, t0, skipped_dirs)  # type: ignore[arg-type]
+        if streamed is not None:
+            return BuildReport(*streamed)
     out = Collector()
     try:
         inputs = builder.read(cfg, ctx)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from medmill.builders.core.builder import BuildContext, Builder, Inputs
+from medmill.builders.core.builder import BuildContext, Builder, Inputs, ItemStream
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import BuildConfig
 from medmill.builders.core.manifest import Manifest
@@ -26,7 +27,14 @@ from medmill.builders.dialogue import BUILDER, BUILDER_VERSION
 from medmill.builders.dialogue.clean import Lexicon
 from medmill.builders.dialogue.config import CleanConfig, PromptConfig, ReadConfig
 from medmill.builders.dialogue.generate import CleanStep, MergeStep, input_rows
-from medmill.builders.readers.dialogue import ReaderOptions, collect_dialogue_inputs, read_dialogue_file
+from medmill.builders.dialogue.stream import FirstPass, LanguageStep, MergeMapStep, first_pass
+from medmill.builders.readers.batch_spill import BatchSpill
+from medmill.builders.readers.dialogue import (
+    DialogueFile,
+    ReaderOptions,
+    collect_dialogue_inputs,
+    read_dialogue_file,
+)
 from medmill.schemas import RejectRow, SFTRecord
 
 DESCRIPTION = (
@@ -69,12 +77,40 @@ class DialogueBuilder(Builder[DialogueConfig]):
         return Inputs(rows, [path for path, _, _ in found], counters=Counter(input_files=len(files)),
                       extra={"files": described})
 
+    def read_stream(self, cfg: DialogueConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream:
+        """The first of two passes (builders/dialogue/stream.py): read and clean every row, spill the
+        cleaned conversations, keep languages and prefix digests; the stream hands the conversations out."""
+        found = collect_dialogue_inputs(cfg.inputs, exclude=ctx.own_paths)
+        options = ReaderOptions(answer_field=cfg.read.answer_field)
+        lexicon = Lexicon.load(cfg.clean.lexicon)
+        spill = BatchSpill(work / "conversations.pickles", batch_items)
+        with ctx.progress("reading and cleaning files", len(found)) as advance:
+
+            def read(path: Path, name: str) -> DialogueFile:
+                advance(1, "")
+                return read_dialogue_file(path, name, cfg.read.format, options)
+
+            fp = first_pass([(path, name) for path, name, _ in found], read, cfg.clean, lexicon, cfg.limit,
+                            cfg.read.merge_prefixes, spill, batch_items)
+        spill.close()
+        inputs = Inputs([], [path for path, _, _ in found], fp.rejects, Counter(input_files=len(found)),
+                        extra={"files": fp.files, "first_pass": fp})
+        inputs.items_read = sum(f.rows_read for f in fp.files)
+        return ItemStream(inputs, spill.batches, len(spill))
+
     def generation(self, cfg: DialogueConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
         """Cleaning row by row (a map step), then language checks, prefix merging and records (a global
         step); the per-file table goes to `out.stats["inputs"]` (completed by `finish`)."""
         lexicon = Lexicon.load(cfg.clean.lexicon)
         out.prompt({"id": "dialogue_lexicon", "version": lexicon.version})
         files = inputs.extra["files"]
+        fp: FirstPass | None = inputs.extra.get("first_pass")
+        if fp is not None:  # streamed: cleaning ran in the first pass; the plan travels with the steps
+            out.count("rows_read", sum(f.rows_read for f in files))
+            for cleaning in fp.cleaning:
+                out.counters.update(cleaning)
+            out.count("prefix_copies_merged", int((fp.copy_of >= 0).sum()))
+            return [LanguageStep(fp, [f.name for f in files]), MergeMapStep(fp, cfg.prompts)]
         return [CleanStep(cfg.clean, lexicon, [f.name for f in files]),
                 MergeStep(files, cfg.clean, cfg.prompts, merge_prefixes=cfg.read.merge_prefixes)]
 

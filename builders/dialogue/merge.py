@@ -32,7 +32,7 @@ class MergePlan:
         return sum(1 for c in self.copy_of if c is not None)
 
 
-def _prefix_digests(turns: Sequence[Turn]) -> list[str]:
+def prefix_digests(turns: Sequence[Turn]) -> list[str]:
     """Digest of the first 2, 4, … turns (complete exchanges), system turns left out."""
     h = hashlib.blake2b(digest_size=16)
     digests: list[str] = []
@@ -51,8 +51,13 @@ def plan_prefix_merge(conversations: Sequence[Sequence[Turn]]) -> MergePlan:
     Linear in the number of turns: every exchange-aligned prefix is hashed once and owned by the
     longest conversation that starts with it (the first one on ties), which cannot itself be a
     prefix of anything longer."""
+    return plan_from_digests([prefix_digests(c) for c in conversations])
+
+
+def plan_from_digests(digests: Sequence[Sequence[str]]) -> MergePlan:
+    """`plan_prefix_merge` from each conversation's prefix digests (`prefix_digests`): a streamed build
+    keeps only these of every conversation."""
     owner: dict[str, tuple[int, int]] = {}  # prefix digest -> (-length, index) of its longest holder
-    digests = [_prefix_digests(c) for c in conversations]
     for i, ds in enumerate(digests):
         for d in ds:
             best = owner.get(d)
@@ -63,9 +68,14 @@ def plan_prefix_merge(conversations: Sequence[Sequence[Turn]]) -> MergePlan:
     for i, ds in enumerate(digests):
         if not ds:
             copy_of.append(None)
-            group.append(f"conv:{i}")
+            group.append(group_key(ds, i))
             continue
         neg_len, holder = owner[ds[-1]]
         copy_of.append(holder if -neg_len > len(ds) else None)
-        group.append("conv:" + ds[0][:20])
+        group.append(group_key(ds, i))
     return MergePlan(copy_of, group)
+
+
+def group_key(digests: Sequence[str], index: int) -> str:
+    """A conversation's split group: its first exchange (so its prefix copies and branches share it)."""
+    return "conv:" + digests[0][:20] if digests else f"conv:{index}"

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import xxhash
 
+from medmill.builders.core.steps import MapStep, StepResult
 from medmill.schemas import PretrainRecord, RejectRow
 
 _DIGITS = re.compile(r"\d+")
@@ -113,6 +115,14 @@ def strip_repeated_paragraphs(
     """Remove the paragraphs `counter` found repeated from every record; a record left empty or
     shorter than `min_doc_chars` (no spaces counted) is a reject. Returns kept, rejects, stats."""
     remover = BoilerplateRemover(counter.repeated(), counter.config)
+    kept, rejects = strip_records(records, remover, min_doc_chars, stage)
+    return kept, rejects, remover.stats()
+
+
+def strip_records(
+    records: list[PretrainRecord], remover: BoilerplateRemover, min_doc_chars: int, stage: str = "boilerplate"
+) -> tuple[list[PretrainRecord], list[RejectRow]]:
+    """`strip_repeated_paragraphs` with a given remover (which notes what it removed): kept, rejects."""
     kept: list[PretrainRecord] = []
     rejects: list[RejectRow] = []
     for i, r in enumerate(records):
@@ -126,4 +136,34 @@ def strip_repeated_paragraphs(
             rejects.append(RejectRow(stage=stage, reason="too_short", message=f"{size} chars < --min-doc-chars {min_doc_chars}", source=r.source, raw=r.to_row()))
             continue
         kept.append(r if text == r.text else r.model_copy(update={"id": PretrainRecord.make_id(text), "text": text}))
-    return kept, rejects, remover.stats()
+    return kept, rejects
+
+
+class StripBoilerplateStep(MapStep):
+    """Repeated-paragraph removal as a map step, for streamed builds: the repeated keys (counted over
+    every document in a first pass) travel with the step; what each batch removed is folded into the
+    stats `strip_repeated_paragraphs` reports for the whole input."""
+
+    name = "generate"
+
+    def __init__(self, repeated: dict[int, int], config: BoilerplateConfig, min_doc_chars: int) -> None:
+        self.repeated, self.config, self.min_doc_chars = repeated, config, min_doc_chars
+
+    def __call__(self, records: list[PretrainRecord]) -> StepResult:
+        remover = BoilerplateRemover(self.repeated, self.config)
+        kept, rejects = strip_records(records, remover, self.min_doc_chars)
+        part = {"removed": remover.removed_lines, "touched": remover.documents_touched,
+                "emptied": remover.documents_emptied, "examples": remover.examples}
+        return StepResult(kept, rejects, Counter({"boilerplate.paragraphs_removed": remover.removed_lines}), part)
+
+    def fold_stats(self, acc: BoilerplateRemover | None, part: dict[str, Any]) -> BoilerplateRemover:
+        acc = acc if acc is not None else BoilerplateRemover(self.repeated, self.config)
+        acc.removed_lines += part["removed"]
+        acc.documents_touched += part["touched"]
+        acc.documents_emptied += part["emptied"]
+        for key, line in part["examples"].items():
+            acc.examples.setdefault(key, line)
+        return acc
+
+    def final_stats(self, acc: BoilerplateRemover | None) -> dict[str, Any]:
+        return {"boilerplate": (acc or BoilerplateRemover(self.repeated, self.config)).stats()}

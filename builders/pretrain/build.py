@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from medmill.builders.core.builder import BuildContext, Builder, Inputs
+from medmill.builders.core.builder import BuildContext, Builder, Inputs, ItemStream
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.steps import Step
@@ -21,6 +21,7 @@ from medmill.builders.pretrain import BUILDER, BUILDER_VERSION
 from medmill.builders.pretrain.boilerplate import (
     BoilerplateConfig,
     ParagraphCounter,
+    StripBoilerplateStep,
     strip_repeated_paragraphs,
 )
 from medmill.builders.pretrain.config import MixConfig, PretrainConfig
@@ -28,6 +29,7 @@ from medmill.builders.pretrain.mixing import plan_mix
 from medmill.builders.pretrain.prepare import count_input_files, read_documents
 from medmill.builders.pretrain.sources import InputLog
 from medmill.builders.pretrain.tokens import TokenCounter, TokenStep
+from medmill.builders.readers.batch_spill import BatchSpill
 from medmill.schemas import PretrainRecord, Source
 from medmill.schemas.dataset_dir import detect_kind, iter_rows
 from medmill.schemas.errors import MedmillError
@@ -57,6 +59,38 @@ class PretrainBuilder(Builder[PretrainConfig]):
             )
         counts.update(log.counts)
         return Inputs(docs, log.files, log.rejects, counts, {"paragraphs": paragraphs})
+
+    def read_stream(self, cfg: PretrainConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream:
+        """Two passes: this one reads, cleans and cuts every document once, counting paragraphs (the
+        whole-input knowledge boilerplate removal needs: 8 B per paragraph) and spilling the documents
+        to `work` in pickled batches; the stream then hands those batches out."""
+        TokenCounter(cfg.tokenizer)  # a bad --tokenizer fails before any reading
+        log, counts = InputLog(), Counter()
+        paragraphs = ParagraphCounter(BoilerplateConfig(cfg.boilerplate_min_docs, cfg.boilerplate_min_chars))
+        spill = BatchSpill(work / "documents.pickles", batch_items)
+        with ctx.progress("reading and cleaning files", count_input_files(cfg, ctx.own_paths)) as advance:
+            for doc in read_documents(cfg, log, counts, paragraphs, lambda n: advance(n, ""), ctx.own_paths):
+                if not cfg.limit or len(spill) < cfg.limit:  # as `read`: every document counts its paragraphs
+                    spill.add(doc)
+        spill.close()
+        if not len(spill):
+            raise MedmillError(
+                f"no text in the inputs ({len(log.rejects)} input item(s) rejected"
+                + "".join(f"; {r.message}" for r in log.rejects[:3]) + ")"
+            )
+        counts.update(log.counts)
+        inputs = Inputs([], log.files, log.rejects, counts, {"paragraphs": paragraphs, "streamed": True})
+        return ItemStream(inputs, spill.batches, len(spill))
+
+    def generation(self, cfg: PretrainConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
+        """In memory: `generate` over every document. Streamed: the same removal as a map step."""
+        if not inputs.extra.get("streamed"):
+            return super().generation(cfg, inputs, ctx, out)
+        counter: ParagraphCounter = inputs.extra["paragraphs"]
+        repeated = counter.repeated()
+        out.count("boilerplate.paragraphs_removed", 0)
+        out.count("boilerplate.repeated_paragraphs", len(repeated))
+        return [StripBoilerplateStep(repeated, counter.config, cfg.min_doc_chars)]
 
     def generate(self, cfg: PretrainConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
         kept, rejects, stats = strip_repeated_paragraphs(inputs.items, inputs.extra["paragraphs"], cfg.min_doc_chars)

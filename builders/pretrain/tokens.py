@@ -13,6 +13,9 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
 
 from medmill.builders.core.steps import GlobalStep, StepResult
 from medmill.builders.curation.text import record_text
@@ -87,32 +90,52 @@ class TokenStep(GlobalStep):
         return self._counter
 
     def __call__(self, records: list[Record]) -> StepResult:
+        out, facts = self.per_batch(records)
+        stats, counters = self.reduce(facts)
+        return StepResult(out, [], counters, stats)
+
+    def per_batch(self, records: list[Record]) -> tuple[list[Record], pa.Table]:
+        """Records with `meta.tokens` set, and (tokens, input kind, file) per record: what the stats are
+        made of, so a streamed build keeps these facts, not the records (`streaming/build_stream.py`)."""
         out: list[Record] = []
+        tokens: list[int] = []
+        for i in range(0, len(records), self.batch):
+            chunk = records[i : i + self.batch]
+            for r, n in zip(chunk, self.counter.count([record_text(r, ["text"]) for r in chunk]), strict=True):
+                tokens.append(n)
+                out.append(r.model_copy(update={"meta": {**r.meta, "tokens": n}}))
+        facts = pa.table({
+            "tokens": pa.array(tokens, pa.int64()),
+            "kind": pa.array([str(r.meta.get("kind", "text")) for r in records], pa.string()),
+            "file": pa.array([r.source.file or "?" for r in records], pa.string()),
+        })
+        return out, facts
+
+    def reduce(self, facts: pa.Table) -> tuple[dict[str, Any], Counter]:
+        """The step's stats and counters over the records these facts describe, in their order."""
         by_kind: Counter = Counter()
         docs_by_kind: Counter = Counter()
         by_file: Counter = Counter()
         docs_by_file: Counter = Counter()
-        for i in range(0, len(records), self.batch):
-            chunk = records[i : i + self.batch]
-            for r, n in zip(chunk, self.counter.count([record_text(r, ["text"]) for r in chunk]), strict=True):
-                kind = str(r.meta.get("kind", "text"))
-                file = r.source.file or "?"
+        n_docs = facts.num_rows
+        for batch in facts.to_batches(max_chunksize=65_536):
+            cols = batch.to_pydict()
+            for n, kind, file in zip(cols["tokens"], cols["kind"], cols["file"], strict=True):
                 by_kind[kind] += n
                 docs_by_kind[kind] += 1
                 by_file[file] += n
                 docs_by_file[file] += 1
-                out.append(r.model_copy(update={"meta": {**r.meta, "tokens": n}}))
         total = sum(by_kind.values())
         stats = {
             "method": self.counter.method,
             "estimate": not self.counter.exact,
             "tokens_total": total,
-            "documents": len(out),
-            "tokens_per_document": round(total / len(out), 1) if out else 0,
+            "documents": n_docs,
+            "tokens_per_document": round(total / n_docs, 1) if n_docs else 0,
             "tokens_by_input_kind": dict(sorted(by_kind.items())),
             "documents_by_input_kind": dict(sorted(docs_by_kind.items())),
             # the largest sources (a corpus of thousands of files keeps the manifest small)
             "by_file": {f: {"documents": docs_by_file[f], "tokens": t} for f, t in by_file.most_common(FILES_LISTED)},
             "files": len(by_file),
         }
-        return StepResult(out, [], Counter({"total": total}), stats)
+        return stats, Counter({"total": total})

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from medmill.builders.core.builder import BuildContext, Builder, Inputs
+from medmill.builders.core.builder import BuildContext, Builder, Inputs, ItemStream
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import LLMBuildConfig
 from medmill.builders.core.manifest import Manifest
@@ -98,6 +98,16 @@ class TasksBuilder(Builder[TasksConfig]):
             inputs.counters.update(kg.counters)
             inputs.extra["entities"] = kg.entities
         return self._limited(cfg, inputs)
+
+    def read_stream(self, cfg: TasksConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream | None:
+        """mcq and ner stream their records (generation is map steps; the items, a KG or text chunks, are
+        in memory anyway). cls samples per label across the input (a global step) and rc calls the LLM
+        engine in the driver: both build in memory."""
+        if cfg.task not in ("mcq", "ner"):
+            return None
+        from medmill.builders.streaming.build_stream import list_stream
+
+        return list_stream(self.read(cfg, ctx), batch_items)
 
     @staticmethod
     def _limited(cfg: TasksConfig, inputs: Inputs) -> Inputs:

@@ -43,8 +43,9 @@ COMMON_FIELDS = ("limit", "seed", "val_size", "test_size", "license", "source_li
 
 BuildExecutorOption = typer.Option(
     "local", "--executor",
-    help="local: the curation map steps run on --workers processes; memory: one process, as --workers 1 "
-         "(a build holds its records in memory either way); ray: the map steps run on a Ray cluster "
+    help="local: builds that stream (build-pt) read, generate, curate and write batch by batch on --workers "
+         "processes in bounded memory, the others run their map steps on --workers processes in memory; memory: "
+         "one process, every record in memory (the reference path); ray: the map steps run on a Ray cluster "
          "(pip install 'medmill[ray]'). Same dataset dir with each.",
 )
 RUN_FLAGS: tuple[Flag, ...] = (("workers", int, WorkersOption), ("executor", str, BuildExecutorOption),
@@ -70,7 +71,11 @@ class CommonBuildOptions:
         return build_config(config_cls, self.flags, **self.fields, **values)
 
     def executor(self) -> LocalExecutor | None:
-        """The executor for `run_build` (None: one process, in memory)."""
+        """The executor for `run_build` (None: one process, in memory; local: streamed where the builder can)."""
+        if self.run.executor == "local":
+            from medmill.builders.streaming.build_stream import StreamExecutor
+
+            return StreamExecutor(self.run.process_count())
         from medmill.builders.streaming.executors import build_executor
 
         return build_executor(self.run.executor, self.run.workers, self.run.ray_address)
