@@ -12,8 +12,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
@@ -24,7 +26,9 @@ from medmill.builders.curation.inputs import _SPLIT_KEY, ORIGIN_KEY
 from medmill.builders.curation.stages import builder_origin
 from medmill.builders.curation.text import record_text
 from medmill.builders.streaming.inputs import InputBatch
-from medmill.builders.streaming.sizes import RowSizes, TableSizer
+from medmill.builders.streaming.keys import id_keys
+from medmill.builders.streaming.sizes import SizeTotals, TableSizer
+from medmill.builders.streaming.spill import part_path, write_part
 from medmill.schemas import KIND_COLUMNS, RejectRow, Source, record_class
 from medmill.schemas.dataset_dir import ARROW_SCHEMAS
 from medmill.schemas.records import canonical_json, meta_of
@@ -53,8 +57,13 @@ class BatchOut:
     read_ok: int
     read: StepTally
     steps: list[StepTally]
-    survivors: pa.Table  # kind columns (final meta) + SPLIT_COL [+ RAW_META_COL, TEXT_COL, ORIGIN_COL]
-    sizes: RowSizes
+    survivors: pa.Table | None  # kind columns (final meta) + SPLIT_COL [+ RAW_META_COL, TEXT_COL, ORIGIN_COL]; None: in `part`
+    n_survivors: int
+    keys: np.ndarray  # per survivor: uint64 sort key of its id (`keys.id_keys`)
+    split_codes: np.ndarray  # per survivor: uint8 index into split_names
+    split_names: list[str]
+    totals: dict[str, SizeTotals]  # per split: what the survivors of that split add to its table size
+    part: str | None = None  # the spill part the worker wrote the survivors to
     dedup: BatchState | None = None
 
 
@@ -95,6 +104,7 @@ class BatchWork:
     steps: list[Step]  # MapSteps, in order
     late_steps: list[Step] = field(default_factory=list)  # global steps that judge record by record
     dedup: DedupWork | None = None
+    spill: Path | None = None  # a local spill: the worker writes the survivors as the spill's part of its batch
 
     def __call__(self, batch: InputBatch) -> BatchOut:
         cls = record_class(self.kind)
@@ -131,7 +141,7 @@ class BatchWork:
             positions = [p for i, p in enumerate(positions) if i not in gone]
             tallies.append(tally)
             records = result.records
-        survivors, sizes = self._survivors(records)
+        survivors, splits, totals = self._survivors(records)
         state = None
         if self.dedup is not None:
             texts = [record_text(r, self.dedup.fields) for r in records]
@@ -139,9 +149,16 @@ class BatchWork:
             survivors = survivors.append_column(TEXT_COL, pa.array(texts, pa.string()))
             origin = self.dedup.origin
             survivors = survivors.append_column(ORIGIN_COL, pa.array([origin(r) for r in records], pa.string()))
-        return BatchOut(batch.seq, batch.origin, read_ok, read, tallies, survivors, sizes, state)
+        keys = id_keys(survivors.column("id"))
+        split_codes, split_names = _codes(splits)
+        part = None
+        if self.spill is not None and survivors.num_rows:
+            part = str(part_path(self.spill, batch.seq))
+            write_part(Path(part), survivors)
+        return BatchOut(batch.seq, batch.origin, read_ok, read, tallies, None if part else survivors, survivors.num_rows,
+                        keys, split_codes, split_names, totals, part, state)
 
-    def _survivors(self, records: list) -> tuple[pa.Table, RowSizes]:
+    def _survivors(self, records: list) -> tuple[pa.Table, list[str], dict[str, SizeTotals]]:
         schema = ARROW_SCHEMAS[self.kind]
         columns = KIND_COLUMNS[self.kind]
         rows, splits, raw_meta = [], [], []
@@ -154,11 +171,23 @@ class BatchWork:
             row["meta"] = canonical_json(meta)
             rows.append({c: row.get(c) for c in columns})
         table = pa.Table.from_pylist(rows, schema=schema)
-        sizes = TableSizer(schema).row_sizes(table)
+        sizer = TableSizer(schema)
+        sizes = sizer.row_sizes(table)
+        split_array = np.asarray(splits, dtype=object)
+        totals = {name: sizer.totals(sizes.take(np.flatnonzero(split_array == name))) for name in dict.fromkeys(splits)}
         table = table.append_column(SPLIT_COL, pa.array(splits, pa.string()))
         if self.dedup is not None:
             table = table.append_column(RAW_META_COL, pa.array(raw_meta, pa.string()))
-        return table, sizes
+        return table, splits, totals
+
+
+def _codes(splits: list[str]) -> tuple[np.ndarray, list[str]]:
+    """uint8 codes of `splits` and the names they index, in first-seen order."""
+    names = list(dict.fromkeys(splits))
+    if len(names) > 255:
+        raise ValueError("more than 255 split names in one batch")
+    index = {name: i for i, name in enumerate(names)}
+    return np.fromiter((index[s] for s in splits), np.uint8, len(splits)), names
 
 
 def _with_origin(row: dict[str, Any], origin: str, split: str) -> dict[str, Any]:

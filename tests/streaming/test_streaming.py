@@ -249,3 +249,43 @@ def test_streamed_run_that_keeps_nothing_writes_its_rejects_and_fails_like_in_me
         assert not outs[ex].exists()
     beside = {ex: (tmp_path / f"{ex}.rejects.jsonl").read_bytes() for ex in outs}
     assert beside["local"] == beside["memory"] and beside["local"].count(b"\n") > 100
+
+
+def test_id_keys_order_ids_as_strings():
+    from medmill.builders.streaming.keys import id_keys
+
+    ids = ["ab", "ab\x00", "abcdefgh", "abcdefghi", "abcdefgg中", "中文", "z" * 30, "abc", "a", "ÿ", "ab\x00\x01"]
+    keys = id_keys(pa.array(["pad", *ids]).slice(1))  # a sliced array: the offset counts
+    for a, ka in zip(ids, keys, strict=True):
+        for b, kb in zip(ids, keys, strict=True):
+            assert (ka < kb) <= (a < b) and (ka > kb) <= (a > b), (a, b)  # keys never contradict the strings
+
+
+def test_streamed_writer_orders_ids_sharing_a_key_and_moves_ids_across_splits(tmp_path):
+    """Ids that share their first 8 bytes (tied sort keys), short ids, and ids repeated across splits
+    (the last record names the split; the first record's content is kept; the table sizes of both
+    splits change, and with them the shard counts) give the in-memory writer's dataset dir."""
+    rng = random.Random(7)
+    src = lambda i, split: _source(i, split)  # noqa: E731
+    rows: dict[str, list[dict]] = {"train": [], "validation": []}
+    prefixes = ["sharedid", "sharedie", "x", "中文前缀"]
+    for split, n in (("train", 500), ("validation", 120)):
+        for i in range(n):
+            rid = f"{rng.choice(prefixes)}{rng.randint(0, 60)}" if rng.random() < 0.7 else stable_id("pretrain", f"{split}{i}")
+            rows[split].append({"id": rid, "text": _text(rng) * rng.randint(1, 4), "source": src(i, split), "meta": "{}"})
+    rows["validation"] += [dict(r, meta='{"again": 1}') for r in rows["train"][:40]]  # ids of train again, later
+    root = tmp_path / "in"
+    (root / "data").mkdir(parents=True)
+    for split, part in rows.items():
+        pq.write_table(pa.Table.from_pylist(part, schema=ARROW_SCHEMAS["pretrain"]), root / f"data/{split}-00000-of-00001.parquet")
+    (root / "manifest.json").write_text(json.dumps({"kind": "pretrain", "license": "cc-by-4.0"}), encoding="utf-8")
+    settings = CurationSettings(validate_records=False, dedup=False, quality=False, pii=False, safety=False, decontaminate=[])
+    base = tmp_path / "memory"
+    run_over_dirs("filter", [root], base, settings, {}, run=RunOptions("memory", max_shard_bytes=20_000))
+    expected = digest(base)
+    assert len([f for f in expected if f.startswith("data/validation-")]) > 1
+    assert b"exact_duplicate" in (base / "rejects.jsonl").read_bytes()
+    for workers, batch_rows in [(1, 1000), (2, 61)]:
+        out = tmp_path / f"stream-{workers}"
+        run_over_dirs("filter", [root], out, settings, {}, run=RunOptions("local", workers, batch_rows=batch_rows, max_shard_bytes=20_000))
+        assert digest(out) == expected, workers
