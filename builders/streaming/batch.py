@@ -25,6 +25,7 @@ from medmill.builders.curation.dedup_state import BatchState, batch_state
 from medmill.builders.curation.inputs import _SPLIT_KEY, ORIGIN_KEY
 from medmill.builders.curation.stages import builder_origin
 from medmill.builders.curation.text import record_text
+from medmill.builders.streaming.arrow_rows import rows_to_table
 from medmill.builders.streaming.inputs import InputBatch
 from medmill.builders.streaming.keys import id_keys
 from medmill.builders.streaming.sizes import SizeTotals, TableSizer
@@ -111,9 +112,10 @@ class BatchWork:
         read = StepTally("read")
         records = []
         rejects: list[RejectRow] = []
+        parse = _MetaCache()
         for i, row in enumerate(batch.table.to_pylist()):
             try:
-                rec = cls.from_row(_with_origin(row, batch.origin, batch.split))
+                rec = cls.from_row(_with_origin(row, batch.origin, batch.split, parse))
             except (ValidationError, ValueError, TypeError) as e:
                 msg = str(e).splitlines()[0] if str(e) else type(e).__name__
                 line = batch.first_row + i
@@ -162,15 +164,16 @@ class BatchWork:
         schema = ARROW_SCHEMAS[self.kind]
         columns = KIND_COLUMNS[self.kind]
         rows, splits, raw_meta = [], [], []
+        meta_json = _JsonCache()
         for r in records:
             row = r.model_dump(exclude={"kind", "meta"})
             meta = dict(r.meta)
             splits.append(str(meta.pop(_SPLIT_KEY, "train")))
             if self.dedup is not None:
-                raw_meta.append(canonical_json(r.meta))
-            row["meta"] = canonical_json(meta)
+                raw_meta.append(meta_json(r.meta))
+            row["meta"] = meta_json(meta)
             rows.append({c: row.get(c) for c in columns})
-        table = pa.Table.from_pylist(rows, schema=schema)
+        table = rows_to_table(rows, schema)
         sizer = TableSizer(schema)
         sizes = sizer.row_sizes(table)
         split_array = np.asarray(splits, dtype=object)
@@ -190,11 +193,50 @@ def _codes(splits: list[str]) -> tuple[np.ndarray, list[str]]:
     return np.fromiter((index[s] for s in splits), np.uint8, len(splits)), names
 
 
-def _with_origin(row: dict[str, Any], origin: str, split: str) -> dict[str, Any]:
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class _JsonCache:
+    """canonical_json of meta dicts, computed once per distinct dict whose values are all strings (most
+    metas of a batch are equal: the dir label and little else). Other dicts are dumped every time."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple, str] = {}
+
+    def __call__(self, meta: dict[str, Any]) -> str:
+        items = tuple(meta.items())
+        if not all(type(v) is str for _, v in items):  # 1, 1.0 and True are equal keys but dump differently
+            return canonical_json(meta)
+        text = self.known.get(items)
+        if text is None:
+            text = self.known[items] = canonical_json(meta)
+        return text
+
+
+class _MetaCache:
+    """meta_of of a shard's meta cells, parsed once per distinct text when the object holds only
+    scalars (so the dicts handed out, always fresh copies, share nothing mutable)."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, value: Any) -> dict[str, Any] | None:
+        if not isinstance(value, str):
+            return meta_of(value)
+        parsed = self.known.get(value)
+        if parsed is None:
+            parsed = meta_of(value)
+            if parsed is None or not all(isinstance(v, _SCALARS) for v in parsed.values()):
+                return parsed
+            self.known[value] = parsed
+        return dict(parsed)
+
+
+def _with_origin(row: dict[str, Any], origin: str, split: str, parse: Callable[[Any], dict[str, Any] | None] = meta_of) -> dict[str, Any]:
     """The row with its dir and split in meta (as `curation.inputs.load_dirs` marks records), added
     before validation so the record is built once. A meta that is not a JSON object is left for
     `from_row` to reject."""
-    parsed = meta_of(row.get("meta"))
+    parsed = parse(row.get("meta"))
     if parsed is None:
         return row
     return {**row, "meta": {**parsed, ORIGIN_KEY: origin, _SPLIT_KEY: split}}
