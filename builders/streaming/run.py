@@ -12,6 +12,7 @@ between processes (workers read their own slices and write their own spill parts
 
 from __future__ import annotations
 
+import gc
 import heapq
 import json
 import multiprocessing as mp
@@ -67,7 +68,8 @@ def ordered_map(work: Callable[[Any], BatchOut], items: Iterable[Any], workers: 
         return
     _WORK = work
     try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        # gc.freeze: the objects a worker inherits are never traversed (nor their pages copied by it)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=gc.freeze) as pool:
             pending: deque = deque()
             for item in items:
                 pending.append(pool.submit(_run_global, item))
