@@ -126,7 +126,7 @@ class BatchWork:
         records = []
         rejects: list[RejectRow] = []
         parse = _MetaCache()
-        for i, row in enumerate(batch.table.to_pylist()):
+        for i, row in enumerate(_rows(batch.table)):
             try:
                 rec = cls.from_row(_with_origin(row, batch.origin, batch.split, parse))
             except (ValidationError, ValueError, TypeError) as e:
@@ -207,6 +207,13 @@ def _codes(splits: list[str]) -> tuple[np.ndarray, list[str]]:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    """= table.to_pylist(), converted a column at a time (about twice as fast)."""
+    names = table.column_names
+    columns = [table.column(c).to_pylist() for c in names]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)] if names else [{} for _ in range(table.num_rows)]
 
 
 class _JsonCache:

@@ -73,7 +73,7 @@ class Spill:
     def groups(self, columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
         """(first position, rows) of every part, in order."""
         for k, path in enumerate(self._parts):
-            yield self._starts[k], pq.read_table(path, columns=columns)
+            yield self._starts[k], pq.ParquetFile(path).read(columns=columns)
 
     def take(self, positions: np.ndarray, columns: list[str]) -> pa.Table:
         """Rows at `positions` (any order, repeats allowed), only `columns`, in the order asked."""
