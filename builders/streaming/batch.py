@@ -85,7 +85,9 @@ def _dropped(inputs: list, rejects: list[RejectRow]) -> list[int]:
     an ambiguous pairing gives the same positions' fate)."""
     out, j = [], 0
     for i, r in enumerate(inputs):
-        if j < len(rejects) and isinstance(rejects[j].raw, dict) and rejects[j].raw.get("id") == r.id:
+        if j == len(rejects):
+            break
+        if isinstance(rejects[j].raw, dict) and rejects[j].raw.get("id") == r.id:
             out.append(i)
             j += 1
     if j != len(rejects):
@@ -152,8 +154,9 @@ class BatchWork:
             _tally_rejects(tally, result.rejects)
             dropped = _dropped(records, result.rejects)
             tally.ordinals = [positions[i] for i in dropped]
-            gone = set(dropped)
-            positions = [p for i, p in enumerate(positions) if i not in gone]
+            if dropped:
+                gone = set(dropped)
+                positions = [p for i, p in enumerate(positions) if i not in gone]
             tallies.append(tally)
             records = result.records
         survivors, splits, totals = self._survivors(records)

@@ -308,3 +308,24 @@ def test_rows_to_table_equals_from_pylist():
                          "rejected": [], "source": src, "meta": "{}", "extra": 1})
         got, want = rows_to_table(rows, schema), pa.Table.from_pylist(rows, schema=schema)
         assert got.schema.equals(want.schema) and got.equals(want), kind
+
+
+def test_read_plan_slices_cover_every_row_once_in_order(tmp_path):
+    """Workers read their own slices: over shards of several row groups the slices give every row once,
+    in `iter_batches` order, each with the row number its rejects name."""
+    from medmill.builders.streaming.inputs import iter_batches, read_plan, read_slice
+
+    d = tmp_path / "in"
+    (d / "data").mkdir(parents=True)
+    rng = random.Random(1)
+    rows = {s: _corpus(rng, n, "pretrain", s) for s, n in (("train", 53), ("validation", 9))}
+    for split, part in rows.items():
+        pq.write_table(pa.Table.from_pylist(part, schema=ARROW_SCHEMAS["pretrain"]), d / f"data/{split}-00000-of-00001.parquet",
+                       row_group_size=7)
+    for batch_rows in (1, 5, 7, 100):
+        slices = [read_slice(s) for s in read_plan([d], batch_rows)]
+        assert all(0 < b.table.num_rows <= batch_rows for b in slices)
+        got = [(b.split, b.first_row + i, r) for b in slices for i, r in enumerate(b.table.to_pylist())]
+        want = [(b.split, b.first_row + i, r) for b in iter_batches([d], batch_rows) for i, r in enumerate(b.table.to_pylist())]
+        assert got == want and len(got) == 62
+        assert [b.seq for b in slices] == list(range(len(slices)))
