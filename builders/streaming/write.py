@@ -1,15 +1,19 @@
 """The streaming shard writer: the same dataset dir `writer.write_dataset_dir` writes for the same
 records (byte-identical shards, the same rejects.jsonl), from the spill, one shard in memory at a time.
 
-What the in-memory writer does, and how it is done here:
-- first record of each id wins, later ones become `write/exact_duplicate` rejects: ids of every
-  survivor are sorted once (arrow, stable), so groups of equal ids are adjacent;
+What the in-memory writer does, and how it is done here with 9 B per spill row (an 8-byte id sort
+key, `keys.py`, and a 1-byte split code) plus per-split size totals:
+- first record of each id wins, later ones become `write/exact_duplicate` rejects: keys of every
+  survivor are sorted (numpy, stable), runs of equal keys are ordered by their full ids read back
+  from the spill, so groups of equal ids are adjacent;
 - a record's split is the split given for its id (the last record with that id says it, as a dict
   update would);
 - per split, rows sorted by id are cut into ceil(table bytes / max shard bytes) shards of equal row
-  count: table bytes come from per-row size figures (`sizes.py`), so no table is built to count;
+  count: table bytes come from size totals per split (`sizes.SizeTotals`, summed by the workers),
+  corrected by the few rows not written (duplicates, dedup) or written under another split, whose
+  figures are read back;
 - rows are routed from the spill to one temporary file per shard in a single pass, then each shard is
-  read, sorted by id and written as the in-memory writer writes it.
+  read, sorted by id and written as the in-memory writer writes it, built a column at a time.
 """
 
 from __future__ import annotations
