@@ -83,15 +83,18 @@ def _dropped(inputs: list, rejects: list[RejectRow]) -> list[int]:
     """Positions of the inputs a step rejected. Steps reject in input order and a reject's raw row is
     its record, so walking both in order pairs them (records with equal ids are equal in content, so
     an ambiguous pairing gives the same positions' fate)."""
-    out, j = [], 0
-    for i, r in enumerate(inputs):
-        if j == len(rejects):
-            break
-        if isinstance(rejects[j].raw, dict) and rejects[j].raw.get("id") == r.id:
-            out.append(i)
-            j += 1
-    if j != len(rejects):
-        raise RuntimeError("a step's rejects do not follow its input order")
+    if not rejects:
+        return []
+    ids = [r.id for r in inputs]
+    out, at = [], 0
+    for reject in rejects:
+        rid = reject.raw.get("id") if isinstance(reject.raw, dict) else None
+        try:
+            at = ids.index(rid, at)  # the next input with the reject's id (a C-speed scan)
+        except ValueError:
+            raise RuntimeError("a step's rejects do not follow its input order") from None
+        out.append(at)
+        at += 1
     return out
 
 
