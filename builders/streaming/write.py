@@ -223,12 +223,67 @@ def write_spill(
 
 def _write_shard(part: Path, target: Path, columns: list[str], schema: pa.Schema) -> None:
     """The rows of `part` sorted by id (ids are unique in a shard), one contiguous array per column, as
-    the in-memory writer writes a shard; built a column at a time, so the shard is in memory once."""
+    the in-memory writer writes a shard; built a column at a time, string columns gathered row group by
+    row group (`_gather_strings`), so the shard is in memory about once."""
     source = pq.ParquetFile(part)
-    by_id = pc.sort_indices(source.read(columns=["id"]).column(0))
-    arrays = [source.read(columns=[c]).column(0).take(by_id).combine_chunks() for c in columns]
+    by_id = pc.sort_indices(source.read(columns=["id"]).column(0)).to_numpy()
+    arrays = []
+    for c in columns:
+        gathered = _gather_strings(source, c, by_id) if pa.types.is_string(source.schema_arrow.field(c).type) else None
+        arrays.append(gathered if gathered is not None else source.read(columns=[c]).column(0).take(by_id).combine_chunks())
     table = pa.Table.from_arrays(arrays, names=columns).cast(schema)
     pq.write_table(table, target, compression="zstd")
+
+
+GATHER_ROWS = 2_048  # rows copied per numpy step (index arrays of 8 B per byte of their text)
+
+
+def _offsets(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, data bytes) of a string array without nulls."""
+    _, offsets, data = arr.buffers()
+    off = np.frombuffer(offsets, np.int32, len(arr) + 1, arr.offset * 4).astype(np.int64)
+    return off, (np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8))
+
+
+def _gather_strings(source: pq.ParquetFile, column: str, by_id: np.ndarray) -> pa.Array | None:
+    """= the column's `take(by_id)`, holding one row group of the source at a time beside the result
+    (arrow's take holds the whole column twice). None when the column has nulls or the result would
+    need 64-bit offsets (the caller then takes)."""
+    n = len(by_id)
+    lengths = np.empty(n, np.int64)
+    at = 0
+    for g in range(source.num_row_groups):
+        arr = source.read_row_group(g, columns=[column]).column(0).combine_chunks()
+        if arr.null_count:
+            return None
+        off, _ = _offsets(arr)
+        lengths[at : at + len(arr)] = np.diff(off)
+        at += len(arr)
+    if at != n:
+        return None
+    out_len = lengths[by_id]
+    out_off = np.zeros(n + 1, np.int64)
+    np.cumsum(out_len, out=out_off[1:])
+    del out_len
+    if out_off[-1] >= 2**31:
+        return None
+    dest = np.empty(n, np.int64)
+    dest[by_id] = np.arange(n)
+    data = np.empty(int(out_off[-1]), np.uint8)
+    at = 0
+    for g in range(source.num_row_groups):
+        src_off, src_data = _offsets(source.read_row_group(g, columns=[column]).column(0).combine_chunks())
+        rows = len(src_off) - 1
+        for i in range(0, rows, GATHER_ROWS):
+            length = lengths[at + i : at + min(rows, i + GATHER_ROWS)]
+            if not length.sum():
+                continue
+            starts = src_off[i : i + len(length)]
+            firsts = np.cumsum(length) - length
+            within = np.arange(int(length.sum())) - np.repeat(firsts, length)
+            data[np.repeat(out_off[dest[at + i : at + i + len(length)]], length) + within] = src_data[np.repeat(starts, length) + within]
+        at += rows
+    return pa.StringArray.from_buffers(n, pa.py_buffer(out_off.astype(np.int32)), pa.py_buffer(data))
 
 
 __all__ = ["write_streamed", "write_spill", "SPLIT_COL"]

@@ -329,3 +329,23 @@ def test_read_plan_slices_cover_every_row_once_in_order(tmp_path):
         want = [(b.split, b.first_row + i, r) for b in iter_batches([d], batch_rows) for i, r in enumerate(b.table.to_pylist())]
         assert got == want and len(got) == 62
         assert [b.seq for b in slices] == list(range(len(slices)))
+
+
+@pytest.mark.parametrize("gather_rows", [1, 5, 2048])
+def test_gather_strings_equals_take(tmp_path, monkeypatch, gather_rows):
+    """A shard's string columns are gathered row group by row group; the result is arrow's take."""
+    import medmill.builders.streaming.write as write
+
+    monkeypatch.setattr(write, "GATHER_ROWS", gather_rows)
+    rng = random.Random(gather_rows)
+    for n in (1, 300, 1000):
+        values = ["".join(rng.choice("ab中文x") for _ in range(rng.randint(0, 9))) for _ in range(n)]
+        table = pa.table({"s": values, "with_null": [None if i == n // 2 else "v" for i in range(n)]})
+        path = tmp_path / f"part-{n}.parquet"
+        with pq.ParquetWriter(path, table.schema) as w:
+            for at in range(0, n, 137):  # several row groups
+                w.write_table(table.slice(at, 137))
+        order = np.array(rng.sample(range(n), n))
+        got = write._gather_strings(pq.ParquetFile(path), "s", order)
+        assert got is not None and got.equals(pa.array(values).take(pa.array(order)))
+        assert write._gather_strings(pq.ParquetFile(path), "with_null", order) is None  # nulls: the caller takes
