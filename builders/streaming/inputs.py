@@ -62,3 +62,54 @@ def iter_batches(dirs: list[Path], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iter
                     row += batch.num_rows
             except (OSError, pa.ArrowException) as e:
                 raise MedmillError(f"cannot read {f}: {e}") from None
+
+
+@dataclass
+class Slice:
+    """Rows `start`..`stop` of one shard: what a worker reads itself, so only this small plan crosses
+    processes (not the rows)."""
+
+    seq: int
+    file: str
+    split: str
+    origin: str
+    start: int
+    stop: int
+
+
+def read_plan(dirs: list[Path], batch_rows: int = DEFAULT_BATCH_ROWS) -> list[Slice]:
+    """Slices of at most `batch_rows` records of every shard, in `iter_batches` order. A slice never
+    spans two row groups, so a worker decodes no row it does not use when row groups are a multiple of
+    `batch_rows` (and at most one row group otherwise)."""
+    out: list[Slice] = []
+    for d in dirs:
+        label = dir_label(d)
+        for split, f in ordered_files(d):
+            try:
+                meta = pq.ParquetFile(f).metadata
+            except (OSError, pa.ArrowException) as e:
+                raise MedmillError(f"cannot read {f}: {e}") from None
+            at = 0
+            for g in range(meta.num_row_groups):
+                n = meta.row_group(g).num_rows
+                for start in range(at, at + n, batch_rows):
+                    out.append(Slice(len(out), str(f), split, label, start, min(at + n, start + batch_rows)))
+                at += n
+    return out
+
+
+def read_slice(s: Slice) -> InputBatch:
+    """The rows of `s`, reading only the row group(s) that hold them."""
+    try:
+        pf = pq.ParquetFile(s.file)
+        groups, first, at = [], None, 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if at + n > s.start and at < s.stop:
+                groups.append(g)
+                first = at if first is None else first
+            at += n
+        table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
+    except (OSError, pa.ArrowException) as e:
+        raise MedmillError(f"cannot read {s.file}: {e}") from None
+    return InputBatch(s.seq, table.slice(s.start - (first or 0), s.stop - s.start), s.file, s.split, s.origin, s.start)

@@ -1,14 +1,18 @@
 """The local streaming executor for runs over dataset dirs (`medmill filter`, `medmill dedup`):
 
-    input batches ──(N processes: read rows, map steps, dedup state)──> spill + rejects per stage
-    ──> dedup decision (compact state; candidate texts read back) ──> streaming writer
+    slice plan ──(N processes: read own slice, map steps, dedup state, write own spill part)──>
+    driver: rejects per stage, id keys ──> dedup decision (compact state; candidate texts read back)
+    ──> streaming writer
 
 Memory stays flat in the input size apart from the dedup state (see `curation/dedup_state.py`) and
-24 B per surviving record for its id and split; at most `2 x workers` batches are in flight.
+9 B per surviving record (its id's 8-byte sort key, its split's 1-byte code; the writer's sort adds
+~25 B per record for a moment); at most `2 x workers` batches are in flight, and rows never travel
+between processes (workers read their own slices and write their own spill parts).
 """
 
 from __future__ import annotations
 
+import gc
 import heapq
 import json
 import multiprocessing as mp
@@ -38,43 +42,67 @@ from medmill.builders.curation.stages import (
     DecontaminateStep,
     DedupStep,
 )
-from medmill.builders.streaming.batch import SPLIT_COL, BatchOut, BatchWork, DedupWork
+from medmill.builders.streaming.batch import BatchOut, BatchWork, DedupWork
 from medmill.builders.streaming.dedup import StreamDedupResult, run_dedup
-from medmill.builders.streaming.inputs import DEFAULT_BATCH_ROWS, InputBatch, iter_batches
-from medmill.builders.streaming.sizes import RowSizes, TableSizer
+from medmill.builders.streaming.inputs import DEFAULT_BATCH_ROWS, Slice, read_plan, read_slice
+from medmill.builders.streaming.sizes import SizeTotals
 from medmill.builders.streaming.spill import Spill
 from medmill.builders.streaming.stats import merge_stats
-from medmill.builders.streaming.write import write_streamed
-from medmill.schemas.dataset_dir import ARROW_SCHEMAS
+from medmill.builders.streaming.write import write_spill
 from medmill.schemas.errors import MedmillError
 
-_WORK: BatchWork | None = None  # set before the pool forks, so step closures need no pickling
+_WORK: Callable[[Any], BatchOut] | None = None  # set before the pool forks, so step closures need no pickling
 
 
-def _run_global(batch: InputBatch) -> BatchOut:
+def _run_global(item: Any) -> BatchOut:
     assert _WORK is not None
-    return _WORK(batch)
+    return _WORK(item)
 
 
-def ordered_map(work: BatchWork, batches: Iterable[InputBatch], workers: int) -> Iterator[BatchOut]:
-    """Results in input order, with at most 2 x workers batches read ahead (bounded memory)."""
+def ordered_map(work: Callable[[Any], BatchOut], items: Iterable[Any], workers: int) -> Iterator[BatchOut]:
+    """`work` of every item, results in input order, with at most 2 x workers items in flight (bounded memory)."""
     global _WORK
     if workers <= 1:
-        for b in batches:
-            yield work(b)
+        for item in items:
+            yield work(item)
         return
     _WORK = work
     try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        # gc.freeze: the objects a worker inherits are never traversed (nor their pages copied by it)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=gc.freeze) as pool:
             pending: deque = deque()
-            for b in batches:
-                pending.append(pool.submit(_run_global, b))
+            for item in items:
+                pending.append(pool.submit(_run_global, item))
                 if len(pending) >= 2 * workers:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
     finally:
         _WORK = None
+
+
+@dataclass
+class _ReadAndWork:
+    """A worker's whole share of a batch: read its slice, run the batch work (which writes the spill part)."""
+
+    work: BatchWork
+
+    def __call__(self, s: Slice) -> BatchOut:
+        return self.work(read_slice(s))
+
+
+@dataclass
+class LocalMapper:
+    """The local executor: workers read their own slices and write their own spill parts, so only the
+    slice plan goes to them and only counts, keys and rejects come back (`writes_spill`)."""
+
+    dirs: list[Path]
+    batch_rows: int
+    workers: int
+    writes_spill: bool = True
+
+    def __call__(self, work: BatchWork) -> Iterator[BatchOut]:
+        return ordered_map(_ReadAndWork(work), read_plan(self.dirs, self.batch_rows), self.workers)
 
 
 @dataclass
@@ -136,11 +164,12 @@ def run_streaming(
         _open_index(plan.dedup, kind)  # a bad or other-kind index is an error before anything is written
     created = not out.exists()
     work_dir = _work_dir(out)
-    mapper = mapper or (lambda work: ordered_map(work, iter_batches(dirs, batch_rows), workers))
+    mapper = mapper or LocalMapper(list(dirs), batch_rows, workers)
     # the system allocator hands freed buffers back; arrow's default pool keeps them, which raised the
     # writer's peak by ~25 % (bench/scale.py)
     pool = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())
+    fixed_mmap_threshold()
     try:
         return _run(out, kind, plan, info, workers, mapper, started or t_start, on_batch, work_dir)
     finally:
@@ -148,6 +177,25 @@ def run_streaming(
         shutil.rmtree(work_dir, ignore_errors=True)
         if created:
             rmdir_if_empty(out)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 256 * 1024
+
+
+def fixed_mmap_threshold() -> None:
+    """Allocations of 256 KiB and more (arrow buffers, numpy arrays) get their own mapping, handed back
+    to the system when freed. glibc's default raises the threshold to the largest block freed so far
+    (up to 32 MiB), after which a shard's buffers come from the heap and stay there: the writer's
+    resident memory then grew by ~100 MB per shard written (1M records: 827 MB peak). No-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):
+        pass
 
 
 def _open_index(dedup: DedupStep, kind: str) -> DedupIndex:
@@ -191,8 +239,8 @@ Mapper = Callable[[BatchWork], Iterable[BatchOut]]  # batch work -> its results,
 def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, work_dir) -> StreamRun:
     dedup = plan.dedup
     dedup_work = DedupWork(dedup.fields, dedup.config, dedup.origin, dedup.index is not None) if dedup else None
-    work = BatchWork(kind, plan.map_steps, plan.late_steps, dedup_work)
     spill = Spill(work_dir / "spill.parquet")
+    work = BatchWork(kind, plan.map_steps, plan.late_steps, dedup_work, spill.path if getattr(mapper, "writes_spill", False) else None)
     state = DedupState(dedup.config, work_dir / "sigs.u32" if dedup.index is not None else None) if dedup else None
     steps = [*plan.map_steps, *plan.late_steps]
     rejects = _RejectOrder(work_dir, len(plan.map_steps), len(plan.late_steps))
@@ -202,9 +250,10 @@ def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, wo
     seconds: Counter = Counter()
     n_in: Counter = Counter()
     per_dir: Counter = Counter()
-    ids: list[pa.Array] = []
-    splits: list[pa.Array] = []
-    sizes: list[RowSizes] = []
+    keys: list[np.ndarray] = []  # 8 B per surviving record: its id's sort key
+    split_codes: list[np.ndarray] = []  # 1 B per surviving record: its split, an index into split_names
+    split_names: list[str] = []
+    totals: dict[str, SizeTotals] = {}  # per split: size figures of its survivors
     read = 0
     t0 = time.perf_counter()
     try:
@@ -221,10 +270,18 @@ def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, wo
                 n_in[tally.name] += tally.n_in
                 seconds[tally.name] += tally.seconds
                 n_in[f"{tally.name}.out"] += tally.n_out
-            spill.append(res.survivors)
-            ids.append(res.survivors.column("id").combine_chunks())
-            splits.append(res.survivors.column(SPLIT_COL).combine_chunks())
-            sizes.append(res.sizes)
+            if res.part is not None:
+                spill.add_part(Path(res.part), res.n_survivors)
+            elif res.survivors is not None:
+                spill.append(res.survivors, res.seq)
+            keys.append(res.keys)
+            for name in res.split_names:
+                if name not in split_names:
+                    split_names.append(name)
+            lookup = np.array([split_names.index(name) for name in res.split_names], np.uint8)
+            split_codes.append(lookup[res.split_codes] if len(lookup) else np.zeros(0, np.uint8))
+            for name, t in res.totals.items():
+                totals[name] = totals[name] + t if name in totals else t
             if state is not None and res.dedup is not None:
                 state.add(res.dedup)
             if on_batch:
@@ -274,11 +331,12 @@ def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, wo
     if n_final == 0:
         raise _fail_without_records(out, reject_files, by_reason)
     t2 = time.perf_counter()
-    empty = TableSizer(ARROW_SCHEMAS[kind])
-    all_sizes = RowSizes.concat(sizes, len(empty.lists))
-    id_array = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
-    split_array = pa.concat_arrays(splits) if splits else pa.array([], pa.string())
-    manifest = write_streamed(out, spill, keep, id_array, split_array, all_sizes, reject_files, by_reason, info, work_dir, extra)
+    all_keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+    del keys
+    all_codes = np.concatenate(split_codes) if split_codes else np.zeros(0, np.uint8)
+    del split_codes
+    manifest = write_spill(out, spill, keep, all_keys, all_codes, split_names, totals, reject_files, by_reason, info,
+                           work_dir, extra)
     timings["stream.write"] = time.perf_counter() - t2
     rates.append(("write", n_final, timings["stream.write"]))
     if dedup_result is not None and index is not None:

@@ -74,6 +74,24 @@ class RowSizes:
         return RowSizes(self.data[positions], self.items[positions], self.nulls[positions])
 
 
+@dataclass
+class SizeTotals:
+    """What `TableSizer.nbytes` needs of a set of rows, summed: rows, data bytes, items per list node and
+    rows with a null per node. Totals add and subtract, so a writer keeps them per split instead of
+    per-row figures."""
+
+    rows: int
+    data: int
+    items: np.ndarray  # (lists,) int64
+    null_rows: np.ndarray  # (nodes,) int64
+
+    def __add__(self, other: SizeTotals) -> SizeTotals:
+        return SizeTotals(self.rows + other.rows, self.data + other.data, self.items + other.items, self.null_rows + other.null_rows)
+
+    def __sub__(self, other: SizeTotals) -> SizeTotals:
+        return SizeTotals(self.rows - other.rows, self.data - other.data, self.items - other.items, self.null_rows - other.null_rows)
+
+
 class TableSizer:
     """Row figures for a schema, and the table size of any subset of rows."""
 
@@ -122,16 +140,27 @@ class TableSizer:
         arrays[node.path] = arr
         return arr
 
+    def empty_totals(self) -> SizeTotals:
+        return SizeTotals(0, 0, np.zeros(len(self.lists), np.int64), np.zeros(len(self.nodes), np.int64))
+
+    def totals(self, sizes: RowSizes) -> SizeTotals:
+        rows = len(sizes.data)
+        if not rows:
+            return self.empty_totals()
+        null_rows = np.array([int(np.count_nonzero(sizes.nulls & np.uint64(1 << bit))) for bit in range(len(self.nodes))], np.int64)
+        return SizeTotals(rows, int(sizes.data.sum()), sizes.items.sum(axis=0).astype(np.int64), null_rows)
+
     def nbytes(self, sizes: RowSizes) -> int:
         """`pa.Table.nbytes` of the table made of exactly these rows."""
-        rows = len(sizes.data)
-        total = int(sizes.data.sum())
-        item_totals = sizes.items.sum(axis=0) if rows else np.zeros(len(self.lists), np.int64)
-        mask = int(np.bitwise_or.reduce(sizes.nulls)) if rows else 0
+        return self.nbytes_of(self.totals(sizes))
+
+    def nbytes_of(self, totals: SizeTotals) -> int:
+        """`pa.Table.nbytes` of the table made of the rows these totals sum."""
+        total = totals.data
         for bit, node in enumerate(self.nodes):
-            count = int(item_totals[node.list_index]) if node.list_depth else rows
+            count = int(totals.items[node.list_index]) if node.list_depth else totals.rows
             if pa.types.is_string(node.type) or pa.types.is_list(node.type):
                 total += count * 4  # arrow counts the offsets a table references: 4 bytes per value
-            if mask >> bit & 1:
+            if totals.null_rows[bit] > 0:
                 total += math.ceil(count / 8)
-        return total
+        return int(total)

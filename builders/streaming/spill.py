@@ -1,6 +1,8 @@
-"""The spill: surviving rows of the map steps, one parquet row group per input batch, in stream order.
-Global steps read back only the columns and rows they need (dedup: candidate texts; the writer: the
-rows of one output shard at a time)."""
+"""The spill: surviving rows of the map steps in stream order, as parquet part files of one row group
+each (one per input batch). A local worker writes its batch's part itself (`write_part`, then the
+driver `add_part`s it), so rows never travel between processes; a remote result is `append`ed by the
+driver. Global steps read back only the columns and rows they need (dedup: candidate texts; the writer:
+one part at a time)."""
 
 from __future__ import annotations
 
@@ -11,60 +13,81 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+SPILL_COMPRESSION = "lz4"
+
+
+def part_path(base: Path, seq: int) -> Path:
+    """Where the part of input batch `seq` of the spill at `base` goes."""
+    base = Path(base)
+    return base.with_name(f"{base.stem}-{seq:06d}.parquet")
+
+
+def write_part(path: Path, table: pa.Table) -> None:
+    """One spill part: `table` as a single row group."""
+    pq.write_table(table, path, compression=SPILL_COMPRESSION, row_group_size=max(1, table.num_rows))
+
 
 class Spill:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._writer: pq.ParquetWriter | None = None
+        self._parts: list[Path] = []
         self._starts: list[int] = [0]
-        self._file: pq.ParquetFile | None = None
+        self._files: dict[int, pq.ParquetFile] = {}
         self.schema: pa.Schema | None = None
 
     def __len__(self) -> int:
         return self._starts[-1]
 
-    def append(self, table: pa.Table) -> None:
+    def part_path(self, seq: int) -> Path:
+        """Where the part of input batch `seq` is written."""
+        return part_path(self.path, seq)
+
+    def append(self, table: pa.Table, seq: int | None = None) -> None:
+        """Rows written here, as the next part."""
         if table.num_rows == 0:
             return
-        if self._writer is None:
-            self.schema = table.schema
-            self._writer = pq.ParquetWriter(self.path, table.schema, compression="lz4")
-        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
-        self._starts.append(self._starts[-1] + table.num_rows)
+        path = self.part_path(len(self._parts) if seq is None else seq)
+        write_part(path, table)
+        self._add(path, table.num_rows, table.schema)
+
+    def add_part(self, path: Path, rows: int) -> None:
+        """A part a worker wrote (`write_part`), as the next part; an empty batch writes none."""
+        if rows:
+            self._add(Path(path), rows, None)
+
+    def _add(self, path: Path, rows: int, schema: pa.Schema | None) -> None:
+        self._parts.append(path)
+        self._starts.append(self._starts[-1] + rows)
+        if self.schema is None:
+            self.schema = schema if schema is not None else pq.read_schema(path)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._files.clear()
 
-    def _reader(self) -> pq.ParquetFile:
-        self.close()
-        if self._file is None:
-            self._file = pq.ParquetFile(self.path)
-        return self._file
+    def _file(self, k: int) -> pq.ParquetFile:
+        f = self._files.get(k)
+        if f is None:
+            f = self._files[k] = pq.ParquetFile(self._parts[k])
+        return f
 
     def groups(self, columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
-        """(first position, rows) of every row group, in order."""
-        if not len(self):
-            return
-        reader = self._reader()
-        for g in range(reader.num_row_groups):
-            yield self._starts[g], reader.read_row_group(g, columns=columns)
+        """(first position, rows) of every part, in order."""
+        for k, path in enumerate(self._parts):
+            yield self._starts[k], pq.ParquetFile(path).read(columns=columns)
 
     def take(self, positions: np.ndarray, columns: list[str]) -> pa.Table:
         """Rows at `positions` (any order, repeats allowed), only `columns`, in the order asked."""
         positions = np.asarray(positions, dtype=np.int64)
         if not len(positions):
-            assert self.schema is not None or not len(self)
-            schema = self.schema if self.schema is not None else pa.schema([])
-            return pa.table({c: pa.array([], schema.field(c).type) for c in columns}) if self.schema else pa.table({})
+            if self.schema is None:
+                return pa.table({})
+            return pa.table({c: pa.array([], self.schema.field(c).type) for c in columns})
         uniq, inverse = np.unique(positions, return_inverse=True)
-        reader = self._reader()
         starts = np.asarray(self._starts)
-        groups = np.searchsorted(starts, uniq, side="right") - 1
-        parts = []
-        for g in np.unique(groups).tolist():
-            local = uniq[groups == g] - starts[g]
-            parts.append(reader.read_row_group(g, columns=columns).take(pa.array(local)))
-        got = pa.concat_tables(parts)
+        parts_of = np.searchsorted(starts, uniq, side="right") - 1
+        pieces = []
+        for k in np.unique(parts_of).tolist():
+            local = uniq[parts_of == k] - starts[k]
+            pieces.append(self._file(k).read(columns=columns).take(pa.array(local)))
+        got = pa.concat_tables(pieces)
         return got.take(pa.array(inverse.reshape(-1)))

@@ -1,15 +1,19 @@
 """The streaming shard writer: the same dataset dir `writer.write_dataset_dir` writes for the same
 records (byte-identical shards, the same rejects.jsonl), from the spill, one shard in memory at a time.
 
-What the in-memory writer does, and how it is done here:
-- first record of each id wins, later ones become `write/exact_duplicate` rejects: ids of every
-  survivor are sorted once (arrow, stable), so groups of equal ids are adjacent;
+What the in-memory writer does, and how it is done here with 9 B per spill row (an 8-byte id sort
+key, `keys.py`, and a 1-byte split code) plus per-split size totals:
+- first record of each id wins, later ones become `write/exact_duplicate` rejects: keys of every
+  survivor are sorted (numpy, stable), runs of equal keys are ordered by their full ids read back
+  from the spill, so groups of equal ids are adjacent;
 - a record's split is the split given for its id (the last record with that id says it, as a dict
   update would);
 - per split, rows sorted by id are cut into ceil(table bytes / max shard bytes) shards of equal row
-  count: table bytes come from per-row size figures (`sizes.py`), so no table is built to count;
+  count: table bytes come from size totals per split (`sizes.SizeTotals`, summed by the workers),
+  corrected by the few rows not written (duplicates, dedup) or written under another split, whose
+  figures are read back;
 - rows are routed from the spill to one temporary file per shard in a single pass, then each shard is
-  read, sorted by id and written as the in-memory writer writes it.
+  read, sorted by id and written as the in-memory writer writes it, built a column at a time.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from medmill.builders.core.writer import (
 )
 from medmill.builders.publish.card import render_card
 from medmill.builders.streaming.batch import SPLIT_COL
-from medmill.builders.streaming.sizes import RowSizes, TableSizer
+from medmill.builders.streaming.keys import id_keys
+from medmill.builders.streaming.sizes import RowSizes, SizeTotals, TableSizer
 from medmill.builders.streaming.spill import Spill
 from medmill.schemas import KIND_COLUMNS, RejectRow
 from medmill.schemas.dataset_dir import ARROW_SCHEMAS, shard_name
@@ -64,9 +69,70 @@ def write_streamed(
     work: Path,
     extra_paths: dict[str, Path] | None = None,
 ) -> Manifest:
+    """`write_spill` for callers that hold every spill row's id, split and size figures (arrays per
+    spill row); `write_spill` needs only 9 B per row."""
+    codes = pc.dictionary_encode(splits.combine_chunks() if isinstance(splits, pa.ChunkedArray) else splits)
+    names = codes.dictionary.to_pylist()
+    split_codes = codes.indices.to_numpy(zero_copy_only=False).astype(np.uint8)
+    sizer = TableSizer(ARROW_SCHEMAS[info.kind]) if info.kind in ARROW_SCHEMAS else None
+    totals = {name: sizer.totals(sizes.take(np.flatnonzero(split_codes == i))) for i, name in enumerate(names)} if sizer else {}
+    return write_spill(out_dir, spill, keep, id_keys(ids), split_codes, names, totals, reject_files, by_reason, info, work,
+                       extra_paths)
+
+
+def _id_order(spill: Spill, keys: np.ndarray, survivors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(`survivors` sorted by id, then by position; True where a new id starts). Keys order all but the
+    ids that share a key; those runs are ordered by their ids, read back from the spill."""
+    order = survivors[np.argsort(keys[survivors], kind="stable")]
+    n = len(order)
+    starts = np.ones(n, dtype=bool)
+    if n < 2:
+        return order, starts
+    same_key = keys[order[1:]] == keys[order[:-1]]
+    tied = np.zeros(n, dtype=bool)
+    tied[1:] |= same_key
+    tied[:-1] |= same_key
+    at = np.flatnonzero(tied)
+    del same_key, tied
+    if len(at):
+        ids = spill.take(order[at], ["id"]).column(0).combine_chunks()
+        runs = pa.table({"key": keys[order[at]], "id": ids, "pos": order[at]})
+        by = pc.sort_indices(runs, sort_keys=[("key", "ascending"), ("id", "ascending"), ("pos", "ascending")])
+        order[at] = order[at][by.to_numpy()]
+        ids = ids.take(by)
+        if len(at) > 1:
+            repeat = pc.equal(ids.slice(1), ids.slice(0, len(at) - 1)).to_numpy(zero_copy_only=False)
+            starts[at[1:][(at[1:] == at[:-1] + 1) & repeat]] = False
+    return order, starts
+
+
+def _totals_of(spill: Spill, positions: np.ndarray, columns: list[str], sizer: TableSizer, chunk: int = 50_000) -> SizeTotals:
+    """Size figures of the spill rows at `positions` (read back in chunks)."""
+    total = sizer.empty_totals()
+    for i in range(0, len(positions), chunk):
+        table = spill.take(positions[i : i + chunk], columns).cast(sizer.schema)
+        total = total + sizer.totals(sizer.row_sizes(table))
+    return total
+
+
+def write_spill(
+    out_dir: Path,
+    spill: Spill,
+    keep: np.ndarray,
+    keys: np.ndarray,
+    split_codes: np.ndarray,
+    split_names: list[str],
+    totals: dict[str, SizeTotals],
+    reject_files: Sequence[Path],
+    by_reason: Counter,
+    info: BuildInfo,
+    work: Path,
+    extra_paths: dict[str, Path] | None = None,
+) -> Manifest:
     """Write the dataset dir of the spill rows where `keep`; `reject_files` (JSON lines, in order) are
-    the rejects so far, `by_reason` their counts. `ids`, `splits`, `sizes` are per spill row;
-    `extra_paths` are files moved into the dir under the given names."""
+    the rejects so far, `by_reason` their counts. Per spill row: `keys` (uint64, `keys.id_keys` of its
+    id) and `split_codes` (index into `split_names`); `totals`: per split, the size figures of all its
+    spill rows (kept or not). `extra_paths` are files moved into the dir under the given names."""
     if info.kind not in ARROW_SCHEMAS:
         raise MedmillError(f"unknown record kind {info.kind!r}")
     out_dir = Path(out_dir)
@@ -74,41 +140,48 @@ def write_streamed(
     schema = ARROW_SCHEMAS[info.kind]
     columns = KIND_COLUMNS[info.kind]
     by_reason = Counter(by_reason)
+    sizer = TableSizer(schema)
+    codes = np.asarray(split_codes)
 
     # 1. unique ids: the first survivor of each id, and the split its last survivor names
-    survivors = np.flatnonzero(keep)
-    order = pc.sort_indices(ids.take(pa.array(survivors))).to_numpy() if len(survivors) else np.zeros(0, np.int64)
-    sorted_ids = ids.take(pa.array(survivors[order])) if len(survivors) else pa.array([], pa.string())
-    starts = np.ones(len(order), dtype=bool)
-    if len(order) > 1:
-        starts[1:] = pc.not_equal(sorted_ids.slice(1), sorted_ids.slice(0, len(order) - 1)).to_numpy(zero_copy_only=False)
+    order, starts = _id_order(spill, np.asarray(keys), np.flatnonzero(keep))
     start_at = np.flatnonzero(starts)
+    del starts
     end_at = np.append(start_at[1:], len(order)) if len(start_at) else start_at
-    first = survivors[order[start_at]]  # in id order
-    last = survivors[order[end_at - 1]]
-    split_codes = pc.dictionary_encode(splits).combine_chunks() if isinstance(splits, pa.ChunkedArray) else pc.dictionary_encode(splits)
-    names = split_codes.dictionary.to_pylist()
-    codes = split_codes.indices.to_numpy(zero_copy_only=False)
-    group_split = codes[last] if len(last) else np.zeros(0, np.int64)
-    duplicate = keep.copy()
+    first = order[start_at]  # in id order
+    group_split = codes[order[end_at - 1]] if len(end_at) else np.zeros(0, np.uint8)
+    del order, start_at, end_at
+    duplicate = np.asarray(keep, dtype=bool).copy()
     duplicate[first] = False  # kept survivors that lose to an earlier record with the same id
 
+    # the size of each split's table: all its spill rows, less those not written, less those written
+    # under another split (their id's last record names it), plus those written here from another split
+    split_totals = {name: totals.get(name, sizer.empty_totals()) for name in split_names}
+    gone = np.flatnonzero(~np.asarray(keep, dtype=bool) | duplicate)
+    elsewhere = group_split != codes[first]
+    moved, moved_to = first[elsewhere], group_split[elsewhere]
+    for code, name in enumerate(split_names):
+        split_totals[name] = (split_totals[name] - _totals_of(spill, gone[codes[gone] == code], columns, sizer)
+                              - _totals_of(spill, moved[codes[moved] == code], columns, sizer)
+                              + _totals_of(spill, np.sort(moved[moved_to == code]), columns, sizer))
+    del gone, elsewhere, moved, moved_to
+
     # 2. shards per split, and where each written row goes
-    sizer = TableSizer(schema)
-    dest = np.full(len(keep), -1, dtype=np.int64)
+    dest = np.full(len(keep), -1, dtype=np.int32)
     shards: list[tuple[str, int, int]] = []  # (split, index, count) in writing order
     split_infos: dict[str, SplitInfo] = {}
-    for split in split_order(names):
-        if split not in names:
+    for split in split_order(split_names):
+        if split not in split_names:
             continue
-        rows = first[group_split == names.index(split)]
+        rows = first[group_split == split_names.index(split)]
         if not len(rows):
             continue
-        count, step = _shard_count(len(rows), sizer.nbytes(sizes.take(rows)), info.max_shard_bytes)
+        count, step = _shard_count(len(rows), sizer.nbytes_of(split_totals[split]), info.max_shard_bytes)
         base = len(shards)
         shards += [(split, i, count) for i in range(count)]
         dest[rows] = base + np.arange(len(rows)) // step
         split_infos[split] = SplitInfo(records=len(rows), files=[f"data/{shard_name(split, i, count)}" for i in range(count)])
+    del first, group_split
 
     with staging(out_dir) as tmp:
         (tmp / "data").mkdir()
@@ -132,12 +205,10 @@ def write_streamed(
                     by_reason["write/exact_duplicate"] += 1
         for w in writers.values():
             w.close()
+        del dest, duplicate
         # 4. each shard: sorted by id, written as the in-memory writer writes it
         for s, (split, i, count) in enumerate(shards):
-            table = pq.read_table(parts[s])
-            table = table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")])).select(columns)
-            table = table.cast(schema).combine_chunks()
-            pq.write_table(table, tmp / "data" / shard_name(split, i, count), compression="zstd")
+            _write_shard(parts[s], tmp / "data" / shard_name(split, i, count), columns, schema)
             parts[s].unlink()
         for info_split in split_infos.values():
             info_split.shards = [shard_info(tmp, name) for name in info_split.files]
@@ -150,4 +221,69 @@ def write_streamed(
         return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info, render_card)
 
 
-__all__ = ["write_streamed", "SPLIT_COL"]
+def _write_shard(part: Path, target: Path, columns: list[str], schema: pa.Schema) -> None:
+    """The rows of `part` sorted by id (ids are unique in a shard), one contiguous array per column, as
+    the in-memory writer writes a shard; built a column at a time, string columns gathered row group by
+    row group (`_gather_strings`), so the shard is in memory about once."""
+    source = pq.ParquetFile(part)
+    by_id = pc.sort_indices(source.read(columns=["id"]).column(0)).to_numpy()
+    arrays = []
+    for c in columns:
+        gathered = _gather_strings(source, c, by_id) if pa.types.is_string(source.schema_arrow.field(c).type) else None
+        arrays.append(gathered if gathered is not None else source.read(columns=[c]).column(0).take(by_id).combine_chunks())
+    table = pa.Table.from_arrays(arrays, names=columns).cast(schema)
+    pq.write_table(table, target, compression="zstd")
+
+
+GATHER_ROWS = 2_048  # rows copied per numpy step (index arrays of 8 B per byte of their text)
+
+
+def _offsets(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, data bytes) of a string array without nulls."""
+    _, offsets, data = arr.buffers()
+    off = np.frombuffer(offsets, np.int32, len(arr) + 1, arr.offset * 4).astype(np.int64)
+    return off, (np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8))
+
+
+def _gather_strings(source: pq.ParquetFile, column: str, by_id: np.ndarray) -> pa.Array | None:
+    """= the column's `take(by_id)`, holding one row group of the source at a time beside the result
+    (arrow's take holds the whole column twice). None when the column has nulls or the result would
+    need 64-bit offsets (the caller then takes)."""
+    n = len(by_id)
+    lengths = np.empty(n, np.int64)
+    at = 0
+    for g in range(source.num_row_groups):
+        arr = source.read_row_group(g, columns=[column]).column(0).combine_chunks()
+        if arr.null_count:
+            return None
+        off, _ = _offsets(arr)
+        lengths[at : at + len(arr)] = np.diff(off)
+        at += len(arr)
+    if at != n:
+        return None
+    out_len = lengths[by_id]
+    out_off = np.zeros(n + 1, np.int64)
+    np.cumsum(out_len, out=out_off[1:])
+    del out_len
+    if out_off[-1] >= 2**31:
+        return None
+    dest = np.empty(n, np.int64)
+    dest[by_id] = np.arange(n)
+    data = np.empty(int(out_off[-1]), np.uint8)
+    at = 0
+    for g in range(source.num_row_groups):
+        src_off, src_data = _offsets(source.read_row_group(g, columns=[column]).column(0).combine_chunks())
+        rows = len(src_off) - 1
+        for i in range(0, rows, GATHER_ROWS):
+            length = lengths[at + i : at + min(rows, i + GATHER_ROWS)]
+            if not length.sum():
+                continue
+            starts = src_off[i : i + len(length)]
+            firsts = np.cumsum(length) - length
+            within = np.arange(int(length.sum())) - np.repeat(firsts, length)
+            data[np.repeat(out_off[dest[at + i : at + i + len(length)]], length) + within] = src_data[np.repeat(starts, length) + within]
+        at += rows
+    return pa.StringArray.from_buffers(n, pa.py_buffer(out_off.astype(np.int32)), pa.py_buffer(data))
+
+
+__all__ = ["write_streamed", "write_spill", "SPLIT_COL"]

@@ -249,3 +249,103 @@ def test_streamed_run_that_keeps_nothing_writes_its_rejects_and_fails_like_in_me
         assert not outs[ex].exists()
     beside = {ex: (tmp_path / f"{ex}.rejects.jsonl").read_bytes() for ex in outs}
     assert beside["local"] == beside["memory"] and beside["local"].count(b"\n") > 100
+
+
+def test_id_keys_order_ids_as_strings():
+    from medmill.builders.streaming.keys import id_keys
+
+    ids = ["ab", "ab\x00", "abcdefgh", "abcdefghi", "abcdefgg中", "中文", "z" * 30, "abc", "a", "ÿ", "ab\x00\x01"]
+    keys = id_keys(pa.array(["pad", *ids]).slice(1))  # a sliced array: the offset counts
+    for a, ka in zip(ids, keys, strict=True):
+        for b, kb in zip(ids, keys, strict=True):
+            assert (ka < kb) <= (a < b) and (ka > kb) <= (a > b), (a, b)  # keys never contradict the strings
+
+
+def test_streamed_writer_orders_ids_sharing_a_key_and_moves_ids_across_splits(tmp_path):
+    """Ids that share their first 8 bytes (tied sort keys), short ids, and ids repeated across splits
+    (the last record names the split; the first record's content is kept; the table sizes of both
+    splits change, and with them the shard counts) give the in-memory writer's dataset dir."""
+    rng = random.Random(7)
+    src = lambda i, split: _source(i, split)  # noqa: E731
+    rows: dict[str, list[dict]] = {"train": [], "validation": []}
+    prefixes = ["sharedid", "sharedie", "x", "中文前缀"]
+    for split, n in (("train", 500), ("validation", 120)):
+        for i in range(n):
+            rid = f"{rng.choice(prefixes)}{rng.randint(0, 60)}" if rng.random() < 0.7 else stable_id("pretrain", f"{split}{i}")
+            rows[split].append({"id": rid, "text": _text(rng) * rng.randint(1, 4), "source": src(i, split), "meta": "{}"})
+    rows["validation"] += [dict(r, meta='{"again": 1}') for r in rows["train"][:40]]  # ids of train again, later
+    root = tmp_path / "in"
+    (root / "data").mkdir(parents=True)
+    for split, part in rows.items():
+        pq.write_table(pa.Table.from_pylist(part, schema=ARROW_SCHEMAS["pretrain"]), root / f"data/{split}-00000-of-00001.parquet")
+    (root / "manifest.json").write_text(json.dumps({"kind": "pretrain", "license": "cc-by-4.0"}), encoding="utf-8")
+    settings = CurationSettings(validate_records=False, dedup=False, quality=False, pii=False, safety=False, decontaminate=[])
+    base = tmp_path / "memory"
+    run_over_dirs("filter", [root], base, settings, {}, run=RunOptions("memory", max_shard_bytes=20_000))
+    expected = digest(base)
+    assert len([f for f in expected if f.startswith("data/validation-")]) > 1
+    assert b"exact_duplicate" in (base / "rejects.jsonl").read_bytes()
+    for workers, batch_rows in [(1, 1000), (2, 61)]:
+        out = tmp_path / f"stream-{workers}"
+        run_over_dirs("filter", [root], out, settings, {}, run=RunOptions("local", workers, batch_rows=batch_rows, max_shard_bytes=20_000))
+        assert digest(out) == expected, workers
+
+
+def test_rows_to_table_equals_from_pylist():
+    """The batch's column-wise table builder gives from_pylist's table: nulls at every level, absent
+    and extra keys, empty lists."""
+    from medmill.builders.streaming.arrow_rows import rows_to_table
+
+    rng = random.Random(3)
+    for kind, schema in ARROW_SCHEMAS.items():
+        rows = []
+        for i in range(400):
+            msgs = None if rng.random() < 0.1 else [
+                None if rng.random() < 0.05 else {"role": rng.choice(["user", None]), "content": "答" * rng.randint(0, 5)}
+                for _ in range(rng.randint(0, 3))]
+            src = None if rng.random() < 0.1 else {"file": rng.choice(["f", None]), "line": rng.choice([i, None]), "builder": "b"}
+            rows.append({"id": str(i), "text": rng.choice(["t", None, ""]), "messages": msgs, "prompt": msgs, "chosen": msgs,
+                         "rejected": [], "source": src, "meta": "{}", "extra": 1})
+        got, want = rows_to_table(rows, schema), pa.Table.from_pylist(rows, schema=schema)
+        assert got.schema.equals(want.schema) and got.equals(want), kind
+
+
+def test_read_plan_slices_cover_every_row_once_in_order(tmp_path):
+    """Workers read their own slices: over shards of several row groups the slices give every row once,
+    in `iter_batches` order, each with the row number its rejects name."""
+    from medmill.builders.streaming.inputs import iter_batches, read_plan, read_slice
+
+    d = tmp_path / "in"
+    (d / "data").mkdir(parents=True)
+    rng = random.Random(1)
+    rows = {s: _corpus(rng, n, "pretrain", s) for s, n in (("train", 53), ("validation", 9))}
+    for split, part in rows.items():
+        pq.write_table(pa.Table.from_pylist(part, schema=ARROW_SCHEMAS["pretrain"]), d / f"data/{split}-00000-of-00001.parquet",
+                       row_group_size=7)
+    for batch_rows in (1, 5, 7, 100):
+        slices = [read_slice(s) for s in read_plan([d], batch_rows)]
+        assert all(0 < b.table.num_rows <= batch_rows for b in slices)
+        got = [(b.split, b.first_row + i, r) for b in slices for i, r in enumerate(b.table.to_pylist())]
+        want = [(b.split, b.first_row + i, r) for b in iter_batches([d], batch_rows) for i, r in enumerate(b.table.to_pylist())]
+        assert got == want and len(got) == 62
+        assert [b.seq for b in slices] == list(range(len(slices)))
+
+
+@pytest.mark.parametrize("gather_rows", [1, 5, 2048])
+def test_gather_strings_equals_take(tmp_path, monkeypatch, gather_rows):
+    """A shard's string columns are gathered row group by row group; the result is arrow's take."""
+    import medmill.builders.streaming.write as write
+
+    monkeypatch.setattr(write, "GATHER_ROWS", gather_rows)
+    rng = random.Random(gather_rows)
+    for n in (1, 300, 1000):
+        values = ["".join(rng.choice("ab中文x") for _ in range(rng.randint(0, 9))) for _ in range(n)]
+        table = pa.table({"s": values, "with_null": [None if i == n // 2 else "v" for i in range(n)]})
+        path = tmp_path / f"part-{n}.parquet"
+        with pq.ParquetWriter(path, table.schema) as w:
+            for at in range(0, n, 137):  # several row groups
+                w.write_table(table.slice(at, 137))
+        order = np.array(rng.sample(range(n), n))
+        got = write._gather_strings(pq.ParquetFile(path), "s", order)
+        assert got is not None and got.equals(pa.array(values).take(pa.array(order)))
+        assert write._gather_strings(pq.ParquetFile(path), "with_null", order) is None  # nulls: the caller takes
