@@ -24,6 +24,7 @@ from medmill.builders.core.steps import Step
 from medmill.builders.curation.dedup import DedupConfig
 from medmill.builders.curation.dedup_state import BatchState, batch_state
 from medmill.builders.curation.inputs import _SPLIT_KEY, ORIGIN_KEY
+from medmill.builders.curation.record_dedup import meta_terms
 from medmill.builders.curation.stages import builder_origin
 from medmill.builders.curation.text import record_text
 from medmill.builders.streaming.arrow_rows import rows_to_table
@@ -69,6 +70,7 @@ class BatchOut:
     totals: dict[str, SizeTotals]  # per split: what the survivors of that split add to its table size
     part: str | None = None  # the spill part the worker wrote the survivors to
     dedup: BatchState | None = None
+    terms: frozenset[str] = frozenset()  # facts the survivors carry in meta: protected terms of the fact guard
 
 
 @dataclass
@@ -164,7 +166,10 @@ class BatchWork:
             records = result.records
         survivors, splits, totals = self._survivors(records)
         state = None
+        terms: frozenset[str] = frozenset()
         if self.dedup is not None:
+            if self.dedup.config.fact_guard:
+                terms = meta_terms(records)  # as the in-memory dedup adds them (curation/record_dedup.py)
             texts = [record_text(r, self.dedup.fields) for r in records]
             state = batch_state(texts, self.dedup.config, self.dedup.with_sigs)
             survivors = survivors.append_column(TEXT_COL, pa.array(texts, pa.string()))
@@ -177,7 +182,7 @@ class BatchWork:
             part = str(part_path(self.spill, batch.seq))
             write_part(Path(part), survivors)
         return BatchOut(batch.seq, batch.origin, read_ok, read, tallies, None if part else survivors, survivors.num_rows,
-                        keys, split_codes, split_names, totals, part, state)
+                        keys, split_codes, split_names, totals, part, state, terms)
 
     def _survivors(self, records: list) -> tuple[pa.Table, list[str], dict[str, SizeTotals]]:
         schema = ARROW_SCHEMAS[self.kind]

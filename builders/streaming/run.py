@@ -22,7 +22,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +242,7 @@ def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, wo
     spill = Spill(work_dir / "spill.parquet")
     work = BatchWork(kind, plan.map_steps, plan.late_steps, dedup_work, spill.path if getattr(mapper, "writes_spill", False) else None)
     state = DedupState(dedup.config, work_dir / "sigs.u32" if dedup.index is not None else None) if dedup else None
+    terms: set[str] = set()
     steps = [*plan.map_steps, *plan.late_steps]
     rejects = _RejectOrder(work_dir, len(plan.map_steps), len(plan.late_steps))
     by_reason: Counter = Counter()
@@ -284,6 +285,7 @@ def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, wo
                 totals[name] = totals[name] + t if name in totals else t
             if state is not None and res.dedup is not None:
                 state.add(res.dedup)
+            terms |= res.terms
             if on_batch:
                 on_batch(res.read_ok + len(res.read.rejects))
     finally:
@@ -306,6 +308,9 @@ def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, wo
         t1 = time.perf_counter()
         dedup_rejects = work_dir / "rejects-dedup.jsonl"
         index = _open_index(dedup, kind) if dedup.index else None
+        if terms:  # the facts the records carry (KG entities and values), as the in-memory dedup adds them
+            guarded = replace(dedup_work.config, protected_terms=dedup_work.config.protected_terms | terms)
+            dedup_work = replace(dedup_work, config=guarded)
         dedup_result = run_dedup(spill, state, dedup_work, kind, index, dedup_rejects, work_dir / "clusters.jsonl")
         keep = dedup_result.decision.keep
         reject_files.append(dedup_rejects)
