@@ -8,7 +8,7 @@ import pytest
 import typer.main
 
 import medmill.cli
-from medmill.builders.streaming import executors
+from medmill.builders.streaming import build_stream, executors
 from medmill.commands._build_options import COMMON_FIELDS, CommonBuildOptions
 from medmill.commands._signature import field_flag
 from tests.dialogue.corpora import write_toyhom_csv
@@ -92,25 +92,25 @@ def test_val_plus_test_size_of_one_is_refused(tmp_path, monkeypatch, capsys):
 def test_workers_2_writes_the_same_dataset_dir_as_workers_1(tmp_path, monkeypatch, capsys):
     csv = tmp_path / "内科.csv"
     write_toyhom_csv(csv, 600, ragged_every=300, duplicate_every=40)
-    # slices of 80 records (not 5,000) so that the 600 rows really are spread over the 2 processes
-    init = executors._ParallelMapExecutor.__init__
-    monkeypatch.setattr(executors._ParallelMapExecutor, "__init__",
-                        lambda self, workers, batch_size=50_000, sub_batch=0: init(self, workers, batch_size, 80))
-    pooled = []
-    map_slices = executors.ProcessExecutor._map_slices
+    # build-dialogue streams: batches of 100 items (not 2,000) so the 600 rows really are spread over 2 processes
+    init = build_stream.StreamExecutor.__init__
+    monkeypatch.setattr(build_stream.StreamExecutor, "__init__", lambda self, workers, batch_items=0: init(self, workers, 100))
+    mapped = []
+    ordered_map = build_stream.ordered_map
 
-    def spy(self, steps, slices):
-        pooled.append((self.workers, len(slices)))
-        return map_slices(self, steps, slices)
+    def spy(work, items, workers):
+        batches = list(items)
+        mapped.append((workers, len(batches)))
+        return ordered_map(work, batches, workers)
 
-    monkeypatch.setattr(executors.ProcessExecutor, "_map_slices", spy)
+    monkeypatch.setattr(build_stream, "ordered_map", spy)
     outs = {}
     for workers in ("1", "2"):
         outs[workers] = tmp_path / f"out{workers}"
         code, output = cli(monkeypatch, capsys, "build-dialogue", csv, "--out", outs[workers], "--val-size", "0.1",
                            "--workers", workers)
         assert code == 0, output
-    assert pooled and all(w == 2 and n >= 7 for w, n in pooled)  # only --workers 2 used the pool
+    assert [w for w, _ in mapped] == [1, 2] and all(n >= 5 for _, n in mapped)  # --workers reached the stream's pool
     one, two = digest(outs["1"]), digest(outs["2"])
     assert "manifest.json" in one and any(k.startswith("data/") for k in one)
     assert one == two
