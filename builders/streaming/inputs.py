@@ -98,6 +98,34 @@ def read_plan(dirs: list[Path], batch_rows: int = DEFAULT_BATCH_ROWS) -> list[Sl
     return out
 
 
+def plan_batches(dirs: list[Path], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Slice | InputBatch]:
+    """`read_plan`, lazily, except for shards whose row groups are much larger than a batch (the writer's
+    shards hold up to 1Mi rows in one group): a worker reading a slice of such a group decodes the whole
+    group, once per slice, so those shards are read here in one pass and their batches handed over."""
+    seq = 0
+    for d in dirs:
+        label = dir_label(d)
+        for split, f in ordered_files(d):
+            try:
+                pf = pq.ParquetFile(f)
+                groups = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+                if max(groups, default=0) <= 2 * batch_rows:
+                    at = 0
+                    for n in groups:
+                        for start in range(at, at + n, batch_rows):
+                            yield Slice(seq, str(f), split, label, start, min(at + n, start + batch_rows))
+                            seq += 1
+                        at += n
+                    continue
+                row = 0
+                for batch in pf.iter_batches(batch_size=batch_rows):
+                    yield InputBatch(seq, pa.Table.from_batches([batch]), str(f), split, label, row)
+                    seq += 1
+                    row += batch.num_rows
+            except (OSError, pa.ArrowException) as e:
+                raise MedmillError(f"cannot read {f}: {e}") from None
+
+
 def read_slice(s: Slice) -> InputBatch:
     """The rows of `s`, reading only the row group(s) that hold them."""
     try:

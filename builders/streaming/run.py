@@ -44,7 +44,7 @@ from medmill.builders.curation.stages import (
 )
 from medmill.builders.streaming.batch import BatchOut, BatchWork, DedupWork
 from medmill.builders.streaming.dedup import StreamDedupResult, run_dedup
-from medmill.builders.streaming.inputs import DEFAULT_BATCH_ROWS, Slice, read_plan, read_slice
+from medmill.builders.streaming.inputs import DEFAULT_BATCH_ROWS, InputBatch, Slice, plan_batches, read_slice
 from medmill.builders.streaming.sizes import SizeTotals
 from medmill.builders.streaming.spill import Spill
 from medmill.builders.streaming.stats import merge_stats
@@ -87,8 +87,8 @@ class _ReadAndWork:
 
     work: BatchWork
 
-    def __call__(self, s: Slice) -> BatchOut:
-        return self.work(read_slice(s))
+    def __call__(self, s: Slice | InputBatch) -> BatchOut:
+        return self.work(s if isinstance(s, InputBatch) else read_slice(s))
 
 
 @dataclass
@@ -102,7 +102,7 @@ class LocalMapper:
     writes_spill: bool = True
 
     def __call__(self, work: BatchWork) -> Iterator[BatchOut]:
-        return ordered_map(_ReadAndWork(work), read_plan(self.dirs, self.batch_rows), self.workers)
+        return ordered_map(_ReadAndWork(work), plan_batches(self.dirs, self.batch_rows), self.workers)
 
 
 @dataclass

@@ -332,23 +332,38 @@ def test_rows_to_table_equals_from_pylist():
 
 def test_read_plan_slices_cover_every_row_once_in_order(tmp_path):
     """Workers read their own slices: over shards of several row groups the slices give every row once,
-    in `iter_batches` order, each with the row number its rejects name."""
-    from medmill.builders.streaming.inputs import iter_batches, read_plan, read_slice
+    in `iter_batches` order, each with the row number its rejects name. `plan_batches` (what the local
+    executor hands its workers) reads a shard whose row groups are far larger than a batch in the driver,
+    in one pass, instead of letting every slice decode the whole group again; same rows, same order."""
+    from medmill.builders.streaming.inputs import (
+        InputBatch,
+        iter_batches,
+        plan_batches,
+        read_plan,
+        read_slice,
+    )
 
     d = tmp_path / "in"
     (d / "data").mkdir(parents=True)
     rng = random.Random(1)
-    rows = {s: _corpus(rng, n, "pretrain", s) for s, n in (("train", 53), ("validation", 9))}
-    for split, part in rows.items():
+    rows = {s: _corpus(rng, n, "pretrain", s) for s, n in (("train", 53), ("validation", 40))}
+    for split, part in rows.items():  # train: row groups of 7; validation: one group of 40
         pq.write_table(pa.Table.from_pylist(part, schema=ARROW_SCHEMAS["pretrain"]), d / f"data/{split}-00000-of-00001.parquet",
-                       row_group_size=7)
+                       row_group_size=7 if split == "train" else None)
     for batch_rows in (1, 5, 7, 100):
+        want = [(b.split, b.first_row + i, r) for b in iter_batches([d], batch_rows) for i, r in enumerate(b.table.to_pylist())]
+        assert len(want) == 93
         slices = [read_slice(s) for s in read_plan([d], batch_rows)]
         assert all(0 < b.table.num_rows <= batch_rows for b in slices)
         got = [(b.split, b.first_row + i, r) for b in slices for i, r in enumerate(b.table.to_pylist())]
-        want = [(b.split, b.first_row + i, r) for b in iter_batches([d], batch_rows) for i, r in enumerate(b.table.to_pylist())]
-        assert got == want and len(got) == 62
+        assert got == want
         assert [b.seq for b in slices] == list(range(len(slices)))
+        planned = list(plan_batches([d], batch_rows))
+        read_here = {p.split for p in planned if isinstance(p, InputBatch)}
+        assert read_here == ({"train", "validation"} if batch_rows == 1 else {"validation"} if batch_rows < 20 else set())
+        batches = [p if isinstance(p, InputBatch) else read_slice(p) for p in planned]
+        assert [(b.split, b.first_row + i, r) for b in batches for i, r in enumerate(b.table.to_pylist())] == want
+        assert [b.seq for b in batches] == list(range(len(batches)))
 
 
 @pytest.mark.parametrize("gather_rows", [1, 5, 2048])
