@@ -48,20 +48,48 @@ def count_rows(dirs: list[Path]) -> int:
     return total
 
 
+def _open(f: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(f)
+    except (OSError, pa.ArrowException) as e:
+        raise MedmillError(f"cannot read {f}: {e}") from None
+
+
+def _file_batches(pf: pq.ParquetFile, f: Path, split: str, label: str, seq: int, batch_rows: int) -> Iterator[InputBatch]:
+    """One shard in batches of `batch_rows`, decoded once, numbered from `seq`."""
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            yield InputBatch(seq, pa.Table.from_batches([batch]), str(f), split, label, row)
+            seq += 1
+            row += batch.num_rows
+    except (OSError, pa.ArrowException) as e:
+        raise MedmillError(f"cannot read {f}: {e}") from None
+
+
+def _group_sizes(pf: pq.ParquetFile) -> list[int]:
+    return [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+
+
+def _slices(groups: list[int], f: Path, split: str, label: str, seq: int, batch_rows: int) -> list[Slice]:
+    """Slices of at most `batch_rows` rows of one shard, numbered from `seq`, never spanning two row groups."""
+    out: list[Slice] = []
+    at = 0
+    for n in groups:
+        for start in range(at, at + n, batch_rows):
+            out.append(Slice(seq + len(out), str(f), split, label, start, min(at + n, start + batch_rows)))
+        at += n
+    return out
+
+
 def iter_batches(dirs: list[Path], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[InputBatch]:
     seq = 0
     for d in dirs:
         label = dir_label(d)
         for split, f in ordered_files(d):
-            try:
-                reader = pq.ParquetFile(f)
-                row = 0
-                for batch in reader.iter_batches(batch_size=batch_rows):
-                    yield InputBatch(seq, pa.Table.from_batches([batch]), str(f), split, label, row)
-                    seq += 1
-                    row += batch.num_rows
-            except (OSError, pa.ArrowException) as e:
-                raise MedmillError(f"cannot read {f}: {e}") from None
+            for batch in _file_batches(_open(f), f, split, label, seq, batch_rows):
+                yield batch
+                seq += 1
 
 
 @dataclass
@@ -85,16 +113,7 @@ def read_plan(dirs: list[Path], batch_rows: int = DEFAULT_BATCH_ROWS) -> list[Sl
     for d in dirs:
         label = dir_label(d)
         for split, f in ordered_files(d):
-            try:
-                meta = pq.ParquetFile(f).metadata
-            except (OSError, pa.ArrowException) as e:
-                raise MedmillError(f"cannot read {f}: {e}") from None
-            at = 0
-            for g in range(meta.num_row_groups):
-                n = meta.row_group(g).num_rows
-                for start in range(at, at + n, batch_rows):
-                    out.append(Slice(len(out), str(f), split, label, start, min(at + n, start + batch_rows)))
-                at += n
+            out += _slices(_group_sizes(_open(f)), f, split, label, len(out), batch_rows)
     return out
 
 
@@ -106,24 +125,15 @@ def plan_batches(dirs: list[Path], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iter
     for d in dirs:
         label = dir_label(d)
         for split, f in ordered_files(d):
-            try:
-                pf = pq.ParquetFile(f)
-                groups = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
-                if max(groups, default=0) <= 2 * batch_rows:
-                    at = 0
-                    for n in groups:
-                        for start in range(at, at + n, batch_rows):
-                            yield Slice(seq, str(f), split, label, start, min(at + n, start + batch_rows))
-                            seq += 1
-                        at += n
-                    continue
-                row = 0
-                for batch in pf.iter_batches(batch_size=batch_rows):
-                    yield InputBatch(seq, pa.Table.from_batches([batch]), str(f), split, label, row)
-                    seq += 1
-                    row += batch.num_rows
-            except (OSError, pa.ArrowException) as e:
-                raise MedmillError(f"cannot read {f}: {e}") from None
+            pf = _open(f)
+            groups = _group_sizes(pf)
+            if max(groups, default=0) <= 2 * batch_rows:
+                parts: Iterator[Slice | InputBatch] = iter(_slices(groups, f, split, label, seq, batch_rows))
+            else:
+                parts = _file_batches(pf, f, split, label, seq, batch_rows)
+            for part in parts:
+                yield part
+                seq += 1
 
 
 def read_slice(s: Slice) -> InputBatch:

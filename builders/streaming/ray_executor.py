@@ -17,60 +17,15 @@ from __future__ import annotations
 import pickle
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from medmill.builders.core.steps import Step
 from medmill.builders.core.writer import BuildInfo
-from medmill.builders.curation.inputs import dir_label
 from medmill.builders.streaming.batch import BatchOut, BatchWork
-from medmill.builders.streaming.inputs import DEFAULT_BATCH_ROWS, InputBatch, ordered_files
+from medmill.builders.streaming.inputs import DEFAULT_BATCH_ROWS, read_plan, read_slice
 from medmill.builders.streaming.run import StreamRun, run_streaming
 from medmill.schemas.errors import MedmillError
-
-
-@dataclass
-class Slice:
-    seq: int
-    file: str
-    split: str
-    origin: str
-    start: int
-    stop: int
-
-
-def read_plan(dirs: list[Path], batch_rows: int) -> list[Slice]:
-    """Slices of `batch_rows` records of every shard, in the order the local executor reads them."""
-    out: list[Slice] = []
-    for d in dirs:
-        label = dir_label(d)
-        for split, f in ordered_files(d):
-            try:
-                rows = pq.ParquetFile(f).metadata.num_rows
-            except (OSError, pa.ArrowException) as e:
-                raise MedmillError(f"cannot read {f}: {e}") from None
-            for start in range(0, rows, batch_rows):
-                out.append(Slice(len(out), str(f), split, label, start, min(rows, start + batch_rows)))
-    return out
-
-
-def read_slice(s: Slice) -> InputBatch:
-    """Rows start..stop of one shard, reading only the row groups that hold them."""
-    pf = pq.ParquetFile(s.file)
-    groups, first, at = [], None, 0
-    for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
-        if at + n > s.start and at < s.stop:
-            groups.append(g)
-            first = at if first is None else first
-        at += n
-    table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
-    offset = s.start - (first or 0)
-    return InputBatch(s.seq, table.slice(offset, s.stop - s.start), s.file, s.split, s.origin, s.start)
 
 
 class _RayBatchWork:
