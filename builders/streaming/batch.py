@@ -106,6 +106,29 @@ def _tally_rejects(tally: StepTally, rejects: list[RejectRow]) -> None:
         tally.by_reason[f"{r.stage}/{r.reason}"] += 1
 
 
+def run_record_steps(steps: list, records: list) -> tuple[list, list[StepTally]]:
+    """Record steps over one batch: the survivors, and per step a tally whose `ordinals` name each
+    dropped record by its index in `records` (so rejects can be put back in the in-memory order)."""
+    positions = list(range(len(records)))  # each current record's index among the batch's input records
+    tallies = []
+    for step in steps:
+        t0 = time.perf_counter()
+        result = step(records)
+        tally = StepTally(step.name, len(records), len(result.records), time.perf_counter() - t0,
+                          Counter(result.counters), dict(result.stats))
+        if result.on_commit or result.files or result.splits is not None:
+            raise RuntimeError(f"step {step.name} needs every record at once; it cannot run per batch")
+        _tally_rejects(tally, result.rejects)
+        dropped = _dropped(records, result.rejects)
+        tally.ordinals = [positions[i] for i in dropped]
+        if dropped:
+            gone = set(dropped)
+            positions = [p for i, p in enumerate(positions) if i not in gone]
+        tallies.append(tally)
+        records = result.records
+    return records, tallies
+
+
 @dataclass
 class BatchWork:
     """Callable on an InputBatch: the map steps, then the record-wise global steps (decontamination),
@@ -147,23 +170,7 @@ class BatchWork:
             records.append(rec)
         _tally_rejects(read, rejects)
         read_ok = len(records)
-        positions = list(range(read_ok))  # each current record's index among this batch's read records
-        tallies = []
-        for step in [*self.steps, *self.late_steps]:
-            t0 = time.perf_counter()
-            result = step(records)
-            tally = StepTally(step.name, len(records), len(result.records), time.perf_counter() - t0,
-                              Counter(result.counters), dict(result.stats))
-            if result.on_commit or result.files or result.splits is not None:
-                raise RuntimeError(f"step {step.name} needs every record at once; it cannot run per batch")
-            _tally_rejects(tally, result.rejects)
-            dropped = _dropped(records, result.rejects)
-            tally.ordinals = [positions[i] for i in dropped]
-            if dropped:
-                gone = set(dropped)
-                positions = [p for i, p in enumerate(positions) if i not in gone]
-            tallies.append(tally)
-            records = result.records
+        records, tallies = run_record_steps([*self.steps, *self.late_steps], records)
         survivors, splits, totals = self._survivors(records)
         state = None
         terms: frozenset[str] = frozenset()

@@ -52,7 +52,8 @@ from medmill.builders.streaming.batch import (
     TEXT_COL,
     DedupWork,
     StepTally,
-    _dropped,
+    _tally_rejects,
+    run_record_steps,
 )
 from medmill.builders.streaming.dedup import run_dedup
 from medmill.builders.streaming.executors import ProcessExecutor
@@ -174,27 +175,12 @@ class BuildWork:
             result = step(batch)
             tally = StepTally(step.name, len(batch), len(result.records), 0.0, Counter(result.counters), dict(result.stats))
             tally.seconds = time.perf_counter() - t0
-            _tally(tally, result.rejects)
+            _tally_rejects(tally, result.rejects)
             gen.append(tally)
             batch = result.records
         records: list[Record] = batch
         n_generated = len(records)
-        positions = list(range(n_generated))
-        tallies = []
-        for step in [*self.plan.map_steps, *self.plan.late_steps]:
-            t0 = time.perf_counter()
-            result = step(records)
-            tally = StepTally(step.name, len(records), len(result.records), time.perf_counter() - t0,
-                              Counter(result.counters), dict(result.stats))
-            if result.on_commit or result.files or result.splits is not None:
-                raise RuntimeError(f"step {step.name} needs every record at once; it cannot run per batch")
-            _tally(tally, result.rejects)
-            dropped = _dropped(records, result.rejects)
-            tally.ordinals = [positions[i] for i in dropped]
-            gone = set(dropped)
-            positions = [p for i, p in enumerate(positions) if i not in gone]
-            tallies.append(tally)
-            records = result.records
+        records, tallies = run_record_steps([*self.plan.map_steps, *self.plan.late_steps], records)
         written = records
         facts = []
         for step in self.plan.post_steps:
@@ -228,12 +214,6 @@ class BuildWork:
         if self.dedup is not None:
             table = table.append_column(RAW_META_COL, pa.array([canonical_json(r.meta) for r in records], pa.string()))
         return table, sizes
-
-
-def _tally(tally: StepTally, rejects: list[RejectRow]) -> None:
-    for r in rejects:
-        tally.rejects.append(r.to_json())
-        tally.by_reason[f"{r.stage}/{r.reason}"] += 1
 
 
 class _ChunkedRejects:
