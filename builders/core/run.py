@@ -20,7 +20,7 @@ from medmill.builders.core.builder import BuildContext, Builder, C, Inputs
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.progress import Progress, no_progress
-from medmill.builders.core.steps import LocalExecutor, MapStep, RunResult
+from medmill.builders.core.steps import LocalExecutor, RunResult
 from medmill.builders.core.writer import BuildInfo, CardRenderer
 from medmill.builders.readers.walk import nested_dataset_dirs
 from medmill.schemas.dataset_dir import check_out_not_input
@@ -115,14 +115,10 @@ def run_build(
 
 def generate(builder: Builder[C], cfg: C, inputs: Inputs, ctx: BuildContext, out: Collector, executor: LocalExecutor) -> RunResult:
     """The builder's generation steps over `inputs.items`, run by `executor` (map steps batch by batch,
-    a progress bar over the items; global steps once, in the driver); the records land in `out.records`,
+    a progress bar per map stage; global steps once, in the driver); the records land in `out.records`,
     rejects in `out.rejects`, the steps' counters in `out.counters` without their step prefix."""
     steps = builder.generation(cfg, inputs, ctx, out)
-    if any(isinstance(step, MapStep) for step in steps):
-        with ctx.progress("generating", len(inputs.items)) as advance:
-            result = executor.run(_hand_over(inputs), steps, out.rejects, on_batch=lambda n: advance(n, "items"))
-    else:
-        result = executor.run(_hand_over(inputs), steps, out.rejects)
+    result = executor.run(_hand_over(inputs), steps, out.rejects, progress=ctx.progress)
     if result.splits is not None:
         raise ValueError(f"{builder.name}: generation steps may not decide splits (a curation step does)")
     prefixes = [f"{step.name}." for step in steps]

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from medmill.builders.core.collect import RejectSink
+from medmill.builders.core.progress import Progress
 from medmill.schemas import RejectRow
 
 
@@ -90,8 +92,23 @@ class RunResult:
     on_commit: list[Callable[[], None]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     splits: dict[str, str] | None = None
-    # called with the number of items a map stage has finished, batch by batch (a progress bar)
-    on_batch: Callable[[int], None] | None = None
+    # one bar per map stage, over the items that stage takes in (a generation's stages differ in count)
+    progress: Progress | None = None
+    # while a map stage runs: n more of its items done, batch by batch
+    advance: Callable[[int], None] = field(default=lambda n: None)
+
+    @contextmanager
+    def stage_bar(self, steps: Sequence[Step]) -> Iterator[None]:
+        """`advance` feeds a bar named after `steps` whose total is the items entering them."""
+        if self.progress is None:
+            yield
+            return
+        with self.progress(" + ".join(s.name for s in steps), len(self.records)) as bar:
+            self.advance = lambda n: bar(n, "")
+            try:
+                yield
+            finally:
+                self.advance = lambda n: None
 
 
 class LocalExecutor:
@@ -102,17 +119,18 @@ class LocalExecutor:
         self.batch_size = batch_size
 
     def run(self, items: Iterable[Any], steps: Sequence[Step], rejects: RejectSink,
-            on_batch: Callable[[int], None] | None = None) -> RunResult:
-        """Run `steps` over `items` (source items when the first steps generate records); `on_batch(n)`
-        hears of every batch of n items a map stage finished."""
-        run = RunResult(list(items), Counter(), {}, {}, on_batch=on_batch)
+            progress: Progress | None = None) -> RunResult:
+        """Run `steps` over `items` (source items when the first steps generate records); with
+        `progress`, each map stage shows a bar over the items it takes in."""
+        run = RunResult(list(items), Counter(), {}, {}, progress=progress)
         i = 0
         while i < len(steps):
             if isinstance(steps[i], MapStep):
                 j = i
                 while j < len(steps) and isinstance(steps[j], MapStep):
                     j += 1
-                self._map_stage(list(steps[i:j]), run, rejects)  # type: ignore[arg-type]
+                with run.stage_bar(steps[i:j]):
+                    self._map_stage(list(steps[i:j]), run, rejects)  # type: ignore[arg-type]
                 i = j
             else:
                 self._global(steps[i], run, rejects)
@@ -137,8 +155,7 @@ class LocalExecutor:
                 batch = result.records
                 sizes[step.name][1] += len(batch)
             kept.extend(batch)
-            if run.on_batch is not None:
-                run.on_batch(min(self.batch_size, len(run.records) - start))
+            run.advance(min(self.batch_size, len(run.records) - start))
         run.records = kept
         self._record_stage(steps, run, counters, sizes, timings)
 

@@ -110,8 +110,8 @@ class _ParallelMapExecutor(LocalExecutor):
                 sizes[step.name][0] += o.n_in
                 sizes[step.name][1] += o.n_out
                 timings[step.name] += o.seconds
-        if run.on_batch is not None and done:
-            run.on_batch(sum(outs[0].n_in for _, outs in done if outs))
+        if done:
+            run.advance(sum(outs[0].n_in for _, outs in done if outs))
         return [r for records, _ in done for r in records]
 
 

@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import pickle
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from medmill.builders.core.builder import BuildContext, Builder, Inputs
 from medmill.builders.core.collect import Collector, RejectSink
 from medmill.builders.core.config import BuildConfig
 from medmill.builders.core.run import run_build
-from medmill.builders.core.steps import LocalExecutor
+from medmill.builders.core.steps import GlobalStep, LocalExecutor, MapStep, StepResult
 from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
+from medmill.builders.streaming.executors import ProcessExecutor
 from medmill.schemas import Message, RejectRow, SFTRecord, Source
 from medmill.schemas.dataset_dir import iter_rows, read_manifest
 
@@ -128,3 +132,49 @@ def test_builder_names_and_versions_follow_one_rule():
     from medmill.builders.prefs.build import PrefsBuilder
 
     assert [b.name for b in (KGQABuilder, BookQABuilder, LitQABuilder, PrefsBuilder)] == ["kg-qa", "book-qa", "lit-qa", "prefs"]
+
+
+class _Double(MapStep):
+    """Each item becomes two (a generation stage whose output outnumbers its input)."""
+
+    name = "double"
+
+    def __call__(self, batch: list) -> StepResult:
+        return StepResult([x for item in batch for x in (item, item)])
+
+
+class _KeepHalf(GlobalStep):
+    name = "keep_half"
+
+    def __call__(self, records: list) -> StepResult:
+        return StepResult(records[: len(records) // 2 + 1])
+
+
+class _Upper(MapStep):
+    name = "upper"
+
+    def __call__(self, batch: list) -> StepResult:
+        return StepResult([s.upper() for s in batch])
+
+
+class _Bars:
+    """A Progress that records every bar it opens and what each was advanced by."""
+
+    def __init__(self) -> None:
+        self.bars: list[list] = []  # [desc, total, advanced]
+
+    @contextmanager
+    def __call__(self, desc: str, total: int):
+        bar = [desc, total, 0]
+        self.bars.append(bar)
+        yield lambda n=1, status="": bar.__setitem__(2, bar[2] + n)
+
+
+@pytest.mark.parametrize("executor", [LocalExecutor(batch_size=3), ProcessExecutor(2, batch_size=3, sub_batch=2)],
+                         ids=["local", "2-processes"])
+def test_each_map_stage_gets_a_bar_over_the_items_it_takes_in(executor):
+    bars = _Bars()
+    result = executor.run([f"x{i}" for i in range(7)], [_Double(), _KeepHalf(), _Upper()], RejectSink(), progress=bars)
+    # 7 items -> 14 doubled -> 8 kept -> 8 upper-cased: a bar per map stage, each filled exactly
+    assert bars.bars == [["double", 7, 7], ["upper", 8, 8]]
+    assert len(result.records) == 8 and result.records[0] == "X0"
