@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -66,8 +67,10 @@ def summary_table(title: str, rows: Iterable[tuple[str, Any]] | Mapping[str, Any
     console.print(table)
 
 
-def build_summary(title: str, manifest: Any, extra: Iterable[tuple[str, Any]] = ()) -> None:
-    """The table every build prints at its end: inputs, records per split, rejects by reason, time."""
+def build_summary(title: str, manifest: Any, extra: Iterable[tuple[str, Any]] = (), started: float | None = None) -> None:
+    """The table every build prints at its end: inputs, records per split, rejects by reason, time
+    (the manifest's, which stops when writing starts, and with `started`, a `perf_counter` value taken
+    when the command began, the command's wall time including the write)."""
     rows: list[tuple[str, Any]] = list(extra)
     for split, info in manifest.splits.items():
         rows.append((f"records in {split}", info.records))
@@ -81,7 +84,9 @@ def build_summary(title: str, manifest: Any, extra: Iterable[tuple[str, Any]] = 
     if not any(str(name).startswith("records/s") for name, _ in rows):
         rows += stage_rates(manifest)
     if "total" in manifest.timings:
-        rows.append(("time (s)", float(manifest.timings["total"])))
+        rows.append(("time until writing (s)", float(manifest.timings["total"])))
+    if started is not None:
+        rows.append(("wall time incl. write (s)", time.perf_counter() - started))
     summary_table(title, rows)
 
 

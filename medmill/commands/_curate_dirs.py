@@ -7,6 +7,7 @@ reference the other two equal byte for byte)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 def run_over_dirs(command: str, dirs: list[Path], out: Path, settings: CurationSettings, params: dict[str, Any],
                   extra_steps: Callable[[str], list[Step]] | None = None, run: RunOptions | None = None) -> Manifest:
     """Curate dataset dirs into `out` and print the summary table."""
+    t0 = time.perf_counter()
     run = run or RunOptions()
     line = invocation([command, *dirs, "--out", out])
     if run.executor == "memory":
@@ -43,5 +45,5 @@ def run_over_dirs(command: str, dirs: list[Path], out: Path, settings: CurationS
         from medmill.builders.streaming.over_dirs import stream_curate_dirs
 
         manifest, rows, _ = stream_curate_dirs(command, dirs, out, settings, params, run, extra_steps, line, progress_bars)
-    build_summary(f"{command} {out}", manifest, rows)
+    build_summary(f"{command} {out}", manifest, rows, started=t0)
     return manifest

@@ -78,7 +78,7 @@ def build_book_qa(
     )
     command = invocation(["build-book-qa", *map(str, inputs), "--out", str(out)])
     report = run_build(BookQABuilder(), cfg, command=command, progress=progress_bars, executor=common.executor())
-    build_summary(f"build-book-qa {out}", report.manifest, [*report.figures, ("time (s)", time.perf_counter() - t0)])
+    build_summary(f"build-book-qa {out}", report.manifest, report.figures, started=t0)
 
 
 def register(app: typer.Typer) -> None:

@@ -55,7 +55,7 @@ def build_dialogue(
     report = run_build(DialogueBuilder(), cfg, command=command, progress=progress_bars, executor=common.executor())
     _files_table(report.manifest.stats.get("inputs", []))
     build_summary(f"build-dialogue {out}", report.manifest,
-                  [*report.figures, ("wall time incl. write (s)", time.perf_counter() - t0)])
+                  report.figures, started=t0)
 
 
 def _files_table(rows: list[dict[str, Any]]) -> None:

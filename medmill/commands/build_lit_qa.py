@@ -71,7 +71,7 @@ def build_lit_qa(
     )
     command = invocation(["build-lit-qa", *map(str, inputs), "--out", str(out), "--style", style])
     report = run_build(LitQABuilder(), cfg, command=command, progress=progress_bars, executor=common.executor())
-    build_summary(f"build-lit-qa {out}", report.manifest, [*report.figures, ("time (s)", time.perf_counter() - t0)])
+    build_summary(f"build-lit-qa {out}", report.manifest, report.figures, started=t0)
 
 
 def register(app: typer.Typer) -> None:

@@ -82,7 +82,7 @@ def build_prefs(
     )
     command = invocation(["build-prefs", *inputs, "--out", out, "--strategy", strategy])
     report = run_build(PrefsBuilder(), cfg, command=command, progress=progress_bars, executor=common.executor())
-    build_summary(f"build-prefs {out}", report.manifest, [*report.figures, ("time (s)", time.perf_counter() - t0)])
+    build_summary(f"build-prefs {out}", report.manifest, report.figures, started=t0)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,7 @@ documents; or --mix DIR=SHARE,... -> a token-ratio mixture of pretrain dirs."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +53,7 @@ def build_pt(
     curation: CurationSettings,
 ) -> None:
     """Clean pretraining documents with repeated-paragraph removal, running-text rules, dedup and token counts; or mix pretrain dirs by token share."""
+    t0 = time.perf_counter()
     from medmill.builders.core.run import run_build
     from medmill.builders.pretrain.build import MixBuilder, PretrainBuilder
     from medmill.builders.pretrain.config import MixConfig
@@ -90,7 +92,7 @@ def build_pt(
         builder = PretrainBuilder()
     command = invocation(["build-pt", *map(str, inputs or []), "--out", str(out)])
     report = run_build(builder, cfg, command=command, progress=progress_bars, executor=common.executor())
-    build_summary(f"build-pt {out}", report.manifest, report.figures)
+    build_summary(f"build-pt {out}", report.manifest, report.figures, started=t0)
 
 
 def register(app: typer.Typer) -> None:

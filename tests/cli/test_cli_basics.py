@@ -149,3 +149,23 @@ def test_file_system_refusals_are_one_line_errors_for_llm_builders(run, tmp_path
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "file is a file, not a folder" in out.stderr
+
+
+def _summary_labels(stdout: str) -> list[str]:
+    """The first column of the summary table's rows (rich draws them between │ bars)."""
+    return [line.split("│")[1].strip() for line in stdout.splitlines() if line.startswith("│") and line.count("│") >= 3]
+
+
+def test_build_and_curate_summaries_show_each_time_once(run, tmp_path: Path):
+    talks = tmp_path / "talks.jsonl"
+    talks.write_text("".join(json.dumps({"instruction": f"第{i}天了，高血压头晕怎么办？", "output": f"建议第{i}天复测血压，按时服药，低盐饮食。"},
+                                        ensure_ascii=False) + "\n" for i in range(6)), encoding="utf-8")
+    built = run("build-dialogue", str(talks), "--out", str(tmp_path / "talks"))
+    filtered = run("filter", str(tmp_path / "talks"), "--out", str(tmp_path / "filtered"))
+    for result in (built, filtered):
+        assert result.returncode == 0, result.stdout
+        labels = _summary_labels(result.stdout)
+        # the manifest's time stops where writing starts; the command's wall time includes the write
+        assert labels.count("time until writing (s)") == 1 and labels.count("wall time incl. write (s)") == 1
+        assert "time (s)" not in labels
+        assert len(labels) == len(set(labels)), labels
