@@ -8,7 +8,8 @@ lexicon can hold short terms without flagging clinical text.
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -124,6 +125,15 @@ def load_lexicon(path: Path) -> Lexicon:
 
 
 def default_lexicon() -> Lexicon:
+    """The shipped lexicon: a fresh copy per call (callers merge their own files into it)."""
+    shipped = _shipped_lexicon()
+    categories = {name: replace(cat, terms=set(cat.terms), allow=set(cat.allow)) for name, cat in shipped.categories.items()}
+    return Lexicon(shipped.name, shipped.version, categories)
+
+
+@lru_cache(maxsize=1)
+def _shipped_lexicon() -> Lexicon:
+    """Read once per process: every curated build and filter run starts from it."""
     with resources.as_file(resources.files("medmill.builders.curation") / "lexicons" / "safety_zh.yaml") as p:
         return load_lexicon(p)
 

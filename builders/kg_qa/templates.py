@@ -8,6 +8,7 @@ build.
 from __future__ import annotations
 
 import string
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -169,6 +170,13 @@ def load_templates(path: Path | None = None) -> KGQATemplates:
             raise MedmillError(f"templates file not found: {path}") from None
         except (OSError, UnicodeDecodeError) as e:
             raise MedmillError(f"cannot read templates file {path}: {e}") from None
+    return _validated(text, origin).model_copy(deep=True)  # a copy: callers may change theirs
+
+
+@lru_cache(maxsize=8)
+def _validated(text: str, origin: str) -> KGQATemplates:
+    """Parsed and checked once per process and file content (every KG-QA build loads the shipped
+    templates: ~14 kB of YAML and a model check, far more than a copy)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

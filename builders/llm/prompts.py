@@ -8,6 +8,7 @@ and the manifest, so a dataset says which prompt produced it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,13 @@ import yaml
 from medmill.schemas.errors import MedmillError
 
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+
+
+@lru_cache(maxsize=256)
+def _compiled(source: str) -> jinja2.Template:
+    """A template compiled once per process: a prompt is rendered for every request of a run, and
+    compiling it (parse + Python code generation) costs more than the rendering."""
+    return _ENV.from_string(source)
 
 
 @dataclass(frozen=True)
@@ -37,8 +45,8 @@ class PromptTemplate:
         try:
             messages = []
             if self.system:
-                messages.append({"role": "system", "content": _ENV.from_string(self.system).render(**variables).strip()})
-            messages.append({"role": "user", "content": _ENV.from_string(self.user).render(**variables).strip()})
+                messages.append({"role": "system", "content": _compiled(self.system).render(**variables).strip()})
+            messages.append({"role": "user", "content": _compiled(self.user).render(**variables).strip()})
         except jinja2.UndefinedError as e:
             raise MedmillError(f"prompt {self.id} v{self.version}: {e.message}") from None
         return messages

@@ -144,7 +144,7 @@ def _draw_histogram(fig, font: str | None, series: list) -> None:
         ax.stairs(counts, edges, label=f"{name} (median {dist.quantile(0.5)})", color=COLORS[i % len(COLORS)], linewidth=1.6)
     ax.set_xlabel("characters (clipped at p99)", **_font_kw(font))
     ax.set_ylabel("records", **_font_kw(font))
-    ax.set_title("Length distribution", **_font_kw(font))
+    ax.set_title("Length distribution", y=1.0, **_font_kw(font))  # y given: see _draw_bars
     ax.legend(frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.subplots_adjust(left=0.09, right=0.98, top=0.9, bottom=0.16)  # fixed: a tight layout costs 2x
@@ -169,7 +169,10 @@ def _draw_bars(fig, font: str | None, key: str, counter: Counter, items: list, t
     ax.barh(range(len(items)), [v for _, v in reversed(items)], color=COLORS[0])
     ax.set_yticks(range(len(items)), labels, **_font_kw(font))
     ax.set_xlabel("records", **_font_kw(font))
-    ax.set_title(f"meta.{key}" + (f" (top {top} of {len(counter)})" if len(counter) > top else ""), **_font_kw(font))
+    # y given: matplotlib then skips placing the title clear of every tick label, which measures all of them
+    # on each draw (~5% of a plot); nothing sits above the axes here, so the title lands where it would anyway
+    ax.set_title(f"meta.{key}" + (f" (top {top} of {len(counter)})" if len(counter) > top else ""), y=1.0,
+                 **_font_kw(font))
     ax.spines[["top", "right"]].set_visible(False)
     # room for the longest label (CJK glyphs are about one font size wide); fixed margins, no tight layout
     widest = max(sum(2 if ord(c) > 0x2E80 else 1 for c in label) for label in labels)

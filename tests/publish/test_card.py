@@ -18,7 +18,8 @@ from medmill.builders.core.writer import BuildInfo, write_dataset_dir
 from medmill.builders.publish.card import SIZE_CATEGORIES, card_metadata, render_card, summary_of
 from medmill.schemas import Message, PreferenceRecord, PretrainRecord, RejectRow, SFTRecord, Source
 
-pytestmark = pytest.mark.fresh_plots  # cards and their plots are what this file tests: always draw
+# The tests that check the plot files always draw (fresh_plots); the others read cards whose plots are the
+# bytes drawn for the same statistics earlier in the run (tests/conftest.py).
 
 RELATIONS = ["症状", "治疗药物", "所属科室"]
 
@@ -130,6 +131,7 @@ def test_card_metadata_round_trips_through_huggingface_hub(tmp_path, kind):
     assert summary_of(text) == f"Test {kind} data for medmill."
 
 
+@pytest.mark.fresh_plots
 def test_sft_card_sections_statistics_and_plots(tmp_path):
     d = make_dir(tmp_path, "sft", n=12)
     text = (d / "README.md").read_text(encoding="utf-8")
@@ -155,6 +157,7 @@ def test_sft_card_sections_statistics_and_plots(tmp_path):
         assert (d / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.fresh_plots
 def test_kind_specific_sections(tmp_path):
     d = make_dir(tmp_path, "preference")
     pref = (d / "README.md").read_text(encoding="utf-8")

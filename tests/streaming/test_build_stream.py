@@ -117,6 +117,7 @@ def test_pt_streamed_equals_in_memory(tmp_path: Path) -> None:
         assert got == reference, {k for k in reference.keys() | got.keys() if reference.get(k) != got.get(k)}
 
 
+@pytest.mark.slow  # ~3.5 s; the fast lane keeps test_pt_streamed_equals_in_memory and the chunk-order unit test below
 def test_pt_streamed_equals_in_memory_over_many_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rejects come out per chunk of the in-memory executor: with a chunk of 40 records the corpus spans
     several, and batches of 7 documents straddle the chunks of generated records."""
@@ -284,7 +285,11 @@ def _dialogue(tmp: Path, inputs: list[Path], name: str, executor, **cfg) -> Path
     return out
 
 
-@pytest.mark.parametrize("cfg", [{}, {"read": {"merge_prefixes": False}, "limit": 250}], ids=["defaults", "no-merge-limit"])
+@pytest.mark.parametrize("cfg", [
+    pytest.param({}, id="defaults"),
+    # ~4.5 s; the fast lane keeps the defaults case
+    pytest.param({"read": {"merge_prefixes": False}, "limit": 250}, id="no-merge-limit", marks=pytest.mark.slow),
+])
 def test_dialogue_streamed_equals_in_memory(tmp_path: Path, cfg: dict) -> None:
     inputs = _dialogue_inputs(tmp_path / "in")
     memory = _dialogue(tmp_path, inputs, "memory", None, **cfg)
