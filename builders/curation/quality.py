@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from medmill.builders.curation.minhash import clean_folded, clean_for_shingles
-from medmill.builders.curation.text import rewrite
+from medmill.builders.curation.text import TextView, rewrite
 from medmill.builders.text.cjk import cjk_share, is_cjk
 from medmill.builders.text.fold import nfkc_lower_many
 from medmill.builders.text.meta_talk import meta_talk
@@ -230,6 +230,22 @@ class QualityRules:
         folded = dict(zip(texts, nfkc_lower_many(texts), strict=True))
         return [self.check(r, folded) for r in records]
 
+    def unchanged_many(self, view: TextView) -> list[bool]:
+        """Per record of `view`: True when `check` keeps it as it is (no boilerplate stripped, no rule
+        broken, nothing counted), from its texts alone."""
+        strip = self.config.strip_boilerplate and view.kind != "pretrain"  # as in `check`
+        parts = [view.questions_answers(i) for i in range(len(view))]
+        pairs = [view.last_pair(i) for i in range(len(view))]
+        texts = list(dict.fromkeys(t for p in pairs if p for t in (p[0], *p[1])))
+        folded = dict(zip(texts, nfkc_lower_many(texts), strict=True))
+        out = []
+        for (questions, answers), pair in zip(parts, pairs, strict=True):
+            if strip and any(self.boilerplate.strip(t) != t for t in answers):  # answers: the assistant turns
+                out.append(False)
+            else:
+                out.append(self.judge(questions, answers, pair, folded) is None)
+        return out
+
     def check(self, record: Record, folded: dict[str, str] | None = None) -> QualityVerdict:
         """The verdict on one record; `folded` may hold nfkc_lower of its texts, computed beforehand."""
         cfg = self.config
@@ -243,37 +259,46 @@ class QualityRules:
                 touched["boilerplate_stripped"] += 1
                 record = stripped
         questions, answers = _split(record)
+        failed = self.judge(questions, answers, _last_pair(record), folded)
+        if failed is not None:
+            return QualityVerdict(None, *failed, touched)
+        return QualityVerdict(record, touched=touched)
+
+    def judge(self, questions: list[str], answers: list[str], pair: tuple[str, list[str]] | None,
+              folded: dict[str, str] | None = None) -> tuple[str, str] | None:
+        """(reason, message) of the first rule the texts of one record break, None when they break none:
+        every rule after boilerplate stripping, on plain texts (so a batch can be judged without records)."""
+        cfg = self.config
         for text in answers + questions:
             pattern = self.boilerplate.should_drop(text)
             if pattern:
-                return QualityVerdict(None, "llm_artifact", f"matches {pattern!r}", touched)
+                return "llm_artifact", f"matches {pattern!r}"
         for text in questions + answers:
             if len(_PLACEHOLDER_STRIP.sub("", text[:_PLACEHOLDER_PREFIX])) > _PLACEHOLDER_MAX:
                 continue  # too much text to be a placeholder (lower case never shortens a text)
             key = _PLACEHOLDER_STRIP.sub("", text).lower()
             if key in PLACEHOLDERS or not key:
-                return QualityVerdict(None, "placeholder", f"placeholder content {text.strip()[:20]!r}", touched)
+                return "placeholder", f"placeholder content {text.strip()[:20]!r}"
         for text in answers:
             size = len("".join(text.split()))
             if size < cfg.min_chars:
-                return QualityVerdict(None, "too_short", f"{size} chars < --min-chars {cfg.min_chars}", touched)
+                return "too_short", f"{size} chars < --min-chars {cfg.min_chars}"
             if size > cfg.max_chars:
-                return QualityVerdict(None, "too_long", f"{size} chars > --max-chars {cfg.max_chars}", touched)
+                return "too_long", f"{size} chars > --max-chars {cfg.max_chars}"
         for text in questions + answers:
             signals = garble_signals(text)
             if signals > cfg.max_garble_signals:
-                return QualityVerdict(None, "garbled", f"{signals} mojibake signals", touched)
+                return "garbled", f"{signals} mojibake signals"
             ratio = repeated_ngram_ratio_above(text, cfg.max_repeated_ngram_ratio)
             if ratio is not None:
-                return QualityVerdict(None, "repeated_chars", f"repeated 10-gram share {ratio:.2f}", touched)
+                return "repeated_chars", f"repeated 10-gram share {ratio:.2f}"
             ratio = repeated_line_ratio(text)
             if ratio > cfg.max_repeated_line_ratio:
-                return QualityVerdict(None, "repeated_lines", f"repeated line share {ratio:.2f}", touched)
+                return "repeated_lines", f"repeated line share {ratio:.2f}"
         if cfg.min_cjk_share > 0:
             share = cjk_share("".join(questions + answers), no_letters=1.0)
             if share < cfg.min_cjk_share:
-                return QualityVerdict(None, "low_cjk", f"CJK share {share:.2f} < {cfg.min_cjk_share}", touched)
-        pair = _last_pair(record)
+                return "low_cjk", f"CJK share {share:.2f} < {cfg.min_cjk_share}"
         if pair:
             question, replies = pair
             known = folded or {}
@@ -284,5 +309,5 @@ class QualityRules:
 
             q = clean(question)
             if any(clean(r) == q for r in replies):
-                return QualityVerdict(None, "answer_equals_question", "the answer repeats the question", touched)
-        return QualityVerdict(record, touched=touched)
+                return "answer_equals_question", "the answer repeats the question"
+        return None
