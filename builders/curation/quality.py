@@ -11,11 +11,21 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from medmill.builders.curation.char_checks import (
+    CharBatch,
+    char_table,
+    count_in,
+    distinct_windows_at_least,
+    line_break_table,
+    space_table,
+)
 from medmill.builders.curation.minhash import clean_folded, clean_for_shingles
 from medmill.builders.curation.text import TextView, rewrite
 from medmill.builders.text.cjk import cjk_share, is_cjk
@@ -217,6 +227,35 @@ def _last_pair(record: Record) -> tuple[str, list[str]] | None:
     return None
 
 
+def _fewest_distinct(total: np.ndarray, limit: float) -> np.ndarray:
+    """Per count of n-grams: the fewest distinct ones for which `1.0 - distinct / total <= limit`, the
+    float expression the rule computes (so rounding agrees): the estimate, moved until it is the first
+    count that passes; total + 1 when none does."""
+    def passes(d: np.ndarray) -> np.ndarray:
+        return 1.0 - d / total <= limit
+
+    need = np.clip(np.ceil((1.0 - limit) * total), 0, total + 1).astype(np.int64)
+    for _ in range(4):  # the estimate is off by at most one or two
+        up = (need <= total) & ~passes(need)
+        down = (need > 0) & passes(need - 1)
+        if not (up.any() or down.any()):
+            return need
+        need = need + up - down
+    raise AssertionError("the distinct n-gram bound did not settle")
+
+
+_GARBLE, _STRIPPED, _BREAK, _SPACE = 1, 2, 4, 8
+
+
+@cache
+def _char_classes() -> np.ndarray:
+    """Per BMP code point, bits: a garble gate character, a character placeholders are stripped of,
+    a line break (str.splitlines), whitespace (str.split)."""
+    return (char_table(_GARBLE_START.pattern).astype(np.uint8) * np.uint8(_GARBLE)
+            | char_table(_PLACEHOLDER_STRIP.pattern.removesuffix("+")) * np.uint8(_STRIPPED)
+            | line_break_table() * np.uint8(_BREAK) | space_table() * np.uint8(_SPACE))
+
+
 class QualityRules:
     def __init__(self, config: QualityConfig, boilerplate: Boilerplate | None = None) -> None:
         self.config = config
@@ -238,12 +277,17 @@ class QualityRules:
         pairs = [view.last_pair(i) for i in range(len(view))]
         texts = list(dict.fromkeys(t for p in pairs if p for t in (p[0], *p[1])))
         folded = dict(zip(texts, nfkc_lower_many(texts), strict=True))
-        out = []
+        flat = [t for questions, answers in parts for t in (*questions, *answers)]
+        is_answer = np.array([a for questions, answers in parts for a in [False] * len(questions) + [True] * len(answers)], bool)
+        plain = self.surely_plain_fine(flat, is_answer).tolist()
+        out, at = [], 0
         for (questions, answers), pair in zip(parts, pairs, strict=True):
+            k = len(questions) + len(answers)
+            plain_fine, at = all(plain[at : at + k]), at + k
             if strip and any(self.boilerplate.strip(t) != t for t in answers):  # answers: the assistant turns
                 out.append(False)
             else:
-                out.append(self.judge(questions, answers, pair, folded) is None)
+                out.append(self.judge(questions, answers, pair, folded, plain_fine) is None)
         return out
 
     def check(self, record: Record, folded: dict[str, str] | None = None) -> QualityVerdict:
@@ -265,14 +309,23 @@ class QualityRules:
         return QualityVerdict(record, touched=touched)
 
     def judge(self, questions: list[str], answers: list[str], pair: tuple[str, list[str]] | None,
-              folded: dict[str, str] | None = None) -> tuple[str, str] | None:
+              folded: dict[str, str] | None = None, plain_fine: bool = False) -> tuple[str, str] | None:
         """(reason, message) of the first rule the texts of one record break, None when they break none:
-        every rule after boilerplate stripping, on plain texts (so a batch can be judged without records)."""
-        cfg = self.config
+        every rule after boilerplate stripping, on plain texts (so a batch can be judged without records).
+        `plain_fine`: `surely_plain_fine` holds for every text, so the rules it covers are skipped."""
+        return (self._artifact(questions, answers) or (None if plain_fine else self._plain(questions, answers))
+                or self._cjk(questions, answers) or self._pair(pair, folded))
+
+    def _artifact(self, questions: list[str], answers: list[str]) -> tuple[str, str] | None:
         for text in answers + questions:
             pattern = self.boilerplate.should_drop(text)
             if pattern:
                 return "llm_artifact", f"matches {pattern!r}"
+        return None
+
+    def _plain(self, questions: list[str], answers: list[str]) -> tuple[str, str] | None:
+        """The rules each text passes or fails on its own: placeholder, size, garble, repetition."""
+        cfg = self.config
         for text in questions + answers:
             if len(_PLACEHOLDER_STRIP.sub("", text[:_PLACEHOLDER_PREFIX])) > _PLACEHOLDER_MAX:
                 continue  # too much text to be a placeholder (lower case never shortens a text)
@@ -295,10 +348,18 @@ class QualityRules:
             ratio = repeated_line_ratio(text)
             if ratio > cfg.max_repeated_line_ratio:
                 return "repeated_lines", f"repeated line share {ratio:.2f}"
+        return None
+
+    def _cjk(self, questions: list[str], answers: list[str]) -> tuple[str, str] | None:
+        cfg = self.config
         if cfg.min_cjk_share > 0:
             share = cjk_share("".join(questions + answers), no_letters=1.0)
             if share < cfg.min_cjk_share:
                 return "low_cjk", f"CJK share {share:.2f} < {cfg.min_cjk_share}"
+        return None
+
+    @staticmethod
+    def _pair(pair: tuple[str, list[str]] | None, folded: dict[str, str] | None) -> tuple[str, str] | None:
         if pair:
             question, replies = pair
             known = folded or {}
@@ -311,3 +372,31 @@ class QualityRules:
             if any(clean(r) == q for r in replies):
                 return "answer_equals_question", "the answer repeats the question"
         return None
+
+    def surely_plain_fine(self, texts: list[str], answer: np.ndarray) -> np.ndarray:
+        """Per text: True when it surely passes the placeholder, garble and repetition rules, and (where
+        `answer`) the size rule, as `_plain` judges them; False: `_plain` must decide. One pass of table
+        lookups over the batch (char_checks.py)."""
+        cfg = self.config
+        chars = CharBatch.of(texts)
+        marks = chars.lookup(_char_classes())
+        fine = ~chars.astral
+        # every garble signal starts with a gate character: none, no signal
+        fine &= (count_in((marks & _GARBLE) != 0, chars.starts, chars.ends) == 0) & (cfg.max_garble_signals >= 0)
+        # placeholder: more than _PLACEHOLDER_MAX kept characters among the first _PLACEHOLDER_PREFIX
+        prefix_end = np.minimum(chars.ends, chars.starts + _PLACEHOLDER_PREFIX)
+        fine &= count_in((marks & _STRIPPED) == 0, chars.starts, prefix_end) > _PLACEHOLDER_MAX
+        # repeated lines: fewer than two line breaks make fewer than three lines (ratio 0.0)
+        fine &= (count_in((marks & _BREAK) != 0, chars.starts, chars.ends) < 2) & (cfg.max_repeated_line_ratio >= 0)
+        # size and repeated 10-grams, on the text without whitespace
+        solid = (marks & _SPACE) == 0
+        size = count_in(solid, chars.starts, chars.ends)
+        ends = np.cumsum(size)
+        starts = ends - size
+        fine &= ~answer | ((size >= cfg.min_chars) & (size <= cfg.max_chars))
+        n, limit = 10, cfg.max_repeated_ngram_ratio
+        total = size - n + 1
+        short = total < 2 * n  # the rule gives None for these when 0 <= limit
+        need = np.where(short, 0, _fewest_distinct(np.maximum(total, 1), limit))
+        fine &= np.where(short, limit >= 0, distinct_windows_at_least(chars.codes[solid], starts, ends, n, need))
+        return fine

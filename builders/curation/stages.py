@@ -139,7 +139,9 @@ class PIIStep(MapStep):
     def keeps_unchanged(self, view: TextView) -> list[bool]:
         """See ValidateStep.keeps_unchanged: no text holds anything to redact."""
         find = self.scanner.find
-        return [not any(find(text) for _role, text in turns) for turns in view.turns]
+        texts = [text for turns in view.turns for _role, text in turns]
+        maybe = iter(self.scanner.may_find_many(texts).tolist())
+        return [not any([bool(next(maybe)) and bool(find(text)) for _role, text in turns]) for turns in view.turns]
 
     def summary(self, counters: Counter) -> dict[str, Any]:
         return {"action": self.settings.pii_action, **dict(sorted(counters.items()))}
