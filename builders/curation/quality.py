@@ -272,6 +272,8 @@ class QualityRules:
     def unchanged_many(self, view: TextView) -> list[bool]:
         """Per record of `view`: True when `check` keeps it as it is (no boilerplate stripped, no rule
         broken, nothing counted), from its texts alone."""
+        if view.kind == "pretrain" and self.config.min_cjk_share <= 0:
+            return self._pretrain_unchanged([turns[0][1] for turns in view.turns])
         strip = self.config.strip_boilerplate and view.kind != "pretrain"  # as in `check`
         parts = [view.questions_answers(i) for i in range(len(view))]
         pairs = [view.last_pair(i) for i in range(len(view))]
@@ -289,6 +291,16 @@ class QualityRules:
             else:
                 out.append(self.judge(questions, answers, pair, folded, plain_fine) is None)
         return out
+
+    def _pretrain_unchanged(self, texts: list[str]) -> list[bool]:
+        """unchanged_many of pretrain records (one answer text each, nothing stripped, no pair, no CJK
+        rule): the artifact rule, and the plain rules where the batch pass did not settle them."""
+        plain = self.surely_plain_fine(texts, np.ones(len(texts), bool)).tolist()
+        should_drop = self.boilerplate.should_drop
+        gate = self.boilerplate._gates()[2]  # should_drop's own gate, fetched once for the batch
+        search = gate.search if gate is not None else should_drop
+        return [(search(t) is None or should_drop(t) is None) and (fine or self._plain([], [t]) is None)
+                for t, fine in zip(texts, plain, strict=True)]
 
     def check(self, record: Record, folded: dict[str, str] | None = None) -> QualityVerdict:
         """The verdict on one record; `folded` may hold nfkc_lower of its texts, computed beforehand."""
