@@ -72,7 +72,17 @@ def span_reduce(ufunc: np.ufunc, values: np.ndarray, starts: np.ndarray, ends: n
 def char_table(pattern: str) -> np.ndarray:
     """Per BMP code point: whether the one-character regex `pattern` (Python `re`) matches it."""
     rx = re.compile(pattern)
+    out = np.zeros(BMP, bool)
+    spans = [m.span() for m in rx.finditer(_every_bmp_character())]  # one scan, not 65536 calls
+    if all(end == start + 1 for start, end in spans):
+        out[[start for start, _end in spans]] = True
+        return out
     return np.fromiter((rx.fullmatch(chr(c)) is not None for c in range(BMP)), bool, BMP)
+
+
+@cache
+def _every_bmp_character() -> str:
+    return "".join(map(chr, range(BMP)))
 
 
 @cache

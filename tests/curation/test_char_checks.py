@@ -118,3 +118,14 @@ def test_may_find_many_rules_out_only_texts_without_pii(seed):
             assert scanner.find(text) == [], text
     assert not scanner.may_find_many(["高血压是心内科常见病，疗程约30天。"] * 3).any()
     assert scanner.may_find_many(["电话13812345678", "a@b.cn", "第1.5天"]).all()
+
+
+@pytest.mark.parametrize("pattern", [r"\d", r"[\s。.，,]", "[a-z]", "(?i:[a-z])", "a|bc"])
+def test_char_table_is_the_one_character_match(pattern):
+    import re
+
+    from medmill.builders.curation.char_checks import BMP, char_table
+
+    rx = re.compile(pattern)
+    want = np.fromiter((rx.fullmatch(chr(c)) is not None for c in range(BMP)), bool, BMP)
+    assert (char_table(pattern) == want).all()
