@@ -11,6 +11,7 @@ left to the exact rule.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -48,6 +49,23 @@ class CharBatch:
     def count(self, table: np.ndarray) -> np.ndarray:
         """Per text: how many of its characters `table` marks."""
         return count_in(self.lookup(table), self.starts, self.ends)
+
+
+CHUNK_CHARS = 4_000_000  # characters per pass: ~100 MB of temporary arrays at most
+
+
+def by_chunks(check: Callable[..., np.ndarray], texts: list[str], *per_text: np.ndarray, chunk_chars: int = CHUNK_CHARS) -> np.ndarray:
+    """`check(texts, *per_text)` run over runs of texts of about `chunk_chars` characters at a time, so
+    the arrays of one pass stay bounded however long a batch's texts are."""
+    if sum(map(len, texts)) <= chunk_chars:
+        return check(texts, *per_text)
+    parts, start, size = [], 0, 0
+    for i, t in enumerate(texts):
+        size += len(t)
+        if size >= chunk_chars or i == len(texts) - 1:
+            parts.append(check(texts[start : i + 1], *(a[start : i + 1] for a in per_text)))
+            start, size = i + 1, 0
+    return np.concatenate(parts)
 
 
 def count_in(marks: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

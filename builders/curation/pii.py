@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medmill.builders.curation.char_checks import CharBatch, char_table, count_in
+from medmill.builders.curation.char_checks import CharBatch, by_chunks, char_table, count_in
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -242,6 +242,10 @@ class PIIScanner:
     def may_find_many(self, texts: list[str]) -> np.ndarray:
         """Per text: False when `find` surely returns nothing (it holds nothing `_MAY_HOLD_PII` matches,
         checked for the whole batch with table lookups); True: call `find`."""
+        return by_chunks(self._may_find, texts)
+
+    @staticmethod
+    def _may_find(texts: list[str]) -> np.ndarray:
         chars = CharBatch.of(texts)
         digit, dot, sign = (chars.lookup(char_table(p)) for p in (r"\d", "[.．]", "[@:wW＠ｗＷ]"))
         # \d(?:\d\d|[.．]\d) at each position (a window running into the next text only adds a maybe)

@@ -20,6 +20,7 @@ import yaml
 
 from medmill.builders.curation.char_checks import (
     CharBatch,
+    by_chunks,
     char_table,
     count_in,
     distinct_windows_at_least,
@@ -389,6 +390,9 @@ class QualityRules:
         """Per text: True when it surely passes the placeholder, garble and repetition rules, and (where
         `answer`) the size rule, as `_plain` judges them; False: `_plain` must decide. One pass of table
         lookups over the batch (char_checks.py)."""
+        return by_chunks(self._surely_plain_fine, texts, answer)
+
+    def _surely_plain_fine(self, texts: list[str], answer: np.ndarray) -> np.ndarray:
         cfg = self.config
         chars = CharBatch.of(texts)
         marks = chars.lookup(_char_classes())

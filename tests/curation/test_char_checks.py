@@ -129,3 +129,20 @@ def test_char_table_is_the_one_character_match(pattern):
     rx = re.compile(pattern)
     want = np.fromiter((rx.fullmatch(chr(c)) is not None for c in range(BMP)), bool, BMP)
     assert (char_table(pattern) == want).all()
+
+
+def test_checks_in_chunks_equal_one_pass(monkeypatch):
+    """Long batches are checked a few million characters at a time: the same answers as one pass."""
+    from medmill.builders.curation import char_checks
+
+    rules, scanner = q.QualityRules(q.QualityConfig()), PIIScanner()
+    corpus = _corpus(4)
+    answer = np.array([i % 3 != 0 for i in range(len(corpus))])
+    whole = rules.surely_plain_fine(corpus, answer), scanner.may_find_many(corpus)
+    monkeypatch.setattr(char_checks.by_chunks, "__kwdefaults__", {"chunk_chars": 500})
+    passes = []
+    monkeypatch.setattr(char_checks.CharBatch, "of", classmethod(lambda cls, texts, of=char_checks.CharBatch.of: passes.append(1) or of(texts)))
+    chunked = rules.surely_plain_fine(corpus, answer), scanner.may_find_many(corpus)
+    assert len(passes) > 20
+    assert (whole[0] == chunked[0]).all() and (whole[1] == chunked[1]).all()
+    assert len(rules.surely_plain_fine([], np.zeros(0, bool))) == 0 and len(scanner.may_find_many([])) == 0
