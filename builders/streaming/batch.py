@@ -2,6 +2,9 @@
 -> the map steps (validate, quality, PII, safety, decontaminate) -> surviving rows as an arrow table,
 their size figures for the writer and, when dedup follows, their compact dedup state.
 
+Rows the record model takes as they are and no step acts on skip the record objects altogether
+(`columnar.py`: their input arrow rows are the survivors); the rest take the record path below.
+
 Everything that leaves a worker is plain data (arrow tables, numpy arrays, JSON lines, counters), so
 results pickle cheaply and the parent never rebuilds record objects.
 """
