@@ -127,7 +127,7 @@ class Boilerplate:
         cached = self.__dict__.get("_gate_cache")
         if cached is None or cached[0] != self.openers or cached[1] != self.closers or cached[2] != self.drop:
             lists = (list(self.openers), list(self.closers), list(self.drop))
-            cached = (*lists, tuple(_any_of(tuple(ps)) for ps in lists))
+            cached = (*lists, tuple(_any_of(tuple(_searched_core(p) for p in ps)) for ps in lists))
             self.__dict__["_gate_cache"] = cached
         return cached[3]
 
@@ -165,6 +165,29 @@ class Boilerplate:
         if any_drop is not None and any_drop.search(text) is None:
             return None
         return next((p.pattern for p in self.drop if p.search(text)), None)
+
+
+# a leading run of one character class (`[，,。.\s]*`, `\s*`, `.*?`): it may match nothing, so a search
+# tries the pattern at every position (~50 ns each); without it the engine skips to the characters
+# the rest can start with
+_LEADING_RUN = re.compile(r"(?:\[(?:\\.|[^\]\\])+\]|\\[sSwWdD]|\.)\*[?+]?")
+
+
+def _searched_core(pattern: re.Pattern[str]) -> re.Pattern[str]:
+    """For a search gate: `pattern` without a leading run of one character class. Wherever the pattern
+    matches, the rest matches where the run ends, so the core is found wherever the pattern is (it may
+    be found where the pattern is not: a gate only decides which texts get the exact patterns)."""
+    if not isinstance(pattern.pattern, str):
+        return pattern
+    lead = _LEADING_RUN.match(pattern.pattern)
+    rest = pattern.pattern[lead.end() :] if lead else ""
+    if not rest:  # (a top-level | is fine: `[x]*A|B` is found exactly where `A|B` is)
+        return pattern
+    try:
+        core = re.compile(rest, pattern.flags)
+    except re.error:
+        return pattern
+    return core if not core.groups and not pattern.groups else pattern
 
 
 def _any_of(patterns: tuple[re.Pattern[str], ...]) -> re.Pattern[str] | None:
