@@ -19,6 +19,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
+from medmill.builders.curation.char_checks import CharBatch, by_chunks, char_table, count_in
+
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 
@@ -183,7 +187,7 @@ _FULLWIDTH_CHAR = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(_FU
 # every detector needs (after the fullwidth mapping, which makes no digit) three digits in a row, a
 # digit-dot-digit (IP), an @ (email), a : (https://) or a w (www.): a text with none of these, nor a
 # fullwidth form of one, holds no PII
-_MAY_HOLD_PII = re.compile(r"\d(?:\d\d|[.．]\d)|[@:wW＠ｗＷ]")
+_MAY_HOLD_PII = re.compile(r"\d(?:\d\d|[.．]\d)|[@:wW＠ｗＷ]")  # also in PIIScanner.may_find_many
 
 
 @dataclass(frozen=True)
@@ -234,6 +238,21 @@ class PIIScanner:
                 taken.append((start, end))
                 found.append(PIIMatch(det.name, start, end, original[start:end]))
         return sorted(found, key=lambda x: x.start)
+
+    def may_find_many(self, texts: list[str]) -> np.ndarray:
+        """Per text: False when `find` surely returns nothing (it holds nothing `_MAY_HOLD_PII` matches,
+        checked for the whole batch with table lookups); True: call `find`."""
+        return by_chunks(self._may_find, texts)
+
+    @staticmethod
+    def _may_find(texts: list[str]) -> np.ndarray:
+        chars = CharBatch.of(texts)
+        digit, dot, sign = (chars.lookup(char_table(p)) for p in (r"\d", "[.．]", "[@:wW＠ｗＷ]"))
+        # \d(?:\d\d|[.．]\d) at each position (a window running into the next text only adds a maybe)
+        tail = np.zeros(len(digit), bool)
+        tail[:-2] = (digit[1:-1] | dot[1:-1]) & digit[2:]
+        marks = (digit & tail) | sign
+        return (count_in(marks, chars.starts, chars.ends) > 0) | chars.astral
 
     def redact(self, text: str) -> tuple[str, Counter]:
         matches = self.find(text)

@@ -11,13 +11,24 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import yaml
 
+from medmill.builders.curation.char_checks import (
+    CharBatch,
+    by_chunks,
+    char_table,
+    count_in,
+    distinct_windows_at_least,
+    line_break_table,
+    space_table,
+)
 from medmill.builders.curation.minhash import clean_folded, clean_for_shingles
-from medmill.builders.curation.text import rewrite
+from medmill.builders.curation.text import TextView, rewrite
 from medmill.builders.text.cjk import cjk_share, is_cjk
 from medmill.builders.text.fold import nfkc_lower_many
 from medmill.builders.text.meta_talk import meta_talk
@@ -116,7 +127,7 @@ class Boilerplate:
         cached = self.__dict__.get("_gate_cache")
         if cached is None or cached[0] != self.openers or cached[1] != self.closers or cached[2] != self.drop:
             lists = (list(self.openers), list(self.closers), list(self.drop))
-            cached = (*lists, tuple(_any_of(tuple(ps)) for ps in lists))
+            cached = (*lists, tuple(_any_of(tuple(_searched_core(p) for p in ps)) for ps in lists))
             self.__dict__["_gate_cache"] = cached
         return cached[3]
 
@@ -154,6 +165,29 @@ class Boilerplate:
         if any_drop is not None and any_drop.search(text) is None:
             return None
         return next((p.pattern for p in self.drop if p.search(text)), None)
+
+
+# a leading run of one character class (`[，,。.\s]*`, `\s*`, `.*?`): it may match nothing, so a search
+# tries the pattern at every position (~50 ns each); without it the engine skips to the characters
+# the rest can start with
+_LEADING_RUN = re.compile(r"(?:\[(?:\\.|[^\]\\])+\]|\\[sSwWdD]|\.)\*[?+]?")
+
+
+def _searched_core(pattern: re.Pattern[str]) -> re.Pattern[str]:
+    """For a search gate: `pattern` without a leading run of one character class. Wherever the pattern
+    matches, the rest matches where the run ends, so the core is found wherever the pattern is (it may
+    be found where the pattern is not: a gate only decides which texts get the exact patterns)."""
+    if not isinstance(pattern.pattern, str):
+        return pattern
+    lead = _LEADING_RUN.match(pattern.pattern)
+    rest = pattern.pattern[lead.end() :] if lead else ""
+    if not rest:  # (a top-level | is fine: `[x]*A|B` is found exactly where `A|B` is)
+        return pattern
+    try:
+        core = re.compile(rest, pattern.flags)
+    except re.error:
+        return pattern
+    return core if not core.groups and not pattern.groups else pattern
 
 
 def _any_of(patterns: tuple[re.Pattern[str], ...]) -> re.Pattern[str] | None:
@@ -217,6 +251,35 @@ def _last_pair(record: Record) -> tuple[str, list[str]] | None:
     return None
 
 
+def _fewest_distinct(total: np.ndarray, limit: float) -> np.ndarray:
+    """Per count of n-grams: the fewest distinct ones for which `1.0 - distinct / total <= limit`, the
+    float expression the rule computes (so rounding agrees): the estimate, moved until it is the first
+    count that passes; total + 1 when none does."""
+    def passes(d: np.ndarray) -> np.ndarray:
+        return 1.0 - d / total <= limit
+
+    need = np.clip(np.ceil((1.0 - limit) * total), 0, total + 1).astype(np.int64)
+    for _ in range(4):  # the estimate is off by at most one or two
+        up = (need <= total) & ~passes(need)
+        down = (need > 0) & passes(need - 1)
+        if not (up.any() or down.any()):
+            return need
+        need = need + up - down
+    raise AssertionError("the distinct n-gram bound did not settle")
+
+
+_GARBLE, _STRIPPED, _BREAK, _SPACE = 1, 2, 4, 8
+
+
+@cache
+def _char_classes() -> np.ndarray:
+    """Per BMP code point, bits: a garble gate character, a character placeholders are stripped of,
+    a line break (str.splitlines), whitespace (str.split)."""
+    return (char_table(_GARBLE_START.pattern).astype(np.uint8) * np.uint8(_GARBLE)
+            | char_table(_PLACEHOLDER_STRIP.pattern.removesuffix("+")) * np.uint8(_STRIPPED)
+            | line_break_table() * np.uint8(_BREAK) | space_table() * np.uint8(_SPACE))
+
+
 class QualityRules:
     def __init__(self, config: QualityConfig, boilerplate: Boilerplate | None = None) -> None:
         self.config = config
@@ -229,6 +292,39 @@ class QualityRules:
         texts = list(dict.fromkeys(t for p in pairs if p for t in (p[0], *p[1])))
         folded = dict(zip(texts, nfkc_lower_many(texts), strict=True))
         return [self.check(r, folded) for r in records]
+
+    def unchanged_many(self, view: TextView) -> list[bool]:
+        """Per record of `view`: True when `check` keeps it as it is (no boilerplate stripped, no rule
+        broken, nothing counted), from its texts alone."""
+        if view.kind == "pretrain" and self.config.min_cjk_share <= 0:
+            return self._pretrain_unchanged([turns[0][1] for turns in view.turns])
+        strip = self.config.strip_boilerplate and view.kind != "pretrain"  # as in `check`
+        parts = [view.questions_answers(i) for i in range(len(view))]
+        pairs = [view.last_pair(i) for i in range(len(view))]
+        texts = list(dict.fromkeys(t for p in pairs if p for t in (p[0], *p[1])))
+        folded = dict(zip(texts, nfkc_lower_many(texts), strict=True))
+        flat = [t for questions, answers in parts for t in (*questions, *answers)]
+        is_answer = np.array([a for questions, answers in parts for a in [False] * len(questions) + [True] * len(answers)], bool)
+        plain = self.surely_plain_fine(flat, is_answer).tolist()
+        out, at = [], 0
+        for (questions, answers), pair in zip(parts, pairs, strict=True):
+            k = len(questions) + len(answers)
+            plain_fine, at = all(plain[at : at + k]), at + k
+            if strip and any(self.boilerplate.strip(t) != t for t in answers):  # answers: the assistant turns
+                out.append(False)
+            else:
+                out.append(self.judge(questions, answers, pair, folded, plain_fine) is None)
+        return out
+
+    def _pretrain_unchanged(self, texts: list[str]) -> list[bool]:
+        """unchanged_many of pretrain records (one answer text each, nothing stripped, no pair, no CJK
+        rule): the artifact rule, and the plain rules where the batch pass did not settle them."""
+        plain = self.surely_plain_fine(texts, np.ones(len(texts), bool)).tolist()
+        should_drop = self.boilerplate.should_drop
+        gate = self.boilerplate._gates()[2]  # should_drop's own gate, fetched once for the batch
+        search = gate.search if gate is not None else should_drop
+        return [(search(t) is None or should_drop(t) is None) and (fine or self._plain([], [t]) is None)
+                for t, fine in zip(texts, plain, strict=True)]
 
     def check(self, record: Record, folded: dict[str, str] | None = None) -> QualityVerdict:
         """The verdict on one record; `folded` may hold nfkc_lower of its texts, computed beforehand."""
@@ -243,37 +339,63 @@ class QualityRules:
                 touched["boilerplate_stripped"] += 1
                 record = stripped
         questions, answers = _split(record)
+        failed = self.judge(questions, answers, _last_pair(record), folded)
+        if failed is not None:
+            return QualityVerdict(None, *failed, touched)
+        return QualityVerdict(record, touched=touched)
+
+    def judge(self, questions: list[str], answers: list[str], pair: tuple[str, list[str]] | None,
+              folded: dict[str, str] | None = None, plain_fine: bool = False) -> tuple[str, str] | None:
+        """(reason, message) of the first rule the texts of one record break, None when they break none:
+        every rule after boilerplate stripping, on plain texts (so a batch can be judged without records).
+        `plain_fine`: `surely_plain_fine` holds for every text, so the rules it covers are skipped."""
+        return (self._artifact(questions, answers) or (None if plain_fine else self._plain(questions, answers))
+                or self._cjk(questions, answers) or self._pair(pair, folded))
+
+    def _artifact(self, questions: list[str], answers: list[str]) -> tuple[str, str] | None:
         for text in answers + questions:
             pattern = self.boilerplate.should_drop(text)
             if pattern:
-                return QualityVerdict(None, "llm_artifact", f"matches {pattern!r}", touched)
+                return "llm_artifact", f"matches {pattern!r}"
+        return None
+
+    def _plain(self, questions: list[str], answers: list[str]) -> tuple[str, str] | None:
+        """The rules each text passes or fails on its own: placeholder, size, garble, repetition."""
+        cfg = self.config
         for text in questions + answers:
             if len(_PLACEHOLDER_STRIP.sub("", text[:_PLACEHOLDER_PREFIX])) > _PLACEHOLDER_MAX:
                 continue  # too much text to be a placeholder (lower case never shortens a text)
             key = _PLACEHOLDER_STRIP.sub("", text).lower()
             if key in PLACEHOLDERS or not key:
-                return QualityVerdict(None, "placeholder", f"placeholder content {text.strip()[:20]!r}", touched)
+                return "placeholder", f"placeholder content {text.strip()[:20]!r}"
         for text in answers:
             size = len("".join(text.split()))
             if size < cfg.min_chars:
-                return QualityVerdict(None, "too_short", f"{size} chars < --min-chars {cfg.min_chars}", touched)
+                return "too_short", f"{size} chars < --min-chars {cfg.min_chars}"
             if size > cfg.max_chars:
-                return QualityVerdict(None, "too_long", f"{size} chars > --max-chars {cfg.max_chars}", touched)
+                return "too_long", f"{size} chars > --max-chars {cfg.max_chars}"
         for text in questions + answers:
             signals = garble_signals(text)
             if signals > cfg.max_garble_signals:
-                return QualityVerdict(None, "garbled", f"{signals} mojibake signals", touched)
+                return "garbled", f"{signals} mojibake signals"
             ratio = repeated_ngram_ratio_above(text, cfg.max_repeated_ngram_ratio)
             if ratio is not None:
-                return QualityVerdict(None, "repeated_chars", f"repeated 10-gram share {ratio:.2f}", touched)
+                return "repeated_chars", f"repeated 10-gram share {ratio:.2f}"
             ratio = repeated_line_ratio(text)
             if ratio > cfg.max_repeated_line_ratio:
-                return QualityVerdict(None, "repeated_lines", f"repeated line share {ratio:.2f}", touched)
+                return "repeated_lines", f"repeated line share {ratio:.2f}"
+        return None
+
+    def _cjk(self, questions: list[str], answers: list[str]) -> tuple[str, str] | None:
+        cfg = self.config
         if cfg.min_cjk_share > 0:
             share = cjk_share("".join(questions + answers), no_letters=1.0)
             if share < cfg.min_cjk_share:
-                return QualityVerdict(None, "low_cjk", f"CJK share {share:.2f} < {cfg.min_cjk_share}", touched)
-        pair = _last_pair(record)
+                return "low_cjk", f"CJK share {share:.2f} < {cfg.min_cjk_share}"
+        return None
+
+    @staticmethod
+    def _pair(pair: tuple[str, list[str]] | None, folded: dict[str, str] | None) -> tuple[str, str] | None:
         if pair:
             question, replies = pair
             known = folded or {}
@@ -284,5 +406,36 @@ class QualityRules:
 
             q = clean(question)
             if any(clean(r) == q for r in replies):
-                return QualityVerdict(None, "answer_equals_question", "the answer repeats the question", touched)
-        return QualityVerdict(record, touched=touched)
+                return "answer_equals_question", "the answer repeats the question"
+        return None
+
+    def surely_plain_fine(self, texts: list[str], answer: np.ndarray) -> np.ndarray:
+        """Per text: True when it surely passes the placeholder, garble and repetition rules, and (where
+        `answer`) the size rule, as `_plain` judges them; False: `_plain` must decide. One pass of table
+        lookups over the batch (char_checks.py)."""
+        return by_chunks(self._surely_plain_fine, texts, answer)
+
+    def _surely_plain_fine(self, texts: list[str], answer: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        chars = CharBatch.of(texts)
+        marks = chars.lookup(_char_classes())
+        fine = ~chars.astral
+        # every garble signal starts with a gate character: none, no signal
+        fine &= (count_in((marks & _GARBLE) != 0, chars.starts, chars.ends) == 0) & (cfg.max_garble_signals >= 0)
+        # placeholder: more than _PLACEHOLDER_MAX kept characters among the first _PLACEHOLDER_PREFIX
+        prefix_end = np.minimum(chars.ends, chars.starts + _PLACEHOLDER_PREFIX)
+        fine &= count_in((marks & _STRIPPED) == 0, chars.starts, prefix_end) > _PLACEHOLDER_MAX
+        # repeated lines: fewer than two line breaks make fewer than three lines (ratio 0.0)
+        fine &= (count_in((marks & _BREAK) != 0, chars.starts, chars.ends) < 2) & (cfg.max_repeated_line_ratio >= 0)
+        # size and repeated 10-grams, on the text without whitespace
+        solid = (marks & _SPACE) == 0
+        size = count_in(solid, chars.starts, chars.ends)
+        ends = np.cumsum(size)
+        starts = ends - size
+        fine &= ~answer | ((size >= cfg.min_chars) & (size <= cfg.max_chars))
+        n, limit = 10, cfg.max_repeated_ngram_ratio
+        total = size - n + 1
+        short = total < 2 * n  # the rule gives None for these when 0 <= limit
+        need = np.where(short, 0, _fewest_distinct(np.maximum(total, 1), limit))
+        fine &= np.where(short, limit >= 0, distinct_windows_at_least(chars.codes[solid], starts, ends, n, need))
+        return fine

@@ -25,6 +25,7 @@ from medmill.builders.curation.quality import QualityConfig, QualityRules
 from medmill.builders.curation.safety import SafetyMatcher, default_lexicon, load_lexicon
 from medmill.builders.curation.settings import PII_TYPES, CurationSettings
 from medmill.builders.curation.text import (
+    TextView,
     all_texts,
     check_fields,
     judged_texts,
@@ -55,6 +56,11 @@ class ValidateStep(MapStep):
                 rejects.append(_reject("validate", "invalid_record", f"{'.'.join(map(str, first['loc']))}: {first['msg']}", r))
         return StepResult(kept, rejects, Counter({"invalid": len(rejects)}) if rejects else Counter())
 
+    def keeps_unchanged(self, view: TextView) -> list[bool]:
+        """Per record of `view` (records the model accepted as they are): True when the step keeps it
+        as it is and counts nothing for it. A record valid when read is valid again."""
+        return [True] * len(view)
+
 
 class QualityStep(MapStep):
     name = "quality"
@@ -81,6 +87,10 @@ class QualityStep(MapStep):
             else:
                 kept.append(verdict.record)
         return StepResult(kept, rejects, counters)
+
+    def keeps_unchanged(self, view: TextView) -> list[bool]:
+        """See ValidateStep.keeps_unchanged."""
+        return self.rules.unchanged_many(view)
 
     def summary(self, counters: Counter) -> dict[str, Any]:
         return {"rules": dict(sorted(counters.items()))}
@@ -125,6 +135,13 @@ class PIIStep(MapStep):
                 counters["records_redacted"] += 1
                 kept.append(with_meta(new, pii=dict(sorted(found.items()))))
         return StepResult(kept, rejects, counters)
+
+    def keeps_unchanged(self, view: TextView) -> list[bool]:
+        """See ValidateStep.keeps_unchanged: no text holds anything to redact."""
+        find = self.scanner.find
+        texts = [text for turns in view.turns for _role, text in turns]
+        maybe = iter(self.scanner.may_find_many(texts).tolist())
+        return [not any([bool(next(maybe)) and bool(find(text)) for _role, text in turns]) for turns in view.turns]
 
     def summary(self, counters: Counter) -> dict[str, Any]:
         return {"action": self.settings.pii_action, **dict(sorted(counters.items()))}
@@ -173,6 +190,12 @@ class SafetyStep(MapStep):
             kept.append(with_meta(r, safety_flags={c: sorted(t) for c, t in sorted(hits.items())}))
         return StepResult(kept, rejects, counters)
 
+    def keeps_unchanged(self, view: TextView) -> list[bool]:
+        """See ValidateStep.keeps_unchanged: no judged text hits the lexicon."""
+        judged = [view.judged(i) for i in range(len(view))]
+        found = iter(self.matcher.scan_many([text for texts in judged for _role, text in texts]))
+        return [not [h for _ in texts for h in next(found)] for texts in judged]
+
     def summary(self, counters: Counter) -> dict[str, Any]:
         lexicon = self.matcher.lexicon
         return {"lexicon": lexicon.name, "lexicon_version": lexicon.version, **dict(sorted(counters.items()))}
@@ -186,12 +209,21 @@ class DecontaminateStep(GlobalStep):
     def __init__(self, settings: CurationSettings) -> None:
         self.settings = settings
 
-    def __call__(self, records: list[Record]) -> StepResult:
+    @property
+    def index(self) -> EvalIndex:
         if "_index" not in self.__dict__:
             s = self.settings
             self._index = EvalIndex.build(s.decontaminate, s.decontam_ngram, field_name=s.decontam_field,
                                           skip_bad_lines=s.decontam_skip_bad_lines)
-        index = self._index
+        return self._index
+
+    def keeps_unchanged(self, view: TextView) -> list[bool]:
+        """See ValidateStep.keeps_unchanged: no text shares an n-gram with an eval set."""
+        matched = {m.index for m in self.index.matches([view.text(i, ["all"]) for i in range(len(view))])}
+        return [i not in matched for i in range(len(view))]
+
+    def __call__(self, records: list[Record]) -> StepResult:
+        index = self.index
         texts = [record_text(r, ["all"]) for r in records]
         matches = {m.index: m for m in index.matches(texts)}
         kept = [r for i, r in enumerate(records) if i not in matches]

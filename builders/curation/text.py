@@ -4,6 +4,7 @@ rewriting a record's texts (redaction, boilerplate stripping) while keeping its 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from medmill.schemas import Message, PreferenceRecord, PretrainRecord, Record, SFTRecord
 from medmill.schemas.errors import MedmillError
@@ -34,15 +35,7 @@ def record_text(record: Record, fields: list[str]) -> str:
     if isinstance(record, PretrainRecord):
         return record.text
     if isinstance(record, SFTRecord):
-        msgs = record.messages
-        for f in fields:
-            if f == "all":
-                parts += [m.content for m in msgs]
-            elif f == "answer":
-                parts += [m.content for m in msgs if m.role == "assistant"][-1:]
-            else:
-                parts += [m.content for m in msgs if m.role == f]
-        return "\n".join(parts)
+        return turns_text([(m.role, m.content) for m in record.messages], fields)
     assert isinstance(record, PreferenceRecord)
     for f in fields:
         if f == "all":
@@ -54,6 +47,61 @@ def record_text(record: Record, fields: list[str]) -> str:
         else:
             parts += [m.content for m in getattr(record, f)]
     return "\n".join(parts)
+
+
+def turns_text(turns: list[tuple[str, str]], fields: list[str]) -> str:
+    """record_text of an sft record given as its (role, content) turns."""
+    parts: list[str] = []
+    for f in fields:
+        if f == "all":
+            parts += [text for _role, text in turns]
+        elif f == "answer":
+            parts += [text for role, text in turns if role == "assistant"][-1:]
+        else:
+            parts += [text for role, text in turns if role == f]
+    return "\n".join(parts)
+
+
+@dataclass
+class TextView:
+    """The texts of a batch of sft or pretrain records without the record objects (a streamed batch
+    judges its rows from their arrow columns): per record, the (role, text) of every text in
+    `all_texts` order ("text" is a pretrain record's role)."""
+
+    kind: str
+    turns: list[list[tuple[str, str]]]
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sft", "pretrain"):
+            raise ValueError(f"no text view of {self.kind} records")
+
+    def __len__(self) -> int:
+        return len(self.turns)
+
+    def take(self, positions: list[int]) -> TextView:
+        return TextView(self.kind, [self.turns[i] for i in positions])
+
+    def judged(self, i: int) -> list[tuple[str, str]]:
+        """= judged_texts (every text: sft and pretrain records have no rejected side)."""
+        return self.turns[i]
+
+    def questions_answers(self, i: int) -> tuple[list[str], list[str]]:
+        """= quality's split: (user turns, assistant turns); a pretrain text is an answer."""
+        turns = self.turns[i]
+        if self.kind == "pretrain":
+            return [], [turns[0][1]]
+        return [t for r, t in turns if r == "user"], [t for r, t in turns if r == "assistant"]
+
+    def last_pair(self, i: int) -> tuple[str, list[str]] | None:
+        """= quality's last pair: the last user turn and the last assistant turn (sft)."""
+        if self.kind == "pretrain":
+            return None
+        questions, answers = self.questions_answers(i)
+        return questions[-1], answers[-1:]
+
+    def text(self, i: int, fields: list[str]) -> str:
+        """= record_text"""
+        return self.turns[i][0][1] if self.kind == "pretrain" else turns_text(self.turns[i], fields)
 
 
 def all_texts(record: Record) -> list[tuple[str, str]]:

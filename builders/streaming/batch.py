@@ -2,6 +2,9 @@
 -> the map steps (validate, quality, PII, safety, decontaminate) -> surviving rows as an arrow table,
 their size figures for the writer and, when dedup follows, their compact dedup state.
 
+Rows the record model takes as they are and no step acts on skip the record objects altogether
+(`columnar.py`: their input arrow rows are the survivors); the rest take the record path below.
+
 Everything that leaves a worker is plain data (arrow tables, numpy arrays, JSON lines, counters), so
 results pickle cheaply and the parent never rebuilds record objects.
 """
@@ -18,16 +21,25 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from medmill.builders.core.steps import Step
 from medmill.builders.curation.dedup import DedupConfig
 from medmill.builders.curation.dedup_state import BatchState, batch_state
-from medmill.builders.curation.inputs import _SPLIT_KEY, ORIGIN_KEY
+from medmill.builders.curation.inputs import _SPLIT_KEY, ORIGIN_KEY, origin_of
 from medmill.builders.curation.record_dedup import meta_terms
-from medmill.builders.curation.stages import builder_origin
+from medmill.builders.curation.stages import (
+    DecontaminateStep,
+    PIIStep,
+    QualityStep,
+    SafetyStep,
+    ValidateStep,
+    builder_origin,
+)
 from medmill.builders.curation.text import record_text
 from medmill.builders.streaming.arrow_rows import rows_to_table
+from medmill.builders.streaming.columnar import Accepted, accepted_rows, kept_table, settle
 from medmill.builders.streaming.inputs import InputBatch
 from medmill.builders.streaming.keys import id_keys
 from medmill.builders.streaming.sizes import SizeTotals, TableSizer
@@ -109,6 +121,12 @@ def _tally_rejects(tally: StepTally, rejects: list[RejectRow]) -> None:
 def run_record_steps(steps: list, records: list) -> tuple[list, list[StepTally]]:
     """Record steps over one batch: the survivors, and per step a tally whose `ordinals` name each
     dropped record by its index in `records` (so rejects can be put back in the in-memory order)."""
+    records, _positions, tallies = _record_steps(steps, records)
+    return records, tallies
+
+
+def _record_steps(steps: list, records: list) -> tuple[list, list[int], list[StepTally]]:
+    """run_record_steps, and each survivor's index in `records`."""
     positions = list(range(len(records)))  # each current record's index among the batch's input records
     tallies = []
     for step in steps:
@@ -126,7 +144,16 @@ def run_record_steps(steps: list, records: list) -> tuple[list, list[StepTally]]
             positions = [p for i, p in enumerate(positions) if i not in gone]
         tallies.append(tally)
         records = result.records
-    return records, tallies
+    return records, positions, tallies
+
+
+def _columnar_steps(steps: list) -> bool:
+    """Whether every step can tell, from a row's texts, that it keeps the row as it is (curation's own
+    steps; a subclass may act differently, so only the classes themselves)."""
+    return all(type(step) in COLUMNAR_STEPS for step in steps)
+
+
+COLUMNAR_STEPS = (ValidateStep, QualityStep, PIIStep, SafetyStep, DecontaminateStep)
 
 
 @dataclass
@@ -150,13 +177,33 @@ class BatchWork:
         finally:
             gc.set_threshold(*thresholds)
 
+    def _accepted(self, batch: InputBatch, steps: list) -> tuple[Accepted | None, list[float]]:
+        """The rows that go through as they are (columnar.py), and per step the seconds spent on them."""
+        if not _columnar_steps(steps):
+            return None, [0.0] * len(steps)
+        if self.dedup is not None and self.dedup.origin not in (builder_origin, origin_of):
+            return None, [0.0] * len(steps)
+        accepted = accepted_rows(batch.table, self.kind, batch.origin, batch.split)
+        if accepted is None:
+            return None, [0.0] * len(steps)
+        return settle(accepted, steps)
+
     def _run(self, batch: InputBatch) -> BatchOut:
+        steps = [*self.steps, *self.late_steps]
+        fast, fast_seconds = self._accepted(batch, steps)
+        n_rows = batch.table.num_rows
+        fast_rows = fast.rows if fast is not None else np.zeros(0, np.int64)
+        if len(fast_rows):
+            slow_rows = np.setdiff1d(np.arange(n_rows, dtype=np.int64), fast_rows, assume_unique=True)
+            slow_table = batch.table.take(pa.array(slow_rows, pa.int64()))
+        else:
+            slow_rows, slow_table = np.arange(n_rows, dtype=np.int64), batch.table
         cls = record_class(self.kind)
         read = StepTally("read")
-        records = []
+        records, record_rows = [], []
         rejects: list[RejectRow] = []
         parse = _MetaCache()
-        for i, row in enumerate(_rows(batch.table)):
+        for i, row in zip(slow_rows.tolist(), _rows(slow_table), strict=True):
             try:
                 rec = cls.from_row(_with_origin(row, batch.origin, batch.split, parse))
             except (ValidationError, ValueError, TypeError) as e:
@@ -168,20 +215,33 @@ class BatchWork:
                 )
                 continue
             records.append(rec)
+            record_rows.append(i)
         _tally_rejects(read, rejects)
-        read_ok = len(records)
-        records, tallies = run_record_steps([*self.steps, *self.late_steps], records)
-        survivors, splits, totals = self._survivors(records)
+        read_ok = len(records) + len(fast_rows)
+        records, positions, tallies = _record_steps(steps, records)
+        if len(fast_rows):
+            # each read record's index among the batch's read records (what the ordinals count)
+            is_read = np.zeros(n_rows, bool)
+            is_read[fast_rows] = True
+            is_read[record_rows] = True
+            read_index = (np.cumsum(is_read) - 1).tolist()
+            for tally, secs in zip(tallies, fast_seconds, strict=True):
+                tally.ordinals = [read_index[record_rows[p]] for p in tally.ordinals]
+                tally.n_in += len(fast_rows)
+                tally.n_out += len(fast_rows)
+                tally.seconds += secs
+        survivor_rows = [record_rows[p] for p in positions]
+        survivors, splits, totals, order = self._survivors(records, survivor_rows, batch, fast)
         state = None
         terms: frozenset[str] = frozenset()
         if self.dedup is not None:
-            if self.dedup.config.fact_guard:
-                terms = meta_terms(records)  # as the in-memory dedup adds them (curation/record_dedup.py)
-            texts = [record_text(r, self.dedup.fields) for r in records]
+            texts, origins = self._compared(records, fast, order, batch)
+            if self.dedup.config.fact_guard:  # as the in-memory dedup adds them (curation/record_dedup.py)
+                metas = [_Meta(fast.metas[c].meta) for c in np.unique(fast.meta_codes).tolist()] if fast is not None else []
+                terms = meta_terms(records) | meta_terms(metas)
             state = batch_state(texts, self.dedup.config, self.dedup.with_sigs)
             survivors = survivors.append_column(TEXT_COL, pa.array(texts, pa.string()))
-            origin = self.dedup.origin
-            survivors = survivors.append_column(ORIGIN_COL, pa.array([origin(r) for r in records], pa.string()))
+            survivors = survivors.append_column(ORIGIN_COL, pa.array(origins, pa.string()))
         keys = id_keys(survivors.column("id"))
         split_codes, split_names = _codes(splits)
         part = None
@@ -191,7 +251,11 @@ class BatchWork:
         return BatchOut(batch.seq, batch.origin, read_ok, read, tallies, None if part else survivors, survivors.num_rows,
                         keys, split_codes, split_names, totals, part, state, terms)
 
-    def _survivors(self, records: list) -> tuple[pa.Table, list[str], dict[str, SizeTotals]]:
+    def _survivors(self, records: list, record_rows: list[int], batch: InputBatch, fast: Accepted | None
+                   ) -> tuple[pa.Table, list[str], dict[str, SizeTotals], np.ndarray | None]:
+        """The survivors in batch order: the record path's `records` (from rows `record_rows`) and the
+        rows taken as they are (`fast`); `order` puts [records..., fast rows...] in batch order (None:
+        only records)."""
         schema = ARROW_SCHEMAS[self.kind]
         columns = KIND_COLUMNS[self.kind]
         rows, splits, raw_meta = [], [], []
@@ -205,6 +269,18 @@ class BatchWork:
             row["meta"] = meta_json(meta)
             rows.append({c: row.get(c) for c in columns})
         table = rows_to_table(rows, schema)
+        order = None
+        if fast is not None and len(fast.rows):
+            # as the record path: a record's split is the split marker _with_origin put in its meta
+            splits += [str(m.meta[_SPLIT_KEY]) for m in (fast.metas[c] for c in fast.meta_codes.tolist())]
+            if self.dedup is not None:
+                carried = [m.carried for m in fast.metas]
+                raw_meta += [carried[c] for c in fast.meta_codes.tolist()]
+            order = np.argsort(np.concatenate([np.asarray(record_rows, np.int64), fast.rows]), kind="stable")
+            table = pa.concat_tables([table, kept_table(batch.table, self.kind, fast)]).take(pa.array(order))
+            table = table.combine_chunks()
+            splits = [splits[i] for i in order.tolist()]
+            raw_meta = [raw_meta[i] for i in order.tolist()] if raw_meta else raw_meta
         sizer = TableSizer(schema)
         sizes = sizer.row_sizes(table)
         split_array = np.asarray(splits, dtype=object)
@@ -212,7 +288,31 @@ class BatchWork:
         table = table.append_column(SPLIT_COL, pa.array(splits, pa.string()))
         if self.dedup is not None:
             table = table.append_column(RAW_META_COL, pa.array(raw_meta, pa.string()))
-        return table, splits, totals
+        return table, splits, totals, order
+
+    def _compared(self, records: list, fast: Accepted | None, order: np.ndarray | None, batch: InputBatch
+                  ) -> tuple[list[str], list[str]]:
+        """Per survivor (batch order): the text dedup compares and the origin its rejects name."""
+        assert self.dedup is not None
+        fields, origin = self.dedup.fields, self.dedup.origin
+        texts = [record_text(r, fields) for r in records]
+        origins = [origin(r) for r in records]
+        if order is None or fast is None:
+            return texts, origins
+        texts += [fast.view.text(i, fields) for i in range(len(fast.rows))]
+        if origin is origin_of:  # the dir label _with_origin put in meta
+            origins += [str(m.meta.get(ORIGIN_KEY, "")) for m in (fast.metas[c] for c in fast.meta_codes.tolist())]
+        else:  # builder_origin: accepted rows have a builder
+            builders = pc.struct_field(batch.table.column("source"), "builder").take(pa.array(fast.rows)).to_pylist()
+            origins += [b or "" for b in builders]
+        return [texts[i] for i in order.tolist()], [origins[i] for i in order.tolist()]
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """What `meta_terms` reads of a record."""
+
+    meta: dict[str, Any]
 
 
 def _codes(splits: list[str]) -> tuple[np.ndarray, list[str]]:

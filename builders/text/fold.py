@@ -115,9 +115,10 @@ def fold_many(texts: list[str]) -> Folded:
         not_inert = ~(tab.inert.take(low) & bmp)
         out = np.where(bmp, tab.folded.take(low), cps)
     else:
-        not_simple = ~tab.simple.take(cps)
-        not_inert = ~tab.inert.take(cps)
-        out = tab.folded.take(cps)  # a character that is not simple maps to itself
+        at = cps.astype(np.intp)  # take casts its indices to intp: once, not three times
+        not_simple = ~tab.simple.take(at)
+        not_inert = ~tab.inert.take(at)
+        out = tab.folded.take(at)  # a character that is not simple maps to itself
     try:
         mapped = out.tobytes().decode("utf-32-le")
     except UnicodeDecodeError:  # lone surrogates

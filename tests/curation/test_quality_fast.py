@@ -171,3 +171,27 @@ def test_changed_lists_rebuild_the_gates():
     bp.closers = [re.compile("[。]*再见。?$")]
     text = "多喝水。再见。"
     assert bp.strip(text) == "多喝水。"
+
+
+def test_searched_core_is_found_wherever_the_pattern_is():
+    """Gates search a pattern without its leading run of one class (`[，。\\s]*`, `\\s*?`, `.*`): it must
+    be found in every text the whole pattern is found in, and the default closers lose their run."""
+    import random
+
+    patterns = [r"[，,。.\s]*(?:谢谢|感谢)[，。\s]*$", r"\s*?chat ?doctor\.?\s*$", r".*x|y", r"[\]a]*b", r"[a-c]*+c",
+                r"\d*\.\d", r"[.\s]*(?:regards|best wishes),?\s*(?:dr\.?\s*[\w. ]{0,40})?[.!\s]*$", r"[x]*", r"[x]*(a)"]
+    rng = random.Random(3)
+    alphabet = "谢感，。 .\nchatdoctorxyab]c0123456789regardsbestwishesDr"
+    corpus = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(4000)]
+    corpus += ["，谢谢。", "ok chat doctor.", "Regards, Dr. Li", "]]ab", "ccc", "1.5"]
+    for flags in (0, re.I):
+        for p in patterns:
+            whole = re.compile(p, flags)
+            core = q._searched_core(whole)
+            assert core.flags == whole.flags
+            for t in corpus:
+                if whole.search(t):
+                    assert core.search(t), (p, t)
+    closers = q.Boilerplate.load().closers
+    assert all(not q._searched_core(c).pattern.startswith("[") for c in closers)
+    assert q._searched_core(re.compile("[x]*(a)")).pattern == "[x]*(a)"  # groups: left whole
