@@ -76,7 +76,7 @@ def _dialogue(tmp: Path, out: Path):
 
 
 @pytest.mark.parametrize("make, stages", [
-    (_tasks_mcq, [("generate",)]),
+    pytest.param(_tasks_mcq, [("generate",)], marks=pytest.mark.slow),  # ~3 s; kg and dialogue stay in the fast lane
     (_kg_template, [("generate",)]),
     (_dialogue, [("generate",)]),
 ])

@@ -102,12 +102,14 @@ def test_equals_reference_on_templated_texts(max_compare):
     assert stats["near_duplicates"] > 50 and stats["exact_duplicates"] > 30
 
 
+@pytest.mark.slow  # ~5 s (word shingles load jieba); the character-shingle cases stay in the fast lane
 def test_equals_reference_without_sketches_and_with_word_shingles():
     texts = _corpus(2, 600)
     _assert_same(texts, DedupConfig(workers=1), with_sketch=False)
     _assert_same(texts[:300], DedupConfig(shingle="word", workers=1))
 
 
+@pytest.mark.slow  # ~4 s: 400 copies of one text
 def test_many_copies_of_one_text_make_s_reach_past_p(monkeypatch):
     """Hundreds of near-copies share every bucket: removed ones fill P_i, the rule goes on past them."""
     monkeypatch.setattr(dd, "SLACK", 0)

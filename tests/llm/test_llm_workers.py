@@ -118,6 +118,7 @@ def test_book_qa_on_two_workers_equals_one_process_and_stays_within_the_concurre
     assert not any(k.startswith("_llm") or k.startswith("llm.") for k in manifest["counters"])
 
 
+@pytest.mark.slow  # ~4 s; the fast lane keeps book-qa on two workers within the concurrency
 def test_a_concurrency_below_the_worker_count_runs_fewer_workers_on_many_slices(tmp_path):
     with FakeLLMServer(responder=respond, latency=0.02) as server:
         build(server, tmp_path / "one", "--executor", "memory", "--concurrency", "1")
@@ -233,6 +234,7 @@ def test_book_qa_on_ray_equals_one_process_and_caches_on_the_drivers_disk(tmp_pa
 # --- prefs on workers --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~4 s; the fast lane keeps book-qa on two workers
 def test_prefs_judge_with_pairwise_check_on_two_workers_equals_one_process(tmp_path):
     from tests.prefs.test_build_prefs import GOOD, QUESTIONS, responder
     from tests.prefs.test_prefs_support import write_jsonl

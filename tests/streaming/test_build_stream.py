@@ -226,7 +226,8 @@ def _tasks(tmp: Path, name: str, executor, **cfg) -> Path:
     return out
 
 
-@pytest.mark.parametrize("task", ["mcq", "ner"])
+# mcq ~6 s: the fast lane keeps ner
+@pytest.mark.parametrize("task", [pytest.param("mcq", marks=pytest.mark.slow), "ner"])
 def test_tasks_streamed_equal_in_memory(tmp_path: Path, examples_dir: Path, task: str) -> None:
     """The map-only tasks stream their records: mcq over the example KG (its records' meta facts reach
     the dedup fact guard), ner over the example texts with its lexicon."""

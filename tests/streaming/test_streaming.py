@@ -129,7 +129,8 @@ def inputs(tmp_path_factory) -> dict[str, list[Path]]:
     }
 
 
-@pytest.mark.parametrize("kind", ["sft", "pretrain"])
+# sft ~4-5 s each: the fast lane keeps pretrain (tests/streaming/test_columnar.py has tricky sft rows)
+@pytest.mark.parametrize("kind", [pytest.param("sft", marks=pytest.mark.slow), "pretrain"])
 @pytest.mark.parametrize("command", ["filter", "dedup"])
 def test_streamed_equals_in_memory(inputs, tmp_path, monkeypatch, kind, command):
     from medmill.builders.core.steps import LocalExecutor
