@@ -17,7 +17,11 @@ rows of U_i (a removed row never counts).
 
 from __future__ import annotations
 
+import os
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -89,19 +93,84 @@ def _popcount_rows(x: np.ndarray) -> np.ndarray:
 def bound_pass(sk: Sketches, a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
     """(pairs,) bool: the pair's Jaccard may reach `threshold` (False is certain: it does not). The
     float bound is at least the float Jaccard, as x / (s - x) rises with x and rounding keeps order."""
-    out = np.empty(len(a), dtype=bool)
-    sizes = sk.sizes.astype(np.int32)
-    excess = sizes - _popcount_rows(sk.bits).astype(np.int32)
-    words = [np.ascontiguousarray(sk.bits[:, w]) for w in range(sk.bits.shape[1])]  # 1-D gathers are faster
-    for c in range(0, len(a), BOUND_CHUNK):
-        x, y = a[c : c + BOUND_CHUNK], b[c : c + BOUND_CHUNK]
-        shared = np.minimum(excess[x], excess[y])
-        for w in words:
-            shared += _popcount(w[x] & w[y])
-        sx, sy = sizes[x], sizes[y]
-        shared = np.minimum(shared, np.minimum(sx, sy))
-        out[c : c + BOUND_CHUNK] = shared / (sx + sy - shared).astype(np.float64) >= threshold
-    return out
+    return BoundData(sk)(a, b, threshold)
+
+
+class BoundData:
+    """What `bound_pass` needs of the sketches, made once for every block of pairs: sizes, excess
+    and one contiguous array per sketch word (1-D gathers are faster)."""
+
+    def __init__(self, sk: Sketches) -> None:
+        self.sizes = sk.sizes.astype(np.int32)
+        self.excess = self.sizes - _popcount_rows(sk.bits).astype(np.int32)
+        self.words = [np.ascontiguousarray(sk.bits[:, w]) for w in range(sk.bits.shape[1])]
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
+        out = np.empty(len(a), dtype=bool)
+        sizes, excess = self.sizes, self.excess
+        for c in range(0, len(a), BOUND_CHUNK):
+            x, y = a[c : c + BOUND_CHUNK], b[c : c + BOUND_CHUNK]
+            shared = np.minimum(excess[x], excess[y])
+            for w in self.words:
+                shared += _popcount(w[x] & w[y])
+            sx, sy = sizes[x], sizes[y]
+            shared = np.minimum(shared, np.minimum(sx, sy))
+            out[c : c + BOUND_CHUNK] = shared / (sx + sy - shared).astype(np.float64) >= threshold
+        return out
+
+
+class PairFiles:
+    """P (every input row's candidate rows, row after row) in one file per block of rows, 4 B per pair,
+    written by the process that lists the block: the decision reads back only what it needs (the P_i
+    of rows it decides one by one; one block at a time to count removed rows), so P - ~66 pairs per
+    record of bench/scale.py's corpus - is never in memory whole."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.bounds = [0]  # first pair of each block, then the total
+        self._fds: dict[int, int] = {}
+
+    def block_path(self, k: int) -> Path:
+        return self.directory / f"pairs-{k:06d}.i32"
+
+    @staticmethod
+    def write(path: Path, mates: np.ndarray) -> None:
+        np.ascontiguousarray(mates, dtype=np.int32).tofile(path)
+
+    def add(self, count: int) -> None:
+        """The next block (its file written by `write`) holds `count` pairs."""
+        self.bounds.append(self.bounds[-1] + count)
+
+    def __len__(self) -> int:
+        return self.bounds[-1]
+
+    def _read(self, k: int, lo: int, hi: int) -> np.ndarray:
+        fd = self._fds.get(k)
+        if fd is None:
+            fd = self._fds[k] = os.open(self.block_path(k), os.O_RDONLY)
+        data = os.pread(fd, 4 * (hi - lo), 4 * lo)
+        return np.frombuffer(data, dtype=np.int32)
+
+    def __getitem__(self, span: slice) -> np.ndarray:
+        """Pairs lo..hi-1 (a slice of P as if it were one array)."""
+        lo, hi, _ = span.indices(len(self))
+        parts = []
+        k = bisect_right(self.bounds, lo) - 1
+        while lo < hi:
+            end = min(hi, self.bounds[k + 1])
+            parts.append(self._read(k, lo - self.bounds[k], end - self.bounds[k]))
+            lo, k = end, k + 1
+        return np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.zeros(0, np.int32))
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first pair, pairs) of every block, in order, one in memory at a time."""
+        for k in range(len(self.bounds) - 1):
+            yield self.bounds[k], np.fromfile(self.block_path(k), dtype=np.int32)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 _JOB = None  # the function fork_map runs, set before the pool forks (closures need no pickling)
@@ -206,7 +275,9 @@ class BucketTable:
         row_of[self.ref_rows] = np.arange(len(self.ref_rows))
         row_of[n_ref + self.new_rows] = len(self.ref_rows) + np.arange(len(self.new_rows))
         self.bands: list[_Band] = []
-        for pos, gid in groups:
+        groups.reverse()
+        while groups:  # each band's (pos, gid) freed once it is a _Band: both are never held whole
+            pos, gid = groups.pop()
             rows = row_of[pos]
             keep = rows >= 0
             rows, gid = rows[keep].astype(np.int32), gid[keep]

@@ -63,34 +63,80 @@ def batch_state(texts: list[str], config: DedupConfig, with_sigs: bool = False) 
     return BatchState(exact, units.astype(np.int32), keys, sigs if with_sigs else None, sketch)
 
 
+class BandFiles:
+    """LSH band keys on disk, one file per band (8 B per record each), so the decision reads one band
+    at a time (`BucketTable` reads each in its own forked worker) and no process holds all of them."""
+
+    def __init__(self, directory: Path, bands: int) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.bands = bands
+        self.rows = 0
+        for b in range(bands):
+            self.path(b).write_bytes(b"")
+
+    def path(self, band: int) -> Path:
+        return self.directory / f"band-{band:03d}.u64"
+
+    def append(self, keys: np.ndarray) -> None:
+        keys = np.asarray(keys, dtype=np.uint64)
+        for b in range(self.bands):
+            with open(self.path(b), "ab") as f:
+                f.write(np.ascontiguousarray(keys[:, b]).tobytes())
+        self.rows += len(keys)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def column(self, band: int) -> np.ndarray:
+        """The keys of every record in `band`."""
+        return np.fromfile(self.path(band), dtype=np.uint64, count=self.rows)
+
+    def remove(self) -> None:
+        for b in range(self.bands):
+            self.path(b).unlink(missing_ok=True)
+
+
 @dataclass
 class DedupState:
-    """Batch states appended in stream order; signatures go to `sig_file` when given."""
+    """Batch states appended in stream order; signatures go to `sig_file` when given, LSH band keys
+    to files in `band_dir` when given (else they stay in memory)."""
 
     config: DedupConfig
     sig_file: Path | None = None
+    band_dir: Path | None = None
     _parts: list[BatchState] = field(default_factory=list)
     _sig_rows: int = 0
     _sketch: Sketches | None = None
+    _bands: BandFiles | None = None
+
+    def __post_init__(self) -> None:
+        if self.band_dir is not None:
+            self._bands = BandFiles(self.band_dir, self.config.bands_rows[0])
 
     def add(self, state: BatchState) -> None:
         if self.sig_file is not None and state.sigs is not None:
             with open(self.sig_file, "ab") as f:
                 f.write(np.ascontiguousarray(state.sigs, dtype=np.uint32).tobytes())
             self._sig_rows += len(state.sigs)
-        self._parts.append(BatchState(state.exact, state.units, state.keys, sketch=state.sketch))
+        keys = state.keys
+        if self._bands is not None:
+            self._bands.append(keys)
+            keys = np.zeros((len(state.exact), 0), np.uint64)
+        self._parts.append(BatchState(state.exact, state.units, keys, sketch=state.sketch))
 
     def __len__(self) -> int:
         return sum(len(p.exact) for p in self._parts)
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(exact, units, keys) of every record so far; the parts are released."""
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | BandFiles]:
+        """(exact, units, band keys) of every record so far; the parts are released. Band keys are an
+        (n, bands) array, or the `BandFiles` they were written to (`decide` takes either)."""
         bands, _ = self.config.bands_rows
         if not self._parts:
-            return np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros((0, bands), np.uint64)
+            return np.zeros(0, np.uint64), np.zeros(0, np.int32), self._bands or np.zeros((0, bands), np.uint64)
         exact = np.concatenate([p.exact for p in self._parts])
         units = np.concatenate([p.units for p in self._parts])
-        keys = np.concatenate([p.keys for p in self._parts])
+        keys: np.ndarray | BandFiles = self._bands if self._bands is not None else np.concatenate([p.keys for p in self._parts])
         if all(p.sketch is not None for p in self._parts):
             self._sketch = Sketches.concat([p.sketch for p in self._parts if p.sketch is not None])
         self._parts = []

@@ -241,7 +241,7 @@ def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, wo
     dedup_work = DedupWork(dedup.fields, dedup.config, dedup.origin, dedup.index is not None) if dedup else None
     spill = Spill(work_dir / "spill.parquet")
     work = BatchWork(kind, plan.map_steps, plan.late_steps, dedup_work, spill.path if getattr(mapper, "writes_spill", False) else None)
-    state = DedupState(dedup.config, work_dir / "sigs.u32" if dedup.index is not None else None) if dedup else None
+    state = DedupState(dedup.config, work_dir / "sigs.u32" if dedup.index is not None else None, work_dir / "bands") if dedup else None
     terms: set[str] = set()
     steps = [*plan.map_steps, *plan.late_steps]
     rejects = _RejectOrder(work_dir, len(plan.map_steps), len(plan.late_steps))
