@@ -221,6 +221,22 @@ def in_ray_driver() -> bool:
     return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
 
 
+def _count_at_most(members: np.ndarray, start: np.ndarray, take: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """Per entry: how many of members[start : start + take] (ascending) are at most `limit` (a binary
+    search of all entries at once)."""
+    lo, hi = take.copy(), take.copy()
+    active = np.flatnonzero(take > 0)
+    active = active[members[start[active] + take[active] - 1] > limit[active]]  # most lists are all in
+    lo[active] = 0
+    while len(active):
+        mid = (lo[active] + hi[active]) // 2
+        le = members[start[active] + mid] <= limit[active]
+        lo[active[le]] = mid[le] + 1
+        hi[active[~le]] = mid[~le]
+        active = active[lo[active] < hi[active]]
+    return lo
+
+
 @dataclass
 class _Band:
     rows: np.ndarray  # int32 rows in a shared bucket of this band, ascending
@@ -289,7 +305,10 @@ class BucketTable:
             starts = np.flatnonzero(first).astype(np.int32)
             start = np.repeat(starts, np.diff(np.append(starts, len(rows))))
             rank = (np.arange(len(rows), dtype=np.int32) - start).astype(np.int32)
-            by_row = np.argsort(rows, kind="stable")
+            slot = np.full(self.size, -1, dtype=np.int32)  # rows are unique in a band: order them by a scatter
+            slot[rows] = np.arange(len(rows), dtype=np.int32)
+            by_row = slot[slot >= 0]
+            del slot
             self.bands.append(_Band(rows[by_row], start[by_row], rank[by_row], rows))
 
     def _cost(self, depth: int) -> np.ndarray:
@@ -311,18 +330,30 @@ class BucketTable:
         the end of each row's part, and whether P_i is all of U_i."""
         rows_p, mates_p = [], []
         cut = np.zeros(hi - lo, dtype=bool)
+        # a band with `depth` or more earlier rows puts `depth` rows at or below its depth-th one into
+        # U_i, so P_i holds no row above the least such row (`limit`): rows past it are not listed
+        limit = np.full(hi - lo, np.iinfo(np.int64).max, dtype=np.int64)
+        parts = []
         for band in self.bands:
             a, z = np.searchsorted(band.rows, [lo, hi])
-            rows, start, rank = band.rows[a:z], band.start[a:z], band.rank[a:z]
+            rows, start, rank = band.rows[a:z], band.start[a:z].astype(np.int64), band.rank[a:z]
             cut[rows[rank > depth] - lo] = True
-            take = np.minimum(rank, depth).astype(np.int64)
+            full = np.flatnonzero(rank >= depth)
+            if len(full) and depth:
+                at = rows[full] - lo  # a row is in at most one bucket per band
+                limit[at] = np.minimum(limit[at], band.members[start[full] + depth - 1])
+            parts.append((band, rows, start, np.minimum(rank, depth).astype(np.int64)))
+        short = np.zeros(hi - lo, dtype=bool)  # rows whose U_i had rows past `limit` (so |U_i| > depth)
+        for band, rows, start, first in parts:
+            take = _count_at_most(band.members, start, first, limit[rows - lo])
+            short[rows[take < first] - lo] = True
             total = int(take.sum())
             if not total:
                 continue
             ends = np.cumsum(take)
             which = np.repeat(np.arange(len(take)), take)
             within = np.arange(total, dtype=np.int64) - (ends - take)[which]
-            mates_p.append(band.members[start[which].astype(np.int64) + within])
+            mates_p.append(band.members[start[which] + within])
             rows_p.append(rows[which])
         n = np.int64(self.size)
         if rows_p:
@@ -334,7 +365,7 @@ class BucketTable:
         count = np.diff(bounds)
         place = np.arange(len(rows)) - np.repeat(bounds[:-1], count)
         keep = place < depth
-        complete = ~cut & (count <= depth)
+        complete = ~cut & ~short & (count <= depth)
         return mates[keep], np.cumsum(np.minimum(count, depth)), complete
 
     def union(self, row: int) -> np.ndarray:
