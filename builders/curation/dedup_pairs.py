@@ -200,9 +200,11 @@ def fork_imap(fn, items, workers: int):
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
+    from medmill.builders.core.malloc import worker_init
+
     _JOB = fn
     try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=worker_init) as pool:
             pending: deque = deque()
             for x in items:
                 pending.append(pool.submit(_call_job, x))

@@ -12,7 +12,6 @@ between processes (workers read their own slices and write their own spill parts
 
 from __future__ import annotations
 
-import gc
 import heapq
 import json
 import multiprocessing as mp
@@ -30,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from medmill.builders.core.build import no_records_error, remove_stale_failed_rejects
+from medmill.builders.core.malloc import fixed_mmap_threshold, worker_init
 from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.steps import LocalExecutor, MapStep, Step
 from medmill.builders.core.writer import BuildInfo, check_out_dir, failed_rejects_path, rmdir_if_empty
@@ -68,8 +68,9 @@ def ordered_map(work: Callable[[Any], BatchOut], items: Iterable[Any], workers: 
         return
     _WORK = work
     try:
-        # gc.freeze: the objects a worker inherits are never traversed (nor their pages copied by it)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=gc.freeze) as pool:
+        # worker_init: gc.freeze (the objects a worker inherits are never traversed, nor their pages copied
+        # by it) and a malloc that keeps freed blocks for the next batch
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=worker_init) as pool:
             pending: deque = deque()
             for item in items:
                 pending.append(pool.submit(_run_global, item))
@@ -177,25 +178,6 @@ def run_streaming(
         shutil.rmtree(work_dir, ignore_errors=True)
         if created:
             rmdir_if_empty(out)
-
-
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 256 * 1024
-
-
-def fixed_mmap_threshold() -> None:
-    """Allocations of 256 KiB and more (arrow buffers, numpy arrays) get their own mapping, handed back
-    to the system when freed. glibc's default raises the threshold to the largest block freed so far
-    (up to 32 MiB), after which a shard's buffers come from the heap and stay there: the writer's
-    resident memory then grew by ~100 MB per shard written (1M records: 827 MB peak). No-op off glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):
-        pass
 
 
 def _open_index(dedup: DedupStep, kind: str) -> DedupIndex:
