@@ -228,9 +228,15 @@ def _add_batch(stats: DatasetStats, table: pa.Table, split: str, kind: str, fiel
         turns.append(_turn_counts(table).astype(LENGTH_DTYPE))
     if "meta" in schema_names and stats.meta_rows_read < MAX_META_ROWS:
         take = min(table.num_rows, MAX_META_ROWS - stats.meta_rows_read)
-        for meta in table.column("meta").slice(0, take).to_pylist():
+        # each distinct meta text parsed once (most rows share a few); taken in first-seen order, the
+        # counters get their keys and values in the order a row-by-row pass gives them
+        metas = table.column("meta").slice(0, take).to_pylist()
+        distinct = Counter(metas) if all(m is None or isinstance(m, str) for m in metas) else [(m, 1) for m in metas]
+        for meta, times in (distinct.items() if isinstance(distinct, Counter) else distinct):
             for k, values in _meta_values(meta).items():
-                meta_counters.setdefault(k, Counter()).update(values)
+                counter = meta_counters.setdefault(k, Counter())
+                for v in values:
+                    counter[v] += times
         stats.meta_rows_read += take
 
 
