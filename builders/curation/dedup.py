@@ -306,8 +306,13 @@ def decide(
         texts = _CandidateTexts(table, cand, fetch, reference)
         new_sketch = sketch.take(cand) if sketch is not None else text_sketches(texts.get(np.arange(table.n_ref_rows, table.size)), params)
         ref_sketch = text_sketches(texts.get(np.arange(table.n_ref_rows)), params)
+        sk = Sketches.concat([ref_sketch, new_sketch]) if len(ref_sketch.sizes) else new_sketch
+        del new_sketch, ref_sketch
         with tempfile.TemporaryDirectory(prefix="dedup-pairs-", dir=work_dir) as scratch:
-            resolved = _Resolver(table, Sketches.concat([ref_sketch, new_sketch]), texts, config, Path(scratch)).run()
+            resolver = _Resolver(table, sk, texts, config, Path(scratch))
+            del sk  # the resolver drops it once the bound data is made
+            resolved = resolver.run()
+            del resolver
         removed = np.flatnonzero(resolved.dup_row >= 0)
         where = cand[removed - table.n_ref_rows]
         dup_of[where] = texts.glob(resolved.dup_row[removed])
@@ -415,11 +420,10 @@ def _workers(config: DedupConfig, size: int) -> int:
     return 1 if size < PARALLEL_MIN_DOCS else (config.workers or len(os.sched_getaffinity(0)))
 
 
-def _map_blocks(table: BucketTable, sk: Sketches, depth: int, config: DedupConfig, store: PairFiles):
+def _map_blocks(table: BucketTable, bound: BoundData, depth: int, config: DedupConfig, store: PairFiles):
     """Per block of input rows, in order: P written to the block's file in `store` (the pair count
     comes back), ends, complete, and the pairs whose bound reaches the threshold (their place in the
     block, row and mate); blocks are independent, so the result does not depend on the split."""
-    bound = BoundData(sk)
 
     def block(item: tuple[int, tuple[int, int]]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         k, (lo, hi) = item
@@ -469,7 +473,9 @@ class _Resolver:
         ends, complete, maybe_at, maybe_row, maybe_mate = [], [], [], [], []
         self.mates = store = PairFiles(self.scratch)
         base = 0
-        for count, e, c, ok, ok_rows, ok_mates in _map_blocks(table, self.sk, depth, self.config, store):
+        bound = BoundData(self.sk)
+        self.sk = Sketches.empty()  # the bound data is all the blocks need of the sketches
+        for count, e, c, ok, ok_rows, ok_mates in _map_blocks(table, bound, depth, self.config, store):
             maybe_at.append(base + ok)
             maybe_row.append(ok_rows)
             maybe_mate.append(ok_mates)
