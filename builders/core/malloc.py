@@ -16,7 +16,7 @@ _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 256 * 1024
 WORKER_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's own ceiling for its dynamic threshold
-WORKER_TRIM_THRESHOLD = 512 * 1024 * 1024
+WORKER_TRIM_THRESHOLD = 64 * 1024 * 1024  # glibc's dynamic default: twice the mmap threshold
 
 
 def _mallopt(param: int, value: int) -> None:
@@ -40,7 +40,7 @@ def fixed_mmap_threshold() -> None:
 
 def roomy_malloc() -> None:
     """For a forked worker: blocks under 32 MiB come from the heap and freed ones are reused, not
-    returned (up to 512 MiB kept), so repeated temporaries cost no page faults."""
+    returned (up to 64 MiB kept at the heap top), so repeated temporaries cost no page faults."""
     _mallopt(_M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD)
     _mallopt(_M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD)
 

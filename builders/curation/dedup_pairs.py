@@ -241,10 +241,17 @@ def _count_at_most(members: np.ndarray, start: np.ndarray, take: np.ndarray, lim
 
 @dataclass
 class _Band:
+    """One band's shared buckets: 12 B per row in one (plus 4 B per bucket)."""
+
     rows: np.ndarray  # int32 rows in a shared bucket of this band, ascending
-    start: np.ndarray  # int32 per row: where its bucket starts in `members`
-    rank: np.ndarray  # int32 per row: earlier rows in its bucket
+    where: np.ndarray  # int32 per row: its place in `members`
     members: np.ndarray  # int32 rows, bucket after bucket, ascending inside one
+    starts: np.ndarray  # int32 per bucket: where it starts in `members`
+
+    def start_rank(self, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the buckets of members at `where` start, and how many earlier rows each has there."""
+        start = self.starts[np.searchsorted(self.starts, where, side="right") - 1].astype(np.int64)
+        return start, where.astype(np.int64) - start
 
 
 class BucketTable:
@@ -305,19 +312,18 @@ class BucketTable:
             many = np.repeat(size >= 2, size)
             rows, first = rows[many], first[many]
             starts = np.flatnonzero(first).astype(np.int32)
-            start = np.repeat(starts, np.diff(np.append(starts, len(rows))))
-            rank = (np.arange(len(rows), dtype=np.int32) - start).astype(np.int32)
             slot = np.full(self.size, -1, dtype=np.int32)  # rows are unique in a band: order them by a scatter
             slot[rows] = np.arange(len(rows), dtype=np.int32)
             by_row = slot[slot >= 0]
             del slot
-            self.bands.append(_Band(rows[by_row], start[by_row], rank[by_row], rows))
+            self.bands.append(_Band(rows[by_row], by_row, rows, starts))
 
     def _cost(self, depth: int) -> np.ndarray:
         """(rows,) int64: pairs `block_pairs` generates for each row."""
         cost = np.zeros(self.size, dtype=np.int64)
         for band in self.bands:
-            cost += np.bincount(band.rows, weights=np.minimum(band.rank, depth), minlength=self.size).astype(np.int64)
+            _, rank = band.start_rank(band.where)
+            cost += np.bincount(band.rows, weights=np.minimum(rank, depth), minlength=self.size).astype(np.int64)
         return cost
 
     def capacity(self, lo: int, depth: int) -> int:
@@ -326,6 +332,9 @@ class BucketTable:
 
     def entries(self) -> int:
         return sum(len(b.rows) for b in self.bands)
+
+    def nbytes(self) -> int:
+        return sum(b.rows.nbytes + b.where.nbytes + b.members.nbytes + b.starts.nbytes for b in self.bands)
 
     def block_pairs(self, lo: int, hi: int, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For rows lo..hi-1: P_i (the first `depth` earlier rows sharing a bucket with row i) end to end,
@@ -338,7 +347,8 @@ class BucketTable:
         parts = []
         for band in self.bands:
             a, z = np.searchsorted(band.rows, [lo, hi])
-            rows, start, rank = band.rows[a:z], band.start[a:z].astype(np.int64), band.rank[a:z]
+            rows = band.rows[a:z]
+            start, rank = band.start_rank(band.where[a:z])
             cut[rows[rank > depth] - lo] = True
             full = np.flatnonzero(rank >= depth)
             if len(full) and depth:
@@ -377,7 +387,8 @@ class BucketTable:
         for band in self.bands:
             at = np.searchsorted(band.rows, row)
             if at < len(band.rows) and band.rows[at] == row:
-                parts.append(band.members[band.start[at] : band.start[at] + band.rank[at]])
+                start, rank = band.start_rank(band.where[at : at + 1])
+                parts.append(band.members[int(start[0]) : int(start[0] + rank[0])])
         return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int32)
 
     def blocks(self, lo: int, depth: int, budget: int | None = None) -> list[tuple[int, int]]:

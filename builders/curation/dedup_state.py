@@ -2,11 +2,15 @@
 back on demand. The decision itself is `dedup.decide`, the one `dedup.find_duplicates` runs in memory;
 here it runs without holding texts or record objects.
 
-Memory, per record of the input, while the stream is read: exact key (8 B) + letter count (4 B) + one
-64-bit key per LSH band (8 B x 32 bands at the defaults) + shingle-set sketch (4 B size + 32 B bits)
-= 304 B; during the decision 17 B per record more (dup_of, similarity, exact flag) and, per LSH
-candidate (records sharing a band bucket with another one), P_i: up to max_compare + 32 row numbers
-(4 B each, 384 B at the defaults) plus 16 B per band bucket it shares (`dedup_pairs.BucketTable`).
+Memory, per record of the input, while the stream is read: exact key (8 B) + letter count (4 B) +
+shingle-set sketch (4 B size + 32 B bits) = 48 B in memory; its LSH band keys (8 B per band, 256 B at
+32 bands) go to one file per band when `band_dir` is given (`BandFiles`; a streamed run gives it), and
+the decision reads them back one band at a time, in the processes that sort them.
+During the decision, per record 17 B more (dup_of, similarity, exact flag) and, per LSH candidate
+(records sharing a band bucket with another one): 12 B per band bucket it shares plus 4 B per bucket
+(`dedup_pairs.BucketTable`: ~13 B per entry, 16.5 entries per candidate on bench/scale.py's corpus at
+1M records), 40 B of sketch bound data and ~50 B of per-row arrays. P_i, up to max_compare + 32 row
+numbers per candidate (4 B each), goes to files, one per block of rows (`dedup_pairs.PairFiles`).
 Texts are read back from the spill only for the pairs whose sketch bound reaches the threshold
 (`dedup_pairs.bound_pass`) and for the rows the fact guard compares.
 Signatures (4 B x num_perm per record) are kept only when a persisted index needs them, and then on
@@ -24,7 +28,7 @@ from medmill.builders.curation import minhash as mh
 from medmill.builders.curation.dedup import DedupConfig, exact_keys, exact_keys_of_units
 from medmill.builders.curation.dedup_pairs import Sketches, sketches
 
-STATE_BYTES_PER_RECORD = "8 B exact key + 4 B letter count + 8 B per LSH band + 36 B set sketch (304 B at 32 bands)"
+STATE_BYTES_PER_RECORD = "8 B exact key + 4 B letter count + 36 B set sketch in memory, 8 B per LSH band on disk (304 B at 32 bands)"
 
 
 @dataclass
