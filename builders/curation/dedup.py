@@ -25,21 +25,23 @@ numpy blocks (`dedup_pairs.py`), and only texts with a pair at or above the thre
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from medmill.builders.curation import minhash as mh
 from medmill.builders.curation.dedup_pairs import (
-    BOUND_CHUNK,
     SLACK,
+    BoundData,
     BucketTable,
+    PairFiles,
     Sketches,
-    bound_pass,
     fork_imap,
     fork_map,
     sketches,
@@ -251,19 +253,28 @@ def _exact_pass(keys: np.ndarray, reference: Reference | None, n_ref: int) -> tu
     return dup_of, dup_of >= 0
 
 
+class BandColumns(Protocol):
+    """LSH band keys one band at a time (`dedup_state.BandFiles`: on disk)."""
+
+    def column(self, band: int) -> np.ndarray: ...
+
+
 def decide(
     exact_keys_: np.ndarray,
     units: np.ndarray,
-    band_keys: np.ndarray,
+    band_keys: np.ndarray | BandColumns,
     config: DedupConfig,
     fetch: TextFetch,
     reference: Reference | None = None,
     sketch: Sketches | None = None,
+    work_dir: Path | None = None,
 ) -> Decision:
     """The one dedup decision (module docstring, steps 1-4), from compact per-record state: exact keys,
-    letter counts, LSH band keys and, when the caller has them, shingle-set sketches (else they are
-    made from the candidates' texts). Only the texts of some LSH candidates are asked for, through
-    `fetch`. How it runs without a Python step per record: `dedup_pairs.py`."""
+    letter counts, LSH band keys ((n, bands) array, or `BandColumns` read a band at a time) and, when
+    the caller has them, shingle-set sketches (else they are made from the candidates' texts). Only the
+    texts of some LSH candidates are asked for, through `fetch`. The candidate pairs go to files in
+    `work_dir` (default: the system's temporary dir). How it runs without a Python step per record:
+    `dedup_pairs.py`."""
     params = config.params
     bands, rows = config.bands_rows
     n_ref = len(reference.texts) if reference is not None else 0
@@ -274,7 +285,8 @@ def decide(
     # inputs sharing a bucket with another input or with the index; index texts sharing one with an input
     todo = np.flatnonzero(~exact & (units > 0))
     ref_keys = mh.band_keys(reference.sigs, bands, rows) if reference is not None and n_ref else np.zeros((0, bands), np.uint64)
-    table = BucketTable(ref_keys, lambda b: band_keys[todo, b], len(todo), bands, _workers(config, len(todo)))
+    column = band_keys.column if not isinstance(band_keys, np.ndarray) else (lambda b: band_keys[:, b])
+    table = BucketTable(ref_keys, lambda b: column(b)[todo], len(todo), bands, _workers(config, len(todo)))
     cand = todo[table.new_rows]
     stats: dict[str, Any] = {
         "shingle": params.shingle,
@@ -294,7 +306,13 @@ def decide(
         texts = _CandidateTexts(table, cand, fetch, reference)
         new_sketch = sketch.take(cand) if sketch is not None else text_sketches(texts.get(np.arange(table.n_ref_rows, table.size)), params)
         ref_sketch = text_sketches(texts.get(np.arange(table.n_ref_rows)), params)
-        resolved = _Resolver(table, Sketches.concat([ref_sketch, new_sketch]), texts, config).run()
+        sk = Sketches.concat([ref_sketch, new_sketch]) if len(ref_sketch.sizes) else new_sketch
+        del new_sketch, ref_sketch
+        with tempfile.TemporaryDirectory(prefix="dedup-pairs-", dir=work_dir) as scratch:
+            resolver = _Resolver(table, sk, texts, config, Path(scratch))
+            del sk  # the resolver drops it once the bound data is made
+            resolved = resolver.run()
+            del resolver
         removed = np.flatnonzero(resolved.dup_row >= 0)
         where = cand[removed - table.n_ref_rows]
         dup_of[where] = texts.glob(resolved.dup_row[removed])
@@ -402,18 +420,20 @@ def _workers(config: DedupConfig, size: int) -> int:
     return 1 if size < PARALLEL_MIN_DOCS else (config.workers or len(os.sched_getaffinity(0)))
 
 
-def _map_blocks(table: BucketTable, sk: Sketches, depth: int, config: DedupConfig) -> list:
-    """P of every block of input rows (mates, ends, complete) and the pairs of each whose bound reaches
-    the threshold, in order; blocks are independent, so the result does not depend on the split."""
+def _map_blocks(table: BucketTable, bound: BoundData, depth: int, config: DedupConfig, store: PairFiles):
+    """Per block of input rows, in order: P written to the block's file in `store` (the pair count
+    comes back), ends, complete, and the pairs whose bound reaches the threshold (their place in the
+    block, row and mate); blocks are independent, so the result does not depend on the split."""
 
-    def block(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        lo, hi = span
+    def block(item: tuple[int, tuple[int, int]]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        k, (lo, hi) = item
         m, e, c = table.block_pairs(lo, hi, depth)
+        store.write(store.block_path(k), m)
         rows = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(np.r_[0, e]))
-        ok = np.flatnonzero(bound_pass(sk, rows, m, config.threshold))
-        return m, e, c, ok, rows[ok]
+        ok = np.flatnonzero(bound(rows, m, config.threshold))
+        return len(m), e, c, ok, rows[ok], m[ok]
 
-    return fork_imap(block, table.blocks(table.n_ref_rows, depth), _workers(config, table.size))
+    return fork_imap(block, enumerate(table.blocks(table.n_ref_rows, depth)), _workers(config, table.size))
 
 
 def _map_guard(guard: FactGuard, pairs: list[tuple[str, str]], config: DedupConfig) -> list[str | None]:
@@ -439,8 +459,9 @@ class _Resolver:
     reach the threshold come in numpy blocks; a row with no such pair among the rows it compares is
     kept, and only the other ("open") rows are decided one by one, in order, as the rule says."""
 
-    def __init__(self, table: BucketTable, sk: Sketches, texts: _CandidateTexts, config: DedupConfig) -> None:
+    def __init__(self, table: BucketTable, sk: Sketches, texts: _CandidateTexts, config: DedupConfig, scratch: Path) -> None:
         self.table, self.sk, self.texts, self.config = table, sk, texts, config
+        self.scratch = scratch
         self.params = config.params
         self.k = config.max_compare
         self.guard = config.guard()
@@ -449,22 +470,24 @@ class _Resolver:
     def _pairs(self) -> None:
         """P (`mates` split by `ends`), `complete`, and the pairs at or above the threshold."""
         table, depth = self.table, self.k + SLACK
-        ends, complete, maybe_at, maybe_row = [], [], [], []
-        mates = np.empty(table.capacity(table.n_ref_rows, depth), dtype=np.int32)  # filled block by block: no second copy
+        ends, complete, maybe_at, maybe_row, maybe_mate = [], [], [], [], []
+        self.mates = store = PairFiles(self.scratch)
         base = 0
-        for m, e, c, ok, ok_rows in _map_blocks(table, self.sk, depth, self.config):
+        bound = BoundData(self.sk)
+        self.sk = Sketches.empty()  # the bound data is all the blocks need of the sketches
+        for count, e, c, ok, ok_rows, ok_mates in _map_blocks(table, bound, depth, self.config, store):
             maybe_at.append(base + ok)
             maybe_row.append(ok_rows)
-            mates[base : base + len(m)] = m
+            maybe_mate.append(ok_mates)
+            store.add(count)
             ends.append(base + e)
             complete.append(c)
-            base += len(m)
-        self.mates = mates[:base]
+            base += count
         self.starts = np.concatenate([[0], *ends]).astype(np.int64) if ends else np.zeros(1, np.int64)
         self.complete = np.concatenate(complete) if complete else np.zeros(0, bool)
         at = np.concatenate(maybe_at) if maybe_at else np.zeros(0, np.int64)
         a = np.concatenate(maybe_row) if maybe_row else np.zeros(0, np.int64)
-        b = self.mates[at].astype(np.int64)
+        b = np.concatenate(maybe_mate).astype(np.int64) if maybe_mate else np.zeros(0, np.int64)
         need = sorted_unique(np.concatenate([a, b]))
         got = self.texts.get(need)
         sims = _flat_sets(got, self.params).jaccard(np.searchsorted(need, a), np.searchsorted(need, b))
@@ -482,6 +505,13 @@ class _Resolver:
             self.above_why = dict(zip(pairs, _map_guard(self.guard, texts, self.config), strict=True))
 
     def run(self) -> _Resolved:
+        try:
+            return self._run()
+        finally:
+            if isinstance(getattr(self, "mates", None), PairFiles):
+                self.mates.close()
+
+    def _run(self) -> _Resolved:
         self._pairs()
         table, r0, k = self.table, self.r0, self.k
         self.kept = np.ones(table.size, dtype=bool)
@@ -512,18 +542,15 @@ class _Resolver:
         return _Resolved(self.dup_row, self.dup_sim, compared, [g for _, g in self.guarded])
 
     def _removed_in_p(self) -> np.ndarray:
-        """Per input row: how many rows of P_i are removed (few are: no pass over P of 8 B per pair)."""
-        gone = np.flatnonzero(~self.kept)
+        """Per input row: how many rows of P_i are removed (one block of P read back at a time)."""
         n = len(self.starts) - 1
-        if not len(gone):
-            return np.zeros(n, dtype=np.int64)
-        where = np.zeros(0, np.int64)
-        parts = []
-        for c in range(0, len(self.mates), BOUND_CHUNK):  # np.isin over all of P at once would copy it
-            hit = np.flatnonzero(np.isin(self.mates[c : c + BOUND_CHUNK], gone))
-            parts.append(c + hit)
-        where = np.concatenate(parts) if parts else where
-        return np.bincount(np.searchsorted(self.starts, where, side="right") - 1, minlength=n)
+        out = np.zeros(n, dtype=np.int64)
+        if self.kept.all():
+            return out
+        for first, mates in self.mates.blocks():
+            where = first + np.flatnonzero(~self.kept[mates])
+            out += np.bincount(np.searchsorted(self.starts, where, side="right") - 1, minlength=n)
+        return out
 
     def _decide_row(self, row: int) -> None:
         lo, hi = int(self.starts[row - self.r0]), int(self.starts[row - self.r0 + 1])

@@ -17,7 +17,11 @@ rows of U_i (a removed row never counts).
 
 from __future__ import annotations
 
+import os
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -89,19 +93,84 @@ def _popcount_rows(x: np.ndarray) -> np.ndarray:
 def bound_pass(sk: Sketches, a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
     """(pairs,) bool: the pair's Jaccard may reach `threshold` (False is certain: it does not). The
     float bound is at least the float Jaccard, as x / (s - x) rises with x and rounding keeps order."""
-    out = np.empty(len(a), dtype=bool)
-    sizes = sk.sizes.astype(np.int32)
-    excess = sizes - _popcount_rows(sk.bits).astype(np.int32)
-    words = [np.ascontiguousarray(sk.bits[:, w]) for w in range(sk.bits.shape[1])]  # 1-D gathers are faster
-    for c in range(0, len(a), BOUND_CHUNK):
-        x, y = a[c : c + BOUND_CHUNK], b[c : c + BOUND_CHUNK]
-        shared = np.minimum(excess[x], excess[y])
-        for w in words:
-            shared += _popcount(w[x] & w[y])
-        sx, sy = sizes[x], sizes[y]
-        shared = np.minimum(shared, np.minimum(sx, sy))
-        out[c : c + BOUND_CHUNK] = shared / (sx + sy - shared).astype(np.float64) >= threshold
-    return out
+    return BoundData(sk)(a, b, threshold)
+
+
+class BoundData:
+    """What `bound_pass` needs of the sketches, made once for every block of pairs: sizes, excess
+    and one contiguous array per sketch word (1-D gathers are faster)."""
+
+    def __init__(self, sk: Sketches) -> None:
+        self.sizes = sk.sizes.astype(np.int32)
+        self.excess = self.sizes - _popcount_rows(sk.bits).astype(np.int32)
+        self.words = [np.ascontiguousarray(sk.bits[:, w]) for w in range(sk.bits.shape[1])]
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
+        out = np.empty(len(a), dtype=bool)
+        sizes, excess = self.sizes, self.excess
+        for c in range(0, len(a), BOUND_CHUNK):
+            x, y = a[c : c + BOUND_CHUNK], b[c : c + BOUND_CHUNK]
+            shared = np.minimum(excess[x], excess[y])
+            for w in self.words:
+                shared += _popcount(w[x] & w[y])
+            sx, sy = sizes[x], sizes[y]
+            shared = np.minimum(shared, np.minimum(sx, sy))
+            out[c : c + BOUND_CHUNK] = shared / (sx + sy - shared).astype(np.float64) >= threshold
+        return out
+
+
+class PairFiles:
+    """P (every input row's candidate rows, row after row) in one file per block of rows, 4 B per pair,
+    written by the process that lists the block: the decision reads back only what it needs (the P_i
+    of rows it decides one by one; one block at a time to count removed rows), so P - ~66 pairs per
+    record of bench/scale.py's corpus - is never in memory whole."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.bounds = [0]  # first pair of each block, then the total
+        self._fds: dict[int, int] = {}
+
+    def block_path(self, k: int) -> Path:
+        return self.directory / f"pairs-{k:06d}.i32"
+
+    @staticmethod
+    def write(path: Path, mates: np.ndarray) -> None:
+        np.ascontiguousarray(mates, dtype=np.int32).tofile(path)
+
+    def add(self, count: int) -> None:
+        """The next block (its file written by `write`) holds `count` pairs."""
+        self.bounds.append(self.bounds[-1] + count)
+
+    def __len__(self) -> int:
+        return self.bounds[-1]
+
+    def _read(self, k: int, lo: int, hi: int) -> np.ndarray:
+        fd = self._fds.get(k)
+        if fd is None:
+            fd = self._fds[k] = os.open(self.block_path(k), os.O_RDONLY)
+        data = os.pread(fd, 4 * (hi - lo), 4 * lo)
+        return np.frombuffer(data, dtype=np.int32)
+
+    def __getitem__(self, span: slice) -> np.ndarray:
+        """Pairs lo..hi-1 (a slice of P as if it were one array)."""
+        lo, hi, _ = span.indices(len(self))
+        parts = []
+        k = bisect_right(self.bounds, lo) - 1
+        while lo < hi:
+            end = min(hi, self.bounds[k + 1])
+            parts.append(self._read(k, lo - self.bounds[k], end - self.bounds[k]))
+            lo, k = end, k + 1
+        return np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.zeros(0, np.int32))
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first pair, pairs) of every block, in order, one in memory at a time."""
+        for k in range(len(self.bounds) - 1):
+            yield self.bounds[k], np.fromfile(self.block_path(k), dtype=np.int32)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 _JOB = None  # the function fork_map runs, set before the pool forks (closures need no pickling)
@@ -131,9 +200,11 @@ def fork_imap(fn, items, workers: int):
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
+    from medmill.builders.core.malloc import worker_init
+
     _JOB = fn
     try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=worker_init) as pool:
             pending: deque = deque()
             for x in items:
                 pending.append(pool.submit(_call_job, x))
@@ -152,12 +223,35 @@ def in_ray_driver() -> bool:
     return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
 
 
+def _count_at_most(members: np.ndarray, start: np.ndarray, take: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """Per entry: how many of members[start : start + take] (ascending) are at most `limit` (a binary
+    search of all entries at once)."""
+    lo, hi = take.copy(), take.copy()
+    active = np.flatnonzero(take > 0)
+    active = active[members[start[active] + take[active] - 1] > limit[active]]  # most lists are all in
+    lo[active] = 0
+    while len(active):
+        mid = (lo[active] + hi[active]) // 2
+        le = members[start[active] + mid] <= limit[active]
+        lo[active[le]] = mid[le] + 1
+        hi[active[~le]] = mid[~le]
+        active = active[lo[active] < hi[active]]
+    return lo
+
+
 @dataclass
 class _Band:
+    """One band's shared buckets: 12 B per row in one (plus 4 B per bucket)."""
+
     rows: np.ndarray  # int32 rows in a shared bucket of this band, ascending
-    start: np.ndarray  # int32 per row: where its bucket starts in `members`
-    rank: np.ndarray  # int32 per row: earlier rows in its bucket
+    where: np.ndarray  # int32 per row: its place in `members`
     members: np.ndarray  # int32 rows, bucket after bucket, ascending inside one
+    starts: np.ndarray  # int32 per bucket: where it starts in `members`
+
+    def start_rank(self, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the buckets of members at `where` start, and how many earlier rows each has there."""
+        start = self.starts[np.searchsorted(self.starts, where, side="right") - 1].astype(np.int64)
+        return start, where.astype(np.int64) - start
 
 
 class BucketTable:
@@ -206,7 +300,9 @@ class BucketTable:
         row_of[self.ref_rows] = np.arange(len(self.ref_rows))
         row_of[n_ref + self.new_rows] = len(self.ref_rows) + np.arange(len(self.new_rows))
         self.bands: list[_Band] = []
-        for pos, gid in groups:
+        groups.reverse()
+        while groups:  # each band's (pos, gid) freed once it is a _Band: both are never held whole
+            pos, gid = groups.pop()
             rows = row_of[pos]
             keep = rows >= 0
             rows, gid = rows[keep].astype(np.int32), gid[keep]
@@ -216,16 +312,18 @@ class BucketTable:
             many = np.repeat(size >= 2, size)
             rows, first = rows[many], first[many]
             starts = np.flatnonzero(first).astype(np.int32)
-            start = np.repeat(starts, np.diff(np.append(starts, len(rows))))
-            rank = (np.arange(len(rows), dtype=np.int32) - start).astype(np.int32)
-            by_row = np.argsort(rows, kind="stable")
-            self.bands.append(_Band(rows[by_row], start[by_row], rank[by_row], rows))
+            slot = np.full(self.size, -1, dtype=np.int32)  # rows are unique in a band: order them by a scatter
+            slot[rows] = np.arange(len(rows), dtype=np.int32)
+            by_row = slot[slot >= 0]
+            del slot
+            self.bands.append(_Band(rows[by_row], by_row, rows, starts))
 
     def _cost(self, depth: int) -> np.ndarray:
         """(rows,) int64: pairs `block_pairs` generates for each row."""
         cost = np.zeros(self.size, dtype=np.int64)
         for band in self.bands:
-            cost += np.bincount(band.rows, weights=np.minimum(band.rank, depth), minlength=self.size).astype(np.int64)
+            _, rank = band.start_rank(band.where)
+            cost += np.bincount(band.rows, weights=np.minimum(rank, depth), minlength=self.size).astype(np.int64)
         return cost
 
     def capacity(self, lo: int, depth: int) -> int:
@@ -235,23 +333,39 @@ class BucketTable:
     def entries(self) -> int:
         return sum(len(b.rows) for b in self.bands)
 
+    def nbytes(self) -> int:
+        return sum(b.rows.nbytes + b.where.nbytes + b.members.nbytes + b.starts.nbytes for b in self.bands)
+
     def block_pairs(self, lo: int, hi: int, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For rows lo..hi-1: P_i (the first `depth` earlier rows sharing a bucket with row i) end to end,
         the end of each row's part, and whether P_i is all of U_i."""
         rows_p, mates_p = [], []
         cut = np.zeros(hi - lo, dtype=bool)
+        # a band with `depth` or more earlier rows puts `depth` rows at or below its depth-th one into
+        # U_i, so P_i holds no row above the least such row (`limit`): rows past it are not listed
+        limit = np.full(hi - lo, np.iinfo(np.int64).max, dtype=np.int64)
+        parts = []
         for band in self.bands:
             a, z = np.searchsorted(band.rows, [lo, hi])
-            rows, start, rank = band.rows[a:z], band.start[a:z], band.rank[a:z]
+            rows = band.rows[a:z]
+            start, rank = band.start_rank(band.where[a:z])
             cut[rows[rank > depth] - lo] = True
-            take = np.minimum(rank, depth).astype(np.int64)
+            full = np.flatnonzero(rank >= depth)
+            if len(full) and depth:
+                at = rows[full] - lo  # a row is in at most one bucket per band
+                limit[at] = np.minimum(limit[at], band.members[start[full] + depth - 1])
+            parts.append((band, rows, start, np.minimum(rank, depth).astype(np.int64)))
+        short = np.zeros(hi - lo, dtype=bool)  # rows whose U_i had rows past `limit` (so |U_i| > depth)
+        for band, rows, start, first in parts:
+            take = _count_at_most(band.members, start, first, limit[rows - lo])
+            short[rows[take < first] - lo] = True
             total = int(take.sum())
             if not total:
                 continue
             ends = np.cumsum(take)
             which = np.repeat(np.arange(len(take)), take)
             within = np.arange(total, dtype=np.int64) - (ends - take)[which]
-            mates_p.append(band.members[start[which].astype(np.int64) + within])
+            mates_p.append(band.members[start[which] + within])
             rows_p.append(rows[which])
         n = np.int64(self.size)
         if rows_p:
@@ -263,7 +377,7 @@ class BucketTable:
         count = np.diff(bounds)
         place = np.arange(len(rows)) - np.repeat(bounds[:-1], count)
         keep = place < depth
-        complete = ~cut & (count <= depth)
+        complete = ~cut & ~short & (count <= depth)
         return mates[keep], np.cumsum(np.minimum(count, depth)), complete
 
     def union(self, row: int) -> np.ndarray:
@@ -273,7 +387,8 @@ class BucketTable:
         for band in self.bands:
             at = np.searchsorted(band.rows, row)
             if at < len(band.rows) and band.rows[at] == row:
-                parts.append(band.members[band.start[at] : band.start[at] + band.rank[at]])
+                start, rank = band.start_rank(band.where[at : at + 1])
+                parts.append(band.members[int(start[0]) : int(start[0] + rank[0])])
         return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int32)
 
     def blocks(self, lo: int, depth: int, budget: int | None = None) -> list[tuple[int, int]]:

@@ -81,16 +81,17 @@ class FactGuard:
 
     def markers(self, text: str) -> list[tuple[int, int, str]]:
         """(start, end, marker) of the terms and numbers in a normalised text, leftmost-longest, no overlaps."""
-        found = [(m.start(), m.end(), m.group()) for pattern in (NUMBER, SUBTYPE) for m in pattern.finditer(text)]
+        # (start, -length, marker): a plain tuple sort is leftmost-longest (equal keys are equal markers)
+        found = [(m.start(), m.start() - m.end(), m.group()) for pattern in (NUMBER, SUBTYPE) for m in pattern.finditer(text)]
         if self._automaton is not None:
-            found += [(end + 1 - len(t), end + 1, t) for end, t in self._automaton.iter(text)]
-        found.sort(key=lambda x: (x[0], x[0] - x[1]))
+            found += [(end + 1 - len(t), -len(t), t) for end, t in self._automaton.iter(text)]
+        found.sort()
         out: list[tuple[int, int, str]] = []
         reach = 0
-        for s, e, t in found:
+        for s, neg, t in found:
             if s >= reach:
-                out.append((s, e, t))
-                reach = e
+                reach = s - neg
+                out.append((s, reach, t))
         return out
 
     def _prepared(self, text: str) -> tuple[str, list[tuple[int, int, str]], Counter, Counter]:
@@ -102,7 +103,7 @@ class FactGuard:
                 self._cache.clear()
             norm = normalise(text)
             occ = self.markers(norm)
-            hit = self._cache[text] = (norm, occ, Counter(t for *_, t in occ), _series_count(norm))
+            hit = self._cache[text] = (norm, occ, Counter([o[2] for o in occ]), _series_count(norm))
         return hit
 
     def difference(self, a: str, b: str) -> str | None:

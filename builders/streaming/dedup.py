@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from medmill.builders.curation.dedup import Decision, decide
+from medmill.builders.curation.dedup_pairs import sorted_unique
 from medmill.builders.curation.dedup_state import DedupState
 from medmill.builders.curation.index import DedupIndex
 from medmill.builders.curation.record_dedup import PREVIEW
@@ -42,6 +43,43 @@ def _fetch_texts(spill: Spill):
     return fetch
 
 
+class _Named:
+    """Id, text (first PREVIEW characters) and origin of the spill rows a reject or a cluster names,
+    gathered part by part as `Spill.scan` reads them (`positions` ascending), and of index texts."""
+
+    def __init__(self, positions: np.ndarray, index: DedupIndex | None, n_ref: int) -> None:
+        self.positions, self.index, self.n_ref = positions, index, n_ref
+        self.chunks: dict[str, list[pa.Array]] = {"id": [], TEXT_COL: [], ORIGIN_COL: []}
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        for name, chunks in self.chunks.items():
+            col = table.column(name)
+            chunks += (pc.utf8_slice_codeunits(col, 0, PREVIEW) if name == TEXT_COL else col).chunks
+        self.rows += table.num_rows
+
+    def inputs(self, positions: np.ndarray) -> tuple[list, list, list]:
+        """(ids, texts, origins) of spill rows already added."""
+        at = np.searchsorted(self.positions, positions)
+        if len(at) and (int(at.max()) >= self.rows or not (self.positions[at] == positions).all()):
+            raise RuntimeError("a dedup reject names a record not read yet")
+        idx = pa.array(at, pa.int64())
+        return tuple(pa.chunked_array(self.chunks[c], pa.string()).take(idx).to_pylist() for c in ("id", TEXT_COL, ORIGIN_COL))
+
+    def __call__(self, targets: np.ndarray) -> list[tuple[str, str, str]]:
+        """(id, text, origin) of decision positions: index texts first, then spill rows."""
+        ids, texts, origins = self.inputs(targets[targets >= self.n_ref] - self.n_ref)
+        out, k = [], 0
+        for t in targets.tolist():
+            if t < self.n_ref:
+                assert self.index is not None
+                out.append((self.index.ids[t], self.index.reference.texts[t], self.index.origins[t]))
+            else:
+                out.append((ids[k], texts[k], origins[k]))
+                k += 1
+        return out
+
+
 def run_dedup(
     spill: Spill,
     state: DedupState,
@@ -53,30 +91,26 @@ def run_dedup(
 ) -> StreamDedupResult:
     exact, units, keys = state.arrays()
     reference = index.reference if index is not None and len(index) else None
-    decision = decide(exact, units, keys, work.config, _fetch_texts(spill), reference, state.sketch())
+    decision = decide(exact, units, keys, work.config, _fetch_texts(spill), reference, state.sketch(), spill.path.parent)
+    del exact, units, keys
     n_ref = len(index) if index is not None else 0
     removed = np.flatnonzero(~decision.keep)
     targets = decision.dup_of[removed]
     columns = [*KIND_COLUMNS[kind], RAW_META_COL, TEXT_COL, ORIGIN_COL]
-
-    def describe(target_positions: np.ndarray) -> Iterator[tuple[str, str, str]]:
-        inputs = target_positions[target_positions >= n_ref] - n_ref
-        got = spill.take(inputs, ["id", TEXT_COL, ORIGIN_COL]).to_pylist() if len(inputs) else []
-        it = iter(got)
-        for t in target_positions.tolist():
-            if t < n_ref:
-                assert index is not None
-                yield index.ids[t], index.reference.texts[t], index.origins[t]
-            else:
-                row = next(it)
-                yield row["id"], row[TEXT_COL], row[ORIGIN_COL]
-
+    # one pass over the spill: every removed row (its reject) and every kept row one names; a removed
+    # row names an earlier one, so it is always read by the time its reject is written
+    wanted = sorted_unique(np.concatenate([removed, targets[targets >= n_ref] - n_ref]))
+    named = _Named(wanted, index, n_ref)
     by_reason: Counter = Counter()
     with open(rejects_file, "w", encoding="utf-8") as out:
-        for c in range(0, len(removed), CHUNK):
-            pos, tgt = removed[c : c + CHUNK], targets[c : c + CHUNK]
-            rows = spill.take(pos, columns).to_pylist()
-            for row, (kept_id, _, kept_origin), i in zip(rows, describe(tgt), pos.tolist(), strict=True):
+        for pos, table in spill.scan(wanted, columns):
+            named.add(table.select(["id", TEXT_COL, ORIGIN_COL]))
+            gone = ~decision.keep[pos]
+            if not gone.any():
+                continue
+            pos = pos[gone]
+            rows = table.filter(pa.array(gone)).select(columns).to_pylist()
+            for row, (kept_id, _, kept_origin), i in zip(rows, named(decision.dup_of[pos]), pos.tolist(), strict=True):
                 sim = float(decision.similarity[i])
                 reason = "exact_duplicate" if decision.exact[i] else "near_duplicate"
                 where = f" in {kept_origin}" if kept_origin != row[ORIGIN_COL] else ""
@@ -98,15 +132,15 @@ def run_dedup(
             end = int(group_starts[at]) if at < len(group_starts) else len(order)
             block = order[c:end]
             pos, tgt = removed[block], targets[block]
-            members = spill.take(pos, ["id", TEXT_COL, ORIGIN_COL]).to_pylist()
+            ids, texts, origins = named.inputs(pos)
             uniq, first = np.unique(tgt, return_index=True)
             bounds = np.append(first, len(tgt))
-            for k, (t, (kept_id, kept_text, kept_origin)) in enumerate(zip(uniq.tolist(), describe(uniq), strict=True)):
+            for k, (t, (kept_id, kept_text, kept_origin)) in enumerate(zip(uniq.tolist(), named(uniq), strict=True)):
                 group = []
                 for j in range(bounds[k], bounds[k + 1]):
-                    i, m = int(pos[j]), members[j]
-                    group.append({"id": m["id"], "text": m[TEXT_COL][:PREVIEW], "similarity": round(float(decision.similarity[i]), 4),
-                                  "exact": bool(decision.exact[i]), "origin": m[ORIGIN_COL]})
+                    i = int(pos[j])
+                    group.append({"id": ids[j], "text": texts[j][:PREVIEW], "similarity": round(float(decision.similarity[i]), 4),
+                                  "exact": bool(decision.exact[i]), "origin": origins[j]})
                 cluster = {"kept_id": kept_id, "kept_text": kept_text[:PREVIEW], "kept_origin": kept_origin,
                            "in_index": t < n_ref, "members": group}
                 out.write(json.dumps(cluster, ensure_ascii=False) + "\n")
@@ -130,7 +164,7 @@ def run_dedup(
     guarded_examples = []
     if examples:
         others = spill.take(np.array([ex["other"] for ex in examples], dtype=np.int64), ["id", TEXT_COL]).to_pylist()
-        kept = describe(np.array([ex["kept"] for ex in examples], dtype=np.int64))
+        kept = _describe_any(spill, index, n_ref, np.array([ex["kept"] for ex in examples], dtype=np.int64))
         for ex, other, (kept_id, kept_text, _) in zip(examples, others, kept, strict=True):
             guarded_examples.append({"kept_id": kept_id, "kept_text": kept_text[:PREVIEW], "other_id": other["id"],
                                      "other_text": other[TEXT_COL][:PREVIEW], "similarity": ex["similarity"],
@@ -146,3 +180,19 @@ def run_dedup(
         "representative": "first_seen",
     }
     return StreamDedupResult(decision, stats, Counter({"exact": n_exact, "near": near}), clusters_file, index_rows, by_reason)
+
+
+def _describe_any(spill: Spill, index: DedupIndex | None, n_ref: int, targets: np.ndarray) -> list[tuple[str, str, str]]:
+    """(id, text, origin) of any decision positions (a few: the fact guard's examples)."""
+    inputs = targets[targets >= n_ref] - n_ref
+    got = spill.take(inputs, ["id", TEXT_COL, ORIGIN_COL]).to_pylist() if len(inputs) else []
+    it = iter(got)
+    out = []
+    for t in targets.tolist():
+        if t < n_ref:
+            assert index is not None
+            out.append((index.ids[t], index.reference.texts[t], index.origins[t]))
+        else:
+            row = next(it)
+            out.append((row["id"], row[TEXT_COL], row[ORIGIN_COL]))
+    return out

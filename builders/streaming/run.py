@@ -12,7 +12,6 @@ between processes (workers read their own slices and write their own spill parts
 
 from __future__ import annotations
 
-import gc
 import heapq
 import json
 import multiprocessing as mp
@@ -30,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from medmill.builders.core.build import no_records_error, remove_stale_failed_rejects
+from medmill.builders.core.malloc import fixed_mmap_threshold, worker_init
 from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.steps import LocalExecutor, MapStep, Step
 from medmill.builders.core.writer import BuildInfo, check_out_dir, failed_rejects_path, rmdir_if_empty
@@ -68,8 +68,9 @@ def ordered_map(work: Callable[[Any], BatchOut], items: Iterable[Any], workers: 
         return
     _WORK = work
     try:
-        # gc.freeze: the objects a worker inherits are never traversed (nor their pages copied by it)
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=gc.freeze) as pool:
+        # worker_init: gc.freeze (the objects a worker inherits are never traversed, nor their pages copied
+        # by it) and a malloc that keeps freed blocks for the next batch
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=worker_init) as pool:
             pending: deque = deque()
             for item in items:
                 pending.append(pool.submit(_run_global, item))
@@ -179,25 +180,6 @@ def run_streaming(
             rmdir_if_empty(out)
 
 
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 256 * 1024
-
-
-def fixed_mmap_threshold() -> None:
-    """Allocations of 256 KiB and more (arrow buffers, numpy arrays) get their own mapping, handed back
-    to the system when freed. glibc's default raises the threshold to the largest block freed so far
-    (up to 32 MiB), after which a shard's buffers come from the heap and stay there: the writer's
-    resident memory then grew by ~100 MB per shard written (1M records: 827 MB peak). No-op off glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):
-        pass
-
-
 def _open_index(dedup: DedupStep, kind: str) -> DedupIndex:
     """The dedup index, refusing records of another kind than it holds (as the in-memory DedupStep)."""
     index = DedupIndex.open(dedup.index, dedup.config)
@@ -241,7 +223,7 @@ def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, wo
     dedup_work = DedupWork(dedup.fields, dedup.config, dedup.origin, dedup.index is not None) if dedup else None
     spill = Spill(work_dir / "spill.parquet")
     work = BatchWork(kind, plan.map_steps, plan.late_steps, dedup_work, spill.path if getattr(mapper, "writes_spill", False) else None)
-    state = DedupState(dedup.config, work_dir / "sigs.u32" if dedup.index is not None else None) if dedup else None
+    state = DedupState(dedup.config, work_dir / "sigs.u32" if dedup.index is not None else None, work_dir / "bands") if dedup else None
     terms: set[str] = set()
     steps = [*plan.map_steps, *plan.late_steps]
     rejects = _RejectOrder(work_dir, len(plan.map_steps), len(plan.late_steps))

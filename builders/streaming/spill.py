@@ -75,6 +75,20 @@ class Spill:
         for k, path in enumerate(self._parts):
             yield self._starts[k], pq.ParquetFile(path).read(columns=columns)
 
+    def scan(self, positions: np.ndarray, columns: list[str]) -> Iterator[tuple[np.ndarray, pa.Table]]:
+        """(positions, their rows) part by part, for ascending unique `positions`: every part is read
+        at most once (a `take` reads each part it touches; many takes read the spill many times)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if not len(positions):
+            return
+        starts = np.asarray(self._starts)
+        bounds = np.searchsorted(positions, starts)
+        for k in range(len(self._parts)):
+            lo, hi = int(bounds[k]), int(bounds[k + 1])
+            if lo < hi:
+                local = positions[lo:hi] - starts[k]
+                yield positions[lo:hi], self._file(k).read(columns=columns).take(pa.array(local))
+
     def take(self, positions: np.ndarray, columns: list[str]) -> pa.Table:
         """Rows at `positions` (any order, repeats allowed), only `columns`, in the order asked."""
         positions = np.asarray(positions, dtype=np.int64)

@@ -106,12 +106,21 @@ def _id_order(spill: Spill, keys: np.ndarray, survivors: np.ndarray) -> tuple[np
     return order, starts
 
 
-def _totals_of(spill: Spill, positions: np.ndarray, columns: list[str], sizer: TableSizer, chunk: int = 50_000) -> SizeTotals:
-    """Size figures of the spill rows at `positions` (read back in chunks)."""
-    total = sizer.empty_totals()
-    for i in range(0, len(positions), chunk):
-        table = spill.take(positions[i : i + chunk], columns).cast(sizer.schema)
-        total = total + sizer.totals(sizer.row_sizes(table))
+def _totals_of(spill: Spill, groups: dict[str, np.ndarray], columns: list[str], sizer: TableSizer) -> dict[str, SizeTotals]:
+    """Size figures of each group of spill rows (ascending positions; groups may share rows), in one
+    pass over the spill: each part is read at most once."""
+    total = {name: sizer.empty_totals() for name in groups}
+    wanted = [p for p in groups.values() if len(p)]
+    if not wanted:
+        return total
+    union = np.unique(np.concatenate(wanted))
+    for pos, table in spill.scan(union, columns):
+        sizes = sizer.row_sizes(table.cast(sizer.schema))
+        for name, rows in groups.items():
+            at = np.searchsorted(rows, pos)
+            inside = np.flatnonzero(rows[np.minimum(at, max(0, len(rows) - 1))] == pos) if len(rows) else at[:0]
+            if len(inside):
+                total[name] = total[name] + sizer.totals(sizes.take(inside))
     return total
 
 
@@ -160,10 +169,14 @@ def write_spill(
     gone = np.flatnonzero(~np.asarray(keep, dtype=bool) | duplicate)
     elsewhere = group_split != codes[first]
     moved, moved_to = first[elsewhere], group_split[elsewhere]
+    groups = {}
+    for code in range(len(split_names)):
+        groups[f"gone-{code}"] = gone[codes[gone] == code]
+        groups[f"out-{code}"] = np.sort(moved[codes[moved] == code])
+        groups[f"in-{code}"] = np.sort(moved[moved_to == code])
+    figures = _totals_of(spill, groups, columns, sizer)
     for code, name in enumerate(split_names):
-        split_totals[name] = (split_totals[name] - _totals_of(spill, gone[codes[gone] == code], columns, sizer)
-                              - _totals_of(spill, moved[codes[moved] == code], columns, sizer)
-                              + _totals_of(spill, np.sort(moved[moved_to == code]), columns, sizer))
+        split_totals[name] = split_totals[name] - figures[f"gone-{code}"] - figures[f"out-{code}"] + figures[f"in-{code}"]
     del gone, elsewhere, moved, moved_to
 
     # 2. shards per split, and where each written row goes
@@ -235,7 +248,7 @@ def _write_shard(part: Path, target: Path, columns: list[str], schema: pa.Schema
     pq.write_table(table, target, compression="zstd")
 
 
-GATHER_ROWS = 2_048  # rows copied per numpy step (index arrays of 8 B per byte of their text)
+TAKE_BYTES = 32 * 2**20  # string columns up to this size are taken by arrow (faster; the copy is small)
 
 
 def _offsets(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -247,8 +260,9 @@ def _offsets(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _gather_strings(source: pq.ParquetFile, column: str, by_id: np.ndarray) -> pa.Array | None:
     """= the column's `take(by_id)`, holding one row group of the source at a time beside the result
-    (arrow's take holds the whole column twice). None when the column has nulls or the result would
-    need 64-bit offsets (the caller then takes)."""
+    (arrow's take holds the whole column twice). None when the column has nulls, is small
+    (TAKE_BYTES) or would need 64-bit offsets (the caller then takes). Each string is one slice copy: per-byte numpy index
+    arrays cost ~3x more (1M records: ~2 s per shard of 450k rows)."""
     n = len(by_id)
     lengths = np.empty(n, np.int64)
     at = 0
@@ -261,27 +275,25 @@ def _gather_strings(source: pq.ParquetFile, column: str, by_id: np.ndarray) -> p
         at += len(arr)
     if at != n:
         return None
-    out_len = lengths[by_id]
     out_off = np.zeros(n + 1, np.int64)
-    np.cumsum(out_len, out=out_off[1:])
-    del out_len
-    if out_off[-1] >= 2**31:
+    np.cumsum(lengths[by_id], out=out_off[1:])
+    if out_off[-1] >= 2**31 or out_off[-1] <= TAKE_BYTES:
         return None
+    del lengths
     dest = np.empty(n, np.int64)
     dest[by_id] = np.arange(n)
-    data = np.empty(int(out_off[-1]), np.uint8)
+    data = bytearray(int(out_off[-1]))
+    into = memoryview(data)
     at = 0
     for g in range(source.num_row_groups):
         src_off, src_data = _offsets(source.read_row_group(g, columns=[column]).column(0).combine_chunks())
         rows = len(src_off) - 1
-        for i in range(0, rows, GATHER_ROWS):
-            length = lengths[at + i : at + min(rows, i + GATHER_ROWS)]
-            if not length.sum():
-                continue
-            starts = src_off[i : i + len(length)]
-            firsts = np.cumsum(length) - length
-            within = np.arange(int(length.sum())) - np.repeat(firsts, length)
-            data[np.repeat(out_off[dest[at + i : at + i + len(length)]], length) + within] = src_data[np.repeat(starts, length) + within]
+        src = memoryview(src_data)
+        bounds = src_off.tolist()
+        targets = out_off[dest[at : at + rows]].tolist()
+        for k, to in enumerate(targets):
+            a, b = bounds[k], bounds[k + 1]
+            into[to : to + b - a] = src[a:b]
         at += rows
     return pa.StringArray.from_buffers(n, pa.py_buffer(out_off.astype(np.int32)), pa.py_buffer(data))
 

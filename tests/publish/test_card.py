@@ -274,3 +274,39 @@ def test_rebuilt_dir_of_the_same_name_does_not_load_stale_rows(tmp_path):
     assert ds.num_rows == 11 and ds[0]["messages"][0]["content"].startswith("新")
     header = _front_matter((out / "README.md").read_text(encoding="utf-8"))
     assert header["dataset_info"]["splits"] == [{"name": "train", "num_bytes": header["dataset_info"]["dataset_size"], "num_examples": 11}]
+
+
+def test_meta_counted_once_per_distinct_text_equals_row_by_row(tmp_path, monkeypatch):
+    """Category counters, key order and value order included, equal a plain pass over every row's
+    meta; lengths are kept as int32 and give the int64 figures; small stats batches change nothing."""
+    import random
+
+    import numpy as np
+
+    from medmill.builders.publish import stats as st
+
+    rng = random.Random(2)
+    recs = []
+    for i in range(400):
+        text = f"第{i}段：" + "传染病" * rng.randint(1, 30)
+        meta = rng.choice([{}, {"chapter": rng.choice(["一", "二", "三"])}, {"section": rng.choice("abcd"), "chapter": "二"},
+                           {"relations": rng.sample(["症状", "检查", "治疗"], rng.randint(1, 3))}])
+        recs.append(PretrainRecord(id=PretrainRecord.make_id(text), text=text, source=Source(builder="t"), meta=meta))
+    out = tmp_path / "d"
+    write_dataset_dir(out, recs, [], BuildInfo(kind="pretrain", builder="t", command="t"), render_card=render_card)
+    monkeypatch.setattr(st, "STATS_BATCH_ROWS", 37)
+    got = st.compute_stats(out, "pretrain")
+    want: dict[str, Counter] = {}
+    for shard in sorted((out / "data").glob("*.parquet")):
+        import pyarrow.parquet as pq
+
+        for meta in pq.read_table(shard, columns=["meta"]).column(0).to_pylist():
+            for k, values in st._meta_values(meta).items():
+                want.setdefault(k, Counter()).update(values)
+    want = st._pick_categories(want, got.meta_rows_read)
+    assert got.categories == want and list(got.categories) == list(want)
+    assert all(list(got.categories[k]) == list(want[k]) for k in want) and "chapter" in want
+    chars = got.chars["text"]
+    assert chars.values.dtype == np.int32
+    wide = st.Distribution(chars.values.astype(np.int64))
+    assert chars.summary() == wide.summary() and chars.histogram() == wide.histogram()

@@ -367,13 +367,16 @@ def test_read_plan_slices_cover_every_row_once_in_order(tmp_path):
         assert [b.seq for b in batches] == list(range(len(batches)))
 
 
-@pytest.mark.parametrize("gather_rows", [1, 5, 2048])
-def test_gather_strings_equals_take(tmp_path, monkeypatch, gather_rows):
-    """A shard's string columns are gathered row group by row group; the result is arrow's take."""
+def test_gather_strings_equals_take(tmp_path, monkeypatch):
+    """A shard's large string columns are gathered row group by row group; the result is arrow's take.
+    Small columns are left to arrow's take (None)."""
     import medmill.builders.streaming.write as write
 
-    monkeypatch.setattr(write, "GATHER_ROWS", gather_rows)
-    rng = random.Random(gather_rows)
+    rng = random.Random(5)
+    table = pa.table({"s": ["abc"] * 50})
+    pq.write_table(table, tmp_path / "small.parquet")
+    assert write._gather_strings(pq.ParquetFile(tmp_path / "small.parquet"), "s", np.arange(50)) is None
+    monkeypatch.setattr(write, "TAKE_BYTES", 0)
     for n in (1, 300, 1000):
         values = ["".join(rng.choice("ab中文x") for _ in range(rng.randint(0, 9))) for _ in range(n)]
         table = pa.table({"s": values, "with_null": [None if i == n // 2 else "v" for i in range(n)]})
@@ -385,3 +388,86 @@ def test_gather_strings_equals_take(tmp_path, monkeypatch, gather_rows):
         got = write._gather_strings(pq.ParquetFile(path), "s", order)
         assert got is not None and got.equals(pa.array(values).take(pa.array(order)))
         assert write._gather_strings(pq.ParquetFile(path), "with_null", order) is None  # nulls: the caller takes
+
+
+def test_streamed_dedup_through_many_pair_files_and_gathers_equals_in_memory(inputs, tmp_path, monkeypatch):
+    """The decision's pair list split into many block files (read back across block ends), listed by
+    forked processes, band keys on disk, large string columns gathered: the in-memory dir, byte for byte."""
+    import medmill.builders.curation.dedup as dd
+    import medmill.builders.curation.dedup_pairs as dp
+    import medmill.builders.streaming.write as write
+
+    settings = CurationSettings(validate_records=False, quality=False, pii=False, safety=False, dedup=False)
+    base = tmp_path / "memory"
+    run_over_dirs("dedup", inputs["pretrain"], base, settings, {}, run=RunOptions("memory"), extra_steps=dedup_steps)
+    expected = digest(base)
+    seen: list[int] = []
+    real_add = dp.PairFiles.add
+    monkeypatch.setattr(dp.PairFiles, "add", lambda self, count: (seen.append(count), real_add(self, count))[1])
+    monkeypatch.setattr(dp, "PAIR_BLOCK", 300)
+    monkeypatch.setattr(dd, "PARALLEL_MIN_DOCS", 0)
+    monkeypatch.setattr(write, "TAKE_BYTES", 0)
+    out = tmp_path / "stream"
+    run_over_dirs("dedup", inputs["pretrain"], out, settings, {}, run=RunOptions("local", 2, batch_rows=128), extra_steps=dedup_steps)
+    assert digest(out) == expected
+    assert len(seen) > 20 and sum(seen) > 0
+
+
+def test_pair_files_read_back_as_one_array(tmp_path):
+    from medmill.builders.curation.dedup_pairs import PairFiles
+
+    rng = np.random.default_rng(3)
+    blocks = [rng.integers(0, 1000, size, dtype=np.int32) for size in (5, 0, 17, 1, 40)]
+    store = PairFiles(tmp_path)
+    for k, b in enumerate(blocks):
+        store.write(store.block_path(k), b)
+        store.add(len(b))
+    whole = np.concatenate(blocks)
+    assert len(store) == len(whole)
+    for lo in range(len(whole) + 1):
+        for hi in (lo, lo + 1, lo + 7, lo + 30, len(whole)):
+            assert store[lo:hi].tolist() == whole[lo:hi].tolist()
+    assert [(first, b.tolist()) for first, b in store.blocks()] == [(int(s), b.tolist()) for s, b in
+                                                                  zip(np.cumsum([0] + [len(b) for b in blocks[:-1]]), blocks, strict=True)]
+    store.close()
+
+
+def test_band_keys_on_disk_give_the_same_decision(tmp_path):
+    rng = random.Random(11)
+    texts = [_text(rng) for _ in range(400)]
+    texts += [t[:-3] + "复查。" for t in texts[:80]] + texts[100:130]
+    cfg = DedupConfig(workers=1)
+    in_memory, on_disk = DedupState(cfg), DedupState(cfg, band_dir=tmp_path / "bands")
+    for s in range(0, len(texts), 37):
+        part = batch_state(texts[s : s + 37], cfg)
+        in_memory.add(part)
+        on_disk.add(part)
+    a, b = in_memory.arrays(), on_disk.arrays()
+    bands = cfg.bands_rows[0]
+    assert isinstance(a[2], np.ndarray) and not isinstance(b[2], np.ndarray)
+    assert all((b[2].column(k) == a[2][:, k]).all() for k in range(bands))
+    arr = pa.array(texts)
+    fetch = lambda pos: arr.take(pa.array(pos))  # noqa: E731
+    want = decide(*a, cfg, fetch, None, in_memory.sketch())
+    got = decide(*b, cfg, fetch, None, on_disk.sketch(), work_dir=tmp_path)
+    assert want.stats["near_duplicates"] > 20 and want.stats["exact_duplicates"] > 20
+    assert got.dup_of.tolist() == want.dup_of.tolist() and got.similarity.tolist() == want.similarity.tolist()
+    assert got.stats == want.stats
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bands"]  # the pair files are gone
+
+
+def test_spill_scan_reads_each_part_once_and_equals_take(tmp_path):
+    from medmill.builders.streaming.spill import Spill
+
+    spill = Spill(tmp_path / "spill.parquet")
+    for k in range(6):
+        spill.append(pa.table({"v": list(range(k * 100, k * 100 + 10 * k)), "w": [str(i) for i in range(10 * k)]}))
+    rng = np.random.default_rng(0)
+    wanted = np.unique(rng.integers(0, len(spill), 60))
+    reads = []
+    real = Spill._file
+    spill._file = lambda k: (reads.append(k), real(spill, k))[1]  # type: ignore[method-assign]
+    got = list(spill.scan(wanted, ["v", "w"]))
+    assert len(reads) == len(set(reads)) == len(got)
+    assert np.concatenate([p for p, _ in got]).tolist() == wanted.tolist()
+    assert pa.concat_tables([t for _, t in got]).equals(spill.take(wanted, ["v", "w"]))
