@@ -350,7 +350,7 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
         _open_index(dedup, kind)  # a bad or other-kind index is an error before anything is written
     job = BuildWork(kind, list(generation), plan, dedup_work)
     spill = Spill(work / "spill.parquet")
-    state = DedupState(dedup.config, work / "sigs.u32" if dedup.index is not None else None) if dedup else None
+    state = DedupState(dedup.config, work / "sigs.u32" if dedup.index is not None else None, work / "bands") if dedup else None
     # generation steps whose rejects follow every earlier reject (a global step's, in memory) come last
     n_chunked = sum(1 for s in generation if not getattr(s, "whole_input_order", False))
     if any(not getattr(s, "whole_input_order", False) for s in generation[n_chunked:]):
