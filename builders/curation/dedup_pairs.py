@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medmill.builders.core.forked import forked_imap
+
 SLACK = 32  # rows of P_i beyond max_compare: removed rows S_i may skip before it reaches past P_i
 SKETCH_WORDS = 4  # 256-bit sketch per text: bound_pass rules out >99 % of bench/scale.py's LSH pairs
 PAIR_BLOCK = 3_000_000  # pairs generated per block (bounds the temporaries: ~40 B each)
@@ -173,14 +175,6 @@ class PairFiles:
         self._fds.clear()
 
 
-_JOB = None  # the function fork_map runs, set before the pool forks (closures need no pickling)
-
-
-def _call_job(item):
-    assert _JOB is not None
-    return _JOB(item)
-
-
 def fork_map(fn, items, workers: int) -> list:
     """`[fn(x) for x in items]`, on `workers` forked processes when there are several items."""
     return list(fork_imap(fn, items, workers))
@@ -190,30 +184,9 @@ def fork_imap(fn, items, workers: int):
     """`fn(x) for x in items`, in order, on `workers` forked processes when there are several items (at
     most 2 x workers results wait in the parent). In a Ray driver it runs in the driver: forking a
     process with Ray's gRPC threads is unsafe."""
-    global _JOB
     items = list(items)
-    workers = min(workers, len(items))
-    if workers <= 1 or in_ray_driver():
-        yield from map(fn, items)
-        return
-    import multiprocessing as mp
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-
-    from medmill.builders.core.malloc import worker_init
-
-    _JOB = fn
-    try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=worker_init) as pool:
-            pending: deque = deque()
-            for x in items:
-                pending.append(pool.submit(_call_job, x))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-    finally:
-        _JOB = None
+    workers = 1 if in_ray_driver() else min(workers, len(items))
+    return forked_imap(fn, items, workers)
 
 
 def in_ray_driver() -> bool:

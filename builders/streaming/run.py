@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import heapq
 import json
-import multiprocessing as mp
 import shutil
 import tempfile
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,8 @@ import numpy as np
 import pyarrow as pa
 
 from medmill.builders.core.build import no_records_error, remove_stale_failed_rejects
-from medmill.builders.core.malloc import fixed_mmap_threshold, worker_init
+from medmill.builders.core.forked import forked_imap
+from medmill.builders.core.malloc import fixed_mmap_threshold
 from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.steps import LocalExecutor, MapStep, Step
 from medmill.builders.core.writer import BuildInfo, check_out_dir, failed_rejects_path, rmdir_if_empty
@@ -51,35 +50,10 @@ from medmill.builders.streaming.stats import merge_stats
 from medmill.builders.streaming.write import write_spill
 from medmill.schemas.errors import MedmillError
 
-_WORK: Callable[[Any], BatchOut] | None = None  # set before the pool forks, so step closures need no pickling
-
-
-def _run_global(item: Any) -> BatchOut:
-    assert _WORK is not None
-    return _WORK(item)
-
 
 def ordered_map(work: Callable[[Any], BatchOut], items: Iterable[Any], workers: int) -> Iterator[BatchOut]:
     """`work` of every item, results in input order, with at most 2 x workers items in flight (bounded memory)."""
-    global _WORK
-    if workers <= 1:
-        for item in items:
-            yield work(item)
-        return
-    _WORK = work
-    try:
-        # worker_init: gc.freeze (the objects a worker inherits are never traversed, nor their pages copied
-        # by it) and a malloc that keeps freed blocks for the next batch
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=worker_init) as pool:
-            pending: deque = deque()
-            for item in items:
-                pending.append(pool.submit(_run_global, item))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-    finally:
-        _WORK = None
+    return forked_imap(work, items, workers)
 
 
 @dataclass
