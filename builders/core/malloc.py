@@ -11,6 +11,7 @@ freed memory for its next batch; it is released when the worker exits.
 from __future__ import annotations
 
 import gc
+from functools import cache
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters
 _M_MMAP_THRESHOLD = -3
@@ -19,14 +20,25 @@ WORKER_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's own ceiling for its dynamic 
 WORKER_TRIM_THRESHOLD = 64 * 1024 * 1024  # glibc's dynamic default: twice the mmap threshold
 
 
-def _mallopt(param: int, value: int) -> None:
+@cache
+def _libc():
+    """glibc by its soname, once per process (None elsewhere: these mallopt parameters are glibc's).
+    Not `ctypes.util.find_library`, which runs `ldconfig -p` in a subprocess: a fork of the worker at
+    each worker start."""
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(param, value)
-    except (OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def _mallopt(param: int, value: int) -> None:
+    try:
+        libc = _libc()
+        if libc is not None:
+            libc.mallopt(param, value)
+    except AttributeError:
         pass
 
 

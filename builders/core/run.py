@@ -49,9 +49,9 @@ def run_build(
     `command` is the command line the manifest records (default `medmill build-<name>`); a build
     that keeps no record is written (its rejects say why) and then raises MedmillError.
     `max_shard_bytes` overrides the writer's shard size (tests use it to get many shards).
-    With a `StreamExecutor` (`--executor local`), a builder that offers its items as a stream
-    (`Builder.read_stream`) builds streamed (builders/streaming/build_stream.py): the same dataset dir
-    in bounded memory; every other build runs here, in memory."""
+    With a `StreamExecutor` (`--executor local`) or a `RayExecutor` (`--executor ray`), a builder that
+    offers its items as a stream (`Builder.read_stream`) builds streamed (builders/streaming/build_stream.py):
+    the same dataset dir in bounded memory; every other build runs here, in memory."""
     t0 = time.perf_counter()
     check_out_not_input(cfg.out, cfg.inputs)
     ctx = BuildContext(cfg.out, progress, builder.own_paths(cfg))

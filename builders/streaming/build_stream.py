@@ -26,7 +26,7 @@ import pickle
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -56,7 +56,7 @@ from medmill.builders.streaming.batch import (
     run_record_steps,
 )
 from medmill.builders.streaming.dedup import run_dedup
-from medmill.builders.streaming.executors import ProcessExecutor
+from medmill.builders.streaming.executors import DEFAULT_BATCH_ITEMS, ProcessExecutor, stream_batch_items
 from medmill.builders.streaming.run import (
     _fail_without_records,
     _open_index,
@@ -79,7 +79,16 @@ if TYPE_CHECKING:
 Figures = list[tuple[str, Any]]
 
 CHUNK = LocalExecutor().batch_size  # the in-memory executor's chunk: its rejects come out chunk by chunk
-DEFAULT_BATCH_ITEMS = 2_000
+
+
+@runtime_checkable
+class StreamingExecutor(Protocol):
+    """An executor that runs streamed builds: `StreamExecutor` here, `RayExecutor` on a cluster."""
+
+    workers: int
+    batch_items: int  # items per batch; divides CHUNK (`stream_batch_items`)
+
+    def map_jobs(self, fn: Callable[[Any], Any], jobs: Iterable[Any]) -> Iterator[Any]: ...
 
 
 class StreamExecutor(ProcessExecutor):
@@ -89,8 +98,11 @@ class StreamExecutor(ProcessExecutor):
 
     def __init__(self, workers: int, batch_items: int = DEFAULT_BATCH_ITEMS) -> None:
         super().__init__(workers)
-        # a batch never straddles two in-memory chunks, so generation rejects keep their chunk order
-        self.batch_items = next(n for n in range(max(1, min(batch_items, CHUNK)), 0, -1) if CHUNK % n == 0)
+        self.batch_items = stream_batch_items(batch_items)
+
+    def map_jobs(self, fn: Callable[[Any], Any], jobs: Iterable[Any]) -> Iterator[Any]:
+        """`fn` of every batch, in order, on the forked workers, at most 2 x workers in flight."""
+        return ordered_map(fn, jobs, self.workers)
 
 
 @runtime_checkable
@@ -288,12 +300,12 @@ def list_stream(inputs: Inputs, batch_items: int) -> ItemStream:
 def builder_streams(builder: Builder[Any], executor: Any, render_card: CardRenderer | None) -> bool:
     """True when this build runs streamed: the stream executor, a builder offering a stream, and the
     standard card (the streaming writer renders it)."""
-    return (isinstance(executor, StreamExecutor) and render_card is None
+    return (isinstance(executor, StreamingExecutor) and render_card is None
             and type(builder).read_stream is not Builder.read_stream)
 
 
 def stream_build(
-    builder: Builder[C], cfg: C, ctx: BuildContext, executor: StreamExecutor, command: str | None,
+    builder: Builder[C], cfg: C, ctx: BuildContext, executor: StreamingExecutor, command: str | None,
     max_shard_bytes: int | None, started: float, skipped_dirs: list[Path],
 ) -> tuple[Manifest, Figures] | None:
     """Build `cfg.out` streamed (see the module docstring): its manifest and summary rows; None when the curation steps need every
@@ -321,7 +333,7 @@ def _jobs(stream: ItemStream) -> Iterator[tuple[int, list[Any] | bytes]]:
     yield from enumerate(stream.batches())
 
 
-def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamExecutor, command, max_shard_bytes,
+def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamingExecutor, command, max_shard_bytes,
          started: float, skipped_dirs: list[Path], work: Path) -> tuple[Manifest, Figures]:
     inputs: Inputs = stream.inputs
     inputs.items_read = inputs.items_read or stream.items
@@ -372,8 +384,8 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
     n_map = len(plan.map_steps)
     t2 = time.perf_counter()
     try:
-        with ctx.progress(f"building (streaming, {executor.workers} processes)", stream.items) as advance:
-            for res in ordered_map(job, _jobs(stream), executor.workers):  # type: ignore[arg-type]
+        with ctx.progress(f"building (streaming, {executor.workers} workers)", stream.items) as advance:
+            for res in executor.map_jobs(job, _jobs(stream)):
                 gen_rejects.add(res.generation[:n_chunked], res.n_items, ordinals=False)
                 for f, tally in zip(whole_files, res.generation[n_chunked:], strict=True):
                     f.writelines(line + "\n" for line in tally.rejects)
@@ -488,7 +500,8 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
     if skipped_dirs:
         figures.append(("dataset dirs skipped (inside inputs)", len(skipped_dirs)))
     seconds = max(1e-9, t3 - t2)
-    figures.append(("executor", f"streaming, {executor.workers} processes"))
+    where = "Ray workers" if getattr(executor, "remote", False) else "processes"
+    figures.append(("executor", f"streaming, {executor.workers} {where}"))
     figures.append(("records/s (generate + curation map steps)", round(generated / seconds)))
     return manifest, figures
 

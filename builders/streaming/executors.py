@@ -14,7 +14,7 @@ import multiprocessing as mp
 import pickle
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +24,14 @@ from medmill.builders.core.steps import LocalExecutor, MapStep, RunResult
 from medmill.schemas import RejectRow
 
 SUB_BATCH = 5_000
+DEFAULT_BATCH_ITEMS = 2_000  # items per batch of a streamed build
+
+
+def stream_batch_items(batch_items: int = DEFAULT_BATCH_ITEMS) -> int:
+    """The largest batch size up to `batch_items` that divides the in-memory executor's chunk: a batch
+    of a streamed build never straddles two chunks, so generation rejects keep their chunk order."""
+    chunk = LocalExecutor().batch_size
+    return next(n for n in range(max(1, min(batch_items, chunk)), 0, -1) if chunk % n == 0)
 
 
 @dataclass
@@ -142,17 +150,27 @@ class _RayMap:
 
 
 class RayExecutor(_ParallelMapExecutor):
-    """Map steps as a Ray Data `map_batches` over slices (order kept), on the cluster `connect` joined."""
+    """Map steps as a Ray Data `map_batches` over slices (order kept), on the cluster `connect` joined.
+    A builder that offers a stream builds streamed (`map_jobs`: its batches as Ray tasks, window by
+    window), as with the local `StreamExecutor`; any other builds in memory with its map steps on Ray."""
 
     remote = True
 
-    def __init__(self, workers: int = 0, address: str = "", batch_size: int = 50_000, sub_batch: int = SUB_BATCH) -> None:
+    def __init__(self, workers: int = 0, address: str = "", batch_size: int = 50_000, sub_batch: int = SUB_BATCH,
+                 batch_items: int = DEFAULT_BATCH_ITEMS) -> None:
         from medmill.builders.streaming.ray_executor import connect
 
         connect(address, workers)
         import ray
 
         super().__init__(workers or int(ray.cluster_resources().get("CPU", 1)), batch_size, sub_batch)
+        self.batch_items = stream_batch_items(batch_items)
+
+    def map_jobs(self, fn: Callable[[Any], Any], jobs: Iterable[Any]) -> Iterator[Any]:
+        """A streamed build's batches (`fn` of each), in order, as Ray tasks."""
+        from medmill.builders.streaming.ray_executor import ray_ordered_map
+
+        return ray_ordered_map(fn, jobs, self.workers)
 
     def _map_slices(self, steps, slices: Sequence[list[Any]]):
         import ray

@@ -10,13 +10,17 @@
 - Results come back in input order (Ray Data `preserve_order`), so first-seen dedup and the writer give
   the same dataset dir as the local executor; the driver holds only the compact state the local one holds.
 - Outputs are written by the driver (`--out` may be a pyarrow filesystem URI: see `outputs.py`).
+
+Streamed builds on Ray (`ray_ordered_map`): the reader runs in the driver and its batches go to the
+workers window by window, so the driver holds at most one window of batches and results.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,46 @@ class _RayBatchWork:
             result = self.work(read_slice(pickle.loads(blob)))
             outs.append(pickle.dumps(result, protocol=5))
         return {"result": outs}
+
+
+_FN_CACHE: dict[str, Callable[[Any], Any]] = {}  # per Ray worker process: the function of the running map
+
+
+def _call_jobs(batch: dict[str, Any], fn_ref: list[Any]) -> dict[str, Any]:
+    """One map_batches call: the function (fetched from the object store once per worker process), over
+    the pickled jobs of the batch. The ref sits in a list so Ray hands it over unresolved."""
+    import ray
+
+    key = fn_ref[0].hex()
+    if key not in _FN_CACHE:
+        _FN_CACHE.clear()
+        _FN_CACHE[key] = ray.get(fn_ref[0])
+    fn = _FN_CACHE[key]
+    return {"result": [pickle.dumps(fn(pickle.loads(blob)), protocol=5) for blob in batch["job"]]}
+
+
+def ray_ordered_map(fn: Callable[[Any], Any], jobs: Iterable[Any], workers: int, window: int = 0) -> Iterator[Any]:
+    """`fn(job)` for every job, results in input order, as Ray Data `map_batches` tasks on `workers` CPUs.
+    Jobs come from a generator in the driver (a reader's batches), so they are sent `window` at a time
+    (default 4 x workers): the driver never holds more than one window of jobs and results. `fn` is put
+    in the object store once and fetched once per worker process."""
+    import ray
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    window = window or 4 * max(1, workers)
+    fn_ref = [ray.put(fn)]
+    it = iter(jobs)
+    try:
+        while chunk := list(islice(it, window)):
+            ds = ray.data.from_items([{"job": pickle.dumps(j, protocol=5)} for j in chunk], override_num_blocks=len(chunk))
+            ds = ds.map_batches(_call_jobs, fn_kwargs={"fn_ref": fn_ref}, batch_size=1, num_cpus=1,
+                                concurrency=max(1, min(workers, len(chunk))), batch_format="numpy")
+            del chunk
+            for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=max(1, workers)):
+                for blob in batch["result"]:
+                    yield pickle.loads(blob)
+    except Exception as e:  # a worker's MedmillError: its one line, not Ray's traceback
+        raise user_error(e) from None
 
 
 def connect(address: str, workers: int) -> None:

@@ -90,3 +90,58 @@ def test_ray_book_qa_build_through_the_test_server_equals_local(ray_cluster, tmp
             assert r.exit_code == 0, r.output + repr(r.exception)
     assert digest(outs["ray"]) == digest(outs["memory"])
     assert json.loads((outs["ray"] / "manifest.json").read_text(encoding="utf-8"))["records_total"] > 0
+
+
+def test_ray_streamed_pt_build_equals_in_memory(ray_cluster, tmp_path):
+    """A build whose reader streams (build-pt) streams on Ray too: its batches go to the Ray workers a
+    window at a time (5-document batches: many windows), and the dataset dir is the in-memory build's."""
+    from medmill.builders.streaming.executors import RayExecutor
+    from tests.streaming.test_build_stream import _build, _pt_inputs, dir_digest
+
+    inputs = _pt_inputs(tmp_path / "in", docs=120)
+    reference = dir_digest(_build(tmp_path, inputs, "memory", None))
+    executor = RayExecutor(2, batch_items=5)
+    out = _build(tmp_path, inputs, "ray", executor)
+    assert not list(out.glob(".medmill-*")), "work files left behind"
+    got = dir_digest(out)
+    assert got == reference, {k for k in reference.keys() | got.keys() if reference.get(k) != got.get(k)}
+
+
+def test_ray_streamed_build_from_the_cli_says_where_it_ran(ray_cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from medmill.cli import app
+    from tests.streaming.test_build_stream import _pt_inputs
+
+    inputs = [str(p) for p in _pt_inputs(tmp_path / "in", docs=60)]
+    outs = {}
+    for name, flags in (("memory", ["--executor", "memory"]), ("ray", ["--executor", "ray", "--workers", "2"])):
+        outs[name] = tmp_path / name
+        r = CliRunner().invoke(app, ["build-pt", *inputs, "--out", str(outs[name]), "--val-size", "0.1", *flags])
+        assert r.exit_code == 0, r.output + repr(r.exception)
+        if name == "ray":
+            assert "streaming, 2 Ray workers" in r.output, r.output
+    assert digest(outs["ray"]) == digest(outs["memory"])
+
+
+def test_ray_ordered_map_keeps_order_across_windows_and_reports_a_workers_error(ray_cluster):
+    from medmill.builders.streaming.ray_executor import ray_ordered_map
+    from medmill.schemas.errors import MedmillError
+
+    jobs = ((i, [i] * (i % 3)) for i in range(23))  # a generator: read lazily, window by window
+    assert list(ray_ordered_map(_square_sum, jobs, workers=2, window=4)) == [(i, i * i * (i % 3)) for i in range(23)]
+    with pytest.raises(MedmillError, match="job 5 is bad"):
+        list(ray_ordered_map(_fail_at_5, range(10), workers=2, window=3))
+
+
+def _square_sum(job):
+    i, items = job
+    return i, sum(x * x for x in items)
+
+
+def _fail_at_5(i):
+    from medmill.schemas.errors import MedmillError
+
+    if i == 5:
+        raise MedmillError("job 5 is bad")
+    return i
