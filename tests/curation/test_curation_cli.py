@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import datasets
 import pytest
 from typer.testing import CliRunner
 
@@ -81,6 +80,8 @@ def test_filter_end_to_end(tmp_path):
             assert before[r["id"]] == split
         assert json.loads(r["meta"])["source_dir"] == str(src)
     assert validate_dir(out).ok
+    import datasets  # here: importing it at collection would cost every xdist worker ~2 s
+
     assert len(datasets.load_dataset(str(out))["train"]) > 0
 
 

@@ -3,7 +3,6 @@ rows of the same sizes must load the new rows (a content fingerprint in the YAML
 
 from __future__ import annotations
 
-import datasets
 import yaml
 
 from tests.curation.test_curation_cli import make_dir, sft
@@ -18,6 +17,8 @@ def _records(ch: str) -> list:
 
 
 def test_rebuild_with_same_sizes_loads_the_new_rows(tmp_path):
+    import datasets  # here, not at module level: collecting the file would cost every xdist worker ~2 s
+
     datasets.disable_progress_bars()
     out, cache = tmp_path / "ds", tmp_path / "cache"
     make_dir(out, _records("甲"))
