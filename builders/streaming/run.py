@@ -292,11 +292,10 @@ def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, wo
     if n_final == 0:
         raise _fail_without_records(out, reject_files, by_reason)
     t2 = time.perf_counter()
-    all_keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-    del keys
     all_codes = np.concatenate(split_codes) if split_codes else np.zeros(0, np.uint8)
     del split_codes
-    manifest = write_spill(out, spill, keep, all_keys, all_codes, split_names, totals, reject_files, by_reason, info,
+    # the per-batch key arrays go as a list: the writer empties it, freeing them once sorted
+    manifest = write_spill(out, spill, keep, keys, all_codes, split_names, totals, reject_files, by_reason, info,
                            work_dir, extra)
     timings["stream.write"] = time.perf_counter() - t2
     rates.append(("write", n_final, timings["stream.write"]))

@@ -21,7 +21,9 @@ from __future__ import annotations
 import math
 import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,7 @@ from medmill.builders.core.writer import (
     staging,
 )
 from medmill.builders.publish.card import render_card
+from medmill.builders.publish.stats import StatsCollector
 from medmill.builders.streaming.batch import SPLIT_COL
 from medmill.builders.streaming.keys import id_keys
 from medmill.builders.streaming.sizes import RowSizes, SizeTotals, TableSizer
@@ -76,14 +79,17 @@ def write_streamed(
     split_codes = codes.indices.to_numpy(zero_copy_only=False).astype(np.uint8)
     sizer = TableSizer(ARROW_SCHEMAS[info.kind]) if info.kind in ARROW_SCHEMAS else None
     totals = {name: sizer.totals(sizes.take(np.flatnonzero(split_codes == i))) for i, name in enumerate(names)} if sizer else {}
-    return write_spill(out_dir, spill, keep, id_keys(ids), split_codes, names, totals, reject_files, by_reason, info, work,
+    return write_spill(out_dir, spill, keep, [id_keys(ids)], split_codes, names, totals, reject_files, by_reason, info, work,
                        extra_paths)
+
+
+POSITION = np.int32  # spill row positions: 4 B each (a spill of 2^31 rows or more is refused)
 
 
 def _id_order(spill: Spill, keys: np.ndarray, survivors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(`survivors` sorted by id, then by position; True where a new id starts). Keys order all but the
     ids that share a key; those runs are ordered by their ids, read back from the spill."""
-    order = survivors[np.argsort(keys[survivors], kind="stable")]
+    order = survivors[np.argsort(keys[survivors], kind="stable")]  # POSITION, like survivors
     n = len(order)
     starts = np.ones(n, dtype=bool)
     if n < 2:
@@ -106,6 +112,15 @@ def _id_order(spill: Spill, keys: np.ndarray, survivors: np.ndarray) -> tuple[np
     return order, starts
 
 
+def _all_keys(keys: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """The keys as one array; a list (of per-batch arrays) is emptied, so they are freed once sorted."""
+    if isinstance(keys, list):
+        whole = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+        keys.clear()
+        return whole
+    return np.asarray(keys)
+
+
 def _totals_of(spill: Spill, groups: dict[str, np.ndarray], columns: list[str], sizer: TableSizer) -> dict[str, SizeTotals]:
     """Size figures of each group of spill rows (ascending positions; groups may share rows), in one
     pass over the spill: each part is read at most once."""
@@ -114,8 +129,10 @@ def _totals_of(spill: Spill, groups: dict[str, np.ndarray], columns: list[str], 
     if not wanted:
         return total
     union = np.unique(np.concatenate(wanted))
-    for pos, table in spill.scan(union, columns):
-        sizes = sizer.row_sizes(table.cast(sizer.schema))
+    carried = spill.schema is not None and all(c in spill.schema.names for c in sizer.column_names)
+    for pos, table in spill.scan(union, sizer.column_names if carried else columns):
+        # the figures the workers put in the spill (a few bytes per row), else computed from the rows
+        sizes = sizer.from_columns(table) if carried else sizer.row_sizes(table.cast(sizer.schema))
         for name, rows in groups.items():
             at = np.searchsorted(rows, pos)
             inside = np.flatnonzero(rows[np.minimum(at, max(0, len(rows) - 1))] == pos) if len(rows) else at[:0]
@@ -128,7 +145,7 @@ def write_spill(
     out_dir: Path,
     spill: Spill,
     keep: np.ndarray,
-    keys: np.ndarray,
+    keys: np.ndarray | list[np.ndarray],
     split_codes: np.ndarray,
     split_names: list[str],
     totals: dict[str, SizeTotals],
@@ -140,7 +157,8 @@ def write_spill(
 ) -> Manifest:
     """Write the dataset dir of the spill rows where `keep`; `reject_files` (JSON lines, in order) are
     the rejects so far, `by_reason` their counts. Per spill row: `keys` (uint64, `keys.id_keys` of its
-    id) and `split_codes` (index into `split_names`); `totals`: per split, the size figures of all its
+    id; a list of per-batch arrays is emptied, so they are freed as soon as they are sorted) and
+    `split_codes` (index into `split_names`); `totals`: per split, the size figures of all its
     spill rows (kept or not). `extra_paths` are files moved into the dir under the given names."""
     if info.kind not in ARROW_SCHEMAS:
         raise MedmillError(f"unknown record kind {info.kind!r}")
@@ -153,20 +171,26 @@ def write_spill(
     codes = np.asarray(split_codes)
 
     # 1. unique ids: the first survivor of each id, and the split its last survivor names
-    order, starts = _id_order(spill, np.asarray(keys), np.flatnonzero(keep))
-    start_at = np.flatnonzero(starts)
+    if len(codes) >= np.iinfo(POSITION).max:
+        raise MedmillError(f"{len(codes):,} records is more than the streaming writer takes (2^31 - 1)")
+    keep = np.asarray(keep, dtype=bool)
+    order, starts = _id_order(spill, _all_keys(keys), np.flatnonzero(keep).astype(POSITION))  # keys freed here
+    del keys
+    start_at = np.flatnonzero(starts).astype(POSITION)
     del starts
-    end_at = np.append(start_at[1:], len(order)) if len(start_at) else start_at
     first = order[start_at]  # in id order
-    group_split = codes[order[end_at - 1]] if len(end_at) else np.zeros(0, np.uint8)
-    del order, start_at, end_at
-    duplicate = np.asarray(keep, dtype=bool).copy()
+    start_at[:-1] = start_at[1:] - 1  # now: the last survivor of each id
+    if len(start_at):
+        start_at[-1] = len(order) - 1
+    group_split = codes[order[start_at]]
+    del order, start_at
+    duplicate = keep.copy()
     duplicate[first] = False  # kept survivors that lose to an earlier record with the same id
 
     # the size of each split's table: all its spill rows, less those not written, less those written
     # under another split (their id's last record names it), plus those written here from another split
     split_totals = {name: totals.get(name, sizer.empty_totals()) for name in split_names}
-    gone = np.flatnonzero(~np.asarray(keep, dtype=bool) | duplicate)
+    gone = np.flatnonzero(~keep | duplicate).astype(POSITION)
     elsewhere = group_split != codes[first]
     moved, moved_to = first[elsewhere], group_split[elsewhere]
     groups = {}
@@ -182,6 +206,7 @@ def write_spill(
     # 2. shards per split, and where each written row goes
     dest = np.full(len(keep), -1, dtype=np.int32)
     shards: list[tuple[str, int, int]] = []  # (split, index, count) in writing order
+    shard_rows: list[int] = []  # rows of each shard, in writing order
     split_infos: dict[str, SplitInfo] = {}
     for split in split_order(split_names):
         if split not in split_names:
@@ -192,7 +217,8 @@ def write_spill(
         count, step = _shard_count(len(rows), sizer.nbytes_of(split_totals[split]), info.max_shard_bytes)
         base = len(shards)
         shards += [(split, i, count) for i in range(count)]
-        dest[rows] = base + np.arange(len(rows)) // step
+        shard_rows += [min(step, len(rows) - i * step) for i in range(count)]
+        dest[rows] = base + np.arange(len(rows), dtype=np.int32) // step
         split_infos[split] = SplitInfo(records=len(rows), files=[f"data/{shard_name(split, i, count)}" for i in range(count)])
     del first, group_split
 
@@ -203,12 +229,12 @@ def write_spill(
         writers: dict[int, pq.ParquetWriter] = {}
         dup_file = work / "rejects-write.jsonl"
         with open(dup_file, "w", encoding="utf-8") as dups:
-            for at, table in spill.groups(columns):
+            for at, table in _prefetched(spill.groups(columns)):
                 local = dest[at : at + table.num_rows]
                 for s in np.unique(local[local >= 0]).tolist():
                     part = table.filter(pa.array(local == s))
                     if s not in writers:
-                        writers[s] = pq.ParquetWriter(parts[s], table.schema, compression="lz4")
+                        writers[s] = pq.ParquetWriter(parts[s], table.schema, **TEMP_PARQUET)
                     writers[s].write_table(part)
                 lost = np.flatnonzero(duplicate[at : at + table.num_rows])
                 for row in table.take(pa.array(lost)).to_pylist() if len(lost) else []:
@@ -216,12 +242,18 @@ def write_spill(
                                        source=row.get("source"), raw=row)
                     dups.write(reject.to_json() + "\n")
                     by_reason["write/exact_duplicate"] += 1
+                del table, local
         for w in writers.values():
             w.close()
         del dest, duplicate
-        # 4. each shard: sorted by id, written as the in-memory writer writes it
-        for s, (split, i, count) in enumerate(shards):
-            _write_shard(parts[s], tmp / "data" / shard_name(split, i, count), columns, schema)
+        # 4. each shard: sorted by id, written as the in-memory writer writes it; the card's stats are
+        # collected from the shard in memory (in a thread, beside the parquet encoder) instead of read back
+        collector = StatsCollector(info.kind)
+        names = [shard_name(split, i, count) for split, i, count in shards]
+        offsets = dict(zip(sorted(names), np.cumsum([0, *(shard_rows[names.index(n)] for n in sorted(names))]).tolist(), strict=False))
+        for s, (split, _i, _count) in enumerate(shards):
+            collect = partial(collector.add, split=split, shard=names[s], row_offset=offsets[names[s]])
+            _write_shard(parts[s], tmp / "data" / names[s], columns, schema, collect)
             parts[s].unlink()
         for info_split in split_infos.values():
             info_split.shards = [shard_info(tmp, name) for name in info_split.files]
@@ -231,21 +263,47 @@ def write_spill(
                     shutil.copyfileobj(src, out)
         for name, path in (extra_paths or {}).items():  # large reports (clusters.jsonl): moved, not read
             shutil.move(path, tmp / name)
-        return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info, render_card)
+        return finish_dataset_dir(tmp, out_dir, split_infos, by_reason, info, partial(render_card, stats=collector.result()))
 
 
-def _write_shard(part: Path, target: Path, columns: list[str], schema: pa.Schema) -> None:
+# the temp files rows are routed to: read once, column by column, then deleted; dictionary pages and
+# statistics only cost time here (the final shard is encoded from the arrow arrays either way)
+TEMP_PARQUET = {"compression": "lz4", "use_dictionary": False, "write_statistics": False}
+
+
+def _prefetched(groups: Iterator[tuple[int, pa.Table]]) -> Iterator[tuple[int, pa.Table]]:
+    """`groups`, the next one read in a thread while the caller works on the current one (parquet
+    decoding releases the GIL): one spill part more in memory, the reading off the critical path."""
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(next, groups, None)
+        while (item := ahead.result()) is not None:
+            ahead = pool.submit(next, groups, None)
+            yield item
+            del item
+
+
+def _write_shard(part: Path, target: Path, columns: list[str], schema: pa.Schema,
+                 collect: Callable[[pa.Table], None] | None = None) -> None:
     """The rows of `part` sorted by id (ids are unique in a shard), one contiguous array per column, as
     the in-memory writer writes a shard; built a column at a time, string columns gathered row group by
-    row group (`_gather_strings`), so the shard is in memory about once."""
+    row group (`_gather_strings`), so the shard is in memory about once. `collect` gets the shard table
+    while the parquet encoder runs (in a thread: both release the GIL for most of their work)."""
     source = pq.ParquetFile(part)
     by_id = pc.sort_indices(source.read(columns=["id"]).column(0)).to_numpy()
     arrays = []
     for c in columns:
         gathered = _gather_strings(source, c, by_id) if pa.types.is_string(source.schema_arrow.field(c).type) else None
         arrays.append(gathered if gathered is not None else source.read(columns=[c]).column(0).take(by_id).combine_chunks())
+    del by_id
     table = pa.Table.from_arrays(arrays, names=columns).cast(schema)
-    pq.write_table(table, target, compression="zstd")
+    del arrays
+    if collect is None:
+        pq.write_table(table, target, compression="zstd")
+        return
+    with ThreadPoolExecutor(1) as pool:
+        collected = pool.submit(collect, table)
+        pq.write_table(table, target, compression="zstd")
+        collected.result()
 
 
 TAKE_BYTES = 32 * 2**20  # string columns up to this size are taken by arrow (faster; the copy is small)
