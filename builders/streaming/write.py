@@ -88,10 +88,14 @@ def write_streamed(
 POSITION = np.int32  # spill row positions: 4 B each (a spill of 2^31 rows or more is refused)
 
 
-def _id_order(spill: Spill, keys: np.ndarray, survivors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(`survivors` sorted by id, then by position; True where a new id starts). Keys order all but the
-    ids that share a key; those runs are ordered by their ids, read back from the spill."""
-    order = survivors[np.argsort(keys[survivors], kind="stable")]  # POSITION, like survivors
+def _id_order(spill: Spill, keys: np.ndarray, survivors: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(`survivors` (None: every spill row) sorted by id, then by position; True where a new id starts).
+    Keys order all but the ids that share a key; those runs are ordered by their ids, read back from
+    the spill."""
+    if survivors is None:  # no copy of the keys to sort (filter: every row survives)
+        order = np.argsort(keys, kind="stable").astype(POSITION)
+    else:
+        order = survivors[np.argsort(keys[survivors], kind="stable")]  # POSITION, like survivors
     n = len(order)
     starts = np.ones(n, dtype=bool)
     if n < 2:
@@ -176,7 +180,9 @@ def write_spill(
     if len(codes) >= np.iinfo(POSITION).max:
         raise MedmillError(f"{len(codes):,} records is more than the streaming writer takes (2^31 - 1)")
     keep = np.asarray(keep, dtype=bool)
-    order, starts = _id_order(spill, _all_keys(keys), np.flatnonzero(keep).astype(POSITION))  # keys freed here
+    survivors = None if keep.all() else np.flatnonzero(keep).astype(POSITION)
+    order, starts = _id_order(spill, _all_keys(keys), survivors)  # keys freed here
+    del survivors
     del keys
     start_at = np.flatnonzero(starts).astype(POSITION)
     del starts

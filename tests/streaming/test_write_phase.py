@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from medmill.builders.streaming.sizes import TableSizer
 from medmill.builders.streaming.spill import Spill
-from medmill.builders.streaming.write import _all_keys, _prefetched, _totals_of
+from medmill.builders.streaming.write import POSITION, _all_keys, _id_order, _prefetched, _totals_of
 from medmill.schemas import KIND_COLUMNS
 from medmill.schemas.dataset_dir import ARROW_SCHEMAS
 
@@ -66,3 +66,22 @@ def test_key_list_is_emptied_and_prefetch_keeps_order() -> None:
     items = [(i, pa.table({"x": [i]})) for i in range(5)]
     assert [at for at, _ in _prefetched(iter(items))] == [0, 1, 2, 3, 4]
     assert list(_prefetched(iter([]))) == []
+
+
+def test_id_order_of_every_row_equals_the_one_of_all_positions() -> None:
+    rng = np.random.default_rng(1)
+    keys = rng.integers(0, 50, 1000).astype(np.uint64)  # many ties: runs of equal keys ordered by id, then position
+    ids = [f"{k:03d}-{rng.integers(0, 3)}" for k in keys.tolist()]
+
+    class Ids:
+        def take(self, positions, columns):
+            return pa.table({"id": [ids[p] for p in positions]})
+
+    every, starts = _id_order(Ids(), keys, None)
+    given, given_starts = _id_order(Ids(), keys, np.arange(1000, dtype=POSITION))
+    assert every.dtype == POSITION and every.tolist() == given.tolist() and starts.tolist() == given_starts.tolist()
+    assert [ids[p] for p in every.tolist()] == sorted(ids, key=lambda i: (int(i[:3]), i))
+    assert int(starts.sum()) == len(set(ids))
+    some = np.arange(0, 1000, 3, dtype=POSITION)
+    order, _ = _id_order(Ids(), keys, some)
+    assert sorted(order.tolist()) == some.tolist()
