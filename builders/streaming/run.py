@@ -5,9 +5,10 @@
     ──> streaming writer
 
 Memory stays flat in the input size apart from the dedup state (see `curation/dedup_state.py`) and
-9 B per surviving record (its id's 8-byte sort key, its split's 1-byte code; the writer's sort adds
-~25 B per record for a moment); at most `2 x workers` batches are in flight, and rows never travel
-between processes (workers read their own slices and write their own spill parts).
+9 B per surviving record (its id's 8-byte sort key, its split's 1-byte code; the writer's id sort
+adds 20-32 B per record for a moment, its later steps less: `write.py`); at most `2 x workers`
+batches are in flight, and rows never travel between processes (workers read their own slices and
+write their own spill parts).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The streaming shard writer: the same dataset dir `writer.write_dataset_dir` writes for the same
-records (byte-identical shards, the same rejects.jsonl), from the spill, one shard in memory at a time.
+records (byte-identical shards, the same rejects.jsonl and card), from the spill, one shard in memory
+at a time.
 
-What the in-memory writer does, and how it is done here with 9 B per spill row (an 8-byte id sort
-key, `keys.py`, and a 1-byte split code) plus per-split size totals:
+What the in-memory writer does, and how it is done here from the spill and per-split size totals:
 - first record of each id wins, later ones become `write/exact_duplicate` rejects: keys of every
   survivor are sorted (numpy, stable), runs of equal keys are ordered by their full ids read back
   from the spill, so groups of equal ids are adjacent;
@@ -11,9 +11,20 @@ key, `keys.py`, and a 1-byte split code) plus per-split size totals:
 - per split, rows sorted by id are cut into ceil(table bytes / max shard bytes) shards of equal row
   count: table bytes come from size totals per split (`sizes.SizeTotals`, summed by the workers),
   corrected by the few rows not written (duplicates, dedup) or written under another split, whose
-  figures are read back;
-- rows are routed from the spill to one temporary file per shard in a single pass, then each shard is
-  read, sorted by id and written as the in-memory writer writes it, built a column at a time.
+  figures the workers left in the spill (`TableSizer.as_columns`: a few bytes per row, read instead
+  of the rows);
+- every written row gets its index in writing order (split by split, by id), so a shard is a range of
+  indexes; one pass over the spill routes rows to one temp file per shard (lz4 Arrow IPC) with their
+  place in it, then each shard is put in place and written as the in-memory writer writes it, built a
+  column at a time; the card's stats are taken from each shard as it is encoded (`StatsCollector`,
+  in a thread), not read back.
+
+Memory per spill row (positions are int32): 8 B (id sort key) + 1 B (split code) + 1 B (keep flag)
+from the caller; while sorting, 20 B more for a moment (a 8-byte argsort, the 4-byte order; +12 B
+when dedup dropped some rows: the survivors' positions and keys); 12 B while shards are planned (write
+index, first row of each id, its split, duplicate flag); 7 B while rows are routed (keys freed); then
+2 B while shards are written. Everything else is per shard (its arrow table, ~2x its bytes with the
+parquet encoder's buffers) or per spill part.
 """
 
 from __future__ import annotations
@@ -120,9 +131,14 @@ def _id_order(spill: Spill, keys: np.ndarray, survivors: np.ndarray | None) -> t
 
 def _all_keys(keys: np.ndarray | list[np.ndarray]) -> np.ndarray:
     """The keys as one array; a list (of per-batch arrays) is emptied, so they are freed once sorted."""
-    if isinstance(keys, list):
-        whole = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-        keys.clear()
+    if isinstance(keys, list):  # copied batch by batch, each freed once copied: 8 B per row, not 16
+        whole = np.empty(sum(len(k) for k in keys), np.uint64)
+        at = 0
+        keys.reverse()
+        while keys:
+            part = keys.pop()
+            whole[at : at + len(part)] = part
+            at += len(part)
         return whole
     return np.asarray(keys)
 
