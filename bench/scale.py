@@ -9,7 +9,8 @@ writer's arrow schema, a manifest), batch by batch, so 5M records need no more m
 
 Memory: every run is a child process; we report its peak RSS (`wait4`, the largest single process)
 and the peak summed PSS of its whole process tree (sampled every 0.1 s from /proc), since
-`--workers` forks processes that share pages.
+`--workers` forks processes that share pages, and the shape of the driver's RSS over the run (the
+largest sample in each twelfth of the wall time: map phase first, then dedup and the writer).
 
     python bench/scale.py --sizes 50000 --kind pretrain
     python bench/scale.py --sizes 250000,1000000                  # streaming beside --executor memory
@@ -205,15 +206,40 @@ def _tree_pss_kb(root: int) -> int:
     return total
 
 
+def _rss_mb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
+def rss_shape(trace: list[tuple[float, int]], points: int = 12) -> str:
+    """The driver's RSS over the run, as the largest value in each of `points` equal time slices."""
+    if not trace:
+        return "-"
+    end = trace[-1][0] or 1.0
+    slices: list[int | None] = [None] * points
+    for t, mb in trace:
+        i = min(points - 1, int(t / end * points))
+        slices[i] = max(slices[i] or 0, mb)
+    return " ".join("·" if mb is None else str(mb) for mb in slices)
+
+
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     peak = {"pss": 0}
+    trace: list[tuple[float, int]] = []  # (seconds, RSS MB of the driver process)
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             peak["pss"] = max(peak["pss"], _tree_pss_kb(proc.pid))
+            trace.append((time.perf_counter() - t0, _rss_mb(proc.pid)))
             stop.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -227,7 +253,8 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     # CPU seconds of the child and every process it waited for (its --workers pools): unlike wall time,
     # a figure other load on a shared machine barely moves
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_mb": usage.ru_maxrss / 1024,
-            "tree_pss_mb": peak["pss"] / 1024, "rc": proc.returncode, "output": out.decode(errors="replace")}
+            "tree_pss_mb": peak["pss"] / 1024, "rc": proc.returncode, "output": out.decode(errors="replace"),
+            "rss_shape": rss_shape(trace)}
 
 
 def stage_rates(out_dir: Path, n_in: int) -> str:
@@ -296,7 +323,8 @@ def main() -> None:
                     continue
                 rows.append((n, command, label, r["wall"], n / r["wall"], r["cpu"], r["maxrss_mb"], r["tree_pss_mb"], stage_rates(out, n)))
                 print(f"  {command:6} {label:18} {r['wall']:7.1f} s {n / r['wall']:9,.0f} rec/s  cpu {r['cpu']:7.1f} s"
-                      f"  maxrss {r['maxrss_mb']:7,.0f} MB  tree PSS {r['tree_pss_mb']:7,.0f} MB  [{rows[-1][-1]}]", flush=True)
+                      f"  maxrss {r['maxrss_mb']:7,.0f} MB  tree PSS {r['tree_pss_mb']:7,.0f} MB  [{rows[-1][-1]}]\n"
+                      f"         driver RSS MB over the run (max per twelfth): {r['rss_shape']}", flush=True)
     load = os.getloadavg()
     print(f"\nload average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print("| records | command | path | wall s | records/s | CPU s (process tree) | peak RSS MB (largest process) | peak PSS MB (process tree) | records/s per stage |")

@@ -236,9 +236,11 @@ def _example(out_dir: Path, m: Manifest) -> dict[str, Any] | None:
         if info and info.files and (out_dir / info.files[0]).exists():
             with shard_errors(out_dir / info.files[0]):
                 parquet = pq.ParquetFile(out_dir / info.files[0])
-                table = parquet.read_row_group(0, columns=[c for c in KIND_COLUMNS[m.kind] if c != "source"])
-            if table.num_rows:
-                return table.slice(0, 1).to_pylist()[0]
+                # one row decoded, not the row group (a whole shard: ~1 s at 450k rows)
+                columns = [c for c in KIND_COLUMNS[m.kind] if c != "source"]
+                first = next(parquet.iter_batches(batch_size=1, row_groups=[0], columns=columns), None) if parquet.num_row_groups else None
+            if first is not None and first.num_rows:
+                return first.to_pylist()[0]
     return None
 
 

@@ -56,30 +56,55 @@ KIND_FIELDS: dict[str, list[tuple[str, str, tuple[str, ...] | None]]] = {
 
 @dataclass
 class Distribution:
-    """Summary of one length distribution (characters or token proxy)."""
+    """Summary of one length distribution (characters or token proxy), held as value counts: the
+    distinct `values` (ascending) and how many records have each, so its memory follows the number of
+    distinct lengths, not of records. Figures equal numpy's on the per-record array (tests/publish)."""
 
     values: np.ndarray
+    counts: np.ndarray | None = None  # None: `values` are per-record figures (turned into counts here)
+
+    def __post_init__(self) -> None:
+        if self.counts is None:
+            self.values, counts = np.unique(np.asarray(self.values), return_counts=True)
+            self.counts = counts.astype(np.int64)
+        self._cum = np.cumsum(self.counts)
 
     @property
     def count(self) -> int:
-        return int(self.values.size)
+        return int(self._cum[-1]) if self.values.size else 0
+
+    def _at(self, index: int) -> Any:
+        """The value at `index` of the sorted per-record array."""
+        return self.values[int(np.searchsorted(self._cum, index, side="right"))]
 
     def quantile(self, q: float) -> int:
-        return int(np.quantile(self.values, q)) if self.values.size else 0
+        """= int(np.quantile(per-record values, q)): numpy's default (linear) method, step by step."""
+        n = self.count
+        if not n:
+            return 0
+        virtual = (n - 1) * np.float64(q)
+        previous = np.floor(virtual)
+        if virtual >= n - 1:
+            return int(self._at(n - 1))
+        a, b = self._at(int(previous)), self._at(int(previous) + 1)
+        gamma = virtual - previous
+        diff = b - a
+        value = b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+        return int(value)
 
     @property
     def mean(self) -> float:
-        return float(self.values.mean()) if self.values.size else 0.0
+        return float(int(np.dot(self.values.astype(np.int64), self.counts)) / self.count) if self.values.size else 0.0
 
     def summary(self) -> dict[str, float | int]:
         if not self.values.size:
             return {"min": 0, "p50": 0, "p90": 0, "p99": 0, "max": 0, "mean": 0.0}
         return {
-            "min": int(self.values.min()),
+            "min": int(self.values[0]),
             "p50": self.quantile(0.5),
             "p90": self.quantile(0.9),
             "p99": self.quantile(0.99),
-            "max": int(self.values.max()),
+            "max": int(self.values[-1]),
             "mean": round(self.mean, 1),
         }
 
@@ -87,10 +112,29 @@ class Distribution:
         """Counts and bin edges, clipped at the 99th percentile so one outlier does not flatten the plot."""
         if not self.values.size:
             return [], []
-        lo = int(self.values.min())
+        lo = int(self.values[0])
         hi = max(self.quantile(0.99), lo + 1)
-        counts, edges = np.histogram(np.clip(self.values, None, hi), bins=bins, range=(lo, hi))
+        counts, edges = np.histogram(np.clip(self.values, None, hi), bins=bins, range=(lo, hi), weights=self.counts)
         return [int(c) for c in counts], [float(e) for e in edges]
+
+
+class ValueCounts:
+    """Distinct values and their counts, added to batch by batch (memory: one entry per distinct value)."""
+
+    def __init__(self, dtype: type = np.int32) -> None:
+        self.values = np.zeros(0, dtype)
+        self.counts = np.zeros(0, np.int64)
+
+    def add(self, values: np.ndarray) -> None:
+        if not len(values):
+            return
+        new, counts = np.unique(np.asarray(values).astype(self.values.dtype), return_counts=True)
+        merged, at = np.unique(np.concatenate([self.values, new]), return_inverse=True)
+        self.counts = np.bincount(at.reshape(-1), weights=np.concatenate([self.counts, counts]), minlength=len(merged)).astype(np.int64)
+        self.values = merged
+
+    def distribution(self) -> Distribution:
+        return Distribution(self.values, self.counts)
 
 
 @dataclass
@@ -211,48 +255,90 @@ def _pick_categories(counters: dict[str, Counter], rows: int) -> dict[str, Count
 
 
 STATS_BATCH_ROWS = 16_384  # token_proxy's per-byte arrays cost ~8x a batch's text bytes
-LENGTH_DTYPE = np.int32  # per-record lengths: 4 B each (the figures equal int64's: tests/publish)
+LENGTH_DTYPE = np.int32  # lengths are counted as int32 values (the figures equal int64's: tests/publish)
 
 
-def _add_batch(stats: DatasetStats, table: pa.Table, split: str, kind: str, fields, schema_names: set[str],
-               chars: dict[str, list[np.ndarray]], toks: dict[str, list[np.ndarray]], turns: list[np.ndarray],
-               meta_counters: dict[str, Counter]) -> None:
-    stats.records[split] = stats.records.get(split, 0) + table.num_rows
-    for column in dict.fromkeys(c for _, c, _ in fields):
-        if column in schema_names:
-            wanted = [(name, roles) for name, c, roles in fields if c == column]
-            for name, (c, t) in _column_lengths(table, column, wanted).items():
-                chars[name].append(np.asarray(c).astype(LENGTH_DTYPE))
-                toks[name].append(np.asarray(t).astype(LENGTH_DTYPE))
-    if kind == "sft" and "messages" in schema_names:
-        turns.append(_turn_counts(table).astype(LENGTH_DTYPE))
-    if "meta" in schema_names and stats.meta_rows_read < MAX_META_ROWS:
-        take = min(table.num_rows, MAX_META_ROWS - stats.meta_rows_read)
-        # each distinct meta text parsed once (most rows share a few); taken in first-seen order, the
-        # counters get their keys and values in the order a row-by-row pass gives them
-        metas = table.column("meta").slice(0, take).to_pylist()
-        distinct = Counter(metas) if all(m is None or isinstance(m, str) for m in metas) else [(m, 1) for m in metas]
-        for meta, times in (distinct.items() if isinstance(distinct, Counter) else distinct):
-            for k, values in _meta_values(meta).items():
-                counter = meta_counters.setdefault(k, Counter())
-                for v in values:
-                    counter[v] += times
-        stats.meta_rows_read += take
+class StatsCollector:
+    """`DatasetStats` of shards handed in any order, each whole or in slices (the streaming writer hands
+    each shard over as it writes it, so nothing is read back). Lengths are kept as value counts, so
+    memory does not grow with the records; categories count the `meta` of the first MAX_META_ROWS rows
+    in shard-file-name order (as `compute_stats` reads a dir), given by each table's `row_offset`: the
+    rows of the dir that come before it in that order."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.fields = KIND_FIELDS.get(kind, [])
+        self.chars = {name: ValueCounts(LENGTH_DTYPE) for name, _, _ in self.fields}
+        self.tokens = {name: ValueCounts(LENGTH_DTYPE) for name, _, _ in self.fields}
+        self.turns: ValueCounts | None = None
+        self.records: dict[str, dict[str, int]] = {}  # shard name -> {split: rows}
+        self.metas: list[tuple[int, list[Any]]] = []  # (row offset, meta cells) of the first MAX_META_ROWS rows
+
+    def add(self, table: pa.Table, split: str, shard: str, row_offset: int) -> None:
+        """Rows of the shard file `shard` of `split`, the first at `row_offset` of the dir in file-name order."""
+        if not table.num_rows:
+            return
+        counts = self.records.setdefault(shard, {})
+        counts[split] = counts.get(split, 0) + table.num_rows
+        names = set(table.column_names)
+        for at in range(0, table.num_rows, STATS_BATCH_ROWS):
+            self._lengths(table.slice(at, STATS_BATCH_ROWS), names)
+        if "meta" in names and row_offset < MAX_META_ROWS:
+            self.metas.append((row_offset, table.column("meta").slice(0, MAX_META_ROWS - row_offset).to_pylist()))
+
+    def _lengths(self, table: pa.Table, names: set[str]) -> None:
+        for column in dict.fromkeys(c for _, c, _ in self.fields):
+            if column in names:
+                wanted = [(name, roles) for name, c, roles in self.fields if c == column]
+                for name, (c, t) in _column_lengths(table, column, wanted).items():
+                    self.chars[name].add(np.asarray(c))
+                    self.tokens[name].add(np.asarray(t))
+        if self.kind == "sft" and "messages" in names:
+            self.turns = self.turns or ValueCounts(LENGTH_DTYPE)
+            self.turns.add(_turn_counts(table))
+
+    def result(self) -> DatasetStats:
+        stats = DatasetStats(kind=self.kind)
+        for shard in sorted(self.records):
+            for split, n in self.records[shard].items():
+                stats.records[split] = stats.records.get(split, 0) + n
+        for name in self.chars:
+            stats.chars[name] = self.chars[name].distribution()
+            stats.tokens[name] = self.tokens[name].distribution()
+        if self.turns is not None:
+            stats.turns = self.turns.distribution()
+        meta_counters: dict[str, Counter] = {}
+        for offset, cells in sorted(self.metas, key=lambda m: m[0]):
+            take = max(0, min(len(cells), MAX_META_ROWS - stats.meta_rows_read))
+            if offset != stats.meta_rows_read or not take:
+                continue
+            _count_meta(cells[:take], meta_counters)
+            stats.meta_rows_read += take
+        stats.categories = _pick_categories(meta_counters, stats.meta_rows_read)
+        return stats
+
+
+def _count_meta(metas: list[Any], meta_counters: dict[str, Counter]) -> None:
+    """Count the short values of `metas` by key. Each distinct meta text is parsed once (most rows share
+    a few); taken in first-seen order, the counters get their keys and values in the order a row-by-row
+    pass gives them."""
+    distinct = Counter(metas) if all(m is None or isinstance(m, str) for m in metas) else [(m, 1) for m in metas]
+    for meta, times in (distinct.items() if isinstance(distinct, Counter) else distinct):
+        for k, values in _meta_values(meta).items():
+            counter = meta_counters.setdefault(k, Counter())
+            for v in values:
+                counter[v] += times
 
 
 def compute_stats(path: Path, kind: str) -> DatasetStats:
     """Read the shards of a dataset dir column-wise and summarise them."""
-    stats = DatasetStats(kind=kind)
-    fields = KIND_FIELDS.get(kind, [])
-    chars: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in fields}
-    toks: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in fields}
-    turns: list[np.ndarray] = []
-    meta_counters: dict[str, Counter] = {}
-    columns = sorted({c for _, c, _ in fields} | {"meta"})
+    collector = StatsCollector(kind)
+    columns = sorted({c for _, c, _ in collector.fields} | {"meta"})
     try:
         shards = split_files(path, verify=False)  # the card's stats run on the dir being written, before its manifest
     except MedmillError:  # an empty build has no data/: stats of nothing
-        return stats
+        return DatasetStats(kind=kind)
+    offset = 0
     for split, files in shards.items():
         for f in files:
             with shard_errors(f):
@@ -262,11 +348,6 @@ def compute_stats(path: Path, kind: str) -> DatasetStats:
                 # shard at once would need GBs (the per-record results are the same either way)
                 batches = parquet.iter_batches(batch_size=STATS_BATCH_ROWS, columns=[c for c in columns if c in schema_names])
                 for batch in batches:
-                    _add_batch(stats, pa.Table.from_batches([batch]), split, kind, fields, schema_names, chars, toks, turns, meta_counters)
-    for name in chars:
-        stats.chars[name] = Distribution(np.concatenate(chars[name]) if chars[name] else np.zeros(0, LENGTH_DTYPE))
-        stats.tokens[name] = Distribution(np.concatenate(toks[name]) if toks[name] else np.zeros(0, LENGTH_DTYPE))
-    if turns:
-        stats.turns = Distribution(np.concatenate(turns))
-    stats.categories = _pick_categories(meta_counters, stats.meta_rows_read)
-    return stats
+                    collector.add(pa.Table.from_batches([batch]), split, f.name, offset)
+                    offset += batch.num_rows if "meta" in schema_names else 0  # rows without meta are not counted
+    return collector.result()

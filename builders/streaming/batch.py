@@ -74,7 +74,7 @@ class BatchOut:
     read_ok: int
     read: StepTally
     steps: list[StepTally]
-    survivors: pa.Table | None  # kind columns (final meta) + SPLIT_COL [+ RAW_META_COL, TEXT_COL, ORIGIN_COL]; None: in `part`
+    survivors: pa.Table | None  # kind columns (final meta) + SPLIT_COL + size columns [+ RAW_META_COL, TEXT_COL, ORIGIN_COL]; None: in `part`
     n_survivors: int
     keys: np.ndarray  # per survivor: uint64 sort key of its id (`keys.id_keys`)
     split_codes: np.ndarray  # per survivor: uint8 index into split_names
@@ -286,6 +286,8 @@ class BatchWork:
         split_array = np.asarray(splits, dtype=object)
         totals = {name: sizer.totals(sizes.take(np.flatnonzero(split_array == name))) for name in dict.fromkeys(splits)}
         table = table.append_column(SPLIT_COL, pa.array(splits, pa.string()))
+        for name, column in sizer.as_columns(sizes).items():  # the writer reads these, not the rows, for rows it drops
+            table = table.append_column(name, column)
         if self.dedup is not None:
             table = table.append_column(RAW_META_COL, pa.array(raw_meta, pa.string()))
         return table, splits, totals, order

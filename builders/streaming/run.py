@@ -5,9 +5,10 @@
     ──> streaming writer
 
 Memory stays flat in the input size apart from the dedup state (see `curation/dedup_state.py`) and
-9 B per surviving record (its id's 8-byte sort key, its split's 1-byte code; the writer's sort adds
-~25 B per record for a moment); at most `2 x workers` batches are in flight, and rows never travel
-between processes (workers read their own slices and write their own spill parts).
+9 B per surviving record (its id's 8-byte sort key, its split's 1-byte code; the writer's id sort
+adds 20-32 B per record for a moment, its later steps less: `write.py`); at most `2 x workers`
+batches are in flight, and rows never travel between processes (workers read their own slices and
+write their own spill parts).
 """
 
 from __future__ import annotations
@@ -292,11 +293,10 @@ def _run(out, kind, plan: StepPlan, info, workers, mapper, started, on_batch, wo
     if n_final == 0:
         raise _fail_without_records(out, reject_files, by_reason)
     t2 = time.perf_counter()
-    all_keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-    del keys
     all_codes = np.concatenate(split_codes) if split_codes else np.zeros(0, np.uint8)
     del split_codes
-    manifest = write_spill(out, spill, keep, all_keys, all_codes, split_names, totals, reject_files, by_reason, info,
+    # the per-batch key arrays go as a list: the writer empties it, freeing them once sorted
+    manifest = write_spill(out, spill, keep, keys, all_codes, split_names, totals, reject_files, by_reason, info,
                            work_dir, extra)
     timings["stream.write"] = time.perf_counter() - t2
     rates.append(("write", n_final, timings["stream.write"]))

@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+SIZE_DATA_COL, SIZE_NULLS_COL, SIZE_ITEMS_PREFIX = "_size_data", "_size_nulls", "_size_items_"
+
 
 @dataclass(frozen=True)
 class _Node:
@@ -139,6 +141,28 @@ class TableSizer:
             arr = arrays[parent].field(name)
         arrays[node.path] = arr
         return arr
+
+    @property
+    def column_names(self) -> list[str]:
+        """Spill columns that carry each row's figures (`as_columns`), so a writer reads those instead
+        of the rows."""
+        return [SIZE_DATA_COL, SIZE_NULLS_COL, *(f"{SIZE_ITEMS_PREFIX}{i}" for i in range(len(self.lists)))]
+
+    def as_columns(self, sizes: RowSizes) -> dict[str, pa.Array]:
+        """`sizes` as spill columns (12 B per row and 8 B per list node; `from_columns` reads them back)."""
+        out = {SIZE_DATA_COL: pa.array(sizes.data, pa.int64()), SIZE_NULLS_COL: pa.array(sizes.nulls, pa.uint64())}
+        for i in range(len(self.lists)):
+            out[f"{SIZE_ITEMS_PREFIX}{i}"] = pa.array(sizes.items[:, i], pa.int64())
+        return out
+
+    def from_columns(self, table: pa.Table) -> RowSizes:
+        """The figures `as_columns` put in `table`."""
+        def col(name: str) -> np.ndarray:
+            return table.column(name).to_numpy()
+
+        items = np.stack([col(f"{SIZE_ITEMS_PREFIX}{i}") for i in range(len(self.lists))], axis=1) if self.lists else np.zeros(
+            (table.num_rows, 0), np.int64)
+        return RowSizes(col(SIZE_DATA_COL).astype(np.int64), items.astype(np.int64), col(SIZE_NULLS_COL).astype(np.uint64))
 
     def empty_totals(self) -> SizeTotals:
         return SizeTotals(0, 0, np.zeros(len(self.lists), np.int64), np.zeros(len(self.nodes), np.int64))

@@ -368,26 +368,31 @@ def test_read_plan_slices_cover_every_row_once_in_order(tmp_path):
 
 
 def test_gather_strings_equals_take(tmp_path, monkeypatch):
-    """A shard's large string columns are gathered row group by row group; the result is arrow's take.
-    Small columns are left to arrow's take (None)."""
+    """A shard's large string columns are gathered batch by batch from its temp part; the result is
+    arrow's take. Small columns are left to arrow's take (None)."""
     import medmill.builders.streaming.write as write
 
+    def part(table: pa.Table, name: str, rows: int) -> write._TempPart:
+        with pa.ipc.new_file(tmp_path / name, table.schema, options=write.TEMP_IPC) as w:
+            for at in range(0, table.num_rows, rows):  # several batches
+                w.write_table(table.slice(at, rows))
+        return write._TempPart(tmp_path / name)
+
     rng = random.Random(5)
-    table = pa.table({"s": ["abc"] * 50})
-    pq.write_table(table, tmp_path / "small.parquet")
-    assert write._gather_strings(pq.ParquetFile(tmp_path / "small.parquet"), "s", np.arange(50)) is None
+    small = part(pa.table({"s": ["abc"] * 50}), "small.arrow", 50)
+    assert write._gather_strings(small, "s", np.arange(50)) is None
     monkeypatch.setattr(write, "TAKE_BYTES", 0)
     for n in (1, 300, 1000):
         values = ["".join(rng.choice("ab中文x") for _ in range(rng.randint(0, 9))) for _ in range(n)]
         table = pa.table({"s": values, "with_null": [None if i == n // 2 else "v" for i in range(n)]})
-        path = tmp_path / f"part-{n}.parquet"
-        with pq.ParquetWriter(path, table.schema) as w:
-            for at in range(0, n, 137):  # several row groups
-                w.write_table(table.slice(at, 137))
+        source = part(table, f"part-{n}.arrow", 137)
         order = np.array(rng.sample(range(n), n))
-        got = write._gather_strings(pq.ParquetFile(path), "s", order)
+        place = np.empty(n, np.int64)
+        place[order] = np.arange(n)  # source row order[i] goes to place i
+        got = write._gather_strings(source, "s", place)
         assert got is not None and got.equals(pa.array(values).take(pa.array(order)))
-        assert write._gather_strings(pq.ParquetFile(path), "with_null", order) is None  # nulls: the caller takes
+        assert write._gather_strings(source, "with_null", place) is None  # nulls: the caller takes
+        assert source.column("with_null").combine_chunks().equals(table.column("with_null").combine_chunks())
 
 
 def test_streamed_dedup_through_many_pair_files_and_gathers_equals_in_memory(inputs, tmp_path, monkeypatch):
