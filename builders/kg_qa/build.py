@@ -1,15 +1,23 @@
 """The kg-qa builder (`medmill build-kg-qa`): read the KG, make records in template mode, LLM
-patient-scenario mode, or a seeded mix of both, then run_build curates and writes them."""
+patient-scenario mode, or a seeded mix of both, then run_build curates and writes them.
+
+Template mode streams (`--executor local`, the default): the KG is in memory anyway (the reader merges
+entities by name), its records are made batch by batch on the workers and written as they come.
+LLM and mixed modes build in memory: `MixSplit` holds the template share's records until `MixJoin`
+puts them in front of the LLM records, so no record could be written before the last LLM answer.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from medmill.builders.core.builder import BuildContext, Builder, Inputs
+from medmill.builders.core.builder import BuildContext, Builder, Inputs, ItemStream
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.config import LLMBuildConfig
 from medmill.builders.core.manifest import Manifest
@@ -32,6 +40,7 @@ from medmill.builders.kg_qa.template_qa import (
     build_template_records,
     entity_source,
     protected_terms,
+    reverse_groups,
 )
 from medmill.builders.kg_qa.templates import load_templates
 from medmill.builders.llm.prompts import load_prompt
@@ -88,6 +97,26 @@ class KGQABuilder(Builder[KGQAConfig]):
         counters["entities_read"] = len(entities)
         return Inputs(entities, read.files, read.rejects, counters)
 
+    def read_stream(self, cfg: KGQAConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream | None:
+        """Template mode: the entities, then the questions across the graph (`reverse_groups`, found here
+        from every entity) as one stream, so their records come last, as `ReverseStep` puts them. LLM and
+        mixed modes: None (in memory, see the module docstring)."""
+        if cfg.uses_llm:
+            return None
+        inputs = self.read(cfg, ctx)
+        templates = load_templates(cfg.templates)
+        groups, counters = reverse_groups(inputs.items, templates, cfg.template_qa)
+        inputs.extra.update(templates=templates, reverse_counters=counters)
+        inputs.items_read = len(inputs.items)
+        entities = inputs.items
+
+        def batches() -> Iterator[list[Any]]:
+            items = chain(entities, groups)
+            while batch := list(islice(items, batch_items)):
+                yield batch
+
+        return ItemStream(inputs, batches, len(entities) + len(groups))
+
     def protected_terms(self, cfg: KGQAConfig, inputs: Inputs) -> frozenset[str]:
         return protected_terms(inputs.items)
 
@@ -96,6 +125,10 @@ class KGQABuilder(Builder[KGQAConfig]):
         global step holding every entity). LLM and mixed modes: the template share and the entities with
         no usable fact in the driver (`MixSplit`), one LLM request per usable entity on the workers
         (`ScenarioWork`), then the template records put back in front (`MixJoin`)."""
+        if not cfg.uses_llm and "templates" in inputs.extra:  # streamed: the questions across the graph are items
+            out.prompt(inputs.extra["templates"].ref)
+            out.counters.update(inputs.extra["reverse_counters"])
+            return [TemplateStep(inputs.extra["templates"], cfg.template_qa)]
         if not cfg.uses_llm:
             templates = load_templates(cfg.templates)
             out.prompt(templates.ref)

@@ -1,0 +1,69 @@
+"""The builders streamed after build-pt, -dialogue and -tasks mcq/ner write exactly the dataset dir
+their in-memory build writes (sha256 of every file, the manifest without timings), with 1 process or 2
+and batches that cut the input at odd places: build-kg-qa in template mode (the questions across the
+graph come last, as in memory), ..."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medmill.builders.core.run import run_build
+from medmill.builders.kg_qa.build import KGQABuilder, KGQAConfig
+from medmill.builders.streaming.build_stream import StreamExecutor
+from tests.streaming.test_build_stream import dir_digest
+
+
+def _differs(reference: dict[str, str], got: dict[str, str]) -> set[str]:
+    return {k for k in reference.keys() | got.keys() if reference.get(k) != got.get(k)}
+
+
+def kg_with_rejects(examples_dir: Path, root: Path) -> list[Path]:
+    """The example KG plus a file a real crawl has: a broken line, an entity with nothing to ask, an
+    attribute too long to cut, a phone number in a text (PII), and an entity that repeats another's
+    facts under another name (near-duplicate answers)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"中心词": "空条目", "类型": "疾病"},
+        {"中心词": "长文本病", "类型": "疾病", "简介": "很长的说明" * 500},
+        {"中心词": "咨询病", "类型": "疾病", "简介": "如有疑问请致电13912345678咨询门诊。", "就诊科室": ["内科"]},
+    ]
+    first = json.loads((examples_dir / "kg" / "diseases.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    rows.append({**first, "中心词": "普通感冒样病"})
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    lines.insert(2, "{not json")
+    (root / "extra.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [examples_dir / "kg", root / "extra.jsonl"]
+
+
+def _kg_qa(tmp: Path, name: str, executor, **cfg) -> Path:
+    out = tmp / name
+    report = run_build(KGQABuilder(), KGQAConfig(out=out, val_size=0.1, test_size=0.1, **cfg), executor=executor,
+                       max_shard_bytes=4_000)
+    assert report.manifest.records_total > 0
+    return out
+
+
+@pytest.mark.parametrize("cfg", [
+    pytest.param({}, id="defaults"),
+    pytest.param({"template_qa": {"per_entity": 3}, "curation": {"dedup": False}}, id="capped-no-dedup"),
+])
+def test_kg_qa_template_streamed_equals_in_memory(tmp_path: Path, examples_dir: Path, cfg: dict) -> None:
+    cfg = {"inputs": kg_with_rejects(examples_dir, tmp_path / "in"), **cfg}
+    memory = _kg_qa(tmp_path, "memory", None, **cfg)
+    m = json.loads((memory / "manifest.json").read_text(encoding="utf-8"))
+    counters = m["counters"]
+    # the example KG exercises what must agree: questions across the graph (last), several splits and shards
+    assert counters["records.reverse_single"] > 0 and counters["records.relation"] > 0, counters
+    assert {"train", "validation", "test"} <= set(m["splits"]) and len(m["splits"]["train"]["files"]) >= 2, m["splits"]
+    reasons = set(m["rejects_by_reason"])
+    assert counters["pii.records_redacted"] > 0
+    assert {"build/no_usable_facts", "build/text_too_long"} <= reasons and any(r.startswith("read/") for r in reasons), reasons
+    reference = dir_digest(memory)
+    for workers, batch in ((1, 3), (2, 7)):
+        out = _kg_qa(tmp_path, f"stream-{workers}", StreamExecutor(workers, batch), **cfg)
+        assert not list(out.glob(".medmill-*")), "work files left behind"
+        got = dir_digest(out)
+        assert got == reference, _differs(reference, got)
