@@ -86,6 +86,8 @@ class BuildContext:
     progress: Progress = no_progress
     # paths a reader must never take as input: the out dir and every LLM cache file
     own_paths: list[Path] = field(default_factory=list)
+    # processes a streamed build runs on (set by the streaming executor): a reader's own passes may use them
+    workers: int = 1
 
     @contextmanager
     def engine(self, settings: LLMSettings, out: Collector, label: str | None = None) -> Iterator[LLMEngine]:

@@ -7,6 +7,10 @@ strategy (each in its own module); run_build curates and writes them.
 - reference: chosen = the reference answer, rejected = a model's (or the given) answer, optionally
   confirmed by the judge.
 Pairs read from preference files are kept as given under corrupt, and re-checked under judge/reference.
+
+corrupt streams (`--executor local`, the default; see corrupt_stream.py): the prompts are read once and
+spilled, the pairs made batch by batch on the workers and written as they come. judge and reference
+call an LLM and build in memory (their LLM steps run on the workers all the same).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from medmill.builders.core.builder import BuildContext, Builder, Inputs
+from medmill.builders.core.builder import BuildContext, Builder, Inputs, ItemStream
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.steps import Step
@@ -56,9 +60,23 @@ class PrefsBuilder(Builder[PrefsConfig]):
         counters = Counter({"inputs.items": len(read.items), "inputs.duplicate_prompts": len(dup_rejects)})
         return Inputs(items, list(cfg.inputs), read.rejects + dup_rejects, counters)
 
+    def read_stream(self, cfg: PrefsConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream | None:
+        """corrupt: the prompts read, spilled and given their perturbation in two passes (corrupt_stream.py);
+        judge and reference: None (in memory)."""
+        if cfg.strategy != "corrupt":
+            return None
+        _check(cfg)
+        from medmill.builders.prefs.corrupt_stream import corrupt_stream
+
+        return corrupt_stream(cfg, work, batch_items, ctx.workers, ctx.progress)
+
     def generation(self, cfg: PrefsConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
         """judge and reference: item-wise steps whose LLM calls run on the workers (steps.py); corrupt
-        (no LLM, a lexicon over the whole input) in the driver."""
+        (no LLM, a lexicon over the whole input) in the driver, or streamed as `CorruptStep`."""
+        if "corrupt" in inputs.extra:
+            step = inputs.extra["corrupt"]
+            out.prompt(step.corrupter.lexicon.ref)
+            return [step]
         if cfg.strategy == "judge":
             return judge_steps(cfg, ctx, out)
         if cfg.strategy == "reference":

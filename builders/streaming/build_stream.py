@@ -306,6 +306,7 @@ def stream_build(
     pool = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())  # freed buffers go back to the system (see streaming/run.py)
     try:
+        ctx.workers = executor.workers
         stream = builder.read_stream(cfg, ctx, work, executor.batch_items)
         if stream is None:
             return None

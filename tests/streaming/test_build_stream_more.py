@@ -47,7 +47,7 @@ def _kg_qa(tmp: Path, name: str, executor, **cfg) -> Path:
 
 
 @pytest.mark.parametrize("cfg", [
-    pytest.param({}, id="defaults"),
+    pytest.param({}, id="defaults", marks=pytest.mark.slow),  # ~6 s; the fast lane keeps capped-no-dedup
     pytest.param({"template_qa": {"per_entity": 3}, "curation": {"dedup": False}}, id="capped-no-dedup"),
 ])
 def test_kg_qa_template_streamed_equals_in_memory(tmp_path: Path, examples_dir: Path, cfg: dict) -> None:
@@ -64,6 +64,59 @@ def test_kg_qa_template_streamed_equals_in_memory(tmp_path: Path, examples_dir: 
     reference = dir_digest(memory)
     for workers, batch in ((1, 3), (2, 7)):
         out = _kg_qa(tmp_path, f"stream-{workers}", StreamExecutor(workers, batch), **cfg)
+        assert not list(out.glob(".medmill-*")), "work files left behind"
+        got = dir_digest(out)
+        assert got == reference, _differs(reference, got)
+
+
+def _prefs(tmp: Path, inputs: list[Path], name: str, executor, **cfg) -> Path:
+    from medmill.builders.prefs.build import PrefsBuilder
+    from medmill.builders.prefs.config import PrefsConfig
+
+    out = tmp / name
+    report = run_build(PrefsBuilder(), PrefsConfig(inputs=inputs, out=out, val_size=0.1, **cfg), executor=executor,
+                       max_shard_bytes=6_000)
+    assert report.manifest.records_total > 0
+    return out
+
+
+def prefs_inputs(examples_dir: Path, root: Path) -> list[Path]:
+    """A build-kg-qa dir of the example KG (its meta drives fact swaps), and a prompt file with what
+    else a user brings: given pairs, prompts without an answer, a repeated prompt, a broken line, an
+    answer no perturbation changes."""
+    kg_out = root / "kg_qa"
+    run_build(KGQABuilder(), KGQAConfig(inputs=[examples_dir / "kg"], out=kg_out, template_qa={"per_entity": 4}),
+              executor=None)
+    rows = [
+        {"question": "发烧三天怎么办？", "answer": "多喝水，注意休息；高热不退请及时就医。"},
+        {"question": "咳嗽能吃阿莫西林吗？", "response_chosen": "需由医生判断是否为细菌感染后再用抗生素。", "response_rejected": "可以，随便吃。"},
+        {"question": "头痛要做什么检查？"},
+        {"question": "发烧三天怎么办？", "answer": "另一份答案。"},
+        {"question": "？", "answer": "。"},
+    ]
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    lines.insert(3, "{not json")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [prompts, kg_out]
+
+
+@pytest.mark.parametrize("cfg", [
+    pytest.param({}, id="defaults", marks=pytest.mark.slow),  # ~6 s; the fast lane keeps limit-two
+    pytest.param({"limit": 150, "perturbations": ["fact_swap", "truncate"], "curation": {"dedup": False}}, id="limit-two"),
+])
+def test_prefs_corrupt_streamed_equals_in_memory(tmp_path: Path, examples_dir: Path, cfg: dict) -> None:
+    inputs = prefs_inputs(examples_dir, tmp_path / "in")
+    memory = _prefs(tmp_path, inputs, "memory", None, **cfg)
+    m = json.loads((memory / "manifest.json").read_text(encoding="utf-8"))
+    counters, reasons = m["counters"], set(m["rejects_by_reason"])
+    assert counters["perturbation.fact_swap"] > 0 and counters["perturbation.truncate"] > 0, counters
+    assert counters["pairs.given"] == 1 and counters["inputs.duplicate_prompts"] == 1, counters
+    assert {"corrupt/no_reference", "select/duplicate_prompt"} <= reasons and any(r.startswith("read/") for r in reasons), reasons
+    assert len(m["splits"]["train"]["files"]) >= 2, m["splits"]
+    reference = dir_digest(memory)
+    for workers, batch in ((1, 4), (2, 9)):
+        out = _prefs(tmp_path, inputs, f"stream-{workers}", StreamExecutor(workers, batch), **cfg)
         assert not list(out.glob(".medmill-*")), "work files left behind"
         got = dir_digest(out)
         assert got == reference, _differs(reference, got)
