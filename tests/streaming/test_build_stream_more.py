@@ -120,3 +120,49 @@ def test_prefs_corrupt_streamed_equals_in_memory(tmp_path: Path, examples_dir: P
         assert not list(out.glob(".medmill-*")), "work files left behind"
         got = dir_digest(out)
         assert got == reference, _differs(reference, got)
+
+
+def cls_inputs(root: Path, shared: Path | None) -> list[Path]:
+    """A Toyhom-style department CSV (UTF-8): departments from common to rare, a question too long, a
+    row without a department, repeated questions; and the real Toyhom sample (GB18030) when present."""
+    import random
+
+    rng = random.Random(5)
+    root.mkdir(parents=True, exist_ok=True)
+    departments = {"心血管科": 40, "神经科": 25, "消化科": 18, "皮肤科": 9, "眼科": 2}
+    symptoms = ["头痛", "胸闷", "腹泻", "皮疹", "视物模糊", "心慌", "失眠", "反酸", "瘙痒", "乏力"]
+    rows = ["department,title,ask,answer"]
+    for dept, n in departments.items():
+        for i in range(n):
+            ask = f"{rng.choice(symptoms)}{rng.randint(1, 9)}天了，伴有{rng.choice(symptoms)}，第{i}次来问，需要做什么检查？"
+            rows.append(f"{dept},{ask[:8]},{ask},建议到{dept}就诊，必要时做相关检查。")
+    rows.append("神经科,很长的问题," + "头痛" * 700 + ",建议就诊。")
+    rows.append(",没有科室,我该挂哪个科？,看情况。")
+    rows += rows[3:6]  # the same questions again (exact duplicates)
+    path = root / "departments.csv"
+    head, body = rows[0], rows[1:]
+    rng.shuffle(body)
+    path.write_text("\n".join([head, *body]) + "\n", encoding="utf-8")
+    return [path] + ([shared / "toyhom_IM_sample.csv"] if shared and (shared / "toyhom_IM_sample.csv").is_file() else [])
+
+
+@pytest.mark.parametrize("cls", [
+    pytest.param({}, id="defaults"),
+    pytest.param({"max_per_label": 12, "min_per_label": 3}, id="capped"),
+])
+def test_tasks_cls_streamed_equals_in_memory(tmp_path: Path, cls: dict) -> None:
+    from tests.conftest import SHARED_SAMPLES
+    from tests.streaming.test_build_stream import _tasks
+
+    cfg = {"task": "cls", "inputs": cls_inputs(tmp_path / "in", SHARED_SAMPLES), "cls": cls, "test_size": 0.2}
+    memory = _tasks(tmp_path, "memory", None, **cfg)
+    m = json.loads((memory / "manifest.json").read_text(encoding="utf-8"))
+    reasons, counters = set(m["rejects_by_reason"]), m["counters"]
+    assert {"build/rare_label", "build/question_too_long"} <= reasons and any(r.startswith("read/") for r in reasons), reasons
+    assert counters["labels"] >= 3 and (counters.get("skipped.over_max_per_label", 0) > 0) == bool(cls), counters
+    assert {"train", "validation", "test"} <= set(m["splits"]) and len(m["splits"]["train"]["files"]) >= 2, m["splits"]
+    reference = dir_digest(memory)
+    for workers, batch in ((1, 4), (2, 10)):
+        out = _tasks(tmp_path, f"stream-{workers}", StreamExecutor(workers, batch), **cfg)
+        got = dir_digest(out)
+        assert got == reference, _differs(reference, got)
