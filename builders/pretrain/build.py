@@ -25,7 +25,7 @@ from medmill.builders.pretrain.boilerplate import (
     strip_repeated_paragraphs,
 )
 from medmill.builders.pretrain.config import MixConfig, PretrainConfig
-from medmill.builders.pretrain.mixing import plan_mix
+from medmill.builders.pretrain.mixing import mix_figures, plan_mix
 from medmill.builders.pretrain.prepare import count_input_files, read_documents
 from medmill.builders.pretrain.sources import InputLog
 from medmill.builders.pretrain.tokens import TokenCounter, TokenStep
@@ -153,7 +153,8 @@ def describe_build(cfg: PretrainConfig, boilerplate: dict[str, Any]) -> str:
 
 
 class MixBuilder(Builder[MixConfig]):
-    """`build-pt --mix`: a token-share mixture of pretrain dirs (see mixing.py)."""
+    """`build-pt --mix`: a token-share mixture of pretrain dirs (see mixing.py); streamed by default
+    (mix_stream.py), the same dir as in memory."""
 
     name = BUILDER
     version = BUILDER_VERSION
@@ -177,6 +178,21 @@ class MixBuilder(Builder[MixConfig]):
                 files.append(path / "manifest.json")
         return Inputs([], files, [], Counter(), {"sources": sources, "method": counter.method, "exact": counter.exact})
 
+    def read_stream(self, cfg: MixConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream:
+        """Every source read once into row files, the plan made, then the picks as a stream (mix_stream.py)."""
+        from medmill.builders.pretrain.mix_stream import mix_stream
+
+        return mix_stream(cfg, work, batch_items)
+
+    def generation(self, cfg: MixConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
+        """In memory: `generate` in the driver. Streamed: the mixture's figures noted here, the records made
+        from the picks by `MixStep` on the workers."""
+        if "mix_step" not in inputs.extra:
+            return super().generation(cfg, inputs, ctx, out)
+        out.counters.update(inputs.extra["mix_counters"])
+        out.stats["mix"] = inputs.extra["mix_stats"]
+        return [inputs.extra["mix_step"]]
+
     def generate(self, cfg: MixConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
         sources = inputs.extra.pop("sources")
         plans = plan_mix(
@@ -188,21 +204,9 @@ class MixBuilder(Builder[MixConfig]):
             rows, tokens = sources[plan.name]
             for index, epoch in plan.selection:
                 out.add(mixed_record(rows[index], tokens[index], plan.name, epoch))
-            out.count(f"mix.{plan.name}.tokens_before", plan.tokens_available)
-            out.count(f"mix.{plan.name}.tokens_after", plan.tokens_selected)
-            out.count(f"mix.{plan.name}.documents_before", plan.docs_available)
-            out.count(f"mix.{plan.name}.documents_after", plan.docs_selected)
-        total = sum(p.tokens_selected for p in plans)
-        out.count("mix.tokens_total", total)
-        out.stats["mix"] = {
-            "token_method": inputs.extra["method"],
-            "estimate": not inputs.extra["exact"],
-            "max_epochs": cfg.max_epochs,
-            "total_tokens_requested": cfg.total_tokens,
-            "tokens_total": total,
-            "seed": cfg.seed,
-            "sources": {p.name: p.report(total) for p in plans},
-        }
+        counters, stats = mix_figures(cfg, plans, inputs.extra["method"], inputs.extra["exact"])
+        out.counters.update(counters)
+        out.stats["mix"] = stats
 
     def steps(self, cfg: MixConfig, kind: str, protected_terms: frozenset[str] = frozenset()) -> list[Step]:
         # inputs are curated pretrain dirs; dedup would remove the repeats the mixture asks for

@@ -166,3 +166,44 @@ def test_tasks_cls_streamed_equals_in_memory(tmp_path: Path, cls: dict) -> None:
         out = _tasks(tmp_path, f"stream-{workers}", StreamExecutor(workers, batch), **cfg)
         got = dir_digest(out)
         assert got == reference, _differs(reference, got)
+
+
+def mix_sources(tmp: Path) -> tuple[Path, Path]:
+    """Two build-pt dirs of several shards: a small domain corpus (the scarce source, repeated up to the
+    epoch cap) and a larger general one (downsampled)."""
+    from medmill.builders.pretrain.build import PretrainBuilder
+    from medmill.builders.pretrain.config import PretrainConfig
+    from tests.pretrain.corpus import GENERAL, MEDICAL, write_corpus
+
+    dirs = []
+    for name, docs, topics, seed in (("domain", 25, MEDICAL, 1), ("general", 250, GENERAL, 2)):
+        src = write_corpus(tmp / f"{name}.jsonl", docs, topics, seed=seed)
+        out = tmp / name
+        run_build(PretrainBuilder(), PretrainConfig(inputs=[src], out=out, val_size=0.1), executor=None, max_shard_bytes=4_000)
+        dirs.append(out)
+    return dirs[0], dirs[1]
+
+
+def test_pt_mix_streamed_equals_in_memory(tmp_path: Path) -> None:
+    from medmill.builders.pretrain.build import MixBuilder
+    from medmill.builders.pretrain.config import MixConfig
+
+    domain, general = mix_sources(tmp_path / "src")
+
+    def mix(name: str, executor, **cfg) -> Path:
+        out = tmp_path / name
+        config = MixConfig(inputs=[domain, general], shares={str(domain): 0.3, str(general): 0.7}, out=out,
+                           max_epochs=2.5, val_size=0.1, seed=5, **cfg)
+        run_build(MixBuilder(), config, executor=executor, max_shard_bytes=5_000)
+        return out
+
+    memory = mix("memory", None)
+    m = json.loads((memory / "manifest.json").read_text(encoding="utf-8"))
+    sources = m["stats"]["mix"]["sources"]
+    # a repeated scarce source (copies with their own ids), a downsampled one, several shards per split
+    assert sources[str(domain)]["epochs"] > 2 and sources[str(general)]["epochs"] < 1, sources
+    assert len(m["splits"]["train"]["files"]) >= 2 and "validation" in m["splits"], m["splits"]
+    reference = dir_digest(memory)
+    for workers, batch in ((1, 7), (2, 40)):
+        got = dir_digest(mix(f"stream-{workers}", StreamExecutor(workers, batch)))
+        assert got == reference, _differs(reference, got)
