@@ -491,7 +491,27 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
     seconds = max(1e-9, t3 - t2)
     figures.append(("executor", f"streaming, {executor.workers} processes"))
     figures.append(("records/s (generate + curation map steps)", round(generated / seconds)))
+    figures += stage_rates(generation, gen_totals, [*plan.map_steps, *plan.late_steps], totals, info.timings, n_spill, n_kept)
     return manifest, figures
+
+
+def stage_rates(generation: list[MapStep], gen_totals: _Totals, steps: list[Step], totals: _Totals,
+                timings: dict[str, float], n_spill: int, n_kept: int) -> Figures:
+    """records/s of every stage, as `medmill filter` and `dedup` show them: what the stage took in over
+    its process seconds (summed over the workers, so per core), generation counting items; dedup and
+    the writer over their wall time in the driver."""
+    rows: Figures = []
+    for step in generation:
+        if gen_totals.seconds[step.name] > 0:
+            rows.append((f"records/s {step.name} (items)", round(gen_totals.n_in[step.name] / gen_totals.seconds[step.name])))
+    for step in steps:
+        if totals.seconds[step.name] > 0:
+            rows.append((f"records/s {step.name}", round(totals.n_in[step.name] / totals.seconds[step.name])))
+    for name, n in (("dedup", n_spill), ("write", n_kept)):
+        seconds = timings.get("curate.dedup" if name == "dedup" else name, 0.0)
+        if seconds > 0:
+            rows.append((f"records/s {name}", round(n / seconds)))
+    return rows
 
 
 def _splits(ids: pa.Array, groups: pa.Array, keep: np.ndarray, cfg: Any) -> tuple[pa.Array, np.ndarray]:

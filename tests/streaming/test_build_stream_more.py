@@ -1,7 +1,9 @@
 """The builders streamed after build-pt, -dialogue and -tasks mcq/ner write exactly the dataset dir
 their in-memory build writes (sha256 of every file, the manifest without timings), with 1 process or 2
 and batches that cut the input at odd places: build-kg-qa in template mode (the questions across the
-graph come last, as in memory), ..."""
+graph come last, as in memory), build-prefs --strategy corrupt (perturbations chosen in item order in
+the driver, made on the workers), build-tasks --task cls (the label choice made in the driver), and
+build-pt --mix (picks read back from row files in the plan's order)."""
 
 from __future__ import annotations
 
@@ -147,7 +149,7 @@ def cls_inputs(root: Path, shared: Path | None) -> list[Path]:
 
 
 @pytest.mark.parametrize("cls", [
-    pytest.param({}, id="defaults"),
+    pytest.param({}, id="defaults", marks=pytest.mark.slow),  # ~5 s; the fast lane keeps capped
     pytest.param({"max_per_label": 12, "min_per_label": 3}, id="capped"),
 ])
 def test_tasks_cls_streamed_equals_in_memory(tmp_path: Path, cls: dict) -> None:
@@ -207,3 +209,21 @@ def test_pt_mix_streamed_equals_in_memory(tmp_path: Path) -> None:
     for workers, batch in ((1, 7), (2, 40)):
         got = dir_digest(mix(f"stream-{workers}", StreamExecutor(workers, batch)))
         assert got == reference, _differs(reference, got)
+
+
+def test_cli_kg_qa_streams_with_workers_and_shows_records_per_stage(tmp_path: Path, examples_dir: Path) -> None:
+    """`medmill build-kg-qa ... --workers 2` builds streamed and its summary has records/s per stage (the
+    dir equals the in-memory one: test_kg_qa_template_streamed_equals_in_memory)."""
+    from typer.testing import CliRunner
+
+    import medmill.cli
+
+    medmill.cli._register()
+    out = tmp_path / "out"
+    r = CliRunner().invoke(medmill.cli.app, ["build-kg-qa", str(examples_dir / "kg"), "--out", str(out), "--per-entity", "3",
+                                             "--workers", "2"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "streaming, 2 processes" in r.output
+    for stage in ("generate (items)", "validate", "quality", "dedup", "write"):
+        assert f"records/s {stage}" in r.output, r.output
+    assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["records_total"] > 100
