@@ -56,6 +56,9 @@ TEMPLATE_DESCRIPTION = (
 )
 
 
+RECORDS_PER_ENTITY = 16  # about what template mode makes of a QASystem-style disease (bench/kg_qa.py)
+
+
 class KGQAConfig(LLMBuildConfig):
     """build-kg-qa: template mode, LLM mode, or a mix (shares of entities per mode)."""
 
@@ -109,6 +112,8 @@ class KGQABuilder(Builder[KGQAConfig]):
         inputs.extra.update(templates=templates, reverse_counters=counters)
         inputs.items_read = len(inputs.items)
         entities = inputs.items
+        # batches of about `batch_items` records, not entities (a divisor, so no batch straddles a chunk)
+        batch_items = next(n for n in range(max(1, batch_items // RECORDS_PER_ENTITY), 0, -1) if batch_items % n == 0)
 
         def batches() -> Iterator[list[Any]]:
             items = chain(entities, groups)
