@@ -68,11 +68,13 @@ class PretrainBuilder(Builder[PretrainConfig]):
         log, counts = InputLog(), Counter()
         paragraphs = ParagraphCounter(BoilerplateConfig(cfg.boilerplate_min_docs, cfg.boilerplate_min_chars))
         spill = BatchSpill(work / "documents.pickles", batch_items)
-        with ctx.progress("reading and cleaning files", count_input_files(cfg, ctx.own_paths)) as advance:
-            for doc in read_documents(cfg, log, counts, paragraphs, lambda n: advance(n, ""), ctx.own_paths):
-                if not cfg.limit or len(spill) < cfg.limit:  # as `read`: every document counts its paragraphs
-                    spill.add(doc)
-        spill.close()
+        try:  # a bad input ends the read with a MedmillError: the spill file is closed all the same
+            with ctx.progress("reading and cleaning files", count_input_files(cfg, ctx.own_paths)) as advance:
+                for doc in read_documents(cfg, log, counts, paragraphs, lambda n: advance(n, ""), ctx.own_paths):
+                    if not cfg.limit or len(spill) < cfg.limit:  # as `read`: every document counts its paragraphs
+                        spill.add(doc)
+        finally:
+            spill.close()
         if not len(spill):
             raise MedmillError(
                 f"no text in the inputs ({len(log.rejects)} input item(s) rejected"

@@ -334,6 +334,11 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
         generation = builder.generation(cfg, inputs, ctx, out)
         if not all(isinstance(s, MapStep) for s in generation):
             raise RuntimeError(f"{builder.name}: a streamed build's generation must be map steps only")
+        # every worker runs every step: an LLM step takes its share of the limits (a builder streams an LLM
+        # step only when its concurrency allows one engine per worker: `max_workers`)
+        if any(s.max_workers is not None and s.max_workers < executor.workers for s in generation):
+            raise RuntimeError(f"{builder.name}: a generation step runs on fewer than {executor.workers} workers")
+        generation = [s.for_workers(executor.workers, False) for s in generation]
         kind = inputs.kind or builder.kind
         plan = plan_build_steps(builder.steps(cfg, kind, protected))
         if plan is None:
@@ -410,7 +415,8 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
     out.generated = generated
     for step in generation:
         for key, n in gen_totals.counters.get(step.name, Counter()).items():
-            out.counters[key] += n
+            if not key.startswith("_"):  # private to the step (an LLM step's usage), as `LocalExecutor` keeps them
+                out.counters[key] += n
         folded = gen_totals.stats.get(step.name) or {}
         final = getattr(step, "final_stats", None)
         table = {**step.summary(gen_totals.counters.get(step.name, Counter())), **(final(folded) if final else folded)}
@@ -435,7 +441,7 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
         summary = st.summary(c) if isinstance(st, MapStep) else totals.stats.get(st.name, {})
         curation[st.name] = {"in": totals.n_in[st.name], "out": totals.n_out[st.name],
                              "dropped": totals.n_in[st.name] - totals.n_out[st.name], **summary}
-        info.counters.update({f"{st.name}.{k}": v for k, v in c.items()})
+        info.counters.update({f"{st.name}.{k}": v for k, v in c.items() if not k.startswith("_")})
         info.timings[f"curate.{st.name}"] = totals.seconds[st.name]
     n_spill = len(spill)
     keep = np.ones(n_spill, dtype=bool)

@@ -1,7 +1,7 @@
 """The tasks builder (`medmill build-tasks --task mcq|ner|rc|cls`): one task's reader and generator
 per run, each writing an sft dir with a test split for `medmill eval`; run_build curates and writes.
-mcq, ner and cls stream (`--executor local`, the default: records made on the workers and written as
-they come); rc builds in memory, its generation being the LLM (see `read_stream`)."""
+Every task streams (`--executor local`, the default: records made on the workers and written as they
+come); rc builds in memory when its LLM concurrency is below the worker count (see `read_stream`)."""
 
 from __future__ import annotations
 
@@ -102,12 +102,19 @@ class TasksBuilder(Builder[TasksConfig]):
         return self._limited(cfg, inputs)
 
     def read_stream(self, cfg: TasksConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream | None:
-        """mcq, ner and cls stream their records (generation is map steps; the items, a KG, text chunks or
-        the questions of a CSV, are in memory anyway). cls decides in the driver what the in-memory global
+        """Every task streams its records (generation is map steps; the items, a KG, text chunks or the
+        questions of a CSV, are in memory anyway). cls decides in the driver what the in-memory global
         step decides (which questions of which label become records, in label order: `select_by_label`);
-        only the records are made on the workers. rc builds in memory: its generation calls the LLM."""
-        if cfg.task not in ("mcq", "ner", "cls"):
-            return None
+        only the records are made on the workers. rc's LLM step runs on every worker, each engine with
+        its share of the limits, in batches of about two rounds of a share; with a concurrency below the
+        worker count (or a local transformers model, loaded by one worker at a time) the in-memory
+        executor runs it on fewer workers instead, so rc builds in memory then."""
+        if cfg.task == "rc":
+            if cfg.llm.backend == "transformers" or cfg.llm.concurrency < ctx.workers:
+                return None  # fewer engines than workers: the in-memory executor runs the step on fewer workers
+            # batches of what one engine runs in two rounds of its share, so every worker gets some
+            share = max(1, cfg.llm.concurrency // ctx.workers)
+            batch_items = next(n for n in range(min(batch_items, 2 * share), 0, -1) if batch_items % n == 0)
         from medmill.builders.streaming.build_stream import list_stream
 
         inputs = self.read(cfg, ctx)

@@ -227,3 +227,29 @@ def test_cli_kg_qa_streams_with_workers_and_shows_records_per_stage(tmp_path: Pa
     for stage in ("generate (items)", "validate", "quality", "dedup", "write"):
         assert f"records/s {stage}" in r.output, r.output
     assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["records_total"] > 100
+
+
+@pytest.mark.parametrize(("workers", "batch"), [(2, 2_000), pytest.param(1, 3, marks=pytest.mark.slow)])  # ~2 s a build
+def test_tasks_rc_streamed_equals_in_memory(tmp_path: Path, examples_dir: Path, workers: int, batch: int) -> None:
+    """rc's LLM step runs on the workers of the stream (the test server answers): the same dir, the same
+    calls, as in memory; with a concurrency below the worker count it builds in memory."""
+    from medmill.builders.tasks.build import TasksBuilder, TasksConfig
+    from tests.llm_server import FakeLLMServer
+    from tests.streaming.test_build_stream import _tasks
+    from tests.streaming.test_streaming import digest  # without the LLM cache and the calls' wall time
+    from tests.tasks.test_build_tasks import rc_model
+
+    with FakeLLMServer(responder=rc_model) as server:
+        cfg = {"task": "rc", "inputs": [examples_dir / "texts"], "test_size": 0.2,
+               "llm": {"base_url": server.base_url, "model": "fake", "concurrency": 4}}
+        memory = _tasks(tmp_path, "memory", None, **cfg)
+        calls = len(server.bodies())
+        m = json.loads((memory / "manifest.json").read_text(encoding="utf-8"))
+        assert m["usage"]["calls_sent"] == calls >= 8 and "build/answer_not_in_text" in m["rejects_by_reason"], m["usage"]
+        reference = digest(memory)
+        got = digest(_tasks(tmp_path, "stream", StreamExecutor(workers, batch), **cfg))
+        assert got == reference, _differs(reference, got)
+        assert len(server.bodies()) == 2 * calls  # each build paid its own calls (its own cache), no more
+    low = TasksConfig(out=tmp_path / "x", **{**cfg, "llm": {**cfg["llm"], "concurrency": 1}})
+    ctx = type("Ctx", (), {"workers": 2})()
+    assert TasksBuilder().read_stream(low, ctx, tmp_path, 2_000) is None  # type: ignore[arg-type]
