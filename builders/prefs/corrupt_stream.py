@@ -25,7 +25,7 @@ from medmill.builders.core.forked import forked_imap
 from medmill.builders.core.progress import Progress
 from medmill.builders.core.steps import MapStep, StepResult
 from medmill.builders.prefs.config import PrefsConfig, add_pair, reject_item
-from medmill.builders.prefs.perturb import PERTURBATIONS, Corrupter
+from medmill.builders.prefs.perturb import PERTURBATIONS, Corrupter, FactPool, Lexicon
 from medmill.builders.readers.batch_spill import BatchSpill
 from medmill.builders.readers.prompt_items import FieldNames, PromptItem, iter_inputs
 from medmill.schemas import RejectRow
@@ -37,7 +37,7 @@ Numbered = tuple[int, PromptItem]  # an item and its place among the distinct pr
 
 def corrupt_stream(cfg: PrefsConfig, work: Path, batch_items: int, workers: int, progress: Progress) -> ItemStream:
     """Passes 1 and 2 (see the module docstring); the stream then hands the spilled prompts to `CorruptStep`."""
-    corrupter = Corrupter([], cfg.perturbations, cfg.seed)
+    pool = FactPool([], Lexicon.load().max_fact_chars)
     read_rejects: list[RejectRow] = []
     duplicates: list[RejectRow] = []
     first_seen: dict[str, str] = {}
@@ -54,12 +54,14 @@ def corrupt_stream(cfg: PrefsConfig, work: Path, batch_items: int, workers: int,
             first_seen[item.key] = f"{item.source.file}:{item.source.line}" if item.source.line else str(item.source.file)
             if cfg.limit is None or len(spill) < cfg.limit:
                 spill.add((len(spill), item))
-                corrupter.pool.add(item)
+                pool.add(item)
     finally:
         spill.close()
     del first_seen
     if not len(spill):
         raise MedmillError(f"no usable prompt in the inputs ({len(read_rejects)} record(s) rejected while reading)")
+    corrupter = Corrupter([], cfg.perturbations, cfg.seed)  # a bad --perturbations fails after reading, as in memory
+    corrupter.pool = pool
     choices = np.full(len(spill), NONE, dtype=np.int8)
     with progress("finding perturbations", len(spill)) as advance:
         for found in forked_imap(_Options(corrupter), spill.batches(), workers):
