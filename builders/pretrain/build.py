@@ -6,7 +6,6 @@ manifest's `stats` and the card; run_build curates, splits and writes both."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,13 @@ from medmill.builders.pretrain.boilerplate import (
     strip_repeated_paragraphs,
 )
 from medmill.builders.pretrain.config import MixConfig, PretrainConfig
-from medmill.builders.pretrain.mixing import mix_figures, plan_mix
+from medmill.builders.pretrain.mixing import TOKEN_BATCH, mix_figures, mixed_record, plan_mix
 from medmill.builders.pretrain.prepare import count_input_files, read_documents
 from medmill.builders.pretrain.sources import InputLog
 from medmill.builders.pretrain.tokens import TokenCounter, TokenStep
 from medmill.builders.readers.batch_spill import BatchSpill
-from medmill.schemas import PretrainRecord, Source
 from medmill.schemas.dataset_dir import detect_kind, iter_rows
 from medmill.schemas.errors import MedmillError
-from medmill.schemas.records import stable_id
-
-TOKEN_BATCH = 512
 
 
 class PretrainBuilder(Builder[PretrainConfig]):
@@ -229,17 +224,6 @@ class MixBuilder(Builder[MixConfig]):
 
     def params(self, cfg: MixConfig) -> dict[str, Any]:
         return cfg.model_dump(mode="json", exclude={"out"})
-
-
-def mixed_record(row: dict[str, Any], tokens: int, source: str, epoch: int) -> PretrainRecord:
-    """A selected row; a repeat (epoch >= 1) gets its own id, and every copy keeps the original's
-    split group so no document is in train and validation at once."""
-    meta = json.loads(row["meta"]) if isinstance(row.get("meta"), str) and row["meta"] else dict(row.get("meta") or {})
-    src = {k: v for k, v in (row.get("source") or {}).items() if v is not None}
-    src["group"] = src.get("group") or row["id"]
-    meta.update({"mix_source": source, "epoch": epoch, "tokens": tokens})
-    rid = row["id"] if epoch == 0 else stable_id("pretrain", [row["text"], epoch])
-    return PretrainRecord(id=rid, text=row["text"], source=Source(**src), meta=meta)
 
 
 def describe_mix(stats: dict[str, Any]) -> str:

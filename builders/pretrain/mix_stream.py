@@ -20,9 +20,8 @@ from typing import IO, Any
 
 from medmill.builders.core.builder import Inputs, ItemStream
 from medmill.builders.core.steps import MapStep, StepResult
-from medmill.builders.pretrain.build import TOKEN_BATCH, mixed_record
 from medmill.builders.pretrain.config import MixConfig
-from medmill.builders.pretrain.mixing import mix_figures, plan_mix
+from medmill.builders.pretrain.mixing import TOKEN_BATCH, mix_figures, mixed_record, plan_mix
 from medmill.builders.pretrain.tokens import TokenCounter
 from medmill.schemas.dataset_dir import detect_kind, iter_rows
 from medmill.schemas.errors import MedmillError

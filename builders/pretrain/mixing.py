@@ -13,14 +13,19 @@ below the smallest unpicked document). The same seed gives the same mixture.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from medmill.schemas import PretrainRecord, Source
 from medmill.schemas.errors import MedmillError
+from medmill.schemas.records import stable_id
 from medmill.schemas.seeded import seeded_rank
+
+TOKEN_BATCH = 512  # texts per call of the token counter
 
 if TYPE_CHECKING:
     from medmill.builders.pretrain.config import MixConfig
@@ -170,3 +175,14 @@ def mix_figures(cfg: MixConfig, plans: list[SourcePlan], method: str, exact: boo
         "sources": {p.name: p.report(total) for p in plans},
     }
     return counters, stats
+
+
+def mixed_record(row: dict[str, Any], tokens: int, source: str, epoch: int) -> PretrainRecord:
+    """A selected row; a repeat (epoch >= 1) gets its own id, and every copy keeps the original's
+    split group so no document is in train and validation at once."""
+    meta = json.loads(row["meta"]) if isinstance(row.get("meta"), str) and row["meta"] else dict(row.get("meta") or {})
+    src = {k: v for k, v in (row.get("source") or {}).items() if v is not None}
+    src["group"] = src.get("group") or row["id"]
+    meta.update({"mix_source": source, "epoch": epoch, "tokens": tokens})
+    rid = row["id"] if epoch == 0 else stable_id("pretrain", [row["text"], epoch])
+    return PretrainRecord(id=rid, text=row["text"], source=Source(**src), meta=meta)
