@@ -338,7 +338,7 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
         # step only when its concurrency allows one engine per worker: `max_workers`)
         if any(s.max_workers is not None and s.max_workers < executor.workers for s in generation):
             raise RuntimeError(f"{builder.name}: a generation step runs on fewer than {executor.workers} workers")
-        generation = [s.for_workers(executor.workers, False) for s in generation]
+        generation = [_for_workers(s, executor.workers) for s in generation]
         kind = inputs.kind or builder.kind
         plan = plan_build_steps(builder.steps(cfg, kind, protected))
         if plan is None:
@@ -499,6 +499,14 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: StreamEx
     figures.append(("records/s (generate + curation map steps)", round(generated / seconds)))
     figures += stage_rates(generation, gen_totals, [*plan.map_steps, *plan.late_steps], totals, info.timings, n_spill, n_kept)
     return manifest, figures
+
+
+def _for_workers(step: MapStep, workers: int) -> MapStep:
+    """The step as each of `workers` workers runs it (`MapStep.for_workers`), keeping its reject order."""
+    shared = step.for_workers(workers, False)
+    if getattr(step, "whole_input_order", False) and not getattr(shared, "whole_input_order", False):
+        shared.whole_input_order = True  # type: ignore[attr-defined]
+    return shared
 
 
 def stage_rates(generation: list[MapStep], gen_totals: _Totals, steps: list[Step], totals: _Totals,

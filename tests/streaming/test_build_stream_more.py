@@ -253,3 +253,34 @@ def test_tasks_rc_streamed_equals_in_memory(tmp_path: Path, examples_dir: Path, 
     low = TasksConfig(out=tmp_path / "x", **{**cfg, "llm": {**cfg["llm"], "concurrency": 1}})
     ctx = type("Ctx", (), {"workers": 2})()
     assert TasksBuilder().read_stream(low, ctx, tmp_path, 2_000) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("mode", "workers", "batch"), [
+    ({"mix": {"template": 0.5, "llm": 0.5}}, 2, 2_000),
+    ({"mix": {"template": 0.5, "llm": 0.5}}, 1, 3),
+    ({"mode": "llm"}, 2, 5),
+])
+def test_kg_qa_llm_and_mix_streamed_equal_in_memory(tmp_path: Path, mode: dict, workers: int, batch: int) -> None:
+    """LLM and mixed modes stream in the in-memory steps' order (template records and their rejects, the
+    entities with no usable fact, then the LLM's records and rejects); the test server answers."""
+    from tests.kg_qa.test_kg_qa_llm import scenario_model, write_kg
+    from tests.llm_server import FakeLLMServer
+    from tests.streaming.test_streaming import digest  # without the LLM cache and the calls' wall time
+
+    kg = write_kg(tmp_path / "kg.jsonl")
+    with open(kg, "a", encoding="utf-8") as f:  # entities with nothing the LLM could write about
+        for name in ("无事实病甲", "无事实病乙", "无事实病丙", "无事实病丁", "无事实病戊"):
+            f.write(json.dumps({"中心词": name, "类型": "疾病"}, ensure_ascii=False) + "\n")
+    with FakeLLMServer(responder=scenario_model) as server:
+        cfg = {"inputs": [kg], **mode, "seed": 3, "llm": {"base_url": server.base_url, "model": "fake-med", "concurrency": 4},
+               "llm_qa": {"per_entity": 3}, "curation": {"dedup": False}}
+        memory = _kg_qa(tmp_path, "memory", None, **cfg)
+        calls = len(server.bodies())
+        m = json.loads((memory / "manifest.json").read_text(encoding="utf-8"))
+        reasons = set(m["rejects_by_reason"])
+        assert m["usage"]["calls_sent"] == calls > 0 and {"build/meta_talk", "build/no_usable_facts"} <= reasons, (m["usage"], reasons)
+        assert m["counters"]["entities_llm"] > 0 and (m["counters"].get("entities_template", 0) > 0) == ("mix" in mode), m["counters"]
+        reference = digest(memory)
+        got = digest(_kg_qa(tmp_path, "stream", StreamExecutor(workers, batch), **cfg))
+        assert got == reference, _differs(reference, got)
+        assert len(server.bodies()) == 2 * calls
