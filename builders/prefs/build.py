@@ -8,9 +8,12 @@ strategy (each in its own module); run_build curates and writes them.
   confirmed by the judge.
 Pairs read from preference files are kept as given under corrupt, and re-checked under judge/reference.
 
-corrupt streams (`--executor local`, the default; see corrupt_stream.py): the prompts are read once and
-spilled, the pairs made batch by batch on the workers and written as they come. judge and reference
-call an LLM and build in memory (their LLM steps run on the workers all the same).
+Every strategy streams (`--executor local`, the default): the pairs are made batch by batch on the
+workers and written as they come. corrupt reads its prompts once and spills them (corrupt_stream.py);
+judge and reference, whose generation is map steps anyway (steps.py), hand the prompts they read to the
+workers in batches of about two rounds of an engine's share. With a model whose concurrency is below
+the worker count (or a local transformers model) judge and reference build in memory, where the
+executor runs that model's step on fewer workers.
 """
 
 from __future__ import annotations
@@ -62,9 +65,16 @@ class PrefsBuilder(Builder[PrefsConfig]):
 
     def read_stream(self, cfg: PrefsConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream | None:
         """corrupt: the prompts read, spilled and given their perturbation in two passes (corrupt_stream.py);
-        judge and reference: None (in memory)."""
+        judge and reference: the prompts as read, in small batches (None, in memory: see the module docstring)."""
         if cfg.strategy != "corrupt":
-            return None
+            models = [*cfg.candidates, *([cfg.judge] if cfg.judge else [])]
+            if any(s.backend == "transformers" or s.concurrency < ctx.workers for s in models):
+                return None
+            from medmill.builders.streaming.build_stream import list_stream
+
+            share = min((max(1, s.concurrency // ctx.workers) for s in models), default=batch_items)
+            batch_items = next(n for n in range(min(batch_items, 2 * share), 0, -1) if batch_items % n == 0)
+            return list_stream(self.read(cfg, ctx), batch_items)
         _check(cfg)
         from medmill.builders.prefs.corrupt_stream import corrupt_stream
 

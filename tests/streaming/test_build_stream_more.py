@@ -284,3 +284,31 @@ def test_kg_qa_llm_and_mix_streamed_equal_in_memory(tmp_path: Path, mode: dict, 
         got = digest(_kg_qa(tmp_path, "stream", StreamExecutor(workers, batch), **cfg))
         assert got == reference, _differs(reference, got)
         assert len(server.bodies()) == 2 * calls
+
+
+def test_prefs_judge_streamed_equals_in_memory(tmp_path: Path, llm_server) -> None:
+    """The judge strategy's LLM steps (two candidate models, then the judge) run on the
+    workers of the stream: the same dir and the same calls as in memory, ties and missing scores rejected
+    in the same order."""
+    from medmill.builders.llm.types import LLMSettings
+    from tests.llm.test_llm_workers import digest_without_wall_times as digest  # per model, as the calls took
+    from tests.prefs.test_build_prefs import QUESTIONS, responder
+    from tests.prefs.test_prefs_support import write_jsonl
+
+    llm_server.responder = responder
+    prompts = write_jsonl(tmp_path / "q.jsonl", [{"question": f"{q}（{i}）", "answer": f"参考答案：{q}"}
+                                                 for i in range(2) for q in QUESTIONS])
+
+    def model(name: str) -> LLMSettings:
+        return LLMSettings(base_url=llm_server.base_url, model=name, concurrency=4, max_retries=0, max_reasks=0)
+
+    cfg = {"strategy": "judge", "candidates": [model("good-model"), model("bad-model")], "judge": model("judge"),
+           "curation": {"dedup": False}}
+    memory = _prefs(tmp_path, [prompts], "memory", None, **cfg)
+    calls = len(llm_server.log)
+    m = json.loads((memory / "manifest.json").read_text(encoding="utf-8"))
+    assert {"judge/tie", "judge/missing_score"} <= set(m["rejects_by_reason"]) and m["records_total"] >= 4, m["rejects_by_reason"]
+    reference = digest(memory)
+    got = digest(_prefs(tmp_path, [prompts], "stream", StreamExecutor(2, 2_000), **cfg))
+    assert got == reference, _differs(reference, got)
+    assert len(llm_server.log) == 2 * calls
