@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from medmill.builders.core.build import remove_stale_failed_rejects
 from medmill.builders.core.builder import BuildContext, Builder, C, Inputs, ItemStream
 from medmill.builders.core.collect import Collector
+from medmill.builders.core.fileinfo import describe_os_error
 from medmill.builders.core.splits import assign_groups
 from medmill.builders.core.steps import LocalExecutor, MapStep, Step
 from medmill.builders.core.writer import BuildInfo, rmdir_if_empty
@@ -70,6 +71,7 @@ from medmill.builders.streaming.stats import merge_stats
 from medmill.builders.streaming.write import write_streamed
 from medmill.schemas import KIND_COLUMNS, Record, RejectRow, record_class
 from medmill.schemas.dataset_dir import ARROW_SCHEMAS
+from medmill.schemas.errors import MedmillError
 from medmill.schemas.records import canonical_json
 
 if TYPE_CHECKING:
@@ -302,6 +304,10 @@ def stream_build(
         return None
     out_dir = Path(cfg.out)
     created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # the in-memory writer's words (writer.py), e.g. "<parent> is a file, not a folder"
+        raise MedmillError(f"cannot create --out {out_dir}: {describe_os_error(out_dir, e)}") from None
     work = _work_dir(out_dir)
     pool = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())  # freed buffers go back to the system (see streaming/run.py)
