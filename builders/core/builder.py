@@ -65,8 +65,8 @@ class ItemStream:
     compact whole-input knowledge); it is complete when `read_stream` returns (a builder that must see
     the whole input first reads it then, keeping only compact state or spilling the items to `work`).
     `batches()` yields the items once, in `read`'s order, in lists of exactly the `batch_items` given to
-    `read_stream` (the last may be shorter); a batch may be a pickled list (bytes), which the workers
-    unpickle themselves."""
+    `read_stream` or a divisor of it (an item that makes many records: smaller batches), the last maybe
+    shorter; a batch may be a pickled list (bytes), which the workers unpickle themselves."""
 
     inputs: Inputs
     batches: Callable[[], Iterator[list[Any] | bytes]]
@@ -86,6 +86,8 @@ class BuildContext:
     progress: Progress = no_progress
     # paths a reader must never take as input: the out dir and every LLM cache file
     own_paths: list[Path] = field(default_factory=list)
+    # processes a streamed build runs on (set by the streaming executor): a reader's own passes may use them
+    workers: int = 1
 
     @contextmanager
     def engine(self, settings: LLMSettings, out: Collector, label: str | None = None) -> Iterator[LLMEngine]:

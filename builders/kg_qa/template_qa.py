@@ -16,6 +16,9 @@ record's `meta` says which relations and values it states:
 `build_template_records(entities, templates, config)` is the reusable entry point (a Collector of
 records, rejects and counters); a build runs the same as `TemplateStep` (a map step over batches of
 entities) and `ReverseStep` (a global step: it needs every entity); `entity_source` gives the provenance other KG builders should use too.
+A streamed build finds the questions across the graph in the driver (`reverse_groups`: every entity is
+in memory anyway, a question is a few strings) and hands them to `TemplateStep` as `ReverseGroup`s
+after the entities, so the workers make their records and they come last, as `ReverseStep` puts them.
 """
 
 from __future__ import annotations
@@ -438,7 +441,8 @@ class _Batch:
 
 class TemplateStep(MapStep):
     """Template generation as a map step: a batch of entities -> their questions (one group per entity,
-    capped per entity), rejects and counters. Holds the templates and settings."""
+    capped per entity), rejects and counters; a batch of `ReverseGroup`s (a streamed build's questions
+    across the graph) -> their records. Holds the templates and settings."""
 
     name = "generate"
 
@@ -449,8 +453,27 @@ class TemplateStep(MapStep):
     def __call__(self, batch: list[KGEntity]) -> StepResult:
         out = _Batch()
         b = _Builder(self.templates, self.config, out)
-        _emit(b, _entity_groups(b, batch), out)
+        entities = [x for x in batch if not isinstance(x, ReverseGroup)]
+        _emit(b, _entity_groups(b, entities), out)
+        _emit(b, {g.group: g.items for g in batch if isinstance(g, ReverseGroup)}, out)
         return StepResult(out.records, out.rejects, out.counters)
+
+
+@dataclass
+class ReverseGroup:
+    """The questions across the graph of one group (a symptom, a symptom combination), before records."""
+
+    group: str
+    items: list[_Item]
+
+
+def reverse_groups(entities: Sequence[KGEntity], templates: KGQATemplates,
+                   config: TemplateQAConfig) -> tuple[list[ReverseGroup], Counter]:
+    """What `ReverseStep` asks, as groups for `TemplateStep`, and the counters of finding them (finding
+    rejects nothing; making the records may, in the step)."""
+    out = _Batch()
+    grouped = _reverse_groups(_Builder(templates, config, out), entities)
+    return [ReverseGroup(g, items) for g, items in grouped.items()], out.counters
 
 
 class ReverseStep(GlobalStep):

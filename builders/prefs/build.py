@@ -7,6 +7,13 @@ strategy (each in its own module); run_build curates and writes them.
 - reference: chosen = the reference answer, rejected = a model's (or the given) answer, optionally
   confirmed by the judge.
 Pairs read from preference files are kept as given under corrupt, and re-checked under judge/reference.
+
+Every strategy streams (`--executor local`, the default): the pairs are made batch by batch on the
+workers and written as they come. corrupt reads its prompts once and spills them (corrupt_stream.py);
+judge and reference, whose generation is map steps anyway (steps.py), hand the prompts they read to the
+workers in batches of about two rounds of an engine's share. With a model whose concurrency is below
+the worker count (or a local transformers model) judge and reference build in memory, where the
+executor runs that model's step on fewer workers.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from medmill.builders.core.builder import BuildContext, Builder, Inputs
+from medmill.builders.core.builder import BuildContext, Builder, Inputs, ItemStream
 from medmill.builders.core.collect import Collector
 from medmill.builders.core.manifest import Manifest
 from medmill.builders.core.steps import Step
@@ -56,9 +63,30 @@ class PrefsBuilder(Builder[PrefsConfig]):
         counters = Counter({"inputs.items": len(read.items), "inputs.duplicate_prompts": len(dup_rejects)})
         return Inputs(items, list(cfg.inputs), read.rejects + dup_rejects, counters)
 
+    def read_stream(self, cfg: PrefsConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream | None:
+        """corrupt: the prompts read, spilled and given their perturbation in two passes (corrupt_stream.py);
+        judge and reference: the prompts as read, in small batches (None, in memory: see the module docstring)."""
+        if cfg.strategy != "corrupt":
+            models = [*cfg.candidates, *([cfg.judge] if cfg.judge else [])]
+            if any(s.backend == "transformers" or s.concurrency < ctx.workers for s in models):
+                return None
+            from medmill.builders.streaming.build_stream import list_stream
+
+            share = min((max(1, s.concurrency // ctx.workers) for s in models), default=batch_items)
+            batch_items = next(n for n in range(min(batch_items, 2 * share), 0, -1) if batch_items % n == 0)
+            return list_stream(self.read(cfg, ctx), batch_items)
+        _check(cfg)
+        from medmill.builders.prefs.corrupt_stream import corrupt_stream
+
+        return corrupt_stream(cfg, work, batch_items, ctx.workers, ctx.progress)
+
     def generation(self, cfg: PrefsConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
         """judge and reference: item-wise steps whose LLM calls run on the workers (steps.py); corrupt
-        (no LLM, a lexicon over the whole input) in the driver."""
+        (no LLM, a lexicon over the whole input) in the driver, or streamed as `CorruptStep`."""
+        if "corrupt" in inputs.extra:
+            step = inputs.extra["corrupt"]
+            out.prompt(step.corrupter.lexicon.ref)
+            return [step]
         if cfg.strategy == "judge":
             return judge_steps(cfg, ctx, out)
         if cfg.strategy == "reference":

@@ -119,10 +119,14 @@ class FactPool:
         self.max_chars = max_chars
         self._values: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         for item in items:
-            for fact in facts_from_meta(item.meta):
-                for value in fact.values:
-                    if len(value) <= max_chars:
-                        self._values[fact.relation][value].add(fact.entity or "")
+            self.add(item)
+
+    def add(self, item: PromptItem) -> None:
+        """One more item's facts (a streamed build fills the pool as it reads)."""
+        for fact in facts_from_meta(item.meta):
+            for value in fact.values:
+                if len(value) <= self.max_chars:
+                    self._values[fact.relation][value].add(fact.entity or "")
 
     def alternatives(self, fact: Fact, text: str) -> list[str]:
         """Values of the same relation held by other entities, absent from the answer and its facts."""
@@ -163,18 +167,33 @@ class Corrupter:
 
     def corrupt(self, item: PromptItem, answer: str) -> Perturbed | None:
         """A worse version of `answer`, or None when no enabled perturbation applies."""
+        options = self.options(item, answer)
+        name = self.choose(item.key, [o.name for o in options])
+        return next((o for o in options if o.name == name), None)
+
+    def options(self, item: PromptItem, answer: str) -> list[Perturbed]:
+        """Every enabled perturbation that applies to `answer`, in `PERTURBATIONS` order."""
         facts = facts_from_meta(item.meta)
-        rng = random.Random(f"{self.seed}:{item.key}")
-        options: list[Perturbed] = []
-        for name in self.enabled:
-            result = self._fns[name](answer, facts, random.Random(f"{self.seed}:{item.key}:{name}"))
-            if result and normalise_for_compare(result.text) and normalise_for_compare(result.text) != normalise_for_compare(answer):
-                options.append(result)
-        if not options:
+        return [p for name in self.enabled if (p := self.apply(name, item, answer, facts)) is not None]
+
+    def apply(self, name: str, item: PromptItem, answer: str, facts: list[Fact] | None = None) -> Perturbed | None:
+        """Perturbation `name` of `answer` (None: it does not apply, or leaves the text as it was); the
+        same result whenever it is asked, so a streamed build may find and make it in two passes."""
+        facts = facts_from_meta(item.meta) if facts is None else facts
+        result = self._fns[name](answer, facts, random.Random(f"{self.seed}:{item.key}:{name}"))
+        if result and normalise_for_compare(result.text) and normalise_for_compare(result.text) != normalise_for_compare(answer):
+            return result
+        return None
+
+    def choose(self, key: str, names: list[str]) -> str | None:
+        """Of the perturbations `names` that apply to the item with `key`, the least used so far (ties
+        broken by a draw seeded with the key), counted as used; None when none applies. Depends on every
+        earlier choice: a build makes its choices in item order, in one process."""
+        if not names:
             return None
-        least = min(self.used[o.name] for o in options)
-        choice = rng.choice([o for o in options if self.used[o.name] == least])
-        self.used[choice.name] += 1
+        least = min(self.used[n] for n in names)
+        choice = random.Random(f"{self.seed}:{key}").choice([n for n in names if self.used[n] == least])
+        self.used[choice] += 1
         return choice
 
     # ---- the perturbations -------------------------------------------------------------------

@@ -6,7 +6,6 @@ manifest's `stats` and the card; run_build curates, splits and writes both."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,13 @@ from medmill.builders.pretrain.boilerplate import (
     strip_repeated_paragraphs,
 )
 from medmill.builders.pretrain.config import MixConfig, PretrainConfig
-from medmill.builders.pretrain.mixing import plan_mix
+from medmill.builders.pretrain.mixing import TOKEN_BATCH, mix_figures, mixed_record, plan_mix
 from medmill.builders.pretrain.prepare import count_input_files, read_documents
 from medmill.builders.pretrain.sources import InputLog
 from medmill.builders.pretrain.tokens import TokenCounter, TokenStep
 from medmill.builders.readers.batch_spill import BatchSpill
-from medmill.schemas import PretrainRecord, Source
 from medmill.schemas.dataset_dir import detect_kind, iter_rows
 from medmill.schemas.errors import MedmillError
-from medmill.schemas.records import stable_id
-
-TOKEN_BATCH = 512
 
 
 class PretrainBuilder(Builder[PretrainConfig]):
@@ -68,11 +63,13 @@ class PretrainBuilder(Builder[PretrainConfig]):
         log, counts = InputLog(), Counter()
         paragraphs = ParagraphCounter(BoilerplateConfig(cfg.boilerplate_min_docs, cfg.boilerplate_min_chars))
         spill = BatchSpill(work / "documents.pickles", batch_items)
-        with ctx.progress("reading and cleaning files", count_input_files(cfg, ctx.own_paths)) as advance:
-            for doc in read_documents(cfg, log, counts, paragraphs, lambda n: advance(n, ""), ctx.own_paths):
-                if not cfg.limit or len(spill) < cfg.limit:  # as `read`: every document counts its paragraphs
-                    spill.add(doc)
-        spill.close()
+        try:  # a bad input ends the read with a MedmillError: the spill file is closed all the same
+            with ctx.progress("reading and cleaning files", count_input_files(cfg, ctx.own_paths)) as advance:
+                for doc in read_documents(cfg, log, counts, paragraphs, lambda n: advance(n, ""), ctx.own_paths):
+                    if not cfg.limit or len(spill) < cfg.limit:  # as `read`: every document counts its paragraphs
+                        spill.add(doc)
+        finally:
+            spill.close()
         if not len(spill):
             raise MedmillError(
                 f"no text in the inputs ({len(log.rejects)} input item(s) rejected"
@@ -153,7 +150,8 @@ def describe_build(cfg: PretrainConfig, boilerplate: dict[str, Any]) -> str:
 
 
 class MixBuilder(Builder[MixConfig]):
-    """`build-pt --mix`: a token-share mixture of pretrain dirs (see mixing.py)."""
+    """`build-pt --mix`: a token-share mixture of pretrain dirs (see mixing.py); streamed by default
+    (mix_stream.py), the same dir as in memory."""
 
     name = BUILDER
     version = BUILDER_VERSION
@@ -177,6 +175,21 @@ class MixBuilder(Builder[MixConfig]):
                 files.append(path / "manifest.json")
         return Inputs([], files, [], Counter(), {"sources": sources, "method": counter.method, "exact": counter.exact})
 
+    def read_stream(self, cfg: MixConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream:
+        """Every source read once into row files, the plan made, then the picks as a stream (mix_stream.py)."""
+        from medmill.builders.pretrain.mix_stream import mix_stream
+
+        return mix_stream(cfg, work, batch_items)
+
+    def generation(self, cfg: MixConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
+        """In memory: `generate` in the driver. Streamed: the mixture's figures noted here, the records made
+        from the picks by `MixStep` on the workers."""
+        if "mix_step" not in inputs.extra:
+            return super().generation(cfg, inputs, ctx, out)
+        out.counters.update(inputs.extra["mix_counters"])
+        out.stats["mix"] = inputs.extra["mix_stats"]
+        return [inputs.extra["mix_step"]]
+
     def generate(self, cfg: MixConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> None:
         sources = inputs.extra.pop("sources")
         plans = plan_mix(
@@ -188,21 +201,9 @@ class MixBuilder(Builder[MixConfig]):
             rows, tokens = sources[plan.name]
             for index, epoch in plan.selection:
                 out.add(mixed_record(rows[index], tokens[index], plan.name, epoch))
-            out.count(f"mix.{plan.name}.tokens_before", plan.tokens_available)
-            out.count(f"mix.{plan.name}.tokens_after", plan.tokens_selected)
-            out.count(f"mix.{plan.name}.documents_before", plan.docs_available)
-            out.count(f"mix.{plan.name}.documents_after", plan.docs_selected)
-        total = sum(p.tokens_selected for p in plans)
-        out.count("mix.tokens_total", total)
-        out.stats["mix"] = {
-            "token_method": inputs.extra["method"],
-            "estimate": not inputs.extra["exact"],
-            "max_epochs": cfg.max_epochs,
-            "total_tokens_requested": cfg.total_tokens,
-            "tokens_total": total,
-            "seed": cfg.seed,
-            "sources": {p.name: p.report(total) for p in plans},
-        }
+        counters, stats = mix_figures(cfg, plans, inputs.extra["method"], inputs.extra["exact"])
+        out.counters.update(counters)
+        out.stats["mix"] = stats
 
     def steps(self, cfg: MixConfig, kind: str, protected_terms: frozenset[str] = frozenset()) -> list[Step]:
         # inputs are curated pretrain dirs; dedup would remove the repeats the mixture asks for
@@ -223,17 +224,6 @@ class MixBuilder(Builder[MixConfig]):
 
     def params(self, cfg: MixConfig) -> dict[str, Any]:
         return cfg.model_dump(mode="json", exclude={"out"})
-
-
-def mixed_record(row: dict[str, Any], tokens: int, source: str, epoch: int) -> PretrainRecord:
-    """A selected row; a repeat (epoch >= 1) gets its own id, and every copy keeps the original's
-    split group so no document is in train and validation at once."""
-    meta = json.loads(row["meta"]) if isinstance(row.get("meta"), str) and row["meta"] else dict(row.get("meta") or {})
-    src = {k: v for k, v in (row.get("source") or {}).items() if v is not None}
-    src["group"] = src.get("group") or row["id"]
-    meta.update({"mix_source": source, "epoch": epoch, "tokens": tokens})
-    rid = row["id"] if epoch == 0 else stable_id("pretrain", [row["text"], epoch])
-    return PretrainRecord(id=rid, text=row["text"], source=Source(**src), meta=meta)
 
 
 def describe_mix(stats: dict[str, Any]) -> str:

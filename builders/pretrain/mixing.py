@@ -13,13 +13,22 @@ below the smallest unpicked document). The same seed gives the same mixture.
 
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from medmill.schemas import PretrainRecord, Source
 from medmill.schemas.errors import MedmillError
+from medmill.schemas.records import stable_id
 from medmill.schemas.seeded import seeded_rank
+
+TOKEN_BATCH = 512  # texts per call of the token counter
+
+if TYPE_CHECKING:
+    from medmill.builders.pretrain.config import MixConfig
 
 
 @dataclass
@@ -144,3 +153,36 @@ def plan_mix(
         plan.tokens_selected = sum(tokens[i] for i, _ in plan.selection)
         plans.append(plan)
     return plans
+
+
+def mix_figures(cfg: MixConfig, plans: list[SourcePlan], method: str, exact: bool) -> tuple[Counter, dict[str, Any]]:
+    """The counters and the `mix` stats table of a mixture (what `MixBuilder.generate` notes)."""
+    counters: Counter = Counter()
+    for plan in plans:
+        counters[f"mix.{plan.name}.tokens_before"] += plan.tokens_available
+        counters[f"mix.{plan.name}.tokens_after"] += plan.tokens_selected
+        counters[f"mix.{plan.name}.documents_before"] += plan.docs_available
+        counters[f"mix.{plan.name}.documents_after"] += plan.docs_selected
+    total = sum(p.tokens_selected for p in plans)
+    counters["mix.tokens_total"] += total
+    stats = {
+        "token_method": method,
+        "estimate": not exact,
+        "max_epochs": cfg.max_epochs,
+        "total_tokens_requested": cfg.total_tokens,
+        "tokens_total": total,
+        "seed": cfg.seed,
+        "sources": {p.name: p.report(total) for p in plans},
+    }
+    return counters, stats
+
+
+def mixed_record(row: dict[str, Any], tokens: int, source: str, epoch: int) -> PretrainRecord:
+    """A selected row; a repeat (epoch >= 1) gets its own id, and every copy keeps the original's
+    split group so no document is in train and validation at once."""
+    meta = json.loads(row["meta"]) if isinstance(row.get("meta"), str) and row["meta"] else dict(row.get("meta") or {})
+    src = {k: v for k, v in (row.get("source") or {}).items() if v is not None}
+    src["group"] = src.get("group") or row["id"]
+    meta.update({"mix_source": source, "epoch": epoch, "tokens": tokens})
+    rid = row["id"] if epoch == 0 else stable_id("pretrain", [row["text"], epoch])
+    return PretrainRecord(id=rid, text=row["text"], source=Source(**src), meta=meta)

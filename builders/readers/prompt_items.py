@@ -81,21 +81,27 @@ class _BadRecord(ValueError):
 
 
 def read_inputs(paths: list[Path], fields: FieldNames | None = None) -> ReadResult:
-    fields = fields or FieldNames()
     result = ReadResult()
+    result.items = list(iter_inputs(paths, fields, result.rejects))
+    return result
+
+
+def iter_inputs(paths: list[Path], fields: FieldNames | None, rejects: list[RejectRow]) -> Iterator[PromptItem]:
+    """The items of `read_inputs` one by one, as read (a streamed build keeps none of them); each
+    reject is appended to `rejects` when its line is read."""
+    fields = fields or FieldNames()
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            _read_dataset_dir(path, result)
+            yield from _read_dataset_dir(path, rejects)
         else:
-            _read_file(path, fields, result)
-    return result
+            yield from _read_file(path, fields, rejects)
 
 
 # ---- dataset dirs -------------------------------------------------------------------------------
 
 
-def _read_dataset_dir(path: Path, result: ReadResult) -> None:
+def _read_dataset_dir(path: Path, rejects: list[RejectRow]) -> Iterator[PromptItem]:
     kind = detect_kind(path)
     if kind not in ("sft", "preference"):
         raise MedmillError(f"{path} is a {kind} dataset dir; build-prefs reads sft or preference dirs")
@@ -125,9 +131,9 @@ def _read_dataset_dir(path: Path, result: ReadResult) -> None:
                     meta=meta,
                 )
         except (_BadRecord, ValidationError, KeyError, TypeError, ValueError) as e:
-            result.rejects.append(_reject(e, Source(file=where, line=row_no + 1, ref=src.ref, group=src.group), row))
+            rejects.append(_reject(e, Source(file=where, line=row_no + 1, ref=src.ref, group=src.group), row))
             continue
-        result.items.append(_grouped(item))
+        yield _grouped(item)
 
 
 def _grouped(item: PromptItem) -> PromptItem:
@@ -151,7 +157,7 @@ def _meta_dict(meta: Any) -> dict[str, Any]:
 # ---- files ----------------------------------------------------------------------------------------
 
 
-def _read_file(path: Path, fields: FieldNames, result: ReadResult) -> None:
+def _read_file(path: Path, fields: FieldNames, rejects: list[RejectRow]) -> Iterator[PromptItem]:
     decoded = read_text(path)
     if not decoded.text.strip():
         raise MedmillError(f"{path} is empty: no prompts or pairs to read")
@@ -166,14 +172,14 @@ def _read_file(path: Path, fields: FieldNames, result: ReadResult) -> None:
         src = Source(file=str(path), line=line)
         if problem:
             reason, message = problem
-            result.rejects.append(RejectRow(stage=STAGE, reason=reason, message=message, source=src, raw=raw))
+            rejects.append(RejectRow(stage=STAGE, reason=reason, message=message, source=src, raw=raw))
             continue
         try:
             item = _item_from_record(value, fields, src)
         except (_BadRecord, ValidationError, TypeError, ValueError) as e:
-            result.rejects.append(_reject(e, src, value))
+            rejects.append(_reject(e, src, value))
             continue
-        result.items.append(_grouped(item))
+        yield _grouped(item)
 
 
 def _csv_rows(decoded: DecodedText, fields: FieldNames) -> Iterator[tuple[int, Any, tuple[str, str] | None, Any]]:

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from medmill.builders.core.build import remove_stale_failed_rejects
 from medmill.builders.core.builder import BuildContext, Builder, C, Inputs, ItemStream
 from medmill.builders.core.collect import Collector
+from medmill.builders.core.fileinfo import describe_os_error
 from medmill.builders.core.splits import assign_groups
 from medmill.builders.core.steps import LocalExecutor, MapStep, Step
 from medmill.builders.core.writer import BuildInfo, rmdir_if_empty
@@ -70,6 +71,7 @@ from medmill.builders.streaming.stats import merge_stats
 from medmill.builders.streaming.write import write_streamed
 from medmill.schemas import KIND_COLUMNS, Record, RejectRow, record_class
 from medmill.schemas.dataset_dir import ARROW_SCHEMAS
+from medmill.schemas.errors import MedmillError
 from medmill.schemas.records import canonical_json
 
 if TYPE_CHECKING:
@@ -314,10 +316,15 @@ def stream_build(
         return None
     out_dir = Path(cfg.out)
     created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # the in-memory writer's words (writer.py), e.g. "<parent> is a file, not a folder"
+        raise MedmillError(f"cannot create --out {out_dir}: {describe_os_error(out_dir, e)}") from None
     work = _work_dir(out_dir)
     pool = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())  # freed buffers go back to the system (see streaming/run.py)
     try:
+        ctx.workers = executor.workers
         stream = builder.read_stream(cfg, ctx, work, executor.batch_items)
         if stream is None:
             return None
@@ -345,6 +352,11 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: Streamin
         generation = builder.generation(cfg, inputs, ctx, out)
         if not all(isinstance(s, MapStep) for s in generation):
             raise RuntimeError(f"{builder.name}: a streamed build's generation must be map steps only")
+        # every worker runs every step: an LLM step takes its share of the limits (a builder streams an LLM
+        # step only when its concurrency allows one engine per worker: `max_workers`)
+        if any(s.max_workers is not None and s.max_workers < executor.workers for s in generation):
+            raise RuntimeError(f"{builder.name}: a generation step runs on fewer than {executor.workers} workers")
+        generation = [_for_workers(s, executor.workers) for s in generation]
         kind = inputs.kind or builder.kind
         plan = plan_build_steps(builder.steps(cfg, kind, protected))
         if plan is None:
@@ -421,7 +433,8 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: Streamin
     out.generated = generated
     for step in generation:
         for key, n in gen_totals.counters.get(step.name, Counter()).items():
-            out.counters[key] += n
+            if not key.startswith("_"):  # private to the step (an LLM step's usage), as `LocalExecutor` keeps them
+                out.counters[key] += n
         folded = gen_totals.stats.get(step.name) or {}
         final = getattr(step, "final_stats", None)
         table = {**step.summary(gen_totals.counters.get(step.name, Counter())), **(final(folded) if final else folded)}
@@ -446,7 +459,7 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: Streamin
         summary = st.summary(c) if isinstance(st, MapStep) else totals.stats.get(st.name, {})
         curation[st.name] = {"in": totals.n_in[st.name], "out": totals.n_out[st.name],
                              "dropped": totals.n_in[st.name] - totals.n_out[st.name], **summary}
-        info.counters.update({f"{st.name}.{k}": v for k, v in c.items()})
+        info.counters.update({f"{st.name}.{k}": v for k, v in c.items() if not k.startswith("_")})
         info.timings[f"curate.{st.name}"] = totals.seconds[st.name]
     n_spill = len(spill)
     keep = np.ones(n_spill, dtype=bool)
@@ -503,7 +516,35 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: Streamin
     where = "Ray workers" if getattr(executor, "remote", False) else "processes"
     figures.append(("executor", f"streaming, {executor.workers} {where}"))
     figures.append(("records/s (generate + curation map steps)", round(generated / seconds)))
+    figures += stage_rates(generation, gen_totals, [*plan.map_steps, *plan.late_steps], totals, info.timings, n_spill, n_kept)
     return manifest, figures
+
+
+def _for_workers(step: MapStep, workers: int) -> MapStep:
+    """The step as each of `workers` workers runs it (`MapStep.for_workers`), keeping its reject order."""
+    shared = step.for_workers(workers, False)
+    if getattr(step, "whole_input_order", False) and not getattr(shared, "whole_input_order", False):
+        shared.whole_input_order = True  # type: ignore[attr-defined]
+    return shared
+
+
+def stage_rates(generation: list[MapStep], gen_totals: _Totals, steps: list[Step], totals: _Totals,
+                timings: dict[str, float], n_spill: int, n_kept: int) -> Figures:
+    """records/s of every stage, as `medmill filter` and `dedup` show them: what the stage took in over
+    its process seconds (summed over the workers, so per core), generation counting items; dedup and
+    the writer over their wall time in the driver."""
+    rows: Figures = []
+    for step in generation:
+        if gen_totals.seconds[step.name] > 0:
+            rows.append((f"records/s {step.name} (items)", round(gen_totals.n_in[step.name] / gen_totals.seconds[step.name])))
+    for step in steps:
+        if totals.seconds[step.name] > 0:
+            rows.append((f"records/s {step.name}", round(totals.n_in[step.name] / totals.seconds[step.name])))
+    for name, n in (("dedup", n_spill), ("write", n_kept)):
+        seconds = timings.get("curate.dedup" if name == "dedup" else name, 0.0)
+        if seconds > 0:
+            rows.append((f"records/s {name}", round(n / seconds)))
+    return rows
 
 
 def _splits(ids: pa.Array, groups: pa.Array, keep: np.ndarray, cfg: Any) -> tuple[pa.Array, np.ndarray]:

@@ -1,5 +1,7 @@
 """The tasks builder (`medmill build-tasks --task mcq|ner|rc|cls`): one task's reader and generator
-per run, each writing an sft dir with a test split for `medmill eval`; run_build curates and writes."""
+per run, each writing an sft dir with a test split for `medmill eval`; run_build curates and writes.
+Every task streams (`--executor local`, the default: records made on the workers and written as they
+come); rc builds in memory when its LLM concurrency is below the worker count (see `read_stream`)."""
 
 from __future__ import annotations
 
@@ -100,14 +102,46 @@ class TasksBuilder(Builder[TasksConfig]):
         return self._limited(cfg, inputs)
 
     def read_stream(self, cfg: TasksConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream | None:
-        """mcq and ner stream their records (generation is map steps; the items, a KG or text chunks, are
-        in memory anyway). cls samples per label across the input (a global step) and rc calls the LLM
-        engine in the driver: both build in memory."""
-        if cfg.task not in ("mcq", "ner"):
-            return None
+        """Every task streams its records (generation is map steps; the items, a KG, text chunks or the
+        questions of a CSV, are in memory anyway). cls decides in the driver what the in-memory global
+        step decides (which questions of which label become records, in label order: `select_by_label`);
+        only the records are made on the workers. rc's LLM step runs on every worker, each engine with
+        its share of the limits, in batches of about two rounds of a share; with a concurrency below the
+        worker count (or a local transformers model, loaded by one worker at a time) the in-memory
+        executor runs it on fewer workers instead, so rc builds in memory then."""
+        if cfg.task == "rc":
+            if cfg.llm.backend == "transformers" or cfg.llm.concurrency < ctx.workers:
+                return None  # fewer engines than workers: the in-memory executor runs the step on fewer workers
+            # batches of what one engine runs in two rounds of its share, so every worker gets some
+            share = max(1, cfg.llm.concurrency // ctx.workers)
+            batch_items = next(n for n in range(min(batch_items, 2 * share), 0, -1) if batch_items % n == 0)
         from medmill.builders.streaming.build_stream import list_stream
 
-        return list_stream(self.read(cfg, ctx), batch_items)
+        inputs = self.read(cfg, ctx)
+        if cfg.task == "cls":
+            inputs = self._cls_plan(cfg, inputs)
+        return list_stream(inputs, batch_items)
+
+    @staticmethod
+    def _cls_plan(cfg: TasksConfig, inputs: Inputs) -> Inputs:
+        """What `ClsFilterStep` and `ClsRecordsStep` decide over every question, without the records:
+        the filter's rejects follow the read rejects (as in memory), the items become the chosen
+        questions in record order, and the counters wait for `generation` in `extra`."""
+        from medmill.builders.tasks.cls import ClsFilterStep, label_set, select_by_label
+
+        cls = cfg.cls.model_copy(update={"seed": cfg.seed})
+        labels, counts = label_set(inputs.items, cls)
+        if not labels:
+            raise MedmillError(f"no department has {cfg.cls.min_per_label} questions; lower --min-per-label")
+        kept = ClsFilterStep(cls, counts)(inputs.items)
+        chosen, counters = select_by_label(kept.records, labels, cls)
+        counters.update(kept.counters)
+        counters["labels"] = len(labels)
+        inputs.rejects += kept.rejects
+        inputs.items_read = len(inputs.items)
+        inputs.items = chosen
+        inputs.extra.update(cls_labels=labels, cls_counters=counters)
+        return inputs
 
     @staticmethod
     def _limited(cfg: TasksConfig, inputs: Inputs) -> Inputs:
@@ -132,6 +166,11 @@ class TasksBuilder(Builder[TasksConfig]):
             step = NERStep(cfg.ner, build_lexicon(inputs.extra["entities"], cfg.ner, lexicon))
             out.counters.update(lexicon.counters)
             return [step]
+        if cfg.task == "cls" and "cls_labels" in inputs.extra:  # streamed: the choice was made in `_cls_plan`
+            from medmill.builders.tasks.cls import ClsRecordStep
+
+            out.counters.update(inputs.extra["cls_counters"])
+            return [ClsRecordStep(cfg.cls.model_copy(update={"seed": cfg.seed}), inputs.extra["cls_labels"])]
         if cfg.task == "cls":
             from medmill.builders.tasks.cls import ClsFilterStep, ClsRecordsStep, label_set
 

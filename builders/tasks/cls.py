@@ -96,22 +96,47 @@ class ClsRecordsStep(GlobalStep):
         self.labels = labels
 
     def __call__(self, batch: list[DepartmentQuestion]) -> StepResult:
+        chosen, counters = select_by_label(batch, self.labels, self.cfg)
+        made = ClsRecordStep(self.cfg, self.labels)(chosen)
+        counters.update(made.counters)
+        counters["labels"] = len(self.labels)
+        return StepResult(made.records, made.rejects, counters)
+
+
+def select_by_label(kept: Sequence[DepartmentQuestion], labels: list[str], cfg: ClsConfig) -> tuple[list[DepartmentQuestion], Counter]:
+    """The questions that become records, label by label (`labels`' order), at most `max_per_label` of
+    each (a sample seeded by the label); counters of the ones left out."""
+    counters: Counter = Counter()
+    by_label: dict[str, list[DepartmentQuestion]] = defaultdict(list)
+    for q in kept:
+        by_label[q.department].append(q)
+    chosen: list[DepartmentQuestion] = []
+    for label in labels:
+        of_label = by_label[label]
+        if cfg.max_per_label is not None and len(of_label) > cfg.max_per_label:
+            rng = random.Random(f"{cfg.seed}\x00{label}")
+            picked = set(rng.sample(range(len(of_label)), cfg.max_per_label))
+            counters["skipped.over_max_per_label"] += len(of_label) - cfg.max_per_label
+            of_label = [q for i, q in enumerate(of_label) if i in picked]
+        chosen.extend(of_label)
+    return chosen, counters
+
+
+class ClsRecordStep(MapStep):
+    """Generation, per chosen question (`select_by_label`): its record, listing the whole label set."""
+
+    name = "generate"
+
+    def __init__(self, cfg: ClsConfig, labels: list[str]) -> None:
+        self.cfg = cfg
+        self.labels = labels
+
+    def __call__(self, batch: list[DepartmentQuestion]) -> StepResult:
         out = TaskOutput()
-        by_label: dict[str, list[DepartmentQuestion]] = defaultdict(list)
         for q in batch:
-            by_label[q.department].append(q)
-        labels, cfg = self.labels, self.cfg
-        for label in labels:
-            kept = by_label[label]
-            if cfg.max_per_label is not None and len(kept) > cfg.max_per_label:
-                rng = random.Random(f"{cfg.seed}\x00{label}")
-                chosen = set(rng.sample(range(len(kept)), cfg.max_per_label))
-                out.counters["skipped.over_max_per_label"] += len(kept) - cfg.max_per_label
-                kept = [q for i, q in enumerate(kept) if i in chosen]
-            for q in kept:
-                meta = {"task": TASK, "label": label, "labels": labels, "category": label}
-                src = source(ref=f"{q.file}:{q.line}", group=None, file=q.file, line=q.line)
-                out.records.append(chat_record(prompt_for(q.question, labels), label, meta, src, cfg.system_prompt))
-                out.counters[f"label.{label}"] += 1
-        out.counters["labels"] = len(labels)
+            label = q.department
+            meta = {"task": TASK, "label": label, "labels": self.labels, "category": label}
+            src = source(ref=f"{q.file}:{q.line}", group=None, file=q.file, line=q.line)
+            out.records.append(chat_record(prompt_for(q.question, self.labels), label, meta, src, self.cfg.system_prompt))
+            out.counters[f"label.{label}"] += 1
         return StepResult(out.records, out.rejects, out.counters)

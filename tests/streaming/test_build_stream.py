@@ -244,14 +244,6 @@ def test_tasks_streamed_equal_in_memory(tmp_path: Path, examples_dir: Path, task
         assert got == reference, {k for k in reference.keys() | got.keys() if reference.get(k) != got.get(k)}
 
 
-def test_tasks_cls_builds_in_memory(tmp_path: Path) -> None:
-    """cls samples per label across the whole input (a global generation step): no stream offered."""
-    from medmill.builders.tasks.build import TasksBuilder, TasksConfig
-
-    cfg = TasksConfig(task="cls", inputs=[tmp_path / "x.csv"], out=tmp_path / "o")
-    assert TasksBuilder().read_stream(cfg, None, tmp_path, 10) is None  # type: ignore[arg-type]
-
-
 def _dialogue_inputs(root: Path) -> list[Path]:
     """Toyhom CSV (ragged rows, exact duplicates, cleaning), BenTsao (prefix copies across the file),
     GenMedGPT (an English file), Huatuo JSON Lines with English strays (wrong_language)."""
