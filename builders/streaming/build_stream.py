@@ -356,7 +356,7 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: Streamin
         # step only when its concurrency allows one engine per worker: `max_workers`)
         if any(s.max_workers is not None and s.max_workers < executor.workers for s in generation):
             raise RuntimeError(f"{builder.name}: a generation step runs on fewer than {executor.workers} workers")
-        generation = [_for_workers(s, executor.workers) for s in generation]
+        generation = [_for_workers(s, executor.workers, getattr(executor, "remote", False)) for s in generation]
         kind = inputs.kind or builder.kind
         plan = plan_build_steps(builder.steps(cfg, kind, protected))
         if plan is None:
@@ -520,9 +520,10 @@ def _run(builder, cfg, ctx: BuildContext, stream: ItemStream, executor: Streamin
     return manifest, figures
 
 
-def _for_workers(step: MapStep, workers: int) -> MapStep:
-    """The step as each of `workers` workers runs it (`MapStep.for_workers`), keeping its reject order."""
-    shared = step.for_workers(workers, False)
+def _for_workers(step: MapStep, workers: int, remote: bool) -> MapStep:
+    """The step as each of `workers` workers runs it (`MapStep.for_workers`; `remote`: on Ray, where a
+    worker may not see this machine's disk), keeping its reject order."""
+    shared = step.for_workers(workers, remote)
     if getattr(step, "whole_input_order", False) and not getattr(shared, "whole_input_order", False):
         shared.whole_input_order = True  # type: ignore[attr-defined]
     return shared

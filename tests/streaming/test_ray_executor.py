@@ -145,3 +145,32 @@ def _fail_at_5(i):
     if i == 5:
         raise MedmillError("job 5 is bad")
     return i
+
+
+def test_ray_streamed_llm_build_through_the_test_server_equals_in_memory(ray_cluster, tmp_path):
+    """kg-qa in LLM mode streams on Ray: each Ray worker runs its engine with its share of the limits and
+    writes the build's one request cache through the driver-side actor; the dir and the calls are the
+    in-memory build's, and a rerun into the same cache pays for nothing."""
+    from medmill.builders.core.run import run_build
+    from medmill.builders.kg_qa.build import KGQABuilder, KGQAConfig
+    from medmill.builders.streaming.executors import RayExecutor
+    from tests.kg_qa.test_kg_qa_llm import scenario_model, write_kg
+    from tests.llm_server import FakeLLMServer
+    from tests.streaming.test_build_stream_more import _differs, _kg_qa
+
+    kg = write_kg(tmp_path / "kg.jsonl")
+    with FakeLLMServer(responder=scenario_model) as server:
+        cfg = {"inputs": [kg], "mode": "llm", "seed": 3, "llm_qa": {"per_entity": 3}, "curation": {"dedup": False},
+               "llm": {"base_url": server.base_url, "model": "fake-med", "concurrency": 4}}
+        reference = digest(_kg_qa(tmp_path, "memory", None, **cfg))
+        calls = len(server.bodies())
+        assert calls > 0
+        executor = RayExecutor(2, batch_items=5)
+        report = run_build(KGQABuilder(), KGQAConfig(out=tmp_path / "ray", val_size=0.1, test_size=0.1, **cfg),
+                           executor=executor, max_shard_bytes=4_000)  # as _kg_qa, keeping the summary
+        assert ("executor", "streaming, 2 Ray workers") in report.figures
+        got = digest(tmp_path / "ray")
+        assert got == reference, _differs(reference, got)
+        assert len(server.bodies()) == 2 * calls  # its own cache: every call once, none twice
+        _kg_qa(tmp_path, "ray", executor, **cfg)  # again into the same out dir: answered from its cache
+        assert len(server.bodies()) == 2 * calls
