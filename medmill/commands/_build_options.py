@@ -43,9 +43,10 @@ COMMON_FIELDS = ("limit", "seed", "val_size", "test_size", "license", "source_li
 
 BuildExecutorOption = typer.Option(
     "local", "--executor",
-    help="local: builds that stream (build-pt) read, generate, curate and write batch by batch on --workers "
-         "processes in bounded memory, the others run their map steps on --workers processes in memory; memory: "
-         "one process, every record in memory (the reference path); ray: the map steps run on a Ray cluster "
+    help="local: builds that stream (all but book-qa, lit-qa, self-instruct and LLM builds whose concurrency "
+         "is below --workers) read, generate, curate and write batch by batch on --workers processes in bounded "
+         "memory, the others run their map steps on --workers processes in memory; memory: one process, every "
+         "record in memory (the reference path); ray: the same, with the batches or map steps on a Ray cluster "
          "(pip install 'medmill[ray]'). Same dataset dir with each.",
 )
 RUN_FLAGS: tuple[Flag, ...] = (("workers", int, WorkersOption), ("executor", str, BuildExecutorOption),
