@@ -287,7 +287,7 @@ def decide(
     ref_keys = mh.band_keys(reference.sigs, bands, rows) if reference is not None and n_ref else np.zeros((0, bands), np.uint64)
     column = band_keys.column if not isinstance(band_keys, np.ndarray) else (lambda b: band_keys[:, b])
     table = BucketTable(ref_keys, lambda b: column(b)[todo], len(todo), bands, _workers(config, len(todo)))
-    cand = todo[table.new_rows]
+    cand = todo  # table rows: index texts, then these inputs (only `table.new_rows` of them have pairs)
     stats: dict[str, Any] = {
         "shingle": params.shingle,
         "ngram": params.ngram,
@@ -298,14 +298,20 @@ def decide(
         "fact_guard": config.fact_guard,
         "protected_terms": len(config.protected_terms),
         "exact_duplicates": int(exact.sum()),
-        "lsh_candidates": int(len(cand)),
+        "lsh_candidates": int(len(table.new_rows)),
     }
     guarded: list[dict[str, Any]] = []
     compared = verified = 0
-    if len(cand):
+    if len(table.new_rows):
         texts = _CandidateTexts(table, cand, fetch, reference)
-        new_sketch = sketch.take(cand) if sketch is not None else text_sketches(texts.get(np.arange(table.n_ref_rows, table.size)), params)
-        ref_sketch = text_sketches(texts.get(np.arange(table.n_ref_rows)), params)
+        # sketches of the rows that have pairs (the others' stay empty: they are never looked at)
+        if sketch is not None:
+            new_sketch = sketch.take(cand)
+        else:
+            new_sketch = Sketches.empty(len(cand))
+            _fill(new_sketch, table.new_rows, text_sketches(texts.get(table.n_ref_rows + table.new_rows), params))
+        ref_sketch = Sketches.empty(table.n_ref_rows)
+        _fill(ref_sketch, table.ref_touched, text_sketches(texts.get(table.ref_touched), params))
         sk = Sketches.concat([ref_sketch, new_sketch]) if len(ref_sketch.sizes) else new_sketch
         del new_sketch, ref_sketch
         with tempfile.TemporaryDirectory(prefix="dedup-pairs-", dir=work_dir) as scratch:
@@ -330,6 +336,11 @@ def decide(
 
 def text_sketches(texts: list[str], params: mh.MinHashParams) -> Sketches:
     return sketches(*params.shingles(texts)) if texts else Sketches.empty()
+
+
+def _fill(sk: Sketches, rows: np.ndarray, part: Sketches) -> None:
+    if len(rows):
+        sk.sizes[rows], sk.bits[rows] = part.sizes, part.bits
 
 
 class _CandidateTexts:

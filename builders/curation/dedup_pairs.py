@@ -214,100 +214,90 @@ def _count_at_most(members: np.ndarray, start: np.ndarray, take: np.ndarray, lim
 
 @dataclass
 class _Band:
-    """One band's shared buckets: 12 B per row in one (plus 4 B per bucket)."""
+    """One band's shared buckets: 16 B per row in one. Per row, where its bucket starts in `members`
+    and how many earlier rows the bucket has, so a block of rows finds its lists without a search."""
 
     rows: np.ndarray  # int32 rows in a shared bucket of this band, ascending
-    where: np.ndarray  # int32 per row: its place in `members`
+    start: np.ndarray  # int32 per row: where its bucket starts in `members`
+    rank: np.ndarray  # int32 per row: earlier rows in its bucket (its place in the bucket)
     members: np.ndarray  # int32 rows, bucket after bucket, ascending inside one
-    starts: np.ndarray  # int32 per bucket: where it starts in `members`
 
-    def start_rank(self, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where the buckets of members at `where` start, and how many earlier rows each has there."""
-        start = self.starts[np.searchsorted(self.starts, where, side="right") - 1].astype(np.int64)
-        return start, where.astype(np.int64) - start
+
+def _band_buckets(col: np.ndarray, n_ref: int) -> tuple[np.ndarray, np.ndarray, _Band]:
+    """One band's keys (index texts first, then inputs) -> (inputs sharing a bucket with another input
+    or an index text, index texts sharing one with an input, the buckets holding an input and another
+    row). One sort of the keys; rows are put in order inside each bucket afterwards."""
+    n = len(col)
+    order = np.argsort(col)  # not stable: rows are put in order inside each bucket below
+    sk = col[order]
+    first = np.r_[True, sk[1:] != sk[:-1]] if n else np.zeros(0, bool)
+    del sk
+    gid = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    size = np.diff(np.append(starts, n))
+    is_ref = order < n_ref
+    refs_in = np.add.reduceat(is_ref.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
+    news_in = size - refs_in
+    new_shared = order[~is_ref & ((news_in[gid] >= 2) | (refs_in[gid] >= 1))] - n_ref
+    ref_touched = order[is_ref & (news_in[gid] >= 1)]
+    useful = np.flatnonzero(((news_in >= 1) & (size >= 2))[gid])  # an input's list: only buckets with one
+    members, gid = order[useful], gid[useful]
+    del order, is_ref
+    members = members[np.argsort(gid.astype(np.int64) * n + members)].astype(np.int32)  # sorted by (bucket, row)
+    gid.sort()
+    first = np.r_[True, gid[1:] != gid[:-1]] if len(gid) else np.zeros(0, bool)
+    del gid
+    at = np.flatnonzero(first)
+    start = np.repeat(at, np.diff(np.append(at, len(members)))).astype(np.int32)
+    rank = (np.arange(len(members), dtype=np.int32) - start).astype(np.int32)
+    by_row = np.argsort(members)  # rows are unique in a band
+    return new_shared, ref_touched, _Band(members[by_row], start[by_row], rank[by_row], members)
 
 
 class BucketTable:
-    """The candidate table: which rows enter the decision (`ref_rows`: index texts sharing a bucket with
-    an input; `new_rows`: inputs sharing one with another input or an index text), and per band the
-    buckets two or more of them share. One stable sort per band; only shared buckets are kept."""
+    """The candidate table over rows = index texts (all, in order), then the inputs given (in order):
+    per band the buckets holding an input and another row. `new_rows` are the inputs sharing a bucket
+    with another input or an index text (the LSH candidates), `ref_touched` the index texts sharing one
+    with an input; other rows have no bucket and so no pairs. Each band is sorted and cut into buckets
+    in its own forked worker (`fork_map`)."""
 
     def __init__(self, ref_keys: np.ndarray, new_column, n_new: int, bands: int, workers: int = 1) -> None:
         n_ref = len(ref_keys)
-        shared = np.zeros(n_new, dtype=bool)
-        touched = np.zeros(n_ref, dtype=bool)
-        groups: list[tuple[np.ndarray, np.ndarray]] = []  # per band: positions (refs, then inputs), bucket numbers
 
-        def band(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        def band(b: int) -> tuple[np.ndarray, np.ndarray, _Band]:
             col = new_column(b)
             if n_ref:
                 col = np.concatenate([ref_keys[:, b], col])
-            order = np.argsort(col)  # not stable: rows are put in order inside each bucket below
-            sk = col[order]
-            del col
-            first = np.r_[True, sk[1:] != sk[:-1]] if len(sk) else np.zeros(0, bool)
-            del sk
-            gid = np.cumsum(first) - 1
-            starts = np.flatnonzero(first)
-            size = np.diff(np.append(starts, len(order)))
-            crowded = size[gid] >= 2
-            if crowded.any():  # rows ascending inside a bucket (a stable sort of the whole band is slower)
-                inside = np.flatnonzero(crowded)
-                order[inside] = order[inside][np.argsort(gid[inside].astype(np.int64) * len(order) + order[inside])]
-            is_ref = order < n_ref
-            refs_in = np.add.reduceat(is_ref.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
-            news_in = size - refs_in
-            new_shared = ~is_ref & ((news_in[gid] >= 2) | (refs_in[gid] >= 1))
-            return (order[new_shared] - n_ref, order[is_ref & (news_in[gid] >= 1)],
-                    order[crowded].astype(np.int32), gid[crowded].astype(np.int32))
+            return _band_buckets(col, n_ref)
 
-        for new_shared, ref_touched, pos, gid in fork_map(band, range(bands), workers):
+        shared = np.zeros(n_new, dtype=bool)
+        touched = np.zeros(n_ref, dtype=bool)
+        self.bands: list[_Band] = []
+        for new_shared, ref_touched, built in fork_imap(band, range(bands), workers):
             shared[new_shared] = True
             touched[ref_touched] = True
-            groups.append((pos, gid))
-        self.ref_rows = np.flatnonzero(touched)
+            self.bands.append(built)
+        self.n_ref_rows = n_ref
+        self.ref_rows = np.arange(n_ref)
+        self.ref_touched = np.flatnonzero(touched)
         self.new_rows = np.flatnonzero(shared)
-        self.n_ref_rows = len(self.ref_rows)
-        self.size = len(self.ref_rows) + len(self.new_rows)
-        row_of = np.full(n_ref + n_new, -1, dtype=np.int64)  # position -> candidate row
-        row_of[self.ref_rows] = np.arange(len(self.ref_rows))
-        row_of[n_ref + self.new_rows] = len(self.ref_rows) + np.arange(len(self.new_rows))
-        self.bands: list[_Band] = []
-        groups.reverse()
-        while groups:  # each band's (pos, gid) freed once it is a _Band: both are never held whole
-            pos, gid = groups.pop()
-            rows = row_of[pos]
-            keep = rows >= 0
-            rows, gid = rows[keep].astype(np.int32), gid[keep]
-            first = np.r_[True, gid[1:] != gid[:-1]] if len(gid) else np.zeros(0, bool)
-            starts = np.flatnonzero(first)
-            size = np.diff(np.append(starts, len(rows)))
-            many = np.repeat(size >= 2, size)
-            rows, first = rows[many], first[many]
-            starts = np.flatnonzero(first).astype(np.int32)
-            slot = np.full(self.size, -1, dtype=np.int32)  # rows are unique in a band: order them by a scatter
-            slot[rows] = np.arange(len(rows), dtype=np.int32)
-            by_row = slot[slot >= 0]
-            del slot
-            self.bands.append(_Band(rows[by_row], by_row, rows, starts))
+        self.size = n_ref + n_new
+        self._costs: dict[int, np.ndarray] = {}
 
     def _cost(self, depth: int) -> np.ndarray:
         """(rows,) int64: pairs `block_pairs` generates for each row."""
-        cost = np.zeros(self.size, dtype=np.int64)
-        for band in self.bands:
-            _, rank = band.start_rank(band.where)
-            cost += np.bincount(band.rows, weights=np.minimum(rank, depth), minlength=self.size).astype(np.int64)
+        cost = self._costs.get(depth)
+        if cost is None:
+            cost = self._costs[depth] = np.zeros(self.size, dtype=np.int64)
+            for band in self.bands:
+                cost[band.rows] += np.minimum(band.rank, depth)  # rows are unique in a band
         return cost
-
-    def capacity(self, lo: int, depth: int) -> int:
-        """At least the length of P for rows lo..: each P_i is at most `depth` and at most its cost."""
-        return int(np.minimum(self._cost(depth)[lo:], depth).sum())
 
     def entries(self) -> int:
         return sum(len(b.rows) for b in self.bands)
 
     def nbytes(self) -> int:
-        return sum(b.rows.nbytes + b.where.nbytes + b.members.nbytes + b.starts.nbytes for b in self.bands)
+        return sum(b.rows.nbytes + b.start.nbytes + b.rank.nbytes + b.members.nbytes for b in self.bands)
 
     def block_pairs(self, lo: int, hi: int, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For rows lo..hi-1: P_i (the first `depth` earlier rows sharing a bucket with row i) end to end,
@@ -321,7 +311,7 @@ class BucketTable:
         for band in self.bands:
             a, z = np.searchsorted(band.rows, [lo, hi])
             rows = band.rows[a:z]
-            start, rank = band.start_rank(band.where[a:z])
+            start, rank = band.start[a:z].astype(np.int64), band.rank[a:z]
             cut[rows[rank > depth] - lo] = True
             full = np.flatnonzero(rank >= depth)
             if len(full) and depth:
@@ -340,10 +330,11 @@ class BucketTable:
             within = np.arange(total, dtype=np.int64) - (ends - take)[which]
             mates_p.append(band.members[start[which] + within])
             rows_p.append(rows[which])
-        n = np.int64(self.size)
-        if rows_p:
-            key = sorted_unique(np.concatenate(rows_p).astype(np.int64) * n + np.concatenate(mates_p))
-            rows, mates = key // n, (key % n).astype(np.int32)
+        if rows_p:  # (row, mate) as one 64-bit key: row in the high half
+            key = np.concatenate(rows_p).astype(np.int64) << 32
+            key |= np.concatenate(mates_p)
+            key = sorted_unique(key)
+            rows, mates = key >> 32, key.astype(np.int32)  # the low half (rows < 2**31)
         else:
             rows, mates = np.zeros(0, np.int64), np.zeros(0, np.int32)
         bounds = np.searchsorted(rows, np.arange(lo, hi + 1))
@@ -360,8 +351,8 @@ class BucketTable:
         for band in self.bands:
             at = np.searchsorted(band.rows, row)
             if at < len(band.rows) and band.rows[at] == row:
-                start, rank = band.start_rank(band.where[at : at + 1])
-                parts.append(band.members[int(start[0]) : int(start[0] + rank[0])])
+                start = int(band.start[at])
+                parts.append(band.members[start : start + int(band.rank[at])])
         return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int32)
 
     def blocks(self, lo: int, depth: int, budget: int | None = None) -> list[tuple[int, int]]:

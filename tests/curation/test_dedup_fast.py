@@ -180,10 +180,12 @@ def test_block_pairs_are_the_first_rows_of_each_union():
     bands, _ = cfg.bands_rows
     todo = np.flatnonzero(units > 0)
     table = dp.BucketTable(np.zeros((0, bands), np.uint64), lambda b: keys[todo, b], len(todo), bands)
-    rows = todo[table.new_rows]
-    row_keys = keys[rows]
+    assert table.size == len(todo)  # table row r is input todo[r]
+    row_keys = keys[todo]
     # every earlier row g < r with some band key equal to row r's (one numpy comparison per row)
-    unions = [np.flatnonzero((row_keys[:r] == row_keys[r]).any(axis=1)).tolist() for r in range(len(rows))]
+    unions = [np.flatnonzero((row_keys[:r] == row_keys[r]).any(axis=1)).tolist() for r in range(len(todo))]
+    later = [(row_keys[r + 1 :] == row_keys[r]).any(axis=1).any() for r in range(len(todo))]
+    assert table.new_rows.tolist() == [r for r in range(len(todo)) if unions[r] or later[r]]
     for depth in (2, 5, 1000):
         for lo, hi in table.blocks(0, depth, budget=500):
             mates, ends, complete = table.block_pairs(lo, hi, depth)
