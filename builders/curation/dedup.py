@@ -286,7 +286,7 @@ def decide(
     todo = np.flatnonzero(~exact & (units > 0))
     ref_keys = mh.band_keys(reference.sigs, bands, rows) if reference is not None and n_ref else np.zeros((0, bands), np.uint64)
     column = band_keys.column if not isinstance(band_keys, np.ndarray) else (lambda b: band_keys[:, b])
-    table = BucketTable(ref_keys, lambda b: column(b)[todo], len(todo), bands, _workers(config, len(todo)))
+    table = BucketTable(ref_keys, lambda b: column(b)[todo], len(todo), bands, decision_workers(config, len(todo)))
     cand = todo  # table rows: index texts, then these inputs (only `table.new_rows` of them have pairs)
     stats: dict[str, Any] = {
         "shingle": params.shingle,
@@ -426,7 +426,7 @@ class _FlatSets:
 GUARD_CHUNK = 2_000  # text pairs per fact-guard job
 
 
-def _workers(config: DedupConfig, size: int) -> int:
+def decision_workers(config: DedupConfig, size: int) -> int:
     """Processes for the decision's parallel parts: none for small inputs (forking costs more)."""
     return 1 if size < PARALLEL_MIN_DOCS else (config.workers or len(os.sched_getaffinity(0)))
 
@@ -440,17 +440,16 @@ def _map_blocks(table: BucketTable, bound: BoundData, depth: int, config: DedupC
         k, (lo, hi) = item
         m, e, c = table.block_pairs(lo, hi, depth)
         store.write(store.block_path(k), m)
-        rows = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(np.r_[0, e]))
-        ok = np.flatnonzero(bound(rows, m, config.threshold))
-        return len(m), e, c, ok, rows[ok], m[ok]
+        ok = np.flatnonzero(bound.block(lo, np.diff(np.r_[0, e]), m, config.threshold))
+        return len(m), e, c, ok, lo + np.searchsorted(e, ok, side="right"), m[ok]
 
-    return fork_imap(block, enumerate(table.blocks(table.n_ref_rows, depth)), _workers(config, table.size))
+    return fork_imap(block, enumerate(table.blocks(table.n_ref_rows, depth)), decision_workers(config, table.size))
 
 
 def _map_guard(guard: FactGuard, pairs: list[tuple[str, str]], config: DedupConfig) -> list[str | None]:
     """`guard.difference(kept, other)` of every pair, in order."""
     chunks = [pairs[c : c + GUARD_CHUNK] for c in range(0, len(pairs), GUARD_CHUNK)]
-    parts = fork_map(lambda chunk: [guard.difference(a, b) for a, b in chunk], chunks, _workers(config, PARALLEL_MIN_DOCS))
+    parts = fork_map(lambda chunk: [guard.difference(a, b) for a, b in chunk], chunks, decision_workers(config, PARALLEL_MIN_DOCS))
     return [why for part in parts for why in part]
 
 

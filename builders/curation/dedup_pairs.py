@@ -107,6 +107,27 @@ class BoundData:
         self.excess = self.sizes - _popcount_rows(sk.bits).astype(np.int32)
         self.words = [np.ascontiguousarray(sk.bits[:, w]) for w in range(sk.bits.shape[1])]
 
+    def block(self, lo: int, counts: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
+        """`self(a, b, threshold)` where `a` is rows lo, lo+1, ... each repeated counts[k] times (a block
+        of P): their side is repeated from slices instead of gathered."""
+        out = np.empty(len(b), dtype=bool)
+        ends = np.cumsum(counts)
+        r0 = 0
+        while r0 < len(counts):  # whole rows, about BOUND_CHUNK pairs per step
+            first = int(ends[r0 - 1]) if r0 else 0
+            r1 = max(int(np.searchsorted(ends, first + BOUND_CHUNK, side="right")), r0 + 1)
+            last = int(ends[r1 - 1])
+            rep, y = counts[r0:r1], b[first:last]
+            x = slice(lo + r0, lo + r1)
+            shared = np.minimum(np.repeat(self.excess[x], rep), self.excess[y])
+            for w in self.words:
+                shared += _popcount(np.repeat(w[x], rep) & w[y])
+            sx, sy = np.repeat(self.sizes[x], rep), self.sizes[y]
+            shared = np.minimum(shared, np.minimum(sx, sy))
+            out[first:last] = shared / (sx + sy - shared).astype(np.float64) >= threshold
+            r0 = r1
+        return out
+
     def __call__(self, a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
         out = np.empty(len(a), dtype=bool)
         sizes, excess = self.sizes, self.excess
@@ -223,12 +244,37 @@ class _Band:
     members: np.ndarray  # int32 rows, bucket after bucket, ascending inside one
 
 
+def bucket_order(col: np.ndarray) -> np.ndarray:
+    """Positions of `col` (uint64 keys) ordered by key, positions ascending among equal keys - what a
+    stable argsort gives, made by one sort of 64-bit words (the key's high bits above the position:
+    a sort is ~4x faster than an argsort), then the rare runs where different keys share those high
+    bits are ordered by (key, position)."""
+    n = len(col)
+    bits = max(1, (n - 1).bit_length())
+    low = np.uint64((1 << bits) - 1)
+    packed = (col & ~low) | np.arange(n, dtype=np.uint64)
+    packed.sort()
+    order = (packed & low).astype(np.int64)
+    if n < 2:
+        return order
+    high = packed & ~low
+    del packed
+    keys = col[order]
+    same_high = high[1:] == high[:-1]
+    mixed = same_high & (keys[1:] != keys[:-1])
+    if mixed.any():
+        group = np.cumsum(np.r_[True, ~same_high])
+        sel = np.flatnonzero(np.isin(group, group[1:][mixed]))
+        order[sel] = order[sel[np.lexsort((order[sel], keys[sel]))]]
+    return order
+
+
 def _band_buckets(col: np.ndarray, n_ref: int) -> tuple[np.ndarray, np.ndarray, _Band]:
     """One band's keys (index texts first, then inputs) -> (inputs sharing a bucket with another input
     or an index text, index texts sharing one with an input, the buckets holding an input and another
-    row). One sort of the keys; rows are put in order inside each bucket afterwards."""
+    row). One sort of the keys (`bucket_order`: rows ascending inside each bucket)."""
     n = len(col)
-    order = np.argsort(col)  # not stable: rows are put in order inside each bucket below
+    order = bucket_order(col)
     sk = col[order]
     first = np.r_[True, sk[1:] != sk[:-1]] if n else np.zeros(0, bool)
     del sk
@@ -241,16 +287,17 @@ def _band_buckets(col: np.ndarray, n_ref: int) -> tuple[np.ndarray, np.ndarray, 
     new_shared = order[~is_ref & ((news_in[gid] >= 2) | (refs_in[gid] >= 1))] - n_ref
     ref_touched = order[is_ref & (news_in[gid] >= 1)]
     useful = np.flatnonzero(((news_in >= 1) & (size >= 2))[gid])  # an input's list: only buckets with one
-    members, gid = order[useful], gid[useful]
+    members, gid = order[useful].astype(np.int32), gid[useful]  # bucket after bucket, rows ascending
     del order, is_ref
-    members = members[np.argsort(gid.astype(np.int64) * n + members)].astype(np.int32)  # sorted by (bucket, row)
-    gid.sort()
     first = np.r_[True, gid[1:] != gid[:-1]] if len(gid) else np.zeros(0, bool)
     del gid
     at = np.flatnonzero(first)
     start = np.repeat(at, np.diff(np.append(at, len(members)))).astype(np.int32)
-    rank = (np.arange(len(members), dtype=np.int32) - start).astype(np.int32)
-    by_row = np.argsort(members)  # rows are unique in a band
+    rank = np.arange(len(members), dtype=np.int32) - start
+    slot = np.full(n, -1, dtype=np.int32)  # rows are unique in a band: order them by a scatter
+    slot[members] = np.arange(len(members), dtype=np.int32)
+    by_row = slot[slot >= 0]
+    del slot
     return new_shared, ref_touched, _Band(members[by_row], start[by_row], rank[by_row], members)
 
 
@@ -302,47 +349,54 @@ class BucketTable:
     def block_pairs(self, lo: int, hi: int, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For rows lo..hi-1: P_i (the first `depth` earlier rows sharing a bucket with row i) end to end,
         the end of each row's part, and whether P_i is all of U_i."""
-        rows_p, mates_p = [], []
-        cut = np.zeros(hi - lo, dtype=bool)
+        n = hi - lo
+        cut = np.zeros(n, dtype=bool)
         # a band with `depth` or more earlier rows puts `depth` rows at or below its depth-th one into
         # U_i, so P_i holds no row above the least such row (`limit`): rows past it are not listed
-        limit = np.full(hi - lo, np.iinfo(np.int64).max, dtype=np.int64)
+        limit = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
         parts = []
         for band in self.bands:
             a, z = np.searchsorted(band.rows, [lo, hi])
-            rows = band.rows[a:z]
-            start, rank = band.start[a:z].astype(np.int64), band.rank[a:z]
-            cut[rows[rank > depth] - lo] = True
-            full = np.flatnonzero(rank >= depth)
-            if len(full) and depth:
-                at = rows[full] - lo  # a row is in at most one bucket per band
-                limit[at] = np.minimum(limit[at], band.members[start[full] + depth - 1])
-            parts.append((band, rows, start, np.minimum(rank, depth).astype(np.int64)))
-        short = np.zeros(hi - lo, dtype=bool)  # rows whose U_i had rows past `limit` (so |U_i| > depth)
-        for band, rows, start, first in parts:
-            take = _count_at_most(band.members, start, first, limit[rows - lo])
-            short[rows[take < first] - lo] = True
+            if a == z:
+                continue
+            rows = band.rows[a:z] - lo  # a row is in at most one bucket per band
+            start, rank = band.start[a:z], band.rank[a:z]
+            over = np.flatnonzero(rank >= depth)
+            if len(over) and depth:
+                at = rows[over]
+                cut[at[rank[over] > depth]] = True
+                limit[at] = np.minimum(limit[at], band.members[start[over] + (depth - 1)])
+            parts.append((band.members, rows, start, np.minimum(rank, depth)))
+        short = np.zeros(n, dtype=bool)  # rows whose U_i had rows past `limit` (so |U_i| > depth)
+        keys = []
+        for members, rows, start, first in parts:
+            lim = limit[rows]
+            take = first
+            # most lists are all at or below the limit; the others are cut by a binary search
+            active = np.flatnonzero((first > 0) & (members[start + np.maximum(first - 1, 0)] > lim))
+            if len(active):
+                take = first.copy()
+                take[active] = _count_at_most(members, start[active], first[active], lim[active])
+                short[rows[active[take[active] < first[active]]]] = True
             total = int(take.sum())
             if not total:
                 continue
-            ends = np.cumsum(take)
-            which = np.repeat(np.arange(len(take)), take)
-            within = np.arange(total, dtype=np.int64) - (ends - take)[which]
-            mates_p.append(band.members[start[which] + within])
-            rows_p.append(rows[which])
-        if rows_p:  # (row, mate) as one 64-bit key: row in the high half
-            key = np.concatenate(rows_p).astype(np.int64) << 32
-            key |= np.concatenate(mates_p)
-            key = sorted_unique(key)
-            rows, mates = key >> 32, key.astype(np.int32)  # the low half (rows < 2**31)
+            offsets = np.cumsum(take) - take
+            at = np.repeat(start.astype(np.int64) - offsets, take) + np.arange(total, dtype=np.int64)
+            key = np.repeat(rows.astype(np.int64) << 32, take)  # (row, mate): row in the high half
+            key |= members[at]
+            keys.append(key)
+        if keys:
+            key = sorted_unique(np.concatenate(keys) if len(keys) > 1 else keys[0])
+            rows, mates = (key >> 32).astype(np.int64), key.astype(np.int32)  # the low half (rows < 2**31)
         else:
             rows, mates = np.zeros(0, np.int64), np.zeros(0, np.int32)
-        bounds = np.searchsorted(rows, np.arange(lo, hi + 1))
-        count = np.diff(bounds)
-        place = np.arange(len(rows)) - np.repeat(bounds[:-1], count)
-        keep = place < depth
+        count = np.bincount(rows, minlength=n)
+        if len(count) and count.max() > depth:
+            place = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
+            mates = mates[place < depth]
         complete = ~cut & ~short & (count <= depth)
-        return mates[keep], np.cumsum(np.minimum(count, depth)), complete
+        return mates, np.cumsum(np.minimum(count, depth)), complete
 
     def union(self, row: int) -> np.ndarray:
         """U_row: every earlier row sharing a bucket with `row`, ascending (for the rare row whose S_i

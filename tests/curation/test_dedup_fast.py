@@ -202,3 +202,30 @@ def test_exact_keys_of_units_equal_exact_keys():
     want = exact_keys(texts)
     got = dd.exact_keys_of_units(texts, *mh.char_units(texts))
     assert (want[0] == got[0]).all() and (want[1] == got[1]).all()
+
+
+def test_bucket_order_is_a_stable_argsort_also_where_high_bits_collide():
+    """`bucket_order` packs positions under the key's high bits; keys differing only in their low bits
+    (which the position overwrites) must still come out ordered by key, then position."""
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 7, 1000, 5000):
+        base = rng.integers(0, 1 << 63, size=max(1, n // 20), dtype=np.uint64)
+        col = base[rng.integers(0, len(base), n)] if n else np.zeros(0, np.uint64)
+        col = col ^ rng.integers(0, 4, n).astype(np.uint64)  # same high bits, different keys
+        assert dp.bucket_order(col).tolist() == np.argsort(col, kind="stable").tolist()
+
+
+def test_bound_of_a_block_equals_the_bound_of_its_pairs(monkeypatch):
+    """`BoundData.block` (rows repeated from slices, in steps of whole rows) against the pairwise bound."""
+    monkeypatch.setattr(dp, "BOUND_CHUNK", 50)  # many steps, rows longer than a step
+    rng = np.random.default_rng(5)
+    texts = _corpus(9, 200)
+    sk = dp.sketches(*DedupConfig().params.shingles(texts))
+    bound = dp.BoundData(sk)
+    counts = rng.integers(0, 80, 60)
+    counts[[3, 10]] = 0
+    b = rng.integers(0, len(texts), int(counts.sum()))
+    a = np.repeat(np.arange(40, 100), counts)
+    for threshold in (0.3, 0.6):
+        want = bound(a, b, threshold)
+        assert bound.block(40, counts, b, threshold).tolist() == want.tolist() and want.any() and not want.all()
