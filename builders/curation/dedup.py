@@ -554,13 +554,20 @@ class _Resolver:
     def _removed_in_p(self) -> np.ndarray:
         """Per input row: how many rows of P_i are removed (one block of P read back at a time)."""
         n = len(self.starts) - 1
-        out = np.zeros(n, dtype=np.int64)
         if self.kept.all():
-            return out
-        for first, mates in self.mates.blocks():
-            where = first + np.flatnonzero(~self.kept[mates])
-            out += np.bincount(np.searchsorted(self.starts, where, side="right") - 1, minlength=n)
-        return out
+            return np.zeros(n, dtype=np.int64)
+        kept, starts, store = self.kept, self.starts, self.mates
+
+        def block(k: int) -> tuple[int, np.ndarray]:
+            first, last = store.bounds[k], store.bounds[k + 1]
+            lo, hi = np.searchsorted(starts, [first, last], side="right") - 1  # rows with pairs in the block
+            where = first + np.flatnonzero(~kept[store.block(k)])
+            return int(lo), np.bincount(np.searchsorted(starts, where, side="right") - 1 - lo, minlength=int(hi - lo + 1))
+
+        out = np.zeros(n + 1, dtype=np.int64)
+        for lo, counts in fork_imap(block, range(len(store.bounds) - 1), decision_workers(self.config, len(kept))):
+            out[lo : lo + len(counts)] += counts
+        return out[:n]
 
     def _decide_row(self, row: int) -> None:
         lo, hi = int(self.starts[row - self.r0]), int(self.starts[row - self.r0 + 1])

