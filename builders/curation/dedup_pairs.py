@@ -5,10 +5,12 @@ Rows of the candidate table are in visiting order: index texts first, then input
 sharing an LSH bucket with row i; the rule compares row i with S_i = the first `max_compare` *kept*
 rows of U_i (a removed row never counts).
 
-1. `BucketTable`: per band, the buckets of two or more rows, each bucket's rows ascending; a row's
-   first T rows of U_i are among the first T of each of its buckets, so `block_pairs` lists
-   P_i = the first T = max_compare + SLACK rows of U_i for a block of rows at once (no kept status
-   needed: P_i assumes every earlier row kept; SLACK rows may be removed before S_i reaches past P_i).
+1. `BucketTable`: per band, the buckets holding an input and another row, each bucket's rows ascending
+   (one sort of packed keys, `bucket_order`, in a forked worker per band), and per row where its
+   bucket starts and its rank there; a row's first T rows of U_i are among the first T of each of its
+   buckets, so `block_pairs` lists P_i = the first T = max_compare + SLACK rows of U_i for a block of
+   rows at once (no kept status needed: P_i assumes every earlier row kept; SLACK rows may be removed
+   before S_i reaches past P_i). Blocks run on forked workers, each writing its part of P to a file.
 2. `Sketches`: per text its shingle-set size and a 256-bit sketch (bit `h >> 24` of every shingle
    hash h). Two sets share at most popcount(a & b) + min(excess a, excess b) shingles (excess: shingles
    that share a sketch bit with another shingle of the same set), so `bound_pass` rules out, exactly,
