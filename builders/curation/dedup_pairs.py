@@ -224,19 +224,35 @@ def in_ray_driver() -> bool:
 
 
 def _count_at_most(members: np.ndarray, start: np.ndarray, take: np.ndarray, limit: np.ndarray) -> np.ndarray:
-    """Per entry: how many of members[start : start + take] (ascending) are at most `limit` (a binary
-    search of all entries at once)."""
-    lo, hi = take.copy(), take.copy()
-    active = np.flatnonzero(take > 0)
-    active = active[members[start[active] + take[active] - 1] > limit[active]]  # most lists are all in
-    lo[active] = 0
-    while len(active):
-        mid = (lo[active] + hi[active]) // 2
-        le = members[start[active] + mid] <= limit[active]
-        lo[active[le]] = mid[le] + 1
-        hi[active[~le]] = mid[~le]
+    """Per entry: how many of members[start : start + take] (ascending) are at most `limit`, for all
+    entries at once. Most lists are all in; of the others most keep only their first few rows, so
+    the search gallops from the front (1, 2, 4, ... rows) before it bisects what is left."""
+    out = np.asarray(take).copy()
+    todo = np.flatnonzero(out > 0)
+    todo = todo[members[start[todo] + out[todo] - 1] > limit[todo]]  # the last is past the limit
+    if not len(todo):
+        return out
+    start, limit = start[todo].astype(np.int64), limit[todo]
+    lo = np.zeros(len(todo), dtype=np.int64)  # the count is in lo..hi
+    hi = out[todo].astype(np.int64) - 1
+    step = 1
+    active = np.arange(len(todo))
+    while len(active):  # gallop: test the (lo + step)-th row
+        q = np.minimum(lo[active] + step - 1, hi[active] - 1)
+        le = members[start[active] + q] <= limit[active]
+        lo[active[le]] = q[le] + 1
+        hi[active[~le]] = q[~le]
+        active = active[le & (lo[active] < hi[active])]
+        step *= 2
+    active = np.flatnonzero(lo < hi)
+    while len(active):  # bisect
+        mid = (lo[active] + hi[active] + 1) // 2
+        le = members[start[active] + mid - 1] <= limit[active]
+        lo[active[le]] = mid[le]
+        hi[active[~le]] = mid[~le] - 1
         active = active[lo[active] < hi[active]]
-    return lo
+    out[todo] = lo
+    return out
 
 
 @dataclass

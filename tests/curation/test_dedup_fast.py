@@ -229,3 +229,18 @@ def test_bound_of_a_block_equals_the_bound_of_its_pairs(monkeypatch):
     for threshold in (0.3, 0.6):
         want = bound(a, b, threshold)
         assert bound.block(40, counts, b, threshold).tolist() == want.tolist() and want.any() and not want.all()
+
+
+def test_count_at_most_equals_counting_each_list():
+    """The galloping search against counting plainly, on lists of every length, limits anywhere."""
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(0, 150, 3000)
+    members = np.concatenate([np.sort(rng.choice(10_000, size=k, replace=False)) for k in lengths]).astype(np.int32)
+    start = (np.cumsum(lengths) - lengths).astype(np.int32)
+    take = np.minimum(lengths, rng.integers(0, 160, len(lengths)))
+    limit = rng.integers(-5, 10_050, len(lengths)).astype(np.int64)
+    limit[::7] = np.iinfo(np.int64).max
+    want = [int((members[s : s + t] <= lim).sum()) for s, t, lim in zip(start.tolist(), take.tolist(), limit.tolist(), strict=True)]
+    got = dp._count_at_most(members, start, take, limit)
+    assert got.tolist() == want
+    assert 0 < sum(0 < w < t for w, t in zip(want, take.tolist(), strict=True))  # lists cut inside, not only all or none
