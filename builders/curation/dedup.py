@@ -218,6 +218,7 @@ def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference 
 # --- the decision from compact state ----------------------------------------------------------------
 
 TEXT_CHUNK = 50_000  # candidate texts shingled per block
+SETS_MIN_CHUNK = 1_000  # fewest texts a forked worker reads and shingles at once
 TextFetch = Callable[[np.ndarray], "pa.Array"]  # sorted input positions -> their compared texts
 
 
@@ -385,16 +386,23 @@ def _flat_sets(texts: list[str], params: mh.MinHashParams) -> _FlatSets:
     return _FlatSets(pa.array(texts, pa.string()), params)
 
 
+def _chunk_sets(texts: list[str], params: mh.MinHashParams) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle sets of `texts` end to end, and their sizes."""
+    sets = mh.unique_sets(*params.shingles(texts))
+    sizes = np.fromiter((len(x) for x in sets), dtype=np.int64, count=len(sets))
+    return (np.concatenate(sets) if sets else np.zeros(0, np.uint32)), sizes
+
+
 class _FlatSets:
     """Shingle sets of a list of texts, end to end (one array + bounds)."""
 
-    def __init__(self, texts: pa.Array, params: mh.MinHashParams) -> None:
+    def __init__(self, texts: pa.Array | None, params: mh.MinHashParams, parts: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        if parts is None:
+            assert texts is not None
+            parts = [_chunk_sets(texts.slice(start, TEXT_CHUNK).to_pylist(), params) for start in range(0, len(texts), TEXT_CHUNK)]
         flats, bounds, at = [], [np.zeros(1, np.int64)], 0
-        for start in range(0, len(texts), TEXT_CHUNK):
-            chunk = texts.slice(start, TEXT_CHUNK).to_pylist()
-            sets = mh.unique_sets(*params.shingles(chunk))
-            sizes = np.fromiter((len(x) for x in sets), dtype=np.int64, count=len(sets))
-            flats.append(np.concatenate(sets) if sets else np.zeros(0, np.uint32))
+        for flat, sizes in parts:  # (sets end to end, their sizes) of consecutive chunks of texts
+            flats.append(flat)
             bounds.append(at + np.cumsum(sizes))
             at += int(sizes.sum())
         self.flat = np.concatenate(flats) if flats else np.zeros(0, np.uint32)
@@ -499,8 +507,8 @@ class _Resolver:
         a = np.concatenate(maybe_row) if maybe_row else np.zeros(0, np.int64)
         b = np.concatenate(maybe_mate).astype(np.int64) if maybe_mate else np.zeros(0, np.int64)
         need = sorted_unique(np.concatenate([a, b]))
-        got = self.texts.get(need)
-        sims = _flat_sets(got, self.params).jaccard(np.searchsorted(need, a), np.searchsorted(need, b))
+        got, sets = self._texts_and_sets(need)
+        sims = sets.jaccard(np.searchsorted(need, a), np.searchsorted(need, b))
         above = sims >= self.config.threshold
         self.above_at, self.above_sim = at[above], sims[above]
         above_rows = sorted_unique(np.concatenate([a[above], b[above]]))
@@ -513,6 +521,24 @@ class _Resolver:
             pairs = list(zip(b[above].tolist(), a[above].tolist(), strict=True))
             texts = [(self.texts.text(j), self.texts.text(i)) for j, i in pairs]
             self.above_why = dict(zip(pairs, _map_guard(self.guard, texts, self.config), strict=True))
+
+    def _texts_and_sets(self, rows: np.ndarray) -> tuple[list[str], _FlatSets]:
+        """Texts and shingle sets of ascending candidate rows, read and shingled in chunks on forked
+        workers (the spill parts a chunk's rows are in are read by one worker)."""
+        workers = decision_workers(self.config, self.table.size)
+        step = max(SETS_MIN_CHUNK, min(TEXT_CHUNK, -(-len(rows) // (4 * workers))))
+        params, texts = self.params, self.texts
+
+        def chunk(part: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+            got = texts.get(part)
+            return got, *_chunk_sets(got, params)
+
+        got: list[str] = []
+        parts = []
+        for part_texts, flat, sizes in fork_imap(chunk, [rows[c : c + step] for c in range(0, len(rows), step)], workers):
+            got += part_texts
+            parts.append((flat, sizes))
+        return got, _FlatSets(None, params, parts)
 
     def run(self) -> _Resolved:
         try:

@@ -6,6 +6,7 @@ one part at a time)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class Spill:
         self._parts: list[Path] = []
         self._starts: list[int] = [0]
         self._files: dict[int, pq.ParquetFile] = {}
+        self._pid = os.getpid()
         self.schema: pa.Schema | None = None
 
     def __len__(self) -> int:
@@ -65,6 +67,8 @@ class Spill:
         self._files.clear()
 
     def _file(self, k: int) -> pq.ParquetFile:
+        if self._pid != os.getpid():  # a forked worker opens its own files
+            self._files, self._pid = {}, os.getpid()
         f = self._files.get(k)
         if f is None:
             f = self._files[k] = pq.ParquetFile(self._parts[k])

@@ -140,9 +140,11 @@ def test_parallel_blocks_and_guard_equal_serial(monkeypatch):
     serial = decide(exact, units, keys, DedupConfig(workers=1), _fetch(texts), None, sketch)
     monkeypatch.setattr(dd, "PARALLEL_MIN_DOCS", 0)
     monkeypatch.setattr(dd, "GUARD_CHUNK", 7)
+    monkeypatch.setattr(dd, "SETS_MIN_CHUNK", 3)  # candidate texts read and shingled in many forked chunks
     monkeypatch.setattr(dp, "PAIR_BLOCK", 5_000)
     parallel = decide(exact, units, keys, DedupConfig(workers=2), _fetch(texts), None, sketch)
     assert parallel.dup_of.tolist() == serial.dup_of.tolist() and parallel.stats == serial.stats
+    assert parallel.similarity.tolist() == serial.similarity.tolist()
 
 
 def test_bound_never_rules_out_a_pair_at_the_threshold():
