@@ -218,6 +218,7 @@ def find_duplicates(texts: list[str], config: DedupConfig, reference: Reference 
 # --- the decision from compact state ----------------------------------------------------------------
 
 TEXT_CHUNK = 50_000  # candidate texts shingled per block
+SETS_MIN_CHUNK = 1_000  # fewest texts a forked worker reads and shingles at once
 TextFetch = Callable[[np.ndarray], "pa.Array"]  # sorted input positions -> their compared texts
 
 
@@ -286,8 +287,8 @@ def decide(
     todo = np.flatnonzero(~exact & (units > 0))
     ref_keys = mh.band_keys(reference.sigs, bands, rows) if reference is not None and n_ref else np.zeros((0, bands), np.uint64)
     column = band_keys.column if not isinstance(band_keys, np.ndarray) else (lambda b: band_keys[:, b])
-    table = BucketTable(ref_keys, lambda b: column(b)[todo], len(todo), bands, _workers(config, len(todo)))
-    cand = todo[table.new_rows]
+    table = BucketTable(ref_keys, lambda b: column(b)[todo], len(todo), bands, decision_workers(config, len(todo)))
+    cand = todo  # table rows: index texts, then these inputs (only `table.new_rows` of them have pairs)
     stats: dict[str, Any] = {
         "shingle": params.shingle,
         "ngram": params.ngram,
@@ -298,14 +299,20 @@ def decide(
         "fact_guard": config.fact_guard,
         "protected_terms": len(config.protected_terms),
         "exact_duplicates": int(exact.sum()),
-        "lsh_candidates": int(len(cand)),
+        "lsh_candidates": int(len(table.new_rows)),
     }
     guarded: list[dict[str, Any]] = []
     compared = verified = 0
-    if len(cand):
+    if len(table.new_rows):
         texts = _CandidateTexts(table, cand, fetch, reference)
-        new_sketch = sketch.take(cand) if sketch is not None else text_sketches(texts.get(np.arange(table.n_ref_rows, table.size)), params)
-        ref_sketch = text_sketches(texts.get(np.arange(table.n_ref_rows)), params)
+        # sketches of the rows that have pairs (the others' stay empty: they are never looked at)
+        if sketch is not None:
+            new_sketch = sketch.take(cand)
+        else:
+            new_sketch = Sketches.empty(len(cand))
+            _fill(new_sketch, table.new_rows, text_sketches(texts.get(table.n_ref_rows + table.new_rows), params))
+        ref_sketch = Sketches.empty(table.n_ref_rows)
+        _fill(ref_sketch, table.ref_touched, text_sketches(texts.get(table.ref_touched), params))
         sk = Sketches.concat([ref_sketch, new_sketch]) if len(ref_sketch.sizes) else new_sketch
         del new_sketch, ref_sketch
         with tempfile.TemporaryDirectory(prefix="dedup-pairs-", dir=work_dir) as scratch:
@@ -330,6 +337,11 @@ def decide(
 
 def text_sketches(texts: list[str], params: mh.MinHashParams) -> Sketches:
     return sketches(*params.shingles(texts)) if texts else Sketches.empty()
+
+
+def _fill(sk: Sketches, rows: np.ndarray, part: Sketches) -> None:
+    if len(rows):
+        sk.sizes[rows], sk.bits[rows] = part.sizes, part.bits
 
 
 class _CandidateTexts:
@@ -374,16 +386,23 @@ def _flat_sets(texts: list[str], params: mh.MinHashParams) -> _FlatSets:
     return _FlatSets(pa.array(texts, pa.string()), params)
 
 
+def _chunk_sets(texts: list[str], params: mh.MinHashParams) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle sets of `texts` end to end, and their sizes."""
+    sets = mh.unique_sets(*params.shingles(texts))
+    sizes = np.fromiter((len(x) for x in sets), dtype=np.int64, count=len(sets))
+    return (np.concatenate(sets) if sets else np.zeros(0, np.uint32)), sizes
+
+
 class _FlatSets:
     """Shingle sets of a list of texts, end to end (one array + bounds)."""
 
-    def __init__(self, texts: pa.Array, params: mh.MinHashParams) -> None:
+    def __init__(self, texts: pa.Array | None, params: mh.MinHashParams, parts: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        if parts is None:
+            assert texts is not None
+            parts = [_chunk_sets(texts.slice(start, TEXT_CHUNK).to_pylist(), params) for start in range(0, len(texts), TEXT_CHUNK)]
         flats, bounds, at = [], [np.zeros(1, np.int64)], 0
-        for start in range(0, len(texts), TEXT_CHUNK):
-            chunk = texts.slice(start, TEXT_CHUNK).to_pylist()
-            sets = mh.unique_sets(*params.shingles(chunk))
-            sizes = np.fromiter((len(x) for x in sets), dtype=np.int64, count=len(sets))
-            flats.append(np.concatenate(sets) if sets else np.zeros(0, np.uint32))
+        for flat, sizes in parts:  # (sets end to end, their sizes) of consecutive chunks of texts
+            flats.append(flat)
             bounds.append(at + np.cumsum(sizes))
             at += int(sizes.sum())
         self.flat = np.concatenate(flats) if flats else np.zeros(0, np.uint32)
@@ -415,7 +434,7 @@ class _FlatSets:
 GUARD_CHUNK = 2_000  # text pairs per fact-guard job
 
 
-def _workers(config: DedupConfig, size: int) -> int:
+def decision_workers(config: DedupConfig, size: int) -> int:
     """Processes for the decision's parallel parts: none for small inputs (forking costs more)."""
     return 1 if size < PARALLEL_MIN_DOCS else (config.workers or len(os.sched_getaffinity(0)))
 
@@ -429,17 +448,16 @@ def _map_blocks(table: BucketTable, bound: BoundData, depth: int, config: DedupC
         k, (lo, hi) = item
         m, e, c = table.block_pairs(lo, hi, depth)
         store.write(store.block_path(k), m)
-        rows = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(np.r_[0, e]))
-        ok = np.flatnonzero(bound(rows, m, config.threshold))
-        return len(m), e, c, ok, rows[ok], m[ok]
+        ok = np.flatnonzero(bound.block(lo, np.diff(np.r_[0, e]), m, config.threshold))
+        return len(m), e, c, ok, lo + np.searchsorted(e, ok, side="right"), m[ok]
 
-    return fork_imap(block, enumerate(table.blocks(table.n_ref_rows, depth)), _workers(config, table.size))
+    return fork_imap(block, enumerate(table.blocks(table.n_ref_rows, depth)), decision_workers(config, table.size))
 
 
 def _map_guard(guard: FactGuard, pairs: list[tuple[str, str]], config: DedupConfig) -> list[str | None]:
     """`guard.difference(kept, other)` of every pair, in order."""
     chunks = [pairs[c : c + GUARD_CHUNK] for c in range(0, len(pairs), GUARD_CHUNK)]
-    parts = fork_map(lambda chunk: [guard.difference(a, b) for a, b in chunk], chunks, _workers(config, PARALLEL_MIN_DOCS))
+    parts = fork_map(lambda chunk: [guard.difference(a, b) for a, b in chunk], chunks, decision_workers(config, PARALLEL_MIN_DOCS))
     return [why for part in parts for why in part]
 
 
@@ -489,8 +507,8 @@ class _Resolver:
         a = np.concatenate(maybe_row) if maybe_row else np.zeros(0, np.int64)
         b = np.concatenate(maybe_mate).astype(np.int64) if maybe_mate else np.zeros(0, np.int64)
         need = sorted_unique(np.concatenate([a, b]))
-        got = self.texts.get(need)
-        sims = _flat_sets(got, self.params).jaccard(np.searchsorted(need, a), np.searchsorted(need, b))
+        got, sets = self._texts_and_sets(need)
+        sims = sets.jaccard(np.searchsorted(need, a), np.searchsorted(need, b))
         above = sims >= self.config.threshold
         self.above_at, self.above_sim = at[above], sims[above]
         above_rows = sorted_unique(np.concatenate([a[above], b[above]]))
@@ -503,6 +521,24 @@ class _Resolver:
             pairs = list(zip(b[above].tolist(), a[above].tolist(), strict=True))
             texts = [(self.texts.text(j), self.texts.text(i)) for j, i in pairs]
             self.above_why = dict(zip(pairs, _map_guard(self.guard, texts, self.config), strict=True))
+
+    def _texts_and_sets(self, rows: np.ndarray) -> tuple[list[str], _FlatSets]:
+        """Texts and shingle sets of ascending candidate rows, read and shingled in chunks on forked
+        workers (the spill parts a chunk's rows are in are read by one worker)."""
+        workers = decision_workers(self.config, self.table.size)
+        step = max(SETS_MIN_CHUNK, min(TEXT_CHUNK, -(-len(rows) // (4 * workers))))
+        params, texts = self.params, self.texts
+
+        def chunk(part: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+            got = texts.get(part)
+            return got, *_chunk_sets(got, params)
+
+        got: list[str] = []
+        parts = []
+        for part_texts, flat, sizes in fork_imap(chunk, [rows[c : c + step] for c in range(0, len(rows), step)], workers):
+            got += part_texts
+            parts.append((flat, sizes))
+        return got, _FlatSets(None, params, parts)
 
     def run(self) -> _Resolved:
         try:
@@ -544,13 +580,20 @@ class _Resolver:
     def _removed_in_p(self) -> np.ndarray:
         """Per input row: how many rows of P_i are removed (one block of P read back at a time)."""
         n = len(self.starts) - 1
-        out = np.zeros(n, dtype=np.int64)
         if self.kept.all():
-            return out
-        for first, mates in self.mates.blocks():
-            where = first + np.flatnonzero(~self.kept[mates])
-            out += np.bincount(np.searchsorted(self.starts, where, side="right") - 1, minlength=n)
-        return out
+            return np.zeros(n, dtype=np.int64)
+        kept, starts, store = self.kept, self.starts, self.mates
+
+        def block(k: int) -> tuple[int, np.ndarray]:
+            first, last = store.bounds[k], store.bounds[k + 1]
+            lo, hi = np.searchsorted(starts, [first, last], side="right") - 1  # rows with pairs in the block
+            where = first + np.flatnonzero(~kept[store.block(k)])
+            return int(lo), np.bincount(np.searchsorted(starts, where, side="right") - 1 - lo, minlength=int(hi - lo + 1))
+
+        out = np.zeros(n + 1, dtype=np.int64)
+        for lo, counts in fork_imap(block, range(len(store.bounds) - 1), decision_workers(self.config, len(kept))):
+            out[lo : lo + len(counts)] += counts
+        return out[:n]
 
     def _decide_row(self, row: int) -> None:
         lo, hi = int(self.starts[row - self.r0]), int(self.starts[row - self.r0 + 1])

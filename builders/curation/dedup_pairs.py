@@ -5,10 +5,12 @@ Rows of the candidate table are in visiting order: index texts first, then input
 sharing an LSH bucket with row i; the rule compares row i with S_i = the first `max_compare` *kept*
 rows of U_i (a removed row never counts).
 
-1. `BucketTable`: per band, the buckets of two or more rows, each bucket's rows ascending; a row's
-   first T rows of U_i are among the first T of each of its buckets, so `block_pairs` lists
-   P_i = the first T = max_compare + SLACK rows of U_i for a block of rows at once (no kept status
-   needed: P_i assumes every earlier row kept; SLACK rows may be removed before S_i reaches past P_i).
+1. `BucketTable`: per band, the buckets holding an input and another row, each bucket's rows ascending
+   (one sort of packed keys, `bucket_order`, in a forked worker per band), and per row where its
+   bucket starts and its rank there; a row's first T rows of U_i are among the first T of each of its
+   buckets, so `block_pairs` lists P_i = the first T = max_compare + SLACK rows of U_i for a block of
+   rows at once (no kept status needed: P_i assumes every earlier row kept; SLACK rows may be removed
+   before S_i reaches past P_i). Blocks run on forked workers, each writing its part of P to a file.
 2. `Sketches`: per text its shingle-set size and a 256-bit sketch (bit `h >> 24` of every shingle
    hash h). Two sets share at most popcount(a & b) + min(excess a, excess b) shingles (excess: shingles
    that share a sketch bit with another shingle of the same set), so `bound_pass` rules out, exactly,
@@ -107,6 +109,27 @@ class BoundData:
         self.excess = self.sizes - _popcount_rows(sk.bits).astype(np.int32)
         self.words = [np.ascontiguousarray(sk.bits[:, w]) for w in range(sk.bits.shape[1])]
 
+    def block(self, lo: int, counts: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
+        """`self(a, b, threshold)` where `a` is rows lo, lo+1, ... each repeated counts[k] times (a block
+        of P): their side is repeated from slices instead of gathered."""
+        out = np.empty(len(b), dtype=bool)
+        ends = np.cumsum(counts)
+        r0 = 0
+        while r0 < len(counts):  # whole rows, about BOUND_CHUNK pairs per step
+            first = int(ends[r0 - 1]) if r0 else 0
+            r1 = max(int(np.searchsorted(ends, first + BOUND_CHUNK, side="right")), r0 + 1)
+            last = int(ends[r1 - 1])
+            rep, y = counts[r0:r1], b[first:last]
+            x = slice(lo + r0, lo + r1)
+            shared = np.minimum(np.repeat(self.excess[x], rep), self.excess[y])
+            for w in self.words:
+                shared += _popcount(np.repeat(w[x], rep) & w[y])
+            sx, sy = np.repeat(self.sizes[x], rep), self.sizes[y]
+            shared = np.minimum(shared, np.minimum(sx, sy))
+            out[first:last] = shared / (sx + sy - shared).astype(np.float64) >= threshold
+            r0 = r1
+        return out
+
     def __call__(self, a: np.ndarray, b: np.ndarray, threshold: float) -> np.ndarray:
         out = np.empty(len(a), dtype=bool)
         sizes, excess = self.sizes, self.excess
@@ -164,10 +187,14 @@ class PairFiles:
             lo, k = end, k + 1
         return np.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else np.zeros(0, np.int32))
 
+    def block(self, k: int) -> np.ndarray:
+        """The pairs of block k (from its file)."""
+        return np.fromfile(self.block_path(k), dtype=np.int32)
+
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first pair, pairs) of every block, in order, one in memory at a time."""
         for k in range(len(self.bounds) - 1):
-            yield self.bounds[k], np.fromfile(self.block_path(k), dtype=np.int32)
+            yield self.bounds[k], self.block(k)
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -197,161 +224,203 @@ def in_ray_driver() -> bool:
 
 
 def _count_at_most(members: np.ndarray, start: np.ndarray, take: np.ndarray, limit: np.ndarray) -> np.ndarray:
-    """Per entry: how many of members[start : start + take] (ascending) are at most `limit` (a binary
-    search of all entries at once)."""
-    lo, hi = take.copy(), take.copy()
-    active = np.flatnonzero(take > 0)
-    active = active[members[start[active] + take[active] - 1] > limit[active]]  # most lists are all in
-    lo[active] = 0
-    while len(active):
-        mid = (lo[active] + hi[active]) // 2
-        le = members[start[active] + mid] <= limit[active]
-        lo[active[le]] = mid[le] + 1
-        hi[active[~le]] = mid[~le]
+    """Per entry: how many of members[start : start + take] (ascending) are at most `limit`, for all
+    entries at once. Most lists are all in; of the others most keep only their first few rows, so
+    the search gallops from the front (1, 2, 4, ... rows) before it bisects what is left."""
+    out = np.asarray(take).copy()
+    todo = np.flatnonzero(out > 0)
+    todo = todo[members[start[todo] + out[todo] - 1] > limit[todo]]  # the last is past the limit
+    if not len(todo):
+        return out
+    start, limit = start[todo].astype(np.int64), limit[todo]
+    lo = np.zeros(len(todo), dtype=np.int64)  # the count is in lo..hi
+    hi = out[todo].astype(np.int64) - 1
+    step = 1
+    active = np.arange(len(todo))
+    while len(active):  # gallop: test the (lo + step)-th row
+        q = np.minimum(lo[active] + step - 1, hi[active] - 1)
+        le = members[start[active] + q] <= limit[active]
+        lo[active[le]] = q[le] + 1
+        hi[active[~le]] = q[~le]
+        active = active[le & (lo[active] < hi[active])]
+        step *= 2
+    active = np.flatnonzero(lo < hi)
+    while len(active):  # bisect
+        mid = (lo[active] + hi[active] + 1) // 2
+        le = members[start[active] + mid - 1] <= limit[active]
+        lo[active[le]] = mid[le]
+        hi[active[~le]] = mid[~le] - 1
         active = active[lo[active] < hi[active]]
-    return lo
+    out[todo] = lo
+    return out
 
 
 @dataclass
 class _Band:
-    """One band's shared buckets: 12 B per row in one (plus 4 B per bucket)."""
+    """One band's shared buckets: 16 B per row in one. Per row, where its bucket starts in `members`
+    and how many earlier rows the bucket has, so a block of rows finds its lists without a search."""
 
     rows: np.ndarray  # int32 rows in a shared bucket of this band, ascending
-    where: np.ndarray  # int32 per row: its place in `members`
+    start: np.ndarray  # int32 per row: where its bucket starts in `members`
+    rank: np.ndarray  # int32 per row: earlier rows in its bucket (its place in the bucket)
     members: np.ndarray  # int32 rows, bucket after bucket, ascending inside one
-    starts: np.ndarray  # int32 per bucket: where it starts in `members`
 
-    def start_rank(self, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where the buckets of members at `where` start, and how many earlier rows each has there."""
-        start = self.starts[np.searchsorted(self.starts, where, side="right") - 1].astype(np.int64)
-        return start, where.astype(np.int64) - start
+
+def bucket_order(col: np.ndarray) -> np.ndarray:
+    """Positions of `col` (uint64 keys) ordered by key, positions ascending among equal keys - what a
+    stable argsort gives, made by one sort of 64-bit words (the key's high bits above the position:
+    a sort is ~4x faster than an argsort), then the rare runs where different keys share those high
+    bits are ordered by (key, position)."""
+    n = len(col)
+    bits = max(1, (n - 1).bit_length())
+    low = np.uint64((1 << bits) - 1)
+    packed = (col & ~low) | np.arange(n, dtype=np.uint64)
+    packed.sort()
+    order = (packed & low).astype(np.int64)
+    if n < 2:
+        return order
+    high = packed & ~low
+    del packed
+    keys = col[order]
+    same_high = high[1:] == high[:-1]
+    mixed = same_high & (keys[1:] != keys[:-1])
+    if mixed.any():
+        group = np.cumsum(np.r_[True, ~same_high])
+        sel = np.flatnonzero(np.isin(group, group[1:][mixed]))
+        order[sel] = order[sel[np.lexsort((order[sel], keys[sel]))]]
+    return order
+
+
+def _band_buckets(col: np.ndarray, n_ref: int) -> tuple[np.ndarray, np.ndarray, _Band]:
+    """One band's keys (index texts first, then inputs) -> (inputs sharing a bucket with another input
+    or an index text, index texts sharing one with an input, the buckets holding an input and another
+    row). One sort of the keys (`bucket_order`: rows ascending inside each bucket)."""
+    n = len(col)
+    order = bucket_order(col)
+    sk = col[order]
+    first = np.r_[True, sk[1:] != sk[:-1]] if n else np.zeros(0, bool)
+    del sk
+    gid = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    size = np.diff(np.append(starts, n))
+    is_ref = order < n_ref
+    refs_in = np.add.reduceat(is_ref.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
+    news_in = size - refs_in
+    new_shared = order[~is_ref & ((news_in[gid] >= 2) | (refs_in[gid] >= 1))] - n_ref
+    ref_touched = order[is_ref & (news_in[gid] >= 1)]
+    useful = np.flatnonzero(((news_in >= 1) & (size >= 2))[gid])  # an input's list: only buckets with one
+    members, gid = order[useful].astype(np.int32), gid[useful]  # bucket after bucket, rows ascending
+    del order, is_ref
+    first = np.r_[True, gid[1:] != gid[:-1]] if len(gid) else np.zeros(0, bool)
+    del gid
+    at = np.flatnonzero(first)
+    start = np.repeat(at, np.diff(np.append(at, len(members)))).astype(np.int32)
+    rank = np.arange(len(members), dtype=np.int32) - start
+    slot = np.full(n, -1, dtype=np.int32)  # rows are unique in a band: order them by a scatter
+    slot[members] = np.arange(len(members), dtype=np.int32)
+    by_row = slot[slot >= 0]
+    del slot
+    return new_shared, ref_touched, _Band(members[by_row], start[by_row], rank[by_row], members)
 
 
 class BucketTable:
-    """The candidate table: which rows enter the decision (`ref_rows`: index texts sharing a bucket with
-    an input; `new_rows`: inputs sharing one with another input or an index text), and per band the
-    buckets two or more of them share. One stable sort per band; only shared buckets are kept."""
+    """The candidate table over rows = index texts (all, in order), then the inputs given (in order):
+    per band the buckets holding an input and another row. `new_rows` are the inputs sharing a bucket
+    with another input or an index text (the LSH candidates), `ref_touched` the index texts sharing one
+    with an input; other rows have no bucket and so no pairs. Each band is sorted and cut into buckets
+    in its own forked worker (`fork_map`)."""
 
     def __init__(self, ref_keys: np.ndarray, new_column, n_new: int, bands: int, workers: int = 1) -> None:
         n_ref = len(ref_keys)
-        shared = np.zeros(n_new, dtype=bool)
-        touched = np.zeros(n_ref, dtype=bool)
-        groups: list[tuple[np.ndarray, np.ndarray]] = []  # per band: positions (refs, then inputs), bucket numbers
 
-        def band(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        def band(b: int) -> tuple[np.ndarray, np.ndarray, _Band]:
             col = new_column(b)
             if n_ref:
                 col = np.concatenate([ref_keys[:, b], col])
-            order = np.argsort(col)  # not stable: rows are put in order inside each bucket below
-            sk = col[order]
-            del col
-            first = np.r_[True, sk[1:] != sk[:-1]] if len(sk) else np.zeros(0, bool)
-            del sk
-            gid = np.cumsum(first) - 1
-            starts = np.flatnonzero(first)
-            size = np.diff(np.append(starts, len(order)))
-            crowded = size[gid] >= 2
-            if crowded.any():  # rows ascending inside a bucket (a stable sort of the whole band is slower)
-                inside = np.flatnonzero(crowded)
-                order[inside] = order[inside][np.argsort(gid[inside].astype(np.int64) * len(order) + order[inside])]
-            is_ref = order < n_ref
-            refs_in = np.add.reduceat(is_ref.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
-            news_in = size - refs_in
-            new_shared = ~is_ref & ((news_in[gid] >= 2) | (refs_in[gid] >= 1))
-            return (order[new_shared] - n_ref, order[is_ref & (news_in[gid] >= 1)],
-                    order[crowded].astype(np.int32), gid[crowded].astype(np.int32))
+            return _band_buckets(col, n_ref)
 
-        for new_shared, ref_touched, pos, gid in fork_map(band, range(bands), workers):
+        shared = np.zeros(n_new, dtype=bool)
+        touched = np.zeros(n_ref, dtype=bool)
+        self.bands: list[_Band] = []
+        for new_shared, ref_touched, built in fork_imap(band, range(bands), workers):
             shared[new_shared] = True
             touched[ref_touched] = True
-            groups.append((pos, gid))
-        self.ref_rows = np.flatnonzero(touched)
+            self.bands.append(built)
+        self.n_ref_rows = n_ref
+        self.ref_rows = np.arange(n_ref)
+        self.ref_touched = np.flatnonzero(touched)
         self.new_rows = np.flatnonzero(shared)
-        self.n_ref_rows = len(self.ref_rows)
-        self.size = len(self.ref_rows) + len(self.new_rows)
-        row_of = np.full(n_ref + n_new, -1, dtype=np.int64)  # position -> candidate row
-        row_of[self.ref_rows] = np.arange(len(self.ref_rows))
-        row_of[n_ref + self.new_rows] = len(self.ref_rows) + np.arange(len(self.new_rows))
-        self.bands: list[_Band] = []
-        groups.reverse()
-        while groups:  # each band's (pos, gid) freed once it is a _Band: both are never held whole
-            pos, gid = groups.pop()
-            rows = row_of[pos]
-            keep = rows >= 0
-            rows, gid = rows[keep].astype(np.int32), gid[keep]
-            first = np.r_[True, gid[1:] != gid[:-1]] if len(gid) else np.zeros(0, bool)
-            starts = np.flatnonzero(first)
-            size = np.diff(np.append(starts, len(rows)))
-            many = np.repeat(size >= 2, size)
-            rows, first = rows[many], first[many]
-            starts = np.flatnonzero(first).astype(np.int32)
-            slot = np.full(self.size, -1, dtype=np.int32)  # rows are unique in a band: order them by a scatter
-            slot[rows] = np.arange(len(rows), dtype=np.int32)
-            by_row = slot[slot >= 0]
-            del slot
-            self.bands.append(_Band(rows[by_row], by_row, rows, starts))
+        self.size = n_ref + n_new
+        self._costs: dict[int, np.ndarray] = {}
 
     def _cost(self, depth: int) -> np.ndarray:
         """(rows,) int64: pairs `block_pairs` generates for each row."""
-        cost = np.zeros(self.size, dtype=np.int64)
-        for band in self.bands:
-            _, rank = band.start_rank(band.where)
-            cost += np.bincount(band.rows, weights=np.minimum(rank, depth), minlength=self.size).astype(np.int64)
+        cost = self._costs.get(depth)
+        if cost is None:
+            cost = self._costs[depth] = np.zeros(self.size, dtype=np.int64)
+            for band in self.bands:
+                cost[band.rows] += np.minimum(band.rank, depth)  # rows are unique in a band
         return cost
-
-    def capacity(self, lo: int, depth: int) -> int:
-        """At least the length of P for rows lo..: each P_i is at most `depth` and at most its cost."""
-        return int(np.minimum(self._cost(depth)[lo:], depth).sum())
 
     def entries(self) -> int:
         return sum(len(b.rows) for b in self.bands)
 
     def nbytes(self) -> int:
-        return sum(b.rows.nbytes + b.where.nbytes + b.members.nbytes + b.starts.nbytes for b in self.bands)
+        return sum(b.rows.nbytes + b.start.nbytes + b.rank.nbytes + b.members.nbytes for b in self.bands)
 
     def block_pairs(self, lo: int, hi: int, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For rows lo..hi-1: P_i (the first `depth` earlier rows sharing a bucket with row i) end to end,
         the end of each row's part, and whether P_i is all of U_i."""
-        rows_p, mates_p = [], []
-        cut = np.zeros(hi - lo, dtype=bool)
+        n = hi - lo
+        cut = np.zeros(n, dtype=bool)
         # a band with `depth` or more earlier rows puts `depth` rows at or below its depth-th one into
         # U_i, so P_i holds no row above the least such row (`limit`): rows past it are not listed
-        limit = np.full(hi - lo, np.iinfo(np.int64).max, dtype=np.int64)
+        limit = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
         parts = []
         for band in self.bands:
             a, z = np.searchsorted(band.rows, [lo, hi])
-            rows = band.rows[a:z]
-            start, rank = band.start_rank(band.where[a:z])
-            cut[rows[rank > depth] - lo] = True
-            full = np.flatnonzero(rank >= depth)
-            if len(full) and depth:
-                at = rows[full] - lo  # a row is in at most one bucket per band
-                limit[at] = np.minimum(limit[at], band.members[start[full] + depth - 1])
-            parts.append((band, rows, start, np.minimum(rank, depth).astype(np.int64)))
-        short = np.zeros(hi - lo, dtype=bool)  # rows whose U_i had rows past `limit` (so |U_i| > depth)
-        for band, rows, start, first in parts:
-            take = _count_at_most(band.members, start, first, limit[rows - lo])
-            short[rows[take < first] - lo] = True
+            if a == z:
+                continue
+            rows = band.rows[a:z] - lo  # a row is in at most one bucket per band
+            start, rank = band.start[a:z], band.rank[a:z]
+            over = np.flatnonzero(rank >= depth)
+            if len(over) and depth:
+                at = rows[over]
+                cut[at[rank[over] > depth]] = True
+                limit[at] = np.minimum(limit[at], band.members[start[over] + (depth - 1)])
+            parts.append((band.members, rows, start, np.minimum(rank, depth)))
+        short = np.zeros(n, dtype=bool)  # rows whose U_i had rows past `limit` (so |U_i| > depth)
+        keys = []
+        for members, rows, start, first in parts:
+            lim = limit[rows]
+            take = first
+            # most lists are all at or below the limit; the others are cut by a binary search
+            active = np.flatnonzero((first > 0) & (members[start + np.maximum(first - 1, 0)] > lim))
+            if len(active):
+                take = first.copy()
+                take[active] = _count_at_most(members, start[active], first[active], lim[active])
+                short[rows[active[take[active] < first[active]]]] = True
             total = int(take.sum())
             if not total:
                 continue
-            ends = np.cumsum(take)
-            which = np.repeat(np.arange(len(take)), take)
-            within = np.arange(total, dtype=np.int64) - (ends - take)[which]
-            mates_p.append(band.members[start[which] + within])
-            rows_p.append(rows[which])
-        n = np.int64(self.size)
-        if rows_p:
-            key = sorted_unique(np.concatenate(rows_p).astype(np.int64) * n + np.concatenate(mates_p))
-            rows, mates = key // n, (key % n).astype(np.int32)
+            offsets = np.cumsum(take) - take
+            at = np.repeat(start.astype(np.int64) - offsets, take) + np.arange(total, dtype=np.int64)
+            key = np.repeat(rows.astype(np.int64) << 32, take)  # (row, mate): row in the high half
+            key |= members[at]
+            keys.append(key)
+        if keys:
+            key = np.concatenate(keys) if len(keys) > 1 else keys[0]
+            key.sort(kind="stable")  # one sorted run per band: a merging sort is ~25 % faster here
+            key = key[np.r_[True, key[1:] != key[:-1]]]
+            rows, mates = (key >> 32).astype(np.int64), key.astype(np.int32)  # the low half (rows < 2**31)
         else:
             rows, mates = np.zeros(0, np.int64), np.zeros(0, np.int32)
-        bounds = np.searchsorted(rows, np.arange(lo, hi + 1))
-        count = np.diff(bounds)
-        place = np.arange(len(rows)) - np.repeat(bounds[:-1], count)
-        keep = place < depth
+        count = np.bincount(rows, minlength=n)
+        if len(count) and count.max() > depth:
+            place = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
+            mates = mates[place < depth]
         complete = ~cut & ~short & (count <= depth)
-        return mates[keep], np.cumsum(np.minimum(count, depth)), complete
+        return mates, np.cumsum(np.minimum(count, depth)), complete
 
     def union(self, row: int) -> np.ndarray:
         """U_row: every earlier row sharing a bucket with `row`, ascending (for the rare row whose S_i
@@ -360,8 +429,8 @@ class BucketTable:
         for band in self.bands:
             at = np.searchsorted(band.rows, row)
             if at < len(band.rows) and band.rows[at] == row:
-                start, rank = band.start_rank(band.where[at : at + 1])
-                parts.append(band.members[int(start[0]) : int(start[0] + rank[0])])
+                start = int(band.start[at])
+                parts.append(band.members[start : start + int(band.rank[at])])
         return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int32)
 
     def blocks(self, lo: int, depth: int, budget: int | None = None) -> list[tuple[int, int]]:

@@ -7,10 +7,11 @@ shingle-set sketch (4 B size + 32 B bits) = 48 B in memory; its LSH band keys (8
 32 bands) go to one file per band when `band_dir` is given (`BandFiles`; a streamed run gives it), and
 the decision reads them back one band at a time, in the processes that sort them.
 During the decision, per record 17 B more (dup_of, similarity, exact flag) and, per LSH candidate
-(records sharing a band bucket with another one): 12 B per band bucket it shares plus 4 B per bucket
-(`dedup_pairs.BucketTable`: ~13 B per entry, 16.5 entries per candidate on bench/scale.py's corpus at
-1M records), 40 B of sketch bound data and ~50 B of per-row arrays. P_i, up to max_compare + 32 row
-numbers per candidate (4 B each), goes to files, one per block of rows (`dedup_pairs.PairFiles`).
+(records sharing a band bucket with another one): 16 B per band bucket it shares (`dedup_pairs.
+BucketTable`: row, bucket start, rank, member; 16.5 entries per candidate on bench/scale.py's corpus at
+1M records, ~265 B), 40 B of sketch bound data and ~50 B of per-row arrays (rows: every input that is
+not an exact copy, and every index text). P_i, up to max_compare + 32 row numbers per candidate (4 B
+each), goes to files, one per block of rows (`dedup_pairs.PairFiles`).
 Texts are read back from the spill only for the pairs whose sketch bound reaches the threshold
 (`dedup_pairs.bound_pass`) and for the rows the fact guard compares.
 Signatures (4 B x num_perm per record) are kept only when a persisted index needs them, and then on
@@ -69,7 +70,7 @@ def batch_state(texts: list[str], config: DedupConfig, with_sigs: bool = False) 
 
 class BandFiles:
     """LSH band keys on disk, one file per band (8 B per record each), so the decision reads one band
-    at a time (`BucketTable` reads each in its own forked worker) and no process holds all of them."""
+    at a time (`BucketTable` sorts each in a forked worker) and no process holds all of them."""
 
     def __init__(self, directory: Path, bands: int) -> None:
         self.directory = Path(directory)

@@ -94,16 +94,17 @@ class FactGuard:
                 out.append((s, reach, t))
         return out
 
-    def _prepared(self, text: str) -> tuple[str, list[tuple[int, int, str]], Counter, Counter]:
-        """Normalised text, its markers, their counts and its series characters (cached: a text is
-        compared with every candidate it shares a bucket with)."""
+    def _prepared(self, text: str) -> tuple[str, list[tuple[int, int, str]], list[str], list[str]]:
+        """Normalised text, its markers, their multiset and that of its series characters (sorted lists:
+        equal exactly when the counts are; cached, as a text is compared with every candidate it
+        shares a bucket with)."""
         hit = self._cache.get(text)
         if hit is None:
             if len(self._cache) >= CACHE_TEXTS:
                 self._cache.clear()
             norm = normalise(text)
             occ = self.markers(norm)
-            hit = self._cache[text] = (norm, occ, Counter([o[2] for o in occ]), _series_count(norm))
+            hit = self._cache[text] = (norm, occ, sorted([o[2] for o in occ]), sorted(_SERIES_CHARS.findall(norm)))
         return hit
 
     def difference(self, a: str, b: str) -> str | None:
@@ -155,10 +156,6 @@ def _prefix_gone(longer: str, shorter: str, kept: int) -> bool:
     altogether and is more than one Chinese character (one lost character is what an edit does)."""
     extra = longer.replace(shorter, "", 1)
     return kept <= len(shorter) and (len(extra) >= 2 or any(not is_cjk(c) for c in extra))
-
-
-def _series_count(text: str) -> Counter:
-    return Counter(_SERIES_CHARS.findall(text))
 
 
 def _series_difference(a: str, b: str, ops: list[tuple[str, int, int, int, int]]) -> str | None:

@@ -1,6 +1,8 @@
 """The global dedup step of a streamed run: decide from the compact state, then turn the decision into
 the reject rows, cluster report and stats `curation.record_dedup.dedup_records` gives, reading back
-from the spill only the rows that were removed and the kept rows they name."""
+from the spill only the rows that were removed and the kept rows they name. Reading back and writing
+the JSON lines run in forked workers (`fork_imap`: runs of spill parts, blocks of clusters), the
+parent writes their text in order."""
 
 from __future__ import annotations
 
@@ -14,16 +16,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from medmill.builders.curation.dedup import Decision, decide
-from medmill.builders.curation.dedup_pairs import sorted_unique
+from medmill.builders.curation.dedup import Decision, decide, decision_workers
+from medmill.builders.curation.dedup_pairs import fork_imap, sorted_unique
 from medmill.builders.curation.dedup_state import DedupState
 from medmill.builders.curation.index import DedupIndex
 from medmill.builders.curation.record_dedup import PREVIEW
 from medmill.builders.streaming.batch import ORIGIN_COL, RAW_META_COL, TEXT_COL, DedupWork
 from medmill.builders.streaming.spill import Spill
 from medmill.schemas import KIND_COLUMNS, RejectRow
-
-CHUNK = 50_000  # removed records read back per block
 
 
 @dataclass
@@ -44,27 +44,19 @@ def _fetch_texts(spill: Spill):
 
 
 class _Named:
-    """Id, text (first PREVIEW characters) and origin of the spill rows a reject or a cluster names,
-    gathered part by part as `Spill.scan` reads them (`positions` ascending), and of index texts."""
+    """Id, text (first PREVIEW characters) and origin of the spill rows a reject or a cluster names
+    (`positions`, ascending), and of index texts."""
 
-    def __init__(self, positions: np.ndarray, index: DedupIndex | None, n_ref: int) -> None:
+    def __init__(self, positions: np.ndarray, table: pa.Table, index: DedupIndex | None, n_ref: int) -> None:
         self.positions, self.index, self.n_ref = positions, index, n_ref
-        self.chunks: dict[str, list[pa.Array]] = {"id": [], TEXT_COL: [], ORIGIN_COL: []}
-        self.rows = 0
-
-    def add(self, table: pa.Table) -> None:
-        for name, chunks in self.chunks.items():
-            col = table.column(name)
-            chunks += (pc.utf8_slice_codeunits(col, 0, PREVIEW) if name == TEXT_COL else col).chunks
-        self.rows += table.num_rows
+        self.ids, self.texts, self.origins = (table.column(c).to_pylist() for c in ("id", TEXT_COL, ORIGIN_COL))
 
     def inputs(self, positions: np.ndarray) -> tuple[list, list, list]:
-        """(ids, texts, origins) of spill rows already added."""
+        """(ids, texts, origins) of spill rows."""
         at = np.searchsorted(self.positions, positions)
-        if len(at) and (int(at.max()) >= self.rows or not (self.positions[at] == positions).all()):
-            raise RuntimeError("a dedup reject names a record not read yet")
-        idx = pa.array(at, pa.int64())
-        return tuple(pa.chunked_array(self.chunks[c], pa.string()).take(idx).to_pylist() for c in ("id", TEXT_COL, ORIGIN_COL))
+        if len(at) and (int(at.max()) >= len(self.positions) or not (self.positions[at] == positions).all()):
+            raise RuntimeError("a dedup reject names a record not read")
+        return tuple([values[k] for k in at.tolist()] for values in (self.ids, self.texts, self.origins))
 
     def __call__(self, targets: np.ndarray) -> list[tuple[str, str, str]]:
         """(id, text, origin) of decision positions: index texts first, then spill rows."""
@@ -78,6 +70,25 @@ class _Named:
                 out.append((ids[k], texts[k], origins[k]))
                 k += 1
         return out
+
+
+PER_JOB = 20_000  # rows read back (or rejects, or cluster members) per forked job
+
+
+def _named(spill: Spill, wanted: np.ndarray, index: DedupIndex | None, n_ref: int, workers: int) -> _Named:
+    """The id, text preview and origin of every `wanted` spill row, parts read by forked workers."""
+    columns = ["id", TEXT_COL, ORIGIN_COL]
+
+    def read(parts: tuple[int, int]) -> pa.Table:
+        pieces = [t.select(columns) for _, t in spill.scan(wanted, columns, parts)]
+        pieces = [t.set_column(1, TEXT_COL, pc.utf8_slice_codeunits(t.column(TEXT_COL), 0, PREVIEW)) for t in pieces]
+        return pa.concat_tables(pieces) if pieces else None
+
+    got = [t for t in fork_imap(read, spill.part_ranges(wanted, PER_JOB), workers) if t is not None]
+    table = pa.concat_tables(got) if got else pa.table({c: pa.array([], pa.string()) for c in columns})
+    if table.num_rows != len(wanted):
+        raise RuntimeError("dedup could not read back every record it names")
+    return _Named(wanted, table, index, n_ref)
 
 
 def run_dedup(
@@ -96,56 +107,66 @@ def run_dedup(
     n_ref = len(index) if index is not None else 0
     removed = np.flatnonzero(~decision.keep)
     targets = decision.dup_of[removed]
-    columns = [*KIND_COLUMNS[kind], RAW_META_COL, TEXT_COL, ORIGIN_COL]
-    # one pass over the spill: every removed row (its reject) and every kept row one names; a removed
-    # row names an earlier one, so it is always read by the time its reject is written
-    wanted = sorted_unique(np.concatenate([removed, targets[targets >= n_ref] - n_ref]))
-    named = _Named(wanted, index, n_ref)
-    by_reason: Counter = Counter()
-    with open(rejects_file, "w", encoding="utf-8") as out:
-        for pos, table in spill.scan(wanted, columns):
-            named.add(table.select(["id", TEXT_COL, ORIGIN_COL]))
-            gone = ~decision.keep[pos]
-            if not gone.any():
-                continue
-            pos = pos[gone]
-            rows = table.filter(pa.array(gone)).select(columns).to_pylist()
-            for row, (kept_id, _, kept_origin), i in zip(rows, named(decision.dup_of[pos]), pos.tolist(), strict=True):
+    workers = decision_workers(work.config, len(spill))
+    # the rows rejects and clusters name: every removed row and every kept row one names
+    named = _named(spill, sorted_unique(np.concatenate([removed, targets[targets >= n_ref] - n_ref])), index, n_ref, workers)
+    columns = [*KIND_COLUMNS[kind], RAW_META_COL, ORIGIN_COL]
+
+    def rejects(parts: tuple[int, int]) -> tuple[str, Counter]:
+        """The reject rows of the removed rows in spill parts k0..k1-1, in order."""
+        lines, by_reason = [], Counter()
+        for pos, table in spill.scan(removed, columns, parts):
+            for row, (kept_id, _, kept_origin), i in zip(table.to_pylist(), named(decision.dup_of[pos]), pos.tolist(), strict=True):
                 sim = float(decision.similarity[i])
                 reason = "exact_duplicate" if decision.exact[i] else "near_duplicate"
                 where = f" in {kept_origin}" if kept_origin != row[ORIGIN_COL] else ""
                 raw = {k: row[k] for k in KIND_COLUMNS[kind]} | {"meta": row[RAW_META_COL]}
                 reject = RejectRow(stage="dedup", reason=reason, message=f"duplicate of {kept_id}{where} (similarity {sim:.3f})",
                                    source=row["source"], raw=raw)
-                out.write(reject.to_json() + "\n")
+                lines.append(reject.to_json() + "\n")
                 by_reason[f"dedup/{reason}"] += 1
+        return "".join(lines), by_reason
 
     # clusters: by kept record (position order), members in input order
     order = np.lexsort((removed, targets))
     sorted_targets = targets[order]
     group_starts = np.flatnonzero(np.r_[True, sorted_targets[1:] != sorted_targets[:-1]]) if len(order) else np.zeros(0, np.int64)
-    clusters = 0
-    with open(clusters_file, "w", encoding="utf-8") as out:
-        c = 0
-        while c < len(order):
-            at = int(np.searchsorted(group_starts, c + CHUNK))  # blocks end where a cluster starts
-            end = int(group_starts[at]) if at < len(group_starts) else len(order)
-            block = order[c:end]
-            pos, tgt = removed[block], targets[block]
-            ids, texts, origins = named.inputs(pos)
-            uniq, first = np.unique(tgt, return_index=True)
-            bounds = np.append(first, len(tgt))
-            for k, (t, (kept_id, kept_text, kept_origin)) in enumerate(zip(uniq.tolist(), named(uniq), strict=True)):
-                group = []
-                for j in range(bounds[k], bounds[k + 1]):
-                    i = int(pos[j])
-                    group.append({"id": ids[j], "text": texts[j][:PREVIEW], "similarity": round(float(decision.similarity[i]), 4),
-                                  "exact": bool(decision.exact[i]), "origin": origins[j]})
-                cluster = {"kept_id": kept_id, "kept_text": kept_text[:PREVIEW], "kept_origin": kept_origin,
-                           "in_index": t < n_ref, "members": group}
-                out.write(json.dumps(cluster, ensure_ascii=False) + "\n")
-                clusters += 1
-            c = end
+    blocks, c = [], 0
+    while c < len(order):
+        at = int(np.searchsorted(group_starts, c + PER_JOB))  # blocks end where a cluster starts
+        end = int(group_starts[at]) if at < len(group_starts) else len(order)
+        blocks.append((c, end))
+        c = end
+
+    def clusters(span: tuple[int, int]) -> tuple[str, int]:
+        block = order[span[0] : span[1]]
+        pos, tgt = removed[block], targets[block]
+        ids, texts, origins = named.inputs(pos)
+        uniq, first = np.unique(tgt, return_index=True)
+        bounds = np.append(first, len(tgt))
+        lines = []
+        for k, (t, (kept_id, kept_text, kept_origin)) in enumerate(zip(uniq.tolist(), named(uniq), strict=True)):
+            group = []
+            for j in range(bounds[k], bounds[k + 1]):
+                i = int(pos[j])
+                group.append({"id": ids[j], "text": texts[j][:PREVIEW], "similarity": round(float(decision.similarity[i]), 4),
+                              "exact": bool(decision.exact[i]), "origin": origins[j]})
+            cluster = {"kept_id": kept_id, "kept_text": kept_text[:PREVIEW], "kept_origin": kept_origin,
+                       "in_index": t < n_ref, "members": group}
+            lines.append(json.dumps(cluster, ensure_ascii=False) + "\n")
+        return "".join(lines), len(uniq)
+
+    jobs = [("rejects", r) for r in spill.part_ranges(removed, PER_JOB)] + [("clusters", b) for b in blocks]
+    by_reason: Counter = Counter()
+    n_clusters = 0
+    with open(rejects_file, "w", encoding="utf-8") as out_rejects, open(clusters_file, "w", encoding="utf-8") as out_clusters:
+        for (what, _), (text, count) in zip(jobs, fork_imap(lambda job: rejects(job[1]) if job[0] == "rejects" else clusters(job[1]), jobs, workers), strict=True):
+            if what == "rejects":
+                out_rejects.write(text)
+                by_reason.update(count)
+            else:
+                out_clusters.write(text)
+                n_clusters += count
 
     index_rows: dict[str, Any] = {}
     if index is not None:
@@ -174,7 +195,7 @@ def run_dedup(
         "fact_guarded_examples": guarded_examples,
         "fields": work.fields,
         "index_records": n_ref,
-        "clusters": clusters,
+        "clusters": n_clusters,
         "removed_exact": n_exact,
         "removed_near": near,
         "representative": "first_seen",

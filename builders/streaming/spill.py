@@ -6,6 +6,7 @@ one part at a time)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class Spill:
         self._parts: list[Path] = []
         self._starts: list[int] = [0]
         self._files: dict[int, pq.ParquetFile] = {}
+        self._pid = os.getpid()
         self.schema: pa.Schema | None = None
 
     def __len__(self) -> int:
@@ -65,6 +67,8 @@ class Spill:
         self._files.clear()
 
     def _file(self, k: int) -> pq.ParquetFile:
+        if self._pid != os.getpid():  # a forked worker opens its own files
+            self._files, self._pid = {}, os.getpid()
         f = self._files.get(k)
         if f is None:
             f = self._files[k] = pq.ParquetFile(self._parts[k])
@@ -75,19 +79,35 @@ class Spill:
         for k, path in enumerate(self._parts):
             yield self._starts[k], pq.ParquetFile(path).read(columns=columns)
 
-    def scan(self, positions: np.ndarray, columns: list[str]) -> Iterator[tuple[np.ndarray, pa.Table]]:
+    def scan(self, positions: np.ndarray, columns: list[str], parts: tuple[int, int] | None = None) -> Iterator[tuple[np.ndarray, pa.Table]]:
         """(positions, their rows) part by part, for ascending unique `positions`: every part is read
-        at most once (a `take` reads each part it touches; many takes read the spill many times)."""
+        at most once (a `take` reads each part it touches; many takes read the spill many times). With
+        `parts` (k0, k1), only parts k0..k1-1, each opened afresh (for a forked worker)."""
         positions = np.asarray(positions, dtype=np.int64)
         if not len(positions):
             return
         starts = np.asarray(self._starts)
         bounds = np.searchsorted(positions, starts)
-        for k in range(len(self._parts)):
+        k0, k1 = parts if parts is not None else (0, len(self._parts))
+        for k in range(k0, k1):
             lo, hi = int(bounds[k]), int(bounds[k + 1])
             if lo < hi:
                 local = positions[lo:hi] - starts[k]
-                yield positions[lo:hi], self._file(k).read(columns=columns).take(pa.array(local))
+                file = self._file(k) if parts is None else pq.ParquetFile(self._parts[k])
+                yield positions[lo:hi], file.read(columns=columns).take(pa.array(local))
+
+    def part_ranges(self, positions: np.ndarray, per_range: int) -> list[tuple[int, int]]:
+        """Runs of whole parts holding about `per_range` of the ascending `positions` each (the ranges
+        forked workers `scan`), covering every part."""
+        if not self._parts:
+            return []
+        before = np.searchsorted(np.asarray(positions, dtype=np.int64), np.asarray(self._starts))  # positions before each part
+        out, k0 = [], 0
+        for k in range(1, len(self._parts) + 1):
+            if k == len(self._parts) or before[k] - before[k0] >= per_range:
+                out.append((k0, k))
+                k0 = k
+        return out
 
     def take(self, positions: np.ndarray, columns: list[str]) -> pa.Table:
         """Rows at `positions` (any order, repeats allowed), only `columns`, in the order asked."""

@@ -140,9 +140,11 @@ def test_parallel_blocks_and_guard_equal_serial(monkeypatch):
     serial = decide(exact, units, keys, DedupConfig(workers=1), _fetch(texts), None, sketch)
     monkeypatch.setattr(dd, "PARALLEL_MIN_DOCS", 0)
     monkeypatch.setattr(dd, "GUARD_CHUNK", 7)
+    monkeypatch.setattr(dd, "SETS_MIN_CHUNK", 3)  # candidate texts read and shingled in many forked chunks
     monkeypatch.setattr(dp, "PAIR_BLOCK", 5_000)
     parallel = decide(exact, units, keys, DedupConfig(workers=2), _fetch(texts), None, sketch)
     assert parallel.dup_of.tolist() == serial.dup_of.tolist() and parallel.stats == serial.stats
+    assert parallel.similarity.tolist() == serial.similarity.tolist()
 
 
 def test_bound_never_rules_out_a_pair_at_the_threshold():
@@ -180,10 +182,12 @@ def test_block_pairs_are_the_first_rows_of_each_union():
     bands, _ = cfg.bands_rows
     todo = np.flatnonzero(units > 0)
     table = dp.BucketTable(np.zeros((0, bands), np.uint64), lambda b: keys[todo, b], len(todo), bands)
-    rows = todo[table.new_rows]
-    row_keys = keys[rows]
+    assert table.size == len(todo)  # table row r is input todo[r]
+    row_keys = keys[todo]
     # every earlier row g < r with some band key equal to row r's (one numpy comparison per row)
-    unions = [np.flatnonzero((row_keys[:r] == row_keys[r]).any(axis=1)).tolist() for r in range(len(rows))]
+    unions = [np.flatnonzero((row_keys[:r] == row_keys[r]).any(axis=1)).tolist() for r in range(len(todo))]
+    later = [(row_keys[r + 1 :] == row_keys[r]).any(axis=1).any() for r in range(len(todo))]
+    assert table.new_rows.tolist() == [r for r in range(len(todo)) if unions[r] or later[r]]
     for depth in (2, 5, 1000):
         for lo, hi in table.blocks(0, depth, budget=500):
             mates, ends, complete = table.block_pairs(lo, hi, depth)
@@ -200,3 +204,45 @@ def test_exact_keys_of_units_equal_exact_keys():
     want = exact_keys(texts)
     got = dd.exact_keys_of_units(texts, *mh.char_units(texts))
     assert (want[0] == got[0]).all() and (want[1] == got[1]).all()
+
+
+def test_bucket_order_is_a_stable_argsort_also_where_high_bits_collide():
+    """`bucket_order` packs positions under the key's high bits; keys differing only in their low bits
+    (which the position overwrites) must still come out ordered by key, then position."""
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 7, 1000, 5000):
+        base = rng.integers(0, 1 << 63, size=max(1, n // 20), dtype=np.uint64)
+        col = base[rng.integers(0, len(base), n)] if n else np.zeros(0, np.uint64)
+        col = col ^ rng.integers(0, 4, n).astype(np.uint64)  # same high bits, different keys
+        assert dp.bucket_order(col).tolist() == np.argsort(col, kind="stable").tolist()
+
+
+def test_bound_of_a_block_equals_the_bound_of_its_pairs(monkeypatch):
+    """`BoundData.block` (rows repeated from slices, in steps of whole rows) against the pairwise bound."""
+    monkeypatch.setattr(dp, "BOUND_CHUNK", 50)  # many steps, rows longer than a step
+    rng = np.random.default_rng(5)
+    texts = _corpus(9, 200)
+    sk = dp.sketches(*DedupConfig().params.shingles(texts))
+    bound = dp.BoundData(sk)
+    counts = rng.integers(0, 80, 60)
+    counts[[3, 10]] = 0
+    b = rng.integers(0, len(texts), int(counts.sum()))
+    a = np.repeat(np.arange(40, 100), counts)
+    for threshold in (0.3, 0.6):
+        want = bound(a, b, threshold)
+        assert bound.block(40, counts, b, threshold).tolist() == want.tolist() and want.any() and not want.all()
+
+
+def test_count_at_most_equals_counting_each_list():
+    """The galloping search against counting plainly, on lists of every length, limits anywhere."""
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(0, 150, 3000)
+    members = np.concatenate([np.sort(rng.choice(10_000, size=k, replace=False)) for k in lengths]).astype(np.int32)
+    start = (np.cumsum(lengths) - lengths).astype(np.int32)
+    take = np.minimum(lengths, rng.integers(0, 160, len(lengths)))
+    limit = rng.integers(-5, 10_050, len(lengths)).astype(np.int64)
+    limit[::7] = np.iinfo(np.int64).max
+    want = [int((members[s : s + t] <= lim).sum()) for s, t, lim in zip(start.tolist(), take.tolist(), limit.tolist(), strict=True)]
+    got = dp._count_at_most(members, start, take, limit)
+    assert got.tolist() == want
+    assert 0 < sum(0 < w < t for w, t in zip(want, take.tolist(), strict=True))  # lists cut inside, not only all or none

@@ -400,6 +400,7 @@ def test_streamed_dedup_through_many_pair_files_and_gathers_equals_in_memory(inp
     forked processes, band keys on disk, large string columns gathered: the in-memory dir, byte for byte."""
     import medmill.builders.curation.dedup as dd
     import medmill.builders.curation.dedup_pairs as dp
+    import medmill.builders.streaming.dedup as sd
     import medmill.builders.streaming.write as write
 
     settings = CurationSettings(validate_records=False, quality=False, pii=False, safety=False, dedup=False)
@@ -412,10 +413,15 @@ def test_streamed_dedup_through_many_pair_files_and_gathers_equals_in_memory(inp
     monkeypatch.setattr(dp, "PAIR_BLOCK", 300)
     monkeypatch.setattr(dd, "PARALLEL_MIN_DOCS", 0)
     monkeypatch.setattr(write, "TAKE_BYTES", 0)
+    jobs: list[int] = []
+    real_named = sd._named
+    monkeypatch.setattr(sd, "_named", lambda *a: (jobs.append(len(a[0].part_ranges(a[1], sd.PER_JOB))), real_named(*a))[1])
+    monkeypatch.setattr(sd, "PER_JOB", 5)  # rejects, clusters and read-backs in many forked jobs
     out = tmp_path / "stream"
     run_over_dirs("dedup", inputs["pretrain"], out, settings, {}, run=RunOptions("local", 2, batch_rows=128), extra_steps=dedup_steps)
     assert digest(out) == expected
     assert len(seen) > 20 and sum(seen) > 0
+    assert jobs and jobs[0] > 3
 
 
 def test_pair_files_read_back_as_one_array(tmp_path):
@@ -476,3 +482,19 @@ def test_spill_scan_reads_each_part_once_and_equals_take(tmp_path):
     assert len(reads) == len(set(reads)) == len(got)
     assert np.concatenate([p for p, _ in got]).tolist() == wanted.tolist()
     assert pa.concat_tables([t for _, t in got]).equals(spill.take(wanted, ["v", "w"]))
+
+
+def test_spill_part_ranges_cover_every_part_and_scan_by_range_equals_scan(tmp_path):
+    from medmill.builders.streaming.spill import Spill
+
+    spill = Spill(tmp_path / "spill.parquet")
+    for k in range(7):
+        spill.append(pa.table({"v": list(range(k * 100, k * 100 + 10 * k + 3))}))
+    wanted = np.unique(np.random.default_rng(1).integers(0, len(spill), 50))
+    for per_range in (1, 8, 1000):
+        ranges = spill.part_ranges(wanted, per_range)
+        assert [k for a, b in ranges for k in range(a, b)] == list(range(7))
+        if per_range == 1:
+            assert len(ranges) > 3
+        got = [t for r in ranges for _, t in spill.scan(wanted, ["v"], r)]
+        assert pa.concat_tables(got).equals(spill.take(wanted, ["v"]))
