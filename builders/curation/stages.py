@@ -253,6 +253,7 @@ def dedup_config(settings: CurationSettings, protected_terms: Iterable[str] = ()
         ngram=settings.dedup_ngram,
         num_perm=settings.dedup_num_perm,
         fact_guard=settings.dedup_fact_guard,
+        max_compare=settings.dedup_max_compare,
         protected_terms=frozenset(protected_terms),
     )
 
