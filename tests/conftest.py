@@ -93,45 +93,39 @@ def llm_server():
         yield server
 
 
-# ---- card plots: identical inputs are drawn once per worker ------------------------------------------
+# ---- card plots: drawn by the tests of plotting, stood in for elsewhere --------------------------------
 # Drawing a card's PNGs costs about a third of a second of CPU per build (matplotlib text layout with a
-# CJK font), which was the largest single cost of the fast lane. Plots are a pure function of the
-# dataset statistics (same stats -> same bytes; tests/publish checks that), so tests that do not test
-# the plots themselves get the bytes an earlier call drew for the very same statistics; any statistics
-# not seen before are drawn for real. Tests of plotting, and tests that compare the bytes of two builds,
-# are marked `fresh_plots` and always draw.
-_drawn_plots: dict[str, list[tuple[str, str, bytes]]] = {}
-plot_draws = {"drawn": 0, "reused": 0}
+# CJK font): with ~100 distinct builds it was the largest single cost of the fast lane. Plots are a pure
+# function of the dataset statistics, and tests/publish checks what they draw (tests marked `fresh_plots`:
+# pixels, glyphs, the files a build links). Every other test gets, for each plot the card would have
+# (`plots.plot_plan`: same titles, same file names), a small file whose bytes are a digest of those
+# statistics: two builds with the same statistics still get the same bytes, and builds whose statistics
+# differ get different ones, so tests that compare two dataset dirs byte for byte keep their meaning.
 
-
-def _write_plots_once(real):
+def _plots_stood_in(plots):
     import hashlib
     import pickle
 
     def write_plots(stats, out_dir: Path, max_category_plots: int = 3) -> list[tuple[str, str]]:
         key = hashlib.sha256(pickle.dumps((stats, max_category_plots), protocol=4)).hexdigest()
-        if key not in _drawn_plots:
-            plot_draws["drawn"] += 1
-            result = real(stats, out_dir, max_category_plots)
-            _drawn_plots[key] = [(title, rel, (Path(out_dir) / rel).read_bytes()) for title, rel in result]
-            return result
-        plot_draws["reused"] += 1
-        for _, rel, data in _drawn_plots[key]:
+        written = []
+        for title, rel, _draw in plots.plot_plan(stats, max_category_plots):
             path = Path(out_dir) / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        return [(title, rel) for title, rel, _ in _drawn_plots[key]]
+            path.write_bytes(f"medmill test stand-in for {rel}: statistics {key}\n".encode())
+            written.append((title, rel))
+        return written
 
     return write_plots
 
 
 @pytest.fixture(autouse=True)
-def _identical_plots_drawn_once(request, monkeypatch):
+def _plots_drawn_only_where_tested(request, monkeypatch):
     if request.node.get_closest_marker("fresh_plots"):
         return
     from medmill.builders.publish import plots
 
-    monkeypatch.setattr(plots, "write_plots", _write_plots_once(plots.write_plots))
+    monkeypatch.setattr(plots, "write_plots", _plots_stood_in(plots))
 
 
 # ---- the click command behind `medmill` is built once per set of registered commands ----------------

@@ -15,8 +15,9 @@ import logging
 import subprocess
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 from medmill.builders.publish.stats import DatasetStats
@@ -180,19 +181,20 @@ def _draw_bars(fig, font: str | None, key: str, counter: Counter, items: list, t
     fig.subplots_adjust(left=min(0.5, 0.04 + 0.0105 * widest), right=0.97, top=1 - 0.35 / height_in, bottom=0.5 / height_in)
 
 
+def plot_plan(stats: DatasetStats, max_category_plots: int = 3) -> list[tuple[str, str, Callable[[Path], bool]]]:
+    """The card's plots for these statistics: (title, path relative to the dataset dir, draw(path))."""
+    plan: list[tuple[str, str, Callable[[Path], bool]]] = []
+    if any(d.count for d in stats.chars.values()):
+        plan.append(("Length distribution (characters)", f"{PLOTS_DIR}/length_hist.png", partial(length_histogram, stats)))
+    for key, counter in list(stats.categories.items())[:max_category_plots]:
+        if len(counter) >= 2:
+            plan.append((f"meta.{key}", f"{PLOTS_DIR}/meta_{_slug(key)}.png", partial(category_bars, key, counter)))
+    return plan
+
+
 def write_plots(stats: DatasetStats, out_dir: Path, max_category_plots: int = 3) -> list[tuple[str, str]]:
     """Write the card's plots into `out_dir/plots/`; return (title, path relative to out_dir)."""
-    plots: list[tuple[str, str]] = []
-    rel = f"{PLOTS_DIR}/length_hist.png"
-    if length_histogram(stats, out_dir / rel):
-        plots.append(("Length distribution (characters)", rel))
-    for key, counter in list(stats.categories.items())[:max_category_plots]:
-        if len(counter) < 2:
-            continue
-        rel = f"{PLOTS_DIR}/meta_{_slug(key)}.png"
-        if category_bars(key, counter, out_dir / rel):
-            plots.append((f"meta.{key}", rel))
-    return plots
+    return [(title, rel) for title, rel, draw in plot_plan(stats, max_category_plots) if draw(out_dir / rel)]
 
 
 def existing_plots(out_dir: Path) -> list[tuple[str, str]]:

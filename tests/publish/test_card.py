@@ -18,8 +18,8 @@ from medmill.builders.core.writer import BuildInfo, write_dataset_dir
 from medmill.builders.publish.card import SIZE_CATEGORIES, card_metadata, render_card, summary_of
 from medmill.schemas import Message, PreferenceRecord, PretrainRecord, RejectRow, SFTRecord, Source
 
-# The tests that check the plot files always draw (fresh_plots); the others read cards whose plots are the
-# bytes drawn for the same statistics earlier in the run (tests/conftest.py).
+# The tests that check the plot files draw them (fresh_plots); the others read cards whose plot files are
+# stand-ins with the same names (tests/conftest.py).
 
 RELATIONS = ["症状", "治疗药物", "所属科室"]
 
