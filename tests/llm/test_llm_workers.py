@@ -162,6 +162,7 @@ def test_no_key_in_any_output_file_with_workers(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.fresh_plots  # the resumed build runs in a subprocess, which draws its plots: so must the clean one
 def test_a_killed_two_worker_build_resumed_pays_no_request_twice(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OPENAI_API_KEY": "k", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
