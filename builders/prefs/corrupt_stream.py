@@ -24,8 +24,9 @@ from medmill.builders.core.collect import Collector
 from medmill.builders.core.forked import forked_imap
 from medmill.builders.core.progress import Progress
 from medmill.builders.core.steps import MapStep, StepResult
-from medmill.builders.prefs.config import PrefsConfig, add_pair, reject_item
-from medmill.builders.prefs.perturb import PERTURBATIONS, Corrupter, FactPool, Lexicon
+from medmill.builders.prefs.config import PrefsConfig
+from medmill.builders.prefs.corrupt import settle_item
+from medmill.builders.prefs.perturb import PERTURBATIONS, Corrupter, FactPool, Lexicon, Perturbed
 from medmill.builders.readers.batch_spill import BatchSpill
 from medmill.builders.readers.prompt_items import FieldNames, PromptItem, iter_inputs
 from medmill.schemas import RejectRow
@@ -113,18 +114,12 @@ class CorruptStep(MapStep):
             out.rejects.close()
 
     def _one(self, choice: int, item: PromptItem, out: Collector) -> None:
-        if item.reference is None:
-            reject_item(out, "corrupt", "no_reference", item, "no reference answer to corrupt")
-            return
-        if item.given_rejected is not None:
-            add_pair(out, item, item.reference, item.given_rejected, {"strategy": "given"}, "corrupt")
-            return
-        perturbed = self.corrupter.apply(PERTURBATIONS[choice], item, item.reference) if choice != NONE else None
-        if perturbed is None:
-            if choice != NONE:
+        def perturb(reference: str) -> Perturbed | None:
+            if choice == NONE:
+                return None
+            perturbed = self.corrupter.apply(PERTURBATIONS[choice], item, reference)
+            if perturbed is None:
                 raise RuntimeError(f"perturbation {PERTURBATIONS[choice]} applied in pass 2 but not in pass 3")
-            reject_item(out, "corrupt", "no_perturbation", item, f"none of {', '.join(self.corrupter.enabled)} applies")
-            return
-        meta = {"strategy": "corrupt", "perturbation": perturbed.name, "perturbation_detail": perturbed.detail}
-        add_pair(out, item, item.reference, perturbed.text, meta, "corrupt")
-        out.counters[f"perturbation.{perturbed.name}"] += 1
+            return perturbed
+
+        settle_item(out, item, self.corrupter.enabled, perturb)
