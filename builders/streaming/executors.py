@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from medmill.builders.core.collect import RejectSink
@@ -141,14 +142,6 @@ class ProcessExecutor(_ParallelMapExecutor):
                 yield pickle.loads(f.result())
 
 
-class _RayMap:
-    def __init__(self, steps: list[MapStep]) -> None:
-        self.steps = steps
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {"result": [pickle.dumps(run_map_steps(self.steps, pickle.loads(b)), protocol=5) for b in batch["slice"]]}
-
-
 class RayExecutor(_ParallelMapExecutor):
     """Map steps as a Ray Data `map_batches` over slices (order kept), on the cluster `connect` joined.
     A builder that offers a stream builds streamed (`map_jobs`: its batches as Ray tasks, window by
@@ -173,20 +166,10 @@ class RayExecutor(_ParallelMapExecutor):
         return ray_ordered_map(fn, jobs, self.workers)
 
     def _map_slices(self, steps, slices: Sequence[list[Any]]):
-        import ray
+        from medmill.builders.streaming.ray_executor import ray_ordered_map
 
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
-        ds = ray.data.from_items([{"slice": pickle.dumps(s, protocol=5)} for s in slices], override_num_blocks=len(slices))
-        ds = ds.map_batches(_RayMap, fn_constructor_args=(steps,), batch_size=1, concurrency=self.workers, num_cpus=1,
-                            batch_format="numpy")
-        try:
-            for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=self.workers):
-                for blob in batch["result"]:
-                    yield pickle.loads(blob)
-        except Exception as e:  # a worker's fatal LLM error (bad key, unknown model): its one line
-            from medmill.builders.streaming.ray_executor import user_error
-
-            raise user_error(e) from None
+        # the slices are in memory already: one window, one Ray Data pipeline
+        return ray_ordered_map(partial(run_map_steps, steps), slices, self.workers, window=len(slices))
 
 
 def build_executor(executor: str, workers: int, address: str = "") -> LocalExecutor | None:

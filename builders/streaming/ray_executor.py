@@ -20,6 +20,7 @@ from __future__ import annotations
 import pickle
 import re
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -32,18 +33,14 @@ from medmill.builders.streaming.run import StreamRun, run_streaming
 from medmill.schemas.errors import MedmillError
 
 
-class _RayBatchWork:
-    """The map_batches callable: one read slice in, one pickled BatchOut out."""
+@dataclass
+class _ReadAndWork:
+    """A Ray task's share of a filter/dedup run: read its slice straight from the input path, run the batch work."""
 
-    def __init__(self, work: BatchWork) -> None:
-        self.work = work
+    work: BatchWork
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        outs = []
-        for blob in batch["slice"]:
-            result = self.work(read_slice(pickle.loads(blob)))
-            outs.append(pickle.dumps(result, protocol=5))
-        return {"result": outs}
+    def __call__(self, s: Any) -> BatchOut:
+        return self.work(read_slice(s))
 
 
 _FN_CACHE: dict[str, Callable[[Any], Any]] = {}  # per Ray worker process: the function of the running map
@@ -63,10 +60,12 @@ def _call_jobs(batch: dict[str, Any], fn_ref: list[Any]) -> dict[str, Any]:
 
 
 def ray_ordered_map(fn: Callable[[Any], Any], jobs: Iterable[Any], workers: int, window: int = 0) -> Iterator[Any]:
-    """`fn(job)` for every job, results in input order, as Ray Data `map_batches` tasks on `workers` CPUs.
-    Jobs come from a generator in the driver (a reader's batches), so they are sent `window` at a time
-    (default 4 x workers): the driver never holds more than one window of jobs and results. `fn` is put
-    in the object store once and fetched once per worker process."""
+    """`fn(job)` for every job, results in input order, as Ray Data `map_batches` tasks on `workers` CPUs:
+    the one ordered map every Ray path uses (filter/dedup slices, in-memory map stages, streamed builds).
+    Jobs may come from a generator in the driver (a reader's batches), so they are sent `window` at a
+    time (default 4 x workers): the driver never holds more than one window of jobs and results. `fn` is
+    put in the object store once and fetched once per worker process; a worker's MedmillError comes back
+    as its one line."""
     import ray
 
     ray.data.DataContext.get_current().execution_options.preserve_order = True
@@ -126,21 +125,11 @@ _MEDMILL_ERROR = re.compile(r"medmill\.schemas\.errors\.MedmillError: ([^\n]+)")
 
 
 def ray_mapper(dirs: list[Path], batch_rows: int, workers: int):
-    import ray
-
     plan = read_plan(dirs, batch_rows)
 
     def mapper(work: BatchWork) -> Iterator[BatchOut]:
-        if not plan:
-            return
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True
-        ds = ray.data.from_items([{"slice": pickle.dumps(s)} for s in plan], override_num_blocks=len(plan))
-        ds = ds.map_batches(_RayBatchWork, fn_constructor_args=(work,), batch_size=1, concurrency=max(1, workers),
-                            num_cpus=1, batch_format="numpy")
-        for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=max(1, workers)):
-            for blob in batch["result"]:
-                yield pickle.loads(blob)
+        # the plan is small (paths and row ranges): one window, one Ray Data pipeline
+        return ray_ordered_map(_ReadAndWork(work), plan, workers, window=len(plan))
 
     return mapper
 
