@@ -310,8 +310,10 @@ class StatsCollector:
         meta_counters: dict[str, Counter] = {}
         for offset, cells in sorted(self.metas, key=lambda m: m[0]):
             take = max(0, min(len(cells), MAX_META_ROWS - stats.meta_rows_read))
-            if offset != stats.meta_rows_read or not take:
+            if not take:
                 continue
+            if offset != stats.meta_rows_read:  # a shard's meta slice went missing: the counts would be short
+                raise RuntimeError(f"card stats: meta of rows from {stats.meta_rows_read} missing (next slice at {offset})")
             _count_meta(cells[:take], meta_counters)
             stats.meta_rows_read += take
         stats.categories = _pick_categories(meta_counters, stats.meta_rows_read)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 import shutil
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -131,6 +131,8 @@ def _id_order(spill: Spill, keys: np.ndarray, survivors: np.ndarray | None) -> t
 
 def _all_keys(keys: np.ndarray | list[np.ndarray]) -> np.ndarray:
     """The keys as one array; a list (of per-batch arrays) is emptied, so they are freed once sorted."""
+    if isinstance(keys, list) and len(keys) == 1:
+        return np.asarray(keys.pop(), np.uint64)
     if isinstance(keys, list):  # copied batch by batch, each freed once copied: 8 B per row, not 16
         whole = np.empty(sum(len(k) for k in keys), np.uint64)
         at = 0
@@ -257,7 +259,7 @@ def write_spill(
         # the duplicates' reject lines are made in a thread (in order: one thread) beside the routing,
         # whose arrow and IPC work releases the GIL
         with open(dup_file, "w", encoding="utf-8") as dups, ThreadPoolExecutor(1) as rejecting:
-            lines = []
+            lines: deque = deque()  # at most two batches of duplicates wait: memory stays bounded, errors surface early
             for at, table in _prefetched(spill.groups(columns)):
                 local = dest[at : at + table.num_rows]
                 rows = np.flatnonzero(local >= 0)
@@ -277,6 +279,8 @@ def write_spill(
                 if len(lost):
                     lines.append(rejecting.submit(_write_duplicates, table.take(pa.array(lost)), dups))
                     by_reason["write/exact_duplicate"] += len(lost)
+                    if len(lines) > 2:
+                        lines.popleft().result()
                 del table, local, routed
             for done in lines:
                 done.result()
@@ -352,7 +356,7 @@ PLACE_COL = "_place"  # temp shard parts: each row's place in its shard
 
 
 def _write_shard(part: Path, target: Path, columns: list[str], schema: pa.Schema, rows: int,
-                 collect: Callable[[pa.Table], None] | None = None) -> None:
+                 collect: Callable[[pa.Table], None]) -> None:
     """The `rows` rows of `part` in their places (by id: ids are unique in a shard), one contiguous array
     per column, as the in-memory writer writes a shard; built a column at a time, string columns
     gathered row group by row group (`_gather_strings`), so the shard is in memory about once.
@@ -373,9 +377,6 @@ def _write_shard(part: Path, target: Path, columns: list[str], schema: pa.Schema
     del by_id, place
     table = pa.Table.from_arrays(arrays, names=columns).cast(schema)
     del arrays
-    if collect is None:
-        pq.write_table(table, target, compression="zstd")
-        return
     with ThreadPoolExecutor(1) as pool:
         collected = pool.submit(collect, table)
         pq.write_table(table, target, compression="zstd")
@@ -413,7 +414,6 @@ def _gather_strings(source: _TempPart, column: str, place: np.ndarray) -> pa.Arr
     if out_off[-1] >= 2**31 or out_off[-1] <= TAKE_BYTES:
         return None
     del lengths
-    dest = place
     data = bytearray(int(out_off[-1]))
     into = memoryview(data)
     at = 0
@@ -422,7 +422,7 @@ def _gather_strings(source: _TempPart, column: str, place: np.ndarray) -> pa.Arr
         rows = len(src_off) - 1
         src = memoryview(src_data)
         bounds = src_off.tolist()
-        targets = out_off[dest[at : at + rows]].tolist()
+        targets = out_off[place[at : at + rows]].tolist()
         for k, to in enumerate(targets):
             a, b = bounds[k], bounds[k + 1]
             into[to : to + b - a] = src[a:b]
