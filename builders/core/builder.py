@@ -88,6 +88,8 @@ class BuildContext:
     own_paths: list[Path] = field(default_factory=list)
     # processes a streamed build runs on (set by the streaming executor): a reader's own passes may use them
     workers: int = 1
+    # the streamed build's workers may sit on other machines (Ray): they do not see this one's disk
+    remote: bool = False
 
     @contextmanager
     def engine(self, settings: LLMSettings, out: Collector, label: str | None = None) -> Iterator[LLMEngine]:

@@ -362,12 +362,6 @@ class BucketTable:
                 cost[band.rows] += np.minimum(band.rank, depth)  # rows are unique in a band
         return cost
 
-    def entries(self) -> int:
-        return sum(len(b.rows) for b in self.bands)
-
-    def nbytes(self) -> int:
-        return sum(b.rows.nbytes + b.start.nbytes + b.rank.nbytes + b.members.nbytes for b in self.bands)
-
     def block_pairs(self, lo: int, hi: int, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For rows lo..hi-1: P_i (the first `depth` earlier rows sharing a bucket with row i) end to end,
         the end of each row's part, and whether P_i is all of U_i."""

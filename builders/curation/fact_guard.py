@@ -71,7 +71,7 @@ class FactGuard:
             terms |= {normalise(t) for t in lexicon_terms()}
         terms = {t for t in terms if _usable(t)}
         self.protected_terms = len(terms)
-        self._cache: dict[str, tuple[str, list[tuple[int, int, str]], Counter, Counter]] = {}
+        self._cache: dict[str, tuple[str, list[tuple[int, int, str]], list[str], list[str]]] = {}
         self._automaton: ahocorasick.Automaton | None = None
         if terms:
             self._automaton = ahocorasick.Automaton()

@@ -18,6 +18,7 @@ executor runs that model's step on fewer workers.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,8 @@ class PrefsBuilder(Builder[PrefsConfig]):
         _check(cfg)
         from medmill.builders.prefs.corrupt_stream import corrupt_stream
 
-        return corrupt_stream(cfg, work, batch_items, ctx.workers, ctx.progress)
+        # its option pass forks local processes, whichever executor runs the batches: at most this machine's cores
+        return corrupt_stream(cfg, work, batch_items, min(ctx.workers, len(os.sched_getaffinity(0))), ctx.progress)
 
     def generation(self, cfg: PrefsConfig, inputs: Inputs, ctx: BuildContext, out: Collector) -> list[Step]:
         """judge and reference: item-wise steps whose LLM calls run on the workers (steps.py); corrupt

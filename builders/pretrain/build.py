@@ -175,8 +175,11 @@ class MixBuilder(Builder[MixConfig]):
                 files.append(path / "manifest.json")
         return Inputs([], files, [], Counter(), {"sources": sources, "method": counter.method, "exact": counter.exact})
 
-    def read_stream(self, cfg: MixConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream:
-        """Every source read once into row files, the plan made, then the picks as a stream (mix_stream.py)."""
+    def read_stream(self, cfg: MixConfig, ctx: BuildContext, work: Path, batch_items: int) -> ItemStream | None:
+        """Every source read once into row files, the plan made, then the picks as a stream (mix_stream.py).
+        None (in memory) when the workers may sit on other machines: they read the row files in `work`."""
+        if ctx.remote:
+            return None
         from medmill.builders.pretrain.mix_stream import mix_stream
 
         return mix_stream(cfg, work, batch_items)

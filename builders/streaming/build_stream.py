@@ -325,6 +325,7 @@ def stream_build(
     pa.set_memory_pool(pa.system_memory_pool())  # freed buffers go back to the system (see streaming/run.py)
     try:
         ctx.workers = executor.workers
+        ctx.remote = getattr(executor, "remote", False)
         stream = builder.read_stream(cfg, ctx, work, executor.batch_items)
         if stream is None:
             return None

@@ -93,8 +93,7 @@ class Spill:
             lo, hi = int(bounds[k]), int(bounds[k + 1])
             if lo < hi:
                 local = positions[lo:hi] - starts[k]
-                file = self._file(k) if parts is None else pq.ParquetFile(self._parts[k])
-                yield positions[lo:hi], file.read(columns=columns).take(pa.array(local))
+                yield positions[lo:hi], self._file(k).read(columns=columns).take(pa.array(local))
 
     def part_ranges(self, positions: np.ndarray, per_range: int) -> list[tuple[int, int]]:
         """Runs of whole parts holding about `per_range` of the ascending `positions` each (the ranges

@@ -312,3 +312,17 @@ def test_prefs_judge_streamed_equals_in_memory(tmp_path: Path, llm_server) -> No
     got = digest(_prefs(tmp_path, [prompts], "stream", StreamExecutor(2, 2_000), **cfg))
     assert got == reference, _differs(reference, got)
     assert len(llm_server.log) == 2 * calls
+
+
+def test_pt_mix_builds_in_memory_when_workers_may_not_see_this_disk(tmp_path: Path) -> None:
+    """Streamed, --mix workers read the sources' row files from the driver's work dir: on a remote executor
+    (Ray) the mix builds in memory instead."""
+    from medmill.builders.core.builder import BuildContext
+    from medmill.builders.pretrain.build import MixBuilder
+    from medmill.builders.pretrain.config import MixConfig
+
+    domain, general = mix_sources(tmp_path / "src")
+    cfg = MixConfig(inputs=[domain, general], shares={str(domain): 0.5, str(general): 0.5}, out=tmp_path / "o")
+    (tmp_path / "w").mkdir()
+    assert MixBuilder().read_stream(cfg, BuildContext(tmp_path / "o", remote=True), tmp_path / "w", 40) is None
+    assert MixBuilder().read_stream(cfg, BuildContext(tmp_path / "o"), tmp_path / "w", 40) is not None
