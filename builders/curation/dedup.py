@@ -13,10 +13,16 @@ How a duplicate is decided (deterministic, documented in the README of `medmill 
    builder passes), medical terms of the bundled lexicon, numbers with units. Templated records about
    two diseases are alike in shingles, not in facts; such pairs are counted as `fact_guarded_pairs`.
 4. Representative rule: texts are visited in order - the index (earlier runs) first, then the inputs
-   in the order given. A text is removed when its exact Jaccard with an already *kept* text is at or
+   in the order given. A text's candidates are the earlier texts among the first `bucket_depth` (16)
+   texts of an LSH bucket it is in, ranked by how many of its buckets list them so (most first: a
+   light-edit copy shares most bands, a templated look-alike one or two), then by order. It is compared
+   with the first `max_compare` (64) *kept* candidates of that ranking, and removed when one is at or
    above the threshold and the fact guard finds no difference; it names the most similar such kept
    text (earliest on ties). Otherwise it is kept. A removed text never makes another one a duplicate,
-   so there are no chains: every removal is within the threshold of the text it names.
+   so there are no chains: every removal is within the threshold of the text it names. Both limits
+   bound the work on crowded buckets (templated corpora put thousands of texts in one), and the
+   ranking keeps them from costing recall: ranking by order alone found 49 % of bench/scale.py's
+   near-copies at 250k records, this ranking all of them.
 
 Only texts that share a bucket with another text are candidates; pairs are listed, bounded and compared in
 numpy blocks (`dedup_pairs.py`), and only texts with a pair at or above the threshold are decided one by one.
@@ -37,7 +43,6 @@ import pyarrow as pa
 
 from medmill.builders.curation import minhash as mh
 from medmill.builders.curation.dedup_pairs import (
-    SLACK,
     BoundData,
     BucketTable,
     PairFiles,
@@ -64,6 +69,7 @@ class DedupConfig:
     seed: int = 1
     workers: int = 0  # 0 = every core this process may use
     max_compare: int = 64  # exact comparisons per candidate text (bounds pathological buckets)
+    bucket_depth: int = 16  # the first rows of each LSH bucket a text may be compared with
     candidate_margin: float = 0.05  # LSH tuned this far below the threshold (recall near it)
     fact_guard: bool = True  # keep pairs whose differing spans are different facts
     protected_terms: frozenset[str] = frozenset()  # entity names / KG values a builder read
@@ -296,6 +302,8 @@ def decide(
         "bands": bands,
         "rows": rows,
         "threshold": config.threshold,
+        "max_compare": config.max_compare,
+        "bucket_depth": config.bucket_depth,
         "fact_guard": config.fact_guard,
         "protected_terms": len(config.protected_terms),
         "exact_duplicates": int(exact.sum()),
@@ -382,10 +390,6 @@ class _CandidateTexts:
         return got
 
 
-def _flat_sets(texts: list[str], params: mh.MinHashParams) -> _FlatSets:
-    return _FlatSets(pa.array(texts, pa.string()), params)
-
-
 def _chunk_sets(texts: list[str], params: mh.MinHashParams) -> tuple[np.ndarray, np.ndarray]:
     """The shingle sets of `texts` end to end, and their sizes."""
     sets = mh.unique_sets(*params.shingles(texts))
@@ -441,15 +445,15 @@ def decision_workers(config: DedupConfig, size: int) -> int:
 
 def _map_blocks(table: BucketTable, bound: BoundData, depth: int, config: DedupConfig, store: PairFiles):
     """Per block of input rows, in order: P written to the block's file in `store` (the pair count
-    comes back), ends, complete, and the pairs whose bound reaches the threshold (their place in the
-    block, row and mate); blocks are independent, so the result does not depend on the split."""
+    comes back), ends, and the pairs whose bound reaches the threshold (their place in the block, row
+    and mate); blocks are independent, so the result does not depend on the split."""
 
-    def block(item: tuple[int, tuple[int, int]]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def block(item: tuple[int, tuple[int, int]]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         k, (lo, hi) = item
-        m, e, c = table.block_pairs(lo, hi, depth)
+        m, e = table.block_pairs(lo, hi, depth)
         store.write(store.block_path(k), m)
         ok = np.flatnonzero(bound.block(lo, np.diff(np.r_[0, e]), m, config.threshold))
-        return len(m), e, c, ok, lo + np.searchsorted(e, ok, side="right"), m[ok]
+        return len(m), e, ok, lo + np.searchsorted(e, ok, side="right"), m[ok]
 
     return fork_imap(block, enumerate(table.blocks(table.n_ref_rows, depth)), decision_workers(config, table.size))
 
@@ -473,9 +477,9 @@ class _Resolved:
 
 
 class _Resolver:
-    """Step 4 of the rule over the candidate table. P_i and the exact Jaccard of every pair that may
-    reach the threshold come in numpy blocks; a row with no such pair among the rows it compares is
-    kept, and only the other ("open") rows are decided one by one, in order, as the rule says."""
+    """Step 4 of the rule over the candidate table. P_i (ranked) and the exact Jaccard of every pair
+    that may reach the threshold come in numpy blocks; a row with no such pair in P_i is kept, whatever
+    S_i is, and only the other ("open") rows are decided one by one, in order, as the rule says."""
 
     def __init__(self, table: BucketTable, sk: Sketches, texts: _CandidateTexts, config: DedupConfig, scratch: Path) -> None:
         self.table, self.sk, self.texts, self.config = table, sk, texts, config
@@ -486,23 +490,21 @@ class _Resolver:
         self.r0 = table.n_ref_rows
 
     def _pairs(self) -> None:
-        """P (`mates` split by `ends`), `complete`, and the pairs at or above the threshold."""
-        table, depth = self.table, self.k + SLACK
-        ends, complete, maybe_at, maybe_row, maybe_mate = [], [], [], [], []
+        """P (`mates` split by `ends`) and the pairs at or above the threshold."""
+        table, depth = self.table, self.config.bucket_depth
+        ends, maybe_at, maybe_row, maybe_mate = [], [], [], []
         self.mates = store = PairFiles(self.scratch)
         base = 0
         bound = BoundData(self.sk)
         self.sk = Sketches.empty()  # the bound data is all the blocks need of the sketches
-        for count, e, c, ok, ok_rows, ok_mates in _map_blocks(table, bound, depth, self.config, store):
+        for count, e, ok, ok_rows, ok_mates in _map_blocks(table, bound, depth, self.config, store):
             maybe_at.append(base + ok)
             maybe_row.append(ok_rows)
             maybe_mate.append(ok_mates)
             store.add(count)
             ends.append(base + e)
-            complete.append(c)
             base += count
         self.starts = np.concatenate([[0], *ends]).astype(np.int64) if ends else np.zeros(1, np.int64)
-        self.complete = np.concatenate(complete) if complete else np.zeros(0, bool)
         at = np.concatenate(maybe_at) if maybe_at else np.zeros(0, np.int64)
         a = np.concatenate(maybe_row) if maybe_row else np.zeros(0, np.int64)
         b = np.concatenate(maybe_mate).astype(np.int64) if maybe_mate else np.zeros(0, np.int64)
@@ -515,7 +517,7 @@ class _Resolver:
         self.texts.keep(above_rows, [got[i] for i in np.searchsorted(need, above_rows).tolist()])
         self.stats_pairs = {"pairs": len(self.mates), "bound_passed": len(at), "above": int(above.sum())}
         # the fact guard of every pair at or above the threshold, on every core (most open rows need
-        # exactly the one); a pair `_decide_row` meets past P_i is checked there
+        # exactly the one)
         self.above_why: dict[tuple[int, int], str | None] = {}
         if self.guard is not None and len(self.above_at):
             pairs = list(zip(b[above].tolist(), a[above].tolist(), strict=True))
@@ -553,29 +555,16 @@ class _Resolver:
         self.kept = np.ones(table.size, dtype=bool)
         self.dup_row = np.full(table.size, -1, dtype=np.int64)
         self.dup_sim = np.zeros(table.size, dtype=np.float64)
-        self.n_compared: dict[int, int] = {}
-        self.guarded: list[tuple[int, dict[str, Any]]] = []
-        is_open = np.zeros(table.size, dtype=bool)
+        self.guarded: list[dict[str, Any]] = []
+        is_open = np.zeros(len(self.starts) - 1, dtype=bool)
         if len(self.above_at):
-            is_open[np.searchsorted(self.starts, self.above_at, side="right") - 1 + r0] = True
-        start = r0
-        count = np.diff(self.starts)
-        while True:
-            for row in np.flatnonzero(is_open[start:]).tolist():
-                self._decide_row(start + row)
-            kept_in_p = count - self._removed_in_p()
-            late = np.flatnonzero(~self.complete & (kept_in_p < k) & ~is_open[r0:]) + r0
-            if not len(late):
-                break
-            # S_i of these rows reaches past P_i: decide them one by one too, again from the first
-            start = int(late[0])
-            redo = np.flatnonzero(is_open[start:]) + start
-            self.kept[redo], self.dup_row[redo], self.dup_sim[redo] = True, -1, 0.0
-            self.guarded = [g for g in self.guarded if g[0] < start]
-            is_open[late] = True
-        closed = ~is_open[r0:]
-        compared = int(np.where(self.complete, np.minimum(kept_in_p, k), k)[closed].sum()) + sum(self.n_compared.values())
-        return _Resolved(self.dup_row, self.dup_sim, compared, [g for _, g in self.guarded])
+            is_open[np.searchsorted(self.starts, self.above_at, side="right") - 1] = True
+        compared = 0
+        for row in (np.flatnonzero(is_open) + r0).tolist():
+            compared += self._decide_row(row)
+        kept_in_p = np.diff(self.starts) - self._removed_in_p()
+        compared += int(np.minimum(kept_in_p, k)[~is_open].sum())  # a closed row compares S_i too
+        return _Resolved(self.dup_row, self.dup_sim, compared, self.guarded)
 
     def _removed_in_p(self) -> np.ndarray:
         """Per input row: how many rows of P_i are removed (one block of P read back at a time)."""
@@ -595,36 +584,22 @@ class _Resolver:
             out[lo : lo + len(counts)] += counts
         return out[:n]
 
-    def _decide_row(self, row: int) -> None:
+    def _decide_row(self, row: int) -> int:
+        """Decide an open row (its S_i holds a pair at or above the threshold or not); the number of
+        rows it compares comes back."""
         lo, hi = int(self.starts[row - self.r0]), int(self.starts[row - self.r0 + 1])
         mates = self.mates[lo:hi]
         kept = self.kept[mates]
-        if self.complete[row - self.r0] or int(np.count_nonzero(kept)) >= self.k:
-            in_s = kept & (np.cumsum(kept) <= self.k)
-            self.n_compared[row] = int(np.count_nonzero(in_s))
-            a, z = np.searchsorted(self.above_at, [lo, hi])
-            local = self.above_at[a:z] - lo
-            chosen = in_s[local]
-            above = sorted(zip((-self.above_sim[a:z][chosen]).tolist(), mates[local[chosen]].tolist(), strict=True))
-        else:
-            union = self.table.union(row)
-            s_rows = union[self.kept[union]][: self.k].astype(np.int64)
-            self.n_compared[row] = len(s_rows)
-            need = np.append(s_rows, row)
-            got = self.texts.get(np.sort(need))
-            order = np.searchsorted(np.sort(need), need)
-            self.texts.keep(np.sort(need), got)
-            sims = _flat_sets(got, self.params).jaccard(np.full(len(s_rows), order[-1]), order[:-1])
-            above = sorted((-s, j) for s, j in zip(sims.tolist(), s_rows.tolist(), strict=True) if s >= self.config.threshold)
+        in_s = kept & (np.cumsum(kept) <= self.k)
+        a, z = np.searchsorted(self.above_at, [lo, hi])
+        local = self.above_at[a:z] - lo
+        chosen = in_s[local]
+        above = sorted(zip((-self.above_sim[a:z][chosen]).tolist(), mates[local[chosen]].tolist(), strict=True))
         for neg_sim, j in above:
-            if self.guard is None:
-                why = None
-            elif (j, row) in self.above_why:
-                why = self.above_why[(j, row)]
-            else:
-                why = self.guard.difference(self.texts.text(j), self.texts.text(row))
+            why = self.above_why[(j, row)] if self.guard is not None else None
             if why is None:
                 self.kept[row], self.dup_row[row], self.dup_sim[row] = False, j, -neg_sim
-                return
+                break
             kept_at, me = self.texts.glob(np.array([j, row])).tolist()
-            self.guarded.append((row, {"kept": kept_at, "other": me - self.texts.n_ref, "similarity": round(-neg_sim, 4), "difference": why}))
+            self.guarded.append({"kept": kept_at, "other": me - self.texts.n_ref, "similarity": round(-neg_sim, 4), "difference": why})
+        return int(np.count_nonzero(in_s))

@@ -1,16 +1,16 @@
 """The dedup decision's candidate pairs, from compact state, in numpy blocks instead of a Python step per
 record (`dedup.decide` runs the rule of `dedup.py`'s docstring with them).
 
-Rows of the candidate table are in visiting order: index texts first, then inputs. U_i = the earlier rows
-sharing an LSH bucket with row i; the rule compares row i with S_i = the first `max_compare` *kept*
-rows of U_i (a removed row never counts).
+Rows of the candidate table are in visiting order: index texts first, then inputs. P_i = the earlier
+rows that are among the first D = `bucket_depth` rows of at least one LSH bucket row i is in, kept or
+removed; its rows are ranked by how many of row i's buckets list them so (most first), then by row. The
+rule compares row i with S_i = the first `max_compare` *kept* rows of that ranking.
 
 1. `BucketTable`: per band, the buckets holding an input and another row, each bucket's rows ascending
    (one sort of packed keys, `bucket_order`, in a forked worker per band), and per row where its
-   bucket starts and its rank there; a row's first T rows of U_i are among the first T of each of its
-   buckets, so `block_pairs` lists P_i = the first T = max_compare + SLACK rows of U_i for a block of
-   rows at once (no kept status needed: P_i assumes every earlier row kept; SLACK rows may be removed
-   before S_i reaches past P_i). Blocks run on forked workers, each writing its part of P to a file.
+   bucket starts and its rank there; `block_pairs` lists P_i, ranked, for a block of rows at once (it
+   needs no kept status: S_i is P_i's kept rows, taken in its order). Blocks run on forked workers,
+   each writing its part of P to a file.
 2. `Sketches`: per text its shingle-set size and a 256-bit sketch (bit `h >> 24` of every shingle
    hash h). Two sets share at most popcount(a & b) + min(excess a, excess b) shingles (excess: shingles
    that share a sketch bit with another shingle of the same set), so `bound_pass` rules out, exactly,
@@ -29,9 +29,9 @@ import numpy as np
 
 from medmill.builders.core.forked import forked_imap
 
-SLACK = 32  # rows of P_i beyond max_compare: removed rows S_i may skip before it reaches past P_i
 SKETCH_WORDS = 4  # 256-bit sketch per text: bound_pass rules out >99 % of bench/scale.py's LSH pairs
 PAIR_BLOCK = 3_000_000  # pairs generated per block (bounds the temporaries: ~40 B each)
+BLOCK_ROWS = 1 << 22  # rows per block at most: a row, its score and its mate fit one 64-bit sort key
 BOUND_CHUNK = 1_000_000  # pairs per bound_pass step
 
 
@@ -223,38 +223,6 @@ def in_ray_driver() -> bool:
     return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
 
 
-def _count_at_most(members: np.ndarray, start: np.ndarray, take: np.ndarray, limit: np.ndarray) -> np.ndarray:
-    """Per entry: how many of members[start : start + take] (ascending) are at most `limit`, for all
-    entries at once. Most lists are all in; of the others most keep only their first few rows, so
-    the search gallops from the front (1, 2, 4, ... rows) before it bisects what is left."""
-    out = np.asarray(take).copy()
-    todo = np.flatnonzero(out > 0)
-    todo = todo[members[start[todo] + out[todo] - 1] > limit[todo]]  # the last is past the limit
-    if not len(todo):
-        return out
-    start, limit = start[todo].astype(np.int64), limit[todo]
-    lo = np.zeros(len(todo), dtype=np.int64)  # the count is in lo..hi
-    hi = out[todo].astype(np.int64) - 1
-    step = 1
-    active = np.arange(len(todo))
-    while len(active):  # gallop: test the (lo + step)-th row
-        q = np.minimum(lo[active] + step - 1, hi[active] - 1)
-        le = members[start[active] + q] <= limit[active]
-        lo[active[le]] = q[le] + 1
-        hi[active[~le]] = q[~le]
-        active = active[le & (lo[active] < hi[active])]
-        step *= 2
-    active = np.flatnonzero(lo < hi)
-    while len(active):  # bisect
-        mid = (lo[active] + hi[active] + 1) // 2
-        le = members[start[active] + mid - 1] <= limit[active]
-        lo[active[le]] = mid[le]
-        hi[active[~le]] = mid[~le] - 1
-        active = active[lo[active] < hi[active]]
-    out[todo] = lo
-    return out
-
-
 @dataclass
 class _Band:
     """One band's shared buckets: 16 B per row in one. Per row, where its bucket starts in `members`
@@ -362,70 +330,41 @@ class BucketTable:
                 cost[band.rows] += np.minimum(band.rank, depth)  # rows are unique in a band
         return cost
 
-    def block_pairs(self, lo: int, hi: int, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For rows lo..hi-1: P_i (the first `depth` earlier rows sharing a bucket with row i) end to end,
-        the end of each row's part, and whether P_i is all of U_i."""
+    def block_pairs(self, lo: int, hi: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """For rows lo..hi-1 (at most BLOCK_ROWS): P_i end to end, each ranked (most shared buckets first,
+        then ascending), and the end of each row's part. P_i: the rows among the first `depth` of any
+        bucket row i is in (earlier rows: a bucket lists its rows ascending, row i at its rank)."""
         n = hi - lo
-        cut = np.zeros(n, dtype=bool)
-        # a band with `depth` or more earlier rows puts `depth` rows at or below its depth-th one into
-        # U_i, so P_i holds no row above the least such row (`limit`): rows past it are not listed
-        limit = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-        parts = []
+        assert n <= BLOCK_ROWS
+        keys = []
         for band in self.bands:
             a, z = np.searchsorted(band.rows, [lo, hi])
             if a == z:
                 continue
-            rows = band.rows[a:z] - lo  # a row is in at most one bucket per band
-            start, rank = band.start[a:z], band.rank[a:z]
-            over = np.flatnonzero(rank >= depth)
-            if len(over) and depth:
-                at = rows[over]
-                cut[at[rank[over] > depth]] = True
-                limit[at] = np.minimum(limit[at], band.members[start[over] + (depth - 1)])
-            parts.append((band.members, rows, start, np.minimum(rank, depth)))
-        short = np.zeros(n, dtype=bool)  # rows whose U_i had rows past `limit` (so |U_i| > depth)
-        keys = []
-        for members, rows, start, first in parts:
-            lim = limit[rows]
-            take = first
-            # most lists are all at or below the limit; the others are cut by a binary search
-            active = np.flatnonzero((first > 0) & (members[start + np.maximum(first - 1, 0)] > lim))
-            if len(active):
-                take = first.copy()
-                take[active] = _count_at_most(members, start[active], first[active], lim[active])
-                short[rows[active[take[active] < first[active]]]] = True
+            rows, start = band.rows[a:z] - lo, band.start[a:z]  # a row is in at most one bucket per band
+            take = np.minimum(band.rank[a:z], depth)
             total = int(take.sum())
             if not total:
                 continue
             offsets = np.cumsum(take) - take
             at = np.repeat(start.astype(np.int64) - offsets, take) + np.arange(total, dtype=np.int64)
             key = np.repeat(rows.astype(np.int64) << 32, take)  # (row, mate): row in the high half
-            key |= members[at]
+            key |= band.members[at]
             keys.append(key)
-        if keys:
-            key = np.concatenate(keys) if len(keys) > 1 else keys[0]
-            key.sort(kind="stable")  # one sorted run per band: a merging sort is ~25 % faster here
-            key = key[np.r_[True, key[1:] != key[:-1]]]
-            rows, mates = (key >> 32).astype(np.int64), key.astype(np.int32)  # the low half (rows < 2**31)
-        else:
-            rows, mates = np.zeros(0, np.int64), np.zeros(0, np.int32)
-        count = np.bincount(rows, minlength=n)
-        if len(count) and count.max() > depth:
-            place = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
-            mates = mates[place < depth]
-        complete = ~cut & ~short & (count <= depth)
-        return mates, np.cumsum(np.minimum(count, depth)), complete
-
-    def union(self, row: int) -> np.ndarray:
-        """U_row: every earlier row sharing a bucket with `row`, ascending (for the rare row whose S_i
-        reaches past P_i)."""
-        parts = []
-        for band in self.bands:
-            at = np.searchsorted(band.rows, row)
-            if at < len(band.rows) and band.rows[at] == row:
-                start = int(band.start[at])
-                parts.append(band.members[start : start + int(band.rank[at])])
-        return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int32)
+        if not keys:
+            return np.zeros(0, np.int32), np.zeros(n, np.int64)
+        key = np.concatenate(keys) if len(keys) > 1 else keys[0]
+        del keys
+        key.sort(kind="stable")  # one sorted run per band: a merging sort is ~25 % faster here
+        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        score = np.diff(np.append(first, len(key)))  # buckets listing the mate: at most one per band
+        key = key[first]
+        rows = key >> 32
+        # ranked: (row, most shared first, mate), by one sort of row | bands - score | mate in 64 bits
+        bands = len(self.bands)
+        key = (rows << (32 + bands.bit_length())) | ((bands - score) << 32) | (key & 0xFFFFFFFF)
+        key.sort()
+        return key.astype(np.int32), np.cumsum(np.bincount(rows, minlength=n))  # mates: the low half
 
     def blocks(self, lo: int, depth: int, budget: int | None = None) -> list[tuple[int, int]]:
         """Row ranges from `lo` to the end, each generating about `budget` (PAIR_BLOCK) pairs at most."""
@@ -434,7 +373,7 @@ class BucketTable:
         out, at = [], lo
         while at < self.size:
             end = int(np.searchsorted(total, total[at] + budget, side="right")) - 1
-            end = min(self.size, max(end, at + 1))
+            end = min(self.size, max(end, at + 1), at + BLOCK_ROWS)
             out.append((at, end))
             at = end
         return out

@@ -10,8 +10,8 @@ During the decision, per record 17 B more (dup_of, similarity, exact flag) and, 
 (records sharing a band bucket with another one): 16 B per band bucket it shares (`dedup_pairs.
 BucketTable`: row, bucket start, rank, member; 16.5 entries per candidate on bench/scale.py's corpus at
 1M records, ~265 B), 40 B of sketch bound data and ~50 B of per-row arrays (rows: every input that is
-not an exact copy, and every index text). P_i, up to max_compare + 32 row numbers per candidate (4 B
-each), goes to files, one per block of rows (`dedup_pairs.PairFiles`).
+not an exact copy, and every index text). P_i, at most `bucket_depth` row numbers per
+bucket a candidate shares (4 B each), goes to files, one per block of rows (`dedup_pairs.PairFiles`).
 Texts are read back from the spill only for the pairs whose sketch bound reaches the threshold
 (`dedup_pairs.bound_pass`) and for the rows the fact guard compares.
 Signatures (4 B x num_perm per record) are kept only when a persisted index needs them, and then on

@@ -43,8 +43,11 @@ class CurationSettings(BaseModel):
         True, "Keep near-identical records that differ in entity names, KG values, medical terms or numbers.",
         flag="--dedup-fact-guard/--no-dedup-fact-guard")
     dedup_max_compare: int = _opt(
-        64, "Exact comparisons per near-duplicate candidate: the first N kept records sharing an LSH bucket with it. "
-            "On crowded buckets (templated corpora) more finds more duplicates and costs more time.", ge=1)
+        64, "Exact comparisons per near-duplicate candidate: the N best-ranked kept records sharing an LSH bucket with it "
+            "(most shared buckets first).", ge=1)
+    dedup_bucket_depth: int = _opt(
+        16, "Candidates of a record: the first N records of each LSH bucket it is in. On crowded buckets (templated "
+            "corpora) more finds more duplicates and costs more time.", ge=1)
     decontaminate: list[Path] = _opt(
         default_factory=list, help="Eval set (dataset dir, JSON/JSONL/CSV) whose long n-grams must not appear; repeatable.")
 

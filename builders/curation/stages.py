@@ -254,6 +254,7 @@ def dedup_config(settings: CurationSettings, protected_terms: Iterable[str] = ()
         num_perm=settings.dedup_num_perm,
         fact_guard=settings.dedup_fact_guard,
         max_compare=settings.dedup_max_compare,
+        bucket_depth=settings.dedup_bucket_depth,
         protected_terms=frozenset(protected_terms),
     )
 

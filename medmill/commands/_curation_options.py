@@ -25,7 +25,8 @@ from medmill.schemas.errors import MedmillError
 
 PANEL = "Curation"
 BUILD_FIELDS = ("quality", "pii", "pii_action", "safety", "lexicons", "dedup", "dedup_threshold", "dedup_fact_guard",
-                "dedup_max_compare", "dedup_index", "decontaminate", "decontam_skip_bad_lines")
+                "dedup_max_compare", "dedup_bucket_depth",
+                "dedup_index", "decontaminate", "decontam_skip_bad_lines")
 FILTER_FIELDS = ("quality", "min_chars", "max_chars", "min_cjk_share", "strip_boilerplate", "pii", "pii_action",
                  "pii_types", "safety", "lexicons", "safety_flag_only", "decontaminate", "decontam_ngram",
                  "decontam_field", "decontam_skip_bad_lines")

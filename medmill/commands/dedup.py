@@ -21,7 +21,8 @@ def dedup(
     shingle: str = typer.Option("char", "--shingle", help="char (character n-grams) or word (jieba word n-grams, slower)."),
     ngram: int = typer.Option(0, "--ngram", help="Shingle length (0 = 3 for both char and word; char 3 measured best in bench/dedup.py)."),
     num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations."),
-    max_compare: int = typer.Option(64, "--max-compare", help="Exact comparisons per near-duplicate candidate: the first N kept records sharing an LSH bucket with it. On crowded buckets (templated corpora) more finds more duplicates and costs more time."),
+    max_compare: int = typer.Option(64, "--max-compare", help="Exact comparisons per near-duplicate candidate: the N best-ranked kept records sharing an LSH bucket with it (most shared buckets first, then earliest)."),
+    bucket_depth: int = typer.Option(16, "--bucket-depth", help="Candidates of a record: the first N records of each LSH bucket it is in. On crowded buckets (templated corpora) more finds more duplicates and costs more time."),
     fields: str = typer.Option("", "--fields", help="Compared text, comma-separated (sft: system,user,assistant,answer,all; preference: prompt,chosen,rejected,all; pretrain: text). Default: sft user,answer; preference prompt; pretrain text."),
     index: Path | None = typer.Option(None, "--index", help="Persisted index dir: dedup against earlier runs, then add this run's survivors."),
     decontaminate: list[Path] = typer.Option([], "--decontaminate", help="Eval set (dataset dir, JSON/JSONL/CSV) to decontaminate against; repeatable."),
@@ -58,12 +59,15 @@ def dedup(
         raise MedmillError(f"--ngram must be positive, got {ngram}")
     if max_compare < 1:
         raise MedmillError(f"--max-compare must be at least 1, got {max_compare}")
+    if bucket_depth < 1:
+        raise MedmillError(f"--bucket-depth must be at least 1, got {bucket_depth}")
     for p in [*decontaminate, *protect]:
         if not p.exists():
             raise MedmillError(f"file not found: {p}")
     terms = _protected_terms(protect)
     cfg = DedupConfig(threshold=threshold, shingle=shingle, ngram=ngram, num_perm=num_perm, workers=workers,
-                      fact_guard=fact_guard, protected_terms=terms, max_compare=max_compare)
+                      fact_guard=fact_guard, protected_terms=terms, max_compare=max_compare,
+                      bucket_depth=bucket_depth)
     settings = curation_config(
         validate_records=False, quality=False, pii=False, safety=False, dedup=False, decontaminate=list(decontaminate),
         decontam_ngram=decontam_ngram, dedup_threshold=threshold,
@@ -76,7 +80,8 @@ def dedup(
         return [DedupStep(check_fields(kind, field_list), cfg, index, origin_of, clusters_file=True, kind=kind)]
 
     params = {"threshold": threshold, "fact_guard": fact_guard, "protect": [str(p) for p in protect], "shingle": shingle,
-              "ngram": cfg.params.ngram, "num_perm": num_perm, "max_compare": max_compare, "fields": field_list, "index": str(index) if index else None,
+              "ngram": cfg.params.ngram, "num_perm": num_perm, "max_compare": max_compare,
+              "bucket_depth": bucket_depth, "fields": field_list, "index": str(index) if index else None,
               "decontaminate": [str(p) for p in decontaminate]}
     manifest = run_over_dirs("dedup", dirs, out, settings, params, make_steps, RunOptions(executor, workers, ray_address))
     if index is not None:

@@ -1,5 +1,5 @@
-"""The dedup decision as it was written before the fast path (one text at a time, bucket lists in a
-dict): the plain reference `dedup.decide` must equal, record for record and stat for stat."""
+"""The dedup decision written plainly (one text at a time, bucket lists in a dict), as `dedup.py`'s
+docstring states the rule: the reference `dedup.decide` must equal, record for record and stat for stat."""
 
 from __future__ import annotations
 
@@ -118,6 +118,8 @@ def decide_reference(
         "bands": bands,
         "rows": rows,
         "threshold": config.threshold,
+        "max_compare": config.max_compare,
+        "bucket_depth": config.bucket_depth,
         "fact_guard": config.fact_guard,
         "protected_terms": len(config.protected_terms),
         "exact_duplicates": int(exact.sum()),
@@ -135,23 +137,24 @@ def decide_reference(
         # rows of the candidate table: reference candidates first, then input candidates
         glob = np.concatenate([ref_cand, n_ref + cand])
         bucket = _bucket_ids(np.concatenate([ref_keys[ref_cand], band_keys[cand]]))
-        members: dict[int, list[int]] = {}
+        members: dict[int, list[int]] = {}  # per bucket: its rows so far, kept or removed, in visiting order
         for j in range(len(ref_cand)):
             for bid in bucket[j].tolist():
                 if bid >= 0:
                     members.setdefault(bid, []).append(int(glob[j]))
+        kept: set[int] = set(glob[: len(ref_cand)].tolist())
         for j in range(len(ref_cand), len(glob)):
             me = int(glob[j])
             my_buckets = [bid for bid in bucket[j].tolist() if bid >= 0]
-            seen: set[int] = set()
+            score: dict[int, int] = {}  # P_i: the first bucket_depth rows of each of my buckets
             for bid in my_buckets:
-                # each bucket's kept list grows in visiting order (ascending), so the max_compare smallest
-                # of the union are among each list's first max_compare: no pass over a crowded bucket
-                seen.update(members.get(bid, ())[: config.max_compare])
+                for g in members.get(bid, ())[: config.bucket_depth]:
+                    score[g] = score.get(g, 0) + 1
+            ranked = sorted(score, key=lambda g: (-score[g], g))  # most shared buckets first, then earliest
+            kept_rows = [g for g in ranked if g in kept][: config.max_compare]
             best, best_sim = -1, -1.0
-            if seen:
+            if kept_rows:
                 my_set = sets[j]
-                kept_rows = sorted(seen)[: config.max_compare]
                 flat, lens = sets.many(np.searchsorted(glob, kept_rows))  # glob is sorted: its row of each
                 sims = mh.jaccard_flat(flat, lens, my_set)  # verify_many, from the gathered sets
                 compared += len(kept_rows)
@@ -167,8 +170,9 @@ def decide_reference(
                 dup_of[i], similarity[i] = best, best_sim
                 verified += 1
             else:
-                for bid in my_buckets:
-                    members.setdefault(bid, []).append(me)
+                kept.add(me)
+            for bid in my_buckets:
+                members.setdefault(bid, []).append(me)
     stats["exact_comparisons"] = compared
     stats["near_duplicates"] = verified
     stats["fact_guarded_pairs"] = len(guarded)

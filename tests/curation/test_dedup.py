@@ -187,27 +187,34 @@ def test_lsh_params_favour_recall():
 
 def _rule_by_hand(texts: list[str], cfg: DedupConfig) -> tuple[list[int], list[float]]:
     """The representative rule written plainly (no exact pass needed: the texts are distinct): visit in
-    order; the candidates of a text are the kept texts sharing an LSH bucket with it, the max_compare
-    earliest of them; it duplicates the most similar at or above the threshold (earliest on ties)."""
+    order; the candidates of a text are the earlier texts among the first bucket_depth of a bucket it is
+    in, ranked by how many of its buckets list them so, then by order; it is compared with the first
+    max_compare kept ones and duplicates the most similar at or above the threshold (earliest on ties)."""
     params = cfg.params
     bands, rows = cfg.bands_rows
     sets = mh.unique_sets(*params.shingles(texts))
     keys = mh.band_keys(mh.signatures(*params.shingles(texts), params.num_perm, params.seed), bands, rows)
-    kept: list[int] = []
     dup_of, sims = [-1] * len(texts), [0.0] * len(texts)
+    kept_set: set[int] = set()
     for i in range(len(texts)):
-        cands = [g for g in kept if (keys[g] == keys[i]).any()][: cfg.max_compare]
+        score = np.zeros(i, dtype=np.int64)
+        for b in range(bands):
+            score[np.flatnonzero(keys[:i, b] == keys[i, b])[: cfg.bucket_depth]] += 1
+        ranked = sorted(np.flatnonzero(score).tolist(), key=lambda g: (-score[g], g))
+        cands = [g for g in ranked if g in kept_set][: cfg.max_compare]
         scored = [(mh.jaccard(sets[g], sets[i]), g) for g in cands]
         above = sorted((-s, g) for s, g in scored if s >= cfg.threshold)
         if above:
             dup_of[i], sims[i] = above[0][1], -above[0][0]
         else:
-            kept.append(i)
+            kept_set.add(i)
     return dup_of, sims
 
 
-def test_crowded_buckets_follow_the_rule_with_a_small_max_compare():
-    """Hundreds of texts share buckets; only the max_compare earliest kept bucket-mates are compared."""
+@pytest.mark.parametrize(("max_compare", "bucket_depth"), [(3, 16), (64, 2)])
+def test_crowded_buckets_follow_the_rule_with_small_limits(max_compare, bucket_depth):
+    """Hundreds of texts share buckets; only the first bucket_depth rows of each bucket are candidates,
+    and the max_compare best ranked kept ones are compared."""
     import random
 
     rng = random.Random(3)
@@ -219,7 +226,7 @@ def test_crowded_buckets_follow_the_rule_with_a_small_max_compare():
             chars[rng.randrange(len(chars))] = rng.choice("心肝脾肺肾胃肠骨血糖脂尿")
         texts.append("".join(chars) + str(k))
     texts = list(dict.fromkeys(texts))
-    cfg = DedupConfig(threshold=0.6, max_compare=3, fact_guard=False, workers=1)
+    cfg = DedupConfig(threshold=0.6, max_compare=max_compare, bucket_depth=bucket_depth, fact_guard=False, workers=1)
     result = find_duplicates(texts, cfg)
     want_dup, want_sim = _rule_by_hand(texts, cfg)
     assert result.stats["lsh_candidates"] == len(texts) and 50 < int((~result.keep).sum()) < len(texts) - 50

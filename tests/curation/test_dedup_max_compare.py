@@ -1,6 +1,8 @@
-"""`--max-compare` (dedup) and `--dedup-max-compare` (builds): a candidate is compared with the first N
-kept records it shares an LSH bucket with. On a crowded bucket a near-copy of a late record is only
-found when N reaches back to it; the streamed and the in-memory decision agree for any N."""
+"""The candidate rule through the CLI: `--max-compare` / `--bucket-depth` (dedup) and
+`--dedup-max-compare` / `--dedup-bucket-depth` (builds). A near-copy of the last of 20 records that all
+share LSH buckets is found even with 5 comparisons: candidates are ranked by shared buckets, and the
+copy shares most of its source's (ranking by order alone compared it with the 5 earliest and missed it).
+The streamed and the in-memory decision agree for any limits."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 from medmill.cli import app
 from medmill.schemas.errors import MedmillError
 from tests.curation.test_curation_cli import make_dir, rows, sft
+from tests.hardening_cli import cli, one_line_error
 from tests.streaming.test_streaming import digest
 
 STEM = "患者主诉反复咳嗽咳痰伴有低热乏力数日门诊查体双肺呼吸音粗建议完善血常规胸片检查后对症治疗观察病情变化必要时复诊"
@@ -36,23 +39,52 @@ def _dedup(src, out, *flags):
     return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
 
 
-def test_a_near_copy_behind_a_crowded_bucket_needs_enough_comparisons(tmp_path):
+def test_a_near_copy_behind_a_crowded_bucket_is_found_with_few_comparisons(tmp_path):
     src = _crowded(tmp_path / "in")
     few = _dedup(src, tmp_path / "few", "--max-compare", "5")
-    enough = _dedup(src, tmp_path / "enough")  # the default, 64
-    assert few["records_total"] == 21 and few["curation"]["dedup"]["near_duplicates"] == 0
-    assert enough["records_total"] == 20 and enough["curation"]["dedup"]["near_duplicates"] == 1
-    assert few["params"]["max_compare"] == 5
+    default = _dedup(src, tmp_path / "default")  # 64 comparisons, bucket depth 16
+    for manifest in (few, default):
+        assert manifest["records_total"] == 20 and manifest["curation"]["dedup"]["near_duplicates"] == 1
+    compared = few["curation"]["dedup"]["exact_comparisons"], default["curation"]["dedup"]["exact_comparisons"]
+    assert compared[0] <= 5 * 21 and compared[0] < compared[1]
+    assert few["params"]["max_compare"] == 5 and few["curation"]["dedup"]["max_compare"] == 5
+    assert default["params"]["bucket_depth"] == 16 == default["curation"]["dedup"]["bucket_depth"]
 
 
-def test_streamed_and_in_memory_agree_for_a_small_max_compare(tmp_path):
+def test_a_shallow_bucket_depth_reaches_fewer_records(tmp_path):
     src = _crowded(tmp_path / "in")
-    _dedup(src, tmp_path / "memory", "--max-compare", "5", "--executor", "memory")
-    _dedup(src, tmp_path / "stream", "--max-compare", "5", "--workers", "2")
-    assert digest(tmp_path / "stream") == digest(tmp_path / "memory")
+    shallow = _dedup(src, tmp_path / "shallow", "--bucket-depth", "1")
+    deep = _dedup(src, tmp_path / "deep", "--bucket-depth", "64")
+    stats = shallow["curation"]["dedup"], deep["curation"]["dedup"]
+    assert stats[0]["bucket_depth"] == 1 and stats[1]["bucket_depth"] == 64
+    assert stats[0]["exact_comparisons"] < stats[1]["exact_comparisons"]
 
 
-def test_a_bad_max_compare_is_a_one_line_error(tmp_path):
+def test_streamed_and_in_memory_agree_for_small_limits(tmp_path):
     src = _crowded(tmp_path / "in")
-    r = CliRunner().invoke(app, ["dedup", *map(str, src), "--out", str(tmp_path / "o"), "--max-compare", "0"])
-    assert isinstance(r.exception, MedmillError) and "--max-compare must be at least 1" in str(r.exception)
+    for flags in (("--max-compare", "2"), ("--bucket-depth", "2")):
+        memory, stream = tmp_path / f"memory{flags[0]}", tmp_path / f"stream{flags[0]}"
+        _dedup(src, memory, *flags, "--executor", "memory")
+        _dedup(src, stream, *flags, "--workers", "2")
+        assert digest(stream) == digest(memory)
+
+
+def test_bad_limits_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    src = _crowded(tmp_path / "in")
+    for flag in ("--max-compare", "--bucket-depth"):
+        r = CliRunner().invoke(app, ["dedup", *map(str, src), "--out", str(tmp_path / "o"), flag, "0"])
+        assert isinstance(r.exception, MedmillError) and f"{flag} must be at least 1" in str(r.exception)
+    code, output = cli(monkeypatch, capsys, "build-pt", src[0], "--out", tmp_path / "pt", "--dedup-bucket-depth", "0")
+    assert "--dedup-bucket-depth" in one_line_error(code, output)
+    assert not (tmp_path / "pt").exists()
+
+
+def test_a_build_passes_its_limits_to_dedup(tmp_path, monkeypatch, capsys):
+    src = _crowded(tmp_path / "in")
+    out = tmp_path / "pt"
+    code, output = cli(monkeypatch, capsys, "build-pt", *src, "--out", out, "--dedup-max-compare", "3",
+                       "--dedup-bucket-depth", "2", "--no-dedup-fact-guard", "--val-size", "0")
+    assert code == 0, output
+    stats = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["curation"]["dedup"]
+    assert (stats["max_compare"], stats["bucket_depth"]) == (3, 2)
+    assert stats["lsh_candidates"] >= 20 and stats["near_duplicates"] == 1
