@@ -2,19 +2,18 @@
 
 Header `department,title,ask,answer` (the README says `question`; Chinese headers 科室/标题/问题/回答
 are accepted too), GBK/GB18030 without BOM (decoded by textio), quoted fields with commas and
-newlines (the csv module, never split(',')). `ask == "无"` is a placeholder: the title is the question.
+newlines (the csv module, never split(','); a badly quoted row is one reject, `csvio`). `ask == "无"` is a placeholder: the title is the question.
 Each record keeps the line it starts on; a row without a department or a question is a reject.
 Kept small on purpose: the general dialogue readers may absorb it.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medmill.builders.readers.csvio import read_csv_table
 from medmill.builders.readers.textio import read_text
 from medmill.schemas import RejectRow, Source
 from medmill.schemas.errors import MedmillError
@@ -80,48 +79,36 @@ def read_department_csv(paths: list[Path], exclude: list[Path] = ()) -> Departme
 def _read_one(path: Path, out: DepartmentRead) -> None:
     decoded = read_text(path)
     out.counters[f"encodings.{decoded.encoding}"] += 1
-    limit = csv.field_size_limit()
-    csv.field_size_limit(max(limit, len(decoded.text) + 1))
-    try:
-        reader = csv.reader(io.StringIO(decoded.text, newline=""))
-        try:
-            header = [h.strip().lower().lstrip("\ufeff") for h in next(reader)]
-        except (StopIteration, csv.Error):
-            raise MedmillError(f"{path}: empty or unreadable CSV") from None
-        cols = {key: next((header.index(n) for n in names if n in header), None) for key, names in _COLUMNS.items()}
-        if cols["department"] is None or (cols["title"] is None and cols["ask"] is None):
-            raise MedmillError(f"{path}: expected a department,title,ask,answer header, got {','.join(header[:6])}")
-        line = reader.line_num + 1
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                _reject(out, path, line, "csv_error", str(e), None)
-                line = reader.line_num + 1
-                continue
-            start, line = line, reader.line_num + 1
-            if not any(c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                _reject(out, path, start, "wrong_field_count", f"{len(row)} fields, header has {len(header)}", row)
-                continue
+    table = read_csv_table(decoded.text, ",")
+    if table is None or table.header_error is not None:
+        raise MedmillError(f"{path}: empty or unreadable CSV" + (f" (line {table.header_line}: {table.header_error})" if table else ""))
+    header = [h.strip().lower().lstrip("\ufeff") for h in table.header]
+    cols = {key: next((header.index(n) for n in names if n in header), None) for key, names in _COLUMNS.items()}
+    if cols["department"] is None or (cols["title"] is None and cols["ask"] is None):
+        raise MedmillError(f"{path}: expected a department,title,ask,answer header, got {','.join(header[:6])}")
+    for got in table.rows:  # a badly quoted row is a reject on its line; the rows after it are still read
+        start, row = got.line, got.cells
+        if row is None:
+            _reject(out, path, start, "csv_error", got.error or "unreadable row", got.raw)
+            continue
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            _reject(out, path, start, "wrong_field_count", f"{len(row)} fields, header has {len(header)}", row)
+            continue
 
-            def cell(key: str, row: list[str] = row) -> str:
-                i = cols[key]
-                return row[i].strip() if i is not None else ""
+        def cell(key: str, row: list[str] = row) -> str:
+            i = cols[key]
+            return row[i].strip() if i is not None else ""
 
-            q = DepartmentQuestion(cell("department"), cell("title"), cell("ask"), cell("answer"), str(path), start)
-            if not q.department:
-                _reject(out, path, start, "no_department", "empty department", row)
-            elif not q.question:
-                _reject(out, path, start, "no_question", "empty title and ask", row)
-            else:
-                out.questions.append(q)
-                out.counters["rows_read"] += 1
-    finally:
-        csv.field_size_limit(limit)
+        q = DepartmentQuestion(cell("department"), cell("title"), cell("ask"), cell("answer"), str(path), start)
+        if not q.department:
+            _reject(out, path, start, "no_department", "empty department", row)
+        elif not q.question:
+            _reject(out, path, start, "no_question", "empty title and ask", row)
+        else:
+            out.questions.append(q)
+            out.counters["rows_read"] += 1
 
 
 def _reject(out: DepartmentRead, path: Path, line: int, reason: str, message: str, raw: object) -> None:

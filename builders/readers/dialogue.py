@@ -17,14 +17,13 @@ Cleaning, prefix merging and system prompts are the dialogue builder's job.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmill.builders.readers.csvio import iter_csv_rows
 from medmill.builders.readers.documents import collect_files, not_text_problem
 from medmill.builders.readers.textio import DecodedText, detect_encoding, iter_json_items, sniff_json_layout
 from medmill.schemas.dataset_dir import detect_kind, iter_rows, read_manifest
@@ -200,24 +199,10 @@ def _toyhom_question(title: str, ask: str) -> str:
 
 
 def _csv_rows(text: str) -> Iterator[tuple[int, list[str] | None, str | None]]:
-    """(first line, cells, None) per row, or (line, None, error) where the csv module gives up."""
-    limit = csv.field_size_limit()
-    csv.field_size_limit(max(limit, len(text) + 1))
-    try:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-        start = 1
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:
-                yield start, None, f"unreadable CSV from line {start} on: {e}"
-                return
-            yield start, cells, None
-            start = reader.line_num + 1
-    finally:
-        csv.field_size_limit(limit)
+    """(first line, cells, None) per row, or (line, None, error) for a badly quoted row; reading goes
+    on after it (`csvio`), so one stray quote does not take the rest of the file with it."""
+    for row in iter_csv_rows(text, ","):
+        yield (row.line, row.cells, None) if row.error is None else (row.line, None, row.error)
 
 
 def _toyhom_csv(text: str, name: str) -> Iterator[Dialogue | RowProblem]:

@@ -26,3 +26,15 @@ def test_not_a_department_csv_is_one_line_error(tmp_path: Path) -> None:
     bad.write_text("a,b\n1,2\n", encoding="utf-8")
     with pytest.raises(MedmillError, match="department,title,ask,answer"):
         read_department_csv([bad])
+
+
+def test_a_quote_never_closed_is_one_reject_and_later_rows_are_read(tmp_path: Path) -> None:
+    """Left to itself the csv module puts every row after an unclosed quote into that one cell."""
+    path = tmp_path / "外科.csv"
+    rows = [f"外科,腰痛{i}怎么办,腰痛{i}天了,建议就诊" for i in range(6)]
+    rows[2] = '外科,"膝盖疼,走路疼,建议拍片'  # the quote opened on line 4 never closes
+    path.write_text("department,title,ask,answer\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    read = read_department_csv([path])
+    assert [q.line for q in read.questions] == [2, 3, 5, 6, 7]
+    assert [(r.reason, r.source.line) for r in read.rejects] == [("csv_error", 4)]
+    assert "never closed" in read.rejects[0].message and read.rejects[0].message.startswith(f"{path}:4:")

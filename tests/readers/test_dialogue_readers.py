@@ -220,3 +220,15 @@ def test_folders_and_dataset_dirs_collected(tmp_path: Path):
     assert [(n, d) for _, n, d in found] == [("corpus/a.json", False), ("corpus/sub/b.txt", False)]
     with pytest.raises(MedmillError):
         collect_dialogue_inputs([tmp_path / "missing.json"])
+
+
+def test_toyhom_quote_never_closed_is_one_problem_and_later_rows_are_read(tmp_path: Path):
+    path = tmp_path / "内科.csv"
+    rows = [f"内科,头痛{i}怎么办,头痛{i}天了,建议休息观察" for i in range(6)]
+    rows[3] = '内科,"胸闷怎么办,胸闷两天,建议心电图'  # the quote opened on line 5 never closes
+    path.write_text("department,title,ask,answer\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    f = read_dialogue_file(path, path.name)
+    assert f.format == "toyhom"
+    bad = [i for i in f.items if isinstance(i, RowProblem)]
+    assert [(b.line, b.reason) for b in bad] == [(5, "bad_csv")] and "never closed" in bad[0].message
+    assert [d.turns[0][1] for d in dialogues(f)] == [f"头痛{i}天了" for i in (0, 1, 2, 4, 5)]
