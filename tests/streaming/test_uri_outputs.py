@@ -25,6 +25,7 @@ from medmill.schemas.errors import MedmillError
 from tests.book_lit_fake_llm import respond as book_lit_model
 from tests.llm_server import FakeLLMServer
 from tests.self_instruct.fake_model import self_instruct_model, write_seeds
+from tests.streaming.test_ray_executor import ray_cluster  # noqa: F401  (the session's local Ray cluster)
 
 if not any(c.name == "build-kg-qa" for c in medmill.cli.app.registered_commands):
     medmill.cli._register()
@@ -86,8 +87,13 @@ def same_dataset(uri_files: dict[str, bytes], uri: str, local: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sft_dir(tmp_path_factory) -> Path:
+    from medmill.builders.publish import plots
+    from tests.conftest import _plots_stood_in
+
     d = tmp_path_factory.mktemp("sft") / "kg_qa"
-    ok("build-kg-qa", EXAMPLES / "kg", "--out", d, "--val-size", "0.1")
+    with pytest.MonkeyPatch.context() as mp:  # module scope comes before conftest's per-test stand-in
+        mp.setattr(plots, "write_plots", _plots_stood_in(plots))
+        ok("build-kg-qa", EXAMPLES / "kg", "--out", d, "--val-size", "0.1")
     return d
 
 
@@ -110,7 +116,7 @@ COMMANDS: dict[str, tuple[Callable | None, Callable[[Path, Path, FakeLLMServer],
         "build-self-instruct", "--seeds", write_seeds(tmp / "seeds.json"), "--num", "6", "--per-request", "3",
         "--round-size", "3", "--no-dedup", *_llm(srv)]),
 }
-SLOW = {"build-pt", "build-dialogue", "build-lit-qa", "build-self-instruct", "build-tasks"}  # the fast lane keeps one of each kind
+SLOW = {"build-pt", "build-prefs", "build-book-qa", "build-self-instruct", "build-tasks"}  # the fast lane keeps one of each kind
 
 
 @pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in COMMANDS])
@@ -181,6 +187,13 @@ def test_dedup_to_a_non_local_filesystem_equals_the_local_run(memory_fs, sft_dir
     files = fs_files(memory_fs, "/bucket/dedup")
     assert "clusters.jsonl" in files
     same_dataset(files, uri, tmp_path / "dedup")
+
+
+def test_filter_in_memory_to_a_non_local_filesystem_equals_the_streamed_local_run(memory_fs, sft_dir, tmp_path):
+    uri = "memory://bucket/filtered"
+    ok("filter", sft_dir, "--out", uri, "--executor", "memory")  # the reference path writes URIs too
+    ok("filter", sft_dir, "--out", tmp_path / "filtered")
+    same_dataset(fs_files(memory_fs, "/bucket/filtered"), uri, tmp_path / "filtered")
 
 
 # ---- failures leave the dataset at the URI as it was ---------------------------------------------------
@@ -289,10 +302,12 @@ def test_an_out_uri_that_is_or_is_inside_an_input_dataset_dir_is_refused(command
     assert local_files(sft_dir) == before
 
 
-@pytest.mark.parametrize("command", ["build-kg-qa", "build-tasks", "build-pt", "build-dialogue"])
-def test_an_out_inside_a_raw_input_folder_is_built_and_never_read_back(command, tmp_path):
-    """Raw input folders (not dataset dirs) may hold the out dir: every reader skips it, so each
-    rebuild reads the same inputs (here through a file:// URI: the readers skip its local path)."""
+@pytest.mark.parametrize("command", ["build-pt", "build-dialogue", *(pytest.param(c, marks=pytest.mark.slow) for c in ("build-kg-qa", "build-tasks"))])
+def test_an_out_inside_a_raw_input_folder_is_built_and_never_read_back(command, sft_dir, tmp_path):
+    """Raw input folders (not dataset dirs) may hold the out dir: every reader skips it and any other
+    dataset dir found there, so each rebuild reads the same inputs (here through a file:// URI: the
+    readers skip its local path). build-dialogue, which reads sft dirs named as inputs, used to read
+    those found inside a folder too."""
     folder = tmp_path / "in"
     if command == "build-pt":
         shutil.copytree(EXAMPLES / "texts", folder)
@@ -302,6 +317,7 @@ def test_an_out_inside_a_raw_input_folder_is_built_and_never_read_back(command, 
         (folder / "dialogues.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     else:
         shutil.copytree(EXAMPLES / "kg", folder)
+    shutil.copytree(sft_dir, folder / "earlier_build")  # someone's build kept beside the raw files
     extra = ["--task", "mcq"] if command == "build-tasks" else []
     out = folder / "built"
     runs = []
@@ -311,4 +327,39 @@ def test_an_out_inside_a_raw_input_folder_is_built_and_never_read_back(command, 
     assert runs[0]["records_total"] == runs[1]["records_total"] > 0
     assert runs[0]["rejects_total"] == runs[1]["rejects_total"]
     assert [i["path"] for i in runs[0]["inputs"]] == [i["path"] for i in runs[1]["inputs"]]
-    assert not any("built" in i["path"] for i in runs[1]["inputs"])
+    assert not any("built" in i["path"] or "earlier_build" in i["path"] for run in runs for i in run["inputs"])
+    assert [run["counters"]["read.dataset_dirs_skipped"] for run in runs] == [1, 2]
+
+
+# ---- on Ray: the driver writes the URI, the workers reach the local request cache through its actor ------
+
+
+@pytest.mark.slow  # starts a local Ray cluster
+@pytest.mark.usefixtures("ray_cluster")
+def test_ray_llm_build_and_filter_to_a_uri_equal_the_local_ones_and_resume_from_the_local_cache(tmp_path):
+    from medmill.builders.core.run import run_build
+    from medmill.builders.kg_qa.build import KGQABuilder, KGQAConfig
+    from medmill.builders.streaming.executors import RayExecutor
+    from medmill.commands._curate_dirs import run_over_dirs
+    from medmill.commands._run_options import RunOptions
+    from tests.kg_qa.test_kg_qa_llm import scenario_model, write_kg
+    from tests.streaming.test_streaming import FILTER
+
+    kg = write_kg(tmp_path / "kg.jsonl")
+    with FakeLLMServer(responder=scenario_model) as server:
+        cfg = {"inputs": [kg], "mode": "llm", "seed": 3, "llm_qa": {"per_entity": 3}, "curation": {"dedup": False},
+               "llm": {"base_url": server.base_url, "model": "fake-med", "concurrency": 4}, "val_size": 0.1}
+        run_build(KGQABuilder(), KGQAConfig(out=tmp_path / "local", **cfg), max_shard_bytes=4_000)
+        calls = len(server.bodies())
+        uri = f"file://{tmp_path / 'remote'}"
+        run_build(KGQABuilder(), KGQAConfig(out=uri, **cfg), executor=RayExecutor(2, batch_items=5), max_shard_bytes=4_000)
+        assert len(server.bodies()) == 2 * calls  # its own cache: every call once
+        same_dataset(local_files(tmp_path / "remote"), uri, tmp_path / "local")
+        run_build(KGQABuilder(), KGQAConfig(out=uri, **cfg), executor=RayExecutor(2, batch_items=5), max_shard_bytes=4_000)
+        assert len(server.bodies()) == 2 * calls  # again into the URI: answered from the local cache
+    assert (local_state_dir(uri) / "llm_cache.sqlite").is_file()
+
+    filtered = f"file://{tmp_path / 'filtered'}"
+    run_over_dirs("filter", [tmp_path / "local"], filtered, FILTER, {}, run=RunOptions("ray", 2, batch_rows=50))
+    run_over_dirs("filter", [tmp_path / "local"], tmp_path / "filtered_local", FILTER, {}, run=RunOptions("local", 2, batch_rows=50))
+    same_dataset(local_files(tmp_path / "filtered"), filtered, tmp_path / "filtered_local")
