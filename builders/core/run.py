@@ -61,7 +61,10 @@ def run_build(
         # the readers skip the dir written, the out dir itself (file://) and the request cache's dir
         own_paths = builder.own_paths(staged) + [p for p in (local_path(cfg.out), state_dir) if p is not None]
         ctx = BuildContext(local_out, progress, own_paths, state_dir=state_dir)
-        return _run_build(builder, staged, ctx, command, executor, render_card, max_shard_bytes, t0)
+        report = _run_build(builder, staged, ctx, command, executor, render_card, max_shard_bytes, t0)
+    if state_dir is not None and (state_dir / "llm_cache.sqlite").is_file():  # where a rerun into the URI resumes from
+        report.figures.append(("request cache (local)", str(state_dir / "llm_cache.sqlite")))
+    return report
 
 
 def _run_build(builder: Builder[C], cfg: C, ctx: BuildContext, command: str | None, executor: LocalExecutor | None,

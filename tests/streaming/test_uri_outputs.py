@@ -132,7 +132,7 @@ def test_every_build_filter_and_dedup_writes_to_a_uri_what_it_writes_locally(com
     assert validate_dir(remote).ok
     same_dataset(local_files(remote), uri, local)
     cache = local_state_dir(uri) / "llm_cache.sqlite"  # the URI's request cache stays on this machine
-    assert cache.is_file() == (responder is not None)
+    assert cache.is_file() == (responder is not None) == ("request cache (local)" in result.output)
     assert not list(tmp_path.glob(".medmill-*")) and not list(remote.glob(".medmill-*"))
 
 
