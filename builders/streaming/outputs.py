@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from medmill.schemas.dataset_dir import BUILD_OWNED, check_out_not_input
 from medmill.schemas.errors import MedmillError
@@ -49,7 +50,7 @@ def local_path(out: str | Path) -> Path | None:
     uri = as_uri(out)
     if uri is None:
         return Path(out)
-    return Path(uri.removeprefix("file://")) if uri.startswith("file://") else None
+    return Path(unquote(uri.removeprefix("file://"))) if uri.startswith("file://") else None
 
 
 def check_output(out: str | Path, inputs: Iterable[Path]) -> None:
@@ -102,6 +103,7 @@ def staged_output(out: str | Path, inputs: Iterable[Path] = ()) -> Iterator[Path
         return
     import pyarrow as pa
 
+    _check_reachable(uri)  # a typo in the scheme or bucket, or no credentials: said now, not after the build
     tmp = Path(tempfile.mkdtemp(prefix=".medmill-out-"))
     local = tmp / "out"
     try:
@@ -119,6 +121,21 @@ def staged_output(out: str | Path, inputs: Iterable[Path] = ()) -> Iterator[Path
             raise MedmillError(f"cannot write the dataset dir to {uri}: {str(e).splitlines()[0]}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_reachable(uri: str) -> None:
+    """Resolve `uri` and look at what is there: an unknown scheme, an unreachable store or a file in
+    the way is a one-line error before anything is built."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = filesystem(uri)
+        here = fs.get_file_info(root.rstrip("/"))
+    except (OSError, pa.ArrowException, ValueError) as e:
+        raise MedmillError(f"cannot use --out {uri}: {str(e).splitlines()[0]}") from None
+    if here.type == pafs.FileType.File:
+        raise MedmillError(f"--out {uri} exists and is not a directory")
 
 
 def publish(local: Path, uri: str) -> None:

@@ -243,6 +243,20 @@ def test_a_failed_upload_leaves_the_previous_dataset_at_the_uri(sft_dir, tmp_pat
     assert local_files(remote) == before  # neither the dataset nor a half upload changed anything there
 
 
+@pytest.mark.parametrize("command", ["build-kg-qa", "filter"])
+def test_an_unusable_uri_is_a_one_line_error_before_anything_is_built(command, sft_dir, tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(outputs, "publish", lambda *a: built.append(a))
+    source = EXAMPLES / "kg" if command == "build-kg-qa" else sft_dir
+    (tmp_path / "a_file").write_text("x")
+    for uri, message in ((f"nosuch://bucket/{command}", f"cannot use --out nosuch://bucket/{command}: Unrecognized filesystem type"),
+                         (f"file://{tmp_path / 'a_file'}", f"--out file://{tmp_path / 'a_file'} exists and is not a directory")):
+        result = cli(command, source, "--out", uri)
+        assert isinstance(result.exception, MedmillError), result.output
+        assert str(result.exception).startswith(message) and "\n" not in str(result.exception)
+    assert built == [] and not list(tmp_path.glob("*.rejects.jsonl"))
+
+
 # ---- LLM builds to a URI resume from a local request cache ---------------------------------------------
 
 
