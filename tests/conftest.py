@@ -60,6 +60,21 @@ def pytest_xdist_make_scheduler(config, log):
     return LoadScopeScheduling(config, log)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _medmill_cache_dir(tmp_path_factory):
+    """Builds to a URI keep their LLM request cache under medmill's user cache dir
+    (builders/streaming/outputs.py): in tests a temporary one, never the real ~/.cache/medmill."""
+    import os
+
+    before = os.environ.get("MEDMILL_CACHE_DIR")
+    os.environ["MEDMILL_CACHE_DIR"] = str(tmp_path_factory.mktemp("medmill-cache"))
+    yield
+    if before is None:
+        os.environ.pop("MEDMILL_CACHE_DIR", None)
+    else:
+        os.environ["MEDMILL_CACHE_DIR"] = before
+
+
 @pytest.fixture
 def samples_dir() -> Path:
     if not SHARED_SAMPLES.is_dir():

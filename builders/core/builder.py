@@ -90,15 +90,23 @@ class BuildContext:
     workers: int = 1
     # the streamed build's workers may sit on other machines (Ray): they do not see this one's disk
     remote: bool = False
+    # where the LLM request cache goes unless the settings name one: the out dir, or (--out a URI, built
+    # in a staging dir) a local dir that outlives the run, so a killed build resumes without paying again
+    state_dir: Path | None = None
+
+    @property
+    def llm_dir(self) -> Path:
+        """The dir of the default request cache (`engine.cache_path`)."""
+        return self.state_dir or self.out
 
     @contextmanager
     def engine(self, settings: LLMSettings, out: Collector, label: str | None = None) -> Iterator[LLMEngine]:
-        """An LLM engine caching into the out dir (or settings.cache); on exit its description and
+        """An LLM engine caching into `llm_dir` (or settings.cache); on exit its description and
         usage go into `out.llm` / `out.usage` (under `label` when a build uses several models)."""
         from medmill.builders.llm.engine import LLMEngine
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        with LLMEngine(settings, self.out, progress=self.progress) as engine:
+        self.llm_dir.mkdir(parents=True, exist_ok=True)
+        with LLMEngine(settings, self.llm_dir, progress=self.progress) as engine:
             yield engine
             described, usage = engine.describe(), engine.usage
         if label is None:
@@ -115,8 +123,8 @@ class BuildContext:
         (`optional`: only if the step made a request)."""
         from medmill.builders.llm.map_step import LLMMapStep
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        return LLMMapStep(name, work, settings, self.out, out=out, label=label, prompts=prompts, optional=optional)
+        self.llm_dir.mkdir(parents=True, exist_ok=True)
+        return LLMMapStep(name, work, settings, self.llm_dir, out=out, label=label, prompts=prompts, optional=optional)
 
 
 class Builder(Generic[C]):

@@ -23,7 +23,7 @@ from medmill.builders.core.progress import Progress, no_progress
 from medmill.builders.core.steps import LocalExecutor, RunResult
 from medmill.builders.core.writer import BuildInfo, CardRenderer
 from medmill.builders.readers.walk import nested_dataset_dirs
-from medmill.schemas.dataset_dir import check_out_not_input
+from medmill.builders.streaming.outputs import local_path, local_state_dir, staged_output
 
 
 @dataclass
@@ -46,6 +46,8 @@ def run_build(
 ) -> BuildReport:
     """Build the dataset dir `cfg.out` with `builder`; see the module docstring.
 
+    `cfg.out` is a local path or a pyarrow filesystem URI (builders/streaming/outputs.py: built in a local
+    staging dir, published when complete; the LLM request cache then defaults to `local_state_dir`).
     `command` is the command line the manifest records (default `medmill build-<name>`); a build
     that keeps no record is written (its rejects say why) and then raises MedmillError.
     `max_shard_bytes` overrides the writer's shard size (tests use it to get many shards).
@@ -53,8 +55,20 @@ def run_build(
     offers its items as a stream (`Builder.read_stream`) builds streamed (builders/streaming/build_stream.py):
     the same dataset dir in bounded memory; every other build runs here, in memory."""
     t0 = time.perf_counter()
-    check_out_not_input(cfg.out, cfg.inputs)
-    ctx = BuildContext(cfg.out, progress, builder.own_paths(cfg))
+    with staged_output(cfg.out, cfg.inputs) as local_out:  # checks --out against the inputs; a URI: staged
+        staged = cfg if local_out == cfg.out else cfg.model_copy(update={"out": local_out})
+        state_dir = local_state_dir(cfg.out)
+        # the readers skip the dir written, the out dir itself (file://) and the request cache's dir
+        own_paths = builder.own_paths(staged) + [p for p in (local_path(cfg.out), state_dir) if p is not None]
+        ctx = BuildContext(local_out, progress, own_paths, state_dir=state_dir)
+        report = _run_build(builder, staged, ctx, command, executor, render_card, max_shard_bytes, t0)
+    if state_dir is not None and (state_dir / "llm_cache.sqlite").is_file():  # where a rerun into the URI resumes from
+        report.figures.append(("request cache (local)", str(state_dir / "llm_cache.sqlite")))
+    return report
+
+
+def _run_build(builder: Builder[C], cfg: C, ctx: BuildContext, command: str | None, executor: LocalExecutor | None,
+               render_card: CardRenderer | None, max_shard_bytes: int | None, t0: float) -> BuildReport:
     skipped_dirs = nested_dataset_dirs(cfg.inputs)  # the readers leave these out (builders/readers/walk.py)
     from medmill.builders.streaming.build_stream import builder_streams, stream_build
 

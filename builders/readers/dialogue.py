@@ -90,7 +90,8 @@ class ReaderOptions:
 
 
 def collect_dialogue_inputs(inputs: Iterable[Path], exclude: Iterable[Path] = ()) -> list[tuple[Path, str, bool]]:
-    """(path, name, is_dataset_dir) of every input: files named, files inside folders, medmill dataset dirs."""
+    """(path, name, is_dataset_dir) of every input: files named, files inside folders (not inside the dataset
+    dirs found there), medmill dataset dirs named as inputs."""
     skip = {Path(p).resolve() for p in exclude}
     found: list[tuple[Path, str, bool]] = []
     plain: list[Path] = []
@@ -101,11 +102,9 @@ def collect_dialogue_inputs(inputs: Iterable[Path], exclude: Iterable[Path] = ()
         if p.is_dir() and _is_dataset_dir(p):
             found.append((p, p.resolve().name, True))
         elif p.is_dir():
-            subdirs = [d for d in sorted(p.rglob("*")) if d.is_dir() and _is_dataset_dir(d)]
-            found += [(d, d.relative_to(p).as_posix(), True) for d in subdirs if d.resolve() not in skip]
-            inner = [f for f in collect_files([p], include=INCLUDE)
-                     if not any(d in f[0].parents for d, _, _ in found) and not any(s in f[0].parents for s in skip)]
-            found += [(f, name, False) for f, name in inner]
+            # as every reader (readers/walk.py): dataset dirs inside a folder are builds, not inputs, and are
+            # left out (counted by run_build); a dataset dir is read when it is named as an input itself
+            found += [(f, name, False) for f, name in collect_files([p], include=INCLUDE, skip=skip)]
         else:
             plain.append(p)
     found += [(f, name, False) for f, name in collect_files(plain)] if plain else []

@@ -18,9 +18,9 @@ from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.curation.stages import curation_steps
 from medmill.builders.streaming.inputs import count_rows
 from medmill.builders.streaming.options import RunOptions
-from medmill.builders.streaming.outputs import as_uri, staged_output
+from medmill.builders.streaming.outputs import staged_output
 from medmill.builders.streaming.run import StreamRun
-from medmill.schemas.dataset_dir import check_out_not_input, read_manifest
+from medmill.schemas.dataset_dir import read_manifest
 
 
 def _info(command: str, dirs: list[Path], kind: str, params: dict[str, Any], command_line: str | None) -> BuildInfo:
@@ -38,7 +38,7 @@ def _info(command: str, dirs: list[Path], kind: str, params: dict[str, Any], com
 def stream_curate_dirs(
     command: str,
     dirs: list[Path],
-    out: Path,
+    out: str | Path,
     settings: CurationSettings,
     params: dict[str, Any],
     run: RunOptions,
@@ -49,13 +49,11 @@ def stream_curate_dirs(
     """Curate `dirs` into `out` (a path or a pyarrow filesystem URI) with the curation steps plus
     `make_steps(kind)` (the same steps `curate_dirs` runs in memory). Returns the manifest, the summary rows (records/s per stage included) and the run."""
     t0 = time.perf_counter()
-    if as_uri(out) is None:
-        check_out_not_input(Path(out), dirs)
-    kind = dirs_kind(dirs)
-    info = _info(command, dirs, kind, params, command_line)
-    info.max_shard_bytes = run.max_shard_bytes
-    steps = [*curation_steps(kind, settings), *(make_steps(kind) if make_steps else []), KeepSplits()]
-    with staged_output(out) as local_out:
+    with staged_output(out, dirs) as local_out:  # checks --out against the inputs first
+        kind = dirs_kind(dirs)
+        info = _info(command, dirs, kind, params, command_line)
+        info.max_shard_bytes = run.max_shard_bytes
+        steps = [*curation_steps(kind, settings), *(make_steps(kind) if make_steps else []), KeepSplits()]
         if run.executor == "ray":
             from medmill.builders.streaming.ray_executor import run_on_ray
 

@@ -16,7 +16,6 @@ from medmill.builders.streaming.options import RunOptions
 from medmill.commands._common import build_config
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
-from medmill.schemas.errors import MedmillError
 
 if TYPE_CHECKING:
     from medmill.builders.core.manifest import Manifest
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from medmill.builders.curation.settings import CurationSettings
 
 
-def run_over_dirs(command: str, dirs: list[Path], out: Path, settings: CurationSettings, params: dict[str, Any],
+def run_over_dirs(command: str, dirs: list[Path], out: str | Path, settings: CurationSettings, params: dict[str, Any],
                   extra_steps: Callable[[str], list[Step]] | None = None, run: RunOptions | None = None) -> Manifest:
     """Curate dataset dirs into `out` and print the summary table."""
     t0 = time.perf_counter()
@@ -33,10 +32,7 @@ def run_over_dirs(command: str, dirs: list[Path], out: Path, settings: CurationS
     if run.executor == "memory":
         from medmill.builders.core.run import run_build
         from medmill.builders.curation.over_dirs import CurateDirsBuilder, CurateDirsConfig
-        from medmill.builders.streaming.outputs import as_uri
 
-        if as_uri(out):
-            raise MedmillError(f"--out {out}: writing to a URI needs --executor local or ray")
         cfg = build_config(CurateDirsConfig, inputs=dirs, out=out, curation=settings, params=params)
         report = run_build(CurateDirsBuilder(command, extra_steps), cfg, command=line, progress=progress_bars,
                            max_shard_bytes=run.max_shard_bytes)

@@ -63,7 +63,10 @@ _OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "max_reasks": (int, _opt(2, "--max-reasks", min=0, help="Re-asks when the output does not validate."), "max_reasks"),
     "request_timeout": (float, _opt(120.0, "--request-timeout", min=0.1, help="Seconds to wait for one completion."), "timeout"),
     "structured_output": (Literal["auto", "json_schema", "json_object", "prompt"], _opt("auto", "--structured-output", help="How JSON answers are requested; auto steps down when a server refuses."), "structured"),
-    "cache": (Path | None, _opt(None, "--cache", help="Request cache file (default OUT/llm_cache.sqlite); share one across builds to never pay twice."), "cache"),
+    "cache": (Path | None, _opt(None, "--cache", help="Request cache file (default OUT/llm_cache.sqlite; for a URI --out, a local file that stays the same for "
+                                  "that URI: $MEDMILL_CACHE_DIR, else $XDG_CACHE_HOME/medmill, else ~/.cache/medmill, then "
+                                  "outputs/<URI>-<hash>/llm_cache.sqlite); a killed run resumes from it without paying "
+                                  "again; share one across builds to never pay twice."), "cache"),
     "llm_batch_size": (int, _opt(8, "--llm-batch-size", min=1, help="Batch size of the transformers backend."), "batch_size"),
 }
 

@@ -15,6 +15,7 @@ from medmill.builders.llm.types import LLMSettings
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
+from medmill.commands._run_options import OutOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 
@@ -32,7 +33,7 @@ def build_book_qa(
         ..., help="Text files or directories: .txt/.md (utf-8/gb18030), JSON arrays of strings, JSON Lines with a "
         "text field, .pdf ([pdf] extra), .docx ([docx] extra)."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output dataset dir."),
+    out: str = OutOption,
     questions_per_chunk: int = typer.Option(3, "--questions-per-chunk", min=1, max=20, help="Questions asked per chunk."),
     question_types: str = typer.Option(
         "概念,机制,诊断,鉴别诊断,治疗,用药剂量,注意事项,预后", "--question-types",

@@ -12,6 +12,7 @@ from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.dialogue.build import DialogueConfig
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
+from medmill.commands._run_options import OutOption
 from medmill.console import build_summary, console, progress_bars
 from medmill.invocation import invocation
 
@@ -22,7 +23,7 @@ FORMAT_HELP = ("auto (detected from content), toyhom (CSV or .txt), alpaca, icli
 
 def build_dialogue(
     inputs: list[Path] = typer.Argument(..., help="Dialogue files or folders (several per run); medmill sft dataset dirs too."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output dataset dir."),
+    out: str = OutOption,
     format: str = typer.Option("auto", "--format", help=f"Input format: {FORMAT_HELP}."),
     answer_field: str = typer.Option("answer_icliniq", "--answer-field", help="iCliniq answer used as the doctor turn: icliniq, chatgpt, chatdoctor (or the key)."),
     system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message of every record (replaces a corpus's own)."),

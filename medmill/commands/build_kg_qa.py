@@ -13,6 +13,7 @@ from medmill.builders.llm.types import LLMSettings
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
+from medmill.commands._run_options import OutOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -20,7 +21,7 @@ from medmill.schemas.errors import MedmillError
 MODES = ("template", "llm")
 
 
-def _command_line(inputs: list[Path], out: Path) -> str:
+def _command_line(inputs: list[Path], out: str) -> str:
     return invocation(["build-kg-qa", *map(str, inputs), "--out", str(out)])
 
 
@@ -29,7 +30,7 @@ def build_kg_qa(
         ..., help="KG files or directories: cMeKG-style entity records, QASystem/DiseaseKG medical.json, "
         "triples (CSV/TSV, JSON Lines, CMeKG_tools spo_list); utf-8 / utf-8-sig / gb18030, sniffed by content."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output dataset dir."),
+    out: str = OutOption,
     mode: str = typer.Option("template", "--mode", help="How questions are made: template (no LLM) or llm (patient-scenario QA from each entity's facts)."),
     mix: str | None = typer.Option(None, "--mix", help="Share entities between modes, e.g. template=0.5,llm=0.5 (uses the LLM flags)."),
     per_entity: int | None = typer.Option(None, "--per-entity", min=1, help="At most N records per entity (sampled with --seed)."),

@@ -15,6 +15,7 @@ from medmill.builders.llm.types import LLMSettings
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
+from medmill.commands._run_options import OutOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -33,7 +34,7 @@ def build_lit_qa(
         ..., help="Literature records: JSON arrays, JSON Lines or CSV with title and conclusion (else the 结论 / "
         "Conclusions part of a structured abstract; optional abstract, year, journal, doi, keywords); files or directories."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output dataset dir."),
+    out: str = OutOption,
     style: Literal["qa", "dialogue"] = typer.Option("qa", "--style", help="qa: question-answer pairs; dialogue: multi-turn patient-doctor conversations."),
     turns: str = typer.Option("2-4", "--turns", help="dialogue: patient turns per conversation, N or MIN-MAX."),
     per_paper: int | None = typer.Option(None, "--per-paper", min=1, max=20, help="qa: pairs per paper (default 3); dialogue: dialogues per paper (default 1)."),

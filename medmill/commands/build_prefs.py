@@ -14,6 +14,7 @@ from medmill.builders.prefs.config import PrefsConfig
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
+from medmill.commands._run_options import OutOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 
@@ -23,7 +24,7 @@ def build_prefs(
         ..., help="sft dataset dirs, prompt files (JSON/JSONL/CSV with a question column) or preference files "
         "(MedicalGPT {conversations,chosen,rejected}, {question,response_chosen,response_rejected}, TRL {prompt,chosen,rejected})."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output dataset dir."),
+    out: str = OutOption,
     strategy: Literal["corrupt", "judge", "reference"] = typer.Option(
         "corrupt", "--strategy", help="corrupt: perturbed reference as rejected (no LLM); judge: LLM-judged candidates; "
         "reference: reference vs a model's answer."

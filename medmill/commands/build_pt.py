@@ -13,6 +13,7 @@ from medmill.builders.curation.settings import CurationSettings
 from medmill.builders.pretrain.config import PretrainConfig
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
+from medmill.commands._run_options import OutOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -28,7 +29,7 @@ def build_pt(
         None, help="Text files or directories (.txt/.md/.pdf/.docx, JSON/JSONL with a text field or conversations), "
         "and dataset dirs (pretrain rows as they are, sft/preference rows as text).",
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output dataset dir."),
+    out: str = OutOption,
     literature: list[Path] = typer.Option([], "--literature", help="Literature file (JSON/JSONL/CSV): title + abstract + conclusion per paper; repeatable."),
     doc_unit: Literal["file", "section", "paragraph"] = typer.Option("section", "--doc-unit", help="One document per file, section or paragraph.", rich_help_panel=_DOCS),
     max_doc_chars: int = typer.Option(4000, "--max-doc-chars", min=50, help="Longest document; longer ones are cut at paragraph, then sentence ends.", rich_help_panel=_DOCS),

@@ -13,6 +13,7 @@ from medmill.builders.self_instruct.build import SelfInstructConfig
 from medmill.commands._build_options import GENERATED, CommonBuildOptions, build_options
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
+from medmill.commands._run_options import OutOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -20,7 +21,7 @@ from medmill.schemas.errors import MedmillError
 
 def build_self_instruct(
     seeds: list[Path] = typer.Option(..., "--seeds", help="Seed tasks: MedicalGPT-zh dialogue_seed_task.json (instruction = category), alpaca/BELLE JSON, JSON Lines of instructions, or a text file with one instruction per line; repeatable."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output dataset dir (also holds the request cache)."),
+    out: str = OutOption,
     num: int = typer.Option(..., "--num", "-n", min=1, help="Accepted tasks to reach."),
     categories: list[str] = typer.Option([], "--categories", help="Extra task categories besides 病情诊断, 病因分析, 治疗方案, 用药建议, 指标解读, 就医建议, 预防措施, 预后评估; comma-separated or repeatable."),
     only_categories: bool = typer.Option(False, "--only-categories", help="Use only the --categories given, not the default eight."),

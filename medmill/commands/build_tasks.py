@@ -14,6 +14,7 @@ from medmill.commands._build_options import GENERATED, CommonBuildOptions, build
 from medmill.commands._common import parse_pairs
 from medmill.commands._curation_options import curation_options
 from medmill.commands._llm_options import llm_options
+from medmill.commands._run_options import OutOption
 from medmill.console import build_summary, progress_bars
 from medmill.invocation import invocation
 from medmill.schemas.errors import MedmillError
@@ -26,7 +27,7 @@ _TASK_HELP = ("mcq: single-choice questions from a KG (no LLM); ner: entity extr
 def build_tasks(
     inputs: list[Path] = typer.Argument(..., help="mcq: KG files/dirs (any format build-kg-qa reads); ner/rc: text documents (.txt/.md/JSON/PDF/DOCX, as build-book-qa); cls: department CSVs."),
     task: str = typer.Option(..., "--task", help=_TASK_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="Output dataset dir."),
+    out: str = OutOption,
     kg: list[Path] = typer.Option([], "--kg", help="ner: the knowledge graph whose entity lexicon tags the texts; repeatable."),
     style: str = typer.Option("tcmchat", "--style", help="mcq: tcmchat (以下哪一项是…？, answer 'B. text') or cmexam (下列属于…的是（　）, answer + 解析)."),
     options: int = typer.Option(4, "--options", min=2, max=8, help="mcq: options per question."),

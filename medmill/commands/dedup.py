@@ -7,14 +7,20 @@ from pathlib import Path
 
 import typer
 
-from medmill.commands._run_options import ExecutorOption, RayAddressOption, RunOptions, WorkersOption
+from medmill.commands._run_options import (
+    ExecutorOption,
+    OutOption,
+    RayAddressOption,
+    RunOptions,
+    WorkersOption,
+)
 from medmill.config import ConfigOption
 from medmill.schemas.errors import MedmillError
 
 
 def dedup(
     dirs: list[Path] = typer.Argument(..., help="Dataset dir(s) of one record kind; earlier dirs win ties."),
-    out: Path = typer.Option(..., "--out", help="Output dataset dir."),
+    out: str = OutOption,
     threshold: float = typer.Option(0.6, "--threshold", help="Exact Jaccard at or above which records are near-duplicate candidates."),
     fact_guard: bool = typer.Option(True, "--fact-guard/--no-fact-guard", help="Keep near-identical records that state different facts (entity names, medical terms, numbers)."),
     protect: list[Path] = typer.Option([], "--protect", help="File of protected terms (entity names, drug names; whitespace-separated): records differing in one are never merged; repeatable."),

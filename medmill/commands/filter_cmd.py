@@ -11,13 +11,19 @@ import typer
 from medmill.builders.curation.settings import CurationSettings
 from medmill.commands._curate_dirs import run_over_dirs
 from medmill.commands._curation_options import FILTER_FIELDS, curation_options
-from medmill.commands._run_options import ExecutorOption, RayAddressOption, RunOptions, WorkersOption
+from medmill.commands._run_options import (
+    ExecutorOption,
+    OutOption,
+    RayAddressOption,
+    RunOptions,
+    WorkersOption,
+)
 from medmill.config import ConfigOption
 
 
 def filter_dirs(
     dirs: list[Path] = typer.Argument(..., help="Dataset dir(s) of one record kind."),
-    out: Path = typer.Option(..., "--out", help="Output dataset dir."),
+    out: str = OutOption,
     workers: int = WorkersOption,
     executor: str = ExecutorOption,
     ray_address: str = RayAddressOption,
