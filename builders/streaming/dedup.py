@@ -22,7 +22,7 @@ from medmill.builders.curation.dedup_state import BandFiles, DedupState
 from medmill.builders.curation.index import DedupIndex
 from medmill.builders.curation.record_dedup import PREVIEW
 from medmill.builders.streaming.batch import ORIGIN_COL, RAW_META_COL, TEXT_COL, DedupWork
-from medmill.builders.streaming.dedup_child import run_in_child, wants_child
+from medmill.builders.streaming.dedup_child import on_this_machine, run_in_child, wants_child
 from medmill.builders.streaming.spill import Spill
 from medmill.schemas import KIND_COLUMNS, RejectRow
 
@@ -109,6 +109,7 @@ def run_dedup(
                            "rejects_file": rejects_file, "clusters_file": clusters_file}
     del exact, units, keys
     if wants_child(work.config, len(spill)):
+        job["config"] = on_this_machine(work.config)
         result = run_in_child(job, spill.path.parent / "dedup-child")
     else:
         result = global_step(**job)

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,16 @@ GLOBAL_STEP = "medmill.builders.streaming.dedup:global_step"
 def wants_child(config: DedupConfig, records: int) -> bool:
     """Run the global step in a fresh process: only in a Ray driver (elsewhere it forks its helpers
     itself), and only when the step would use helpers at all."""
-    return in_ray_driver() and records >= CHILD_MIN_RECORDS and decision_workers(config, max(records, PARALLEL_MIN_DOCS)) > 1
+    if not in_ray_driver() or records < CHILD_MIN_RECORDS:
+        return False
+    return decision_workers(on_this_machine(config), max(records, PARALLEL_MIN_DOCS)) > 1
+
+
+def on_this_machine(config: DedupConfig) -> DedupConfig:
+    """On Ray `--workers` counts the cluster's workers, but the step's helpers fork on the driver's
+    machine: at most its cores (the result does not depend on how many)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return replace(config, workers=min(config.workers or cores, cores))
 
 
 def run_in_child(job: dict[str, Any], job_dir: Path, target: str = GLOBAL_STEP) -> Any:

@@ -43,6 +43,23 @@ def test_the_child_forks_its_own_helpers_and_hands_back_its_result(tmp_path):
     assert not (tmp_path / "job").exists(), "the job files are removed"
 
 
+def test_only_a_ray_driver_uses_the_child_with_at_most_this_machines_cores(monkeypatch):
+    """`--workers 64` on Ray counts the cluster's workers, not processes to fork on the driver; small
+    inputs and one core fork no helpers, so they stay in the driver."""
+    import medmill.builders.streaming.dedup_child as child
+    from medmill.builders.curation.dedup import DedupConfig
+
+    cores = len(os.sched_getaffinity(0))
+    assert child.on_this_machine(DedupConfig(workers=64)).workers == cores
+    assert child.on_this_machine(DedupConfig(workers=0)).workers == cores
+    assert child.on_this_machine(DedupConfig(workers=1)).workers == 1
+    for ray_driver in (False, True):
+        monkeypatch.setattr(child, "in_ray_driver", lambda ray_driver=ray_driver: ray_driver)
+        assert child.wants_child(DedupConfig(workers=2), 10**6) == (ray_driver and cores > 1)
+        assert not child.wants_child(DedupConfig(workers=2), child.CHILD_MIN_RECORDS - 1)
+        assert not child.wants_child(DedupConfig(workers=1), 10**6)
+
+
 def test_a_medmill_error_in_the_child_is_raised_here_as_its_one_line(tmp_path, capfd):
     with pytest.raises(MedmillError) as got:
         run_in_child({"kind": "medmill"}, tmp_path / "job", f"{HERE}:_fail")
