@@ -98,7 +98,11 @@ def _outcome(job_dir: Path, code: int) -> Any:
             return pickle.load(f)
     if (job_dir / ERROR_FILE).exists():
         with open(job_dir / ERROR_FILE, "rb") as f:
-            error, trace = pickle.load(f)
+            blob, text, trace = pickle.load(f)
+        try:
+            error = pickle.loads(blob)
+        except Exception:  # noqa: BLE001 (an exception that does not unpickle comes back as its text)
+            error = RuntimeError(text)
         if isinstance(error, (MedmillError, OSError, KeyboardInterrupt)):
             raise error from None  # as the CLI reports them in-process: one line
         error.add_note(f"raised in the dedup decision's process:\n{trace}")
@@ -131,9 +135,10 @@ def child_main(job_dir: str, target: str, parent: int) -> int:
         return 0
     except BaseException as e:  # noqa: BLE001 (every error goes back to the driver, which raises it)
         try:
-            _dump((e, traceback.format_exc()), where / ERROR_FILE)
+            blob = pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 (an exception that does not pickle goes back as its text)
-            _dump((RuntimeError(f"{type(e).__name__}: {e}"), traceback.format_exc()), where / ERROR_FILE)
+            blob = b""
+        _dump((blob, f"{type(e).__name__}: {e}", traceback.format_exc()), where / ERROR_FILE)
         return 1
 
 
@@ -150,6 +155,8 @@ def _die_with(parent: int) -> None:
     sends SIGTERM at the driver's death; the handler kills the group. Elsewhere the driver's own
     cleanup (`_run`) is all there is."""
     signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+    # not in its forked helpers: a pool that breaks stops its other workers with SIGTERM
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     if sys.platform.startswith("linux"):
         import ctypes
 

@@ -28,7 +28,14 @@ def _pids(pause: float) -> tuple[int, list[int]]:
     return os.getpid(), sorted(set(fork_imap(lambda _: (time.sleep(pause), os.getpid())[1], range(6), 2)))
 
 
+class _TwoArgError(Exception):
+    def __init__(self, what: str, where: str) -> None:  # pickles, but does not unpickle
+        super().__init__(f"{what} at {where}")
+
+
 def _fail(kind: str) -> None:
+    if kind == "two-args":
+        raise _TwoArgError("odd", "x")
     if kind == "medmill":
         raise MedmillError("dedup index /x is unreadable: bad part")
     if kind == "value":
@@ -73,6 +80,12 @@ def test_another_error_in_the_child_keeps_its_type_and_the_childs_traceback(tmp_
         run_in_child({"kind": "value"}, tmp_path / "job", f"{HERE}:_fail")
     note = "\n".join(got.value.__notes__)
     assert "raised in the dedup decision's process" in note and "in _fail" in note
+
+
+def test_an_error_that_does_not_unpickle_comes_back_as_its_text(tmp_path):
+    with pytest.raises(RuntimeError, match=r"^_TwoArgError: odd at x$") as got:
+        run_in_child({"kind": "two-args"}, tmp_path / "job", f"{HERE}:_fail")
+    assert "in _fail" in "\n".join(got.value.__notes__)
 
 
 def test_a_killed_child_is_a_one_line_error(tmp_path):
