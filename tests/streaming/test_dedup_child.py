@@ -83,14 +83,16 @@ def test_another_error_in_the_child_keeps_its_type_and_the_childs_traceback(tmp_
 
 
 def test_an_error_that_does_not_unpickle_comes_back_as_its_text(tmp_path):
-    with pytest.raises(RuntimeError, match=r"^_TwoArgError: odd at x$") as got:
+    with pytest.raises(RuntimeError) as got:
         run_in_child({"kind": "two-args"}, tmp_path / "job", f"{HERE}:_fail")
+    assert str(got.value) == "_TwoArgError: odd at x"
     assert "in _fail" in "\n".join(got.value.__notes__)
 
 
 def test_a_killed_child_is_a_one_line_error(tmp_path):
-    with pytest.raises(MedmillError, match=r"^the dedup decision's process was killed by SIGKILL \(out of memory\?\)$"):
+    with pytest.raises(MedmillError) as got:
         run_in_child({"kind": "kill"}, tmp_path / "job", f"{HERE}:_fail")
+    assert str(got.value) == "the dedup decision's process was killed by SIGKILL (out of memory?)"
 
 
 def _hang(out: str) -> None:
