@@ -72,13 +72,14 @@ def test_ray_dedup_decides_in_a_fresh_process_and_equals_local(ray_cluster, dirs
     if the decision ran elsewhere. Against an index too: a first run fills it, a second is deduplicated
     against it; both dataset dirs and the index equal the local executor's."""
     import medmill.builders.streaming.dedup as stream_dedup
-    import medmill.builders.streaming.dedup_child as child
 
     settings = CurationSettings(validate_records=False, quality=False, pii=False, safety=False, dedup=False)
     got = {}
     for ex in ("local", "ray"):
         if ex == "ray":
-            monkeypatch.setattr(child, "CHILD_MIN_RECORDS", 0)  # these inputs are small
+            # these inputs are small, and under xdist this process may have one core: the child is used
+            # whatever `wants_child` says (tests/streaming/test_dedup_child.py tests when it is)
+            monkeypatch.setattr(stream_dedup, "wants_child", lambda config, records: True)
 
             def in_the_driver(*args, **kwargs):
                 raise AssertionError("the dedup decision ran in the Ray driver")
