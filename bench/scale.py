@@ -289,6 +289,8 @@ def main() -> None:
     ap.add_argument("--baseline-python", default=os.environ.get("MEDMILL_BASELINE_PYTHON", ""),
                     help="python of another checkout to compare with (default: this tree's --executor memory, "
                          "the in-memory path every record is held in)")
+    ap.add_argument("--baseline-executors", default="local",
+                    help="comma list of: local, ray: the --baseline-python runs (ray: that checkout's --executor ray)")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--baseline-max", type=int, default=1_000_000, help="largest size run on the in-memory path")
     args = ap.parse_args()
@@ -306,15 +308,18 @@ def main() -> None:
         for command in args.commands.split(","):
             runs: list[tuple[str, list[str]]] = []
             if not args.no_baseline and n <= args.baseline_max:
-                if args.baseline_python:  # another checkout's default path, with the same --workers
-                    runs.append(("baseline", [args.baseline_python, "-m", "medmill.cli", "--", "--workers", str(args.workers)]))
+                if args.baseline_python:  # another checkout's default path (or ray), with the same --workers
+                    for bex in args.baseline_executors.split(","):
+                        ray_flag = ["--executor", "ray"] if bex == "ray" else []
+                        runs.append(("baseline" + (" ray" if bex == "ray" else ""),
+                                     [args.baseline_python, "-m", "medmill.cli", "--", "--workers", str(args.workers), *ray_flag]))
                 else:
                     runs.append(("in-memory", [sys.executable, "-m", "medmill.cli", "--", "--executor", "memory"]))
             for ex in args.executors.split(","):
                 flags = ["--workers", str(args.workers)] + (["--executor", "ray"] if ex == "ray" else [])
                 runs.append((f"{ex} w{args.workers}", [sys.executable, "-m", "medmill.cli", "--"] + flags))
             for label, base in runs:
-                out = args.work / f"out-{command}-{args.kind}-{n}-{label.split()[0]}"
+                out = args.work / f"out-{command}-{args.kind}-{n}-{label.split()[0]}{'-ray' if label == 'baseline ray' else ''}"
                 flags = base[base.index("--") + 1 :] if "--" in base else []
                 cmd = (base[: base.index("--")] if "--" in base else base) + [command, str(src), "--out", str(out), *flags]
                 r = measure(cmd, env={**os.environ, "COLUMNS": "200"})
@@ -332,11 +337,18 @@ def main() -> None:
     for n, command, label, wall, rate, cpu, rss, pss, stages in rows:
         print(f"| {n:,} | {command} | {label} | {wall:.1f} | {rate:,.0f} | {cpu:.1f} | {rss:,.0f} | {pss:,.0f} | {stages} |")
     is_base = ("in-memory", "baseline")
-    base = {(n, c): (w, cpu) for n, c, lbl, w, _, cpu, *_ in rows if lbl.startswith(is_base)}
+
+    def executor(label: str) -> str:
+        return "ray" if "ray" in label.split() else "local"
+
+    base = {(n, c, executor(lbl)): (lbl, w, cpu) for n, c, lbl, w, _, cpu, *_ in rows if lbl.startswith(is_base)}
     for n, command, label, wall, _, cpu, *_ in rows:
-        if not label.startswith(is_base) and (n, command) in base:
-            w0, c0 = base[(n, command)]
-            print(f"speed-up {command} {n:,} {label}: wall {w0 / wall:.2f}x, CPU {c0 / cpu:.2f}x")
+        if label.startswith(is_base):
+            continue
+        for key in dict.fromkeys([(n, command, executor(label)), (n, command, "local")]):  # same executor's, then local's
+            if key in base:
+                b, w0, c0 = base[key]
+                print(f"speed-up {command} {n:,} {label} vs {b}: wall {w0 / wall:.2f}x, CPU {c0 / cpu:.2f}x")
 
 
 if __name__ == "__main__":

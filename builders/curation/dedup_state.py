@@ -151,6 +151,11 @@ class DedupState:
         """The set sketches of every record, once `arrays` took the parts (None if a batch had none)."""
         return self._sketch
 
+    def take_sketch(self) -> Sketches | None:
+        """`sketch()`, no longer held here: the decision that takes them frees them when it is done."""
+        sketch, self._sketch = self._sketch, None
+        return sketch
+
     def signatures(self, positions: np.ndarray) -> np.ndarray:
         """Signatures of the records at `positions`, read from `sig_file`."""
         num_perm = self.config.params.num_perm

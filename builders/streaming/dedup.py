@@ -16,12 +16,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from medmill.builders.curation.dedup import Decision, decide, decision_workers
-from medmill.builders.curation.dedup_pairs import fork_imap, sorted_unique
-from medmill.builders.curation.dedup_state import DedupState
+from medmill.builders.curation.dedup import Decision, DedupConfig, decide, decision_workers
+from medmill.builders.curation.dedup_pairs import Sketches, fork_imap, sorted_unique
+from medmill.builders.curation.dedup_state import BandFiles, DedupState
 from medmill.builders.curation.index import DedupIndex
 from medmill.builders.curation.record_dedup import PREVIEW
 from medmill.builders.streaming.batch import ORIGIN_COL, RAW_META_COL, TEXT_COL, DedupWork
+from medmill.builders.streaming.dedup_child import on_this_machine, run_in_child, wants_child
 from medmill.builders.streaming.spill import Spill
 from medmill.schemas import KIND_COLUMNS, RejectRow
 
@@ -100,14 +101,45 @@ def run_dedup(
     rejects_file: Path,
     clusters_file: Path,
 ) -> StreamDedupResult:
+    """The global step over the stream's state: here, or in a fresh process when this is a Ray driver
+    (which must not fork the step's helpers: `dedup_child.py`); the same result and files either way."""
     exact, units, keys = state.arrays()
-    reference = index.reference if index is not None and len(index) else None
-    decision = decide(exact, units, keys, work.config, _fetch_texts(spill), reference, state.sketch(), spill.path.parent)
+    job: dict[str, Any] = {"spill": spill, "exact": exact, "units": units, "keys": keys, "sketch": state.take_sketch(),
+                           "config": work.config, "fields": work.fields, "kind": kind, "index": index,
+                           "rejects_file": rejects_file, "clusters_file": clusters_file}
     del exact, units, keys
+    if wants_child(work.config, len(spill)):
+        job["config"] = on_this_machine(work.config)
+        result = run_in_child(job, spill.path.parent / "dedup-child")
+    else:
+        result = global_step(**job)
+    if index is not None:
+        result.index_rows = _index_rows(spill, state, result.decision)
+    return result
+
+
+def global_step(
+    spill: Spill,
+    exact: np.ndarray,
+    units: np.ndarray,
+    keys: np.ndarray | BandFiles,
+    sketch: Sketches | None,
+    config: DedupConfig,
+    fields: list[str],
+    kind: str,
+    index: DedupIndex | None,
+    rejects_file: Path,
+    clusters_file: Path,
+) -> StreamDedupResult:
+    """Decide, then write the reject rows and the cluster report (every part that forks helpers);
+    `index_rows` are the caller's."""
+    reference = index.reference if index is not None and len(index) else None
+    decision = decide(exact, units, keys, config, _fetch_texts(spill), reference, sketch, spill.path.parent)
+    del exact, units, keys, sketch
     n_ref = len(index) if index is not None else 0
     removed = np.flatnonzero(~decision.keep)
     targets = decision.dup_of[removed]
-    workers = decision_workers(work.config, len(spill))
+    workers = decision_workers(config, len(spill))
     # the rows rejects and clusters name: every removed row and every kept row one names
     named = _named(spill, sorted_unique(np.concatenate([removed, targets[targets >= n_ref] - n_ref])), index, n_ref, workers)
     columns = [*KIND_COLUMNS[kind], RAW_META_COL, ORIGIN_COL]
@@ -168,17 +200,6 @@ def run_dedup(
                 out_clusters.write(text)
                 n_clusters += count
 
-    index_rows: dict[str, Any] = {}
-    if index is not None:
-        kept_pos = np.flatnonzero(decision.keep)
-        got = spill.take(kept_pos, ["id", ORIGIN_COL, TEXT_COL])
-        index_rows = {
-            "ids": got.column("id").to_pylist(),
-            "origins": got.column(ORIGIN_COL).to_pylist(),
-            "texts": got.column(TEXT_COL).to_pylist(),
-            "exact": decision.keys[decision.keep],
-            "sigs": state.signatures(kept_pos),
-        }
     n_exact = int(decision.exact.sum())
     near = int((~decision.keep & ~decision.exact).sum())
     examples = decision.stats.get("fact_guarded_examples", [])
@@ -193,14 +214,27 @@ def run_dedup(
     stats = {
         **decision.stats,
         "fact_guarded_examples": guarded_examples,
-        "fields": work.fields,
+        "fields": fields,
         "index_records": n_ref,
         "clusters": n_clusters,
         "removed_exact": n_exact,
         "removed_near": near,
         "representative": "first_seen",
     }
-    return StreamDedupResult(decision, stats, Counter({"exact": n_exact, "near": near}), clusters_file, index_rows, by_reason)
+    return StreamDedupResult(decision, stats, Counter({"exact": n_exact, "near": near}), clusters_file, by_reason=by_reason)
+
+
+def _index_rows(spill: Spill, state: DedupState, decision: Decision) -> dict[str, Any]:
+    """What the dedup index adds of this run: the kept records' ids, origins, texts, keys, signatures."""
+    kept_pos = np.flatnonzero(decision.keep)
+    got = spill.take(kept_pos, ["id", ORIGIN_COL, TEXT_COL])
+    return {
+        "ids": got.column("id").to_pylist(),
+        "origins": got.column(ORIGIN_COL).to_pylist(),
+        "texts": got.column(TEXT_COL).to_pylist(),
+        "exact": decision.keys[decision.keep],
+        "sigs": state.signatures(kept_pos),
+    }
 
 
 def _describe_any(spill: Spill, index: DedupIndex | None, n_ref: int, targets: np.ndarray) -> list[tuple[str, str, str]]:

@@ -10,6 +10,8 @@
 - Results come back in input order (Ray Data `preserve_order`), so first-seen dedup and the writer give
   the same dataset dir as the local executor; the driver holds only the compact state the local one holds.
 - Outputs are written by the driver (`--out` may be a pyarrow filesystem URI: see `outputs.py`).
+- The global dedup step runs in a fresh process on the driver's machine (`dedup_child.py`): a Ray driver
+  must not fork, that process may, so the decision uses the driver machine's cores as locally.
 
 Streamed builds on Ray (`ray_ordered_map`): the reader runs in the driver and its batches go to the
 workers window by window, so the driver holds at most one window of batches and results.

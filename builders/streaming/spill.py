@@ -40,6 +40,10 @@ class Spill:
     def __len__(self) -> int:
         return self._starts[-1]
 
+    def __getstate__(self) -> dict:
+        """Pickled without its open files (another process opens its own)."""
+        return {**self.__dict__, "_files": {}}
+
     def part_path(self, seq: int) -> Path:
         """Where the part of input batch `seq` is written."""
         return part_path(self.path, seq)

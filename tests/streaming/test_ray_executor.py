@@ -54,6 +54,46 @@ def test_ray_dedup_equals_local(ray_cluster, dirs, tmp_path):
     assert "near_duplicate" in (outs["ray"] / "rejects.jsonl").read_text(encoding="utf-8")
 
 
+def _dedup_steps_with_index(index: Path):
+    def steps(kind: str) -> list:
+        from medmill.builders.curation.dedup import DedupConfig
+        from medmill.builders.curation.inputs import origin_of
+        from medmill.builders.curation.stages import DedupStep
+        from medmill.builders.curation.text import check_fields
+
+        return [DedupStep(check_fields(kind, []), DedupConfig(workers=2), index, origin_of, clusters_file=True, kind=kind)]
+
+    return steps
+
+
+def test_ray_dedup_decides_in_a_fresh_process_and_equals_local(ray_cluster, dirs, tmp_path, monkeypatch):
+    """A Ray driver must not fork, so its global dedup step (decision, rejects, clusters) runs in a fresh
+    process that may (`dedup_child.py`): the driver's own `decide` is made to fail, so this passes only
+    if the decision ran elsewhere. Against an index too: a first run fills it, a second is deduplicated
+    against it; both dataset dirs and the index equal the local executor's."""
+    import medmill.builders.streaming.dedup as stream_dedup
+
+    settings = CurationSettings(validate_records=False, quality=False, pii=False, safety=False, dedup=False)
+    got = {}
+    for ex in ("local", "ray"):
+        if ex == "ray":
+            # these inputs are small, and under xdist this process may have one core: the child is used
+            # whatever `wants_child` says (tests/streaming/test_dedup_child.py tests when it is)
+            monkeypatch.setattr(stream_dedup, "wants_child", lambda config, records: True)
+
+            def in_the_driver(*args, **kwargs):
+                raise AssertionError("the dedup decision ran in the Ray driver")
+
+            monkeypatch.setattr(stream_dedup, "decide", in_the_driver)
+        steps = _dedup_steps_with_index(tmp_path / f"index-{ex}")
+        for k, d in enumerate(dirs):
+            run_over_dirs("dedup", [d], tmp_path / f"{ex}-{k}", settings, {}, extra_steps=steps, run=RunOptions(ex, 2, batch_rows=128))
+        got[ex] = [digest(tmp_path / f"{ex}-{k}") for k in range(len(dirs))] + [digest(tmp_path / f"index-{ex}")]
+        assert not list((tmp_path / f"{ex}-1").glob(".medmill-*")), "work files left behind"
+    assert got["ray"] == got["local"]
+    assert '"in_index": true' in (tmp_path / "ray-1" / "clusters.jsonl").read_text(encoding="utf-8")
+
+
 def _kg_build(out, *flags):
     from typer.testing import CliRunner
 
