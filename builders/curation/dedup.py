@@ -512,7 +512,7 @@ class _Resolver:
         got, sets = self._texts_and_sets(need)
         sims = sets.jaccard(np.searchsorted(need, a), np.searchsorted(need, b))
         above = sims >= self.config.threshold
-        self.above_at, self.above_sim = at[above], sims[above]
+        self.above_at, self.above_sim, self.above_mate = at[above], sims[above], b[above]
         above_rows = sorted_unique(np.concatenate([a[above], b[above]]))
         self.texts.keep(above_rows, [got[i] for i in np.searchsorted(need, above_rows).tolist()])
         self.stats_pairs = {"pairs": len(self.mates), "bound_passed": len(at), "above": int(above.sum())}
@@ -559,11 +559,16 @@ class _Resolver:
         is_open = np.zeros(len(self.starts) - 1, dtype=bool)
         if len(self.above_at):
             is_open[np.searchsorted(self.starts, self.above_at, side="right") - 1] = True
-        compared = 0
-        for row in (np.flatnonzero(is_open) + r0).tolist():
-            compared += self._decide_row(row)
+        open_rows = np.flatnonzero(is_open)
+        # per open row: its part of P and of the pairs above the threshold
+        los = self.starts[open_rows]
+        firsts = np.searchsorted(self.above_at, los)
+        lasts = np.searchsorted(self.above_at, self.starts[open_rows + 1])
+        for row, lo, a, z in zip((open_rows + r0).tolist(), los.tolist(), firsts.tolist(), lasts.tolist(), strict=True):
+            self._decide_row(row, lo, a, z)
+        # S_i is the first k kept rows of P_i; its earlier rows were final when row i was decided
         kept_in_p = np.diff(self.starts) - self._removed_in_p()
-        compared += int(np.minimum(kept_in_p, k)[~is_open].sum())  # a closed row compares S_i too
+        compared = int(np.minimum(kept_in_p, k).sum())
         return _Resolved(self.dup_row, self.dup_sim, compared, self.guarded)
 
     def _removed_in_p(self) -> np.ndarray:
@@ -584,22 +589,23 @@ class _Resolver:
             out[lo : lo + len(counts)] += counts
         return out[:n]
 
-    def _decide_row(self, row: int) -> int:
-        """Decide an open row (its S_i holds a pair at or above the threshold or not); the number of
-        rows it compares comes back."""
-        lo, hi = int(self.starts[row - self.r0]), int(self.starts[row - self.r0 + 1])
-        mates = self.mates[lo:hi]
-        kept = self.kept[mates]
-        in_s = kept & (np.cumsum(kept) <= self.k)
-        a, z = np.searchsorted(self.above_at, [lo, hi])
+    def _decide_row(self, row: int, lo: int, a: int, z: int) -> None:
+        """Decide an open row: P_i is pairs lo.. of P, its pairs at or above the threshold a..z-1 of
+        `above_*`. A pair among P_i's first k is in S_i exactly when its row is kept (the common case:
+        P_i is not read back); a later one only when fewer than k kept rows precede it."""
         local = self.above_at[a:z] - lo
-        chosen = in_s[local]
-        above = sorted(zip((-self.above_sim[a:z][chosen]).tolist(), mates[local[chosen]].tolist(), strict=True))
+        mates = self.above_mate[a:z]
+        if int(local.max()) < self.k:
+            chosen = self.kept[mates]
+        else:
+            hi = int(self.starts[row - self.r0 + 1])
+            kept = self.kept[self.mates[lo:hi]]
+            chosen = (kept & (np.cumsum(kept) <= self.k))[local]
+        above = sorted(zip((-self.above_sim[a:z][chosen]).tolist(), mates[chosen].tolist(), strict=True))
         for neg_sim, j in above:
             why = self.above_why[(j, row)] if self.guard is not None else None
             if why is None:
                 self.kept[row], self.dup_row[row], self.dup_sim[row] = False, j, -neg_sim
-                break
+                return
             kept_at, me = self.texts.glob(np.array([j, row])).tolist()
             self.guarded.append({"kept": kept_at, "other": me - self.texts.n_ref, "similarity": round(-neg_sim, 4), "difference": why})
-        return int(np.count_nonzero(in_s))

@@ -167,3 +167,20 @@ def test_dedup_cli_protect_file_and_no_guard(tmp_path):
 def test_settings_default_is_the_new_threshold():
     assert CurationSettings().dedup_threshold == DedupConfig().threshold == 0.6
     assert CurationSettings().dedup_fact_guard is True
+
+
+def test_fact_guard_normalise_equals_nfkc_lower():
+    """The full-width table is a shortcut of NFKC, never a different answer: also where a combining
+    mark follows a full-width letter, or other compatibility characters (㎎, ①, ﬁ) stand beside it."""
+    import random
+    import unicodedata
+
+    from medmill.builders.curation.fact_guard import normalise
+
+    rng = random.Random(7)
+    alphabet = ["，", "。", "（", "）", "：", "Ａ", "ｂ", "５", "　", "\u0301", "\u0308", "㎎", "①", "ﬁ", "Ⅱ", "高", "血", "压",
+                "a", "1", " ", "ｍｇ", "é", "e\u0301", "ｶ", "ﾞ"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(5000)]
+    texts += ["Ａ\u0301", "ｶﾞ", "５ｍｇ，每日两次。", "口服阿司匹林"]
+    for t in texts:
+        assert normalise(t) == unicodedata.normalize("NFKC", t).lower(), repr(t)
