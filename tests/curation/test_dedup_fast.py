@@ -78,7 +78,7 @@ def _assert_same(texts: list[str], cfg: DedupConfig, reference: Reference | None
     return got.stats
 
 
-@pytest.mark.parametrize(("max_compare", "bucket_depth"), [(3, 16), (64, 16), (64, 1), (5, 3)])
+@pytest.mark.parametrize(("max_compare", "bucket_depth"), [(64, 16), (64, 1), *(pytest.param(*c, marks=pytest.mark.slow) for c in ((3, 16), (5, 3)))])
 def test_equals_reference_on_templated_texts(max_compare, bucket_depth):
     texts = _corpus(1, 1500)
     stats = _assert_same(texts, DedupConfig(max_compare=max_compare, bucket_depth=bucket_depth, workers=1))

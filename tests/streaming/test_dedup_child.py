@@ -75,6 +75,7 @@ def test_a_medmill_error_in_the_child_is_raised_here_as_its_one_line(tmp_path, c
     assert "Traceback" not in capfd.readouterr().err
 
 
+@pytest.mark.slow  # ~0.7 s: a fresh interpreter
 def test_another_error_in_the_child_keeps_its_type_and_the_childs_traceback(tmp_path):
     with pytest.raises(ValueError, match="a bug") as got:
         run_in_child({"kind": "value"}, tmp_path / "job", f"{HERE}:_fail")
@@ -82,6 +83,7 @@ def test_another_error_in_the_child_keeps_its_type_and_the_childs_traceback(tmp_
     assert "raised in the dedup decision's process" in note and "in _fail" in note
 
 
+@pytest.mark.slow  # ~0.7 s: a fresh interpreter
 def test_an_error_that_does_not_unpickle_comes_back_as_its_text(tmp_path):
     with pytest.raises(RuntimeError) as got:
         run_in_child({"kind": "two-args"}, tmp_path / "job", f"{HERE}:_fail")
@@ -117,7 +119,7 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("how", [signal.SIGKILL, *(pytest.param(h, marks=pytest.mark.slow) for h in (signal.SIGINT, signal.SIGTERM))])  # ~1 s each
 def test_a_stopped_driver_leaves_no_process_of_the_step_running(tmp_path, how):
     """Ctrl-C (SIGINT: the driver kills the child's process group), kill and kill -9 (the child's
     parent-death signal: it kills its group)."""

@@ -116,7 +116,7 @@ COMMANDS: dict[str, tuple[Callable | None, Callable[[Path, Path, FakeLLMServer],
         "build-self-instruct", "--seeds", write_seeds(tmp / "seeds.json"), "--num", "6", "--per-request", "3",
         "--round-size", "3", "--no-dedup", *_llm(srv)]),
 }
-SLOW = {"build-pt", "build-prefs", "build-book-qa", "build-self-instruct", "build-tasks"}  # the fast lane keeps one of each kind
+SLOW = {"build-pt", "build-prefs", "build-book-qa", "build-self-instruct", "build-tasks", "build-dialogue"}  # the fast lane keeps one of each kind
 
 
 @pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in COMMANDS])
