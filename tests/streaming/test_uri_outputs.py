@@ -23,6 +23,7 @@ from medmill.builders.streaming import outputs
 from medmill.builders.streaming.outputs import STAGING_PREFIX, local_state_dir
 from medmill.schemas.errors import MedmillError
 from tests.book_lit_fake_llm import respond as book_lit_model
+from tests.core.test_hardening_outputs import _kg_without_facts
 from tests.llm_server import FakeLLMServer
 from tests.self_instruct.fake_model import self_instruct_model, write_seeds
 from tests.streaming.test_ray_executor import ray_cluster  # noqa: F401  (the session's local Ray cluster)
@@ -197,13 +198,6 @@ def test_filter_in_memory_to_a_non_local_filesystem_equals_the_streamed_local_ru
 
 
 # ---- failures leave the dataset at the URI as it was ---------------------------------------------------
-
-
-def _kg_without_facts(root: Path) -> Path:
-    kg = root / "kg_no_facts"
-    kg.mkdir()
-    (kg / "x.jsonl").write_text('{"name": "感冒"}\n{"name": "头痛"}\n', encoding="utf-8")
-    return kg
 
 
 def test_a_failed_build_leaves_the_previous_dataset_at_the_uri_and_its_rejects_beside_it(sft_dir, tmp_path):
