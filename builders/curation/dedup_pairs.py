@@ -31,7 +31,7 @@ from medmill.builders.core.forked import forked_imap
 
 SKETCH_WORDS = 4  # 256-bit sketch per text: bound_pass rules out >99 % of bench/scale.py's LSH pairs
 PAIR_BLOCK = 3_000_000  # pairs generated per block (bounds the temporaries: ~40 B each)
-BLOCK_ROWS = 1 << 22  # rows per block at most: a row, its score and its mate fit one 64-bit sort key
+BLOCK_ROWS = 1 << 22  # rows per block at most (fewer with 512+ bands): row, score and mate fit one int64 sort key
 BOUND_CHUNK = 1_000_000  # pairs per bound_pass step
 
 
@@ -335,7 +335,7 @@ class BucketTable:
         then ascending), and the end of each row's part. P_i: the rows among the first `depth` of any
         bucket row i is in (earlier rows: a bucket lists its rows ascending, row i at its rank)."""
         n = hi - lo
-        assert n <= BLOCK_ROWS
+        assert n <= self.block_rows
         keys = []
         for band in self.bands:
             a, z = np.searchsorted(band.rows, [lo, hi])
@@ -366,6 +366,11 @@ class BucketTable:
         key.sort()
         return key.astype(np.int32), np.cumsum(np.bincount(rows, minlength=n))  # mates: the low half
 
+    @property
+    def block_rows(self) -> int:
+        """Most rows per block: `block_pairs` sorts (row << 32 + score bits) | score | mate as int64."""
+        return min(BLOCK_ROWS, 1 << (31 - len(self.bands).bit_length()))
+
     def blocks(self, lo: int, depth: int, budget: int | None = None) -> list[tuple[int, int]]:
         """Row ranges from `lo` to the end, each generating about `budget` (PAIR_BLOCK) pairs at most."""
         budget = budget or PAIR_BLOCK
@@ -373,7 +378,7 @@ class BucketTable:
         out, at = [], lo
         while at < self.size:
             end = int(np.searchsorted(total, total[at] + budget, side="right")) - 1
-            end = min(self.size, max(end, at + 1), at + BLOCK_ROWS)
+            end = min(self.size, max(end, at + 1), at + self.block_rows)
             out.append((at, end))
             at = end
         return out

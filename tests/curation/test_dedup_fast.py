@@ -216,3 +216,13 @@ def test_bound_of_a_block_equals_the_bound_of_its_pairs(monkeypatch):
     for threshold in (0.3, 0.6):
         want = bound(a, b, threshold)
         assert bound.block(40, counts, b, threshold).tolist() == want.tolist() and want.any() and not want.all()
+
+
+def test_blocks_keep_the_ranking_key_within_64_bits(monkeypatch):
+    """Many bands (low thresholds, many permutations) leave fewer bits for the row: blocks get fewer rows."""
+    for bands in (1, 32, 489, 1024):
+        table = dp.BucketTable(np.zeros((0, bands), np.uint64), lambda b: np.arange(10, dtype=np.uint64), 10, bands)
+        biggest = (table.block_rows - 1) << (32 + bands.bit_length()) | (bands << 32) | 0xFFFFFFFF
+        assert biggest < 2**63 and table.block_rows <= dp.BLOCK_ROWS
+    monkeypatch.setattr(dp, "BLOCK_ROWS", 3)
+    assert all(hi - lo <= 3 for lo, hi in table.blocks(0, 16, budget=10**9))
