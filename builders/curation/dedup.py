@@ -515,7 +515,6 @@ class _Resolver:
         self.above_at, self.above_sim, self.above_mate = at[above], sims[above], b[above]
         above_rows = sorted_unique(np.concatenate([a[above], b[above]]))
         self.texts.keep(above_rows, [got[i] for i in np.searchsorted(need, above_rows).tolist()])
-        self.stats_pairs = {"pairs": len(self.mates), "bound_passed": len(at), "above": int(above.sum())}
         # the fact guard of every pair at or above the threshold, on every core (most open rows need
         # exactly the one)
         self.above_why: dict[tuple[int, int], str | None] = {}

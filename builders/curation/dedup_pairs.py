@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,11 +189,6 @@ class PairFiles:
     def block(self, k: int) -> np.ndarray:
         """The pairs of block k (from its file)."""
         return np.fromfile(self.block_path(k), dtype=np.int32)
-
-    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """(first pair, pairs) of every block, in order, one in memory at a time."""
-        for k in range(len(self.bounds) - 1):
-            yield self.bounds[k], self.block(k)
 
     def close(self) -> None:
         for fd in self._fds.values():

@@ -438,8 +438,8 @@ def test_pair_files_read_back_as_one_array(tmp_path):
     for lo in range(len(whole) + 1):
         for hi in (lo, lo + 1, lo + 7, lo + 30, len(whole)):
             assert store[lo:hi].tolist() == whole[lo:hi].tolist()
-    assert [(first, b.tolist()) for first, b in store.blocks()] == [(int(s), b.tolist()) for s, b in
-                                                                  zip(np.cumsum([0] + [len(b) for b in blocks[:-1]]), blocks, strict=True)]
+    assert [store.block(k).tolist() for k in range(len(blocks))] == [b.tolist() for b in blocks]
+    assert store.bounds == np.cumsum([0] + [len(b) for b in blocks]).tolist()
     store.close()
 
 
